@@ -1,0 +1,37 @@
+# One command surface; .ci/run calls the same targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint test bench bench-media run clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,s3]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check farm gateway chain tests
+	$(BIN)/ruff format --check farm gateway chain tests
+	$(BIN)/mypy
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: bench-media
+
+# Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
+bench-media: $(STAMP)
+	@command -v ffmpeg >/dev/null || (apt-get install -y -qq ffmpeg >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq ffmpeg))
+	$(BIN)/python tests/bench/bench_media.py --runs $${RUNS:-7}
+
+run: $(STAMP)
+	$(BIN)/farm --help
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""``farm``: the command group and its error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from farm import __version__
+from farm.cli import media
+from farm.errors import FarmError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="farm")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """A Livepeer-compatible, GPU-aware transcoding farm."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(media.transcode_cmd)
+cli.add_command(media.bench_cmd)
+cli.add_command(media.gpus_cmd)
+
+
+def main() -> None:
+    """Entry point: farm errors become one clear line and exit status 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except FarmError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)

@@ -1,0 +1,110 @@
+"""The farm's error hierarchy.
+
+Every error the farm raises on purpose derives from :class:`FarmError`. Whether a failure
+is worth retrying is a type, not a flag: :class:`PermanentError` and :class:`RetryableError`
+are mapped onto Celery retries in one place and onto HTTP status codes in one handler.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EncoderUnavailable",
+    "EngineFailure",
+    "FarmError",
+    "InputCorrupt",
+    "InputInvalid",
+    "InputTooLong",
+    "JobError",
+    "NoCapacity",
+    "PermanentError",
+    "ProfileInvalid",
+    "RetryableError",
+    "TranscodeTimeout",
+    "UnsupportedCodec",
+]
+
+
+class FarmError(Exception):
+    """Raised for any failure the farm recognises; the root of the hierarchy."""
+
+    #: Short machine-readable code, stable across versions, used in metrics and API bodies.
+    code: str = "farm_error"
+
+
+class ConfigError(FarmError):
+    """Raised when settings or command-line options are invalid."""
+
+    code = "config_invalid"
+
+
+class JobError(FarmError):
+    """Raised when a job cannot be completed."""
+
+    code = "job_failed"
+
+
+class PermanentError(JobError):
+    """Raised when retrying the same job cannot succeed (bad input, bad profile)."""
+
+    code = "permanent"
+
+
+class RetryableError(JobError):
+    """Raised when the same job may succeed on another attempt or another worker."""
+
+    code = "retryable"
+
+
+class ProfileInvalid(PermanentError):
+    """Raised when a transcoding profile is unknown or has invalid fields."""
+
+    code = "profile_invalid"
+
+
+class InputInvalid(PermanentError):
+    """Raised when the input is empty, not a media container, or has no video."""
+
+    code = "input_invalid"
+
+
+class InputCorrupt(PermanentError):
+    """Raised when the input is truncated or its video cannot be decoded cleanly."""
+
+    code = "input_corrupt"
+
+
+class InputTooLong(PermanentError):
+    """Raised when the input lasts longer than the engine accepts."""
+
+    code = "input_too_long"
+
+
+class UnsupportedCodec(PermanentError):
+    """Raised when the input's codec or the requested output codec is not supported."""
+
+    code = "unsupported_codec"
+
+
+class EncoderUnavailable(RetryableError):
+    """Raised when a hardware encoder was chosen but failed to open on this worker."""
+
+    code = "encoder_unavailable"
+
+
+class TranscodeTimeout(RetryableError):
+    """Raised when a transcode runs past its deadline."""
+
+    code = "timeout"
+
+
+class EngineFailure(RetryableError):
+    """Raised when the media library fails on input that looked valid."""
+
+    code = "engine_failure"
+
+
+class NoCapacity(FarmError):
+    """Raised when no live worker can serve what a job needs."""
+
+    code = "no_capacity"

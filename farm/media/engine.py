@@ -1,0 +1,460 @@
+"""The transcoding engine: one decode, a full rendition ladder per segment.
+
+The calling thread demuxes and decodes the input once. Each rendition runs on its own thread
+with its own scaler, encoder and muxer; decoded frames and audio packets are handed to every
+rendition through small bounded queues. PyAV releases the GIL while scaling, encoding and
+decoding, so renditions encode in parallel with the decode and with each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, cast
+
+import av
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from farm.errors import (
+    EncoderUnavailable,
+    EngineFailure,
+    FarmError,
+    InputCorrupt,
+    InputTooLong,
+    ProfileInvalid,
+    TranscodeTimeout,
+    UnsupportedCodec,
+)
+from farm.media.codecs import QUIET_OPTIONS, EncoderChoice, choose_encoder
+from farm.media.output import MIME_TYPES, OutputFile, check_format
+from farm.media.profiles import H264_PROFILES, VideoProfile
+from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
+
+__all__ = ["EngineOptions", "Rendition", "TranscodeResult", "transcode"]
+
+log = logging.getLogger(__name__)
+
+_QUEUE_DEPTH = 6
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How the engine encodes; the defaults suit live segments on CPUs."""
+
+    fmt: str = "mpegts"
+    #: x264/x265 preset for software encodes.
+    preset: str = "veryfast"
+    prefer_gpu: bool = True
+    #: GPU index for NVENC/NVDEC, None for CPU only.
+    gpu: int | None = None
+    max_seconds: float = MAX_INPUT_SECONDS
+    #: Wall-clock budget for the whole segment; None for no limit.
+    deadline_s: float | None = None
+    #: Encode renditions on their own threads (off only to measure the difference).
+    parallel: bool = True
+    interpolation: str = "BICUBIC"
+
+
+@dataclass(slots=True)
+class Rendition:
+    """One encoded rendition of a segment."""
+
+    profile: VideoProfile
+    data: bytes
+    fmt: str
+    encoder: str
+    width: int
+    height: int
+    frames: int
+    #: Encoded pixels: frames x width x height, what an orchestrator charges.
+    pixels: int
+    #: First and last-plus-one presentation time of the video, in seconds.
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def mime_type(self) -> str:
+        return MIME_TYPES[self.fmt]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.profile.name,
+            "format": self.fmt,
+            "encoder": self.encoder,
+            "width": self.width,
+            "height": self.height,
+            "frames": self.frames,
+            "pixels": self.pixels,
+            "bytes": len(self.data),
+            "start": round(self.start, 6),
+            "duration": round(self.duration, 6),
+        }
+
+
+@dataclass(slots=True)
+class TranscodeResult:
+    """Everything a segment's transcode produced and measured."""
+
+    renditions: list[Rendition]
+    decoder: str
+    decoded_frames: int
+    decoded_pixels: int
+    input_start: float
+    input_duration: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def encoded_pixels(self) -> int:
+        return sum(r.pixels for r in self.renditions)
+
+
+class _Rendition(threading.Thread):
+    """Scales, encodes and muxes one rendition from the shared decoded frames."""
+
+    def __init__(
+        self, profile: VideoProfile, source: Source, choice: EncoderChoice, opts: EngineOptions
+    ) -> None:
+        super().__init__(name=f"rendition-{profile.name}", daemon=True)
+        self.profile = profile
+        self.choice = choice
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self.error: BaseException | None = None
+        self.result: Rendition | None = None
+        self.width, self.height = profile.oriented(source.portrait)
+        self._scaler = VideoReformatter()
+        self._interpolation = Interpolation[opts.interpolation]
+        self._rate = profile.frame_rate
+        self._pending: tuple[av.VideoFrame, Fraction] | None = None
+        self._frames = 0
+        self._first_pts: int | None = None
+        self._last_pts: int | None = None
+        self._out = OutputFile(opts.fmt)
+        self._video = self._add_video(source, opts)
+        self._audio = (
+            self._out.container.add_stream_from_template(source.audio) if source.audio else None
+        )
+
+    def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
+        p = self.profile
+        in_rate = source.frame_rate or Fraction(30)
+        rate = self._rate or in_rate
+        stream = cast(av.VideoStream, self._out.container.add_stream(self.choice.codec, rate=rate))
+        stream.width, stream.height = self.width, self.height
+        stream.pix_fmt = "yuv420p"
+        tb = Fraction(1) / rate if self._rate else source.video.time_base
+        assert tb is not None
+        self._time_base: Fraction = tb
+        stream.codec_context.time_base = self._time_base
+        stream.bit_rate = p.bitrate
+        stream.codec_context.thread_type = "AUTO"
+        options: dict[str, object] = dict(QUIET_OPTIONS.get(self.choice.codec, {}))
+        if not self.choice.hardware and self.choice.codec in ("libx264", "libx265"):
+            options["preset"] = opts.preset
+        if p.intra_only:
+            stream.gop_size = 1
+        elif p.gop_seconds is not None:
+            stream.gop_size = max(1, round(p.gop_seconds * float(rate)))
+        h264_profile = H264_PROFILES[p.profile]
+        if h264_profile:
+            options["profile"] = h264_profile
+        if p.b_frames is not None:
+            options["bf"] = str(p.b_frames)
+        stream.options = options
+        try:
+            stream.codec_context.open()
+        except (av.FFmpegError, OSError) as e:
+            self._out.abort()
+            if self.choice.hardware:
+                raise EncoderUnavailable(f"{self.choice.codec} failed to open: {e}") from e
+            raise UnsupportedCodec(f"{self.choice.codec} rejected profile {p.name!r}: {e}") from e
+        return stream
+
+    # -- thread body -------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while (item := self.queue.get()) is not _STOP:
+                self.handle(item)
+            self.finish()
+        except BaseException as e:  # reported to the decoding thread, which re-raises
+            self.error = e
+            self._out.abort()
+            while self.queue.get() is not _STOP:
+                pass
+
+    def handle(self, item: Any) -> None:
+        """Process one queue item: an audio packet, a decoded frame, or the end of video."""
+        if isinstance(item, av.Packet):
+            self._mux_audio(item)
+        elif isinstance(item, _Close):
+            self.close_video(item.end)
+        else:
+            self.video(*item)
+
+    def video(self, frame: av.VideoFrame, t: Fraction) -> None:
+        """Take the next decoded frame at input time ``t`` (seconds)."""
+        if self._rate is None:
+            self._encode(frame, round(t / self._time_base))
+            return
+        if self._pending is not None:
+            self._emit_pending(until=t)
+        self._pending = (frame, t)
+
+    def _emit_pending(self, until: Fraction) -> None:
+        # Output frame k shows at k/fps; an input frame covers the output frames whose slot
+        # starts in [its time, the next frame's time), so frames drop or repeat as needed.
+        assert self._pending is not None and self._rate is not None
+        frame, t = self._pending
+        first, stop = round(t * self._rate), round(until * self._rate)
+        if self._last_pts is not None:
+            first = max(first, self._last_pts + 1)
+        for k in range(first, stop):
+            self._encode(frame, k)
+
+    def _encode(self, frame: av.VideoFrame, pts: int) -> None:
+        scaled = self._scaler.reformat(
+            frame, self.width, self.height, "yuv420p", interpolation=self._interpolation
+        )
+        if scaled is frame:
+            # Same size and format as the input: give this rendition its own frame, since
+            # pts and picture type are written on it.
+            scaled = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+        scaled.pts = pts
+        scaled.time_base = self._time_base
+        scaled.pict_type = (
+            av.video.frame.PictureType.I if self._frames == 0 else av.video.frame.PictureType.NONE
+        )
+        if self._first_pts is None:
+            self._first_pts = pts
+        self._last_pts = pts
+        self._frames += 1
+        for packet in self._video.encode(scaled):
+            self._out.container.mux(packet)
+
+    def _mux_audio(self, packet: av.Packet[Any]) -> None:
+        assert self._audio is not None
+        copy = av.Packet(bytes(packet))
+        copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+        copy.is_keyframe = packet.is_keyframe
+        copy.stream = self._audio
+        self._out.container.mux(copy)
+
+    def close_video(self, end: Fraction) -> None:
+        """Flush the last pending frame, holding it until ``end`` (seconds)."""
+        if self._pending is not None:
+            self._emit_pending(until=end)
+            self._pending = None
+
+    def finish(self) -> None:
+        for packet in self._video.encode(None):
+            self._out.container.mux(packet)
+        data = self._out.finish()
+        tb = self._time_base
+        first = self._first_pts or 0
+        last = self._last_pts if self._last_pts is not None else first - 1
+        frame_len = (Fraction(1) / self._rate) if self._rate else None
+        end = (last * tb + frame_len) if frame_len else (last + 1) * tb
+        self.result = Rendition(
+            profile=self.profile,
+            data=data,
+            fmt=self._out.fmt,
+            encoder=self.choice.codec,
+            width=self.width,
+            height=self.height,
+            frames=self._frames,
+            pixels=self._frames * self.width * self.height,
+            start=float(first * tb),
+            end=float(end),
+        )
+
+
+def _choose(profiles: Sequence[VideoProfile], opts: EngineOptions) -> list[EncoderChoice]:
+    choices = []
+    for p in profiles:
+        choice = choose_encoder(p.encoder, prefer_gpu=opts.prefer_gpu and opts.gpu is not None)
+        if choice is None:
+            raise UnsupportedCodec(f"no {p.encoder} encoder available for profile {p.name!r}")
+        if opts.fmt == "mpegts" and p.encoder == "VP9":
+            raise ProfileInvalid(f"profile {p.name!r}: VP9 cannot be carried in MPEG-TS; use mp4")
+        choices.append(choice)
+    return choices
+
+
+def transcode(
+    data: SourceInput,
+    profiles: Sequence[VideoProfile],
+    options: EngineOptions | None = None,
+) -> TranscodeResult:
+    """Transcode one segment into every profile in one pass.
+
+    Raises a :class:`~farm.errors.PermanentError` for input or profiles that cannot work and
+    a :class:`~farm.errors.RetryableError` for failures another attempt may not hit.
+    """
+    opts = options or EngineOptions()
+    check_format(opts.fmt)
+    if not profiles:
+        raise ProfileInvalid("at least one profile is required")
+    started = time.perf_counter()
+    choices = _choose(profiles, opts)
+    source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu)
+    workers: list[_Rendition] = []
+    try:
+        for p, choice in zip(profiles, choices, strict=True):
+            workers.append(_Rendition(p, source, choice, opts))
+        opened = time.perf_counter()
+        if opts.parallel:
+            for w in workers:
+                w.start()
+        stats = _decode(source, workers, opts, started)
+        for w in workers:
+            _hand(w, _STOP, opts.parallel)
+        for w in workers:
+            if opts.parallel:
+                w.join()
+            elif w.error is None:
+                w.finish()
+        _raise_first(workers)
+    except BaseException:
+        for w in workers:
+            if w.is_alive():
+                _drain_and_stop(w)
+        raise
+    finally:
+        source.close()
+    done = time.perf_counter()
+    return TranscodeResult(
+        renditions=[w.result for w in workers if w.result is not None],
+        decoder=source.decoder,
+        decoded_frames=stats["frames"],
+        decoded_pixels=stats["pixels"],
+        input_start=stats["start"],
+        input_duration=stats["duration"],
+        timings={"open": opened - started, "transcode": done - opened, "total": done - started},
+    )
+
+
+def _hand(worker: _Rendition, item: Any, parallel: bool) -> None:
+    if not parallel:
+        if worker.error is None and item is not _STOP:
+            try:
+                worker.handle(item)
+            except BaseException as e:
+                worker.error = e
+        return
+    while True:
+        try:
+            worker.queue.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            if not worker.is_alive():
+                return
+
+
+def _drain_and_stop(worker: _Rendition) -> None:
+    with contextlib.suppress(queue.Full):
+        worker.queue.put_nowait(_STOP)
+    worker.join(timeout=5)
+
+
+def _raise_first(workers: Sequence[_Rendition]) -> None:
+    for w in workers:
+        if w.error is not None:
+            if isinstance(w.error, FarmError):
+                raise w.error
+            raise EngineFailure(f"rendition {w.profile.name!r} failed: {w.error}") from w.error
+
+
+def _decode(
+    source: Source, workers: Sequence[_Rendition], opts: EngineOptions, started: float
+) -> dict[str, Any]:
+    video, audio = source.video, source.audio
+    tb = video.time_base
+    assert tb is not None
+    frames = pixels = 0
+    first_t: Fraction | None = None
+    last_t: Fraction | None = None
+    streams = [s for s in (video, audio) if s is not None]
+    deadline = started + opts.deadline_s if opts.deadline_s else None
+    frame_len = Fraction(1) / source.frame_rate if source.frame_rate else Fraction(1, 30)
+    try:
+        with av.logging.Capture() as logs:
+            for packet in source.container.demux(streams):
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise TranscodeTimeout(
+                        f"transcode passed its {opts.deadline_s:g} s deadline after {frames} frames"
+                    )
+                if packet.stream is audio:
+                    if packet.size:
+                        for w in workers:
+                            _hand(w, packet, opts.parallel)
+                    continue
+                if packet.is_corrupt:
+                    raise InputCorrupt(f"corrupt video packet at {_when(packet.pts, tb)}")
+                for decoded in packet.decode():
+                    frame = cast(av.VideoFrame, decoded)
+                    if frame.is_corrupt:
+                        raise InputCorrupt(f"corrupt video frame at {_when(frame.pts, tb)}")
+                    if frame.pts is None:
+                        continue
+                    t = frame.pts * tb
+                    if first_t is None:
+                        first_t = t
+                    if t - first_t > opts.max_seconds:
+                        raise InputTooLong(f"input runs past the {opts.max_seconds:g} s limit")
+                    if last_t is not None and t <= last_t:
+                        continue  # a repeated or out-of-order timestamp would break the output
+                    last_t = t
+                    frames += 1
+                    pixels += frame.width * frame.height
+                    for w in workers:
+                        _hand(w, (frame, t), opts.parallel)
+                _raise_first(workers)
+            _check_logs(logs)
+    except av.FFmpegError as e:
+        raise InputCorrupt(f"video cannot be decoded: {e}") from e
+    if first_t is None or last_t is None:
+        raise InputCorrupt("no decodable video frames in the input")
+    expected = source.video.frames
+    if source.format_name.startswith("mov") and expected and frames < expected:
+        raise InputCorrupt(f"input is truncated: decoded {frames} of {expected} video frames")
+    end = last_t + frame_len
+    for w in workers:
+        _hand(w, _Close(end), opts.parallel)
+    return {
+        "frames": frames,
+        "pixels": pixels,
+        "start": float(first_t),
+        "duration": float(end - first_t),
+    }
+
+
+class _Close:
+    """Queue item: flush the pending frame up to ``end``."""
+
+    def __init__(self, end: Fraction) -> None:
+        self.end = end
+
+
+def _when(pts: int | None, tb: Fraction) -> str:
+    return "unknown time" if pts is None else f"{float(pts * tb):.3f} s"
+
+
+_FATAL_LOG_MARKS = ("Invalid NAL unit size", "error while decoding MB", "concealing")
+
+
+def _check_logs(logs: list[tuple[int, str, str]]) -> None:
+    # The H.264 decoder conceals damaged slices instead of failing; a truncated or damaged
+    # segment shows up only in its log, and a concealed picture is not a good rendition.
+    for level, name, message in logs:
+        if level <= av.logging.ERROR and any(mark in message for mark in _FATAL_LOG_MARKS):
+            raise InputCorrupt(f"video is damaged: {name}: {message.strip()}")

@@ -1,0 +1,156 @@
+"""Opening and checking an input segment before any work is done on it."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.codec.hwaccel import HWAccel
+
+from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
+from farm.media.codecs import GPU_DECODERS, decoder_opens
+
+__all__ = ["MAX_INPUT_SECONDS", "SUPPORTED_INPUT_CODECS", "Source", "open_source"]
+
+log = logging.getLogger(__name__)
+
+#: go-livepeer rejects inputs longer than this.
+MAX_INPUT_SECONDS = 300.0
+#: Video codecs accepted as input (what a Livepeer orchestrator can be sent).
+SUPPORTED_INPUT_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg2video", "mpeg4"})
+_TS_PACKET_SIZES = (188, 192, 204)
+
+SourceInput = bytes | bytearray | memoryview | str | Path
+
+
+@dataclass(slots=True)
+class Source:
+    """An opened input: its container, streams, and what is known before decoding."""
+
+    container: av.container.InputContainer
+    video: av.VideoStream
+    audio: av.AudioStream | None
+    format_name: str
+    size: int | None
+    duration: float | None
+    frame_rate: Fraction | None
+    decoder: str
+
+    @property
+    def portrait(self) -> bool:
+        return self.video.codec_context.height > self.video.codec_context.width
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _as_file(data: SourceInput) -> tuple[io.BytesIO | str, int | None, str]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        if not raw:
+            raise InputInvalid("input is empty (0 bytes)")
+        return io.BytesIO(raw), len(raw), "input"
+    path = Path(data)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputInvalid(f"cannot read input {path}: {e.strerror}") from e
+    if not path.is_file():
+        raise InputInvalid(f"input {path} is not a file")
+    if size == 0:
+        raise InputInvalid(f"input {path} is empty (0 bytes)")
+    return str(path), size, str(path)
+
+
+def _open(
+    file: io.BytesIO | str, label: str, hwaccel: HWAccel | None
+) -> av.container.InputContainer:
+    try:
+        with av.logging.Capture():
+            return av.open(file, "r", hwaccel=hwaccel) if hwaccel else av.open(file, "r")
+    except av.InvalidDataError as e:
+        raise InputInvalid(
+            f"{label} is not a media container FFmpeg can read ({e.strerror})"
+        ) from e
+    except av.FFmpegError as e:
+        raise InputInvalid(f"{label} could not be opened: {e}") from e
+
+
+def open_source(
+    data: SourceInput,
+    *,
+    max_seconds: float = MAX_INPUT_SECONDS,
+    gpu: int | None = None,
+) -> Source:
+    """Open an input segment (bytes or a path) and check it is video the engine can take.
+
+    With ``gpu`` set and NVDEC available for the codec, frames are decoded on that GPU.
+    """
+    file, size, label = _as_file(data)
+    container = _open(file, label, None)
+    try:
+        return _inspect(container, file, size, label, max_seconds, gpu)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _inspect(
+    container: av.container.InputContainer,
+    file: io.BytesIO | str,
+    size: int | None,
+    label: str,
+    max_seconds: float,
+    gpu: int | None,
+) -> Source:
+    fmt = container.format.name
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise InputInvalid(f"{label} has no video stream (streams: {kinds})")
+    video = container.streams.video[0]
+    codec = video.codec_context.name
+    if codec not in SUPPORTED_INPUT_CODECS:
+        raise UnsupportedCodec(
+            f"input video codec {codec!r} is not supported; "
+            f"supported: {', '.join(sorted(SUPPORTED_INPUT_CODECS))}"
+        )
+    if not video.codec_context.width or not video.codec_context.height:
+        raise InputCorrupt(f"{label}: video stream has no picture size (truncated header?)")
+    if "mpegts" in fmt and size is not None and all(size % n for n in _TS_PACKET_SIZES):
+        raise InputCorrupt(
+            f"{label} is truncated: {size} bytes is not a whole number of MPEG-TS packets"
+        )
+    duration = container.duration / av.time_base if container.duration else None
+    if duration is not None and duration > max_seconds:
+        raise InputTooLong(f"input lasts {duration:.1f} s; the limit is {max_seconds:g} s")
+    decoder = codec
+    if gpu is not None and GPU_DECODERS.get(codec) and decoder_opens(GPU_DECODERS[codec]):
+        # Reopen with NVDEC on the worker's GPU; CPU decoding stays the fallback.
+        if isinstance(file, io.BytesIO):
+            file.seek(0)
+        try:
+            hw = _open(file, label, HWAccel("cuda", device=str(gpu), allow_software_fallback=True))
+        except InputInvalid as e:
+            log.warning("NVDEC open failed on GPU %s, decoding on CPU: %s", gpu, e)
+        else:
+            container.close()
+            container = hw
+            video = container.streams.video[0]
+            decoder = f"{codec} (nvdec:{gpu})"
+    audio = container.streams.audio[0] if container.streams.audio else None
+    video.codec_context.thread_type = "AUTO"
+    rate = video.average_rate or video.guessed_rate
+    return Source(
+        container=container,
+        video=video,
+        audio=audio,
+        format_name=fmt,
+        size=size,
+        duration=duration,
+        frame_rate=Fraction(rate) if rate else None,
+        decoder=decoder,
+    )

@@ -1,0 +1,117 @@
+"""make bench-media: the engine against the ffmpeg command line on the same ladder.
+
+A 2-second 1080p30 H.264 segment with AAC audio goes to 720p 3 Mbps / 480p 1.6 Mbps /
+360p 0.8 Mbps (libx264 veryfast, 2 s GOP, audio copied, bicubic scaling on both sides),
+as one ffmpeg process and as one engine call, alternating, median of N runs each.
+The last line is the ratio engine/ffmpeg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from farm.media.engine import EngineOptions, transcode
+from farm.media.profiles import VideoProfile
+from farm.media.synth import make_segment
+
+LADDER = [
+    VideoProfile("720p", 1280, 720, 3_000_000, fps=30, gop="2"),
+    VideoProfile("480p", 854, 480, 1_600_000, fps=30, gop="2"),
+    VideoProfile("360p", 640, 360, 800_000, fps=30, gop="2"),
+]
+
+
+def ffmpeg_command(src: Path, out: Path) -> list[str]:
+    n = len(LADDER)
+    split = f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n))
+    scales = [f"[v{i}]scale={p.width}:{p.height}:flags=bicubic[o{i}]" for i, p in enumerate(LADDER)]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(src),
+        "-filter_complex",
+        ";".join([split, *scales]),
+    ]
+    for i, p in enumerate(LADDER):
+        cmd += [
+            "-map",
+            f"[o{i}]",
+            "-map",
+            "0:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            str(p.bitrate),
+            "-r",
+            str(p.fps),
+            "-g",
+            str(2 * p.fps),
+            "-c:a",
+            "copy",
+            "-f",
+            "mpegts",
+            str(out / f"{p.name}.ts"),
+        ]
+    return cmd
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--serial", action="store_true", help="encode renditions one by one")
+    args = parser.parse_args()
+    if shutil.which("ffmpeg") is None:
+        print("ffmpeg is not installed (apt-get install ffmpeg)", file=sys.stderr)
+        return 2
+    segment = make_segment(1920, 1080, 30, 2.0, bitrate=6_500_000, gop_seconds=2.0)
+    opts = EngineOptions(fmt="mpegts", preset="veryfast", parallel=not args.serial)
+    with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
+        src = Path(tmp) / "in.ts"
+        src.write_bytes(segment)
+        cmd = ffmpeg_command(src, Path(tmp))
+        transcode(src, LADDER, opts)  # warm up both
+        subprocess.run(cmd, check=True)
+        engine_s, ffmpeg_s = [], []
+        for run in range(args.runs):
+            t = time.perf_counter()
+            result = transcode(src, LADDER, opts)
+            engine_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            ffmpeg_s.append(time.perf_counter() - t)
+            print(
+                f"run {run + 1}: engine {engine_s[-1]:.3f} s, ffmpeg {ffmpeg_s[-1]:.3f} s",
+                flush=True,
+            )
+        sizes = ", ".join(f"{r.profile.name} {len(r.data) / 1e3:.0f} kB" for r in result.renditions)
+        ff_sizes = ", ".join(
+            f"{p.name} {(Path(tmp) / f'{p.name}.ts').stat().st_size / 1e3:.0f} kB" for p in LADDER
+        )
+    print(f"machine: {os.cpu_count()} cores; input 1080p30 2.0 s, {len(segment) / 1e6:.2f} MB")
+    print(f"engine outputs: {sizes}")
+    print(f"ffmpeg outputs: {ff_sizes}")
+    e, f = statistics.median(engine_s), statistics.median(ffmpeg_s)
+    print(
+        f"engine median {e:.3f} s (min {min(engine_s):.3f}), "
+        f"ffmpeg median {f:.3f} s (min {min(ffmpeg_s):.3f})"
+    )
+    print(f"ratio engine/ffmpeg: {e / f:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
