@@ -14,6 +14,7 @@ __all__ = [
     "FarmError",
     "InputCorrupt",
     "InputInvalid",
+    "InputMissing",
     "InputTooLong",
     "JobError",
     "NoCapacity",
@@ -78,6 +79,12 @@ class InputTooLong(PermanentError):
     """Raised when the input lasts longer than the engine accepts."""
 
     code = "input_too_long"
+
+
+class InputMissing(PermanentError):
+    """Raised when a job's input is no longer in the blob store (expired or deleted)."""
+
+    code = "input_missing"
 
 
 class UnsupportedCodec(PermanentError):

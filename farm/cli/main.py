@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import media
+from farm.cli import cluster, media
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -26,6 +26,15 @@ def cli(verbose: int) -> None:
 cli.add_command(media.transcode_cmd)
 cli.add_command(media.bench_cmd)
 cli.add_command(media.gpus_cmd)
+for _command in (
+    cluster.worker_cmd,
+    cluster.node_cmd,
+    cluster.beat_cmd,
+    cluster.flower_cmd,
+    cluster.submit_cmd,
+    cluster.job_cmd,
+):
+    cli.add_command(_command)
 
 
 def main() -> None:

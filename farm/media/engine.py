@@ -161,6 +161,8 @@ class _Rendition(threading.Thread):
         options: dict[str, object] = dict(QUIET_OPTIONS.get(self.choice.codec, {}))
         if not self.choice.hardware and self.choice.codec in ("libx264", "libx265"):
             options["preset"] = opts.preset
+        if self.choice.hardware and opts.gpu is not None:
+            options["gpu"] = str(opts.gpu)
         if p.intra_only:
             stream.gop_size = 1
         elif p.gop_seconds is not None:

@@ -1,0 +1,64 @@
+"""The Celery app of one orchestrator cluster: configuration, queues and the beat schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from farm.queues import CHAIN_QUEUE, CONTROL_QUEUE
+from farm.settings import ClusterSettings
+
+__all__ = ["create_app", "settings_of"]
+
+
+def create_app(settings: ClusterSettings | None = None) -> Celery:
+    """A Celery app for this cluster, with the farm's tasks registered."""
+    settings = settings or ClusterSettings()
+    app = Celery("farm", broker=settings.broker_url, backend=settings.result_backend)
+    transport: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis", "rediss")):
+        # Unacked messages of a worker that vanished come back after this long; the
+        # reconciler republishes overdue jobs sooner.
+        transport["visibility_timeout"] = 3600
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_expires=3600,
+        result_extended=True,
+        task_default_queue=CONTROL_QUEUE,
+        task_queues=[Queue(CONTROL_QUEUE), Queue(CHAIN_QUEUE)],
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "farm.reconcile": {
+                "task": "farm.reconcile",
+                "schedule": settings.reconcile_s,
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.reconcile_s},
+            }
+        },
+    )
+    app.farm_settings = settings
+    from farm.tasks import register_tasks
+
+    register_tasks(app)
+    return app
+
+
+def settings_of(app: Celery) -> ClusterSettings:
+    """The settings an app was created with."""
+    settings = getattr(app, "farm_settings", None)
+    if not isinstance(settings, ClusterSettings):
+        raise RuntimeError("this Celery app was not created by farm.celery_app.create_app")
+    return settings

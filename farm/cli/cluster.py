@@ -1,0 +1,193 @@
+"""Cluster commands: ``farm worker``, ``node``, ``beat``, ``flower``, ``submit``, ``job``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from farm.errors import ConfigError
+from farm.settings import (
+    ClusterSettings,
+    FlowerSettings,
+    NodeSettings,
+    WorkerSettings,
+)
+
+__all__ = ["beat_cmd", "flower_cmd", "job_cmd", "node_cmd", "submit_cmd", "worker_cmd"]
+
+
+def _load(cls: type[Any], **overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+@click.command("worker")
+@click.option("--gpus", default=None, help="all, none, or GPU indices like 0,1 (default all).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=None,
+    help="Jobs in parallel per worker process.",
+)
+@click.option("--cpu", "cpu_only", is_flag=True, help="Same as --gpus none.")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker_cmd(gpus: str | None, concurrency: int | None, cpu_only: bool, loglevel: str) -> None:
+    """Run a Celery worker on the queues this machine's GPUs and CPUs can serve."""
+    from farm.worker import run_worker_group
+
+    settings: WorkerSettings = _load(WorkerSettings, concurrency=concurrency)
+    spec = "none" if cpu_only else (gpus or settings.gpus)
+    sys.exit(run_worker_group(settings, spec, loglevel=loglevel.upper()))
+
+
+@click.command("node")
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (default 8935).")
+def node_cmd(host: str | None, port: int | None) -> None:
+    """Serve the orchestrator's node API: /healthz, /status, /metrics."""
+    import uvicorn
+
+    from farm.node import create_node_app
+
+    settings: NodeSettings = _load(NodeSettings, host=host, port=port)
+    uvicorn.run(
+        create_node_app(settings), host=settings.host, port=settings.port, log_level="warning"
+    )
+
+
+@click.command("beat")
+@click.option(
+    "--schedule",
+    type=click.Path(path_type=Path),
+    default=Path(".farm/beat-schedule"),
+    show_default=True,
+    help="Where beat keeps its schedule state.",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat_cmd(schedule: Path, loglevel: str) -> None:
+    """Run celery beat: the reconciler (and, with a chain configured, rewards and redemption)."""
+    from farm.celery_app import create_app
+
+    settings: ClusterSettings = _load(ClusterSettings)
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    create_app(settings).start(["beat", f"--schedule={schedule}", f"--loglevel={loglevel}"])
+
+
+@click.command("flower")
+@click.option("--port", type=int, default=None, help="Listen port (default 5555).")
+def flower_cmd(port: int | None) -> None:
+    """Run Flower with the app's configuration and basic auth."""
+    from farm.celery_app import create_app
+
+    settings: FlowerSettings = _load(FlowerSettings, flower_port=port)
+    app = create_app(settings)
+    app.start(
+        [
+            "flower",
+            f"--address={settings.flower_host}",
+            f"--port={settings.flower_port}",
+            f"--basic-auth={settings.flower_basic_auth.get_secret_value()}",
+        ]
+    )
+
+
+@click.command("submit")
+@click.argument("segment", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-p",
+    "--profiles",
+    "profile_names",
+    default="P240p30fps16x9,P360p30fps16x9",
+    show_default=True,
+    help="Profile names, or a JSON profiles file.",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the renditions here.",
+)
+@click.option("--duration", type=float, default=None, help="Segment duration in seconds.")
+@click.option("--no-wait", is_flag=True, help="Print the job id and return.")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def submit_cmd(
+    segment: Path,
+    profile_names: str,
+    out_dir: Path | None,
+    duration: float | None,
+    no_wait: bool,
+    timeout: float,
+) -> None:
+    """Submit a segment to the cluster and wait for its renditions."""
+    from farm.client import FarmClient
+    from farm.media.profiles import parse_profiles
+
+    spec = Path(profile_names)
+    profiles = parse_profiles(spec if spec.suffix == ".json" else profile_names)
+    client = FarmClient(_load(ClusterSettings))
+    job = client.submit(segment.read_bytes(), profiles, duration=duration)
+    click.echo(f"job {job.id} queued on {job.queue}", err=True)
+    if no_wait:
+        click.echo(job.id)
+        return
+    result = client.wait(job.id, timeout=timeout)
+    for r in result.renditions:
+        line = f"{r.name}: {r.width}x{r.height} {r.frames} frames {r.bytes} bytes ({r.encoder})"
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{r.name}_{segment.stem}.{r.key.rsplit('.', 1)[-1]}"
+            target.write_bytes(client.rendition_bytes(r))
+            line += f" -> {target}"
+        click.echo(line)
+    click.echo(f"done on {result.worker} in {result.timings.get('total', 0):.3f} s", err=True)
+
+
+@click.command("job")
+@click.argument("job_id")
+def job_cmd(job_id: str) -> None:
+    """Show a job, its result and every attempt."""
+    from farm.jobs import JobStore
+
+    settings: ClusterSettings = _load(ClusterSettings)
+    store = JobStore(settings.database_url)
+    store.create_schema()
+    job = store.get(job_id, with_attempts=True)
+    click.echo(
+        json.dumps(
+            {
+                "id": job.id,
+                "state": job.state,
+                "queue": job.queue,
+                "attempts": job.attempts,
+                "publishes": job.publishes,
+                "error_code": job.error_code,
+                "error": job.error,
+                "result": job.result,
+                "attempt_log": [
+                    {
+                        "task_id": a.task_id,
+                        "worker": a.worker,
+                        "outcome": a.outcome,
+                        "error": a.error,
+                        "started_at": a.started_at.isoformat(),
+                    }
+                    for a in job.attempt_log
+                ],
+            },
+            indent=2,
+            default=str,
+        )
+    )

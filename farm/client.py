@@ -1,0 +1,181 @@
+"""The farm's Python client: submit a segment with profiles, then wait for or poll the result.
+
+client = FarmClient(ClusterSettings())
+job = client.submit(segment_bytes, parse_profiles("P360p30fps16x9,P240p30fps16x9"))
+result = client.wait(job.id, timeout=30)
+for r in result.renditions:
+    data = client.rendition_bytes(r)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from farm.celery_app import create_app
+from farm.dispatch import need_of, publish, time_limits
+from farm.errors import FarmError, JobError
+from farm.jobs import JobStore, JobView
+from farm.media.output import check_format
+from farm.media.profiles import VideoProfile
+from farm.resources import Resources
+from farm.router import Route, route_transcode
+from farm.settings import ClusterSettings
+
+__all__ = ["FarmClient", "JobFailedError", "JobResult", "JobTimeout", "RenditionRef"]
+
+
+class JobFailedError(JobError):
+    """Raised by :meth:`FarmClient.wait` when the job failed; ``code`` is the job's error code."""
+
+    def __init__(self, job: JobView) -> None:
+        super().__init__(f"job {job.id} failed: {job.error}")
+        self.code = job.error_code or "job_failed"
+        self.job = job
+
+
+class JobTimeout(JobError):
+    """Raised by :meth:`FarmClient.wait` when the job is not final in time."""
+
+    code = "wait_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionRef:
+    """A finished rendition: where it is and what it holds."""
+
+    name: str
+    key: str
+    format: str
+    width: int
+    height: int
+    frames: int
+    pixels: int
+    bytes: int
+    duration: float
+    start: float
+    encoder: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """A finished transcode job."""
+
+    job_id: str
+    renditions: tuple[RenditionRef, ...]
+    encoded_pixels: int
+    decoded_pixels: int
+    worker: str
+    timings: dict[str, float]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> JobResult:
+        return cls(
+            job_id=payload["job_id"],
+            renditions=tuple(RenditionRef(**r) for r in payload["renditions"]),
+            encoded_pixels=payload["encoded_pixels"],
+            decoded_pixels=payload["decoded_pixels"],
+            worker=payload["worker"],
+            timings=payload["timings"],
+            raw=payload,
+        )
+
+
+class FarmClient:
+    """Submits transcode jobs to one cluster and collects their results."""
+
+    def __init__(self, settings: ClusterSettings | None = None, app: Celery | None = None) -> None:
+        self.settings = settings or ClusterSettings()
+        self.app = app or create_app(self.settings)
+        self._res = Resources(self.settings)
+
+    @property
+    def jobs(self) -> JobStore:
+        return self._res.jobs
+
+    def route(self, profiles: Sequence[VideoProfile], device: str = "any") -> Route:
+        """The queue a ladder would go to now (raises NoCapacity when none serves it)."""
+        return route_transcode(need_of(profiles, device), self._res.registry.live())
+
+    def submit(
+        self,
+        data: bytes,
+        profiles: Sequence[VideoProfile],
+        *,
+        fmt: str = "mpegts",
+        duration: float | None = None,
+        device: str = "any",
+        job_id: str | None = None,
+    ) -> JobView:
+        """Store the input, record the job, then publish it; returns the queued job.
+
+        Raises NoCapacity when no live worker can serve the ladder, before anything is stored.
+        """
+        check_format(fmt)
+        if not data:
+            from farm.errors import InputInvalid
+
+            raise InputInvalid("input is empty (0 bytes)")
+        need = need_of(profiles, device)
+        route = route_transcode(need, self._res.registry.live())
+        job_id = job_id or uuid.uuid4().hex
+        input_key = f"jobs/{job_id}/in"
+        self._res.blobs.put(input_key, data)
+        spec = {
+            "input_key": input_key,
+            "profiles": [p.to_json() for p in profiles],
+            "format": fmt,
+            "duration": duration,
+            "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
+        }
+        task_id = f"{job_id}.1"
+        soft, _ = time_limits(duration)
+        job = self.jobs.create(
+            job_id,
+            kind="transcode",
+            queue=route.queue,
+            spec=spec,
+            task_id=task_id,
+            timeout_s=soft + 10.0,
+        )
+        publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
+        return job
+
+    def get(self, job_id: str, with_attempts: bool = False) -> JobView:
+        return self.jobs.get(job_id, with_attempts)
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> JobResult:
+        """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
+        deadline = time.monotonic() + timeout
+        job = self.jobs.get(job_id)
+        while not job.final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobTimeout(f"job {job_id} still {job.state} after {timeout:g} s")
+            ready = False
+            try:
+                # Wakes on the result backend's notification, not by polling the table.
+                self.app.AsyncResult(job.task_id).get(
+                    timeout=min(remaining, 1.0), propagate=False, disable_sync_subtasks=False
+                )
+                ready = True
+            except CeleryTimeout:
+                pass
+            except (OSError, FarmError):
+                time.sleep(min(0.2, max(remaining, 0)))
+            job = self.jobs.get(job_id)
+            if ready and not job.final:
+                time.sleep(0.05)  # a result for a superseded message; the row decides
+        if job.state != "done" or job.result is None:
+            raise JobFailedError(job)
+        return JobResult.from_payload(job.result)
+
+    def rendition_bytes(self, rendition: RenditionRef) -> bytes:
+        return self._res.blobs.get(rendition.key)

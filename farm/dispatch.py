@@ -1,0 +1,45 @@
+"""Publishing transcode tasks: time limits from the segment's duration, one message shape."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from farm.media.profiles import VideoProfile
+from farm.queues import codec_of
+from farm.router import Need
+
+__all__ = ["TRANSCODE_TASK", "need_of", "publish", "time_limits"]
+
+TRANSCODE_TASK = "farm.transcode"
+#: go-livepeer's floor for a segment's transcode timeout (common.HTTPTimeout).
+MIN_TIMEOUT_S = 8.0
+
+
+def time_limits(duration_s: float | None) -> tuple[float, float]:
+    """(soft, hard) limits: go-livepeer's max(8 s, 4 x duration), plus a grace for cleanup."""
+    soft = max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0))
+    return soft, soft + 5.0
+
+
+def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:
+    """The routing need of a ladder: its codec (one per job) and its rendition count."""
+    codecs = {codec_of(p.encoder) for p in profiles}
+    codec = "h264" if "h264" in codecs or len(codecs) != 1 else next(iter(codecs))
+    return Need(codec=codec, renditions=len(profiles), device=device)
+
+
+def publish(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
+    """Send the transcode task for a job; the spec is the whole message (no media)."""
+    soft, hard = time_limits(spec.get("duration"))
+    app.send_task(
+        TRANSCODE_TASK,
+        args=[job_id, spec],
+        task_id=task_id,
+        queue=queue,
+        soft_time_limit=math.ceil(soft),
+        time_limit=math.ceil(hard),
+    )

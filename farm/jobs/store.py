@@ -1,0 +1,330 @@
+"""Job persistence: written before publishing, finished exactly once, reconciled on a beat."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, create_engine, event, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.errors import FarmError
+from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
+
+__all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "make_engine"]
+
+
+class JobNotFound(FarmError):
+    """Raised when a job id is not in the job table."""
+
+    code = "job_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """One attempt, detached from the database session."""
+
+    task_id: str
+    worker: str
+    outcome: str
+    started_at: datetime
+    finished_at: datetime | None
+    error_code: str | None
+    error: str | None
+    timings: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as read from the table, detached from the database session."""
+
+    id: str
+    kind: str
+    state: str
+    queue: str
+    spec: dict[str, Any]
+    task_id: str
+    attempts: int
+    publishes: int
+    result: dict[str, Any] | None
+    error_code: str | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    completed_by: str | None
+    attempt_log: tuple[AttemptView, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return self.state in JobState.FINAL
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine; SQLite gets WAL and a busy timeout so workers can share it."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _view(job: Job, with_attempts: bool = False) -> JobView:
+    attempts: tuple[AttemptView, ...] = ()
+    if with_attempts:
+        attempts = tuple(
+            AttemptView(
+                a.task_id,
+                a.worker,
+                a.outcome,
+                a.started_at,
+                a.finished_at,
+                a.error_code,
+                a.error,
+                a.timings,
+            )
+            for a in job.attempt_log
+        )
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        queue=job.queue,
+        spec=job.spec,
+        task_id=job.task_id,
+        attempts=job.attempts,
+        publishes=job.publishes,
+        result=job.result,
+        error_code=job.error_code,
+        error=job.error,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        completed_by=job.completed_by,
+        attempt_log=attempts,
+    )
+
+
+class JobStore:
+    """The job table behind a small interface the farm uses."""
+
+    def __init__(self, url_or_engine: str | Engine) -> None:
+        self.engine = (
+            make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def create(
+        self,
+        job_id: str,
+        *,
+        kind: str,
+        queue: str,
+        spec: dict[str, Any],
+        task_id: str,
+        timeout_s: float,
+    ) -> JobView:
+        """Record an accepted job; call before publishing its task."""
+        now = utcnow()
+        job = Job(
+            id=job_id,
+            kind=kind,
+            state=JobState.QUEUED,
+            queue=queue,
+            spec=spec,
+            task_id=task_id,
+            timeout_s=timeout_s,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + timedelta(seconds=timeout_s),
+        )
+        with self._session() as s:
+            s.add(job)
+            s.flush()
+            return _view(job)
+
+    def get(self, job_id: str, with_attempts: bool = False) -> JobView:
+        with self._session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            return _view(job, with_attempts)
+
+    def start_attempt(self, job_id: str, task_id: str, worker: str) -> JobView | None:
+        """Record that a worker started the job; None when the job is already final."""
+        now = utcnow()
+        with self._session() as s:
+            job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
+            if job is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if job.state in JobState.FINAL:
+                return None
+            job.state = JobState.RUNNING
+            job.attempts += 1
+            job.updated_at = now
+            job.deadline_at = now + timedelta(seconds=job.timeout_s)
+            s.add(Attempt(job_id=job_id, task_id=task_id, worker=worker, started_at=now))
+            return _view(job)
+
+    def _finish_attempt(
+        self,
+        s: Session,
+        job_id: str,
+        task_id: str,
+        worker: str,
+        outcome: str,
+        code: str | None,
+        error: str | None,
+        timings: dict[str, Any] | None,
+    ) -> None:
+        attempt = s.scalars(
+            select(Attempt)
+            .where(
+                Attempt.job_id == job_id,
+                Attempt.task_id == task_id,
+                Attempt.worker == worker,
+                Attempt.outcome == "running",
+            )
+            .order_by(Attempt.id.desc())
+            .limit(1)
+        ).first()
+        if attempt is not None:
+            attempt.outcome, attempt.error_code, attempt.error = outcome, code, error
+            attempt.finished_at, attempt.timings = utcnow(), timings
+
+    def complete(
+        self,
+        job_id: str,
+        task_id: str,
+        worker: str,
+        result: dict[str, Any],
+        timings: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record the result; True only for the first attempt to finish (exactly once)."""
+        with self._session() as s:
+            self._finish_attempt(s, job_id, task_id, worker, "done", None, None, timings)
+            won = _exec(
+                s,
+                update(Job)
+                .where(Job.id == job_id, Job.state.not_in(JobState.FINAL))
+                .values(
+                    state=JobState.DONE,
+                    result=result,
+                    finished_at=utcnow(),
+                    updated_at=utcnow(),
+                    completed_by=f"{worker}:{task_id}",
+                    error_code=None,
+                    error=None,
+                ),
+            ).rowcount
+            return bool(won)
+
+    def attempt_failed(
+        self, job_id: str, task_id: str, worker: str, code: str, error: str, *, final: bool
+    ) -> bool:
+        """Record a failed attempt; with ``final`` the job fails (if nothing finished it)."""
+        with self._session() as s:
+            self._finish_attempt(s, job_id, task_id, worker, "failed", code, error, None)
+            values: dict[str, Any] = {"updated_at": utcnow(), "error_code": code, "error": error}
+            if final:
+                values.update(state=JobState.FAILED, finished_at=utcnow())
+            else:
+                values.update(state=JobState.QUEUED)
+            return bool(
+                _exec(
+                    s,
+                    update(Job)
+                    .where(Job.id == job_id, Job.state.not_in(JobState.FINAL))
+                    .values(**values),
+                ).rowcount
+            )
+
+    def fail(self, job_id: str, code: str, error: str) -> bool:
+        """Fail a job that is not final (used by the reconciler and the submitter)."""
+        with self._session() as s:
+            return bool(
+                _exec(
+                    s,
+                    update(Job)
+                    .where(Job.id == job_id, Job.state.not_in(JobState.FINAL))
+                    .values(
+                        state=JobState.FAILED,
+                        error_code=code,
+                        error=error,
+                        finished_at=utcnow(),
+                        updated_at=utcnow(),
+                    ),
+                ).rowcount
+            )
+
+    def overdue(self, now: datetime | None = None, limit: int = 100) -> list[JobView]:
+        """Jobs queued or running past their deadline."""
+        now = now or utcnow()
+        with self._session() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)), Job.deadline_at < now)
+                .order_by(Job.deadline_at)
+                .limit(limit)
+            ).all()
+            return [_view(j) for j in jobs]
+
+    def republished(self, job_id: str, task_id: str, queue: str) -> bool:
+        """Record a republish under a new task id; False if the job went final meanwhile."""
+        now = utcnow()
+        with self._session() as s:
+            job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
+            if job is None or job.state in JobState.FINAL:
+                return False
+            job.task_id, job.queue = task_id, queue
+            job.state = JobState.QUEUED
+            job.publishes += 1
+            job.updated_at = now
+            job.deadline_at = now + timedelta(seconds=job.timeout_s)
+            return True
+
+    def counts(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self._session() as s:
+            rows = s.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+            return {state: int(n) for state, n in rows}
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except OperationalError:
+            return False
+
+
+def _exec(s: Session, statement: Any) -> CursorResult[Any]:
+    return cast(CursorResult[Any], s.execute(statement))
+
+
+def _for_update(engine: Engine) -> bool:
+    return engine.dialect.name != "sqlite"

@@ -1,0 +1,48 @@
+"""Process-wide clients built once from settings: job store, blob store, registry."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from farm.blobstore import BlobStore, blob_store_from_url
+from farm.jobs import JobStore
+from farm.registry import Registry
+from farm.settings import ClusterSettings
+
+__all__ = ["Resources"]
+
+
+@dataclass
+class Resources:
+    """Lazily built clients for one process; safe to share between threads."""
+
+    settings: ClusterSettings
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _jobs: JobStore | None = None
+    _blobs: BlobStore | None = None
+    _registry: Registry | None = None
+
+    @property
+    def jobs(self) -> JobStore:
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = JobStore(self.settings.database_url)
+                self._jobs.create_schema()
+            return self._jobs
+
+    @property
+    def blobs(self) -> BlobStore:
+        with self._lock:
+            if self._blobs is None:
+                self._blobs = blob_store_from_url(self.settings.blob_url)
+            return self._blobs
+
+    @property
+    def registry(self) -> Registry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = Registry(
+                    self.settings.redis_registry_url(), self.settings.heartbeat_s
+                )
+            return self._registry

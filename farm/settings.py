@@ -1,0 +1,184 @@
+"""Settings, one class per process type, from ``FARM_*`` variables and an optional config.json.
+
+Precedence: explicit arguments, then environment variables, then the JSON file named by
+``FARM_CONFIG`` (default ``./config.json`` when it exists), then the defaults here. Secrets are
+``SecretStr`` so they never show in logs or reprs, and a default secret is refused outside
+development.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "DEV_SECRET",
+    "ClusterSettings",
+    "FlowerSettings",
+    "NodeSettings",
+    "UpSettings",
+    "WorkerSettings",
+    "redact_url",
+]
+
+#: The development secret; refused when ``FARM_ENVIRONMENT`` is not ``development``.
+DEV_SECRET = "farm-dev-secret"
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get("FARM_CONFIG")
+    if named:
+        return Path(named)
+    default = Path("config.json")
+    return default if default.is_file() else None
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password replaced, for logs and status pages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FARM_", env_ignore_empty=True, extra="ignore", validate_default=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+        return tuple(sources)
+
+
+class ClusterSettings(_Base):
+    """What every process of one orchestrator cluster shares."""
+
+    environment: Literal["development", "production"] = "development"
+    #: Celery broker: redis://, rediss://, redis+socket:// or amqp://.
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: Celery result backend; defaults to the broker when that is Redis.
+    result_backend: str | None = None
+    #: Where workers heartbeat their capabilities (Redis); defaults to a Redis broker/backend.
+    registry_url: str | None = None
+    #: Job table: postgresql+psycopg://… in production, sqlite:///… embedded.
+    database_url: str = "sqlite:///.farm/farm.db"
+    #: Blob store for segments and renditions: file://DIR, redis://…?ttl=S, s3://bucket/prefix.
+    blob_url: str = "file://.farm/blobs"
+    #: Shared secret for remote transcoders and signed blob URLs.
+    secret: SecretStr = SecretStr(DEV_SECRET)
+    region: str = "local"
+    #: Seconds between worker heartbeats; a worker is dead after 3 missed beats.
+    heartbeat_s: float = Field(2.0, gt=0)
+    #: Seconds between reconciler passes.
+    reconcile_s: float = Field(5.0, gt=0)
+    #: Attempts per job before it fails for good (a redelivery after a crash counts).
+    max_attempts: int = Field(3, ge=1)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, v: str) -> str:
+        if not v.startswith(
+            ("redis://", "rediss://", "redis+socket://", "amqp://", "amqps://", "memory://")
+        ):
+            raise ValueError(f"unsupported broker URL scheme in {redact_url(v)!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _derive(self) -> ClusterSettings:
+        redis_like = ("redis://", "rediss://", "redis+socket://")
+        if self.result_backend is None and self.broker_url.startswith(redis_like):
+            self.result_backend = self.broker_url
+        if self.registry_url is None:
+            for candidate in (self.broker_url, self.result_backend or ""):
+                if candidate.startswith(redis_like):
+                    self.registry_url = candidate
+                    break
+        if self.environment != "development" and self.secret.get_secret_value() == DEV_SECRET:
+            raise ValueError("FARM_SECRET must be set to a real secret outside development")
+        return self
+
+    def redis_registry_url(self) -> str:
+        """The Redis URL for the capability registry, or ConfigError when there is none."""
+        from farm.errors import ConfigError
+
+        if not self.registry_url:
+            raise ConfigError(
+                "no Redis for the capability registry: set FARM_REGISTRY_URL or use a Redis "
+                "broker or result backend"
+            )
+        return self.registry_url
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show: URLs redacted, secrets hidden."""
+        data = self.model_dump(exclude={"secret"})
+        for key, value in data.items():
+            if isinstance(value, str) and "://" in value:
+                data[key] = redact_url(value)
+        return data
+
+
+class WorkerSettings(ClusterSettings):
+    """``farm worker``: one Celery worker process."""
+
+    gpus: str = "all"
+    concurrency: int | None = Field(None, ge=1)
+    #: Renditions in flight per NVENC session limit, see farm.gpu.
+    codecs: tuple[str, ...] = ("h264", "hevc", "av1")
+    preset: str = "veryfast"
+    #: Also consume CPU queues on a GPU worker.
+    gpu_takes_cpu_jobs: bool = False
+    hostname: str | None = None
+
+
+class NodeSettings(ClusterSettings):
+    """``farm node``: the orchestrator's node API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8935, ge=1, le=65535)
+
+
+class FlowerSettings(ClusterSettings):
+    """``farm flower``: Flower with the app's configuration."""
+
+    flower_host: str = "127.0.0.1"
+    flower_port: int = Field(5555, ge=1, le=65535)
+    #: ``user:password`` for Flower's basic auth (its API answers 401 without it).
+    flower_basic_auth: SecretStr = SecretStr("admin:" + DEV_SECRET)
+
+    @model_validator(mode="after")
+    def _real_auth(self) -> FlowerSettings:
+        if self.environment != "development" and DEV_SECRET in (
+            self.flower_basic_auth.get_secret_value()
+        ):
+            raise ValueError("FARM_FLOWER_BASIC_AUTH must be set outside development")
+        return self
+
+
+class UpSettings(NodeSettings):
+    """``farm up``: the whole cluster in one supervised process group."""
+
+    home: Path = Path(".farm")
+    workers: int = Field(1, ge=1)

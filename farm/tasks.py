@@ -1,0 +1,211 @@
+"""Celery tasks: transcode a segment, and reconcile jobs the broker may have lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from farm import metrics
+from farm.blobstore import BlobMissing
+from farm.errors import (
+    FarmError,
+    InputMissing,
+    NoCapacity,
+    RetryableError,
+    TranscodeTimeout,
+)
+from farm.jobs import JobStore
+from farm.media.engine import EngineOptions, transcode
+from farm.media.output import EXTENSIONS
+from farm.media.profiles import profiles_from_json
+from farm.resources import Resources
+from farm.router import Need, route_transcode
+
+__all__ = ["JobFailed", "register_tasks", "resources"]
+
+log = logging.getLogger(__name__)
+_resources: Resources | None = None
+
+
+class JobFailed(FarmError):
+    """Raised by a task when its job failed for good; the job row has the reason."""
+
+    code = "job_failed"
+
+
+def resources(app: Celery) -> Resources:
+    """This process's clients (built on first use, after a prefork child starts)."""
+    global _resources
+    from farm.celery_app import settings_of
+
+    if _resources is None:
+        _resources = Resources(settings_of(app))
+    return _resources
+
+
+def _worker_name(task: Task) -> str:
+    host = task.request.hostname or socket.gethostname()
+    return f"{host}/{os.getpid()}"
+
+
+def output_key(job_id: str, name: str, fmt: str) -> str:
+    return f"jobs/{job_id}/out/{name}.{EXTENSIONS[fmt]}"
+
+
+def register_tasks(app: Celery) -> None:
+    """Define the farm's tasks on ``app``."""
+
+    @app.task(name="farm.transcode", bind=True, acks_late=True, reject_on_worker_lost=True)
+    def transcode_task(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return _run_transcode(self, app, job_id, spec)
+
+    @app.task(name="farm.reconcile", ignore_result=True)
+    def reconcile_task() -> dict[str, int]:
+        return reconcile(app)
+
+    @app.task(name="farm.ping")
+    def ping_task() -> str:
+        return "pong"
+
+
+def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    res = resources(app)
+    jobs, blobs = res.jobs, res.blobs
+    worker = _worker_name(task)
+    task_id = task.request.id
+    started = time.perf_counter()
+    job = jobs.get(job_id)
+    if job.final or job.task_id != task_id:
+        # A redelivered or superseded message: the job finished or was republished.
+        log.info("skipping %s for job %s (state %s)", task_id, job_id, job.state)
+        return {"job_id": job_id, "skipped": True, "state": job.state}
+    if job.attempts >= res.settings.max_attempts:
+        message = (
+            f"gave up after {job.attempts} attempt(s); last error: {job.error or 'worker lost'}"
+        )
+        jobs.fail(job_id, "max_attempts", message)
+        metrics.job_failed("max_attempts")
+        raise JobFailed(message)
+    if jobs.start_attempt(job_id, task_id, worker) is None:
+        return {"job_id": job_id, "skipped": True, "state": "final"}
+    timings: dict[str, float] = {}
+    try:
+        data = blobs.get(spec["input_key"])
+        timings["fetch"] = time.perf_counter() - started
+        profiles = profiles_from_json(spec["profiles"])
+        soft = task.request.timelimit[1] if task.request.timelimit else None
+        opts = EngineOptions(
+            fmt=spec.get("format", "mpegts"),
+            preset=spec.get("preset", "veryfast"),
+            gpu=_gpu_index(),
+            deadline_s=float(soft) if soft else None,
+        )
+        result = transcode(data, profiles, opts)
+        timings["engine"] = result.timings["total"]
+        t = time.perf_counter()
+        renditions = []
+        for r in result.renditions:
+            key = output_key(job_id, r.profile.name, r.fmt)
+            blobs.put(key, r.data)
+            renditions.append({**r.summary(), "key": key})
+        timings["store"] = time.perf_counter() - t
+    except SoftTimeLimitExceeded:
+        return _failed(
+            task,
+            jobs,
+            job_id,
+            task_id,
+            worker,
+            TranscodeTimeout(f"transcode exceeded its {task.request.timelimit} s limit"),
+            res.settings.max_attempts,
+        )
+    except BlobMissing as e:
+        return _failed(
+            task, jobs, job_id, task_id, worker, InputMissing(str(e)), res.settings.max_attempts
+        )
+    except FarmError as e:
+        return _failed(task, jobs, job_id, task_id, worker, e, res.settings.max_attempts)
+    timings["total"] = time.perf_counter() - started
+    payload = {
+        "job_id": job_id,
+        "renditions": renditions,
+        "decoder": result.decoder,
+        "decoded_frames": result.decoded_frames,
+        "decoded_pixels": result.decoded_pixels,
+        "encoded_pixels": result.encoded_pixels,
+        "input_start": result.input_start,
+        "input_duration": result.input_duration,
+        "worker": worker,
+        "timings": timings,
+    }
+    if jobs.complete(job_id, task_id, worker, payload, timings):
+        metrics.segment_transcoded(
+            [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
+        )
+    return payload
+
+
+def _failed(
+    task: Task,
+    jobs: JobStore,
+    job_id: str,
+    task_id: str,
+    worker: str,
+    error: FarmError,
+    max_attempts: int,
+) -> dict[str, Any]:
+    retryable = isinstance(error, RetryableError)
+    job = jobs.get(job_id)
+    final = not retryable or job.attempts >= max_attempts
+    jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final)
+    metrics.segment_transcode_failed(error.code)
+    log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
+    if final:
+        raise JobFailed(f"{error.code}: {error}")
+    # Retry with the same task id so the job row stays the owner of the message.
+    raise task.retry(exc=error, countdown=0.5, max_retries=max_attempts)
+
+
+def _gpu_index() -> int | None:
+    value = os.environ.get("FARM_WORKER_GPU")
+    return int(value) if value not in (None, "") else None
+
+
+def reconcile(app: Celery) -> dict[str, int]:
+    """Republish jobs queued or running past their deadline; fail those out of attempts."""
+    from farm.dispatch import publish
+
+    res = resources(app)
+    counts = {"republished": 0, "failed": 0, "unroutable": 0}
+    for job in res.jobs.overdue():
+        if job.publishes > res.settings.max_attempts:
+            if res.jobs.fail(
+                job.id,
+                "max_attempts",
+                f"not completed after {job.publishes} publishes; "
+                f"last error: {job.error or 'worker lost or broker lost the task'}",
+            ):
+                counts["failed"] += 1
+                metrics.job_failed("max_attempts")
+            continue
+        need = Need(**job.spec["need"])
+        try:
+            route = route_transcode(need, res.registry.live())
+        except NoCapacity as e:
+            log.warning("job %s overdue and unroutable: %s", job.id, e)
+            counts["unroutable"] += 1
+            res.jobs.republished(job.id, job.task_id, job.queue)  # extend the deadline
+            continue
+        task_id = f"{job.id}.{job.publishes + 1}"
+        if res.jobs.republished(job.id, task_id, route.queue):
+            publish(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=job.spec)
+            counts["republished"] += 1
+            metrics.job_republished()
+            log.info("republished overdue job %s to %s as %s", job.id, route.queue, task_id)
+    return counts

@@ -1,0 +1,204 @@
+"""``farm worker``: a Celery worker that consumes only the queues its hardware can serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from farm.gpu import GpuInfo, NvmlSource, detect_gpus, parse_gpu_selection
+from farm.media.codecs import CPU_ENCODERS, GPU_DECODERS, GPU_ENCODERS, decoder_opens, encoder_opens
+from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
+from farm.registry import Capabilities, Heartbeat, Registry
+from farm.settings import WorkerSettings
+
+__all__ = ["WorkerPlan", "plan_worker", "run_worker", "run_worker_group"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """What one worker process will consume and advertise."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    gpu: GpuInfo | None
+    gpu_codecs: tuple[str, ...]
+    gpu_decoders: tuple[str, ...]
+    cpu_codecs: tuple[str, ...]
+
+
+def _cpu_codecs(wanted: Sequence[str]) -> tuple[str, ...]:
+    by_codec = {v: k for k, v in CODECS.items()}
+    return tuple(c for c in wanted if c in by_codec and encoder_opens(CPU_ENCODERS[by_codec[c]]))
+
+
+def _gpu_codecs(wanted: Sequence[str]) -> tuple[str, ...]:
+    by_codec = {v: k for k, v in CODECS.items()}
+    return tuple(
+        c
+        for c in wanted
+        if c in by_codec
+        and by_codec[c] in GPU_ENCODERS
+        and encoder_opens(GPU_ENCODERS[by_codec[c]])
+    )
+
+
+def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
+    """Queues for a worker on ``gpu`` (None: CPU worker).
+
+    A GPU whose NVENC does not open (H100/H200 have none) still decodes with NVDEC but takes
+    CPU-encode queues, since the queue names what the job needs: an NVENC encode or not.
+    """
+    codecs = tuple(settings.codecs)
+    cpu = _cpu_codecs(codecs)
+    nvenc = _gpu_codecs(codecs) if gpu is not None else ()
+    nvdec = tuple(c for c, d in GPU_DECODERS.items() if gpu is not None and decoder_opens(d))
+    queues: list[str] = [transcode_queue(c, gpu=True) for c in nvenc]
+    if not nvenc or settings.gpu_takes_cpu_jobs:
+        queues += [transcode_queue(c, gpu=False) for c in cpu]
+    queues.append(CONTROL_QUEUE)
+    host = settings.hostname or socket.gethostname()
+    name = f"gpu{gpu.index}@{host}" if gpu is not None else f"cpu@{host}"
+    cores = os.cpu_count() or 1
+    concurrency = settings.concurrency or (2 if gpu is not None else max(1, cores // 2))
+    return WorkerPlan(
+        name=name,
+        queues=tuple(queues),
+        concurrency=concurrency,
+        gpu=gpu,
+        gpu_codecs=nvenc,
+        gpu_decoders=nvdec,
+        cpu_codecs=cpu,
+    )
+
+
+def _snapshot(
+    plan: WorkerPlan, settings: WorkerSettings, source: NvmlSource | None, instance: str
+) -> Capabilities:
+    from celery.worker import state
+
+    gpu = plan.gpu
+    if gpu is not None:
+        fresh = [g for g in detect_gpus(source).gpus if g.index == gpu.index]
+        gpu = fresh[0] if fresh else gpu
+    return Capabilities(
+        worker=instance,
+        queues=list(plan.queues),
+        capacity=plan.concurrency,
+        region=settings.region,
+        load=len(state.active_requests),
+        gpu_codecs=list(plan.gpu_codecs),
+        gpu_decoders=list(plan.gpu_decoders),
+        cpu_codecs=list(plan.cpu_codecs),
+        gpus=[gpu.to_dict()] if gpu is not None else [],
+        free_encoder_sessions=gpu.free_encoder_sessions if gpu is not None else None,
+        pid=os.getpid(),
+    )
+
+
+def run_worker(
+    settings: WorkerSettings,
+    gpu_index: int | None,
+    source: NvmlSource | None = None,
+    loglevel: str = "INFO",
+) -> None:
+    """Run one Celery worker in this process until it is stopped."""
+    from celery.signals import worker_ready, worker_shutdown
+
+    from farm.celery_app import create_app
+
+    gpu = None
+    if gpu_index is not None:
+        found = [g for g in detect_gpus(source).gpus if g.index == gpu_index]
+        gpu = found[0] if found else None
+        os.environ["FARM_WORKER_GPU"] = str(gpu_index)
+    plan = plan_worker(settings, gpu)
+    instance = f"{plan.name}:{os.getpid()}"
+    registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
+    heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance))
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        heartbeat.start()
+        log.info("worker %s consuming %s", instance, ", ".join(plan.queues))
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        heartbeat.stop()
+
+    app = create_app(settings)
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={plan.name}.{os.getpid()}",
+            f"--queues={','.join(plan.queues)}",
+            f"--concurrency={plan.concurrency}",
+            "--pool=prefork",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def run_worker_group(
+    settings: WorkerSettings, spec: str, source: NvmlSource | None = None, loglevel: str = "INFO"
+) -> int:
+    """``--gpus all`` or a list: one worker process pinned to each GPU; else a CPU worker."""
+    inventory = detect_gpus(source)
+    indices = parse_gpu_selection(spec, len(inventory.gpus)) if inventory.gpus else []
+    if spec not in ("all", "none", "") and not inventory.gpus:
+        from farm.errors import ConfigError
+
+        raise ConfigError(f"--gpus {spec}: no GPU found ({inventory.error or 'none listed'})")
+    if len(indices) <= 1:
+        run_worker(settings, indices[0] if indices else None, source, loglevel)
+        return 0
+    children = []
+    for i in indices:
+        env = {**os.environ, "FARM_WORKER_GPU": str(i)}
+        cmd = [sys.executable, "-m", "farm.cli", "worker", "--gpus", str(i), "--loglevel", loglevel]
+        if settings.concurrency:
+            cmd += ["--concurrency", str(settings.concurrency)]
+        children.append(subprocess.Popen(cmd, env=env))
+    return _supervise(children)
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    def stop(*_: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max((c.returncode or 0) for c in children)
+
+
+def with_overrides(settings: WorkerSettings, **changes: Any) -> WorkerSettings:
+    """Settings with CLI overrides applied (None means keep)."""
+    return replace_model(settings, {k: v for k, v in changes.items() if v is not None})
+
+
+def replace_model(settings: WorkerSettings, changes: dict[str, Any]) -> WorkerSettings:
+    return settings.model_copy(update=changes)
