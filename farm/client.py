@@ -144,6 +144,7 @@ class FarmClient:
             spec=spec,
             task_id=task_id,
             timeout_s=soft + 10.0,
+            queued_timeout_s=self.settings.queued_timeout_s,
         )
         publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job

@@ -32,10 +32,11 @@ def _server_binary() -> Path:
 
 
 class EmbeddedRedis:
-    """A private Redis server on a unix socket under ``home``, with append-only persistence."""
+    """A private Redis server on a unix socket under ``home`` (append-only file by default)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, persist: bool = True) -> None:
         self.home = home.resolve()
+        self.persist = persist
         self.socket = self.home / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +63,7 @@ class EmbeddedRedis:
                 "--dir",
                 str(self.home),
                 "--appendonly",
-                "yes",
+                "yes" if self.persist else "no",
                 "--save",
                 "",
                 "--logfile",
@@ -70,6 +71,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C reaches the supervisor, which stops the
+            # cluster first and this server last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(unix_socket_path=str(self.socket))

@@ -94,6 +94,9 @@ class ClusterSettings(_Base):
     heartbeat_s: float = Field(2.0, gt=0)
     #: Seconds between reconciler passes.
     reconcile_s: float = Field(5.0, gt=0)
+    #: Seconds a published job may wait in its queue before the reconciler republishes it
+    #: (a broker that restarted without persistence lost it).
+    queued_timeout_s: float = Field(60.0, gt=0)
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
 

@@ -92,7 +92,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         jobs.fail(job_id, "max_attempts", message)
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
-    if jobs.start_attempt(job_id, task_id, worker) is None:
+    instance = os.environ.get("FARM_WORKER_INSTANCE")
+    if jobs.start_attempt(job_id, task_id, worker, instance) is None:
         return {"job_id": job_id, "skipped": True, "state": "final"}
     timings: dict[str, float] = {}
     try:
@@ -183,7 +184,11 @@ def reconcile(app: Celery) -> dict[str, int]:
 
     res = resources(app)
     counts = {"republished": 0, "failed": 0, "unroutable": 0}
-    for job in res.jobs.overdue():
+    live = res.registry.live()
+    names = {w.worker for w in live}
+    stuck = {j.id: j for j in res.jobs.overdue()}
+    stuck.update({j.id: j for j in res.jobs.orphaned(names)})
+    for job in stuck.values():
         if job.publishes > res.settings.max_attempts:
             if res.jobs.fail(
                 job.id,
@@ -196,7 +201,7 @@ def reconcile(app: Celery) -> dict[str, int]:
             continue
         need = Need(**job.spec["need"])
         try:
-            route = route_transcode(need, res.registry.live())
+            route = route_transcode(need, live)
         except NoCapacity as e:
             log.warning("job %s overdue and unroutable: %s", job.id, e)
             counts["unroutable"] += 1

@@ -124,6 +124,8 @@ def run_worker(
         os.environ["FARM_WORKER_GPU"] = str(gpu_index)
     plan = plan_worker(settings, gpu)
     instance = f"{plan.name}:{os.getpid()}"
+    # Pool processes inherit it and record it on the jobs they run (see farm.tasks).
+    os.environ["FARM_WORKER_INSTANCE"] = instance
     registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
     heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance))
 

@@ -17,7 +17,7 @@ from farm.settings import (
     WorkerSettings,
 )
 
-__all__ = ["beat_cmd", "flower_cmd", "job_cmd", "node_cmd", "submit_cmd", "worker_cmd"]
+__all__ = ["beat_cmd", "flower_cmd", "job_cmd", "node_cmd", "submit_cmd", "up_cmd", "worker_cmd"]
 
 
 def _load(cls: type[Any], **overrides: Any) -> Any:
@@ -191,3 +191,23 @@ def job_cmd(job_id: str) -> None:
             default=str,
         )
     )
+
+
+@click.command("up")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory for the embedded servers (default .farm).",
+)
+@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes.")
+@click.option("--port", type=int, default=None, help="Node API port (default 8935).")
+def up_cmd(home: Path | None, workers: int | None, port: int | None) -> None:
+    """Start node API, worker and beat as one supervised group (embedded servers by default)."""
+    from farm.settings import UpSettings
+    from farm.up import run_up
+
+    settings: UpSettings = _load(UpSettings, home=home, workers=workers, port=port)
+    # The embedded default applies only when no broker was configured (env or config.json).
+    embedded = "broker_url" not in settings.model_fields_set
+    sys.exit(run_up(settings, embedded=embedded))

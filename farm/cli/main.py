@@ -33,6 +33,7 @@ for _command in (
     cluster.flower_cmd,
     cluster.submit_cmd,
     cluster.job_cmd,
+    cluster.up_cmd,
 ):
     cli.add_command(_command)
 

@@ -52,6 +52,10 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The registry name of the worker running the job now.
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Seconds a job may wait in its queue before it is republished.
+    queued_timeout_s: Mapped[float] = mapped_column(Float, default=60.0)
     #: Which attempt's result was recorded (the first to finish wins).
     completed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 

@@ -57,6 +57,7 @@ class JobView:
     created_at: datetime
     finished_at: datetime | None
     completed_by: str | None
+    worker: str | None = None
     attempt_log: tuple[AttemptView, ...] = ()
 
     @property
@@ -116,6 +117,7 @@ def _view(job: Job, with_attempts: bool = False) -> JobView:
         created_at=job.created_at,
         finished_at=job.finished_at,
         completed_by=job.completed_by,
+        worker=job.worker,
         attempt_log=attempts,
     )
 
@@ -146,8 +148,13 @@ class JobStore:
         spec: dict[str, Any],
         task_id: str,
         timeout_s: float,
+        queued_timeout_s: float = 60.0,
     ) -> JobView:
-        """Record an accepted job; call before publishing its task."""
+        """Record an accepted job; call before publishing its task.
+
+        ``timeout_s`` bounds a run; ``queued_timeout_s`` bounds the wait in the queue. Past
+        either, the reconciler republishes the job.
+        """
         now = utcnow()
         job = Job(
             id=job_id,
@@ -157,9 +164,10 @@ class JobStore:
             spec=spec,
             task_id=task_id,
             timeout_s=timeout_s,
+            queued_timeout_s=queued_timeout_s,
             created_at=now,
             updated_at=now,
-            deadline_at=now + timedelta(seconds=timeout_s),
+            deadline_at=now + timedelta(seconds=queued_timeout_s),
         )
         with self._session() as s:
             s.add(job)
@@ -173,8 +181,14 @@ class JobStore:
                 raise JobNotFound(f"no job {job_id!r}")
             return _view(job, with_attempts)
 
-    def start_attempt(self, job_id: str, task_id: str, worker: str) -> JobView | None:
-        """Record that a worker started the job; None when the job is already final."""
+    def start_attempt(
+        self, job_id: str, task_id: str, worker: str, instance: str | None = None
+    ) -> JobView | None:
+        """Record that a worker started the job; None when the job is already final.
+
+        ``instance`` is the worker's name in the capability registry: when its heartbeat
+        stops, the reconciler republishes the job without waiting for the deadline.
+        """
         now = utcnow()
         with self._session() as s:
             job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
@@ -186,6 +200,18 @@ class JobStore:
             job.attempts += 1
             job.updated_at = now
             job.deadline_at = now + timedelta(seconds=job.timeout_s)
+            job.worker = instance
+            # An attempt still marked running lost its worker (killed, evicted, timed out).
+            s.execute(
+                update(Attempt)
+                .where(Attempt.job_id == job_id, Attempt.outcome == "running")
+                .values(
+                    outcome="lost",
+                    finished_at=now,
+                    error_code="worker_lost",
+                    error="the worker stopped before finishing this attempt",
+                )
+            )
             s.add(Attempt(job_id=job_id, task_id=task_id, worker=worker, started_at=now))
             return _view(job)
 
@@ -252,7 +278,14 @@ class JobStore:
             if final:
                 values.update(state=JobState.FAILED, finished_at=utcnow())
             else:
-                values.update(state=JobState.QUEUED)
+                # The retry message is queued again; bound its wait like a new job's.
+                job = s.get(Job, job_id)
+                wait = job.queued_timeout_s if job is not None else 60.0
+                values.update(
+                    state=JobState.QUEUED,
+                    worker=None,
+                    deadline_at=utcnow() + timedelta(seconds=wait),
+                )
             return bool(
                 _exec(
                     s,
@@ -303,8 +336,20 @@ class JobStore:
             job.state = JobState.QUEUED
             job.publishes += 1
             job.updated_at = now
-            job.deadline_at = now + timedelta(seconds=job.timeout_s)
+            job.worker = None
+            job.deadline_at = now + timedelta(seconds=job.queued_timeout_s)
             return True
+
+    def orphaned(self, live: set[str], limit: int = 100) -> list[JobView]:
+        """Running jobs whose worker is no longer in the registry (it died or was evicted)."""
+        with self._session() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state == JobState.RUNNING, Job.worker.is_not(None))
+                .order_by(Job.updated_at)
+                .limit(limit * 10)
+            ).all()
+            return [_view(j) for j in jobs if j.worker not in live][:limit]
 
     def counts(self) -> dict[str, int]:
         from sqlalchemy import func

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# SVT-AV1 prints its banner straight to stderr unless told otherwise.
+os.environ.setdefault("SVT_LOG", "1")
 
 #: Livepeer codec family -> software encoder.
 CPU_ENCODERS = {"H.264": "libx264", "HEVC": "libx265", "AV1": "libsvtav1", "VP9": "libvpx-vp9"}

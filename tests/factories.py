@@ -1,0 +1,227 @@
+"""Thin helpers that make real media for the tests and read back what a player would see.
+
+Clips come from :mod:`farm.media.synth`; everything is encoded and decoded with PyAV, never
+mocked. Defaults are small (320x240, 1 s) so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, cast
+
+import av
+import numpy as np
+
+from farm.media.profiles import VideoProfile
+from farm.media.synth import make_segment, make_stream
+
+__all__ = [
+    "Probe",
+    "audio_only_ts",
+    "clip",
+    "mp4_clip",
+    "probe",
+    "profile",
+    "stream",
+    "ts_packets",
+    "unsupported_video",
+]
+
+
+def clip(
+    width: int = 320,
+    height: int = 240,
+    fps: int = 30,
+    seconds: float = 1.0,
+    **kwargs: Any,
+) -> bytes:
+    """A small synthetic MPEG-TS segment (H.264 + AAC unless ``audio=False``)."""
+    return make_segment(width, height, fps, seconds, **kwargs)
+
+
+def stream(directory: Path, segments: int = 2, seconds: float = 1.0, **kwargs: Any) -> Path:
+    """A small HLS stream of consecutive synthetic segments; returns the playlist path."""
+    kwargs.setdefault("width", 320)
+    kwargs.setdefault("height", 240)
+    return make_stream(directory, segments, seconds, **kwargs)
+
+
+def _remux(data: bytes, fmt: str, options: dict[str, str]) -> bytes:
+    # A file, not a buffer: the MP4 faststart pass rewrites the file after writing it.
+    fd, name = tempfile.mkstemp(suffix=f".{fmt}", prefix="farm-test-")
+    os.close(fd)
+    try:
+        with (
+            av.open(io.BytesIO(data), "r") as src,
+            av.open(name, "w", format=fmt, options=options) as dst,
+        ):
+            streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+        return Path(name).read_bytes()
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def mp4_clip(**kwargs: Any) -> bytes:
+    """A faststart MP4 segment: encoded to Matroska by synth, then remuxed into MP4.
+
+    (``make_segment(fmt="mp4")`` cannot be used directly: see test_synth_makes_mp4.)
+    """
+    return _remux(clip(fmt="matroska", **kwargs), "mp4", {"movflags": "faststart"})
+
+
+def audio_only_ts(seconds: float = 0.5) -> bytes:
+    """An MPEG-TS file with one MP2 audio stream and no video."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        sound = cast(av.AudioStream, out.add_stream("mp2", rate=48000))
+        sound.layout = "stereo"
+        n = 1152
+        for i in range(round(seconds * 48000 / n)):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 2 * n), np.int16), format="s16", layout="stereo"
+            )
+            frame.sample_rate = 48000
+            frame.pts = i * n
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for packet in sound.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def unsupported_video(codec: str = "mjpeg", fmt: str = "matroska", frames: int = 10) -> bytes:
+    """A short video in a codec the engine does not take as input (MJPEG by default)."""
+    pix_fmt = {"mjpeg": "yuvj420p", "png": "rgb24"}.get(codec, "yuv420p")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        video = cast(av.VideoStream, out.add_stream(codec, rate=30))
+        video.width, video.height, video.pix_fmt = 320, 240, pix_fmt
+        for i in range(frames):
+            rgb = np.full((240, 320, 3), (i * 20) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            frame.time_base = Fraction(1, 30)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def profile(
+    name: str = "r", width: int = 320, height: int = 240, bitrate: int = 300_000, **kwargs: Any
+) -> VideoProfile:
+    """A custom profile with small defaults."""
+    return VideoProfile(name=name, width=width, height=height, bitrate=bitrate, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class TsPacket:
+    """A demuxed packet of an MPEG-TS file: its stream type, byte position and size."""
+
+    kind: str
+    pos: int
+    size: int
+    pts: int | None
+
+
+def ts_packets(data: bytes) -> list[TsPacket]:
+    """Every non-empty packet of a container, in file order."""
+    with av.open(io.BytesIO(data), "r") as c:
+        return [
+            TsPacket(p.stream.type, p.pos, p.size, p.pts)
+            for p in c.demux()
+            if p.size and p.pos is not None
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a player sees in one output, decoded with PyAV."""
+
+    format_name: str
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    #: Presentation times (seconds) of the decoded frames, in display order.
+    times: list[float]
+    key_frames: list[int]
+    #: Video packet pts in decode (file) order.
+    decode_order_pts: list[int]
+    video_bytes: int
+    has_audio: bool
+    audio_frames: int
+    header_frames: int
+    average_rate: Fraction | None
+
+    @property
+    def frames(self) -> int:
+        return len(self.times)
+
+    @property
+    def frame_len(self) -> float:
+        return (self.times[-1] - self.times[0]) / (self.frames - 1)
+
+    @property
+    def start(self) -> float:
+        return self.times[0]
+
+    @property
+    def end(self) -> float:
+        """Where the last frame stops showing: its time plus one frame."""
+        return self.times[-1] + self.frame_len
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def probe(data: bytes) -> Probe:
+    """Reopen an output the way a player does and report what it holds."""
+    with av.open(io.BytesIO(data), "r") as c:
+        v = c.streams.video[0]
+        packets = [p for p in c.demux(v) if p.size]
+        decode_order_pts = [p.pts for p in packets if p.pts is not None]
+        video_bytes = sum(p.size for p in packets)
+        header = (
+            c.format.name,
+            v.codec_context.name,
+            v.codec_context.profile,
+            v.codec_context.width,
+            v.codec_context.height,
+            bool(c.streams.audio),
+            v.frames,
+            v.average_rate,
+        )
+    with av.open(io.BytesIO(data), "r") as c:
+        frames = [cast(av.VideoFrame, f) for f in c.decode(video=0)]
+    audio_frames = 0
+    if header[5]:
+        with av.open(io.BytesIO(data), "r") as c:
+            audio_frames = sum(1 for _ in c.decode(audio=0))
+    return Probe(
+        format_name=header[0],
+        codec=header[1],
+        profile=header[2],
+        width=header[3],
+        height=header[4],
+        times=[float(f.time) for f in frames if f.time is not None],
+        key_frames=[i for i, f in enumerate(frames) if f.key_frame],
+        decode_order_pts=decode_order_pts,
+        video_bytes=video_bytes,
+        has_audio=header[5],
+        audio_frames=audio_frames,
+        header_frames=header[6],
+        average_rate=Fraction(header[7]) if header[7] else None,
+    )
