@@ -136,6 +136,9 @@ class RedisBlobStore:
     def exists(self, key: str) -> bool:
         return bool(self._redis.exists(self.prefix + _check_key(key)))
 
+    def close(self) -> None:
+        self._redis.close()
+
 
 class S3BlobStore:
     """An S3-compatible bucket through boto3 (``pip install livepeer-farm[s3]``)."""

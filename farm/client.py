@@ -17,6 +17,8 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from farm.celery_app import create_app
 from farm.dispatch import need_of, publish, time_limits
@@ -169,7 +171,8 @@ class FarmClient:
                 ready = True
             except CeleryTimeout:
                 pass
-            except (OSError, FarmError):
+            except (OSError, FarmError, RedisConnectionError, OperationalError):
+                # The backend restarted or blinked; the job table still has the truth.
                 time.sleep(min(0.2, max(remaining, 0)))
             job = self.jobs.get(job_id)
             if ready and not job.final:
@@ -177,6 +180,17 @@ class FarmClient:
         if job.state != "done" or job.result is None:
             raise JobFailedError(job)
         return JobResult.from_payload(job.result)
+
+    def close(self) -> None:
+        """Release broker, backend and database connections."""
+        self._res.close()
+        self.app.close()
+
+    def __enter__(self) -> FarmClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def rendition_bytes(self, rendition: RenditionRef) -> bytes:
         return self._res.blobs.get(rendition.key)

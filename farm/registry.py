@@ -119,6 +119,9 @@ class Registry:
         except redis.RedisError:
             return False
 
+    def close(self) -> None:
+        self._redis.close()
+
 
 class Heartbeat:
     """A daemon thread that beats a worker's current capabilities until stopped."""

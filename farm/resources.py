@@ -23,6 +23,20 @@ class Resources:
     _blobs: BlobStore | None = None
     _registry: Registry | None = None
 
+    def close(self) -> None:
+        """Release connections (the clients are rebuilt on next use)."""
+        with self._lock:
+            if self._registry is not None:
+                self._registry.close()
+                self._registry = None
+            if self._jobs is not None:
+                self._jobs.engine.dispose()
+                self._jobs = None
+            close = getattr(self._blobs, "close", None)
+            if close is not None:
+                close()
+            self._blobs = None
+
     @property
     def jobs(self) -> JobStore:
         with self._lock:

@@ -1,0 +1,184 @@
+"""Whole flows through real services: Redis, PostgreSQL, RabbitMQ, the embedded default."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+import redis
+
+from farm.client import FarmClient, JobFailedError
+from farm.embedded import EmbeddedRedis
+from farm.errors import NoCapacity
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
+from farm.registry import Capabilities
+from tests.farm.harness import Cluster, cluster_env, wait_for
+
+LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
+
+
+@pytest.fixture
+def segment() -> bytes:
+    return make_segment(320, 240, 30, 1.0)
+
+
+def _check_result(client: FarmClient, job_id: str) -> None:
+    result = client.wait(job_id, timeout=60)
+    assert [r.name for r in result.renditions] == ["P240p30fps16x9", "P144p30fps16x9"]
+    for ref in result.renditions:
+        data = client.rendition_bytes(ref)
+        assert len(data) == ref.bytes
+        with av.open(io.BytesIO(data)) as c:
+            stream = c.streams.video[0]
+            frames = list(c.decode(stream))
+            assert (stream.width, stream.height) == (ref.width, ref.height)
+            assert len(frames) == ref.frames == 30
+            assert frames[0].key_frame
+            assert c.streams.audio, "audio copied into the rendition"
+    assert result.encoded_pixels == sum(r.frames * r.width * r.height for r in result.renditions)
+    job = client.get(job_id, with_attempts=True)
+    assert job.state == "done" and job.attempts == 1
+    assert [a.outcome for a in job.attempt_log] == ["done"]
+
+
+@pytest.fixture
+def pg_cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, postgres_url))
+    yield cluster
+    cluster.stop()
+
+
+def test_job_full_path_redis_postgres(pg_cluster: Cluster, segment: bytes) -> None:
+    pg_cluster.start_worker()
+    client = pg_cluster.client()
+    job = client.submit(segment, LADDER, duration=1.0)
+    assert job.queue == "transcode.cpu.h264"
+    assert job.state == "queued"
+    _check_result(client, job.id)
+
+
+def test_corrupt_input_fails_once_with_engine_message(pg_cluster: Cluster) -> None:
+    pg_cluster.start_worker()
+    client = pg_cluster.client()
+    job = client.submit(b"\x47" + b"not a transport stream" * 50, LADDER)
+    with pytest.raises(JobFailedError) as failed:
+        client.wait(job.id, timeout=30)
+    assert failed.value.code == "input_invalid"
+    assert "not a media container" in str(failed.value)
+    time.sleep(1.0)  # a retry loop would have started a second attempt by now
+    final = client.get(job.id, with_attempts=True)
+    assert final.attempts == 1 and final.state == "failed"
+    assert final.attempt_log[0].error_code == "input_invalid"
+
+
+def test_no_live_worker_is_a_clear_error(pg_cluster: Cluster, segment: bytes) -> None:
+    client = pg_cluster.client()
+    with pytest.raises(NoCapacity, match="no capacity for h264 transcode of 2 rendition"):
+        client.submit(segment, LADDER)
+
+
+def test_two_workers_both_take_jobs(pg_cluster: Cluster, segment: bytes) -> None:
+    first = pg_cluster.start_worker()
+    second = pg_cluster.start_worker()
+    client = pg_cluster.client()
+    jobs = [client.submit(segment, LADDER, duration=1.0) for _ in range(6)]
+    workers = {client.wait(j.id, timeout=90).worker.split("/")[0] for j in jobs}
+    names = {pg_cluster.worker_of(p).worker.split(":")[0] for p in (first, second)}  # type: ignore[union-attr]
+    assert len(workers) == 2, f"only {workers} took jobs of {names}"
+
+
+def test_kill9_worker_mid_transcode_completes_once_elsewhere(
+    pg_cluster: Cluster,
+) -> None:
+    # A segment long enough to be caught mid-transcode on this machine.
+    heavy = make_segment(1280, 720, 30, 4.0, audio=False)
+    ladder = parse_profiles("P720p30fps16x9,P360p30fps16x9")
+    doomed = pg_cluster.start_worker()
+    pg_cluster.start_beat()
+    client = pg_cluster.client()
+    job = client.submit(heavy, ladder, duration=4.0)
+    doomed_name = pg_cluster.worker_of(doomed).worker  # type: ignore[union-attr]
+    wait_for(lambda: client.get(job.id).state == "running", timeout=30, what="job running")
+    assert client.get(job.id).worker == doomed_name
+    pg_cluster.kill9(doomed)
+    survivor = pg_cluster.start_worker()
+    result = client.wait(job.id, timeout=120)
+    survivor_name = pg_cluster.worker_of(survivor).worker  # type: ignore[union-attr]
+    final = client.get(job.id, with_attempts=True)
+    assert final.state == "done"
+    assert result.worker.split("/")[0].split(".")[0] == survivor_name.split(":")[0].split(".")[0]
+    outcomes = [a.outcome for a in final.attempt_log]
+    assert outcomes.count("done") == 1, outcomes
+    assert "lost" in outcomes or "running" in outcomes
+    assert final.publishes >= 2  # the reconciler republished it when the heartbeat stopped
+
+
+def test_broker_restart_loses_no_accepted_job(
+    tmp_path: Path, postgres_url: str, segment: bytes
+) -> None:
+    broker = EmbeddedRedis(tmp_path / "redis", persist=False)
+    broker.start()
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, broker.url, postgres_url))
+    try:
+        # A worker that is advertised but not consuming: the jobs wait in the broker.
+        registry = cluster.registry()
+        registry.beat(
+            Capabilities(worker="paused@test:1", queues=["transcode.cpu.h264"], capacity=1)
+        )
+        registry.close()
+        client = cluster.client()
+        jobs = [client.submit(segment, LADDER, duration=1.0) for _ in range(3)]
+        probe = redis.Redis(unix_socket_path=str(broker.socket))
+        assert probe.llen("transcode.cpu.h264") == 3
+        probe.close()
+        broker.stop()  # no persistence: every queued message is gone
+        broker.start()
+        probe = redis.Redis(unix_socket_path=str(broker.socket))
+        assert probe.llen("transcode.cpu.h264") == 0
+        probe.close()
+        cluster.start_worker()
+        cluster.start_beat()
+        for job in jobs:
+            result = client.wait(job.id, timeout=90)
+            assert len(result.renditions) == 2
+            final = client.get(job.id, with_attempts=True)
+            assert final.publishes == 2 and final.attempts == 1
+    finally:
+        cluster.stop()
+        broker.stop()
+
+
+def test_rabbitmq_broker(
+    tmp_path: Path, amqp_url: str, redis_url: str, sqlite_url: str, segment: bytes
+) -> None:
+    vhost_free = amqp_url  # the default vhost; queues are named per farm
+    cluster = Cluster(
+        tmp_path,
+        cluster_env(tmp_path, vhost_free, sqlite_url, backend=redis_url, registry=redis_url),
+    )
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        job = client.submit(segment, LADDER, duration=1.0)
+        _check_result(client, job.id)
+    finally:
+        cluster.stop()
+
+
+def test_embedded_mode(tmp_path: Path, segment: bytes) -> None:
+    broker = EmbeddedRedis(tmp_path / "redis")
+    broker.start()
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, broker.url, f"sqlite:///{tmp_path}/farm.db"))
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        job = client.submit(segment, LADDER, duration=1.0)
+        _check_result(client, job.id)
+    finally:
+        cluster.stop()
+        broker.stop()
