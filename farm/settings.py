@@ -57,6 +57,11 @@ class _Base(BaseSettings):
         env_prefix="FARM_", env_ignore_empty=True, extra="ignore", validate_default=True
     )
 
+    def __repr_args__(self) -> Any:
+        # URLs carry passwords; a repr ends up in logs and tracebacks.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) else value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,0 +1,48 @@
+"""Settings: env beats config.json, secrets stay hidden, default secrets refused in production."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from farm.settings import ClusterSettings, FlowerSettings, WorkerSettings
+
+
+def test_env_beats_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"region": "eu-west", "broker_url": "redis://file:6379/1", "max_attempts": 5})
+    )
+    monkeypatch.setenv("FARM_CONFIG", str(config))
+    monkeypatch.setenv("FARM_BROKER_URL", "redis://env:6379/2")
+    s = WorkerSettings()
+    assert s.region == "eu-west" and s.max_attempts == 5
+    assert s.broker_url == "redis://env:6379/2"
+    assert s.result_backend == "redis://env:6379/2" == s.registry_url
+
+
+def test_secrets_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FARM_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("FARM_BROKER_URL", "amqp://user:hunter2@rabbit:5672//")
+    s = ClusterSettings()
+    text = repr(s) + str(s.public())
+    assert "s3cr3t-value" not in text and "hunter2" not in text
+    assert s.public()["broker_url"] == "amqp://user:***@rabbit:5672//"
+
+
+def test_default_secrets_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FARM_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="FARM_SECRET"):
+        ClusterSettings()
+    monkeypatch.setenv("FARM_SECRET", "a-real-one")
+    with pytest.raises(ValidationError, match="FARM_FLOWER_BASIC_AUTH"):
+        FlowerSettings()
+
+
+def test_bad_broker_url_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FARM_BROKER_URL", "kafka://x")
+    with pytest.raises(ValidationError, match="unsupported broker"):
+        ClusterSettings()
