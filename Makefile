@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media run clean
+.PHONY: install lint test bench bench-media bench-farm run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media
+bench: bench-media bench-farm
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -35,3 +35,7 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Needs Redis and PostgreSQL running (as .ci/run starts them).
+bench-farm: $(STAMP)
+	$(BIN)/python tests/bench/bench_farm.py

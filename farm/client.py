@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from farm.celery_app import create_app
-from farm.dispatch import need_of, publish, time_limits
+from farm.dispatch import job_timeout_s, need_of, publish
 from farm.errors import FarmError, JobError
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
@@ -138,14 +138,13 @@ class FarmClient:
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
         task_id = f"{job_id}.1"
-        soft, _ = time_limits(duration)
         job = self.jobs.create(
             job_id,
             kind="transcode",
             queue=route.queue,
             spec=spec,
             task_id=task_id,
-            timeout_s=soft + 10.0,
+            timeout_s=job_timeout_s(duration),
             queued_timeout_s=self.settings.queued_timeout_s,
         )
         publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
@@ -154,32 +153,37 @@ class FarmClient:
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         return self.jobs.get(job_id, with_attempts)
 
-    def wait(self, job_id: str, timeout: float = 60.0) -> JobResult:
-        """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
+    def wait(self, job: str | JobView, timeout: float = 60.0) -> JobResult:
+        """Block until the job is done; raise JobFailedError or JobTimeout otherwise.
+
+        Wakes on the result backend's notification rather than polling the job table; the
+        table is read when the backend has no answer (a republished job, a lost backend).
+        """
         deadline = time.monotonic() + timeout
-        job = self.jobs.get(job_id)
-        while not job.final:
+        view = self.jobs.get(job) if isinstance(job, str) else job
+        while not view.final:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise JobTimeout(f"job {job_id} still {job.state} after {timeout:g} s")
-            ready = False
+                raise JobTimeout(f"job {view.id} still {view.state} after {timeout:g} s")
+            payload: Any = None
             try:
-                # Wakes on the result backend's notification, not by polling the table.
-                self.app.AsyncResult(job.task_id).get(
+                payload = self.app.AsyncResult(view.task_id).get(
                     timeout=min(remaining, 1.0), propagate=False, disable_sync_subtasks=False
                 )
-                ready = True
             except CeleryTimeout:
                 pass
             except (OSError, FarmError, RedisConnectionError, OperationalError):
                 # The backend restarted or blinked; the job table still has the truth.
                 time.sleep(min(0.2, max(remaining, 0)))
-            job = self.jobs.get(job_id)
-            if ready and not job.final:
+            if isinstance(payload, dict) and payload.get("renditions") is not None:
+                # The task returns exactly what it recorded, after recording it.
+                return JobResult.from_payload(payload)
+            view = self.jobs.get(view.id)
+            if payload is not None and not view.final:
                 time.sleep(0.05)  # a result for a superseded message; the row decides
-        if job.state != "done" or job.result is None:
-            raise JobFailedError(job)
-        return JobResult.from_payload(job.result)
+        if view.state != "done" or view.result is None:
+            raise JobFailedError(self.jobs.get(view.id))
+        return JobResult.from_payload(view.result)
 
     def close(self) -> None:
         """Release broker, backend and database connections."""

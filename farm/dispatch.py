@@ -12,7 +12,7 @@ from farm.media.profiles import VideoProfile
 from farm.queues import codec_of
 from farm.router import Need
 
-__all__ = ["TRANSCODE_TASK", "need_of", "publish", "time_limits"]
+__all__ = ["TRANSCODE_TASK", "job_timeout_s", "need_of", "publish", "time_limits"]
 
 TRANSCODE_TASK = "farm.transcode"
 #: go-livepeer's floor for a segment's transcode timeout (common.HTTPTimeout).
@@ -23,6 +23,11 @@ def time_limits(duration_s: float | None) -> tuple[float, float]:
     """(soft, hard) limits: go-livepeer's max(8 s, 4 x duration), plus a grace for cleanup."""
     soft = max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0))
     return soft, soft + 5.0
+
+
+def job_timeout_s(duration_s: float | None) -> float:
+    """How long one run of a job may take before the reconciler republishes it."""
+    return time_limits(duration_s)[1] + 5.0
 
 
 def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:

@@ -13,6 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from farm import metrics
 from farm.blobstore import BlobMissing
+from farm.dispatch import job_timeout_s, publish
 from farm.errors import (
     FarmError,
     InputMissing,
@@ -80,21 +81,25 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     worker = _worker_name(task)
     task_id = task.request.id
     started = time.perf_counter()
-    job = jobs.get(job_id)
-    if job.final or job.task_id != task_id:
+    instance = os.environ.get("FARM_WORKER_INSTANCE")
+    claim = jobs.start_attempt(
+        job_id,
+        task_id,
+        worker,
+        instance,
+        max_attempts=res.settings.max_attempts,
+        run_timeout_s=job_timeout_s(spec.get("duration")),
+    )
+    if claim.status in ("final", "stale"):
         # A redelivered or superseded message: the job finished or was republished.
-        log.info("skipping %s for job %s (state %s)", task_id, job_id, job.state)
-        return {"job_id": job_id, "skipped": True, "state": job.state}
-    if job.attempts >= res.settings.max_attempts:
-        message = (
-            f"gave up after {job.attempts} attempt(s); last error: {job.error or 'worker lost'}"
-        )
-        jobs.fail(job_id, "max_attempts", message)
+        log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
+        return {"job_id": job_id, "skipped": True, "state": claim.status}
+    if claim.status == "exhausted":
+        last = jobs.get(job_id).error or "the worker was lost each time"
+        message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
+        jobs.attempt_failed(job_id, task_id, worker, "max_attempts", message, final=True)
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
-    instance = os.environ.get("FARM_WORKER_INSTANCE")
-    if jobs.start_attempt(job_id, task_id, worker, instance) is None:
-        return {"job_id": job_id, "skipped": True, "state": "final"}
     timings: dict[str, float] = {}
     try:
         data = blobs.get(spec["input_key"])
@@ -116,22 +121,11 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             blobs.put(key, r.data)
             renditions.append({**r.summary(), "key": key})
         timings["store"] = time.perf_counter() - t
-    except SoftTimeLimitExceeded:
+    except (SoftTimeLimitExceeded, FarmError) as e:
+        error = _classify(e, task)
         return _failed(
-            task,
-            jobs,
-            job_id,
-            task_id,
-            worker,
-            TranscodeTimeout(f"transcode exceeded its {task.request.timelimit} s limit"),
-            res.settings.max_attempts,
+            task, jobs, job_id, task_id, worker, error, res.settings.max_attempts, claim.attempts
         )
-    except BlobMissing as e:
-        return _failed(
-            task, jobs, job_id, task_id, worker, InputMissing(str(e)), res.settings.max_attempts
-        )
-    except FarmError as e:
-        return _failed(task, jobs, job_id, task_id, worker, e, res.settings.max_attempts)
     timings["total"] = time.perf_counter() - started
     payload = {
         "job_id": job_id,
@@ -152,6 +146,16 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     return payload
 
 
+def _classify(error: BaseException, task: Task) -> FarmError:
+    """The farm error an attempt failed with (retryable or not is its type)."""
+    if isinstance(error, SoftTimeLimitExceeded):
+        return TranscodeTimeout(f"transcode exceeded its {task.request.timelimit} s limit")
+    if isinstance(error, BlobMissing):
+        return InputMissing(str(error))
+    assert isinstance(error, FarmError)
+    return error
+
+
 def _failed(
     task: Task,
     jobs: JobStore,
@@ -160,10 +164,10 @@ def _failed(
     worker: str,
     error: FarmError,
     max_attempts: int,
+    attempts: int,
 ) -> dict[str, Any]:
     retryable = isinstance(error, RetryableError)
-    job = jobs.get(job_id)
-    final = not retryable or job.attempts >= max_attempts
+    final = not retryable or attempts >= max_attempts
     jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final)
     metrics.segment_transcode_failed(error.code)
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
@@ -180,7 +184,6 @@ def _gpu_index() -> int | None:
 
 def reconcile(app: Celery) -> dict[str, int]:
     """Republish jobs queued or running past their deadline; fail those out of attempts."""
-    from farm.dispatch import publish
 
     res = resources(app)
     counts = {"republished": 0, "failed": 0, "unroutable": 0}

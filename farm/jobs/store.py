@@ -9,20 +9,32 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, create_engine, event, select, update
+from sqlalchemy import CursorResult, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import FarmError
 from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
 
-__all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "make_engine"]
+__all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
 
 
 class JobNotFound(FarmError):
     """Raised when a job id is not in the job table."""
 
     code = "job_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """What claiming a job for an attempt found: started, stale, final or exhausted."""
+
+    status: str
+    attempts: int
+
+    @property
+    def started(self) -> bool:
+        return self.status == "started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,23 +168,39 @@ class JobStore:
         either, the reconciler republishes the job.
         """
         now = utcnow()
-        job = Job(
+        values = {
+            "id": job_id,
+            "kind": kind,
+            "state": JobState.QUEUED,
+            "queue": queue,
+            "spec": spec,
+            "task_id": task_id,
+            "attempts": 0,
+            "publishes": 1,
+            "timeout_s": timeout_s,
+            "queued_timeout_s": queued_timeout_s,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=queued_timeout_s),
+        }
+        with self._session() as s:
+            s.execute(insert(Job).values(**values))
+        return JobView(
             id=job_id,
             kind=kind,
             state=JobState.QUEUED,
             queue=queue,
             spec=spec,
             task_id=task_id,
-            timeout_s=timeout_s,
-            queued_timeout_s=queued_timeout_s,
+            attempts=0,
+            publishes=1,
+            result=None,
+            error_code=None,
+            error=None,
             created_at=now,
-            updated_at=now,
-            deadline_at=now + timedelta(seconds=queued_timeout_s),
+            finished_at=None,
+            completed_by=None,
         )
-        with self._session() as s:
-            s.add(job)
-            s.flush()
-            return _view(job)
 
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         with self._session() as s:
@@ -182,25 +210,42 @@ class JobStore:
             return _view(job, with_attempts)
 
     def start_attempt(
-        self, job_id: str, task_id: str, worker: str, instance: str | None = None
-    ) -> JobView | None:
-        """Record that a worker started the job; None when the job is already final.
+        self,
+        job_id: str,
+        task_id: str,
+        worker: str,
+        instance: str | None = None,
+        max_attempts: int | None = None,
+        run_timeout_s: float = 60.0,
+    ) -> StartOutcome:
+        """Claim the job for a new attempt, in one statement that also checks the message.
 
-        ``instance`` is the worker's name in the capability registry: when its heartbeat
-        stops, the reconciler republishes the job without waiting for the deadline.
+        The claim fails (and nothing changes) when the job is final or when ``task_id`` is not
+        the job's current message (a superseded or redelivered copy). ``instance`` is the
+        worker's name in the capability registry: when its heartbeat stops, the reconciler
+        republishes the job without waiting for the deadline.
         """
         now = utcnow()
         with self._session() as s:
-            job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
-            if job is None:
-                raise JobNotFound(f"no job {job_id!r}")
-            if job.state in JobState.FINAL:
-                return None
-            job.state = JobState.RUNNING
-            job.attempts += 1
-            job.updated_at = now
-            job.deadline_at = now + timedelta(seconds=job.timeout_s)
-            job.worker = instance
+            claimed = _exec(
+                s,
+                update(Job)
+                .where(Job.id == job_id, Job.task_id == task_id, Job.state.not_in(JobState.FINAL))
+                .values(
+                    state=JobState.RUNNING,
+                    attempts=Job.attempts + 1,
+                    updated_at=now,
+                    deadline_at=now + timedelta(seconds=run_timeout_s),
+                    worker=instance,
+                )
+                .returning(Job.attempts),
+            ).first()
+            if claimed is None:
+                row = s.execute(select(Job.state).where(Job.id == job_id)).first()
+                if row is None:
+                    raise JobNotFound(f"no job {job_id!r}")
+                return StartOutcome("final" if row[0] in JobState.FINAL else "stale", 0)
+            attempts = int(claimed[0])
             # An attempt still marked running lost its worker (killed, evicted, timed out).
             s.execute(
                 update(Attempt)
@@ -212,8 +257,14 @@ class JobStore:
                     error="the worker stopped before finishing this attempt",
                 )
             )
-            s.add(Attempt(job_id=job_id, task_id=task_id, worker=worker, started_at=now))
-            return _view(job)
+            s.execute(
+                insert(Attempt).values(
+                    job_id=job_id, task_id=task_id, worker=worker, started_at=now, outcome="running"
+                )
+            )
+            if max_attempts is not None and attempts > max_attempts:
+                return StartOutcome("exhausted", attempts)
+            return StartOutcome("started", attempts)
 
     def _finish_attempt(
         self,
@@ -226,20 +277,18 @@ class JobStore:
         error: str | None,
         timings: dict[str, Any] | None,
     ) -> None:
-        attempt = s.scalars(
-            select(Attempt)
+        s.execute(
+            update(Attempt)
             .where(
                 Attempt.job_id == job_id,
                 Attempt.task_id == task_id,
                 Attempt.worker == worker,
                 Attempt.outcome == "running",
             )
-            .order_by(Attempt.id.desc())
-            .limit(1)
-        ).first()
-        if attempt is not None:
-            attempt.outcome, attempt.error_code, attempt.error = outcome, code, error
-            attempt.finished_at, attempt.timings = utcnow(), timings
+            .values(
+                outcome=outcome, error_code=code, error=error, finished_at=utcnow(), timings=timings
+            )
+        )
 
     def complete(
         self,

@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Any, cast
 
 import av
+from av.bitstream import BitStreamFilterContext
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from farm.errors import (
@@ -144,6 +145,11 @@ class _Rendition(threading.Thread):
         self._audio = (
             self._out.container.add_stream_from_template(source.audio) if source.audio else None
         )
+        self._in_frame = Fraction(1) / source.frame_rate if source.frame_rate else None
+        self._adts: BitStreamFilterContext | None = None
+        if self._audio is not None and source.audio is not None and opts.fmt in ("mp4", "fmp4"):
+            self._adts = _adts_to_mp4(source.audio, self._audio)
+        self.cancelled = threading.Event()
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
         p = self.profile
@@ -186,12 +192,18 @@ class _Rendition(threading.Thread):
     def run(self) -> None:
         try:
             while (item := self.queue.get()) is not _STOP:
+                if self.cancelled.is_set():
+                    self._out.abort()
+                    return
                 self.handle(item)
+            if self.cancelled.is_set():
+                self._out.abort()
+                return
             self.finish()
         except BaseException as e:  # reported to the decoding thread, which re-raises
             self.error = e
             self._out.abort()
-            while self.queue.get() is not _STOP:
+            while not self.cancelled.is_set() and self.queue.get() is not _STOP:
                 pass
 
     def handle(self, item: Any) -> None:
@@ -245,11 +257,18 @@ class _Rendition(threading.Thread):
 
     def _mux_audio(self, packet: av.Packet[Any]) -> None:
         assert self._audio is not None
+        # Each rendition muxes its own copy: muxing takes ownership of a packet's data.
         copy = av.Packet(bytes(packet))
         copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
         copy.is_keyframe = packet.is_keyframe
-        copy.stream = self._audio
-        self._out.container.mux(copy)
+        for out in self._adts.filter(copy) if self._adts is not None else (copy,):
+            out.stream = self._audio
+            self._out.container.mux(out)
+
+    def abort(self) -> None:
+        """Drop the output of a rendition that will not finish."""
+        if self.result is None:
+            self._out.abort()
 
     def close_video(self, end: Fraction) -> None:
         """Flush the last pending frame, holding it until ``end`` (seconds)."""
@@ -264,7 +283,7 @@ class _Rendition(threading.Thread):
         tb = self._time_base
         first = self._first_pts or 0
         last = self._last_pts if self._last_pts is not None else first - 1
-        frame_len = (Fraction(1) / self._rate) if self._rate else None
+        frame_len = (Fraction(1) / self._rate) if self._rate else self._in_frame
         end = (last * tb + frame_len) if frame_len else (last + 1) * tb
         self.result = Rendition(
             profile=self.profile,
@@ -330,6 +349,8 @@ def transcode(
         for w in workers:
             if w.is_alive():
                 _drain_and_stop(w)
+            else:
+                w.abort()
         raise
     finally:
         source.close()
@@ -363,9 +384,16 @@ def _hand(worker: _Rendition, item: Any, parallel: bool) -> None:
 
 
 def _drain_and_stop(worker: _Rendition) -> None:
+    """Stop a rendition thread that will get no more input, whatever state it is in."""
+    worker.cancelled.set()
+    while True:
+        try:
+            worker.queue.get_nowait()
+        except queue.Empty:
+            break
     with contextlib.suppress(queue.Full):
-        worker.queue.put_nowait(_STOP)
-    worker.join(timeout=5)
+        worker.queue.put_nowait(_STOP)  # the queue was just emptied; only this thread puts
+    worker.join()
 
 
 def _raise_first(workers: Sequence[_Rendition]) -> None:
@@ -396,6 +424,7 @@ def _decode(
                         f"transcode passed its {opts.deadline_s:g} s deadline after {frames} frames"
                     )
                 if packet.stream is audio:
+                    _check_audio(packet)
                     if packet.size:
                         for w in workers:
                             _hand(w, packet, opts.parallel)
@@ -440,6 +469,38 @@ def _decode(
     }
 
 
+_AAC_RATES = (
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
+)
+_AAC_OBJECTS = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4, "HE-AAC": 2, "HE-AACv2": 2}
+
+
+def _adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterContext | None:
+    """For ADTS AAC (as MPEG-TS carries it) going into MP4: a filter that strips the ADTS
+    headers, and the AudioSpecificConfig the MP4 header needs before the first packet."""
+    ctx = source.codec_context
+    if ctx.name != "aac" or ctx.extradata or ctx.sample_rate not in _AAC_RATES:
+        return None
+    obj = _AAC_OBJECTS.get(ctx.profile or "LC", 2)
+    channels = ctx.channels if ctx.channels in range(1, 7) else (7 if ctx.channels == 8 else 2)
+    config = (obj << 11) | (_AAC_RATES.index(ctx.sample_rate) << 7) | (channels << 3)
+    bsf = BitStreamFilterContext("aac_adtstoasc", source)
+    out.codec_context.extradata = config.to_bytes(2, "big")
+    return bsf
+
+
 class _Close:
     """Queue item: flush the pending frame up to ``end``."""
 
@@ -447,8 +508,23 @@ class _Close:
         self.end = end
 
 
-def _when(pts: int | None, tb: Fraction) -> str:
-    return "unknown time" if pts is None else f"{float(pts * tb):.3f} s"
+def _check_audio(packet: av.Packet[Any]) -> None:
+    # An ADTS frame states its own length: a shorter packet is the cut end of a truncated
+    # segment, which the demuxer passes on without complaint.
+    if not packet.size or packet.stream.codec_context.name != "aac":
+        return
+    head = bytes(packet)[:7]
+    if len(head) == 7 and head[0] == 0xFF and head[1] & 0xF0 == 0xF0:
+        length = ((head[3] & 0x03) << 11) | (head[4] << 3) | (head[5] >> 5)
+        if length > packet.size:
+            raise InputCorrupt(
+                f"input is truncated: an audio frame at {_when(packet.pts, packet.time_base)} "
+                f"has {packet.size} of its {length} bytes"
+            )
+
+
+def _when(pts: int | None, tb: Fraction | None) -> str:
+    return "unknown time" if pts is None or tb is None else f"{float(pts * tb):.3f} s"
 
 
 _FATAL_LOG_MARKS = ("Invalid NAL unit size", "error while decoding MB", "concealing")

@@ -14,6 +14,8 @@ from typing import cast
 import av
 import numpy as np
 
+from farm.media.output import FORMATS, OutputFile
+
 __all__ = ["make_segment", "make_stream"]
 
 
@@ -33,12 +35,15 @@ def make_segment(
     seed: int = 0,
 ) -> bytes:
     """Encode one segment of synthetic video (and AAC audio) starting at ``start`` seconds."""
-    buf = io.BytesIO()
     rng = np.random.default_rng(seed)
     frames = round(seconds * fps)
     first = round(start * fps)
-    options = {"movflags": "faststart"} if fmt == "mp4" else {}
-    with av.open(buf, "w", format=fmt, options=options) as out:
+    # The engine's own output files: MP4 gets faststart, MPEG-TS keeps timestamps exact so
+    # consecutive segments join up.
+    out_file = OutputFile(fmt) if fmt in FORMATS else None
+    buf = io.BytesIO()
+    out = out_file.container if out_file else av.open(buf, "w", format=fmt)
+    try:
         video = cast(av.VideoStream, out.add_stream(codec, rate=fps))
         video.width, video.height = width, height
         video.pix_fmt = "yuv420p"
@@ -71,6 +76,13 @@ def make_segment(
             out.mux(packet)
         if sound is not None:
             _encode_tone(out, sound, start, seconds)
+    except BaseException:
+        if out_file:
+            out_file.abort()
+        raise
+    if out_file:
+        return out_file.finish()
+    out.close()
     return buf.getvalue()
 
 

@@ -58,7 +58,7 @@ def test_final_job_takes_no_new_attempt(store: JobStore) -> None:
     _job(store)
     store.start_attempt("j1", "j1.1", "w1")
     assert store.attempt_failed("j1", "j1.1", "w1", "input_invalid", "bad", final=True)
-    assert store.start_attempt("j1", "j1.1", "w2") is None
+    assert store.start_attempt("j1", "j1.1", "w2").status == "final"
     assert not store.complete("j1", "j1.1", "w2", {})
     assert store.get("j1").state == "failed"
 

@@ -28,9 +28,24 @@ def clip30_silent() -> bytes:
     return clip(audio=False)
 
 
+def rendition_threads() -> set[threading.Thread]:
+    """The engine's per-rendition threads alive now."""
+    return {t for t in threading.enumerate() if t.name.startswith("rendition-")}
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_renditions() -> Iterator[None]:
-    """Every transcode, failed or not, leaves no rendition thread running."""
+def no_leaked_renditions(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every transcode, failed or not, leaves no rendition thread of its own running.
+
+    Tests marked xfail are left out: the one that shows the engine leaking a thread must
+    fail in its body, not in this teardown.
+    """
+    before = rendition_threads()
     yield
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("rendition-")]
-    assert not alive, f"rendition threads still running: {alive}"
+    if request.node.get_closest_marker("xfail"):
+        return
+    leaked = rendition_threads() - before
+    for t in leaked:
+        t.join(timeout=0.5)
+    alive = sorted(t.name for t in leaked if t.is_alive())
+    assert not alive, f"rendition threads still running after the test: {alive}"

@@ -128,11 +128,6 @@ def test_passthrough_fps_keeps_input_frames(clip30: bytes) -> None:
     assert _near(seen.duration, 1.0, 30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _Rendition.finish: with fps 0 the end adds one input time-base tick, "
-    "not one frame, so Rendition.duration is a frame short",
-)
 def test_passthrough_rendition_duration_is_a_whole_segment() -> None:
     data = clip(fps=15, seconds=2.0, audio=False)
     (r,) = transcode(data, [profile("keep", fps=0)]).renditions
@@ -184,15 +179,9 @@ def test_consecutive_segments_play_back_to_back(
     assert _near(two.start, one.end, rate), (one.end, two.start)
     assert _near(two.start, 2.0, rate)
     assert two.key_frames[0] == 0
-    if fps:  # (with fps 0 the reported end is a frame short: see the xfail above)
-        assert _near(r2.start, r1.end, rate)
+    assert _near(r2.start, r1.end, rate)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="synth.make_segment: the MPEG-TS muxer shifts the first segment by the AAC "
-    "priming (1024 samples, 21.3 ms) when audio is on, so make_stream's segments overlap",
-)
 def test_synth_stream_segments_are_contiguous_with_audio() -> None:
     seg1 = make_segment(320, 240, 30, 1.0, start=0.0)
     seg2 = make_segment(320, 240, 30, 1.0, start=1.0, seed=1)
@@ -201,11 +190,6 @@ def test_synth_stream_segments_are_contiguous_with_audio() -> None:
     assert _near(two.start, one.end, 30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="synth.make_segment(fmt='mp4') asks for movflags=faststart on a BytesIO, which "
-    "needs a seekable real file: av.error.FileNotFoundError",
-)
 def test_synth_makes_mp4() -> None:
     assert probe(make_segment(320, 240, 30, 0.5, fmt="mp4")).frames == 15
 
@@ -242,11 +226,6 @@ def test_fmp4_output_from_video_only_ts(clip30_silent: bytes) -> None:
     assert (seen.codec, seen.frames, seen.key_frames[0], seen.has_audio) == ("h264", 30, 0, False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _Rendition._mux_audio copies ADTS AAC from MPEG-TS into fragmented "
-    "MP4 without aac_adtstoasc; movenc refuses it (EPERM) and the engine raises EngineFailure",
-)
 def test_fmp4_output_from_ts_input_with_audio(clip30: bytes) -> None:
     (r,) = transcode(clip30, [profile(fps=30)], EngineOptions(fmt="fmp4")).renditions
     seen = probe(r.data)
@@ -295,8 +274,6 @@ def test_gpu_option_falls_back_to_cpu_without_nvenc(clip30_silent: bytes) -> Non
     result = transcode(clip30_silent, [profile(fps=30)], EngineOptions(gpu=0))
     assert result.renditions[0].encoder == "libx264"
     assert probe(result.renditions[0].data).frames == 30
-
-
 
 
 def test_stream_factory_lists_segments(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_default_ladder_and_comma_list() -> None:
 
 
 def test_unknown_builtin_name_lists_the_known_ones() -> None:
-    with pytest.raises(ProfileInvalid, match="unknown profile 'P9000p'.*P720p60fps16x9"):
+    with pytest.raises(ProfileInvalid, match=r"unknown profile 'P9000p'.*P720p60fps16x9"):
         parse_profiles("P9000p")
     with pytest.raises(ProfileInvalid, match="at least one profile"):
         parse_profiles(" , ")
@@ -143,7 +143,7 @@ def test_profiles_json_file(tmp_path: Path) -> None:
         ({"encoder": "MPEG-2"}, "unknown encoder 'MPEG-2'"),
         ({"profile": "h264ultra"}, "unknown H.264 profile 'h264ultra'"),
         ({"profile": "h264high", "encoder": "HEVC"}, "H.264 profile 'h264high' given for"),
-        ({"gop": "two"}, "gop must be seconds or \"intra\""),
+        ({"gop": "two"}, 'gop must be seconds or "intra"'),
         ({"gop": "0"}, "gop must be in"),
         ({"gop": "-1"}, "gop must be in"),
         ({"gop": "nan"}, "gop must be in"),
