@@ -22,12 +22,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from farm.celery_app import create_app
 from farm.dispatch import job_timeout_s, need_of, publish
-from farm.errors import FarmError, JobError
+from farm.errors import FarmError, JobError, NoCapacity
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
+from farm.registry import Capabilities
 from farm.resources import Resources
-from farm.router import Route, route_transcode
+from farm.router import Need, Route, route_transcode
 from farm.settings import ClusterSettings
 
 __all__ = ["FarmClient", "JobFailedError", "JobResult", "JobTimeout", "RenditionRef"]
@@ -97,6 +98,21 @@ class FarmClient:
         self.settings = settings or ClusterSettings()
         self.app = app or create_app(self.settings)
         self._res = Resources(self.settings)
+        self._live: tuple[float, list[Capabilities]] = (0.0, [])
+
+    def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
+        # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
+        # and keeps a registry scan off every submission of a busy client.
+        now = time.monotonic()
+        if fresh or now - self._live[0] > self.settings.heartbeat_s / 4:
+            self._live = (now, self._res.registry.live())
+        return self._live[1]
+
+    def _route(self, need: Need) -> Route:
+        try:
+            return route_transcode(need, self._live_workers())
+        except NoCapacity:
+            return route_transcode(need, self._live_workers(fresh=True))
 
     @property
     def jobs(self) -> JobStore:
@@ -104,7 +120,7 @@ class FarmClient:
 
     def route(self, profiles: Sequence[VideoProfile], device: str = "any") -> Route:
         """The queue a ladder would go to now (raises NoCapacity when none serves it)."""
-        return route_transcode(need_of(profiles, device), self._res.registry.live())
+        return self._route(need_of(profiles, device))
 
     def submit(
         self,
@@ -126,7 +142,7 @@ class FarmClient:
 
             raise InputInvalid("input is empty (0 bytes)")
         need = need_of(profiles, device)
-        route = route_transcode(need, self._res.registry.live())
+        route = self._route(need)
         job_id = job_id or uuid.uuid4().hex
         input_key = f"jobs/{job_id}/in"
         self._res.blobs.put(input_key, data)

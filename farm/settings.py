@@ -102,6 +102,8 @@ class ClusterSettings(_Base):
     #: Seconds a published job may wait in its queue before the reconciler republishes it
     #: (a broker that restarted without persistence lost it).
     queued_timeout_s: float = Field(60.0, gt=0)
+    #: Workers send task events (Flower's task views need them; each costs a publish).
+    task_events: bool = True
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
 
@@ -156,6 +158,10 @@ class WorkerSettings(ClusterSettings):
     #: Renditions in flight per NVENC session limit, see farm.gpu.
     codecs: tuple[str, ...] = ("h264", "hevc", "av1")
     preset: str = "veryfast"
+    #: Celery pool: prefork isolates each transcode in a child process and enforces hard time
+    #: limits; threads and solo run transcodes in the worker process (lower latency, no
+    #: hard limit: the engine's own deadline still applies).
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
     #: Also consume CPU queues on a GPU worker.
     gpu_takes_cpu_jobs: bool = False
     hostname: str | None = None

@@ -145,7 +145,7 @@ def run_worker(
             f"--hostname={plan.name}.{os.getpid()}",
             f"--queues={','.join(plan.queues)}",
             f"--concurrency={plan.concurrency}",
-            "--pool=prefork",
+            f"--pool={settings.pool}",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",

@@ -9,11 +9,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, create_engine, event, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import FarmError
+from farm.jobs import pg
 from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
 
 __all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
@@ -142,6 +151,9 @@ class JobStore:
             make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._postgres = self.engine.dialect.name == "postgresql"
+        # Single statements need no transaction around them (see farm.jobs.pg).
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -183,8 +195,8 @@ class JobStore:
             "updated_at": now,
             "deadline_at": now + timedelta(seconds=queued_timeout_s),
         }
-        with self._session() as s:
-            s.execute(insert(Job).values(**values))
+        with self._autocommit.connect() as conn:
+            conn.execute(insert(Job).values(**values))
         return JobView(
             id=job_id,
             kind=kind,
@@ -226,6 +238,24 @@ class JobStore:
         republishes the job without waiting for the deadline.
         """
         now = utcnow()
+        if self._postgres:
+            with self._autocommit.connect() as conn:
+                attempts_now, state = pg.claim(
+                    conn,
+                    job_id=job_id,
+                    task_id=task_id,
+                    worker=worker,
+                    instance=instance,
+                    now=now,
+                    deadline=now + timedelta(seconds=run_timeout_s),
+                )
+            if attempts_now is None:
+                if state is None:
+                    raise JobNotFound(f"no job {job_id!r}")
+                return StartOutcome("final" if state in JobState.FINAL else "stale", 0)
+            if max_attempts is not None and attempts_now > max_attempts:
+                return StartOutcome("exhausted", attempts_now)
+            return StartOutcome("started", attempts_now)
         with self._session() as s:
             claimed = _exec(
                 s,
@@ -247,16 +277,17 @@ class JobStore:
                 return StartOutcome("final" if row[0] in JobState.FINAL else "stale", 0)
             attempts = int(claimed[0])
             # An attempt still marked running lost its worker (killed, evicted, timed out).
-            s.execute(
-                update(Attempt)
-                .where(Attempt.job_id == job_id, Attempt.outcome == "running")
-                .values(
-                    outcome="lost",
-                    finished_at=now,
-                    error_code="worker_lost",
-                    error="the worker stopped before finishing this attempt",
+            if attempts > 1:
+                s.execute(
+                    update(Attempt)
+                    .where(Attempt.job_id == job_id, Attempt.outcome == "running")
+                    .values(
+                        outcome="lost",
+                        finished_at=now,
+                        error_code="worker_lost",
+                        error="the worker stopped before finishing this attempt",
+                    )
                 )
-            )
             s.execute(
                 insert(Attempt).values(
                     job_id=job_id, task_id=task_id, worker=worker, started_at=now, outcome="running"
@@ -299,6 +330,17 @@ class JobStore:
         timings: dict[str, Any] | None = None,
     ) -> bool:
         """Record the result; True only for the first attempt to finish (exactly once)."""
+        if self._postgres:
+            with self._autocommit.connect() as conn:
+                return pg.complete(
+                    conn,
+                    job_id=job_id,
+                    task_id=task_id,
+                    worker=worker,
+                    result=result,
+                    timings=timings,
+                    now=utcnow(),
+                )
         with self._session() as s:
             self._finish_attempt(s, job_id, task_id, worker, "done", None, None, timings)
             won = _exec(

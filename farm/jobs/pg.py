@@ -1,0 +1,104 @@
+"""PostgreSQL single-statement forms of the two writes every segment makes.
+
+Claiming a job and recording its result each touch two tables. On PostgreSQL both happen in
+one statement (data-modifying CTEs) run in autocommit mode: one round trip instead of four,
+and the same atomicity, since a single statement is its own transaction. The generic path in
+:mod:`farm.jobs.store` does the same work in an explicit transaction on other databases.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+__all__ = ["claim", "complete"]
+
+_CLAIM = text("""
+WITH claimed AS (
+    UPDATE farm_jobs
+       SET state = 'running', attempts = attempts + 1, updated_at = :now,
+           deadline_at = :deadline, worker = :instance
+     WHERE id = :job_id AND task_id = :task_id AND state NOT IN ('done', 'failed')
+    RETURNING attempts
+), lost AS (
+    UPDATE farm_attempts
+       SET outcome = 'lost', finished_at = :now, error_code = 'worker_lost',
+           error = 'the worker stopped before finishing this attempt'
+     WHERE job_id = :job_id AND outcome = 'running' AND EXISTS (SELECT 1 FROM claimed)
+), added AS (
+    INSERT INTO farm_attempts (job_id, task_id, worker, started_at, outcome)
+    SELECT :job_id, :task_id, :worker, :now, 'running' FROM claimed
+)
+SELECT attempts, (SELECT state FROM farm_jobs WHERE id = :job_id) FROM claimed
+UNION ALL
+SELECT NULL, state FROM farm_jobs WHERE id = :job_id AND NOT EXISTS (SELECT 1 FROM claimed)
+""")
+
+_COMPLETE = text("""
+WITH finished AS (
+    UPDATE farm_attempts
+       SET outcome = 'done', finished_at = :now, timings = CAST(:timings AS json)
+     WHERE job_id = :job_id AND task_id = :task_id AND worker = :worker AND outcome = 'running'
+)
+UPDATE farm_jobs
+   SET state = 'done', result = CAST(:result AS json), finished_at = :now, updated_at = :now,
+       completed_by = :completed_by, error_code = NULL, error = NULL
+ WHERE id = :job_id AND state NOT IN ('done', 'failed')
+""")
+
+
+def claim(
+    conn: Connection,
+    *,
+    job_id: str,
+    task_id: str,
+    worker: str,
+    instance: str | None,
+    now: datetime,
+    deadline: datetime,
+) -> tuple[int | None, str | None]:
+    """(attempts, None) when claimed; (None, state) when not; (None, None) when no such job."""
+    row = conn.execute(
+        _CLAIM,
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "worker": worker,
+            "instance": instance,
+            "now": now,
+            "deadline": deadline,
+        },
+    ).first()
+    if row is None:
+        return None, None
+    return (int(row[0]), None) if row[0] is not None else (None, str(row[1]))
+
+
+def complete(
+    conn: Connection,
+    *,
+    job_id: str,
+    task_id: str,
+    worker: str,
+    result: dict[str, Any],
+    timings: dict[str, Any] | None,
+    now: datetime,
+) -> bool:
+    """Record the result; True when this call finished the job."""
+    return bool(
+        conn.execute(
+            _COMPLETE,
+            {
+                "job_id": job_id,
+                "task_id": task_id,
+                "worker": worker,
+                "now": now,
+                "result": json.dumps(result),
+                "timings": json.dumps(timings),
+                "completed_by": f"{worker}:{task_id}",
+            },
+        ).rowcount
+    )
