@@ -165,6 +165,9 @@ class WorkerSettings(ClusterSettings):
     #: Also consume CPU queues on a GPU worker.
     gpu_takes_cpu_jobs: bool = False
     hostname: str | None = None
+    #: GPUs declared by hand as a JSON list of farm.gpu.GpuInfo fields, used instead of NVML
+    #: (machines whose driver NVML cannot read, and tests of multi-GPU workers).
+    static_gpus: str | None = None
 
 
 class NodeSettings(ClusterSettings):

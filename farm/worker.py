@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from farm.gpu import GpuInfo, NvmlSource, detect_gpus, parse_gpu_selection
+from farm.gpu import GpuInfo, NvmlSource, StaticGpuSource, detect_gpus, parse_gpu_selection
 from farm.media.codecs import CPU_ENCODERS, GPU_DECODERS, GPU_ENCODERS, decoder_opens, encoder_opens
 from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Capabilities, Heartbeat, Registry
@@ -153,10 +154,24 @@ def run_worker(
     )
 
 
+def gpu_source(settings: WorkerSettings) -> NvmlSource | None:
+    """The static inventory the settings declare, or None to ask NVML."""
+    if not settings.static_gpus:
+        return None
+    from farm.errors import ConfigError
+
+    try:
+        gpus = [GpuInfo(**g) for g in json.loads(settings.static_gpus)]
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"FARM_STATIC_GPUS must be a JSON list of GPU objects: {e}") from e
+    return StaticGpuSource(gpus)
+
+
 def run_worker_group(
     settings: WorkerSettings, spec: str, source: NvmlSource | None = None, loglevel: str = "INFO"
 ) -> int:
     """``--gpus all`` or a list: one worker process pinned to each GPU; else a CPU worker."""
+    source = source or gpu_source(settings)
     inventory = detect_gpus(source)
     indices = parse_gpu_selection(spec, len(inventory.gpus)) if inventory.gpus else []
     if spec not in ("all", "none", "") and not inventory.gpus:

@@ -17,7 +17,16 @@ from farm.settings import (
     WorkerSettings,
 )
 
-__all__ = ["beat_cmd", "flower_cmd", "job_cmd", "node_cmd", "submit_cmd", "up_cmd", "worker_cmd"]
+__all__ = [
+    "beat_cmd",
+    "flower_cmd",
+    "health_cmd",
+    "job_cmd",
+    "node_cmd",
+    "submit_cmd",
+    "up_cmd",
+    "worker_cmd",
+]
 
 
 def _load(cls: type[Any], **overrides: Any) -> Any:
@@ -211,3 +220,39 @@ def up_cmd(home: Path | None, workers: int | None, port: int | None) -> None:
     # The embedded default applies only when no broker was configured (env or config.json).
     embedded = "broker_url" not in settings.model_fields_set
     sys.exit(run_up(settings, embedded=embedded))
+
+
+@click.command("health")
+@click.argument("role", type=click.Choice(["worker", "node"]))
+@click.option("--url", default=None, help="Node API base URL (default http://127.0.0.1:8935).")
+def health_cmd(role: str, url: str | None) -> None:
+    """Exit 0 when this host's worker heartbeats (worker) or the node API is healthy (node).
+
+    For container health checks.
+    """
+    import socket
+
+    if role == "node":
+        import httpx
+
+        base = url or "http://127.0.0.1:8935"
+        try:
+            ok = httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError as e:
+            raise click.ClickException(f"node API unreachable at {base}: {e}") from e
+        if not ok:
+            raise click.ClickException(f"node API at {base} reports unhealthy")
+        click.echo("node healthy")
+        return
+    from farm.registry import Registry
+
+    settings: ClusterSettings = _load(ClusterSettings)
+    registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
+    try:
+        host = socket.gethostname()
+        mine = [w.worker for w in registry.live() if f"@{host}:" in w.worker]
+    finally:
+        registry.close()
+    if not mine:
+        raise click.ClickException(f"no live worker heartbeat from {host}")
+    click.echo(", ".join(mine))

@@ -34,6 +34,7 @@ for _command in (
     cluster.submit_cmd,
     cluster.job_cmd,
     cluster.up_cmd,
+    cluster.health_cmd,
 ):
     cli.add_command(_command)
 

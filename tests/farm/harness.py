@@ -158,7 +158,7 @@ def cluster_env(
             "FARM_RECONCILE_S": "1",
             "FARM_QUEUED_TIMEOUT_S": "4",
             "FARM_MAX_ATTEMPTS": "3",
-        **{k: v for k, v in os.environ.items() if k in ("FARM_POOL", "FARM_TASK_EVENTS")},
+            **{k: v for k, v in os.environ.items() if k in ("FARM_POOL", "FARM_TASK_EVENTS")},
             "PYTHONUNBUFFERED": "1",
         }
     )

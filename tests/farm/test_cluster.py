@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +184,41 @@ def test_embedded_mode(tmp_path: Path, segment: bytes) -> None:
     finally:
         cluster.stop()
         broker.stop()
+
+
+def test_gpus_all_runs_one_worker_process_per_gpu(pg_cluster: Cluster, segment: bytes) -> None:
+    # Two GPUs declared by hand (no NVIDIA driver here): `--gpus all` pins one worker process
+    # to each. Without NVENC they decode where NVDEC exists and take the CPU-encode queues.
+    gpus = [
+        {
+            "index": i,
+            "name": "NVIDIA H100",
+            "uuid": f"GPU-{i}",
+            "memory_total": 80 << 30,
+            "memory_free": 80 << 30,
+        }
+        for i in range(2)
+    ]
+    pg_cluster.env["FARM_STATIC_GPUS"] = json.dumps(gpus)
+    group = pg_cluster.spawn("worker", "--gpus", "all", log="gpu-group.log")
+    live = wait_for(
+        lambda: (
+            [w for w in pg_cluster.live() if w.gpus]
+            if len([w for w in pg_cluster.live() if w.gpus]) == 2
+            else None
+        ),
+        timeout=60,
+        what="two GPU worker processes",
+    )
+    assert sorted(w.gpus[0]["index"] for w in live) == [0, 1]  # type: ignore[union-attr]
+    assert len({w.pid for w in live}) == 2  # type: ignore[union-attr]
+    assert all("transcode.cpu.h264" in w.queues and not w.gpu_codecs for w in live)  # type: ignore[union-attr]
+    client = pg_cluster.client()
+    _check_result(client, client.submit(segment, LADDER, duration=1.0).id)
+    group.send_signal(signal.SIGTERM)
+    assert group.wait(timeout=60) == 0
+    wait_for(
+        lambda: not [w for w in pg_cluster.live() if w.gpus],
+        timeout=10,
+        what="both GPU workers to leave the registry",
+    )

@@ -77,6 +77,14 @@ def test_node_api_status_health_metrics(cluster: Cluster) -> None:
     assert "secret" not in status["settings"]
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
     assert "farm_workers_live" in metrics and "livepeer_segment_transcoded_total" in metrics
+    # The health checks a compose file runs.
+    farm = [sys.executable, "-m", "farm.cli", "health"]
+    assert subprocess.run([*farm, "worker"], env=cluster.env, capture_output=True).returncode == 0
+    assert subprocess.run([*farm, "node", "--url", base], capture_output=True).returncode == 0
+    down = subprocess.run(
+        [*farm, "node", "--url", f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True
+    )
+    assert down.returncode == 1 and "unreachable" in down.stderr
 
 
 def test_node_api_unhealthy_when_broker_down(cluster: Cluster) -> None:
