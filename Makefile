@@ -30,8 +30,9 @@ bench-media: $(STAMP)
 		(apt-get update -qq && apt-get install -y -qq ffmpeg))
 	$(BIN)/python tests/bench/bench_media.py --runs $${RUNS:-7}
 
+# The one-command demo: node API, a worker and beat on the embedded Redis and SQLite.
 run: $(STAMP)
-	$(BIN)/farm --help
+	$(BIN)/farm up
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
