@@ -57,11 +57,14 @@ class Cluster:
     def registry(self) -> Registry:
         return Registry(self.settings.redis_registry_url(), self.settings.heartbeat_s)
 
-    def spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``farm ARGS`` in its own session, logging to ``home/log``."""
         with open(self.home / log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "farm.cli", *args],
-                env=self.env,
+                env=env or self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -38,17 +38,7 @@ def cluster(tmp_path: Path, redis_url: str, sqlite_url: str) -> Iterator[Cluster
 
 def start_node(cluster: Cluster, env: dict[str, str] | None = None) -> str:
     port = free_port()
-    node = cluster.spawn("node", "--port", str(port), log="node.log") if env is None else None
-    if env is not None:
-        with open(cluster.home / "node.log", "ab") as log:
-            node = subprocess.Popen(
-                [sys.executable, "-m", "farm.cli", "node", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        cluster.processes.append(node)
+    cluster.spawn("node", "--port", str(port), log="node.log", env=env)
     base = f"http://127.0.0.1:{port}"
 
     def listening() -> bool:
@@ -105,15 +95,7 @@ def test_flower_requires_auth_and_shows_workers(cluster: Cluster) -> None:
     cluster.start_worker()
     port = free_port()
     env = dict(cluster.env, FARM_FLOWER_PORT=str(port), FARM_FLOWER_BASIC_AUTH="ops:pw-123")
-    with open(cluster.home / "flower.log", "ab") as log:
-        flower = subprocess.Popen(
-            [sys.executable, "-m", "farm.cli", "flower"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    cluster.processes.append(flower)
+    cluster.spawn("flower", log="flower.log", env=env)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
