@@ -39,4 +39,4 @@ clean:
 
 # Needs Redis and PostgreSQL running (as .ci/run starts them).
 bench-farm: $(STAMP)
-	$(BIN)/python tests/bench/bench_farm.py
+	$(BIN)/python -m tests.bench.bench_farm
