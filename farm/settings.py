@@ -23,6 +23,7 @@ from pydantic_settings import (
 __all__ = [
     "DEV_SECRET",
     "ClusterSettings",
+    "FarmBaseSettings",
     "FlowerSettings",
     "NodeSettings",
     "UpSettings",
@@ -52,7 +53,9 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
 
 
-class _Base(BaseSettings):
+class FarmBaseSettings(BaseSettings):
+    """Common source order and options for every settings class of the project."""
+
     model_config = SettingsConfigDict(
         env_prefix="FARM_", env_ignore_empty=True, extra="ignore", validate_default=True
     )
@@ -78,7 +81,7 @@ class _Base(BaseSettings):
         return tuple(sources)
 
 
-class ClusterSettings(_Base):
+class ClusterSettings(FarmBaseSettings):
     """What every process of one orchestrator cluster shares."""
 
     environment: Literal["development", "production"] = "development"

@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import cluster, media
+from farm.cli import cluster, gateway, media
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -35,6 +35,9 @@ for _command in (
     cluster.job_cmd,
     cluster.up_cmd,
     cluster.health_cmd,
+    gateway.gateway_cmd,
+    gateway.keys_group,
+    gateway.sessions_cmd,
 ):
     cli.add_command(_command)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,7 @@ from farm.embedded import embedded_urls
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.settings import ClusterSettings
-from tests.farm.harness import Cluster, cluster_env, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 
 
 @pytest.fixture

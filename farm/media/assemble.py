@@ -1,0 +1,185 @@
+"""Assembling transcoded segments: an HLS VOD ladder, and one MP4 per rendition.
+
+The segments come from :func:`farm.media.segmenter.split`, transcoded by the engine into
+MPEG-TS with the input's timestamps, so they already join up: nothing is re-encoded or
+re-timed here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from farm.errors import EngineFailure, FarmError, InputCorrupt, InputInvalid
+from farm.media.engine import _adts_to_mp4
+from farm.media.output import OutputFile
+from farm.media.playlist import master_playlist, media_playlist
+
+__all__ = ["concat_mp4", "hls"]
+
+MASTER = "index.m3u8"
+
+
+def hls(
+    renditions: dict[str, list[tuple[str, bytes, float]]],
+    variants: list[tuple[str, int, int, int]],
+) -> dict[str, bytes]:
+    """An HLS VOD ladder as relative path -> bytes.
+
+    ``renditions`` maps each profile name to its segments in order, as (file name, MPEG-TS
+    bytes, duration in seconds); ``variants`` lists (profile name, bandwidth in bit/s,
+    width, height) in the order the master playlist offers them. The result holds
+    ``index.m3u8`` (the master playlist), ``<profile>/index.m3u8`` (a VOD media playlist)
+    and ``<profile>/<file name>`` for every segment.
+
+    Raises ValueError when the variants and renditions do not match or a name is not a
+    plain file name.
+    """
+    names = [name for name, *_ in variants]
+    if not names:
+        raise ValueError("at least one variant is required")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate variants: {names}")
+    if set(names) != set(renditions):
+        raise ValueError(
+            f"variants {sorted(names)} do not match the renditions {sorted(renditions)}"
+        )
+    files: dict[str, bytes] = {}
+    for name in names:
+        _check_name(name, "profile name")
+        segments = renditions[name]
+        if not segments:
+            raise ValueError(f"rendition {name!r} has no segments")
+        entries: list[tuple[str, float]] = []
+        for filename, data, duration in segments:
+            _check_name(filename, "segment file name")
+            if filename == MASTER:
+                raise ValueError(f"segment file name {filename!r} is the playlist's name")
+            path = f"{name}/{filename}"
+            if path in files:
+                raise ValueError(f"rendition {name!r} lists segment {filename!r} twice")
+            if not duration > 0:
+                raise ValueError(f"segment {path!r} has duration {duration!r}")
+            files[path] = data
+            entries.append((filename, duration))
+        files[f"{name}/{MASTER}"] = media_playlist(entries).encode()
+    files[MASTER] = master_playlist(
+        [
+            (f"{name}/{MASTER}", bandwidth, width, height)
+            for name, bandwidth, width, height in variants
+        ]
+    ).encode()
+    return files
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
+        raise ValueError(f"{what} {name!r} is not a plain file name")
+
+
+def concat_mp4(segments: list[bytes]) -> bytes:
+    """Join consecutive MPEG-TS segments of one rendition into one faststart MP4.
+
+    Packets are copied, not re-encoded, with the segments' own timestamps (they continue
+    from one segment to the next). ADTS AAC audio is converted for MP4. The first segment
+    sets the streams; every later one must carry the same video (and audio) codec.
+
+    Raises ValueError for an empty list, :class:`~farm.errors.InputInvalid` or
+    :class:`~farm.errors.InputCorrupt` for segments that cannot be read or do not match,
+    and :class:`~farm.errors.EngineFailure` when muxing fails.
+    """
+    if not segments:
+        raise ValueError("no segments to concatenate")
+    out = OutputFile("mp4")
+    try:
+        _concat(segments, out)
+        return out.finish()
+    except BaseException as e:
+        out.abort()
+        if isinstance(e, FarmError | ValueError) or not isinstance(e, av.FFmpegError):
+            raise
+        raise EngineFailure(f"MP4 assembly failed: {e}") from e
+
+
+def _concat(segments: list[bytes], out: OutputFile) -> None:
+    container = out.container
+    v_out: av.VideoStream | None = None
+    a_out: av.AudioStream | None = None
+    adts = None
+    first: tuple[tuple[str, int, int], str | None] | None = None
+    last_dts: dict[str, Fraction] = {}
+    for i, data in enumerate(segments):
+        src = _open(data, i)
+        with src:
+            if not src.streams.video:
+                raise InputInvalid(f"segment {i} has no video stream")
+            video = src.streams.video[0]
+            audio = src.streams.audio[0] if src.streams.audio else None
+            if v_out is None:
+                v_out = container.add_stream_from_template(video)
+                if audio is not None:
+                    a_out = container.add_stream_from_template(audio)
+                    adts = _adts_to_mp4(audio, a_out)
+            kinds = _kinds(video, audio)
+            if first is None:
+                first = kinds
+            elif kinds != first:
+                raise InputInvalid(
+                    f"segment {i} has (video, audio) {kinds}; the first segment {first}"
+                )
+            streams = [video] if audio is None or a_out is None else [video, audio]
+            try:
+                for packet in src.demux(streams):
+                    if not packet.size or packet.dts is None:
+                        continue
+                    is_audio = packet.stream is audio
+                    kind = "audio" if is_audio else "video"
+                    _keep_increasing(packet, last_dts, kind)
+                    if is_audio:
+                        assert a_out is not None
+                        tb = packet.time_base
+                        for p in adts.filter(packet) if adts is not None else (packet,):
+                            p.time_base = tb
+                            p.stream = a_out
+                            container.mux(p)
+                    else:
+                        packet.stream = v_out
+                        container.mux(packet)
+            except av.InvalidDataError as e:
+                raise InputCorrupt(f"segment {i} cannot be demuxed: {e}") from e
+
+
+def _open(data: bytes, i: int) -> av.container.InputContainer:
+    if not data:
+        raise InputInvalid(f"segment {i} is empty (0 bytes)")
+    try:
+        with av.logging.Capture():
+            return av.open(io.BytesIO(data), "r")
+    except av.FFmpegError as e:
+        raise InputInvalid(f"segment {i} is not a media container FFmpeg can read: {e}") from e
+
+
+def _kinds(
+    video: av.VideoStream, audio: av.AudioStream | None
+) -> tuple[tuple[str, int, int], str | None]:
+    ctx = video.codec_context
+    return (ctx.name, ctx.width, ctx.height), audio.codec_context.name if audio else None
+
+
+def _keep_increasing(packet: av.Packet[Any], last: dict[str, Fraction], kind: str) -> None:
+    """Nudge a DTS that does not advance past the previous one (an encoder delay that
+    differs between segments) by the least amount; MP4 needs strictly increasing DTS."""
+    tb = packet.time_base
+    assert packet.dts is not None and tb is not None
+    previous = last.get(kind)
+    if previous is not None and packet.dts * tb <= previous:
+        packet.dts = math.floor(previous / tb) + 1
+        if packet.pts is not None and packet.pts < packet.dts:
+            raise InputCorrupt(
+                f"{kind} timestamps of consecutive segments overlap at {float(previous):.3f} s"
+            )
+    last[kind] = packet.dts * tb

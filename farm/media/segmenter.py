@@ -1,0 +1,335 @@
+"""Cutting a long input into MPEG-TS segments at video keyframes, without re-encoding.
+
+Studio-style file transcoding splits an upload into segments of a few seconds, transcodes
+them in parallel on the cluster and assembles the renditions (:mod:`farm.media.assemble`).
+Packets are copied as they are: timestamps stay those of the input, so consecutive segments
+join up exactly, and every segment starts with a keyframe (and, for H.264/HEVC in Annex B,
+with the parameter sets a decoder needs), so each one is a valid input to the engine.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from av.bitstream import BitStreamFilterContext
+
+from farm.errors import InputCorrupt, InputTooLong, UnsupportedCodec
+from farm.media.source import open_source
+
+__all__ = ["SPLIT_CODECS", "SourceSegment", "split"]
+
+#: Video codecs that can be cut and carried in MPEG-TS by stream copy.
+SPLIT_CODECS = frozenset({"h264", "hevc"})
+_TO_ANNEXB = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+#: NAL unit types of the parameter sets a keyframe needs in front of it.
+_PARAMETER_SETS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
+_TS_OPTIONS = {"avoid_negative_ts": "disabled"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSegment:
+    """One MPEG-TS segment of a split input.
+
+    ``start`` is the presentation time (seconds, input timeline) of its first video frame;
+    ``duration`` runs to the next segment's start (for the last one, to the end of its last
+    frame), so ``start + duration`` of one segment is the next one's ``start``.
+    """
+
+    index: int
+    data: bytes
+    start: float
+    duration: float
+    frames: int
+
+
+@dataclass(slots=True)
+class _Cut:
+    """A segment being planned: its video packets' span and the packets it gets."""
+
+    start: Fraction
+    end: Fraction
+    #: (is audio, packet), muxed in this order.
+    packets: list[tuple[bool, av.Packet[Any]]]
+    frames: int = 0
+
+
+def split(
+    data: bytes | Path,
+    target_seconds: float = 6.0,
+    *,
+    max_seconds: float = 4 * 3600,
+    max_segments: int = 2000,
+) -> list[SourceSegment]:
+    """Split an input (MP4, MPEG-TS or Matroska; H.264 or HEVC video, optional audio) into
+    MPEG-TS segments of about ``target_seconds`` each, by stream copy.
+
+    A segment starts at the first video keyframe at or after ``start + target_seconds`` of
+    the one before, so segments are at least ``target_seconds`` long (the last one aside)
+    and longer where keyframes are far apart. Audio packets go to the segment whose video
+    time range holds them. Video packets before the first keyframe cannot be decoded and are
+    dropped.
+
+    Raises :class:`~farm.errors.InputInvalid` (empty, not media, no video),
+    :class:`~farm.errors.UnsupportedCodec`, :class:`~farm.errors.InputCorrupt` (damaged, no
+    keyframes) and :class:`~farm.errors.InputTooLong` (past ``max_seconds`` or
+    ``max_segments``).
+    """
+    if not target_seconds > 0:
+        raise ValueError(f"target_seconds must be positive, got {target_seconds!r}")
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be at least 1, got {max_segments!r}")
+    source = open_source(data, max_seconds=max_seconds)
+    try:
+        video, audio = source.video, source.audio
+        codec = video.codec_context.name
+        if codec not in SPLIT_CODECS:
+            raise UnsupportedCodec(
+                f"cannot split {codec!r} video; splitting supports "
+                f"{', '.join(sorted(SPLIT_CODECS))}"
+            )
+        cuts = _plan(source.container, video, audio, Fraction(target_seconds), source.frame_rate)
+        _check_limits(cuts, max_seconds, max_segments, target_seconds)
+        return [
+            SourceSegment(
+                index=i,
+                data=_write(cut.packets, video, audio, codec),
+                start=float(cut.start),
+                duration=float(cut.end - cut.start),
+                frames=cut.frames,
+            )
+            for i, cut in enumerate(cuts)
+        ]
+    finally:
+        source.close()
+
+
+def _plan(
+    container: av.container.InputContainer,
+    video: av.VideoStream,
+    audio: av.AudioStream | None,
+    target: Fraction,
+    frame_rate: Fraction | None,
+) -> list[_Cut]:
+    """Demux everything and decide which segment every packet goes to."""
+    codec = video.codec_context.name
+    extradata = video.codec_context.extradata or b""
+    # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS; the filter also puts the
+    # parameter sets in front of every IDR frame, so each segment decodes on its own.
+    bsf = BitStreamFilterContext(_TO_ANNEXB[codec], video) if not _is_annexb(extradata) else None
+    frame_len = Fraction(1) / frame_rate if frame_rate else Fraction(1, 30)
+    video_tb = video.time_base
+    assert video_tb is not None
+    videos: list[av.Packet[Any]] = []
+    audio_packets: list[av.Packet[Any]] = []
+    streams = [s for s in (video, audio) if s is not None]
+    try:
+        with av.logging.Capture():
+            for packet in container.demux(streams):
+                if not packet.size:
+                    continue  # the demuxer's end-of-stream packets
+                if packet.stream is audio:
+                    if packet.pts is not None:
+                        audio_packets.append(packet)
+                    continue
+                if packet.is_corrupt:
+                    raise InputCorrupt(f"corrupt video packet at {_when(packet)}")
+                if packet.pts is None and packet.dts is None:
+                    raise InputCorrupt("a video packet has no timestamp; the input cannot be cut")
+                tb = packet.time_base or video_tb  # filtering moves the packet out
+                for out in bsf.filter(packet) if bsf is not None else (packet,):
+                    out.time_base = tb
+                    videos.append(out)
+            if bsf is not None:
+                for out in bsf.filter(None):
+                    out.time_base = video_tb
+                    videos.append(out)
+    except av.FFmpegError as e:
+        raise InputCorrupt(f"input cannot be demuxed: {e}") from e
+    _fill_dts(videos, frame_len)
+    cuts = _cut(videos, target, frame_len, codec, extradata)
+    _place_audio(cuts, audio_packets)
+    return cuts
+
+
+def _time(packet: av.Packet[Any]) -> Fraction:
+    ts = packet.pts if packet.pts is not None else packet.dts
+    assert ts is not None and packet.time_base is not None
+    return ts * packet.time_base
+
+
+def _cut(
+    videos: list[av.Packet[Any]],
+    target: Fraction,
+    frame_len: Fraction,
+    codec: str,
+    extradata: bytes,
+) -> list[_Cut]:
+    """Group video packets (decode order) into segments that each start at a keyframe."""
+    keys = [i for i, p in enumerate(videos) if p.is_keyframe]
+    if not keys:
+        raise InputCorrupt("the input's video has no keyframe to start a segment at")
+    # An open-GOP keyframe (HEVC CRA, H.264 recovery point) is followed in decode order by
+    # leading pictures that show before it and need the GOP before: a segment starting
+    # there cannot show them. Cut at clean keyframes only, unless there are none to cut at.
+    clean = {
+        k for k, end in zip(keys, [*keys[1:], len(videos)], strict=True) if _clean(videos, k, end)
+    }
+    if not clean - {keys[0]} and len(keys) > 1:
+        log.warning("every keyframe opens an open GOP; cutting there loses the leading pictures")
+        clean = set(keys)
+    cuts: list[_Cut] = []
+    for i, packet in enumerate(videos[keys[0] :], start=keys[0]):
+        t = _time(packet)
+        length = packet.duration * packet.time_base if packet.duration else frame_len
+        if not cuts or (i in clean and t >= cuts[-1].start + target):
+            if cuts and t <= cuts[-1].start:
+                raise InputCorrupt(f"video timestamps go backwards at {float(t):.3f} s")
+            if _is_annexb(extradata) and not _has_parameter_sets(bytes(packet), codec):
+                packet = _prepend(packet, extradata)
+            cuts.append(_Cut(start=t, end=t + length, packets=[]))
+        cut = cuts[-1]
+        cut.end = max(cut.end, t + length)
+        cut.packets.append((False, packet))
+        cut.frames += 1
+    cuts[0].start = min(_time(p) for _, p in cuts[0].packets)
+    return cuts
+
+
+def _clean(videos: list[av.Packet[Any]], key: int, end: int) -> bool:
+    """Whether no packet of the GOP from ``videos[key]`` shows before its keyframe."""
+    t = _time(videos[key])
+    return all(_time(p) >= t for p in videos[key + 1 : end])
+
+
+def _fill_dts(packets: list[av.Packet[Any]], frame_len: Fraction) -> None:
+    """Give every video packet a DTS, which MPEG-TS needs and Matroska does not store: the
+    demuxer leaves it unset on the first packets of a stream with B-frames. Missing ones
+    count back one frame each from the next known DTS (or forward from the last one)."""
+    known = [i for i, p in enumerate(packets) if p.dts is not None]
+    if len(known) == len(packets):
+        return
+    if not known:
+        for p in packets:
+            p.dts = p.pts
+        return
+    for i in range(known[0] - 1, -1, -1):
+        after = packets[i + 1]
+        assert after.dts is not None
+        packets[i].dts = after.dts - _ticks(packets[i], frame_len)
+    for i in range(known[0] + 1, len(packets)):
+        p, before = packets[i], packets[i - 1]
+        assert before.dts is not None
+        if p.dts is None:
+            p.dts = before.dts + _ticks(before, frame_len)
+            if p.pts is not None:
+                p.dts = min(p.dts, p.pts)
+
+
+def _ticks(packet: av.Packet[Any], frame_len: Fraction) -> int:
+    if packet.duration:
+        return packet.duration
+    assert packet.time_base is not None
+    return max(1, round(frame_len / packet.time_base))
+
+
+def _place_audio(cuts: list[_Cut], packets: list[av.Packet[Any]]) -> None:
+    """Each audio packet joins the segment whose video time range it starts in."""
+    for cut, following in itertools.pairwise(cuts):
+        cut.end = following.start  # segments tile the timeline
+    k = 0
+    for packet in packets:
+        assert packet.pts is not None and packet.time_base is not None
+        t = packet.pts * packet.time_base
+        while k + 1 < len(cuts) and t >= cuts[k + 1].start:
+            k += 1
+        cuts[k].packets.append((True, packet))
+    for cut in cuts:
+        cut.packets.sort(key=_dts_seconds)
+
+
+def _dts_seconds(item: tuple[bool, av.Packet[Any]]) -> Fraction:
+    packet = item[1]
+    ts = packet.dts if packet.dts is not None else packet.pts
+    assert ts is not None and packet.time_base is not None
+    return ts * packet.time_base
+
+
+def _check_limits(
+    cuts: list[_Cut], max_seconds: float, max_segments: int, target_seconds: float
+) -> None:
+    span = cuts[-1].end - cuts[0].start
+    if span > Fraction(max_seconds):
+        raise InputTooLong(f"input lasts {float(span):.1f} s; the limit is {max_seconds:g} s")
+    if len(cuts) > max_segments:
+        raise InputTooLong(
+            f"input splits into {len(cuts)} segments of about {target_seconds:g} s; "
+            f"the limit is {max_segments}"
+        )
+
+
+def _write(
+    packets: list[tuple[bool, av.Packet[Any]]],
+    video: av.VideoStream,
+    audio: av.AudioStream | None,
+    codec: str,
+) -> bytes:
+    """One MPEG-TS file of copied packets, with the input's timestamps unchanged."""
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, "w", format="mpegts", options=_TS_OPTIONS) as out:
+            v_out = out.add_stream_from_template(video)
+            if not _is_annexb(video.codec_context.extradata or b""):
+                # Packets are Annex B now; the avcC/hvcC header does not describe them.
+                v_out.codec_context.extradata = None
+            a_out = out.add_stream_from_template(audio) if audio is not None else None
+            for is_audio, packet in packets:
+                stream = a_out if is_audio else v_out
+                assert stream is not None
+                packet.stream = stream
+                out.mux(packet)
+    except av.FFmpegError as e:
+        raise InputCorrupt(f"{codec} input cannot be cut into MPEG-TS segments: {e}") from e
+    return buf.getvalue()
+
+
+def _is_annexb(data: bytes) -> bool:
+    return data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
+
+
+def _nal_types(data: bytes, codec: str) -> set[int]:
+    types = set()
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0 and i + 3 < len(data):
+        head = data[i + 3]
+        types.add(head & 0x1F if codec == "h264" else (head >> 1) & 0x3F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
+def _has_parameter_sets(data: bytes, codec: str) -> bool:
+    return bool(_nal_types(data, codec) & _PARAMETER_SETS[codec])
+
+
+def _prepend(packet: av.Packet[Any], header: bytes) -> av.Packet[Any]:
+    """A copy of an Annex B keyframe with the stream's parameter sets in front of it."""
+    out = av.Packet(header + bytes(packet))
+    out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+    out.duration = packet.duration
+    out.is_keyframe = True
+    out.stream = packet.stream
+    return out
+
+
+def _when(packet: av.Packet[Any]) -> str:
+    if packet.pts is None or packet.time_base is None:
+        return "unknown time"
+    return f"{float(packet.pts * packet.time_base):.3f} s"

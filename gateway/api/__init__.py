@@ -1,0 +1,3 @@
+"""The gateway's HTTP routes."""
+
+__all__: list[str] = []

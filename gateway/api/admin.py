@@ -1,0 +1,79 @@
+"""Admin endpoints (Bearer admin token): keys, credit, sessions, orchestrators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from gateway.auth import AdminCaller, state_of
+from gateway.ledger import KeyInfo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin")
+
+
+class NewKey(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    credits: int = Field(0, ge=0)
+
+
+class TopUp(BaseModel):
+    amount: int = Field(gt=0)
+    idempotency_key: str | None = Field(None, max_length=128)
+
+
+def _info(k: KeyInfo) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "name": k.name,
+        "balance": k.balance,
+        "revoked": k.revoked,
+        "created_at": k.created_at.isoformat(),
+    }
+
+
+@router.post("/keys")
+def create_key(body: NewKey, _: AdminCaller, request: Request) -> dict[str, Any]:
+    """Create an API key; the key itself is shown only in this response."""
+    raw, info = state_of(request).ledger.create_key(body.name, body.credits)
+    return {**_info(info), "key": raw}
+
+
+@router.get("/keys")
+def list_keys(_: AdminCaller, request: Request) -> list[dict[str, Any]]:
+    """Every key with its balance."""
+    return [_info(k) for k in state_of(request).ledger.list_keys()]
+
+
+@router.post("/keys/{key_id}/topup")
+def topup(key_id: str, body: TopUp, _: AdminCaller, request: Request) -> dict[str, Any]:
+    """Add credit to a key (idempotent with an idempotency key)."""
+    return _info(state_of(request).ledger.topup(key_id, body.amount, body.idempotency_key))
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke(key_id: str, _: AdminCaller, request: Request) -> dict[str, Any]:
+    """Revoke a key; it is refused from then on."""
+    return _info(state_of(request).ledger.revoke(key_id))
+
+
+@router.get("/sessions")
+def sessions(_: AdminCaller, request: Request) -> list[dict[str, Any]]:
+    """The most recent sessions."""
+    return state_of(request).log.recent()
+
+
+@router.get("/sessions/{session_id}")
+def session(session_id: str, _: AdminCaller, request: Request) -> dict[str, Any]:
+    """Any session's attempt log."""
+    return state_of(request).log.get(session_id)
+
+
+@router.get("/orchestrators")
+def orchestrators(_: AdminCaller, request: Request) -> list[dict[str, object]]:
+    """The pool: health, suspension, capacity, EWMAs and score of every orchestrator."""
+    state = state_of(request)
+    return [o.state(state.pool.region) for o in state.pool.orchestrators]

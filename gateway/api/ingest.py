@@ -1,0 +1,232 @@
+"""go-livepeer-compatible segment ingest: ``POST|PUT /live/{manifestID}/{seqNo}.{ts|mp4}``."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from farm.errors import PermanentError, ProfileInvalid
+from farm.media.output import EXTENSIONS, MIME_TYPES
+from farm.media.profiles import VideoProfile, profiles_from_json
+from farm.media.source import open_source
+from gateway import metrics
+from gateway.auth import Caller, bearer, state_of
+from gateway.dispatch import SegmentOutcome
+from gateway.errors import AuthFailed, BadRequest, PayloadTooLarge, TranscodeFailed
+from gateway.pricing import charge, estimate_pixels
+from gateway.state import GatewayState
+
+__all__ = ["read_body", "router"]
+
+router = APIRouter()
+_MANIFEST = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SEGMENT = re.compile(r"^(\d{1,10})\.(ts|mp4)$")
+_RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
+_FORMATS = {"ts": "mpegts", "mp4": "mp4"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length must be a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoProfile] | None]:
+    raw = request.headers.get("content-duration", "2000")
+    try:
+        duration_ms = int(raw)
+    except ValueError:
+        raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}") from None
+    if duration_ms <= 0:
+        raise BadRequest("Content-Duration must be positive")
+    if duration_ms > max_seconds * 1000:
+        raise BadRequest(f"segment of {duration_ms} ms exceeds the {max_seconds:g} s limit")
+    resolution = request.headers.get("content-resolution")
+    if resolution is not None and not _RESOLUTION.match(resolution):
+        raise BadRequest(f"Content-Resolution must be WxH, got {resolution!r}")
+    config = request.headers.get("livepeer-transcode-configuration")
+    profiles = None
+    if config:
+        try:
+            parsed = json.loads(config)
+        except ValueError as e:
+            raise BadRequest(f"Livepeer-Transcode-Configuration is not JSON: {e}") from e
+        if not isinstance(parsed, dict) or "profiles" not in parsed:
+            raise BadRequest("Livepeer-Transcode-Configuration needs a 'profiles' list")
+        try:
+            profiles = profiles_from_json(parsed["profiles"])
+        except ProfileInvalid as e:
+            raise BadRequest(str(e)) from e
+    return duration_ms / 1000.0, profiles
+
+
+def _authorise(
+    state: GatewayState, request: Request, manifest_id: str, profiles: list[VideoProfile] | None
+) -> tuple[Caller, str, list[VideoProfile] | None]:
+    token = bearer(request)
+    if token is not None:
+        key_id = state.ledger.authenticate(token)
+        state.limiter.hit(key_id)
+        return Caller(key_id), manifest_id, profiles
+    if state.webhook is None:
+        raise AuthFailed("missing API key: send Authorization: Bearer <key>")
+    decision = state.webhook.check(str(request.url), manifest_id)
+    state.limiter.hit(f"stream:{decision.manifest_id}")
+    if decision.profiles is not None:
+        try:
+            profiles = profiles_from_json(decision.profiles)
+        except ProfileInvalid as e:
+            raise BadRequest(f"auth webhook profiles: {e}") from e
+    return Caller(None), decision.manifest_id, profiles
+
+
+def _probe(data: bytes) -> None:
+    # go-livepeer answers 422 when the codec probe fails: do it before spending anything.
+    try:
+        open_source(data).close()
+    except PermanentError as e:
+        raise TranscodeFailed(str(e)) from e
+
+
+def _transcode(
+    state: GatewayState,
+    caller: Caller,
+    session_id: str,
+    seq: int,
+    data: bytes,
+    profiles: list[VideoProfile],
+    duration: float,
+    fmt: str,
+) -> tuple[SegmentOutcome, int]:
+    _probe(data)
+    price, per = state.dispatcher.max_price()
+    reserve = charge(
+        estimate_pixels(profiles, duration, state.settings.estimate_margin), price, per
+    )
+    ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
+    if caller.key_id is None:
+        return state.dispatcher.run(session_id, seq, data, profiles, duration, fmt), 0
+    with state.limiter.job(caller.key_id):
+        state.ledger.reserve(caller.key_id, reserve, ref)
+        try:
+            outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
+        except BaseException:
+            state.ledger.release(caller.key_id, reserve, ref)
+            raise
+        charged = state.ledger.settle(caller.key_id, reserve, outcome.cost, ref)
+        return outcome, charged
+
+
+@router.api_route("/live/{manifest_id}/{segment}", methods=["POST", "PUT"], response_model=None)
+async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
+    """Transcode one segment of a stream (go-livepeer's HTTP push ingest)."""
+    state = state_of(request)
+    started = time.monotonic()
+    if not _MANIFEST.match(manifest_id):
+        raise BadRequest("manifestID must be 1-64 letters, digits, '-' or '_'")
+    match = _SEGMENT.match(segment)
+    if match is None:
+        raise BadRequest("segment must be <seqNo>.ts or <seqNo>.mp4 with a numeric seqNo")
+    seq, ext = int(match.group(1)), match.group(2)
+    duration, profiles = _headers(request, state.settings.max_segment_seconds)
+    caller, manifest_id, profiles = await run_in_threadpool(
+        _authorise, state, request, manifest_id, profiles
+    )
+    data = await read_body(request, state.settings.max_upload_bytes)
+    if not data:
+        raise BadRequest("empty body: the segment is missing")
+    metrics.segment_emerged(ext)
+    session_id = f"{caller.key_id or 'stream'}:{manifest_id}"
+    state.log.open(session_id, "live", caller.key_id)
+    fmt = _FORMATS[ext]
+    try:
+        outcome, charged = await run_in_threadpool(
+            _transcode,
+            state,
+            caller,
+            session_id,
+            seq,
+            data,
+            profiles or state.default_profiles,
+            duration,
+            fmt,
+        )
+    except Exception as e:
+        metrics.segment_done(
+            False, time.monotonic() - started, error_code=getattr(e, "code", e.__class__.__name__)
+        )
+        raise
+    metrics.segment_done(True, time.monotonic() - started, outcome.orchestrator)
+    if "multipart/mixed" in request.headers.get("accept", ""):
+        return _multipart(outcome, seq, charged)
+    return JSONResponse(_summary(outcome, manifest_id, seq, charged, session_id))
+
+
+@router.api_route("/live/{rest:path}", methods=["POST", "PUT"], include_in_schema=False)
+async def bad_ingest_url(rest: str) -> Response:
+    """Any other ingest URL (extra path parts, traversal) is a bad URL, as go-livepeer says."""
+    raise BadRequest("ingest URLs are /live/<manifestID>/<seqNo>.ts|mp4")
+
+
+def _summary(
+    outcome: SegmentOutcome, manifest_id: str, seq: int, charged: int, session_id: str
+) -> dict[str, Any]:
+    return {
+        "manifestID": manifest_id,
+        "seqNo": seq,
+        "session": session_id,
+        "orchestrator": outcome.orchestrator,
+        "attempts": outcome.attempts,
+        "charged": charged,
+        "encoded_pixels": outcome.pixels,
+        "renditions": [
+            {
+                "name": ref.name,
+                "width": ref.width,
+                "height": ref.height,
+                "frames": ref.frames,
+                "bytes": ref.bytes,
+                "duration": ref.duration,
+            }
+            for ref, _ in outcome.renditions
+        ],
+    }
+
+
+def _multipart(outcome: SegmentOutcome, seq: int, charged: int) -> Response:
+    boundary = secrets.token_hex(16)
+    body = bytearray()
+    for ref, data in outcome.renditions:
+        mime = "video/MP2T" if ref.format == "mpegts" else MIME_TYPES[ref.format]
+        filename = f"{ref.name}_{seq}.{EXTENSIONS[ref.format]}"
+        body += (
+            f"--{boundary}\r\nContent-Type: {mime}\r\nContent-Length: {len(data)}\r\n"
+            f'Content-Disposition: attachment; filename="{filename}"\r\n'
+            f"Rendition-Name: {ref.name}\r\n\r\n"
+        ).encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return Response(
+        bytes(body),
+        media_type=f"multipart/mixed; boundary={boundary}",
+        headers={"Livepeer-Orchestrator": outcome.orchestrator, "Livepeer-Charged": str(charged)},
+    )

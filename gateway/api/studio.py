@@ -1,0 +1,115 @@
+"""Studio-style file transcoding and the session log."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from farm.blobstore import BlobMissing
+from farm.errors import ProfileInvalid
+from farm.media.profiles import profiles_from_json
+from gateway.auth import KeyCaller, state_of
+from gateway.errors import BadRequest, NotFound, RateLimited
+from gateway.tasks import TaskRunner
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api")
+_OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://")
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "/"
+
+
+def _both_outputs() -> dict[Literal["hls", "mp4"], OutputSpec]:
+    return {"hls": OutputSpec(), "mp4": OutputSpec()}
+
+
+class TranscodeRequest(BaseModel):
+    """Livepeer Studio's transcode request, with outputs kept by the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: InputSpec
+    outputs: dict[Literal["hls", "mp4"], OutputSpec] = Field(default_factory=_both_outputs)
+    profiles: list[dict[str, Any]] | None = None
+    targetSegmentSizeSecs: float | None = Field(None, ge=1, le=60)
+    storage: dict[str, Any] | None = None
+
+    @field_validator("profiles")
+    @classmethod
+    def _valid_profiles(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v is not None:
+            try:
+                profiles_from_json(v)
+            except ProfileInvalid as e:
+                raise ValueError(str(e)) from e
+        return v
+
+
+def _runner(request: Request) -> TaskRunner:
+    runner: TaskRunner = request.app.state.tasks
+    return runner
+
+
+@router.post("/transcode")
+def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> dict[str, Any]:
+    """Create a file transcoding task."""
+    state, runner = state_of(request), _runner(request)
+    assert caller.key_id is not None
+    if body.storage is not None:
+        raise BadRequest("external storage is not supported: outputs are served by the gateway")
+    if runner.active(caller.key_id) >= state.settings.max_concurrent_tasks:
+        raise RateLimited(
+            f"at most {state.settings.max_concurrent_tasks} running tasks per key", retry_after=30.0
+        )
+    return runner.create(caller.key_id, body.model_dump(mode="json"))
+
+
+@router.get("/task/{task_id}")
+def get_task(task_id: str, caller: KeyCaller, request: Request) -> dict[str, Any]:
+    """A task's phase, progress and outputs."""
+    return _runner(request).get(task_id, caller.key_id)
+
+
+@router.get("/task/{task_id}/output/{path:path}")
+def task_output(task_id: str, path: str, caller: KeyCaller, request: Request) -> Response:
+    """One output file of a completed task (playlists, segments, MP4s)."""
+    _runner(request).get(task_id, caller.key_id)  # 404 unless the caller owns it
+    if not _OUTPUT_PATH.match(path) or ".." in path:
+        raise NotFound(f"no output {path!r}")
+    try:
+        data = state_of(request).blobs.get(f"tasks/{task_id}/{path}")
+    except BlobMissing:
+        raise NotFound(f"no output {path!r}") from None
+    media = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/MP2T"}.get(
+        path[path.rfind(".") :], mimetypes.guess_type(path)[0] or "application/octet-stream"
+    )
+    return Response(data, media_type=media)
+
+
+@router.get("/sessions/{session_id}")
+def get_session(session_id: str, caller: KeyCaller, request: Request) -> dict[str, Any]:
+    """A session's attempt log: orchestrator, latency, error and price of every attempt."""
+    session = state_of(request).log.get(session_id)
+    if session["key_id"] != caller.key_id:
+        raise NotFound(f"no session {session_id!r}")
+    return session
+
+
+@router.get("/me")
+def me(caller: KeyCaller, request: Request) -> dict[str, Any]:
+    """The calling key's balance."""
+    assert caller.key_id is not None
+    info = state_of(request).ledger.key(caller.key_id)
+    return {"id": info.id, "name": info.name, "balance": info.balance}

@@ -1,0 +1,143 @@
+"""The gateway's FastAPI app: routes, and the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from farm import __version__
+from farm import metrics as farm_metrics
+from farm.errors import (
+    ConfigError,
+    FarmError,
+    NoCapacity,
+    PermanentError,
+    ProfileInvalid,
+    RetryableError,
+)
+from farm.jobs import JobNotFound
+from gateway.api import admin, ingest, studio
+from gateway.errors import GatewayError
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
+from gateway.tasks import TaskRunner
+
+__all__ = ["create_app", "error_response"]
+
+log = logging.getLogger(__name__)
+
+
+def _status(error: FarmError) -> int:
+    if isinstance(error, GatewayError):
+        return error.status
+    if isinstance(error, ProfileInvalid):
+        return 400
+    if isinstance(error, JobNotFound):
+        return 404
+    if isinstance(error, PermanentError):
+        return 422
+    if isinstance(error, (NoCapacity, RetryableError)):
+        return 503
+    if isinstance(error, ConfigError):
+        return 500
+    return 500
+
+
+def error_response(
+    status: int, code: str, message: str, retry_after: float | None = None
+) -> JSONResponse:
+    """The one error shape: ``{"errors": [message], "code": code}`` (Studio's, plus a code)."""
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    return JSONResponse({"errors": [message], "code": code}, status_code=status, headers=headers)
+
+
+def create_app(
+    settings: GatewaySettings | None = None, state: GatewayState | None = None
+) -> FastAPI:
+    """The gateway app for ``settings`` (probes start with the app's lifespan)."""
+    settings = settings or GatewaySettings()
+    state = state or GatewayState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Segment requests block a thread each while the cluster transcodes.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        state.pool.start()
+        try:
+            yield
+        finally:
+            app.state.tasks.close()
+            state.close()
+
+    app = FastAPI(
+        title="farm gateway",
+        version=__version__,
+        lifespan=lifespan,
+        description="Livepeer-compatible segment ingest, file transcoding, credit.",
+    )
+    app.state.gateway = state
+    app.state.tasks = TaskRunner(state)
+
+    @app.exception_handler(FarmError)
+    async def farm_error(_: Request, e: FarmError) -> JSONResponse:
+        status = _status(e)
+        if status >= 500:
+            log.warning("%s: %s", e.code, e)
+        return error_response(
+            status,
+            e.code,
+            str(e),
+            getattr(e, "retry_after", None) or (5.0 if status == 503 else None),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}"
+            for err in e.errors()
+        )
+        return error_response(400, "bad_request", problems or "invalid request")
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """Liveness: the ledger, the limiter, and at least one healthy orchestrator."""
+        checks = {
+            "database": _db_ok(state),
+            "redis": state.limiter.ping(),
+            "orchestrators": bool(state.pool.candidates()),
+        }
+        ok = all(checks.values())
+        return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(farm_metrics.render(), media_type=farm_metrics.CONTENT_TYPE_LATEST)
+
+    app.include_router(ingest.router)
+    app.include_router(studio.router)
+    app.include_router(admin.router)
+    return app
+
+
+def _db_ok(state: GatewayState) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with state.ledger.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except SQLAlchemyError:
+        return False

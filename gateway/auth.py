@@ -1,0 +1,58 @@
+"""Who is calling: an API key (with credit), the auth webhook, or the admin token."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.errors import AuthFailed, Forbidden
+from gateway.state import GatewayState
+
+__all__ = ["AdminCaller", "Caller", "KeyCaller", "bearer", "state_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: a key id, or None for a webhook-authorised stream."""
+
+    key_id: str | None
+
+
+def state_of(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+def bearer(request: Request) -> str | None:
+    """The bearer token of the request, if any."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        return None
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthFailed("Authorization must be 'Bearer <API key>'")
+    return token.strip()
+
+
+def _key_caller(request: Request) -> Caller:
+    token = bearer(request)
+    if token is None:
+        raise AuthFailed("missing API key: send Authorization: Bearer <key>")
+    state = state_of(request)
+    key_id = state.ledger.authenticate(token)
+    state.limiter.hit(key_id)
+    return Caller(key_id)
+
+
+def _admin(request: Request) -> None:
+    token = bearer(request)
+    expected = state_of(request).settings.admin_token.get_secret_value()
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("admin token required")
+
+
+KeyCaller = Annotated[Caller, Depends(_key_caller)]
+AdminCaller = Annotated[None, Depends(_admin)]

@@ -1,0 +1,194 @@
+"""Running one segment on the pool: pick, submit, wait, and retry elsewhere on failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from celery.exceptions import CeleryError
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from farm.client import JobFailedError, JobResult, RenditionRef
+from farm.errors import FarmError, PermanentError
+from farm.media.profiles import VideoProfile
+from gateway import metrics
+from gateway.errors import NoOrchestrators, TranscodeFailed
+from gateway.pool import Orchestrator, Pool
+from gateway.pricing import charge
+from gateway.sessions import SessionLog
+
+__all__ = ["Dispatcher", "SegmentOutcome"]
+
+log = logging.getLogger(__name__)
+
+#: Job error codes that no other orchestrator can fix (go-livepeer's non-retryable list).
+PERMANENT_CODES = frozenset(
+    {
+        "profile_invalid",
+        "input_invalid",
+        "input_corrupt",
+        "input_too_long",
+        "unsupported_codec",
+        "permanent",
+    }
+)
+_INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOutcome:
+    """A transcoded segment: where it ran, its renditions and what it cost."""
+
+    orchestrator: str
+    result: JobResult
+    renditions: list[tuple[RenditionRef, bytes]]
+    pixels: int
+    cost: int
+    attempts: int
+
+
+class Dispatcher:
+    """Tries a segment on the best orchestrators in turn, within a count and a deadline."""
+
+    def __init__(
+        self, pool: Pool, log_: SessionLog, max_attempts: int = 3, attempt_floor_s: float = 8.0
+    ) -> None:
+        self.pool = pool
+        self.log = log_
+        self.max_attempts = max_attempts
+        self.attempt_floor_s = attempt_floor_s
+
+    def attempt_timeout(self, duration_s: float) -> float:
+        """One attempt's budget: go-livepeer's max(8 s, 4 x duration), floor configurable."""
+        return max(self.attempt_floor_s, 4.0 * duration_s)
+
+    def max_price(self) -> tuple[int, int]:
+        """The highest price among usable orchestrators (what a reservation must cover)."""
+        usable = self.pool.candidates() or self.pool.orchestrators
+        best = max(usable, key=lambda o: o.config.price_per_unit / o.config.pixels_per_unit)
+        return best.config.price_per_unit, best.config.pixels_per_unit
+
+    def run(
+        self,
+        session_id: str,
+        seq: int,
+        data: bytes,
+        profiles: Sequence[VideoProfile],
+        duration_s: float,
+        fmt: str = "mpegts",
+    ) -> SegmentOutcome:
+        # Each attempt has its own timeout, and the segment a deadline of all of them: a
+        # slow orchestrator is replaced, and the caller is never kept waiting without bound.
+        per_attempt = self.attempt_timeout(duration_s)
+        deadline = time.monotonic() + self.max_attempts * per_attempt
+        tried: set[str] = set()
+        last_error = "no healthy orchestrator"
+        attempt = 0
+        while attempt < self.max_attempts and time.monotonic() < deadline:
+            candidates = self.pool.candidates(exclude=tried)
+            if not candidates:
+                break
+            o = candidates[0]
+            tried.add(o.name)
+            attempt += 1
+            if attempt > 1:
+                metrics.orchestrator_swap(last_error)
+            started = time.monotonic()
+            try:
+                outcome = self._try(
+                    o,
+                    data,
+                    profiles,
+                    duration_s,
+                    fmt,
+                    min(deadline, started + per_attempt),
+                    attempt,
+                )
+            except PermanentError as e:
+                self._log_failure(session_id, seq, attempt, o, started, e.code, str(e))
+                self.pool.record(o, True, time.monotonic() - started, duration_s)
+                raise TranscodeFailed(str(e)) from e
+            except (FarmError, *_INFRA_ERRORS) as e:
+                code = getattr(e, "code", None) or e.__class__.__name__
+                last_error = f"{o.name}: {code}: {e}"
+                self._log_failure(session_id, seq, attempt, o, started, str(code), str(e))
+                self.pool.record(o, False, time.monotonic() - started, duration_s)
+                self.pool.suspend(o, last_error)
+                continue
+            latency = time.monotonic() - started
+            self.pool.record(o, True, latency, duration_s)
+            self.log.attempt(
+                session_id,
+                seq,
+                attempt,
+                o.name,
+                latency,
+                "done",
+                price=(o.config.price_per_unit, o.config.pixels_per_unit),
+                pixels=outcome.pixels,
+                cost=outcome.cost,
+            )
+            return outcome
+        raise NoOrchestrators(
+            f"no orchestrator transcoded the segment after {attempt} attempt(s); last: {last_error}"
+        ).with_retry_after(self.pool.retry_after())
+
+    def _try(
+        self,
+        o: Orchestrator,
+        data: bytes,
+        profiles: Sequence[VideoProfile],
+        duration_s: float,
+        fmt: str,
+        deadline: float,
+        attempt: int,
+    ) -> SegmentOutcome:
+        client = o.client
+        job = client.submit(data, profiles, fmt=fmt, duration=duration_s)
+        try:
+            result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
+        except JobFailedError as e:
+            if e.code in PERMANENT_CODES:
+                raise _Permanent(e.code, str(e)) from e
+            raise
+        renditions = [(r, client.rendition_bytes(r)) for r in result.renditions]
+        pixels = result.encoded_pixels
+        cost = charge(pixels, o.config.price_per_unit, o.config.pixels_per_unit)
+        return SegmentOutcome(o.name, result, renditions, pixels, cost, attempt)
+
+    def _log_failure(
+        self,
+        session_id: str,
+        seq: int,
+        attempt: int,
+        o: Orchestrator,
+        started: float,
+        code: str,
+        error: str,
+    ) -> None:
+        log.info(
+            "segment %s/%s attempt %s on %s failed: %s", session_id, seq, attempt, o.name, error
+        )
+        self.log.attempt(
+            session_id,
+            seq,
+            attempt,
+            o.name,
+            time.monotonic() - started,
+            "failed",
+            price=(o.config.price_per_unit, o.config.pixels_per_unit),
+            error_code=code,
+            error=error[:2000],
+        )
+
+
+class _Permanent(PermanentError):
+    """A job failure no other orchestrator can fix, with the job's own code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

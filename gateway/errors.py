@@ -1,0 +1,105 @@
+"""The gateway's errors, each with the HTTP status it maps to (in gateway.app, once)."""
+
+from __future__ import annotations
+
+from farm.errors import FarmError
+
+__all__ = [
+    "AuthFailed",
+    "BadRequest",
+    "Forbidden",
+    "GatewayError",
+    "InsufficientCredit",
+    "NoOrchestrators",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "TranscodeFailed",
+    "Unavailable",
+]
+
+
+class GatewayError(FarmError):
+    """Raised for any failure the gateway answers with an HTTP error."""
+
+    status = 500
+    code = "gateway_error"
+    retry_after: float | None = None
+
+    def with_retry_after(self, seconds: float) -> GatewayError:
+        self.retry_after = seconds
+        return self
+
+
+class BadRequest(GatewayError):
+    """Raised when the request's URL, headers or body are malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class AuthFailed(GatewayError):
+    """Raised when the request has no valid API key."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class InsufficientCredit(GatewayError):
+    """Raised when the key's balance cannot cover the job's estimate."""
+
+    status = 402
+    code = "insufficient_credit"
+
+
+class Forbidden(GatewayError):
+    """Raised when the auth webhook or an admin check denies the request."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    """Raised when the requested task, session or key does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    """Raised when the body exceeds the upload cap."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class TranscodeFailed(GatewayError):
+    """Raised when the input cannot be transcoded (a permanent error: not retried)."""
+
+    status = 422
+    code = "transcode_failed"
+
+
+class RateLimited(GatewayError):
+    """Raised when a key exceeds its request rate or its concurrent jobs."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(GatewayError):
+    """Raised when a dependency (the auth webhook, the ledger) cannot be reached."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 5.0
+
+
+class NoOrchestrators(Unavailable):
+    """Raised when no healthy orchestrator could transcode the segment."""
+
+    code = "no_orchestrators"

@@ -1,0 +1,201 @@
+"""API keys and the credit ledger.
+
+Every credit movement is an append-only ledger row with an idempotency key; the key's balance
+is updated in the same transaction by a conditional statement, so it never goes negative, also
+under concurrent requests: a reservation succeeds only if ``balance >= amount`` at the moment
+the database applies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from farm.jobs import make_engine
+from farm.jobs.models import utcnow
+from gateway.errors import AuthFailed, InsufficientCredit, NotFound
+from gateway.models import ApiKey, Base, LedgerEntry
+
+__all__ = ["KeyInfo", "Ledger", "hash_key"]
+
+_KEY_PREFIX = "lpf_"
+
+
+def hash_key(raw: str) -> str:
+    # Keys are 32 random bytes: a fast hash is enough (no dictionary to guess from).
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as the rest of the gateway sees it (never the secret itself)."""
+
+    id: str
+    name: str
+    balance: int
+    created_at: datetime
+    revoked: bool
+
+
+class Ledger:
+    """Keys, balances and ledger entries in SQL (PostgreSQL, or SQLite embedded)."""
+
+    def __init__(self, url_or_engine: str | Engine, auth_cache_s: float = 2.0) -> None:
+        self.engine = (
+            make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        )
+        self._auth_cache: dict[str, tuple[float, str]] = {}
+        self._auth_cache_s = auth_cache_s
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    # -- keys ------------------------------------------------------------------------------
+    def create_key(self, name: str, credits: int = 0) -> tuple[str, KeyInfo]:
+        """A new key and its info; the raw key is returned once and never stored."""
+        raw = _KEY_PREFIX + secrets.token_urlsafe(32)
+        key_id = uuid.uuid4().hex[:16]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(ApiKey).values(
+                    id=key_id, name=name, key_hash=hash_key(raw), balance=0, created_at=utcnow()
+                )
+            )
+        if credits:
+            self.topup(key_id, credits, idempotency_key=f"create:{key_id}")
+        return raw, self.key(key_id)
+
+    def key(self, key_id: str) -> KeyInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(ApiKey).where(ApiKey.id == key_id)).first()
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}")
+        return KeyInfo(
+            row.id, row.name, int(row.balance), row.created_at, row.revoked_at is not None
+        )
+
+    def list_keys(self) -> list[KeyInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ApiKey).order_by(ApiKey.created_at)).all()
+        return [
+            KeyInfo(r.id, r.name, int(r.balance), r.created_at, r.revoked_at is not None)
+            for r in rows
+        ]
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow())
+            ).rowcount
+        if not done:
+            raise NotFound(f"no API key {key_id!r}")
+        self._auth_cache.clear()
+        return self.key(key_id)
+
+    def authenticate(self, raw: str) -> str:
+        """The key id for a raw bearer key; AuthFailed when unknown or revoked."""
+        now = time.monotonic()
+        digest = hash_key(raw)
+        cached = self._auth_cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == digest)
+            ).first()
+        if row is None:
+            raise AuthFailed("invalid API key")
+        if row.revoked_at is not None:
+            raise AuthFailed("API key revoked")
+        self._auth_cache[digest] = (now + self._auth_cache_s, row.id)
+        return str(row.id)
+
+    # -- credit ----------------------------------------------------------------------------
+    def _move(
+        self,
+        key_id: str,
+        amount: int,
+        kind: str,
+        ref: str,
+        idempotency_key: str,
+        require_funds: bool,
+    ) -> bool:
+        """Apply one ledger entry; False when its idempotency key was already used."""
+        stmt = update(ApiKey).where(ApiKey.id == key_id)
+        if require_funds:
+            stmt = stmt.where(ApiKey.balance >= -amount, ApiKey.revoked_at.is_(None))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(LedgerEntry).values(
+                        key_id=key_id,
+                        amount=amount,
+                        kind=kind,
+                        ref=ref,
+                        idempotency_key=idempotency_key,
+                        created_at=utcnow(),
+                    )
+                )
+                changed = conn.execute(stmt.values(balance=ApiKey.balance + amount)).rowcount
+                if not changed:
+                    raise _Rollback
+        except IntegrityError:
+            return False  # the same movement was already recorded
+        except _Rollback:
+            if require_funds:
+                raise InsufficientCredit(
+                    f"insufficient credit: the job needs {-amount} and the key has "
+                    f"{self.key(key_id).balance}"
+                ) from None
+            raise NotFound(f"no API key {key_id!r}") from None
+        return True
+
+    def topup(self, key_id: str, amount: int, idempotency_key: str | None = None) -> KeyInfo:
+        if amount <= 0:
+            from gateway.errors import BadRequest
+
+            raise BadRequest("a top-up must be a positive amount")
+        self._move(key_id, amount, "topup", "topup", idempotency_key or uuid.uuid4().hex, False)
+        return self.key(key_id)
+
+    def reserve(self, key_id: str, amount: int, ref: str) -> None:
+        """Hold ``amount`` for job ``ref``; InsufficientCredit when the balance is short."""
+        if amount > 0:
+            self._move(key_id, -amount, "reserve", ref, f"{ref}:reserve", True)
+
+    def settle(self, key_id: str, reserved: int, actual: int, ref: str) -> int:
+        """Charge the job's actual cost (at most what was reserved) and return the rest."""
+        charged = min(actual, reserved)
+        self._move(key_id, reserved - charged, "settle", ref, f"{ref}:final", False)
+        return charged
+
+    def release(self, key_id: str, reserved: int, ref: str) -> None:
+        """Give back a failed job's reservation (a no-op if it was already settled)."""
+        self._move(key_id, reserved, "release", ref, f"{ref}:final", False)
+
+    def entries(self, key_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(LedgerEntry).where(LedgerEntry.key_id == key_id).order_by(LedgerEntry.id)
+            ).all()
+        return [
+            {
+                "amount": int(r.amount),
+                "kind": r.kind,
+                "ref": r.ref,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in rows
+        ]
+
+
+class _Rollback(Exception):
+    """Internal: abort the ledger transaction."""

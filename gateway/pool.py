@@ -1,0 +1,185 @@
+"""The orchestrator pool: health probes, scores, time-based suspension.
+
+Each orchestrator is one farm cluster. A background thread probes every node API's
+``/healthz`` and ``/status``; a candidate's score combines region preference, success rate
+and latency (both EWMAs of real segments) and free capacity. A failing orchestrator is
+suspended for a time, not for a count of refreshes as in go-livepeer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from farm.client import FarmClient
+from farm.settings import ClusterSettings
+from gateway.settings import OrchestratorConfig
+
+__all__ = ["Orchestrator", "Pool"]
+
+log = logging.getLogger(__name__)
+_ALPHA = 0.3  # EWMA weight of the newest observation
+
+
+@dataclass
+class Orchestrator:
+    """One orchestrator's configuration and what the gateway has learned about it."""
+
+    config: OrchestratorConfig
+    healthy: bool = False
+    probed_at: float = 0.0
+    capacity: int = 0
+    load: int = 0
+    probe_error: str | None = None
+    #: EWMA of segment round trip / segment duration (1.0 = real time).
+    latency: float = 0.5
+    #: EWMA of segment outcomes (1 = success).
+    success: float = 1.0
+    suspended_until: float = 0.0
+    _client: FarmClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def client(self) -> FarmClient:
+        with self._lock:
+            if self._client is None:
+                self._client = FarmClient(ClusterSettings(**self.config.cluster_fields()))
+            return self._client
+
+    def suspended(self, now: float | None = None) -> bool:
+        return (now or time.monotonic()) < self.suspended_until
+
+    def score(self, region: str) -> float:
+        free = (self.capacity - self.load) / self.capacity if self.capacity else 0.0
+        region_weight = 1.0 if self.config.region == region else 0.6
+        return (
+            region_weight
+            * (0.2 + 0.8 * self.success)
+            * (0.5 + max(0.0, free))
+            / (1.0 + self.latency)
+        )
+
+    def state(self, region: str) -> dict[str, object]:
+        return {
+            **self.config.public(),
+            "healthy": self.healthy,
+            "suspended": self.suspended(),
+            "capacity": self.capacity,
+            "load": self.load,
+            "latency": round(self.latency, 4),
+            "success": round(self.success, 4),
+            "score": round(self.score(region), 4),
+            "probe_error": self.probe_error,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class Pool:
+    """All orchestrators, their probes and the choice among them."""
+
+    def __init__(
+        self,
+        configs: Sequence[OrchestratorConfig],
+        region: str = "local",
+        probe_interval_s: float = 5.0,
+        probe_timeout_s: float = 2.0,
+        suspend_s: float = 30.0,
+    ) -> None:
+        self.orchestrators = [Orchestrator(c) for c in configs]
+        self.region = region
+        self.probe_interval_s = probe_interval_s
+        self.suspend_s = suspend_s
+        self._http = httpx.Client(timeout=probe_timeout_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def by_name(self, name: str) -> Orchestrator | None:
+        return next((o for o in self.orchestrators if o.name == name), None)
+
+    # -- probes ----------------------------------------------------------------------------
+    def probe(self, o: Orchestrator) -> None:
+        base = o.config.node_url.rstrip("/")
+        try:
+            health = self._http.get(f"{base}/healthz")
+            status = self._http.get(f"{base}/status").json() if health.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as e:
+            o.healthy, o.probe_error = False, f"{e.__class__.__name__}: {e}"
+        else:
+            o.healthy = health.status_code == 200 and bool(status.get("capacity"))
+            o.capacity = int(status.get("capacity") or 0)
+            o.load = int(status.get("load") or 0)
+            o.probe_error = (
+                None
+                if o.healthy
+                else (
+                    f"healthz {health.status_code}"
+                    if health.status_code != 200
+                    else "no live workers"
+                )
+            )
+        o.probed_at = time.monotonic()
+
+    def probe_all(self) -> None:
+        for o in self.orchestrators:
+            self.probe(o)
+
+    def start(self) -> None:
+        """Probe now, then every interval on a daemon thread."""
+        self.probe_all()
+        self._thread = threading.Thread(target=self._run, name="gateway-probes", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.probe_interval_s):
+            try:
+                self.probe_all()
+            except Exception:
+                log.exception("probe round failed")
+
+    # -- choice ----------------------------------------------------------------------------
+    def candidates(self, exclude: frozenset[str] | set[str] = frozenset()) -> list[Orchestrator]:
+        """Healthy, unsuspended orchestrators not yet tried, best score first."""
+        now = time.monotonic()
+        usable = [
+            o
+            for o in self.orchestrators
+            if o.healthy and not o.suspended(now) and o.name not in exclude
+        ]
+        return sorted(usable, key=lambda o: o.score(self.region), reverse=True)
+
+    def record(self, o: Orchestrator, ok: bool, round_trip_s: float, duration_s: float) -> None:
+        o.success = (1 - _ALPHA) * o.success + _ALPHA * (1.0 if ok else 0.0)
+        if ok:
+            o.latency = (1 - _ALPHA) * o.latency + _ALPHA * (round_trip_s / max(duration_s, 0.5))
+
+    def suspend(self, o: Orchestrator, reason: str) -> None:
+        o.suspended_until = time.monotonic() + self.suspend_s
+        log.warning("suspending orchestrator %s for %g s: %s", o.name, self.suspend_s, reason)
+
+    def retry_after(self) -> float:
+        """Seconds until the first suspension ends or the next probe, for Retry-After."""
+        now = time.monotonic()
+        ends = [o.suspended_until - now for o in self.orchestrators if o.suspended(now)]
+        return max(1.0, min([*ends, self.probe_interval_s]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for o in self.orchestrators:
+            o.close()
+        self._http.close()

@@ -1,0 +1,106 @@
+"""``farm gateway`` settings: one class, ``FARM_*`` variables and config.json like the farm's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
+
+__all__ = ["GatewaySettings", "OrchestratorConfig"]
+
+
+class OrchestratorConfig(BaseModel):
+    """One orchestrator the gateway routes to: a farm cluster and its price."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    region: str = "local"
+    #: The cluster's node API, probed for /healthz and /status.
+    node_url: str
+    #: Livepeer's price: pricePerUnit credits per pixelsPerUnit encoded pixels.
+    price_per_unit: int = Field(0, ge=0)
+    pixels_per_unit: int = Field(1, ge=1)
+    #: How the gateway reaches the cluster (farm.settings.ClusterSettings fields).
+    broker_url: str
+    result_backend: str | None = None
+    registry_url: str | None = None
+    database_url: str
+    blob_url: str
+
+    def cluster_fields(self) -> dict[str, Any]:
+        return {
+            "broker_url": self.broker_url,
+            "result_backend": self.result_backend,
+            "registry_url": self.registry_url,
+            "database_url": self.database_url,
+            "blob_url": self.blob_url,
+        }
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "region": self.region,
+            "node_url": self.node_url,
+            "price_per_unit": self.price_per_unit,
+            "pixels_per_unit": self.pixels_per_unit,
+            "broker_url": redact_url(self.broker_url),
+        }
+
+
+class GatewaySettings(FarmBaseSettings):
+    """The gateway process."""
+
+    environment: Literal["development", "production"] = "development"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(9935, ge=1, le=65535)
+    #: Ledger, keys, sessions and tasks: postgresql+psycopg://… or sqlite:///…
+    gateway_database_url: str = "sqlite:///.farm/gateway.db"
+    #: Redis for rate limits and concurrency caps.
+    gateway_redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Where Studio-style task outputs are kept: file://DIR (served by the gateway).
+    gateway_blob_url: str = "file://.farm/gateway-blobs"
+    admin_token: SecretStr = SecretStr(DEV_SECRET)
+    #: The orchestrators, as a JSON list of OrchestratorConfig objects.
+    orchestrators: list[OrchestratorConfig] = Field(default_factory=list)
+    #: The gateway's region; orchestrators in it score higher.
+    region: str = "local"
+    probe_interval_s: float = Field(5.0, gt=0)
+    probe_timeout_s: float = Field(2.0, gt=0)
+    #: Attempts per segment, each on a different orchestrator, within the segment's deadline.
+    max_attempts: int = Field(3, ge=1)
+    #: Floor of one attempt's timeout, max(floor, 4 x duration) (go-livepeer: 8 s).
+    attempt_timeout_floor_s: float = Field(8.0, gt=0)
+    #: How long a failing orchestrator is left out (by time, not by refresh count).
+    suspend_s: float = Field(30.0, ge=0)
+    #: Added to the pixel estimate when reserving credit (go-livepeer uses 2 %).
+    estimate_margin: float = Field(0.02, ge=0, le=1)
+    rate_limit_per_minute: int = Field(600, ge=1)
+    rate_burst: int = Field(60, ge=1)
+    max_concurrent_jobs: int = Field(16, ge=1)
+    max_concurrent_tasks: int = Field(5, ge=1)
+    max_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024)
+    max_task_input_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024)
+    max_segment_seconds: float = Field(300.0, gt=0)
+    #: go-livepeer's -authWebhookUrl contract, with a timeout and a cache.
+    auth_webhook_url: str | None = None
+    auth_webhook_timeout_s: float = Field(3.0, gt=0)
+    auth_webhook_cache_s: float = Field(60.0, ge=0)
+    #: Profiles when a request names none (go-livepeer's default -transcodingOptions).
+    default_profiles: str = "P240p30fps16x9,P360p30fps16x9"
+    task_workers: int = Field(4, ge=1)
+
+    @field_validator("orchestrators", mode="before")
+    @classmethod
+    def _parse_json(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _no_default_secrets(self) -> GatewaySettings:
+        if self.environment != "development" and self.admin_token.get_secret_value() == DEV_SECRET:
+            raise ValueError("FARM_ADMIN_TOKEN must be set to a real secret outside development")
+        names = [o.name for o in self.orchestrators]
+        if len(names) != len(set(names)):
+            raise ValueError("orchestrator names must be unique")
+        return self

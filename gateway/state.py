@@ -1,0 +1,83 @@
+"""Everything one gateway process holds, built once from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from farm.blobstore import BlobStore, blob_store_from_url
+from farm.jobs import make_engine
+from farm.media.profiles import VideoProfile, parse_profiles
+from gateway.dispatch import Dispatcher
+from gateway.ledger import Ledger
+from gateway.limits import Limiter
+from gateway.models import Base
+from gateway.pool import Pool
+from gateway.sessions import SessionLog
+from gateway.settings import GatewaySettings
+from gateway.webhook import AuthWebhook
+
+__all__ = ["GatewayState"]
+
+
+@dataclass
+class GatewayState:
+    """The gateway's services; created by :func:`gateway.app.create_app`."""
+
+    settings: GatewaySettings
+    ledger: Ledger
+    limiter: Limiter
+    pool: Pool
+    log: SessionLog
+    dispatcher: Dispatcher
+    blobs: BlobStore
+    default_profiles: list[VideoProfile]
+    webhook: AuthWebhook | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: GatewaySettings) -> GatewayState:
+        engine = make_engine(settings.gateway_database_url)
+        Base.metadata.create_all(engine)
+        ledger = Ledger(engine)
+        pool = Pool(
+            settings.orchestrators,
+            settings.region,
+            settings.probe_interval_s,
+            settings.probe_timeout_s,
+            settings.suspend_s,
+        )
+        log = SessionLog(engine)
+        webhook = (
+            AuthWebhook(
+                settings.auth_webhook_url,
+                settings.auth_webhook_timeout_s,
+                settings.auth_webhook_cache_s,
+            )
+            if settings.auth_webhook_url
+            else None
+        )
+        return cls(
+            settings=settings,
+            ledger=ledger,
+            limiter=Limiter(
+                settings.gateway_redis_url,
+                settings.rate_limit_per_minute,
+                settings.rate_burst,
+                settings.max_concurrent_jobs,
+            ),
+            pool=pool,
+            log=log,
+            dispatcher=Dispatcher(
+                pool, log, settings.max_attempts, settings.attempt_timeout_floor_s
+            ),
+            blobs=blob_store_from_url(settings.gateway_blob_url),
+            default_profiles=parse_profiles(settings.default_profiles),
+            webhook=webhook,
+        )
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.limiter.close()
+        if self.webhook is not None:
+            self.webhook.close()
+        self.ledger.engine.dispose()

@@ -1,0 +1,234 @@
+"""Studio-style file transcoding: fetch, split, transcode segments in parallel, assemble.
+
+A task moves pending -> waiting (fetching and splitting the input) -> running (segments out
+on the pool; progress is the share done) -> completed or failed. Outputs are an HLS ladder
+(master and media playlists) and one MP4 per rendition, kept in the gateway's blob store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from sqlalchemy import insert, select, update
+
+from farm.errors import FarmError
+from farm.jobs.models import utcnow
+from farm.media.profiles import VideoProfile, profiles_from_json
+from gateway.dispatch import SegmentOutcome
+from gateway.errors import BadRequest, NotFound, PayloadTooLarge
+from gateway.models import Task
+from gateway.pricing import charge, estimate_pixels
+from gateway.state import GatewayState
+
+__all__ = ["TaskRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class TaskRunner:
+    """Runs tasks on a thread pool; their state lives in the gateway's database."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.engine = state.ledger.engine
+        self._tasks = ThreadPoolExecutor(state.settings.task_workers, "gateway-task")
+        self._segments = ThreadPoolExecutor(
+            max(4, state.settings.task_workers * 2), "gateway-segment"
+        )
+        self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
+        self._running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._interrupted()
+
+    def _interrupted(self) -> None:
+        # Tasks that were running when the gateway stopped cannot resume: say so.
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Task)
+                .where(Task.phase.in_(("pending", "waiting", "running")))
+                .values(
+                    phase="failed",
+                    error="the gateway restarted during the task",
+                    updated_at=utcnow(),
+                )
+            )
+
+    # -- API -------------------------------------------------------------------------------
+    def create(self, key_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        task_id = uuid.uuid4().hex[:16]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(Task).values(
+                    id=task_id,
+                    key_id=key_id,
+                    phase="pending",
+                    progress=0.0,
+                    params=params,
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+        with self._lock:
+            self._running[task_id] = self._tasks.submit(self._run, task_id, key_id, params)
+        return self.get(task_id, key_id)
+
+    def get(self, task_id: str, key_id: str | None) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Task).where(Task.id == task_id)).first()
+        if row is None or (key_id is not None and row.key_id != key_id):
+            raise NotFound(f"no task {task_id!r}")
+        return {
+            "id": row.id,
+            "type": "transcode-file",
+            "createdAt": int(row.created_at.timestamp() * 1000),
+            "params": row.params,
+            "status": {
+                "phase": row.phase,
+                "progress": round(row.progress, 4),
+                "updatedAt": int(row.updated_at.timestamp() * 1000),
+                "errorMessage": row.error,
+            },
+            "output": row.output,
+        }
+
+    def active(self, key_id: str) -> int:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Task.id).where(
+                    Task.key_id == key_id, Task.phase.in_(("pending", "waiting", "running"))
+                )
+            ).all()
+        return len(rows)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> None:
+        with self._lock:
+            future = self._running.get(task_id)
+        if future is not None:
+            future.result(timeout)
+
+    def close(self) -> None:
+        self._tasks.shutdown(wait=False, cancel_futures=True)
+        self._segments.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    # -- the work --------------------------------------------------------------------------
+    def _set(self, task_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Task).where(Task.id == task_id).values(updated_at=utcnow(), **values)
+            )
+
+    def _run(self, task_id: str, key_id: str, params: dict[str, Any]) -> None:
+        try:
+            self._set(task_id, phase="waiting")
+            data = self._fetch(params["input"]["url"])
+            profiles = (
+                profiles_from_json(params["profiles"])
+                if params.get("profiles")
+                else self.state.default_profiles
+            )
+            output = self._transcode(task_id, key_id, data, profiles, params)
+            self._set(task_id, phase="completed", progress=1.0, output=output)
+        except (FarmError, httpx.HTTPError, OSError, ValueError) as e:
+            log.warning("task %s failed: %s", task_id, e)
+            self._set(task_id, phase="failed", error=str(e)[:2000])
+        except Exception as e:
+            log.exception("task %s crashed", task_id)
+            self._set(task_id, phase="failed", error=f"internal error: {e.__class__.__name__}")
+
+    def _fetch(self, url: str) -> bytes:
+        limit = self.state.settings.max_task_input_bytes
+        chunks, size = [], 0
+        with self._http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise BadRequest(f"input URL answered HTTP {response.status_code}")
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"input exceeds the {limit}-byte limit")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _transcode(
+        self,
+        task_id: str,
+        key_id: str,
+        data: bytes,
+        profiles: list[VideoProfile],
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        from farm.media.assemble import concat_mp4, hls
+        from farm.media.segmenter import split
+
+        segments = split(data, float(params.get("targetSegmentSizeSecs") or 6.0))
+        total = sum(s.duration for s in segments)
+        price, per = self.state.dispatcher.max_price()
+        reserve = charge(
+            estimate_pixels(profiles, total, self.state.settings.estimate_margin), price, per
+        )
+        ref = f"task:{task_id}"
+        session_id = f"task:{task_id}"
+        self.state.log.open(session_id, "task", key_id)
+        self.state.ledger.reserve(key_id, reserve, ref)
+        futures: list[Future[SegmentOutcome]] = []
+        try:
+            self._set(task_id, phase="running", progress=0.0)
+            futures += [
+                self._segments.submit(
+                    self.state.dispatcher.run, session_id, s.index, s.data, profiles, s.duration
+                )
+                for s in segments
+            ]
+            outcomes: list[SegmentOutcome] = []
+            for done, future in enumerate(futures, start=1):
+                outcomes.append(future.result())
+                self._set(task_id, progress=0.95 * done / len(segments))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self.state.ledger.release(key_id, reserve, ref)
+            raise
+        cost = sum(o.cost for o in outcomes)
+        charged = self.state.ledger.settle(key_id, reserve, cost, ref)
+        return self._store(
+            task_id, segments, profiles, outcomes, params, charged, hls_fn=hls, mp4_fn=concat_mp4
+        )
+
+    def _store(
+        self,
+        task_id: str,
+        segments: list[Any],
+        profiles: list[VideoProfile],
+        outcomes: list[SegmentOutcome],
+        params: dict[str, Any],
+        charged: int,
+        *,
+        hls_fn: Any,
+        mp4_fn: Any,
+    ) -> dict[str, Any]:
+        per_profile: dict[str, list[tuple[str, bytes, float]]] = {p.name: [] for p in profiles}
+        for seg, outcome in zip(segments, outcomes, strict=True):
+            for ref, data in outcome.renditions:
+                per_profile[ref.name].append((f"{seg.index}.ts", data, ref.duration))
+        base = f"/api/task/{task_id}/output"
+        output: dict[str, Any] = {"charged": charged, "segments": len(segments)}
+        outputs = params.get("outputs") or {"hls": {"path": "hls"}, "mp4": {"path": "mp4"}}
+        if "hls" in outputs:
+            variants = [(p.name, p.bitrate, p.width, p.height) for p in profiles]
+            for path, blob in hls_fn(per_profile, variants).items():
+                self.state.blobs.put(f"tasks/{task_id}/hls/{path}", blob)
+            output["hls"] = {"url": f"{base}/hls/index.m3u8"}
+        if "mp4" in outputs:
+            output["mp4"] = []
+            for p in profiles:
+                blob = mp4_fn([data for _, data, _ in per_profile[p.name]])
+                self.state.blobs.put(f"tasks/{task_id}/mp4/{p.name}.mp4", blob)
+                output["mp4"].append(
+                    {"name": p.name, "url": f"{base}/mp4/{p.name}.mp4", "bytes": len(blob)}
+                )
+        return output

@@ -1,0 +1,194 @@
+"""Two orchestrator clusters on separate brokers, and gateways in front of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+
+from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
+from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
+
+ADMIN = "test-admin-token"
+
+
+@dataclass
+class Orch:
+    name: str
+    region: str
+    cluster: Cluster
+    node_url: str
+    worker: subprocess.Popen[bytes]
+
+    def config(self, price: int = 1) -> dict[str, object]:
+        env = self.cluster.env
+        return {
+            "name": self.name,
+            "region": self.region,
+            "node_url": self.node_url,
+            "price_per_unit": price,
+            "pixels_per_unit": 1,
+            "broker_url": env["FARM_BROKER_URL"],
+            "database_url": env["FARM_DATABASE_URL"],
+            "blob_url": env["FARM_BLOB_URL"],
+        }
+
+
+@dataclass
+class Env:
+    home: Path
+    redis_dbs: list[int]
+    schemas: list[str]
+    orchs: list[Orch] = field(default_factory=list)
+    gateways: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def pg(self, schema: str) -> str:
+        return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+    def gateway(self, **env: str) -> Gateway:
+        """Start a gateway process in front of both orchestrators."""
+        port = free_port()
+        schema = self.schemas[2]
+        variables = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+        variables.update(
+            {
+                "FARM_GATEWAY_PORT": str(port),
+                "FARM_GATEWAY_DATABASE_URL": self.pg(schema),
+                "FARM_GATEWAY_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_dbs[2]}",
+                "FARM_GATEWAY_BLOB_URL": f"file://{self.home / 'gateway-blobs'}",
+                "FARM_ADMIN_TOKEN": ADMIN,
+                "FARM_REGION": "eu",
+                "FARM_PROBE_INTERVAL_S": "0.5",
+                "FARM_ORCHESTRATORS": json.dumps([o.config() for o in self.orchs]),
+                "FARM_HEARTBEAT_S": "0.5",
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            }
+        )
+        log = self.home / f"gateway-{port}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "farm.cli", "gateway", "--port", str(port)],
+                env=variables,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.gateways.append(proc)
+        gw = Gateway(f"http://127.0.0.1:{port}", proc, log)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=60, what=f"the gateway (log {log})")
+        return gw
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.url}{path}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            **kwargs,
+        )  # type: ignore[arg-type]
+
+    def key(self, credits: int) -> tuple[str, str]:
+        r = self.admin("POST", "/admin/keys", json={"name": "test", "credits": credits})
+        assert r.status_code == 200, r.text
+        return r.json()["id"], r.json()["key"]
+
+    def balance(self, key_id: str) -> int:
+        keys = {k["id"]: k for k in self.admin("GET", "/admin/keys").json()}
+        return int(keys[key_id]["balance"])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    need_service("Redis", REDIS_HOST, REDIS_PORT)
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    home = tmp_path_factory.mktemp("gateway")
+    base = 8 + (os.getpid() % 2) * 4  # three databases of the tests' 8-15
+    dbs = [base, base + 1, base + 2]
+    for db in dbs:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+    engine = sa.create_engine(PG_URL)
+    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    with engine.begin() as conn:
+        for s in schemas:
+            conn.exec_driver_sql(f"CREATE SCHEMA {s}")
+    e = Env(home, dbs, schemas)
+    try:
+        for i, (name, region) in enumerate((("orch-a", "eu"), ("orch-b", "us"))):
+            cluster_home = home / name
+            cluster_home.mkdir()
+            cluster = Cluster(
+                cluster_home,
+                cluster_env(
+                    cluster_home, f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}", e.pg(schemas[i])
+                ),
+            )
+            worker = cluster.start_worker()
+            port = free_port()
+            cluster.spawn("node", "--port", str(port), log="node.log")
+            node_url = f"http://127.0.0.1:{port}"
+            wait_for(lambda u=node_url: _ok(u), timeout=30, what=f"{name}'s node API")
+            e.orchs.append(Orch(name, region, cluster, node_url, worker))
+        yield e
+    finally:
+        for g in e.gateways:
+            if g.poll() is None:
+                g.terminate()
+        for g in e.gateways:
+            try:
+                g.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                g.kill()
+        for o in e.orchs:
+            o.cluster.stop()
+        with engine.begin() as conn:
+            for s in schemas:
+                conn.exec_driver_sql(f"DROP SCHEMA {s} CASCADE")
+        engine.dispose()
+        for db in dbs:
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def gateway(env: Env) -> Gateway:
+    return env.gateway(
+        FARM_ESTIMATE_MARGIN="0",
+        FARM_MAX_CONCURRENT_JOBS="100",
+        FARM_RATE_BURST="1000",
+        FARM_RATE_LIMIT_PER_MINUTE="60000",
+        FARM_MAX_UPLOAD_BYTES="2000000",
+    )
+
+
+Factory = Callable[..., Gateway]

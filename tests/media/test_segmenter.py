@@ -1,0 +1,231 @@
+"""Splitting long inputs into MPEG-TS segments by stream copy, checked on real clips.
+
+Every segment is reopened with PyAV; times are compared within half a frame (30 fps).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
+from farm.media.engine import transcode
+from farm.media.segmenter import SourceSegment, split
+from farm.media.synth import make_segment
+from tests.factories import audio_only_ts, probe, profile, unsupported_video
+
+FPS = 30
+HALF = 0.5 / FPS
+
+
+def _clip(fmt: str, seconds: float = 10.0, **kwargs: Any) -> bytes:
+    return make_segment(320, 240, FPS, seconds, gop_seconds=1.0, fmt=fmt, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ts10() -> bytes:
+    """10 s, 320x240, 30 fps, keyframe every second, H.264 + AAC in MPEG-TS."""
+    return _clip("mpegts")
+
+
+@pytest.fixture(scope="module")
+def mp4_10() -> bytes:
+    """The same as a faststart MP4 (avcC H.264, raw AAC)."""
+    return _clip("mp4")
+
+
+@pytest.fixture(scope="module")
+def split_ts(ts10: bytes) -> list[SourceSegment]:
+    return split(ts10, 3.0)
+
+
+def _check_segments(segments: list[SourceSegment], source: bytes, audio: bool = True) -> None:
+    whole = probe(source)
+    assert [s.index for s in segments] == list(range(len(segments)))
+    assert sum(s.frames for s in segments) == whole.frames
+    assert abs(sum(s.duration for s in segments) - whole.duration) <= HALF
+    assert abs(segments[0].start - whole.start) <= HALF
+    for s, following in itertools.pairwise(segments):
+        assert abs(s.start + s.duration - following.start) <= HALF
+    for s in segments:
+        seen = probe(s.data)
+        assert seen.format_name == "mpegts"
+        assert seen.key_frames[:1] == [0], f"segment {s.index} does not start on a keyframe"
+        assert seen.frames == s.frames
+        assert abs(seen.start - s.start) <= HALF, "timestamps are those of the input"
+        assert abs(seen.end - (s.start + s.duration)) <= HALF
+        assert seen.has_audio == audio
+        if audio:
+            assert seen.audio_frames > 0
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "mp4"])
+def test_split_into_three_second_segments(fmt: str, ts10: bytes, mp4_10: bytes) -> None:
+    source = ts10 if fmt == "mpegts" else mp4_10
+    segments = split(source, 3.0)
+    assert [(s.start, s.duration, s.frames) for s in segments] == [
+        (0.0, 3.0, 90),
+        (3.0, 3.0, 90),
+        (6.0, 3.0, 90),
+        (9.0, 1.0, 30),
+    ]
+    _check_segments(segments, source)
+
+
+def test_audio_is_split_by_time(split_ts: list[SourceSegment], ts10: bytes) -> None:
+    def audio_times(data: bytes) -> list[float]:
+        with av.open(io.BytesIO(data)) as c:
+            return [float(p.pts * p.time_base) for p in c.demux(audio=0) if p.size and p.pts]
+
+    everything = audio_times(ts10)
+    parts = [audio_times(s.data) for s in split_ts]
+    assert sorted(t for part in parts for t in part) == sorted(everything)
+    for s, part in zip(split_ts[1:], parts[1:], strict=True):
+        assert min(part) >= s.start and max(part) < s.start + s.duration
+
+
+def test_each_segment_transcodes(split_ts: list[SourceSegment]) -> None:
+    frames = 0
+    for s in split_ts:
+        (r,) = transcode(s.data, [profile("small", 160, 96, 100_000, fps=FPS)]).renditions
+        assert r.frames == s.frames
+        assert abs(r.start - s.start) <= HALF and abs(r.duration - s.duration) <= HALF
+        frames += r.frames
+    assert frames == 10 * FPS
+
+
+@pytest.mark.parametrize(
+    ("target", "starts"),
+    [(0.5, [float(k) for k in range(10)]), (2.5, [0.0, 3.0, 6.0, 9.0]), (60.0, [0.0])],
+)
+def test_cuts_only_at_keyframes(ts10: bytes, target: float, starts: list[float]) -> None:
+    assert [s.start for s in split(ts10, target)] == starts
+
+
+def test_path_and_matroska_video_only(tmp_path: Path) -> None:
+    data = _clip("matroska", seconds=2.0, audio=False)
+    path = tmp_path / "in.mkv"
+    path.write_bytes(data)
+    segments = split(path, 1.0)
+    assert [(s.start, s.frames) for s in segments] == [(0.0, 30), (1.0, 30)]
+    _check_segments(segments, data, audio=False)
+
+
+def test_hevc_in_matroska() -> None:
+    # x265 makes open GOPs: the leading pictures of a cut GOP are copied but do not show.
+    data = make_segment(160, 128, FPS, 2.0, gop_seconds=1.0, fmt="matroska", codec="libx265")
+    segments = split(data, 1.0)
+    assert len(segments) == 2 and sum(s.frames for s in segments) == 60
+    for s in segments:
+        seen = probe(s.data)
+        assert (seen.codec, seen.key_frames[:1]) == ("hevc", [0])
+    assert abs(segments[0].start + segments[0].duration - segments[1].start) <= HALF
+
+
+def _remux(data: bytes, keep: Callable[[int, av.Packet[Any]], bool], fmt: str = "mpegts") -> bytes:
+    """A copy of a clip with only the video packets ``keep(n, packet)`` allows."""
+    buf = io.BytesIO()
+    with (
+        av.open(io.BytesIO(data)) as src,
+        av.open(buf, "w", format=fmt, options={"avoid_negative_ts": "disabled"}) as dst,
+    ):
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        n = 0
+        for packet in src.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video":
+                n += 1
+                if not keep(n - 1, packet):
+                    continue
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    return buf.getvalue()
+
+
+def test_video_before_the_first_keyframe_is_dropped(ts10: bytes) -> None:
+    data = _remux(ts10, lambda n, _: n != 0)  # lose the first keyframe
+    segments = split(data, 3.0)
+    assert [(s.start, s.frames) for s in segments] == [(1.0, 90), (4.0, 90), (7.0, 90)]
+    assert probe(segments[0].data).key_frames[:1] == [0]
+
+
+def test_no_keyframe_at_all() -> None:
+    # Matroska keeps the parameter sets in its header, so the stream still opens.
+    data = _remux(_clip("matroska", seconds=1.0), lambda n, _: n != 0, "matroska")
+    with pytest.raises(InputCorrupt, match="no keyframe"):
+        split(data)
+    # In MPEG-TS the parameter sets went with the keyframe.
+    with pytest.raises(InputCorrupt, match="no picture size"):
+        split(_remux(_clip("mpegts", seconds=1.0), lambda n, _: n != 0))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (b"", InputInvalid, "empty"),
+        (os.urandom(188 * 8), InputInvalid, "not a media container"),
+        (audio_only_ts(), InputInvalid, "no video"),
+        (unsupported_video("mjpeg"), UnsupportedCodec, "mjpeg"),
+        (unsupported_video("mpeg4"), UnsupportedCodec, "cannot split 'mpeg4'"),
+    ],
+    ids=["empty", "random", "audio-only", "mjpeg", "mpeg4"],
+)
+def test_bad_input(data: bytes, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        split(data)
+
+
+def test_truncated_ts(ts10: bytes) -> None:
+    with pytest.raises(InputCorrupt, match="truncated"):
+        split(ts10[: len(ts10) // 2 + 7])
+
+
+def test_limits(ts10: bytes) -> None:
+    with pytest.raises(InputTooLong, match="limit is 5 s"):
+        split(ts10, 3.0, max_seconds=5)
+    with pytest.raises(InputTooLong, match=r"4 segments .* limit is 3"):
+        split(ts10, 3.0, max_segments=3)
+    assert len(split(ts10, 3.0, max_segments=4)) == 4
+    with pytest.raises(ValueError, match="target_seconds"):
+        split(ts10, 0)
+
+
+def _strip_parameter_sets(data: bytes) -> bytes:
+    """An H.264 Annex B access unit without its SPS and PPS NAL units."""
+    starts = [i for i in range(len(data) - 3) if data[i : i + 3] == b"\x00\x00\x01"]
+    units = [
+        data[a : b - (1 if data[b - 1 : b] == b"\x00" else 0)]
+        for a, b in zip(starts, [*starts[1:], len(data) + 1], strict=True)
+    ]
+    return b"\x00" + b"".join(u for u in units if u[3] & 0x1F not in (7, 8))
+
+
+def test_parameter_sets_only_at_the_start(ts10: bytes) -> None:
+    # Some encoders send SPS/PPS once: every segment still needs them before its keyframe
+    # (put there by the segmenter, and by the MPEG-TS muxer from the stream header).
+    buf = io.BytesIO()
+    with (
+        av.open(io.BytesIO(ts10)) as src,
+        av.open(buf, "w", format="mpegts", options={"avoid_negative_ts": "disabled"}) as dst,
+    ):
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if not packet.size:
+                continue
+            out = packet
+            if packet.stream.type == "video" and packet.is_keyframe and packet.pts:
+                out = av.Packet(_strip_parameter_sets(bytes(packet)))
+                out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+                out.is_keyframe = True
+            out.stream = streams[packet.stream.index]
+            dst.mux(out)
+    segments = split(buf.getvalue(), 3.0)
+    assert [probe(s.data).frames for s in segments] == [90, 90, 90, 30]
