@@ -1,0 +1,152 @@
+"""Studio-style file transcoding: a long input split, transcoded across the pool, assembled."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import av
+import httpx
+import pytest
+
+from farm.media.synth import make_segment
+from tests.gateway.conftest import Gateway
+
+PROFILES = [
+    {"name": "low", "width": 256, "height": 144, "bitrate": 300000, "fps": 30},
+    {"name": "mid", "width": 320, "height": 180, "bitrate": 500000, "fps": 30},
+]
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[str]:
+    """An HTTP server on loopback serving a 9-second MP4 at /clip.mp4."""
+    clip = make_segment(320, 240, 30, 9.0, gop_seconds=1.0, fmt="mp4")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/clip.mp4":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(clip)))
+            self.end_headers()
+            self.wfile.write(clip)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def wait_task(gw: Gateway, key: str, task_id: str, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        task = httpx.get(
+            f"{gw.url}/api/task/{task_id}", timeout=10, headers={"Authorization": f"Bearer {key}"}
+        ).json()
+        seen.append(task["status"]["phase"])
+        if task["status"]["phase"] in ("completed", "failed"):
+            task["seen"] = seen
+            return task  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"task still {seen[-1]} after {timeout} s")
+
+
+def test_file_transcode_produces_a_playable_hls_ladder_and_mp4(
+    gateway: Gateway, source: str
+) -> None:
+    key_id, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(
+        f"{gateway.url}/api/transcode",
+        timeout=30,
+        headers=auth,
+        json={
+            "input": {"url": f"{source}/clip.mp4"},
+            "outputs": {"hls": {"path": "/out"}, "mp4": {"path": "/out"}},
+            "profiles": PROFILES,
+            "targetSegmentSizeSecs": 3,
+        },
+    )
+    assert r.status_code == 200, r.text
+    task = r.json()
+    assert task["type"] == "transcode-file"
+    assert task["status"]["phase"] in ("pending", "waiting", "running")
+    done = wait_task(gateway, key, task["id"])
+    assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
+    assert "running" in done["seen"]  # type: ignore[operator]
+    output = done["output"]
+    assert output["segments"] == 3  # type: ignore[index]
+    base = gateway.url
+    master = httpx.get(base + output["hls"]["url"], headers=auth, timeout=10).text  # type: ignore[index]
+    assert "RESOLUTION=256x144" in master and "RESOLUTION=320x180" in master
+    total_frames = 0
+    for name in ("low", "mid"):
+        media_url = base + output["hls"]["url"].replace("index.m3u8", f"{name}/index.m3u8")  # type: ignore[index]
+        playlist = httpx.get(media_url, headers=auth, timeout=10).text
+        segments = [line for line in playlist.splitlines() if line.endswith(".ts")]
+        durations = [
+            float(line[8:].rstrip(","))
+            for line in playlist.splitlines()
+            if line.startswith("#EXTINF:")
+        ]
+        assert len(segments) == 3 and abs(sum(durations) - 9.0) < 0.05
+        frames = 0
+        for seg in segments:
+            data = httpx.get(media_url.replace("index.m3u8", seg), headers=auth, timeout=10).content
+            with av.open(io.BytesIO(data)) as c:
+                decoded = list(c.decode(video=0))
+                assert decoded[0].key_frame and c.streams.audio
+                frames += len(decoded)
+        assert frames == 270
+        total_frames += frames
+    mp4 = {m["name"]: m for m in output["mp4"]}  # type: ignore[index]
+    data = httpx.get(base + mp4["mid"]["url"], headers=auth, timeout=10).content
+    with av.open(io.BytesIO(data)) as c:
+        assert c.format.name.startswith("mov")
+        assert len(list(c.decode(video=0))) == 270
+    assert total_frames == 540
+    # Charged what was encoded: 9 s x 30 fps x (256x144 + 320x180) at 1 credit per pixel.
+    assert output["charged"] == 270 * (256 * 144 + 320 * 180)  # type: ignore[index]
+    assert gateway.balance(key_id) == 10**9 - output["charged"]  # type: ignore[index]
+
+
+def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
+    gateway: Gateway, source: str
+) -> None:
+    key_id, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(
+        f"{gateway.url}/api/transcode",
+        headers=auth,
+        timeout=30,
+        json={"input": {"url": f"{source}/missing.mp4"}},
+    )
+    failed = wait_task(gateway, key, r.json()["id"])
+    assert failed["status"]["phase"] == "failed"  # type: ignore[index]
+    assert "404" in failed["status"]["errorMessage"]  # type: ignore[index]
+    assert gateway.balance(key_id) == 10**9
+    bad = httpx.post(
+        f"{gateway.url}/api/transcode",
+        headers=auth,
+        timeout=30,
+        json={"input": {"url": "file:///etc/passwd"}},
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "bad_request"
+    other_key = gateway.key(credits=0)[1]
+    hidden = httpx.get(
+        f"{gateway.url}/api/task/{r.json()['id']}",
+        timeout=10,
+        headers={"Authorization": f"Bearer {other_key}"},
+    )
+    assert hidden.status_code == 404
