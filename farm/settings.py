@@ -202,3 +202,4 @@ class UpSettings(NodeSettings):
 
     home: Path = Path(".farm")
     workers: int = Field(1, ge=1)
+    gateway_port: int = Field(9935, ge=1, le=65535)

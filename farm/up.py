@@ -7,6 +7,7 @@ the same ``farm`` commands an operator would run one by one; only their URLs dif
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,7 @@ class Supervisor:
                 child.wait()
 
 
-def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = False) -> int:
+def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -> int:
     """Start the cluster and supervise it until Ctrl-C; returns the exit status."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,11 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = False) 
             "beat", ["beat", "--schedule", str(home / "beat-schedule"), "--loglevel", "WARNING"]
         )
         if with_gateway:
-            sup.start("gateway", ["gateway"])
+            env.update(_gateway_env(settings, env, home))
+            sup.start(
+                "gateway",
+                ["gateway", "--host", settings.host, "--port", str(settings.gateway_port)],
+            )
         mode = (
             f"embedded (Redis on {redis_server.socket}, SQLite in {home})"
             if redis_server
@@ -109,20 +114,53 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = False) 
             redis_server.stop()
 
 
+def _gateway_env(settings: UpSettings, env: dict[str, str], home: Path) -> dict[str, str]:
+    """A gateway in front of this one cluster, unless the operator configured its own."""
+    broker = env.get("FARM_BROKER_URL", settings.broker_url)
+    redis_url = env.get("FARM_REGISTRY_URL") or settings.registry_url or broker
+    local = {
+        "name": "local",
+        "region": settings.region,
+        "node_url": f"http://{settings.host}:{settings.port}",
+        "broker_url": broker,
+        "result_backend": env.get("FARM_RESULT_BACKEND", settings.result_backend),
+        "registry_url": redis_url,
+        "database_url": env.get("FARM_DATABASE_URL", settings.database_url),
+        "blob_url": env.get("FARM_BLOB_URL", settings.blob_url),
+    }
+    out = {
+        "FARM_GATEWAY_DATABASE_URL": f"sqlite:///{home / 'gateway.db'}",
+        "FARM_GATEWAY_REDIS_URL": redis_url,
+        "FARM_GATEWAY_BLOB_URL": f"file://{home / 'gateway-blobs'}",
+        "FARM_ORCHESTRATORS": json.dumps([local]),
+    }
+    return {k: v for k, v in out.items() if k not in os.environ}
+
+
 def _banner(settings: UpSettings, mode: str, env: dict[str, str]) -> str:
     exports = " ".join(
         f"{k}={env[k]}"
-        for k in ("FARM_BROKER_URL", "FARM_DATABASE_URL", "FARM_BLOB_URL")
+        for k in (
+            "FARM_BROKER_URL",
+            "FARM_DATABASE_URL",
+            "FARM_BLOB_URL",
+            "FARM_GATEWAY_DATABASE_URL",
+        )
         if k in env
     )
     prefix = f"export {exports}\n  " if exports else ""
     return (
         f"farm up: node API on http://{settings.host}:{settings.port} "
-        f"(/status, /healthz, /metrics), {settings.workers} worker(s), beat; {mode}\n"
+        f"(/status, /healthz, /metrics), gateway on http://{settings.host}:"
+        f"{settings.gateway_port}, {settings.workers} worker(s), beat; {mode}\n"
         "Submit a first segment from another shell:\n"
         f"  {prefix}farm submit SEGMENT.ts -p P360p30fps16x9,P240p30fps16x9 -o out/\n"
         "No segment at hand? `farm bench --segs 1 --out-prefix seg/` writes renditions; or\n"
         '  python -c "from farm.media.synth import make_segment; '
         "open('seg.ts','wb').write(make_segment())\"\n"
+        "Or through the gateway with an API key (`farm keys create --credits 1000000000`,\n"
+        "  with the FARM_GATEWAY_DATABASE_URL above):\n"
+        f"  curl -H 'Authorization: Bearer KEY' --data-binary @seg.ts "
+        f"http://{settings.host}:{settings.gateway_port}/live/mystream/0.ts\n"
         "Ctrl-C stops everything."
     )

@@ -211,12 +211,17 @@ def job_cmd(job_id: str) -> None:
 )
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes.")
 @click.option("--port", type=int, default=None, help="Node API port (default 8935).")
-def up_cmd(home: Path | None, workers: int | None, port: int | None) -> None:
+@click.option("--gateway-port", type=int, default=None, help="Gateway port (default 9935).")
+def up_cmd(
+    home: Path | None, workers: int | None, port: int | None, gateway_port: int | None
+) -> None:
     """Start node API, worker and beat as one supervised group (embedded servers by default)."""
     from farm.settings import UpSettings
     from farm.up import run_up
 
-    settings: UpSettings = _load(UpSettings, home=home, workers=workers, port=port)
+    settings: UpSettings = _load(
+        UpSettings, home=home, workers=workers, port=port, gateway_port=gateway_port
+    )
     # The embedded default applies only when no broker was configured (env or config.json).
     embedded = "broker_url" not in settings.model_fields_set
     sys.exit(run_up(settings, embedded=embedded))

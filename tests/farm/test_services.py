@@ -18,7 +18,7 @@ from farm.client import FarmClient
 from farm.embedded import embedded_urls
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
-from farm.settings import ClusterSettings
+from farm.settings import DEV_SECRET, ClusterSettings
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 
 
@@ -116,12 +116,23 @@ def test_flower_requires_auth_and_shows_workers(cluster: Cluster) -> None:
 
 def test_farm_up_embedded_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    port = free_port()
+    port, gw_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     env["FARM_HEARTBEAT_S"] = "0.5"
     with open(tmp_path / "up.log", "ab") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "farm.cli", "up", "--home", str(home), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "farm.cli",
+                "up",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+                "--gateway-port",
+                str(gw_port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -152,10 +163,30 @@ def test_farm_up_embedded_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
                 make_segment(320, 240, 30, 1.0), parse_profiles("P144p30fps16x9"), duration=1.0
             )
             assert client.wait(job.id, timeout=60).renditions[0].frames == 30
+        # The gateway in front of it takes a segment from a key it issues.
+        gateway = f"http://127.0.0.1:{gw_port}"
+        wait_for(lambda: _get_ok(f"{gateway}/healthz"), timeout=60, what="farm up's gateway")
+        created = httpx.post(
+            f"{gateway}/admin/keys",
+            json={"name": "t", "credits": 10**9},
+            headers={"Authorization": f"Bearer {DEV_SECRET}"},
+            timeout=10,
+        )
+        pushed = httpx.post(
+            f"{gateway}/live/demo/0.ts",
+            content=make_segment(320, 240, 30, 1.0),
+            headers={
+                "Authorization": f"Bearer {created.json()['key']}",
+                "Content-Duration": "1000",
+            },
+            timeout=60,
+        )
+        assert pushed.status_code == 200, pushed.text
+        assert pushed.json()["orchestrator"] == "local"
         banner = (tmp_path / "up.log").read_text()
         assert "farm submit" in banner
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 4  # redis, node, worker (+ its pool), beat
+        assert len(children) >= 5  # redis, node, worker (+ its pool), beat, gateway
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0
         time.sleep(0.5)
@@ -164,3 +195,10 @@ def test_farm_up_embedded_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
