@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media bench-farm run clean
+.PHONY: install lint test bench bench-media bench-farm bench-gateway run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media bench-farm
+bench: bench-media bench-farm bench-gateway
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -40,3 +40,7 @@ clean:
 # Needs Redis and PostgreSQL running (as .ci/run starts them).
 bench-farm: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_farm
+
+# Needs Redis and PostgreSQL running.
+bench-gateway: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_gateway

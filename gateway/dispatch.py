@@ -69,6 +69,10 @@ class Dispatcher:
     def max_price(self) -> tuple[int, int]:
         """The highest price among usable orchestrators (what a reservation must cover)."""
         usable = self.pool.candidates() or self.pool.orchestrators
+        if not usable:
+            raise NoOrchestrators("no orchestrators are configured").with_retry_after(
+                self.pool.probe_interval_s
+            )
         best = max(usable, key=lambda o: o.config.price_per_unit / o.config.pixels_per_unit)
         return best.config.price_per_unit, best.config.pixels_per_unit
 

@@ -61,6 +61,7 @@ class TaskRunner:
     # -- API -------------------------------------------------------------------------------
     def create(self, key_id: str, params: dict[str, Any]) -> dict[str, Any]:
         task_id = uuid.uuid4().hex[:16]
+        now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(Task).values(
@@ -69,13 +70,32 @@ class TaskRunner:
                     phase="pending",
                     progress=0.0,
                     params=params,
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
+                    created_at=now,
+                    updated_at=now,
                 )
             )
+        future = self._tasks.submit(self._run, task_id, key_id, params)
         with self._lock:
-            self._running[task_id] = self._tasks.submit(self._run, task_id, key_id, params)
-        return self.get(task_id, key_id)
+            self._running[task_id] = future
+        future.add_done_callback(lambda _: self._forget(task_id))
+        stamp = int(now.timestamp() * 1000)
+        return {
+            "id": task_id,
+            "type": "transcode-file",
+            "createdAt": stamp,
+            "params": params,
+            "status": {
+                "phase": "pending",
+                "progress": 0.0,
+                "updatedAt": stamp,
+                "errorMessage": None,
+            },
+            "output": None,
+        }
+
+    def _forget(self, task_id: str) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
 
     def get(self, task_id: str, key_id: str | None) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -135,7 +155,7 @@ class TaskRunner:
             output = self._transcode(task_id, key_id, data, profiles, params)
             self._set(task_id, phase="completed", progress=1.0, output=output)
         except (FarmError, httpx.HTTPError, OSError, ValueError) as e:
-            log.warning("task %s failed: %s", task_id, e)
+            log.info("task %s failed: %s", task_id, e)  # the caller's input: not our fault
             self._set(task_id, phase="failed", error=str(e)[:2000])
         except Exception as e:
             log.exception("task %s crashed", task_id)
