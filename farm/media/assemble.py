@@ -15,7 +15,7 @@ from typing import Any
 import av
 
 from farm.errors import EngineFailure, FarmError, InputCorrupt, InputInvalid
-from farm.media.engine import _adts_to_mp4
+from farm.media.engine import adts_to_mp4
 from farm.media.output import OutputFile
 from farm.media.playlist import master_playlist, media_playlist
 
@@ -123,7 +123,7 @@ def _concat(segments: list[bytes], out: OutputFile) -> None:
                 v_out = container.add_stream_from_template(video)
                 if audio is not None:
                     a_out = container.add_stream_from_template(audio)
-                    adts = _adts_to_mp4(audio, a_out)
+                    adts = adts_to_mp4(audio, a_out)
             kinds = _kinds(video, audio)
             if first is None:
                 first = kinds

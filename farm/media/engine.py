@@ -37,7 +37,7 @@ from farm.media.output import MIME_TYPES, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
 
-__all__ = ["EngineOptions", "Rendition", "TranscodeResult", "transcode"]
+__all__ = ["EngineOptions", "Rendition", "TranscodeResult", "adts_to_mp4", "transcode"]
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class _Rendition(threading.Thread):
         self._in_frame = Fraction(1) / source.frame_rate if source.frame_rate else None
         self._adts: BitStreamFilterContext | None = None
         if self._audio is not None and source.audio is not None and opts.fmt in ("mp4", "fmp4"):
-            self._adts = _adts_to_mp4(source.audio, self._audio)
+            self._adts = adts_to_mp4(source.audio, self._audio)
         self.cancelled = threading.Event()
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
@@ -487,7 +487,7 @@ _AAC_RATES = (
 _AAC_OBJECTS = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4, "HE-AAC": 2, "HE-AACv2": 2}
 
 
-def _adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterContext | None:
+def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterContext | None:
     """For ADTS AAC (as MPEG-TS carries it) going into MP4: a filter that strips the ADTS
     headers, and the AudioSpecificConfig the MP4 header needs before the first packet."""
     ctx = source.codec_context
