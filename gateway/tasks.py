@@ -22,6 +22,7 @@ from farm.media.profiles import VideoProfile, profiles_from_json
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import BadRequest, NotFound, PayloadTooLarge
 from gateway.models import Task
+from gateway.payments import CreditPayment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
 
@@ -194,27 +195,26 @@ class TaskRunner:
         ref = f"task:{task_id}"
         session_id = f"task:{task_id}"
         self.state.log.open(session_id, "task", key_id)
-        self.state.ledger.reserve(key_id, reserve, ref)
         futures: list[Future[SegmentOutcome]] = []
-        try:
-            self._set(task_id, phase="running", progress=0.0)
-            futures += [
-                self._segments.submit(
-                    self.state.dispatcher.run, session_id, s.index, s.data, profiles, s.duration
-                )
-                for s in segments
-            ]
-            outcomes: list[SegmentOutcome] = []
-            for done, future in enumerate(futures, start=1):
-                outcomes.append(future.result())
-                self._set(task_id, progress=0.95 * done / len(segments))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            self.state.ledger.release(key_id, reserve, ref)
-            raise
-        cost = sum(o.cost for o in outcomes)
-        charged = self.state.ledger.settle(key_id, reserve, cost, ref)
+        with CreditPayment(self.state.ledger, key_id).hold(ref, reserve) as hold:
+            try:
+                self._set(task_id, phase="running", progress=0.0)
+                futures += [
+                    self._segments.submit(
+                        self.state.dispatcher.run, session_id, s.index, s.data, profiles, s.duration
+                    )
+                    for s in segments
+                ]
+                outcomes: list[SegmentOutcome] = []
+                for done, future in enumerate(futures, start=1):
+                    outcomes.append(future.result())
+                    self._set(task_id, progress=0.95 * done / len(segments))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            hold.actual = sum(o.cost for o in outcomes)
+        charged = hold.charged
         return self._store(
             task_id, segments, profiles, outcomes, params, charged, hls_fn=hls, mp4_fn=concat_mp4
         )

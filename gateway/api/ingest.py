@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.auth import Caller, bearer, state_of
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import AuthFailed, BadRequest, PayloadTooLarge, TranscodeFailed
+from gateway.payments import CreditPayment, ExternalPayment, Payment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
 
@@ -123,17 +124,14 @@ def _transcode(
         estimate_pixels(profiles, duration, state.settings.estimate_margin), price, per
     )
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
-    if caller.key_id is None:
-        return state.dispatcher.run(session_id, seq, data, profiles, duration, fmt), 0
-    with state.limiter.job(caller.key_id):
-        state.ledger.reserve(caller.key_id, reserve, ref)
-        try:
-            outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
-        except BaseException:
-            state.ledger.release(caller.key_id, reserve, ref)
-            raise
-        charged = state.ledger.settle(caller.key_id, reserve, outcome.cost, ref)
-        return outcome, charged
+    payment: Payment = (
+        CreditPayment(state.ledger, caller.key_id) if caller.key_id else ExternalPayment()
+    )
+    slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
+    with slot, payment.hold(ref, reserve) as hold:
+        outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
+        hold.actual = outcome.cost
+    return outcome, hold.charged
 
 
 @router.api_route("/live/{manifest_id}/{segment}", methods=["POST", "PUT"], response_model=None)

@@ -55,7 +55,7 @@ class Env:
     def pg(self, schema: str) -> str:
         return f"{PG_URL}?options=-csearch_path%3D{schema}"
 
-    def gateway(self, **env: str) -> Gateway:
+    def gateway(self, expect_unhealthy: bool = False, **env: str) -> Gateway:
         """Start a gateway process in front of both orchestrators."""
         port = free_port()
         schema = self.schemas[2]
@@ -89,9 +89,14 @@ class Env:
 
         def ready() -> bool:
             try:
-                return httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200
+                health = httpx.get(f"{gw.url}/healthz", timeout=2)
             except httpx.HTTPError:
                 return False
+            return health.status_code == 200 or (
+                health.status_code == 503
+                and not health.json()["checks"]["orchestrators"]
+                and expect_unhealthy
+            )
 
         wait_for(ready, timeout=60, what=f"the gateway (log {log})")
         return gw

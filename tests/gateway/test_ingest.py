@@ -158,6 +158,16 @@ def test_rate_limit_trips(env: Env, segment: bytes) -> None:
     assert limited.json()["code"] == "rate_limited"
 
 
+def test_no_healthy_orchestrator_is_503_with_retry_after(env: Env, segment: bytes) -> None:
+    ghost = {**env.orchs[1].config(), "name": "ghost", "node_url": "http://127.0.0.1:9"}
+    gw = env.gateway(expect_unhealthy=True, FARM_ORCHESTRATORS=json.dumps([ghost]))
+    key_id, key = gw.key(credits=10 * COST)
+    r = post(gw, "/live/nobody/0.ts", segment, key)
+    assert r.status_code == 503 and r.json()["code"] == "no_orchestrators"
+    assert int(r.headers["Retry-After"]) >= 1
+    assert gw.balance(key_id) == 10 * COST
+
+
 def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None:
     # orch-a is in the gateway's region, so it is preferred; probes are slow here, so the
     # gateway learns of the failure from the attempt itself.
