@@ -25,7 +25,9 @@ __all__ = [
     "render",
     "segment_transcode_failed",
     "segment_transcoded",
+    "segment_verified",
     "set_cluster_state",
+    "verification_failed",
 ]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -49,6 +51,14 @@ CAPACITY = Gauge("farm_capacity_total", "Concurrent jobs the live workers can ta
 LOAD = Gauge("farm_load_total", "Jobs the live workers are running")
 QUEUE_DEPTH = Gauge("farm_queue_depth", "Messages waiting per queue", ["queue"])
 JOB_STATES = Gauge("farm_jobs", "Jobs in the job table by state", ["state"])
+VERIFY_FAILED = Counter(
+    "farm_verification_failed_total", "Renditions that failed verification", ["reason"]
+)
+VERIFY_TIME = Histogram(
+    "farm_verification_seconds",
+    "Time to verify a segment's renditions",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 
 
 def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> None:
@@ -59,6 +69,14 @@ def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> 
 
 def segment_transcode_failed(code: str) -> None:
     SEGMENT_FAILED.labels(error_code=code).inc()
+
+
+def verification_failed(reason: str) -> None:
+    VERIFY_FAILED.labels(reason=reason).inc()
+
+
+def segment_verified(seconds: float) -> None:
+    VERIFY_TIME.observe(seconds)
 
 
 def job_failed(code: str) -> None:
