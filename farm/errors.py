@@ -23,6 +23,7 @@ __all__ = [
     "RetryableError",
     "TranscodeTimeout",
     "UnsupportedCodec",
+    "VerificationFailed",
 ]
 
 
@@ -97,6 +98,12 @@ class EncoderUnavailable(RetryableError):
     """Raised when a hardware encoder was chosen but failed to open on this worker."""
 
     code = "encoder_unavailable"
+
+
+class VerificationFailed(RetryableError):
+    """Raised when a rendition fails verification; another attempt may produce a good one."""
+
+    code = "verification_failed"
 
 
 class TranscodeTimeout(RetryableError):

@@ -109,3 +109,254 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
+
+
+# --- Operations: the transcoder pool, GPUs and payments (ops issue) ---
+#
+# The node API sets these at scrape time from the capability registry (farm.node.status_page).
+# Only the node API and the exporter set gauges; prefork workers touch counters and histograms
+# alone. Gauges still declare a multiprocess mode, so that under ``farm up`` (which shares
+# ``PROMETHEUS_MULTIPROC_DIR`` between every process) each is one series, not one per pid.
+
+TRANSCODERS_NUMBER = Gauge(
+    "livepeer_transcoders_number",
+    "Live transcoders (worker processes) in the registry",
+    multiprocess_mode="livemostrecent",
+)
+TRANSCODERS_CAPACITY = Gauge(
+    "livepeer_transcoders_capacity",
+    "Concurrent segments the live transcoders can take",
+    multiprocess_mode="livemostrecent",
+)
+TRANSCODERS_LOAD = Gauge(
+    "livepeer_transcoders_load",
+    "Segments the live transcoders are running",
+    multiprocess_mode="livemostrecent",
+)
+_GPU_LABELS = ["worker", "gpu", "name"]
+GPU_UTILIZATION = Gauge(
+    "farm_gpu_utilization_percent",
+    "GPU core utilisation from NVML",
+    _GPU_LABELS,
+    multiprocess_mode="livemostrecent",
+)
+GPU_ENCODER_UTILIZATION = Gauge(
+    "farm_gpu_encoder_utilization_percent",
+    "NVENC utilisation from NVML",
+    _GPU_LABELS,
+    multiprocess_mode="livemostrecent",
+)
+GPU_DECODER_UTILIZATION = Gauge(
+    "farm_gpu_decoder_utilization_percent",
+    "NVDEC utilisation from NVML",
+    _GPU_LABELS,
+    multiprocess_mode="livemostrecent",
+)
+GPU_ENCODER_SESSIONS = Gauge(
+    "farm_gpu_encoder_sessions",
+    "Open NVENC sessions from NVML",
+    _GPU_LABELS,
+    multiprocess_mode="livemostrecent",
+)
+GPU_ENCODER_SESSION_LIMIT = Gauge(
+    "farm_gpu_encoder_session_limit",
+    "NVENC sessions the card allows (consumer cards only)",
+    _GPU_LABELS,
+    multiprocess_mode="livemostrecent",
+)
+GPU_MEMORY_FREE = Gauge(
+    "farm_gpu_memory_free_bytes", "Free GPU memory", _GPU_LABELS, multiprocess_mode="livemostrecent"
+)
+GPU_MEMORY_TOTAL = Gauge(
+    "farm_gpu_memory_total_bytes", "GPU memory", _GPU_LABELS, multiprocess_mode="livemostrecent"
+)
+_GPU_GAUGES = {
+    "utilization_gpu": GPU_UTILIZATION,
+    "utilization_encoder": GPU_ENCODER_UTILIZATION,
+    "utilization_decoder": GPU_DECODER_UTILIZATION,
+    "encoder_sessions": GPU_ENCODER_SESSIONS,
+    "encoder_session_limit": GPU_ENCODER_SESSION_LIMIT,
+    "memory_free": GPU_MEMORY_FREE,
+    "memory_total": GPU_MEMORY_TOTAL,
+}
+
+# Orchestrator-side payments and reward (go-livepeer's names, node.md section 5). Nothing in
+# the farm records them yet: the chain package feeds them through the functions below once it
+# exists, so the dashboard and the alert rules can name them today.
+TICKET_VALUE_RECV = Counter(
+    "livepeer_ticket_value_recv", "Face value times win probability of tickets received (gwei)"
+)
+TICKETS_RECV = Counter("livepeer_tickets_recv", "Tickets received")
+PAYMENT_RECV_ERRORS = Counter(
+    "livepeer_payment_recv_errors", "Payments refused on receipt", ["error_code"]
+)
+WINNING_TICKETS_RECV = Counter("livepeer_winning_tickets_recv", "Winning tickets received")
+VALUE_REDEEMED = Counter("livepeer_value_redeemed", "Value of winning tickets redeemed (gwei)")
+TICKET_REDEMPTION_ERRORS = Counter(
+    "livepeer_ticket_redemption_errors", "Winning-ticket redemptions that failed"
+)
+REWARD_CALL_ERRORS = Counter("livepeer_reward_call_errors", "Reward calls that failed")
+REWARD_CALLS = Counter("farm_reward_calls_total", "Reward calls that succeeded")
+REWARD_LAST_ROUND = Gauge(
+    "farm_reward_last_round",
+    "The last round this orchestrator called reward in",
+    multiprocess_mode="max",
+)
+CURRENT_ROUND = Gauge(
+    "farm_chain_current_round", "The chain's current round", multiprocess_mode="max"
+)
+
+
+def set_transcoders(number: int, capacity: int, load: int) -> None:
+    """The transcoder pool as go-livepeer reports it: live workers, their capacity and load."""
+    TRANSCODERS_NUMBER.set(number)
+    TRANSCODERS_CAPACITY.set(capacity)
+    TRANSCODERS_LOAD.set(load)
+
+
+def set_gpus(gpus_by_worker: dict[str, list[dict[str, object]]]) -> None:
+    """Per-GPU NVML readings from the workers' heartbeats (``GpuInfo.to_dict()`` shapes).
+
+    Series of workers no longer live are dropped (in one process; under a shared
+    multiprocess directory a dead worker's last values stay until the node API restarts).
+    """
+    for gauge in _GPU_GAUGES.values():
+        gauge.clear()
+    for worker, gpus in gpus_by_worker.items():
+        for gpu in gpus:
+            labels = {
+                "worker": worker,
+                "gpu": str(gpu.get("index", "")),
+                "name": str(gpu.get("name", "")),
+            }
+            for field_name, gauge in _GPU_GAUGES.items():
+                value = gpu.get(field_name)
+                if isinstance(value, int | float):
+                    gauge.labels(**labels).set(value)
+
+
+def ticket_received(value_gwei: float) -> None:
+    """A ticket arrived with a payment (chain package)."""
+    TICKETS_RECV.inc()
+    TICKET_VALUE_RECV.inc(value_gwei)
+
+
+def payment_refused(code: str) -> None:
+    """A payment failed validation on receipt (chain package)."""
+    PAYMENT_RECV_ERRORS.labels(error_code=code).inc()
+
+
+def winning_ticket_received() -> None:
+    """A received ticket won (chain package)."""
+    WINNING_TICKETS_RECV.inc()
+
+
+def value_redeemed(value_gwei: float) -> None:
+    """A winning ticket was redeemed on chain (chain package)."""
+    VALUE_REDEEMED.inc(value_gwei)
+
+
+def ticket_redemption_failed() -> None:
+    """A redemption transaction failed or reverted (chain package)."""
+    TICKET_REDEMPTION_ERRORS.inc()
+
+
+def reward_called(round_number: int) -> None:
+    """Reward was claimed for ``round_number`` (chain package)."""
+    REWARD_CALLS.inc()
+    REWARD_LAST_ROUND.set(round_number)
+
+
+def reward_call_failed() -> None:
+    """A reward call failed (chain package)."""
+    REWARD_CALL_ERRORS.inc()
+
+
+def set_current_round(round_number: int) -> None:
+    """The chain's current round, as the reward service last read it (chain package)."""
+    CURRENT_ROUND.set(round_number)
+
+
+# --- farm exporter (the livepeer_exporter role): what it read, and the gateway's pool ---
+EXPORTER_UP = Gauge(
+    "farm_exporter_target_up",
+    "Whether the exporter's last read of a target succeeded",
+    ["target"],
+    multiprocess_mode="livemostrecent",
+)
+_ORCH = ["orchestrator", "region"]
+ORCH_HEALTHY = Gauge(
+    "farm_orchestrator_healthy",
+    "Gateway probe says healthy",
+    _ORCH,
+    multiprocess_mode="livemostrecent",
+)
+ORCH_SUSPENDED = Gauge(
+    "farm_orchestrator_suspended",
+    "Suspended after a failure",
+    _ORCH,
+    multiprocess_mode="livemostrecent",
+)
+ORCH_CAPACITY = Gauge(
+    "farm_orchestrator_capacity",
+    "Capacity the probe saw",
+    _ORCH,
+    multiprocess_mode="livemostrecent",
+)
+ORCH_LOAD = Gauge(
+    "farm_orchestrator_load", "Load the probe saw", _ORCH, multiprocess_mode="livemostrecent"
+)
+ORCH_SCORE = Gauge(
+    "farm_orchestrator_score",
+    "Selection score from the gateway",
+    _ORCH,
+    multiprocess_mode="livemostrecent",
+)
+ORCH_SUCCESS = Gauge(
+    "farm_orchestrator_success_ratio", "Success EWMA", _ORCH, multiprocess_mode="livemostrecent"
+)
+ORCH_LATENCY = Gauge(
+    "farm_orchestrator_latency_seconds", "Latency EWMA", _ORCH, multiprocess_mode="livemostrecent"
+)
+_ORCH_GAUGES = {
+    "healthy": ORCH_HEALTHY,
+    "suspended": ORCH_SUSPENDED,
+    "capacity": ORCH_CAPACITY,
+    "load": ORCH_LOAD,
+    "score": ORCH_SCORE,
+    "success": ORCH_SUCCESS,
+    "latency": ORCH_LATENCY,
+}
+
+
+def exporter_target(target: str, up: bool) -> None:
+    """Whether the exporter could read ``target`` (``node``, ``gateway``, later ``chain``)."""
+    EXPORTER_UP.labels(target=target).set(1 if up else 0)
+
+
+def set_orchestrators(orchestrators: Sequence[dict[str, object]]) -> None:
+    """The gateway's pool as ``/admin/orchestrators`` reports it."""
+    for gauge in _ORCH_GAUGES.values():
+        gauge.clear()
+    for o in orchestrators:
+        labels = {"orchestrator": str(o.get("name", "")), "region": str(o.get("region", ""))}
+        for key, gauge in _ORCH_GAUGES.items():
+            value = o.get(key)
+            if isinstance(value, bool | int | float):
+                gauge.labels(**labels).set(float(value))
+
+
+__all__ += [
+    "exporter_target",
+    "payment_refused",
+    "reward_call_failed",
+    "reward_called",
+    "set_current_round",
+    "set_gpus",
+    "set_orchestrators",
+    "set_transcoders",
+    "ticket_received",
+    "ticket_redemption_failed",
+    "value_redeemed",
+    "winning_ticket_received",
+]

@@ -107,6 +107,10 @@ class ClusterSettings(FarmBaseSettings):
     queued_timeout_s: float = Field(60.0, gt=0)
     #: Workers send task events (Flower's task views need them; each costs a publish).
     task_events: bool = True
+    #: Verify every rendition before a job is done (farm.media.verify).
+    verify_renditions: bool = True
+    #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS).
+    chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
 

@@ -20,9 +20,10 @@ from farm.errors import (
     NoCapacity,
     RetryableError,
     TranscodeTimeout,
+    VerificationFailed,
 )
 from farm.jobs import JobStore
-from farm.media.engine import EngineOptions, transcode
+from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.resources import Resources
@@ -111,9 +112,20 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             preset=spec.get("preset", "veryfast"),
             gpu=_gpu_index(),
             deadline_s=float(soft) if soft else None,
+            verify=res.settings.verify_renditions,
         )
         result = transcode(data, profiles, opts)
         timings["engine"] = result.timings["total"]
+        result = _chaos(result, res.settings.chaos, claim.attempts)
+        if result.verification:
+            for failure in result.verification:
+                metrics.verification_failed(failure.reason)
+            raise VerificationFailed(
+                "rendition verification failed: " + "; ".join(map(str, result.verification))
+            )
+        if result.verification is not None:
+            timings["verify"] = result.timings.get("verify", 0.0)
+            metrics.segment_verified(timings["verify"])
         t = time.perf_counter()
         renditions = []
         for r in result.renditions:
@@ -144,6 +156,18 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
         )
     return payload
+
+
+def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> TranscodeResult:
+    """Chaos testing: damage the output as configured, then verify what is left."""
+    from farm.media.damage import FIRST_ATTEMPT, damage
+    from farm.media.verify import verify_result
+
+    if not kind or (kind in FIRST_ATTEMPT and attempt > 1):
+        return result
+    damaged = damage(result, kind)
+    damaged.verification = list(verify_result(damaged).failures)
+    return damaged
 
 
 def _classify(error: BaseException, task: Task) -> FarmError:

@@ -59,3 +59,41 @@ def orchestrator_swap(reason: str) -> None:
 
 def session_started(active: int) -> None:
     SESSIONS.set(active)
+
+
+# --- Gateway payments (go-livepeer's names, node.md section 5) ---
+# Nothing records these yet: the ticket payment path of the chain issue feeds them through
+# the functions below, so the dashboard and the alert rules can name them today.
+TICKET_VALUE_SENT = Counter(
+    "livepeer_ticket_value_sent", "Expected value of tickets sent (gwei)", ["recipient"]
+)
+TICKETS_SENT = Counter("livepeer_tickets_sent", "Tickets sent", ["recipient"])
+PAYMENT_CREATE_ERRORS = Counter(
+    "livepeer_payment_create_errors", "Payments the gateway could not create", ["error_code"]
+)
+DEPOSIT = Gauge(
+    "livepeer_gateway_deposit", "Sender deposit on the TicketBroker (gwei)", multiprocess_mode="max"
+)
+RESERVE = Gauge(
+    "livepeer_gateway_reserve", "Sender reserve on the TicketBroker (gwei)", multiprocess_mode="max"
+)
+
+
+def tickets_sent(recipient: str, count: int, value_gwei: float) -> None:
+    """Tickets were attached to a segment for ``recipient`` (chain package)."""
+    TICKETS_SENT.labels(recipient=recipient).inc(count)
+    TICKET_VALUE_SENT.labels(recipient=recipient).inc(value_gwei)
+
+
+def payment_create_failed(code: str) -> None:
+    """A payment could not be created (chain package)."""
+    PAYMENT_CREATE_ERRORS.labels(error_code=code).inc()
+
+
+def set_sender_funds(deposit_gwei: float, reserve_gwei: float) -> None:
+    """The sender's deposit and reserve as last read from the chain (chain package)."""
+    DEPOSIT.set(deposit_gwei)
+    RESERVE.set(reserve_gwei)
+
+
+__all__ += ["payment_create_failed", "set_sender_funds", "tickets_sent"]

@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import cluster, gateway, media
+from farm.cli import cluster, gateway, media, ops
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -38,6 +38,8 @@ for _command in (
     gateway.gateway_cmd,
     gateway.keys_group,
     gateway.sessions_cmd,
+    ops.exporter_cmd,
+    ops.status_cmd,
 ):
     cli.add_command(_command)
 

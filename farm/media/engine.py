@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import av
 from av.bitstream import BitStreamFilterContext
@@ -36,6 +36,9 @@ from farm.media.codecs import QUIET_OPTIONS, EncoderChoice, choose_encoder
 from farm.media.output import MIME_TYPES, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
+
+if TYPE_CHECKING:
+    from farm.media.verify import Failure
 
 __all__ = ["EngineOptions", "Rendition", "TranscodeResult", "adts_to_mp4", "transcode"]
 
@@ -61,6 +64,8 @@ class EngineOptions:
     #: Encode renditions on their own threads (off only to measure the difference).
     parallel: bool = True
     interpolation: str = "BICUBIC"
+    #: Reopen and check every rendition (farm.media.verify) on its own thread once encoded.
+    verify: bool = False
 
 
 @dataclass(slots=True)
@@ -114,6 +119,8 @@ class TranscodeResult:
     input_start: float
     input_duration: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: With EngineOptions.verify: what each rendition's checks found (empty when all passed).
+    verification: list[Failure] | None = None
 
     @property
     def encoded_pixels(self) -> int:
@@ -150,6 +157,10 @@ class _Rendition(threading.Thread):
         if self._audio is not None and source.audio is not None and opts.fmt in ("mp4", "fmp4"):
             self._adts = adts_to_mp4(source.audio, self._audio)
         self.cancelled = threading.Event()
+        self._verify = opts.verify
+        self._input_duration = 0.0
+        self.failures: list[Failure] = []
+        self.verify_seconds = 0.0
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
         p = self.profile
@@ -200,6 +211,7 @@ class _Rendition(threading.Thread):
                 self._out.abort()
                 return
             self.finish()
+            self.check()
         except BaseException as e:  # reported to the decoding thread, which re-raises
             self.error = e
             self._out.abort()
@@ -212,6 +224,7 @@ class _Rendition(threading.Thread):
             self._mux_audio(item)
         elif isinstance(item, _Close):
             self.close_video(item.end)
+            self._input_duration = float(item.duration)
         else:
             self.video(*item)
 
@@ -264,6 +277,15 @@ class _Rendition(threading.Thread):
         for out in self._adts.filter(copy) if self._adts is not None else (copy,):
             out.stream = self._audio
             self._out.container.mux(out)
+
+    def check(self) -> None:
+        """Verify the finished rendition, when the options ask for it."""
+        if self._verify and self.result is not None:
+            from farm.media.verify import verify_rendition
+
+            started = time.perf_counter()
+            self.failures = verify_rendition(self.result, self._input_duration)
+            self.verify_seconds = time.perf_counter() - started
 
     def abort(self) -> None:
         """Drop the output of a rendition that will not finish."""
@@ -344,6 +366,7 @@ def transcode(
                 w.join()
             elif w.error is None:
                 w.finish()
+                w.check()
         _raise_first(workers)
     except BaseException:
         for w in workers:
@@ -362,7 +385,13 @@ def transcode(
         decoded_pixels=stats["pixels"],
         input_start=stats["start"],
         input_duration=stats["duration"],
-        timings={"open": opened - started, "transcode": done - opened, "total": done - started},
+        timings={
+            "open": opened - started,
+            "transcode": done - opened,
+            "total": done - started,
+            **({"verify": max(w.verify_seconds for w in workers)} if opts.verify else {}),
+        },
+        verification=[f for w in workers for f in w.failures] if opts.verify else None,
     )
 
 
@@ -460,7 +489,7 @@ def _decode(
         raise InputCorrupt(f"input is truncated: decoded {frames} of {expected} video frames")
     end = last_t + frame_len
     for w in workers:
-        _hand(w, _Close(end), opts.parallel)
+        _hand(w, _Close(end, end - first_t), opts.parallel)
     return {
         "frames": frames,
         "pixels": pixels,
@@ -502,10 +531,11 @@ def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterC
 
 
 class _Close:
-    """Queue item: flush the pending frame up to ``end``."""
+    """Queue item: flush the pending frame up to ``end``; the input lasted ``duration``."""
 
-    def __init__(self, end: Fraction) -> None:
+    def __init__(self, end: Fraction, duration: Fraction) -> None:
         self.end = end
+        self.duration = duration
 
 
 def _check_audio(packet: av.Packet[Any]) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from farm import __version__, metrics
 from farm.celery_app import create_app
+from farm.node import status_page
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
 from farm.resources import Resources
@@ -104,6 +105,8 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
             "jobs": jobs,
             "settings": settings.public(),
         }
+
+    status_page.install(api, status, lambda: res.jobs)
 
     @api.get("/metrics")
     def prometheus() -> Response:

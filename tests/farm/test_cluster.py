@@ -222,3 +222,30 @@ def test_gpus_all_runs_one_worker_process_per_gpu(pg_cluster: Cluster, segment: 
         timeout=10,
         what="both GPU workers to leave the registry",
     )
+
+
+def test_damaged_first_attempt_is_retried_and_succeeds(
+    tmp_path: Path, redis_url: str, sqlite_url: str, segment: bytes
+) -> None:
+    env = cluster_env(tmp_path, redis_url, sqlite_url)
+    env["FARM_CHAOS"] = "truncate"  # this worker truncates every job's first attempt
+    cluster = Cluster(tmp_path, env)
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        job = client.submit(segment, LADDER, duration=1.0)
+        _check_result_any_attempts(client, job.id)
+        final = client.get(job.id, with_attempts=True)
+        assert [a.outcome for a in final.attempt_log] == ["failed", "done"]
+        first = final.attempt_log[0]
+        assert first.error_code == "verification_failed"
+        assert "P240p30fps16x9" in (first.error or "")
+    finally:
+        cluster.stop()
+
+
+def _check_result_any_attempts(client: FarmClient, job_id: str) -> None:
+    result = client.wait(job_id, timeout=60)
+    for ref in result.renditions:
+        with av.open(io.BytesIO(client.rendition_bytes(ref))) as c:
+            assert len(list(c.decode(video=0))) == ref.frames == 30

@@ -1,0 +1,99 @@
+"""Operations commands: ``farm exporter`` and ``farm status``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+__all__ = ["exporter_cmd", "status_cmd"]
+
+_NODE_URL = click.option(
+    "--node-url",
+    envvar="FARM_NODE_URL",
+    default="http://127.0.0.1:8935",
+    show_default=True,
+    help="The orchestrator's node API (env FARM_NODE_URL).",
+)
+_GATEWAY_URL = click.option(
+    "--gateway-url",
+    envvar="FARM_GATEWAY_URL",
+    default=None,
+    help="A gateway, for its orchestrator pool and sessions (env FARM_GATEWAY_URL).",
+)
+_ADMIN_TOKEN = click.option(
+    "--admin-token",
+    envvar="FARM_ADMIN_TOKEN",
+    default=None,
+    help="The gateway's admin token (env FARM_ADMIN_TOKEN).",
+)
+
+
+@click.command("exporter")
+@_NODE_URL
+@_GATEWAY_URL
+@_ADMIN_TOKEN
+@click.option(
+    "--chain-url",
+    envvar="FARM_CHAIN_URL",
+    default=None,
+    help="Ethereum JSON-RPC for chain state (not supported yet: the farm runs offchain).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
+@click.option("--port", type=int, default=9153, show_default=True, help="Listen port.")
+def exporter_cmd(
+    node_url: str,
+    gateway_url: str | None,
+    admin_token: str | None,
+    chain_url: str | None,
+    host: str,
+    port: int,
+) -> None:
+    """Serve cluster state for Prometheus at /metrics (the livepeer_exporter role)."""
+    import uvicorn
+
+    from farm.exporter import ExporterConfig, create_exporter_app
+
+    config = ExporterConfig(node_url or None, gateway_url, admin_token, chain_url)
+    uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
+
+
+@click.command("status")
+@_NODE_URL
+@_GATEWAY_URL
+@_ADMIN_TOKEN
+@click.option("-w", "--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("-n", "--interval", type=click.FloatRange(0.1), default=2.0, show_default=True)
+@click.option(
+    "--count", type=click.IntRange(0), default=0, help="With --watch, stop after N redraws."
+)
+def status_cmd(
+    node_url: str,
+    gateway_url: str | None,
+    admin_token: str | None,
+    watch: bool,
+    interval: float,
+    count: int,
+) -> None:
+    """Show the cluster: workers and GPUs, queues, jobs, orchestrators and sessions.
+
+    Exits 1 when the node API cannot be read (one-shot mode).
+    """
+    from farm.status import fetch, render
+
+    drawn = 0
+    while True:
+        snap = fetch(node_url, gateway_url, admin_token)
+        text = render(snap)
+        if watch:
+            # Home the cursor and clear the screen: a live view without curses.
+            click.echo("\x1b[H\x1b[2J" + text, nl=False)
+        else:
+            click.echo(text, nl=False)
+            if snap.node is None:
+                raise click.exceptions.Exit(1)
+            return
+        drawn += 1
+        if count and drawn >= count:
+            return
+        time.sleep(interval)

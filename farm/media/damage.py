@@ -1,0 +1,91 @@
+"""Deliberately damaged renditions, for chaos testing of verification.
+
+A worker configured with ``FARM_CHAOS`` damages its output the way real failures do
+(a truncated upload, a rendition at the wrong size, a pixel count that does not match, a
+stream that starts without its keyframe, or a different picture altogether), so that the
+checks that must catch each of them can be seen catching them, end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import av
+
+from farm.errors import ConfigError
+from farm.media.engine import EngineOptions, Rendition, TranscodeResult, transcode
+from farm.media.output import OutputFile
+from farm.media.synth import make_segment
+
+__all__ = ["KINDS", "damage"]
+
+#: Damage applied to a job's first attempt only (verification catches it, the retry is clean)
+#: and damage applied to every attempt (only a cross-check on another orchestrator sees it).
+FIRST_ATTEMPT = ("truncate", "resize", "pixels", "keyframe")
+EVERY_ATTEMPT = ("picture",)
+KINDS = FIRST_ATTEMPT + EVERY_ATTEMPT
+
+
+def _truncate(r: Rendition) -> Rendition:
+    cut = (len(r.data) // 2) // 188 * 188
+    return dataclasses.replace(r, data=r.data[:cut])
+
+
+def _drop_first_keyframe(r: Rendition) -> Rendition:
+    out = OutputFile(r.fmt)
+    with av.open(io.BytesIO(r.data), "r") as src:
+        streams = {s.index: out.container.add_stream_from_template(s) for s in src.streams}
+        dropped = False
+        for packet in src.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video" and not dropped:
+                dropped = True
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.container.mux(packet)
+    return dataclasses.replace(r, data=out.finish())
+
+
+def _other_picture(result: TranscodeResult, r: Rendition) -> Rendition:
+    # The same size, rate and length, and a picture that has nothing to do with the input.
+    src = make_segment(
+        r.width,
+        r.height,
+        round(float(r.profile.frame_rate or 30)),
+        result.input_duration,
+        start=result.input_start,
+        seed=99,
+        noise=60,
+        audio=False,
+    )
+    other = transcode(src, [r.profile], EngineOptions(fmt=r.fmt)).renditions[0]
+    return dataclasses.replace(other, profile=r.profile)
+
+
+def damage(result: TranscodeResult, kind: str) -> TranscodeResult:
+    """A copy of ``result`` whose first rendition (every one, for "picture") is damaged."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown chaos damage {kind!r}; expected one of {', '.join(KINDS)}")
+    renditions = list(result.renditions)
+    first = renditions[0]
+    changed: dict[str, Any]
+    if kind == "truncate":
+        renditions[0] = _truncate(first)
+    elif kind == "resize":
+        other = next(
+            (x for x in renditions if (x.width, x.height) != (first.width, first.height)), None
+        )
+        if other is None:
+            raise ConfigError("resize damage needs two renditions of different sizes")
+        renditions[0] = dataclasses.replace(first, data=other.data)
+    elif kind == "pixels":
+        renditions[0] = dataclasses.replace(first, pixels=first.pixels + first.width * first.height)
+    elif kind == "keyframe":
+        renditions[0] = _drop_first_keyframe(first)
+    else:
+        renditions = [_other_picture(result, r) for r in renditions]
+    changed = {"renditions": renditions}
+    return dataclasses.replace(result, **changed)
