@@ -46,11 +46,26 @@ TRANSCODE_TIME = Histogram(
 PIXELS = Counter("livepeer_mil_pixels_processed", "Encoded pixels, in millions")
 JOBS_FAILED = Counter("farm_jobs_failed_total", "Jobs failed for good", ["error_code"])
 JOBS_REPUBLISHED = Counter("farm_jobs_republished_total", "Overdue jobs the reconciler republished")
-WORKERS = Gauge("farm_workers_live", "Live workers in the capability registry", ["kind"])
-CAPACITY = Gauge("farm_capacity_total", "Concurrent jobs the live workers can take")
-LOAD = Gauge("farm_load_total", "Jobs the live workers are running")
-QUEUE_DEPTH = Gauge("farm_queue_depth", "Messages waiting per queue", ["queue"])
-JOB_STATES = Gauge("farm_jobs", "Jobs in the job table by state", ["state"])
+WORKERS = Gauge(
+    "farm_workers_live",
+    "Live workers in the capability registry",
+    ["kind"],
+    multiprocess_mode="livemostrecent",
+)
+CAPACITY = Gauge(
+    "farm_capacity_total",
+    "Concurrent jobs the live workers can take",
+    multiprocess_mode="livemostrecent",
+)
+LOAD = Gauge(
+    "farm_load_total", "Jobs the live workers are running", multiprocess_mode="livemostrecent"
+)
+QUEUE_DEPTH = Gauge(
+    "farm_queue_depth", "Messages waiting per queue", ["queue"], multiprocess_mode="livemostrecent"
+)
+JOB_STATES = Gauge(
+    "farm_jobs", "Jobs in the job table by state", ["state"], multiprocess_mode="livemostrecent"
+)
 VERIFY_FAILED = Counter(
     "farm_verification_failed_total", "Renditions that failed verification", ["reason"]
 )
@@ -182,20 +197,35 @@ _GPU_GAUGES = {
 
 # Orchestrator-side payments and reward (go-livepeer's names, node.md section 5). Nothing in
 # the farm records them yet: the chain package feeds them through the functions below once it
-# exists, so the dashboard and the alert rules can name them today.
-TICKET_VALUE_RECV = Counter(
-    "livepeer_ticket_value_recv", "Face value times win probability of tickets received (gwei)"
+# exists, so the dashboard and the alert rules can name them today. go-livepeer exports these
+# sums without a ``_total`` suffix, which prometheus_client's Counter always adds, so they are
+# gauges that only go up, summed across processes in multiprocess mode.
+TICKET_VALUE_RECV = Gauge(
+    "livepeer_ticket_value_recv",
+    "Face value times win probability of tickets received (gwei)",
+    multiprocess_mode="sum",
 )
-TICKETS_RECV = Counter("livepeer_tickets_recv", "Tickets received")
-PAYMENT_RECV_ERRORS = Counter(
-    "livepeer_payment_recv_errors", "Payments refused on receipt", ["error_code"]
+TICKETS_RECV = Gauge("livepeer_tickets_recv", "Tickets received", multiprocess_mode="sum")
+PAYMENT_RECV_ERRORS = Gauge(
+    "livepeer_payment_recv_errors",
+    "Payments refused on receipt",
+    ["error_code"],
+    multiprocess_mode="sum",
 )
-WINNING_TICKETS_RECV = Counter("livepeer_winning_tickets_recv", "Winning tickets received")
-VALUE_REDEEMED = Counter("livepeer_value_redeemed", "Value of winning tickets redeemed (gwei)")
-TICKET_REDEMPTION_ERRORS = Counter(
-    "livepeer_ticket_redemption_errors", "Winning-ticket redemptions that failed"
+WINNING_TICKETS_RECV = Gauge(
+    "livepeer_winning_tickets_recv", "Winning tickets received", multiprocess_mode="sum"
 )
-REWARD_CALL_ERRORS = Counter("livepeer_reward_call_errors", "Reward calls that failed")
+VALUE_REDEEMED = Gauge(
+    "livepeer_value_redeemed", "Value of winning tickets redeemed (gwei)", multiprocess_mode="sum"
+)
+TICKET_REDEMPTION_ERRORS = Gauge(
+    "livepeer_ticket_redemption_errors",
+    "Winning-ticket redemptions that failed",
+    multiprocess_mode="sum",
+)
+REWARD_CALL_ERRORS = Gauge(
+    "livepeer_reward_call_errors", "Reward calls that failed", multiprocess_mode="sum"
+)
 REWARD_CALLS = Counter("farm_reward_calls_total", "Reward calls that succeeded")
 REWARD_LAST_ROUND = Gauge(
     "farm_reward_last_round",
@@ -205,6 +235,12 @@ REWARD_LAST_ROUND = Gauge(
 CURRENT_ROUND = Gauge(
     "farm_chain_current_round", "The chain's current round", multiprocess_mode="max"
 )
+
+
+def _drop_series(gauge: Gauge) -> None:
+    # prometheus_client cannot clear labels in multiprocess mode (it warns instead).
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        gauge.clear()
 
 
 def set_transcoders(number: int, capacity: int, load: int) -> None:
@@ -221,7 +257,7 @@ def set_gpus(gpus_by_worker: dict[str, list[dict[str, object]]]) -> None:
     multiprocess directory a dead worker's last values stay until the node API restarts).
     """
     for gauge in _GPU_GAUGES.values():
-        gauge.clear()
+        _drop_series(gauge)
     for worker, gpus in gpus_by_worker.items():
         for gpu in gpus:
             labels = {
@@ -337,7 +373,7 @@ def exporter_target(target: str, up: bool) -> None:
 def set_orchestrators(orchestrators: Sequence[dict[str, object]]) -> None:
     """The gateway's pool as ``/admin/orchestrators`` reports it."""
     for gauge in _ORCH_GAUGES.values():
-        gauge.clear()
+        _drop_series(gauge)
     for o in orchestrators:
         labels = {"orchestrator": str(o.get("name", "")), "region": str(o.get("region", ""))}
         for key, gauge in _ORCH_GAUGES.items():

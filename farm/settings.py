@@ -109,7 +109,8 @@ class ClusterSettings(FarmBaseSettings):
     task_events: bool = True
     #: Verify every rendition before a job is done (farm.media.verify).
     verify_renditions: bool = True
-    #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS).
+    #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS), on a
+    #: job's first attempt, or on every attempt with an "always:" prefix.
     chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)

@@ -64,7 +64,13 @@ def register_tasks(app: Celery) -> None:
     """Define the farm's tasks on ``app``."""
 
     @app.task(name="farm.transcode", bind=True, acks_late=True, reject_on_worker_lost=True)
-    def transcode_task(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def transcode_task(
+        self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
+    ) -> dict[str, Any]:
+        if avoid is not None and _hand_back(self, app, avoid, handbacks):
+            raise self.retry(
+                countdown=0.2, max_retries=None, kwargs={"avoid": avoid, "handbacks": handbacks + 1}
+            )
         return _run_transcode(self, app, job_id, spec)
 
     @app.task(name="farm.reconcile", ignore_result=True)
@@ -163,11 +169,27 @@ def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> Transcode
     from farm.media.damage import FIRST_ATTEMPT, damage
     from farm.media.verify import verify_result
 
-    if not kind or (kind in FIRST_ATTEMPT and attempt > 1):
+    if not kind:
+        return result
+    always, _, kind = kind.rpartition(":")  # "always:truncate" damages every attempt
+    if kind in FIRST_ATTEMPT and attempt > 1 and not always:
         return result
     damaged = damage(result, kind)
     damaged.verification = list(verify_result(damaged).failures)
     return damaged
+
+
+def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
+    """True when this worker failed the job's last attempt and another live worker could
+    take it (at most twice, so a job never circles when this is the only good worker)."""
+    if handbacks >= 2 or os.environ.get("FARM_WORKER_INSTANCE") != avoid:
+        return False
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    try:
+        live = resources(app).registry.live()
+    except FarmError:
+        return False
+    return any(w.worker != avoid and queue in w.queues for w in live)
 
 
 def _classify(error: BaseException, task: Task) -> FarmError:
@@ -198,7 +220,14 @@ def _failed(
     if final:
         raise JobFailed(f"{error.code}: {error}")
     # Retry with the same task id so the job row stays the owner of the message.
-    raise task.retry(exc=error, countdown=0.5, max_retries=max_attempts)
+    # The job row caps attempts; Celery's own retry count is not the limit. The retry asks to
+    # run elsewhere: a worker that just failed it hands it back while others are alive.
+    raise task.retry(
+        exc=error,
+        countdown=0.5,
+        max_retries=None,
+        kwargs={"avoid": os.environ.get("FARM_WORKER_INSTANCE")},
+    )
 
 
 def _gpu_index() -> int | None:

@@ -103,7 +103,7 @@ class Dispatcher:
                 metrics.orchestrator_swap(last_error)
             started = time.monotonic()
             try:
-                outcome = self._try(
+                outcome = self.try_on(
                     o,
                     data,
                     profiles,
@@ -141,7 +141,7 @@ class Dispatcher:
             f"no orchestrator transcoded the segment after {attempt} attempt(s); last: {last_error}"
         ).with_retry_after(self.pool.retry_after())
 
-    def _try(
+    def try_on(
         self,
         o: Orchestrator,
         data: bytes,

@@ -25,13 +25,21 @@ FAILED = farm_metrics.SEGMENT_FAILED
 SWAPS = Counter(
     "livepeer_orchestrator_swaps", "Retries of a segment on another orchestrator", ["reason"]
 )
-SUCCESS_RATE = Gauge("livepeer_success_rate", "Transcoded over emerged, last 30 segments")
+SUCCESS_RATE = Gauge(
+    "livepeer_success_rate",
+    "Transcoded over emerged, last 30 segments",
+    multiprocess_mode="livemostrecent",
+)
 LATENCY = Histogram(
     "livepeer_transcode_overall_latency_seconds",
     "Segment received to renditions returned",
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
 )
-SESSIONS = Gauge("livepeer_current_sessions_total", "Streams seen in the last minute")
+SESSIONS = Gauge(
+    "livepeer_current_sessions_total",
+    "Streams seen in the last minute",
+    multiprocess_mode="livemostrecent",
+)
 
 _window: deque[bool] = deque(maxlen=30)
 _lock = threading.Lock()
@@ -57,19 +65,39 @@ def orchestrator_swap(reason: str) -> None:
     SWAPS.labels(reason=reason.split(":", 2)[1].strip() if reason.count(":") >= 1 else reason).inc()
 
 
+DISAGREED = Counter(
+    "farm_gateway_verification_disagreements_total",
+    "Cross-checked segments where an orchestrator disagreed with the majority",
+    ["orchestrator"],
+)
+
+
+def verification_disagreement(orchestrator: str) -> None:
+    DISAGREED.labels(orchestrator=orchestrator).inc()
+
+
 def session_started(active: int) -> None:
     SESSIONS.set(active)
 
 
 # --- Gateway payments (go-livepeer's names, node.md section 5) ---
 # Nothing records these yet: the ticket payment path of the chain issue feeds them through
-# the functions below, so the dashboard and the alert rules can name them today.
-TICKET_VALUE_SENT = Counter(
-    "livepeer_ticket_value_sent", "Expected value of tickets sent (gwei)", ["recipient"]
+# the functions below, so the dashboard and the alert rules can name them today. Gauges that
+# only go up: go-livepeer's names have no ``_total`` suffix, which a Counter would add.
+TICKET_VALUE_SENT = Gauge(
+    "livepeer_ticket_value_sent",
+    "Expected value of tickets sent (gwei)",
+    ["recipient"],
+    multiprocess_mode="sum",
 )
-TICKETS_SENT = Counter("livepeer_tickets_sent", "Tickets sent", ["recipient"])
-PAYMENT_CREATE_ERRORS = Counter(
-    "livepeer_payment_create_errors", "Payments the gateway could not create", ["error_code"]
+TICKETS_SENT = Gauge(
+    "livepeer_tickets_sent", "Tickets sent", ["recipient"], multiprocess_mode="sum"
+)
+PAYMENT_CREATE_ERRORS = Gauge(
+    "livepeer_payment_create_errors",
+    "Payments the gateway could not create",
+    ["error_code"],
+    multiprocess_mode="sum",
 )
 DEPOSIT = Gauge(
     "livepeer_gateway_deposit", "Sender deposit on the TicketBroker (gwei)", multiprocess_mode="max"

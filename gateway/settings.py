@@ -90,6 +90,11 @@ class GatewaySettings(FarmBaseSettings):
     #: Profiles when a request names none (go-livepeer's default -transcodingOptions).
     default_profiles: str = "P240p30fps16x9,P360p30fps16x9"
     task_workers: int = Field(4, ge=1)
+    #: Share of segments also transcoded on up to two more orchestrators and compared
+    #: (go-livepeer's verificationFreq).
+    verification_freq: float = Field(0.0, ge=0, le=1)
+    #: Below this luma PSNR two orchestrators' pictures disagree.
+    verification_min_psnr: float = Field(25.0, gt=0)
 
     @field_validator("orchestrators", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from farm.blobstore import BlobStore, blob_store_from_url
 from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
+from gateway.crosscheck import CrossChecker
 from gateway.dispatch import Dispatcher
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
@@ -32,6 +33,7 @@ class GatewayState:
     blobs: BlobStore
     default_profiles: list[VideoProfile]
     webhook: AuthWebhook | None = None
+    crosscheck: CrossChecker | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -56,6 +58,7 @@ class GatewayState:
             if settings.auth_webhook_url
             else None
         )
+        dispatcher = Dispatcher(pool, log, settings.max_attempts, settings.attempt_timeout_floor_s)
         return cls(
             settings=settings,
             ledger=ledger,
@@ -67,8 +70,9 @@ class GatewayState:
             ),
             pool=pool,
             log=log,
-            dispatcher=Dispatcher(
-                pool, log, settings.max_attempts, settings.attempt_timeout_floor_s
+            dispatcher=dispatcher,
+            crosscheck=CrossChecker(
+                dispatcher, pool, log, settings.verification_freq, settings.verification_min_psnr
             ),
             blobs=blob_store_from_url(settings.gateway_blob_url),
             default_profiles=parse_profiles(settings.default_profiles),
@@ -76,6 +80,8 @@ class GatewayState:
         )
 
     def close(self) -> None:
+        if self.crosscheck is not None:
+            self.crosscheck.close()
         self.pool.stop()
         self.limiter.close()
         if self.webhook is not None:

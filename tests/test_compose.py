@@ -1,4 +1,4 @@
-"""docker-compose.gpu.yml: valid without an engine, and every command exists in the CLI."""
+"""docker-compose.gpu.yml: valid without an engine, secrets required, every command in the CLI."""
 
 from __future__ import annotations
 
@@ -7,28 +7,60 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 
 from farm.cli import cli
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.gpu.yml"
+SECRETS = {
+    "FARM_SECRET": "s",
+    "POSTGRES_PASSWORD": "p",
+    "FARM_FLOWER_BASIC_AUTH": "a:b",
+    "FARM_ADMIN_TOKEN": "t",
+    "GRAFANA_ADMIN_PASSWORD": "g",
+}
 
 
-def test_compose_file_validates() -> None:
+def _compose() -> str:
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.skip("docker-compose (Debian's, validates without an engine) is not installed")
-    env = dict(os.environ, FARM_SECRET="s", POSTGRES_PASSWORD="p", FARM_FLOWER_BASIC_AUTH="a:b")
-    ok = subprocess.run(
-        [tool, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True
+    return tool
+
+
+def _config(tool: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(
+        [tool, "-f", str(COMPOSE), *args, "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+
+
+def _resolved() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the resolved file")
+    done = _config(_compose(), SECRETS, "--profile", "dev")
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = yaml.safe_load(done.stdout)
+    return data
+
+
+def test_compose_file_validates() -> None:
+    tool = _compose()
+    ok = _config(tool, SECRETS)
     assert ok.returncode == 0, ok.stderr
-    env.pop("FARM_SECRET")
-    missing = subprocess.run(
-        [tool, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True
-    )
-    assert missing.returncode != 0 and "FARM_SECRET" in missing.stderr
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_a_missing_secret_fails_with_its_name(secret: str) -> None:
+    tool = _compose()
+    missing = _config(tool, {k: v for k, v in SECRETS.items() if k != secret})
+    assert missing.returncode != 0 and f"set {secret}" in missing.stderr
 
 
 def test_every_compose_command_is_a_farm_command() -> None:
@@ -36,9 +68,75 @@ def test_every_compose_command_is_a_farm_command() -> None:
     # Services on the farm image (the x-farm anchor) run farm subcommands.
     blocks = re.split(r"\n  (?=[a-z-]+:\n)", text.split("\nservices:\n", 1)[1])
     commands = [
-        m for b in blocks if "<<: *farm" in b for m in re.findall(r'command:\s*\["([a-z-]+)"', b)
+        m
+        for b in blocks
+        if "<<: *farm" in b
+        for m in re.findall(r'command:\s*\[?\s*\["?([a-z-]+)"', b)
     ]
     checks = re.findall(r'\["CMD", "farm", "([a-z-]+)"', text)
-    assert commands and checks
+    assert {"gateway", "exporter", "node", "worker"} <= set(commands) and checks
     for name in {*commands, *checks}:
         assert name in cli.commands, f"compose runs `farm {name}`, which the CLI lacks"
+
+
+def _parses(argv: list[str]) -> None:
+    name, *args = argv
+    command = cli.commands.get(name)
+    assert command is not None, f"`farm {name}` is not a command"
+    try:
+        command.make_context(name, list(args))
+    except click.UsageError as e:
+        raise AssertionError(f"`farm {' '.join(argv)}`: {e}") from e
+
+
+def test_every_farm_command_line_parses() -> None:
+    services = _resolved()["services"]
+    farm_image = [s for s in services.values() if s.get("image", "").startswith("livepeer-farm")]
+    assert len(farm_image) >= 7
+    for service in farm_image:
+        _parses(service["command"])
+        test = service.get("healthcheck", {}).get("test", [])
+        if test[:2] == ["CMD", "farm"]:
+            _parses(test[2:])
+
+
+def test_services_gpu_health_and_dependencies() -> None:
+    config = _resolved()
+    services = config["services"]
+    for name in (
+        "redis",
+        "postgres",
+        "anvil",
+        "gateway",
+        "node",
+        "worker-gpu",
+        "worker-cpu",
+        "beat",
+        "flower",
+        "exporter",
+        "prometheus",
+        "grafana",
+    ):
+        assert name in services, name
+    gpu = services["worker-gpu"]
+    assert "video" in gpu["environment"]["NVIDIA_DRIVER_CAPABILITIES"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "video" in device["capabilities"]
+    assert services["anvil"]["profiles"] == ["dev"]
+    # Every dependency waits for health, and every dependency has a health check.
+    for name, service in services.items():
+        for dep, how in (service.get("depends_on") or {}).items():
+            assert how["condition"] == "service_healthy", (name, dep)
+            assert "healthcheck" in services[dep], f"{name} waits on {dep}, which has no check"
+    # Workers share the node's metrics directory and PID namespace (multiprocess files).
+    for worker in ("worker-gpu", "worker-cpu"):
+        assert services[worker]["pid"] == "service:node"
+        assert (
+            services[worker]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+            == (services["node"]["environment"]["PROMETHEUS_MULTIPROC_DIR"])
+        )
+    mounts = " ".join(map(str, services["prometheus"]["volumes"]))
+    assert "ops/prometheus" in mounts
+    assert "ops/grafana/dashboards" in " ".join(map(str, services["grafana"]["volumes"]))
+    gateway_env = services["gateway"]["environment"]
+    assert '"node_url": "http://node:8935"' in gateway_env["FARM_ORCHESTRATORS"]

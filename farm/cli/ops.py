@@ -91,7 +91,7 @@ def status_cmd(
         else:
             click.echo(text, nl=False)
             if snap.node is None:
-                raise click.exceptions.Exit(1)
+                raise click.ClickException(f"node API at {node_url} unreachable")
             return
         drawn += 1
         if count and drawn >= count:

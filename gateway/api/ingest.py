@@ -130,6 +130,10 @@ def _transcode(
     slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
     with slot, payment.hold(ref, reserve) as hold:
         outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
+        if state.crosscheck is not None:
+            outcome = state.crosscheck.check(
+                session_id, seq, data, profiles, duration, fmt, outcome
+            )
         hold.actual = outcome.cost
     return outcome, hold.charged
 

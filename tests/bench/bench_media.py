@@ -9,6 +9,7 @@ The last line is the ratio engine/ffmpeg.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -85,11 +86,17 @@ def main() -> int:
         cmd = ffmpeg_command(src, Path(tmp))
         transcode(src, LADDER, opts)  # warm up both
         subprocess.run(cmd, check=True)
-        engine_s, ffmpeg_s = [], []
+        engine_s, ffmpeg_s, verified_s, verify_s = [], [], [], []
+        checked = dataclasses.replace(opts, verify=True)
         for run in range(args.runs):
             t = time.perf_counter()
             result = transcode(src, LADDER, opts)
             engine_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with_checks = transcode(src, LADDER, checked)
+            verified_s.append(time.perf_counter() - t)
+            verify_s.append(with_checks.timings["verify"])
+            assert with_checks.verification == [], with_checks.verification
             t = time.perf_counter()
             subprocess.run(cmd, check=True)
             ffmpeg_s.append(time.perf_counter() - t)
@@ -105,6 +112,11 @@ def main() -> int:
     print(f"engine outputs: {sizes}")
     print(f"ffmpeg outputs: {ff_sizes}")
     e, f = statistics.median(engine_s), statistics.median(ffmpeg_s)
+    v = statistics.median(verified_s)
+    print(f"verification (every rendition reopened, first and last GOP decoded, all checks): "
+          f"median {statistics.median(verify_s) * 1000:.0f} ms per segment on the rendition "
+          f"threads; engine with verification {v:.3f} s, +{(v - e) * 1000:.0f} ms "
+          f"({(v - e) / e * 100:+.1f} % of the transcode time)")
     print(
         f"engine median {e:.3f} s (min {min(engine_s):.3f}), "
         f"ffmpeg median {f:.3f} s (min {min(ffmpeg_s):.3f})"

@@ -249,3 +249,31 @@ def _check_result_any_attempts(client: FarmClient, job_id: str) -> None:
     for ref in result.renditions:
         with av.open(io.BytesIO(client.rendition_bytes(ref))) as c:
             assert len(list(c.decode(video=0))) == ref.frames == 30
+
+
+def test_a_failed_verification_is_retried_on_another_worker(
+    tmp_path: Path, redis_url: str, sqlite_url: str, segment: bytes
+) -> None:
+    env = cluster_env(tmp_path, redis_url, sqlite_url)
+    env["FARM_CHAOS"] = "always:truncate"  # this worker never produces a good rendition
+    cluster = Cluster(tmp_path, env)
+    try:
+        broken = cluster.start_worker()
+        broken_name = cluster.worker_of(broken).worker  # type: ignore[union-attr]
+        cluster.env["FARM_CHAOS"] = ""
+        cluster.start_worker()
+        client = cluster.client()
+        jobs = [client.submit(segment, LADDER, duration=1.0) for _ in range(4)]
+        for job in jobs:
+            client.wait(job.id, timeout=90)
+        retried = 0
+        for job in jobs:
+            log = client.get(job.id, with_attempts=True).attempt_log
+            assert log[-1].outcome == "done"
+            assert not log[-1].worker.startswith(
+                broken_name.split(":")[0] + "." + broken_name.split(":")[1]
+            )
+            retried += len(log) > 1
+        assert retried, "the broken worker took none of the jobs"
+    finally:
+        cluster.stop()

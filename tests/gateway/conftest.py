@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +59,13 @@ class Env:
     def gateway(self, expect_unhealthy: bool = False, **env: str) -> Gateway:
         """Start a gateway process in front of both orchestrators."""
         port = free_port()
-        schema = self.schemas[2]
+        schema = self.schemas[-1]
         variables = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
         variables.update(
             {
                 "FARM_GATEWAY_PORT": str(port),
                 "FARM_GATEWAY_DATABASE_URL": self.pg(schema),
-                "FARM_GATEWAY_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_dbs[2]}",
+                "FARM_GATEWAY_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_dbs[-1]}",
                 "FARM_GATEWAY_BLOB_URL": f"file://{self.home / 'gateway-blobs'}",
                 "FARM_ADMIN_TOKEN": ADMIN,
                 "FARM_REGION": "eu",
@@ -127,31 +128,31 @@ class Gateway:
         return int(keys[key_id]["balance"])
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@contextmanager
+def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) -> Iterator[Env]:
+    """Clusters named and placed by ``specs`` (name, region, extra worker env), each on its
+    own Redis database and PostgreSQL schema, plus a database and a schema for gateways."""
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     need_service("PostgreSQL", "127.0.0.1", 5432)
-    home = tmp_path_factory.mktemp("gateway")
-    base = 8 + (os.getpid() % 2) * 4  # three databases of the tests' 8-15
-    dbs = [base, base + 1, base + 2]
+    base = 8 + (os.getpid() % 2) * 4  # of the tests' databases 8-15
+    dbs = [base + i for i in range(len(specs) + 1)]
     for db in dbs:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
     engine = sa.create_engine(PG_URL)
-    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in dbs]
     with engine.begin() as conn:
         for s in schemas:
             conn.exec_driver_sql(f"CREATE SCHEMA {s}")
     e = Env(home, dbs, schemas)
     try:
-        for i, (name, region) in enumerate((("orch-a", "eu"), ("orch-b", "us"))):
+        for i, (name, region, extra) in enumerate(specs):
             cluster_home = home / name
             cluster_home.mkdir()
-            cluster = Cluster(
-                cluster_home,
-                cluster_env(
-                    cluster_home, f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}", e.pg(schemas[i])
-                ),
+            variables = cluster_env(
+                cluster_home, f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}", e.pg(schemas[i])
             )
+            variables.update(extra)
+            cluster = Cluster(cluster_home, variables)
             worker = cluster.start_worker()
             port = free_port()
             cluster.spawn("node", "--port", str(port), log="node.log")
@@ -176,6 +177,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         engine.dispose()
         for db in dbs:
             redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with orchestrators(
+        tmp_path_factory.mktemp("gateway"), [("orch-a", "eu", {}), ("orch-b", "us", {})]
+    ) as e:
+        yield e
 
 
 def _ok(url: str) -> bool:

@@ -1,0 +1,112 @@
+"""ops/k8s and ops/systemd: every command they run is a farm command that parses."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from farm.cli import cli
+from farm.queues import transcode_queue
+
+OPS = Path(__file__).resolve().parents[2] / "ops"
+
+
+def parses(argv: list[str], where: str) -> None:
+    """``farm ARGV`` names a command and its options parse."""
+    assert argv[0].endswith("farm"), f"{where}: runs {argv[0]}, not farm"
+    name, *args = argv[1:]
+    command = cli.commands.get(name)
+    assert command is not None, f"{where}: `farm {name}` is not a command"
+    try:
+        command.make_context(name, args)
+    except click.UsageError as e:
+        raise AssertionError(f"{where}: `{' '.join(argv)}`: {e}") from e
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
+    docs: list[dict[str, Any]] = []
+    for path in sorted((OPS / "k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_k8s_containers_run_farm_commands() -> None:
+    docs = k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert {
+        "farm-node",
+        "farm-gateway",
+        "farm-worker-gpu",
+        "farm-worker-cpu",
+        "farm-beat",
+        "farm-flower",
+        "farm-exporter",
+    } <= set(deployments)
+    for name, d in deployments.items():
+        spec = d["spec"]["template"]["spec"]
+        assert d["spec"]["selector"]["matchLabels"].items() <= (
+            d["spec"]["template"]["metadata"]["labels"].items()
+        ), name
+        for c in spec["containers"]:
+            parses(c["command"], f"{name}/{c['name']}")
+            probe = c.get("livenessProbe", {}).get("exec", {}).get("command")
+            if probe:
+                parses(probe, f"{name}/{c['name']} liveness")
+    gpu = deployments["farm-worker-gpu"]["spec"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["shareProcessNamespace"] is True
+    assert deployments["farm-beat"]["spec"]["replicas"] == 1
+
+
+def test_keda_scales_each_worker_on_its_queues() -> None:
+    docs = k8s_documents()
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    assert set(scaled) == {"farm-worker-gpu", "farm-worker-cpu"} and set(scaled) <= deployments
+    for target, gpu in (("farm-worker-gpu", True), ("farm-worker-cpu", False)):
+        triggers = scaled[target]["spec"]["triggers"]
+        assert all(t["type"] == "redis" for t in triggers)
+        lists = {t["metadata"]["listName"] for t in triggers}
+        assert transcode_queue("h264", gpu) in lists, target
+        assert scaled[target]["spec"]["minReplicaCount"] >= 1
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
+    k = yaml.safe_load((OPS / "k8s" / "kustomization.yaml").read_text())
+    on_disk = {p.name for p in (OPS / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(k["resources"]) == on_disk
+
+
+def units() -> dict[str, configparser.ConfigParser]:
+    found = {}
+    for path in sorted((OPS / "systemd").glob("farm*.service")):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read_string(path.read_text())
+        found[path.name] = parser
+    return found
+
+
+def test_systemd_units_run_farm_commands() -> None:
+    found = units()
+    assert {
+        "farm-node.service",
+        "farm-gateway.service",
+        "farm-beat.service",
+        "farm-exporter.service",
+        "farm-worker@.service",
+    } <= set(found)
+    for name, unit in found.items():
+        argv = shlex.split(unit["Service"]["ExecStart"].replace("%i", "0"))
+        parses(argv, name)
+        assert unit["Service"]["EnvironmentFile"] == "/etc/farm/farm.env"
+        assert unit["Install"]["WantedBy"] == "farm.target"
+    worker = found["farm-worker@.service"]["Service"]["ExecStart"]
+    assert worker.endswith("farm worker --gpus %i")
