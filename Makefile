@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media bench-farm bench-gateway run clean
+.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media bench-farm bench-gateway
+bench: bench-media bench-farm bench-gateway bench-tickets
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -44,3 +44,7 @@ bench-farm: $(STAMP)
 # Needs Redis and PostgreSQL running.
 bench-gateway: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_gateway
+
+# Ticket validations per second per core, coincurve against pure Python.
+bench-tickets: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_tickets

@@ -113,10 +113,12 @@ def main() -> int:
     print(f"ffmpeg outputs: {ff_sizes}")
     e, f = statistics.median(engine_s), statistics.median(ffmpeg_s)
     v = statistics.median(verified_s)
-    print(f"verification (every rendition reopened, first and last GOP decoded, all checks): "
-          f"median {statistics.median(verify_s) * 1000:.0f} ms per segment on the rendition "
-          f"threads; engine with verification {v:.3f} s, +{(v - e) * 1000:.0f} ms "
-          f"({(v - e) / e * 100:+.1f} % of the transcode time)")
+    print(
+        f"verification (every rendition reopened, first and last GOP decoded, all checks): "
+        f"median {statistics.median(verify_s) * 1000:.0f} ms per segment on the rendition "
+        f"threads; engine with verification {v:.3f} s, +{(v - e) * 1000:.0f} ms "
+        f"({(v - e) / e * 100:+.1f} % of the transcode time)"
+    )
     print(
         f"engine median {e:.3f} s (min {min(engine_s):.3f}), "
         f"ffmpeg median {f:.3f} s (min {min(ffmpeg_s):.3f})"

@@ -170,8 +170,11 @@ def test_no_keyframe_at_all() -> None:
     ("data", "error", "match"),
     [
         (b"", InputInvalid, "empty"),
-        (b"this is plain text, not a media container\n" * 40, InputInvalid,
-         "not a media container"),
+        (
+            b"this is plain text, not a media container\n" * 40,
+            InputInvalid,
+            "not a media container",
+        ),
         (audio_only_ts(), InputInvalid, "no video"),
         (unsupported_video("mjpeg"), UnsupportedCodec, "mjpeg"),
         (unsupported_video("mpeg4"), UnsupportedCodec, "cannot split 'mpeg4'"),

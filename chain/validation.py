@@ -1,0 +1,230 @@
+"""Receiving a ticket: go-livepeer's ReceiveTicket, step for step.
+
+1. derive the recipient rand from the params that came back with the ticket;
+2. refuse a sender whose deposit unlocks by the next round;
+3. check recipient, sender, the rand against recipientRandHash, and the signature;
+4. run the win check;
+5. refuse a replayed sender nonce, or too many under one recipientRandHash;
+6. report expired params as non-fatal: the receipt still counts and a winner is still queued.
+
+Like go-livepeer it does not check creationRound when a ticket arrives; redemption does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final, Protocol
+
+import redis
+
+from chain.errors import (
+    InvalidRecipient,
+    InvalidRecipientRand,
+    InvalidSender,
+    InvalidSignature,
+    NonceReplayed,
+    SenderUnlocking,
+    TicketParamsExpired,
+    TooManyNonces,
+)
+from chain.params import TicketParamsIssuer
+from chain.signing import recover
+from chain.tickets import ZERO_ADDRESS, Ticket, is_winning, recipient_rand_hash
+
+__all__ = [
+    "MAX_SENDER_NONCES",
+    "NONCE_TTL_S",
+    "ChainView",
+    "MemoryNonceStore",
+    "NonceStore",
+    "Receipt",
+    "RedisNonceStore",
+    "StaticChainView",
+    "TicketReceiver",
+]
+
+#: Nonces one sender may use under one recipientRandHash (go-livepeer's maxSenderNonces).
+MAX_SENDER_NONCES: Final = 600
+#: How long a recipientRandHash's nonces are remembered. go-livepeer forgets them once the
+#: params expire (40 blocks); remembering them for two days, past a ticket's two-round
+#: validity, means an expired-params ticket (accepted, non-fatal) cannot be replayed later.
+NONCE_TTL_S: Final = 2 * 24 * 3600
+
+
+class ChainView(Protocol):
+    """What validation needs to know about the chain; the chain client implements it."""
+
+    def withdraw_round(self, sender: bytes) -> int:
+        """The round the sender's unlock completes, 0 when it is not unlocking."""
+        ...
+
+    def last_initialized_round(self) -> int:
+        """The last round RoundsManager initialized."""
+        ...
+
+    def last_seen_l1_block(self) -> int:
+        """The latest L1 block number the node has seen."""
+        ...
+
+
+@dataclass
+class StaticChainView:
+    """A ChainView with fixed numbers, for tests and for offline use."""
+
+    round: int = 0
+    l1_block: int = 0
+    withdraw_rounds: dict[bytes, int] | None = None
+
+    def withdraw_round(self, sender: bytes) -> int:
+        """The configured withdraw round for ``sender``, 0 by default."""
+        return (self.withdraw_rounds or {}).get(sender, 0)
+
+    def last_initialized_round(self) -> int:
+        """The configured round."""
+        return self.round
+
+    def last_seen_l1_block(self) -> int:
+        """The configured L1 block."""
+        return self.l1_block
+
+
+class NonceStore(Protocol):
+    """Remembers the sender nonces seen under each recipientRandHash."""
+
+    def add(self, rand_hash: bytes, nonce: int) -> None:
+        """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
+        ...
+
+
+_ADD_NONCE: Final = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return -1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -2 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RedisNonceStore:
+    """A Redis set per recipientRandHash, checked and extended atomically by one script."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "farm:chain:nonces:",
+        max_nonces: int = MAX_SENDER_NONCES,
+        ttl_s: int = NONCE_TTL_S,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._max = max_nonces
+        self._ttl = ttl_s
+        self._script = client.register_script(_ADD_NONCE)
+
+    def add(self, rand_hash: bytes, nonce: int) -> None:
+        """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
+        key = self._prefix + rand_hash.hex()
+        result = self._script(keys=[key], args=[nonce, self._max, self._ttl])
+        _raise_for(int(result), rand_hash, nonce)
+
+
+class MemoryNonceStore:
+    """The same contract in process memory, for tests and a single-process node."""
+
+    def __init__(self, *, max_nonces: int = MAX_SENDER_NONCES, ttl_s: float = NONCE_TTL_S) -> None:
+        self._max = max_nonces
+        self._ttl = ttl_s
+        self._sets: dict[bytes, tuple[float, set[int]]] = {}
+
+    def add(self, rand_hash: bytes, nonce: int) -> None:
+        """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
+        now = time.monotonic()
+        expires, seen = self._sets.get(rand_hash, (0.0, set()))
+        if expires <= now:
+            seen = set()
+        result = -1 if nonce in seen else -2 if len(seen) >= self._max else 1
+        _raise_for(result, rand_hash, nonce)
+        seen.add(nonce)
+        self._sets[rand_hash] = (now + self._ttl, seen)
+
+
+def _raise_for(result: int, rand_hash: bytes, nonce: int) -> None:
+    if result == -1:
+        raise NonceReplayed(f"sender nonce {nonce} already used for 0x{rand_hash.hex()}")
+    if result == -2:
+        raise TooManyNonces(f"too many sender nonces for 0x{rand_hash.hex()} (nonce {nonce})")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A ticket that passed validation: what to credit, and what to keep if it won."""
+
+    ticket: Ticket
+    sig: bytes
+    ticket_hash: bytes
+    recipient_rand: int
+    won: bool
+    #: faceValue x winProb / (2^256 - 1) wei, exact: what the sender is credited.
+    expected_value: Fraction
+
+
+class TicketReceiver:
+    """Validates the tickets paid to one recipient, in go-livepeer's order."""
+
+    def __init__(self, issuer: TicketParamsIssuer, chain: ChainView, nonces: NonceStore) -> None:
+        self.issuer = issuer
+        self.chain = chain
+        self.nonces = nonces
+
+    def receive_ticket(
+        self,
+        ticket: Ticket,
+        sig: bytes,
+        *,
+        seed: int,
+        expiration_block: int,
+        price_per_pixel: Fraction,
+    ) -> Receipt:
+        """Validate one ticket with the params it was made from.
+
+        Raises a TicketError; for TicketParamsExpired (not fatal) ``error.receipt`` still
+        holds the credit and, when it won, the ticket to queue for redemption.
+        """
+        rand = self.issuer.recipient_rand(
+            seed,
+            ticket.sender,
+            ticket.face_value,
+            ticket.win_prob,
+            expiration_block,
+            price_per_pixel,
+            ticket.aux_data,
+        )
+        withdraw_round = self.chain.withdraw_round(ticket.sender)
+        if withdraw_round != 0 and withdraw_round <= self.chain.last_initialized_round() + 1:
+            raise SenderUnlocking(
+                f"sender 0x{ticket.sender.hex()} unlocks in round {withdraw_round}"
+            )
+        if ticket.recipient != self.issuer.recipient:
+            raise InvalidRecipient(f"ticket is for 0x{ticket.recipient.hex()}, not this node")
+        if ticket.sender == ZERO_ADDRESS:
+            raise InvalidSender("ticket sender is the zero address")
+        if recipient_rand_hash(rand) != ticket.recipient_rand_hash:
+            raise InvalidRecipientRand("recipientRand does not match recipientRandHash")
+        ticket_hash = ticket.hash()
+        if recover(ticket_hash, sig) != ticket.sender:
+            raise InvalidSignature("invalid signature over ticket hash")
+        receipt = Receipt(
+            ticket=ticket,
+            sig=sig,
+            ticket_hash=ticket_hash,
+            recipient_rand=rand,
+            won=is_winning(sig, rand, ticket.win_prob),
+            expected_value=ticket.expected_value(),
+        )
+        self.nonces.add(ticket.recipient_rand_hash, ticket.sender_nonce)
+        if expiration_block <= self.chain.last_seen_l1_block():
+            raise TicketParamsExpired(f"ticket params expired at block {expiration_block}", receipt)
+        return receipt
