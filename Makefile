@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets run clean
+.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets contracts contracts-check devchain run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,14 @@ bench-gateway: $(STAMP)
 # Ticket validations per second per core, coincurve against pure Python.
 bench-tickets: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_tickets
+
+# Development contracts: recompile (npm solc, pinned), check the committed artifacts, or run
+# a bootstrapped anvil chain.
+contracts: $(STAMP)
+	$(BIN)/python -m chain.compile
+
+contracts-check: $(STAMP)
+	$(BIN)/python -m chain.compile --check
+
+devchain: $(STAMP)
+	$(BIN)/python -m chain.devchain devchain.json
