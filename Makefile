@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets contracts contracts-check devchain run clean
+.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets bench-chain contracts contracts-check devchain run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media bench-farm bench-gateway bench-tickets
+bench: bench-media bench-farm bench-gateway bench-tickets bench-chain
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -59,3 +59,7 @@ contracts-check: $(STAMP)
 
 devchain: $(STAMP)
 	$(BIN)/python -m chain.devchain devchain.json
+
+# Gas per redeemed ticket, batched against one transaction per ticket, on anvil.
+bench-chain: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_chain

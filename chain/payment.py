@@ -30,7 +30,15 @@ from chain.errors import ChainError
 from chain.params import TicketParams
 from chain.tickets import Ticket
 
-__all__ = ["MAX_TICKETS", "Payment", "PaymentMalformed", "decode_payment", "encode_payment"]
+__all__ = [
+    "MAX_TICKETS",
+    "Payment",
+    "PaymentMalformed",
+    "decode_payment",
+    "encode_payment",
+    "params_from_json",
+    "params_to_json",
+]
 
 #: More tickets than this in one header is refused (go-livepeer caps nonces per seed at 600).
 MAX_TICKETS = 600
@@ -54,24 +62,51 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+def params_to_json(params: TicketParams) -> dict[str, Any]:
+    """Ticket params in the header's JSON form (what the gateway's ticket-params route serves)."""
+    return {
+        "recipient": _hex(params.recipient),
+        "faceValue": str(params.face_value),
+        "winProb": str(params.win_prob),
+        "recipientRandHash": _hex(params.recipient_rand_hash),
+        "seed": str(params.seed),
+        "expirationBlock": str(params.expiration_block),
+        "pricePerPixel": f"{params.price_per_pixel.numerator}/{params.price_per_pixel.denominator}",
+        "expirationParams": {
+            "creationRound": str(params.creation_round),
+            "creationRoundBlockHash": _hex(params.creation_round_block_hash),
+        },
+    }
+
+
+def params_from_json(obj: Any) -> TicketParams:
+    """Ticket params from their JSON form; PaymentMalformed with the reason otherwise."""
+    p = _object(obj, "ticketParams")
+    expiration = _object(p.get("expirationParams"), "expirationParams")
+    price = p.get("pricePerPixel")
+    try:
+        num, _, den = str(price).partition("/")
+        price_per_pixel = Fraction(int(num), int(den or "1"))
+    except (ValueError, ZeroDivisionError):
+        raise PaymentMalformed("pricePerPixel must be 'numerator/denominator'") from None
+    return TicketParams(
+        recipient=_bytes(p, "recipient", 20),
+        face_value=_uint(p, "faceValue"),
+        win_prob=_uint(p, "winProb"),
+        recipient_rand_hash=_bytes(p, "recipientRandHash", 32),
+        seed=_uint(p, "seed"),
+        expiration_block=_uint(p, "expirationBlock"),
+        price_per_pixel=price_per_pixel,
+        creation_round=_uint(expiration, "creationRound"),
+        creation_round_block_hash=_bytes(expiration, "creationRoundBlockHash", 32),
+    )
+
+
 def encode_payment(sender: bytes, params: TicketParams, signed: list[tuple[int, bytes]]) -> str:
     """The header value for tickets (sender nonce, signature) made from ``params``."""
     body = {
         "sender": _hex(sender),
-        "ticketParams": {
-            "recipient": _hex(params.recipient),
-            "faceValue": str(params.face_value),
-            "winProb": str(params.win_prob),
-            "recipientRandHash": _hex(params.recipient_rand_hash),
-            "seed": str(params.seed),
-            "expirationBlock": str(params.expiration_block),
-            "pricePerPixel": f"{params.price_per_pixel.numerator}/"
-            f"{params.price_per_pixel.denominator}",
-            "expirationParams": {
-                "creationRound": str(params.creation_round),
-                "creationRoundBlockHash": _hex(params.creation_round_block_hash),
-            },
-        },
+        "ticketParams": params_to_json(params),
         "senderParams": [{"senderNonce": n, "sig": _hex(sig)} for n, sig in signed],
     }
     raw = json.dumps(body, separators=(",", ":")).encode()
@@ -120,25 +155,7 @@ def decode_payment(header: str) -> Payment:
     except (binascii.Error, ValueError) as e:
         raise PaymentMalformed(f"payment header is not base64url JSON: {e}") from None
     sender = _bytes(body, "sender", 20)
-    p = _object(body.get("ticketParams"), "ticketParams")
-    expiration = _object(p.get("expirationParams"), "expirationParams")
-    price = p.get("pricePerPixel")
-    try:
-        num, _, den = str(price).partition("/")
-        price_per_pixel = Fraction(int(num), int(den or "1"))
-    except (ValueError, ZeroDivisionError):
-        raise PaymentMalformed("pricePerPixel must be 'numerator/denominator'") from None
-    params = TicketParams(
-        recipient=_bytes(p, "recipient", 20),
-        face_value=_uint(p, "faceValue"),
-        win_prob=_uint(p, "winProb"),
-        recipient_rand_hash=_bytes(p, "recipientRandHash", 32),
-        seed=_uint(p, "seed"),
-        expiration_block=_uint(p, "expirationBlock"),
-        price_per_pixel=price_per_pixel,
-        creation_round=_uint(expiration, "creationRound"),
-        creation_round_block_hash=_bytes(expiration, "creationRoundBlockHash", 32),
-    )
+    params = params_from_json(body.get("ticketParams"))
     entries = body.get("senderParams")
     if not isinstance(entries, list) or not entries:
         raise PaymentMalformed("senderParams must list at least one ticket")

@@ -19,6 +19,8 @@ class Caller:
     """An authenticated caller: a key id, or None for a webhook-authorised stream."""
 
     key_id: str | None
+    #: "credit" (API key), "tickets" (ETH deposit, Livepeer-Payment) or "external" (webhook).
+    pays_with: str = "credit"
 
 
 def state_of(request: Request) -> GatewayState:

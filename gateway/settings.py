@@ -90,6 +90,22 @@ class GatewaySettings(FarmBaseSettings):
     #: Profiles when a request names none (go-livepeer's default -transcodingOptions).
     default_profiles: str = "P240p30fps16x9,P360p30fps16x9"
     task_workers: int = Field(4, ge=1)
+    #: ETH-deposit payment with Livepeer tickets: the chain's JSON-RPC URL (none: offline).
+    eth_rpc_url: str | None = None
+    #: The Livepeer Controller contract address, where the other contracts are looked up.
+    eth_controller: str | None = None
+    #: The address tickets are made out to (the gateway's, as recipient).
+    eth_recipient: str | None = None
+    #: 32 bytes hex: the recipient's secret for recipientRand (keep it across restarts to
+    #: honour outstanding params).
+    ticket_secret: SecretStr = SecretStr("00" * 32)
+    #: Price charged to ticket payers per encoded pixel, "numerator/denominator" wei.
+    eth_price_per_pixel: str = "1200/1"
+    ticket_ev_wei: int = Field(8_000_000_000, gt=0)
+    redeem_gas: int = Field(1_200_000, gt=0)
+    tx_cost_multiplier: int = Field(100, gt=0)
+    #: go-livepeer's -maxFaceValue (0: no cap).
+    ticket_max_face_value_wei: int = Field(0, ge=0)
     #: Share of segments also transcoded on up to two more orchestrators and compared
     #: (go-livepeer's verificationFreq).
     verification_freq: float = Field(0.0, ge=0, le=1)
@@ -103,6 +119,12 @@ class GatewaySettings(FarmBaseSettings):
 
     @model_validator(mode="after")
     def _no_default_secrets(self) -> GatewaySettings:
+        if (
+            self.eth_rpc_url
+            and self.environment != "development"
+            and (self.ticket_secret.get_secret_value() == "00" * 32)
+        ):
+            raise ValueError("FARM_TICKET_SECRET must be set when ticket payments are on")
         if self.environment != "development" and self.admin_token.get_secret_value() == DEV_SECRET:
             raise ValueError("FARM_ADMIN_TOKEN must be set to a real secret outside development")
         names = [o.name for o in self.orchestrators]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
 from farm.blobstore import BlobStore, blob_store_from_url
 from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
 from gateway.crosscheck import CrossChecker
 from gateway.dispatch import Dispatcher
+from gateway.ethpay import EthPayments
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
 from gateway.models import Base
@@ -34,6 +37,7 @@ class GatewayState:
     default_profiles: list[VideoProfile]
     webhook: AuthWebhook | None = None
     crosscheck: CrossChecker | None = None
+    eth: EthPayments | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +81,7 @@ class GatewayState:
             blobs=blob_store_from_url(settings.gateway_blob_url),
             default_profiles=parse_profiles(settings.default_profiles),
             webhook=webhook,
+            eth=_eth_payments(settings, ledger, engine),
         )
 
     def close(self) -> None:
@@ -84,6 +89,36 @@ class GatewayState:
             self.crosscheck.close()
         self.pool.stop()
         self.limiter.close()
+        if self.eth is not None:
+            self.eth.close()
         if self.webhook is not None:
             self.webhook.close()
         self.ledger.engine.dispose()
+
+
+def _eth_payments(settings: GatewaySettings, ledger: Ledger, engine: Any) -> EthPayments | None:
+    """Ticket payments, when a chain is configured (offline otherwise, as go-livepeer's)."""
+    if not settings.eth_rpc_url:
+        return None
+    from chain.client import ChainClient
+    from chain.params import RecipientConfig
+
+    if not settings.eth_controller or not settings.eth_recipient:
+        raise ValueError("FARM_ETH_RPC_URL needs FARM_ETH_CONTROLLER and FARM_ETH_RECIPIENT")
+    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+    num, _, den = settings.eth_price_per_pixel.partition("/")
+    return EthPayments(
+        client,
+        ledger,
+        engine,
+        settings.gateway_redis_url,
+        recipient=bytes.fromhex(settings.eth_recipient.removeprefix("0x")),
+        secret=bytes.fromhex(settings.ticket_secret.get_secret_value()),
+        price_per_pixel=Fraction(int(num), int(den or "1")),
+        config=RecipientConfig(
+            ev=settings.ticket_ev_wei,
+            redeem_gas=settings.redeem_gas,
+            tx_cost_multiplier=settings.tx_cost_multiplier,
+            max_face_value=settings.ticket_max_face_value_wei,
+        ),
+    )

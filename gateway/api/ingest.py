@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.auth import Caller, bearer, state_of
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import AuthFailed, BadRequest, PayloadTooLarge, TranscodeFailed
+from gateway.ethpay import TicketPayment
 from gateway.payments import CreditPayment, ExternalPayment, Payment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
@@ -88,6 +89,13 @@ def _authorise(
         key_id = state.ledger.authenticate(token)
         state.limiter.hit(key_id)
         return Caller(key_id), manifest_id, profiles
+    payment_header = request.headers.get("livepeer-payment")
+    if payment_header is not None:
+        if state.eth is None:
+            raise BadRequest("this gateway takes no ticket payments (no chain configured)")
+        credited = state.eth.receive(payment_header)
+        state.limiter.hit(credited.key_id)
+        return Caller(credited.key_id, "tickets"), manifest_id, profiles
     if state.webhook is None:
         raise AuthFailed("missing API key: send Authorization: Bearer <key>")
     decision = state.webhook.check(str(request.url), manifest_id)
@@ -119,14 +127,17 @@ def _transcode(
     fmt: str,
 ) -> tuple[SegmentOutcome, int]:
     _probe(data)
-    price, per = state.dispatcher.max_price()
-    reserve = charge(
-        estimate_pixels(profiles, duration, state.settings.estimate_margin), price, per
-    )
+    pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
-    payment: Payment = (
-        CreditPayment(state.ledger, caller.key_id) if caller.key_id else ExternalPayment()
-    )
+    payment: Payment
+    if caller.pays_with == "tickets" and caller.key_id and state.eth is not None:
+        # Ticket payers pay the price advertised in their ticket params, per encoded pixel.
+        reserve = state.eth.cost(pixels)
+        payment = TicketPayment(state.ledger, caller.key_id)
+    else:
+        price, per = state.dispatcher.max_price()
+        reserve = charge(pixels, price, per)
+        payment = CreditPayment(state.ledger, caller.key_id) if caller.key_id else ExternalPayment()
     slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
     with slot, payment.hold(ref, reserve) as hold:
         outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
@@ -134,7 +145,11 @@ def _transcode(
             outcome = state.crosscheck.check(
                 session_id, seq, data, profiles, duration, fmt, outcome
             )
-        hold.actual = outcome.cost
+        hold.actual = (
+            state.eth.cost(outcome.pixels)
+            if caller.pays_with == "tickets" and state.eth is not None
+            else outcome.cost
+        )
     return outcome, hold.charged
 
 

@@ -107,6 +107,18 @@ def get_session(session_id: str, caller: KeyCaller, request: Request) -> dict[st
     return session
 
 
+@router.get("/ticket-params")
+def ticket_params(sender: str, request: Request) -> dict[str, Any]:
+    """Ticket params and price for paying jobs with Livepeer tickets (ETH deposit)."""
+    state = state_of(request)
+    if state.eth is None:
+        raise NotFound("this gateway takes no ticket payments (no chain configured)")
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", sender):
+        raise BadRequest("sender must be a 0x-prefixed 20-byte address")
+    state.limiter.hit(f"params:{sender.lower()}")
+    return state.eth.ticket_params(bytes.fromhex(sender[2:]))
+
+
 @router.get("/me")
 def me(caller: KeyCaller, request: Request) -> dict[str, Any]:
     """The calling key's balance."""

@@ -1,0 +1,549 @@
+"""The one web3 client the rest of the code uses: contract reads and signed transactions.
+
+``ChainClient`` resolves TicketBroker, BondingManager and RoundsManager through the
+Controller (``getContract(keccak256(name))``), implements :class:`chain.validation.ChainView`
+and the reads the recipient, the redeemer and the reward service need, and sends transactions
+signed locally with its key:
+
+- nonces under a lock, the higher of the node's pending count and the last nonce used here;
+- EIP-1559 fees: ``maxFeePerGas = min(max_gas_price, 2 x baseFee + priority)`` (go-livepeer
+  caps at ``2 x baseFee``; a node needs ``gas x maxFeePerGas`` in the account, go-livepeer
+  #2574), refused outright when the base fee alone exceeds the cap;
+- an explicit gas limit where the caller gives one (estimates are unsafe at round boundaries
+  and for batches, whose inner failures are swallowed), an estimate otherwise;
+- the receipt's status checked: status 0 raises :class:`TransactionFailed`.
+
+Every failure is a :class:`chain.errors.ChainError`; a node that cannot be reached (refused
+connection, timeout, no receipt in time) raises :class:`ChainUnavailable`, which callers may
+retry.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TimeExhausted,
+    TooManyRequests,
+    Web3Exception,
+    Web3RPCError,
+)
+from web3.types import Nonce, TxParams, TxReceipt, Wei
+
+from chain.abi import abi, contract_id
+from chain.errors import ChainError
+from chain.tickets import ZERO_ADDRESS, Ticket, recipient_rand_hash
+
+if TYPE_CHECKING:
+    from chain.devchain import DevChain
+
+__all__ = [
+    "ChainClient",
+    "ChainUnavailable",
+    "ContractNotRegistered",
+    "ContractReverted",
+    "GasPriceTooHigh",
+    "NoSigningKey",
+    "SenderInfo",
+    "TransactionFailed",
+    "TransactionRejected",
+    "TranscoderInfo",
+]
+
+#: Seconds one JSON-RPC request may take.
+RPC_TIMEOUT_S: Final = 10.0
+#: Seconds to wait for a transaction's receipt.
+RECEIPT_TIMEOUT_S: Final = 120.0
+#: The tip offered when the node does not suggest one (1 gwei).
+DEFAULT_PRIORITY_FEE: Final = 1_000_000_000
+#: How TicketBroker is registered: go-livepeer looks it up as JobsManager.
+_BROKER_NAMES: Final = ("TicketBroker", "JobsManager")
+
+_T = TypeVar("_T")
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+
+class ChainUnavailable(ChainError):
+    """Raised when the node cannot be reached or does not answer in time; safe to retry."""
+
+
+class ContractNotRegistered(ChainError):
+    """Raised when the Controller has no address for a contract name."""
+
+
+class ContractReverted(ChainError):
+    """Raised when a call or gas estimate reverts; ``reason`` holds the revert string."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        #: The revert reason as the node reports it ("" when it gave none).
+        self.reason = reason
+
+
+class GasPriceTooHigh(ChainError):
+    """Raised when the gas price exceeds the configured maximum; nothing is sent."""
+
+
+class NoSigningKey(ChainError):
+    """Raised when a read-only client (no private key) is asked to send a transaction."""
+
+
+class TransactionRejected(ChainError):
+    """Raised when the node refuses a transaction (nonce, funds, fee) before mining it."""
+
+
+class TransactionFailed(ChainError):
+    """Raised when a transaction is mined with status 0; ``receipt`` is the receipt."""
+
+    def __init__(self, message: str, tx_hash: bytes, receipt: TxReceipt) -> None:
+        super().__init__(message)
+        self.tx_hash = tx_hash
+        self.receipt = receipt
+
+
+_UNAVAILABLE: Final = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TooManyRequests,
+    TimeExhausted,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _reason(error: ContractLogicError) -> str:
+    message = str(error.message if error.message else error)
+    return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
+
+
+@contextmanager
+def _wrapped(what: str) -> Iterator[None]:
+    """Translate web3 and transport errors into the chain package's hierarchy."""
+    try:
+        yield
+    except ChainError:
+        raise
+    except _UNAVAILABLE as e:
+        raise ChainUnavailable(f"{what}: node unavailable: {e}") from e
+    except ContractLogicError as e:
+        reason = _reason(e)
+        raise ContractReverted(f"{what} reverted: {reason}", reason) from e
+    except Web3RPCError as e:
+        raise TransactionRejected(f"{what}: {e}") from e
+    except (Web3Exception, ValueError) as e:
+        raise ChainError(f"{what}: {e}") from e
+
+
+# ---- views ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SenderInfo:
+    """A sender's funds in TicketBroker (``getSenderInfo``)."""
+
+    deposit: int
+    #: The round its unlock completes; 0 when no unlock is in progress.
+    withdraw_round: int
+    #: Reserve funds not yet claimed.
+    reserve: int
+    #: Reserve claimed in the current round, by all recipients together.
+    reserve_claimed_in_current_round: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscoderInfo:
+    """The fields of ``BondingManager.getTranscoder`` the services use."""
+
+    last_reward_round: int
+    reward_cut: int
+    fee_share: int
+    activation_round: int
+    deactivation_round: int
+
+
+def _hex(address: bytes | str) -> ChecksumAddress:
+    """A checksummed address from 20 bytes or hex."""
+    if isinstance(address, bytes):
+        if len(address) != 20:
+            raise ValueError(f"an address is 20 bytes, got {len(address)}")
+        return to_checksum_address("0x" + address.hex())
+    return to_checksum_address(address)
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    return bytes.fromhex(key.removeprefix("0x")) if isinstance(key, str) else key
+
+
+# ---- the client -------------------------------------------------------------------------
+
+
+class ChainClient:
+    """Livepeer's contracts over JSON-RPC; reads for anyone, writes with ``private_key``."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        controller: str,
+        *,
+        private_key: bytes | None = None,
+        max_gas_price_wei: int | None = None,
+        rpc_timeout_s: float = RPC_TIMEOUT_S,
+        receipt_timeout_s: float = RECEIPT_TIMEOUT_S,
+    ) -> None:
+        if max_gas_price_wei is not None and max_gas_price_wei <= 0:
+            raise ValueError("max_gas_price_wei must be positive")
+        # No retries inside web3: ChainUnavailable goes to the caller, which owns the policy.
+        self.w3 = Web3(
+            Web3.HTTPProvider(
+                rpc_url,
+                request_kwargs={"timeout": rpc_timeout_s},
+                exception_retry_configuration=None,
+            )
+        )
+        self.rpc_url = rpc_url
+        self.controller_address = _hex(controller)
+        self.max_gas_price_wei = max_gas_price_wei
+        self.receipt_timeout_s = receipt_timeout_s
+        self._account: LocalAccount | None = (
+            Account.from_key(private_key) if private_key is not None else None
+        )
+        self._contracts: dict[str, Contract] = {}
+        self._nonces: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._chain_id: int | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ChainClient({self.rpc_url}, controller={self.controller_address})"
+
+    @classmethod
+    def from_devchain(
+        cls,
+        info: DevChain | Mapping[str, Any] | str | Path,
+        *,
+        role: str = "orchestrator",
+        max_gas_price_wei: int | None = None,
+    ) -> ChainClient:
+        """A client for what ``chain.devchain.bootstrap`` wrote (the dataclass, its JSON dict
+        or the JSON file), signing as ``role`` (orchestrator, broadcaster or deployer)."""
+        data: Mapping[str, Any]
+        if isinstance(info, str | Path):
+            data = json.loads(Path(info).read_text())
+        elif isinstance(info, Mapping):
+            data = info
+        else:
+            data = info.to_json()
+        account = data[role]
+        key = account["private_key"] if isinstance(account, Mapping) else account.private_key
+        return cls(
+            data["rpc_url"],
+            data["contracts"]["Controller"],
+            private_key=_key_bytes(key),
+            max_gas_price_wei=max_gas_price_wei,
+        )
+
+    # ---- identity and contracts --------------------------------------------------------
+
+    @property
+    def address(self) -> bytes | None:
+        """The signing account's address, None for a read-only client."""
+        return bytes.fromhex(self._account.address[2:]) if self._account else None
+
+    def contract(self, name: str) -> Contract:
+        """A Livepeer contract by its Controller name, resolved once and cached."""
+        cached = self._contracts.get(name)
+        if cached is not None:
+            return cached
+        names = _BROKER_NAMES if name == "TicketBroker" else (name,)
+        controller = self.w3.eth.contract(address=self.controller_address, abi=abi("Controller"))
+        for candidate in names:
+            address = str(self.call(controller.functions.getContract(contract_id(candidate))))
+            if bytes.fromhex(address[2:]) != ZERO_ADDRESS:
+                found: Contract = self.w3.eth.contract(address=_hex(address), abi=abi(name))
+                self._contracts[name] = found
+                return found
+        raise ContractNotRegistered(f"the Controller has no address for {name}")
+
+    @property
+    def broker(self) -> Contract:
+        """TicketBroker."""
+        return self.contract("TicketBroker")
+
+    @property
+    def bonding(self) -> Contract:
+        """BondingManager."""
+        return self.contract("BondingManager")
+
+    @property
+    def rounds(self) -> Contract:
+        """RoundsManager."""
+        return self.contract("RoundsManager")
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        with _wrapped(what):
+            return fn()
+
+    def call(self, fn: ContractFunction, *, sender: bytes | None = None) -> Any:
+        """eth_call a contract function in the latest block (from ``sender`` if given)."""
+        tx: TxParams = {}
+        origin = sender if sender is not None else self.address
+        if origin is not None:
+            tx["from"] = _hex(origin)
+        return self._call(fn.fn_name, lambda: fn.call(tx))
+
+    # ---- ChainView and reads ---------------------------------------------------------
+
+    def withdraw_round(self, sender: bytes) -> int:
+        """The round the sender's unlock completes, 0 when it is not unlocking."""
+        return self.sender_info(sender).withdraw_round
+
+    def last_initialized_round(self) -> int:
+        """The last round RoundsManager initialized."""
+        return int(self.call(self.rounds.functions.lastInitializedRound()))
+
+    def last_seen_l1_block(self) -> int:
+        """The latest block number."""
+        return int(self._call("eth_blockNumber", lambda: self.w3.eth.block_number))
+
+    def current_round(self) -> int:
+        """The round of the latest block."""
+        return int(self.call(self.rounds.functions.currentRound()))
+
+    def current_round_initialized(self) -> bool:
+        """Whether initializeRound ran for the current round."""
+        return bool(self.call(self.rounds.functions.currentRoundInitialized()))
+
+    def round_length(self) -> int:
+        """Blocks per round."""
+        return int(self.call(self.rounds.functions.roundLength()))
+
+    def block_hash_for_round(self, round: int) -> bytes:
+        """The block hash RoundsManager stored for ``round`` (zero when not initialized)."""
+        return bytes(self.call(self.rounds.functions.blockHashForRound(round)))
+
+    def ticket_validity_period(self) -> int:
+        """Rounds a ticket stays redeemable after its creation round."""
+        return int(self.call(self.broker.functions.ticketValidityPeriod()))
+
+    def sender_info(self, sender: bytes) -> SenderInfo:
+        """The sender's deposit, withdraw round and reserve."""
+        info, reserve = self.call(self.broker.functions.getSenderInfo(_hex(sender)))
+        return SenderInfo(
+            deposit=int(info[0]),
+            withdraw_round=int(info[1]),
+            reserve=int(reserve[0]),
+            reserve_claimed_in_current_round=int(reserve[1]),
+        )
+
+    def claimable_reserve(self, sender: bytes, recipient: bytes) -> int:
+        """What ``recipient`` may still draw from the sender's reserve this round: an equal
+        share per transcoder in the pool, less what it drew, 0 when it is not active."""
+        fn = self.broker.functions.claimableReserve(_hex(sender), _hex(recipient))
+        return int(self.call(fn))
+
+    def max_float(self, sender: bytes, recipient: bytes, *, pending: int = 0) -> int:
+        """What ``sender`` can pay ``recipient`` now: its deposit plus the recipient's
+        reserve allocation, less ``pending`` (face values of redemptions in flight)."""
+        deposit = self.sender_info(sender).deposit
+        return max(0, deposit + self.claimable_reserve(sender, recipient) - pending)
+
+    def gas_price(self) -> int:
+        """The node's suggested gas price (eth_gasPrice)."""
+        return int(self._call("eth_gasPrice", lambda: self.w3.eth.gas_price))
+
+    def used(self, ticket_hash: bytes) -> bool:
+        """Whether TicketBroker has redeemed the ticket with this hash."""
+        return bool(self.call(self.broker.functions.usedTickets(ticket_hash)))
+
+    def fees(self, transcoder: bytes) -> int:
+        """The transcoder's fees not yet withdrawn (``pendingFees``)."""
+        # The round argument is ignored by the deployed BondingManager (claims run to now).
+        return int(self.call(self.bonding.functions.pendingFees(_hex(transcoder), 0)))
+
+    def transcoder_info(self, transcoder: bytes) -> TranscoderInfo:
+        """The transcoder's reward round, cut, share and activation window."""
+        t = self.call(self.bonding.functions.getTranscoder(_hex(transcoder)))
+        return TranscoderInfo(
+            last_reward_round=int(t[0]),
+            reward_cut=int(t[1]),
+            fee_share=int(t[2]),
+            activation_round=int(t[4]),
+            deactivation_round=int(t[5]),
+        )
+
+    def is_active_transcoder(self, transcoder: bytes) -> bool:
+        """Whether the transcoder is in the active set this round."""
+        return bool(self.call(self.bonding.functions.isActiveTranscoder(_hex(transcoder))))
+
+    def find_redemption(
+        self, ticket: Ticket, *, lookback_blocks: int
+    ) -> tuple[bytes, bytes] | None:
+        """(tx hash, tx sender) of the transaction whose WinningTicketRedeemed log names
+        ``ticket``, searched over the last ``lookback_blocks`` blocks; None when not found
+        (or when the node refuses the log query, as some do for long ranges)."""
+        latest = self.last_seen_l1_block()
+        event = self.broker.events.WinningTicketRedeemed()
+        try:
+            logs = self._call(
+                "eth_getLogs",
+                lambda: event.get_logs(
+                    from_block=max(0, latest - lookback_blocks),
+                    to_block=latest,
+                    argument_filters={
+                        "sender": _hex(ticket.sender),
+                        "recipient": _hex(ticket.recipient),
+                    },
+                ),
+            )
+        except ChainUnavailable:
+            raise
+        except ChainError:
+            return None
+        for log in logs:
+            args = log["args"]
+            if (
+                int(args["senderNonce"]) == ticket.sender_nonce
+                and recipient_rand_hash(int(args["recipientRand"])) == ticket.recipient_rand_hash
+                and int(args["faceValue"]) == ticket.face_value
+                and int(args["winProb"]) == ticket.win_prob
+                and bytes(args["auxData"]) == ticket.aux_data
+            ):
+                tx_hash = log["transactionHash"]
+                tx = self._call(
+                    "eth_getTransactionByHash", partial(self.w3.eth.get_transaction, tx_hash)
+                )
+                return bytes(tx_hash), bytes.fromhex(str(tx["from"])[2:])
+        return None
+
+    def revert_reason(self, fn: ContractFunction, *, sender: bytes | None = None) -> str | None:
+        """Simulate ``fn`` (eth_call): None when it would succeed, else the revert reason."""
+        try:
+            self.call(fn, sender=sender)
+        except ContractReverted as e:
+            return e.reason or "reverted without a reason"
+        return None
+
+    # ---- transactions ------------------------------------------------------------------
+
+    def fee_caps(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) for the next transaction.
+
+        Raises GasPriceTooHigh when the base fee alone is above ``max_gas_price_wei``.
+        """
+
+        def read() -> tuple[int, int]:
+            block = self.w3.eth.get_block("latest")
+            base = int(block.get("baseFeePerGas", 0) or 0)
+            try:
+                tip = int(self.w3.eth.max_priority_fee)
+            except (Web3RPCError, ValueError):
+                tip = DEFAULT_PRIORITY_FEE
+            return base, tip
+
+        base, tip = self._call("fee data", read)
+        max_fee = 2 * base + tip
+        if self.max_gas_price_wei is not None:
+            if base > self.max_gas_price_wei:
+                raise GasPriceTooHigh(
+                    f"base fee {base} wei exceeds the maximum gas price {self.max_gas_price_wei}"
+                )
+            max_fee = min(max_fee, self.max_gas_price_wei)
+        return max_fee, min(tip, max_fee - base) if max_fee > base else 0
+
+    def transact(
+        self,
+        fn: ContractFunction,
+        *,
+        gas: int | None = None,
+        value: int = 0,
+        private_key: bytes | None = None,
+    ) -> TxReceipt:
+        """Sign and send ``fn``, wait for its receipt and check its status.
+
+        ``gas`` is the explicit gas limit (no estimate); ``private_key`` signs instead of the
+        client's own key. Raises GasPriceTooHigh, ContractReverted (the estimate reverted),
+        TransactionRejected, TransactionFailed (status 0) or ChainUnavailable.
+        """
+        account = Account.from_key(private_key) if private_key is not None else self._account
+        if account is None:
+            raise NoSigningKey("this client has no private key: it cannot send transactions")
+        what = fn.fn_name
+        max_fee, tip = self.fee_caps()
+        tx: TxParams = {
+            "from": account.address,
+            "value": Wei(value),
+            "maxFeePerGas": Wei(max_fee),
+            "maxPriorityFeePerGas": Wei(tip),
+            "chainId": self.chain_id(),
+        }
+        if gas is None:
+            gas = int(self._call(f"estimate {what}", lambda: fn.estimate_gas(tx)))
+        tx["gas"] = gas
+        with self._lock:
+            nonce = self._next_nonce(account.address)
+            tx["nonce"] = Nonce(nonce)
+            built = self._call(f"build {what}", lambda: fn.build_transaction(tx))
+            signed = account.sign_transaction(cast(dict[str, Any], built))
+            try:
+                tx_hash = self._call(
+                    f"send {what}", lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                )
+            except ChainError:
+                self._nonces.pop(account.address, None)  # re-read from the node next time
+                raise
+            self._nonces[account.address] = nonce + 1
+        try:
+            receipt = self._call(
+                f"receipt of {what}",
+                lambda: self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout_s, poll_latency=0.05
+                ),
+            )
+        except ChainUnavailable:
+            with self._lock:
+                self._nonces.pop(account.address, None)
+            raise
+        if receipt["status"] != 1:
+            raise TransactionFailed(
+                f"transaction failed txHash=0x{bytes(tx_hash).hex()} ({what})",
+                bytes(tx_hash),
+                receipt,
+            )
+        return receipt
+
+    def chain_id(self) -> int:
+        """The node's chain id (read once)."""
+        if self._chain_id is None:
+            self._chain_id = int(self._call("eth_chainId", lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def _next_nonce(self, address: str) -> int:
+        """The higher of the node's pending count and the nonce after our last send."""
+        on_chain = int(
+            self._call(
+                "eth_getTransactionCount",
+                lambda: self.w3.eth.get_transaction_count(_hex(address), "pending"),
+            )
+        )
+        return max(on_chain, self._nonces.get(address, 0))

@@ -1,0 +1,316 @@
+"""Redeeming the queued winning tickets, many per transaction.
+
+``Redeemer.run_once`` is what the beat task calls: it takes the tickets whose params have
+expired (go-livepeer waits for the same, so recipientRand is not revealed while the sender can
+still use the params) and
+
+1. sends nothing while the current round is not initialized or the gas price is above the
+   maximum: every ticket stays queued;
+2. simulates each ticket's ``redeemWinningTicket`` (eth_call) and sorts it by the revert
+   reason: one that can never pay (expired, used, bad signature or rand, wrong block hash)
+   is given up; one that may pay later (sender short of funds or unlocked) is kept for
+   another try; a ticket used on chain by one of our own transactions (a receipt lost to an
+   RPC failure) is recorded as redeemed;
+3. drops tickets worth less than their share of the transaction's cost, go-livepeer's
+   "insufficient ticket face value for redeem tx cost", with the reason recorded;
+4. sends the rest in one ``batchRedeemWinningTickets`` with an explicit gas limit (an estimate
+   is unsafe: the batch swallows its tickets' failures, out-of-gas ones included);
+5. reads each ticket's outcome back: a ``WinningTicketRedeemed`` log in the receipt means
+   redeemed; a ticket that reverted but is still unused stays queued (go-livepeer drops it,
+   #4013); one another transaction used first is given up.
+
+A node that cannot be reached raises ChainUnavailable from ``run_once``; tickets not yet
+recorded stay pending, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Final
+
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from chain.abi import ticket_tuple
+from chain.client import (
+    ChainClient,
+    ContractReverted,
+    GasPriceTooHigh,
+    TransactionFailed,
+    TransactionRejected,
+)
+from chain.queue import QueuedTicket, TicketQueue
+from chain.tickets import Ticket, parse_aux_data, recipient_rand_hash
+
+__all__ = [
+    "BATCH_BASE_GAS",
+    "GAS_PER_TICKET",
+    "PERMANENT_REVERTS",
+    "RedeemReport",
+    "Redeemer",
+]
+
+#: Gas reserved for the batch call itself.
+BATCH_BASE_GAS: Final = 100_000
+#: Gas reserved per ticket in a batch; a redemption that draws on the reserve, in a cold fee
+#: pool, takes about 200k on the development contracts (L2 chains charge L1 data on top).
+GAS_PER_TICKET: Final = 250_000
+#: A transaction may use at most this much gas (under a 30M block limit).
+MAX_TX_GAS: Final = 15_000_000
+#: Revert reasons after which a ticket can never be redeemed.
+PERMANENT_REVERTS: Final = (
+    "ticket is expired",
+    "does not have a block hash",
+    "creationRoundBlockHash invalid",
+    "recipientRand does not match",
+    "invalid signature",
+    "ticket did not win",
+    "null address",
+    "auxData",
+)
+_USED: Final = "ticket is used"
+
+
+@dataclass
+class RedeemReport:
+    """What one ``run_once`` did; hashes are ticket hashes."""
+
+    block: int
+    #: Why nothing was sent this time (tickets left queued), None when a batch went out or
+    #: there was nothing to send.
+    skipped: str | None = None
+    gas_price: int = 0
+    tx_hash: bytes | None = None
+    gas_used: int = 0
+    redeemed: list[bytes] = field(default_factory=list)
+    #: Kept queued for another try, with the reason.
+    retried: dict[bytes, str] = field(default_factory=dict)
+    #: Given up for good (the queue's "failed"), with the reason.
+    given_up: dict[bytes, str] = field(default_factory=dict)
+    #: The face value the batch's redemptions paid in total.
+    face_value_redeemed: int = 0
+
+
+def _ticket_hash(item: QueuedTicket) -> bytes:
+    return item.ticket.hash()
+
+
+class Redeemer:
+    """Redeems due tickets from a :class:`TicketQueue` through a :class:`ChainClient`."""
+
+    def __init__(
+        self,
+        client: ChainClient,
+        queue: TicketQueue,
+        *,
+        batch_size: int = 20,
+        max_gas_price_wei: int | None = None,
+        tx_cost_guard: Fraction | int = 1,
+        gas_per_ticket: int = GAS_PER_TICKET,
+        batch_base_gas: int = BATCH_BASE_GAS,
+        scan_limit: int | None = None,
+        log_lookback_blocks: int | None = None,
+    ) -> None:
+        """``max_gas_price_wei`` defaults to the client's; a ticket is dropped when its face
+        value is below ``tx_cost_guard`` x its share of the batch's cost (gas limit x gas
+        price / tickets). Up to ``scan_limit`` due tickets (10 batches) are examined per run,
+        so tickets kept for later cannot starve newer ones."""
+        if batch_size <= 0 or gas_per_ticket <= 0 or batch_base_gas < 0:
+            raise ValueError("batch_size and gas_per_ticket must be positive")
+        if tx_cost_guard < 0:
+            raise ValueError("tx_cost_guard cannot be negative")
+        self.client = client
+        self.queue = queue
+        self.batch_size = min(batch_size, (MAX_TX_GAS - batch_base_gas) // gas_per_ticket)
+        self.max_gas_price_wei = (
+            max_gas_price_wei if max_gas_price_wei is not None else client.max_gas_price_wei
+        )
+        self.tx_cost_guard = Fraction(tx_cost_guard)
+        self.gas_per_ticket = gas_per_ticket
+        self.batch_base_gas = batch_base_gas
+        self.scan_limit = scan_limit if scan_limit is not None else 10 * self.batch_size
+        self.log_lookback_blocks = log_lookback_blocks
+
+    def gas_limit(self, tickets: int) -> int:
+        """The explicit gas limit of a batch of ``tickets``."""
+        return self.batch_base_gas + tickets * self.gas_per_ticket
+
+    def tx_cost_share(self, tickets: int, gas_price: int) -> Fraction:
+        """Each ticket's share of a batch's cost at ``gas_price``, times the guard."""
+        return Fraction(self.gas_limit(tickets) * gas_price, tickets) * self.tx_cost_guard
+
+    # ---- one run ---------------------------------------------------------------------
+
+    def run_once(self) -> RedeemReport:
+        """Redeem what is due now in one transaction; see the module docstring."""
+        block = self.client.last_seen_l1_block()
+        report = RedeemReport(block=block)
+        due = self.queue.due(block, limit=self.scan_limit)
+        if not due:
+            return report
+        if not self.client.current_round_initialized():
+            report.skipped = f"round {self.client.current_round()} is not initialized"
+            return report
+        report.gas_price = self.client.gas_price()
+        if self.max_gas_price_wei is not None and report.gas_price > self.max_gas_price_wei:
+            report.skipped = (
+                f"gas price {report.gas_price} wei is above the maximum {self.max_gas_price_wei}"
+            )
+            return report
+
+        batch = self._select(due, report)
+        batch = self._drop_below_cost(batch, report)
+        if batch:
+            self._send(batch, report)
+        return report
+
+    # ---- steps -----------------------------------------------------------------------
+
+    def _select(self, due: Iterable[QueuedTicket], report: RedeemReport) -> list[QueuedTicket]:
+        """Simulate each due ticket; keep up to a batch of the ones that would pay."""
+        batch: list[QueuedTicket] = []
+        funds: dict[bytes, int] = {}
+        for item in due:
+            if len(batch) >= self.batch_size:
+                break
+            ticket_hash = _ticket_hash(item)
+            reason = self._simulate(item)
+            if reason is None:
+                sender = item.ticket.sender
+                if sender not in funds:
+                    info = self.client.sender_info(sender)
+                    funds[sender] = info.deposit + info.reserve
+                if item.ticket.face_value > funds[sender]:
+                    # Earlier tickets of this batch use up what the sender has left.
+                    self._retry(report, ticket_hash, "insufficient sender funds in this batch")
+                    continue
+                funds[sender] -= item.ticket.face_value
+                batch.append(item)
+            elif _USED in reason:
+                self._already_used(item, report)
+            elif any(p in reason for p in PERMANENT_REVERTS):
+                self._give_up(report, ticket_hash, reason)
+            else:
+                self._retry(report, ticket_hash, reason)
+        return batch
+
+    def _drop_below_cost(
+        self, batch: list[QueuedTicket], report: RedeemReport
+    ) -> list[QueuedTicket]:
+        """go-livepeer's face value check against each ticket's share of the tx cost."""
+        while batch:
+            share = self.tx_cost_share(len(batch), report.gas_price)
+            keep = [item for item in batch if item.ticket.face_value >= share]
+            for item in batch:
+                if item.ticket.face_value < share:
+                    self._give_up(
+                        report,
+                        _ticket_hash(item),
+                        f"insufficient ticket face value {item.ticket.face_value} wei for its "
+                        f"share of the redeem tx cost {int(share)} wei",
+                    )
+            if len(keep) == len(batch):
+                break
+            batch = keep
+        return batch
+
+    def _send(self, batch: list[QueuedTicket], report: RedeemReport) -> None:
+        fn = self.client.broker.functions.batchRedeemWinningTickets(
+            [ticket_tuple(item.ticket) for item in batch],
+            [item.sig for item in batch],
+            [item.recipient_rand for item in batch],
+        )
+        receipt: TxReceipt | None
+        try:
+            receipt = self.client.transact(fn, gas=self.gas_limit(len(batch)))
+        except GasPriceTooHigh as e:
+            report.skipped = str(e)
+            return
+        except TransactionFailed as e:
+            receipt = e.receipt
+            report.tx_hash = e.tx_hash
+        except (ContractReverted, TransactionRejected) as e:
+            for item in batch:
+                self._retry(report, _ticket_hash(item), f"batch not sent: {e}")
+            return
+        report.tx_hash = bytes(receipt["transactionHash"])
+        report.gas_used = int(receipt["gasUsed"])
+        redeemed = self._redeemed_in(receipt) if receipt["status"] == 1 else {}
+        for item in batch:
+            ticket_hash = _ticket_hash(item)
+            if ticket_hash in redeemed:
+                self.queue.redeemed(ticket_hash, report.tx_hash)
+                report.redeemed.append(ticket_hash)
+                report.face_value_redeemed += item.ticket.face_value
+        for item in batch:
+            ticket_hash = _ticket_hash(item)
+            if ticket_hash in redeemed:
+                continue
+            if self.client.used(ticket_hash):
+                self._already_used(item, report)
+            else:
+                reason = self._simulate(item) or "reverted inside the batch"
+                self._retry(report, ticket_hash, f"not redeemed: {reason}")
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _simulate(self, item: QueuedTicket) -> str | None:
+        fn = self.client.broker.functions.redeemWinningTicket(
+            ticket_tuple(item.ticket), item.sig, item.recipient_rand
+        )
+        return self.client.revert_reason(fn)
+
+    def _redeemed_in(self, receipt: TxReceipt) -> set[bytes]:
+        """The hashes of the tickets a receipt's WinningTicketRedeemed logs name."""
+        events = self.client.broker.events.WinningTicketRedeemed().process_receipt(
+            receipt, errors=DISCARD
+        )
+        hashes = set()
+        for event in events:
+            args = event["args"]
+            try:
+                creation_round, block_hash = parse_aux_data(bytes(args["auxData"]))
+                ticket = Ticket(
+                    recipient=bytes.fromhex(str(args["recipient"])[2:]),
+                    sender=bytes.fromhex(str(args["sender"])[2:]),
+                    face_value=int(args["faceValue"]),
+                    win_prob=int(args["winProb"]),
+                    sender_nonce=int(args["senderNonce"]),
+                    recipient_rand_hash=recipient_rand_hash(int(args["recipientRand"])),
+                    creation_round=creation_round,
+                    creation_round_block_hash=block_hash,
+                )
+            except ValueError:
+                continue  # not one of ours (a nonce past uint32, odd auxData)
+            hashes.add(ticket.hash())
+        return hashes
+
+    def _already_used(self, item: QueuedTicket, report: RedeemReport) -> None:
+        """A ticket used on chain: ours if one of our transactions redeemed it."""
+        ticket_hash = _ticket_hash(item)
+        found = self._find_redemption(item.ticket)
+        if found is not None and found[1] == self.client.address:
+            self.queue.redeemed(ticket_hash, found[0])
+            report.redeemed.append(ticket_hash)
+            return
+        where = f" in tx 0x{found[0].hex()}" if found is not None else ""
+        self._give_up(report, ticket_hash, f"ticket is used: redeemed by another sender{where}")
+
+    def _find_redemption(self, ticket: Ticket) -> tuple[bytes, bytes] | None:
+        """(tx hash, tx sender) of the transaction that redeemed ``ticket``, if any."""
+        lookback = self.log_lookback_blocks
+        if lookback is None:
+            # A used ticket that is not expired was redeemed within its validity period.
+            validity = self.client.ticket_validity_period()
+            lookback = (validity + 1) * self.client.round_length()
+        return self.client.find_redemption(ticket, lookback_blocks=lookback)
+
+    def _retry(self, report: RedeemReport, ticket_hash: bytes, reason: str) -> None:
+        self.queue.retry_later(ticket_hash, reason)
+        report.retried[ticket_hash] = reason
+
+    def _give_up(self, report: RedeemReport, ticket_hash: bytes, reason: str) -> None:
+        self.queue.give_up(ticket_hash, reason)
+        report.given_up[ticket_hash] = reason

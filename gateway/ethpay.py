@@ -1,0 +1,213 @@
+"""ETH-deposit payment: clients pay jobs with Livepeer tickets in a ``Livepeer-Payment`` header.
+
+The gateway is the tickets' recipient, as an orchestrator is in go-livepeer: a client asks for
+ticket params (``GET /api/ticket-params?sender=0x…``), signs tickets with
+``chain.sender.TicketSender``, and sends them with each job. Each valid ticket credits its
+expected value to the sender's balance; each job is debited the advertised price per pixel
+times the encoded pixels, as go-livepeer's orchestrator does; too little balance gets
+go-livepeer's answer, 400 "Insufficient balance". Winning tickets are stored durably before
+the job runs, for the redemption task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol
+
+import redis
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import IntegrityError
+
+from chain.errors import ChainError, InsufficientSenderReserve, TicketError, TicketParamsExpired
+from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
+from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
+from chain.queue import TicketQueue
+from chain.validation import RedisNonceStore, TicketReceiver
+from farm.jobs.models import utcnow
+from farm.registry import redis_py_url
+from gateway.errors import BadRequest, InsufficientCredit, Unavailable
+from gateway.ledger import Ledger
+from gateway.models import ApiKey
+from gateway.payments import CreditPayment, Hold
+
+__all__ = ["EthPayments", "TicketChain", "TicketPayment"]
+
+log = logging.getLogger(__name__)
+
+
+class TicketChain(Protocol):
+    """What ticket payments read from the chain (chain.client.ChainClient provides it)."""
+
+    def gas_price(self) -> int: ...
+
+    def max_float(self, sender: bytes, recipient: bytes) -> int: ...
+
+    def last_seen_l1_block(self) -> int: ...
+
+    def last_initialized_round(self) -> int: ...
+
+    def block_hash_for_round(self, round: int) -> bytes: ...
+
+    def withdraw_round(self, sender: bytes) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Credited:
+    """What one Livepeer-Payment header brought: the sender's account and the credit."""
+
+    key_id: str
+    credit: int
+    winners: int
+    warning: str | None
+
+
+class EthPayments:
+    """Issues ticket params, validates payments, credits senders, queues winners."""
+
+    def __init__(
+        self,
+        chain: TicketChain,
+        ledger: Ledger,
+        engine: Engine,
+        redis_url: str,
+        recipient: bytes,
+        secret: bytes,
+        price_per_pixel: Fraction,
+        config: RecipientConfig | None = None,
+    ) -> None:
+        self.chain = chain
+        self.ledger = ledger
+        self.price_per_pixel = price_per_pixel
+        self.issuer = TicketParamsIssuer(recipient, config or RecipientConfig(), secret)
+        self._redis = redis.Redis.from_url(redis_py_url(redis_url))
+        self.receiver = TicketReceiver(self.issuer, chain, RedisNonceStore(self._redis))
+        self.queue = TicketQueue(engine)
+        self.queue.create_schema()
+        self._accounts: set[str] = set()
+        self._lock = threading.Lock()
+
+    def ticket_params(self, sender: bytes) -> dict[str, Any]:
+        """Fresh params for ``sender`` and the price they pay per pixel."""
+        with _chain_errors():
+            return self._ticket_params(sender)
+
+    def _ticket_params(self, sender: bytes) -> dict[str, Any]:
+        round_, block_hash = creation_round(
+            self.chain.last_initialized_round(), self.chain.block_hash_for_round
+        )
+        params = self.issuer.ticket_params(
+            sender,
+            self.price_per_pixel,
+            gas_price=self.chain.gas_price(),
+            max_float=self.chain.max_float(sender, self.issuer.recipient),
+            last_seen_l1_block=self.chain.last_seen_l1_block(),
+            creation_round=round_,
+            creation_round_block_hash=block_hash,
+        )
+        return {
+            "ticketParams": params_to_json(params),
+            "price": {
+                "pricePerUnit": self.price_per_pixel.numerator,
+                "pixelsPerUnit": self.price_per_pixel.denominator,
+            },
+        }
+
+    def account(self, sender: bytes) -> str:
+        """The ledger account holding ``sender``'s ticket credit (created on first use)."""
+        key_id = "eth" + hashlib.sha256(sender).hexdigest()[:29]
+        with self._lock:
+            if key_id in self._accounts:
+                return key_id
+        try:
+            with self.ledger.engine.begin() as conn:
+                conn.execute(
+                    insert(ApiKey).values(
+                        id=key_id,
+                        name=f"eth:0x{sender.hex()}",
+                        balance=0,
+                        created_at=utcnow(),
+                        # Never a bearer key: the hash of nothing anyone can send.
+                        key_hash=hashlib.sha256(b"eth-account:" + sender).hexdigest(),
+                    )
+                )
+        except IntegrityError:
+            pass
+        with self._lock:
+            self._accounts.add(key_id)
+        return key_id
+
+    def receive(self, header: str) -> Credited:
+        """Validate every ticket of a payment; credit the sender; queue the winners."""
+        try:
+            payment: Payment = decode_payment(header)
+        except PaymentMalformed as e:
+            raise BadRequest(f"invalid Livepeer-Payment: {e}") from e
+        with _chain_errors():
+            return self._receive(header, payment)
+
+    def _receive(self, header: str, payment: Payment) -> Credited:
+        key_id = self.account(payment.sender)
+        credit, winners, warning = Fraction(0), 0, None
+        for ticket, sig in payment.tickets:
+            try:
+                receipt = self.receiver.receive_ticket(
+                    ticket,
+                    sig,
+                    seed=payment.params.seed,
+                    expiration_block=payment.params.expiration_block,
+                    price_per_pixel=payment.params.price_per_pixel,
+                )
+            except TicketParamsExpired as e:
+                # go-livepeer accepts these with a warning: the ticket still pays.
+                receipt, warning = e.receipt, str(e)
+            except TicketError as e:
+                raise BadRequest(f"invalid ticket: {e}") from e
+            if receipt.won:
+                # Durable before the job runs, so no winner is lost with the request.
+                self.queue.add(ticket, sig, receipt.recipient_rand, payment.params.expiration_block)
+                winners += 1
+            credit += receipt.expected_value
+        amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
+        if amount:
+            self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")
+        return Credited(key_id, amount, winners, warning)
+
+    def cost(self, pixels: int) -> int:
+        return -(-pixels * self.price_per_pixel.numerator // self.price_per_pixel.denominator)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+@contextmanager
+def _chain_errors() -> Iterator[None]:
+    """Chain failures as the gateway's errors: the sender's problem (400) or the node's (503)."""
+    try:
+        yield
+    except InsufficientSenderReserve as e:
+        raise BadRequest(str(e)) from e
+    except ChainError as e:
+        if isinstance(e, TicketError):
+            raise
+        raise Unavailable(f"chain unavailable: {e}") from e
+
+
+class TicketPayment:
+    """Payment from a ticket-funded balance: go-livepeer's 400 when it runs short."""
+
+    def __init__(self, ledger: Ledger, key_id: str) -> None:
+        self._credit = CreditPayment(ledger, key_id)
+
+    @contextmanager
+    def hold(self, ref: str, estimate: int) -> Iterator[Hold]:
+        try:
+            with self._credit.hold(ref, estimate) as hold:
+                yield hold
+        except InsufficientCredit as e:
+            raise BadRequest(f"Insufficient balance: {e}") from e
