@@ -46,10 +46,14 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
             }
         },
     )
+    from farm.chain_tasks import chain_schedule, register_chain_tasks
+
+    app.conf.beat_schedule.update(chain_schedule(settings))
     app.farm_settings = settings
     from farm.tasks import register_tasks
 
     register_tasks(app)
+    register_chain_tasks(app, settings)
     return app
 
 

@@ -107,6 +107,16 @@ class ClusterSettings(FarmBaseSettings):
     queued_timeout_s: float = Field(60.0, gt=0)
     #: Workers send task events (Flower's task views need them; each costs a publish).
     task_events: bool = True
+    #: The chain (off-chain when unset): JSON-RPC URL, Livepeer Controller address, and the
+    #: orchestrator's key that signs redemptions and reward calls.
+    eth_rpc_url: str | None = None
+    eth_controller: str | None = None
+    eth_private_key: SecretStr | None = None
+    max_gas_price_wei: int | None = Field(None, gt=0)
+    #: Where winning tickets wait for redemption (default: the job database).
+    ticket_queue_url: str | None = None
+    redeem_interval_s: float = Field(60.0, gt=0)
+    reward_interval_s: float = Field(300.0, gt=0)
     #: Verify every rendition before a job is done (farm.media.verify).
     verify_renditions: bool = True
     #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS), on a
@@ -170,6 +180,8 @@ class WorkerSettings(ClusterSettings):
     #: limits; threads and solo run transcodes in the worker process (lower latency, no
     #: hard limit: the engine's own deadline still applies).
     pool: Literal["prefork", "threads", "solo"] = "prefork"
+    #: Also consume the chain queue (redemption and reward run on exactly one worker).
+    chain_queue: bool = False
     #: Also consume CPU queues on a GPU worker.
     gpu_takes_cpu_jobs: bool = False
     hostname: str | None = None

@@ -16,7 +16,7 @@ from typing import Any
 
 from farm.gpu import GpuInfo, NvmlSource, StaticGpuSource, detect_gpus, parse_gpu_selection
 from farm.media.codecs import CPU_ENCODERS, GPU_DECODERS, GPU_ENCODERS, decoder_opens, encoder_opens
-from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
+from farm.queues import CHAIN_QUEUE, CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import WorkerSettings
 
@@ -68,6 +68,8 @@ def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
     if not nvenc or settings.gpu_takes_cpu_jobs:
         queues += [transcode_queue(c, gpu=False) for c in cpu]
     queues.append(CONTROL_QUEUE)
+    if settings.chain_queue:
+        queues.append(CHAIN_QUEUE)
     host = settings.hostname or socket.gethostname()
     name = f"gpu{gpu.index}@{host}" if gpu is not None else f"cpu@{host}"
     cores = os.cpu_count() or 1
@@ -187,6 +189,8 @@ def run_worker_group(
         cmd = [sys.executable, "-m", "farm.cli", "worker", "--gpus", str(i), "--loglevel", loglevel]
         if settings.concurrency:
             cmd += ["--concurrency", str(settings.concurrency)]
+        if settings.chain_queue and i == indices[0]:
+            cmd.append("--chain")
         children.append(subprocess.Popen(cmd, env=env))
     return _supervise(children)
 

@@ -50,12 +50,22 @@ def _load(cls: type[Any], **overrides: Any) -> Any:
     help="Jobs in parallel per worker process.",
 )
 @click.option("--cpu", "cpu_only", is_flag=True, help="Same as --gpus none.")
+@click.option(
+    "--chain",
+    "chain_queue",
+    is_flag=True,
+    help="Also consume the chain queue (redemption, reward): one worker per cluster.",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker_cmd(gpus: str | None, concurrency: int | None, cpu_only: bool, loglevel: str) -> None:
+def worker_cmd(
+    gpus: str | None, concurrency: int | None, cpu_only: bool, chain_queue: bool, loglevel: str
+) -> None:
     """Run a Celery worker on the queues this machine's GPUs and CPUs can serve."""
     from farm.worker import run_worker_group
 
-    settings: WorkerSettings = _load(WorkerSettings, concurrency=concurrency)
+    settings: WorkerSettings = _load(
+        WorkerSettings, concurrency=concurrency, chain_queue=chain_queue or None
+    )
     spec = "none" if cpu_only else (gpus or settings.gpus)
     sys.exit(run_worker_group(settings, spec, loglevel=loglevel.upper()))
 

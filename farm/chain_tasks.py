@@ -1,0 +1,118 @@
+"""Chain work on celery beat (queue ``chain``, one consumer): redemption and reward.
+
+``chain.redeem`` sends the winning tickets whose params expired in batches; ``chain.reward``
+claims the orchestrator's reward once per round. Both run every few minutes, not only on a
+round event, so a restart or a failed call is made good within the round (go-livepeer misses
+rounds after restarts). With no RPC configured the farm stays off-chain and neither runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from farm import metrics
+from farm.queues import CHAIN_QUEUE
+from farm.settings import ClusterSettings
+
+__all__ = ["chain_schedule", "register_chain_tasks"]
+
+log = logging.getLogger(__name__)
+_services: dict[str, Any] = {}
+
+
+def chain_schedule(settings: ClusterSettings) -> dict[str, dict[str, Any]]:
+    """Beat entries for the chain tasks (none when the farm is off-chain)."""
+    if not settings.eth_rpc_url:
+        return {}
+    options = {"queue": CHAIN_QUEUE}
+    return {
+        "chain.redeem": {
+            "task": "chain.redeem",
+            "schedule": settings.redeem_interval_s,
+            "options": {**options, "expires": settings.redeem_interval_s},
+        },
+        "chain.reward": {
+            "task": "chain.reward",
+            "schedule": settings.reward_interval_s,
+            "options": {**options, "expires": settings.reward_interval_s},
+        },
+    }
+
+
+def _service(settings: ClusterSettings, name: str) -> Any:
+    """The process's redeemer or reward service, built once from settings."""
+    if name in _services:
+        return _services[name]
+    from sqlalchemy import create_engine
+
+    from chain.client import ChainClient
+    from chain.queue import TicketQueue
+    from chain.redeem import Redeemer
+    from chain.reward import RewardService
+
+    if not settings.eth_controller or settings.eth_private_key is None:
+        raise RuntimeError("chain tasks need FARM_ETH_CONTROLLER and FARM_ETH_PRIVATE_KEY")
+    key = bytes.fromhex(settings.eth_private_key.get_secret_value().removeprefix("0x"))
+    client = ChainClient(
+        settings.eth_rpc_url or "",
+        settings.eth_controller,
+        private_key=key,
+        max_gas_price_wei=settings.max_gas_price_wei,
+    )
+    queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
+    queue.create_schema()
+    _services["redeem"] = Redeemer(client, queue)
+    _services["reward"] = RewardService(client)
+    return _services[name]
+
+
+def register_chain_tasks(app: Celery, settings: ClusterSettings) -> None:
+    """Define ``chain.redeem`` and ``chain.reward`` on ``app``."""
+    from chain.client import ChainUnavailable
+
+    @app.task(
+        name="chain.redeem",
+        ignore_result=True,
+        autoretry_for=(ChainUnavailable,),
+        retry_backoff=True,
+        max_retries=5,
+    )
+    def redeem() -> dict[str, Any]:
+        report = _service(settings, "redeem").run_once()
+        if report.redeemed:
+            metrics.value_redeemed(report.face_value_redeemed / 1e9)
+        for _ in report.retried:
+            metrics.ticket_redemption_failed()
+        log.info(
+            "chain.redeem: %d redeemed, %d kept, %d given up%s",
+            len(report.redeemed),
+            len(report.retried),
+            len(report.given_up),
+            f" (skipped: {report.skipped})" if report.skipped else "",
+        )
+        return {
+            "redeemed": len(report.redeemed),
+            "retried": len(report.retried),
+            "given_up": len(report.given_up),
+            "skipped": report.skipped,
+        }
+
+    @app.task(
+        name="chain.reward",
+        ignore_result=True,
+        autoretry_for=(ChainUnavailable,),
+        retry_backoff=True,
+        max_retries=5,
+    )
+    def reward() -> str:
+        service = _service(settings, "reward")
+        outcome: str = service.run_once()
+        if outcome.startswith("failed"):
+            metrics.reward_call_failed()
+        elif outcome.startswith("rewarded"):
+            metrics.reward_called(service.client.current_round())
+        log.info("chain.reward: %s", outcome)
+        return outcome
