@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import cluster, gateway, media, ops
+from farm.cli import chain, cluster, gateway, media, ops
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -36,6 +36,7 @@ for _command in (
     cluster.up_cmd,
     cluster.health_cmd,
     gateway.gateway_cmd,
+    chain.chain_group,
     gateway.keys_group,
     gateway.sessions_cmd,
     ops.exporter_cmd,
