@@ -131,6 +131,14 @@ class TicketQueue:
             ).all()
         return [self._view(r) for r in rows]
 
+    def counts(self) -> dict[str, int]:
+        """Tickets by state: pending, redeemed, failed."""
+        from sqlalchemy import func
+
+        with Session(self.engine) as session:
+            rows = session.execute(select(_Row.state, func.count()).group_by(_Row.state)).all()
+        return {str(state): int(n) for state, n in rows}
+
     def redeemed(self, ticket_hash: bytes, tx_hash: bytes) -> None:
         self._set(ticket_hash, state="redeemed", tx_hash=tx_hash)
 

@@ -153,7 +153,9 @@ class EthPayments:
 
     def _receive(self, header: str, payment: Payment) -> Credited:
         key_id = self.account(payment.sender)
-        credit, winners, warning = Fraction(0), 0, None
+        credit, receipts = Fraction(0), []
+        # All or nothing: a payment with any bad ticket is refused whole, with no credit and
+        # no winner kept, so a client can never half-pay.
         for ticket, sig in payment.tickets:
             try:
                 receipt = self.receiver.receive_ticket(
@@ -164,15 +166,25 @@ class EthPayments:
                     price_per_pixel=payment.params.price_per_pixel,
                 )
             except TicketParamsExpired as e:
-                # go-livepeer accepts these with a warning: the ticket still pays.
-                receipt, warning = e.receipt, str(e)
+                # go-livepeer accepts these with a warning; this gateway asks for fresh params
+                # instead, so old params can never be spent again.
+                raise BadRequest(f"invalid ticket: {e}; fetch new ticket params") from e
             except TicketError as e:
                 raise BadRequest(f"invalid ticket: {e}") from e
+            receipts.append(receipt)
+            credit += receipt.expected_value
+        winners = 0
+        for receipt in receipts:
             if receipt.won:
                 # Durable before the job runs, so no winner is lost with the request.
-                self.queue.add(ticket, sig, receipt.recipient_rand, payment.params.expiration_block)
+                self.queue.add(
+                    receipt.ticket,
+                    receipt.sig,
+                    receipt.recipient_rand,
+                    payment.params.expiration_block,
+                )
                 winners += 1
-            credit += receipt.expected_value
+        warning = None
         amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
         if amount:
             self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")

@@ -2,34 +2,52 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine
+from web3 import Web3
 
+from chain.client import ChainClient
 from chain.compile import CompileError
-from chain.devchain import DevChain, DevChainError, bootstrap, start_anvil
+from chain.devchain import (
+    DevChain,
+    DevChainError,
+    bootstrap,
+    contracts,
+    mine,
+    mine_to_next_round,
+    start_anvil,
+)
 from chain.params import RecipientConfig, TicketParamsIssuer
 from chain.payment import decode_payment, params_from_json
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from farm.media.synth import make_segment
+from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway, orchestrators
 
 PROFILES = '{"profiles":[{"name":"low","width":256,"height":144,"bitrate":300000,"fps":30}]}'
 PIXELS = 30 * 256 * 144  # one 1 s segment at 30 fps in PROFILES
-PRICE = 10_000_000  # wei per encoded pixel for ticket payers: a job costs about 11 tickets
-EV = 10**12
-SECRET = "11" * 32
-EV = 10**12
+PRICE = 10**10  # wei per encoded pixel for ticket payers: a job costs about 11 tickets
+EV = 10**15  # worth redeeming: above a ticket's share of the batch transaction's cost
 SECRET = "11" * 32
 
 
 @pytest.fixture(scope="module")
-def devchain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
+def devchain_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chain") / "devchain.json"
+
+
+@pytest.fixture(scope="module")
+def devchain(devchain_file: Path) -> Iterator[DevChain]:
     try:
         node = start_anvil()
     except (CompileError, DevChainError, OSError, subprocess.SubprocessError) as e:
@@ -37,7 +55,7 @@ def devchain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
             pytest.fail(f"anvil is needed in CI (npm ci --prefix chain/contracts): {e}")
         pytest.skip(f"anvil unavailable: {e}")
     try:
-        yield bootstrap(node.web3(), tmp_path_factory.mktemp("chain") / "devchain.json")
+        yield bootstrap(node.web3(), devchain_file)
     finally:
         node.stop()
 
@@ -89,6 +107,8 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
     assert got.json()["price"] == {"pricePerUnit": PRICE, "pixelsPerUnit": 1}
     params = params_from_json(got.json()["ticketParams"])
     assert params.recipient.hex() == devchain.orchestrator.address[2:].lower()
+    assert params.face_value == EV, (params.face_value, params.win_prob)
+    assert params.win_prob == 2**256 - 1, params.win_prob / 2**256
 
     # Too little: one ticket cannot pay for the segment; go-livepeer's answer, no charge.
     short_header = sender.pay(params, 1)
@@ -142,3 +162,155 @@ def test_bad_payment_headers(paid: tuple[Env, Gateway]) -> None:
         assert r.status_code == 400 and "Livepeer-Payment" in r.json()["errors"][0]
     bad = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": "0x12"}, timeout=10)
     assert bad.status_code == 400
+
+
+def _tampered(header: str, **changes: str) -> str:
+    body = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    body["ticketParams"].update(changes)
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+
+
+def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
+    _, gw = paid
+    sender = TicketSender(devchain.broadcaster.private_key)
+    address = "0x" + sender.address.hex()
+    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
+    params = params_from_json(got.json()["ticketParams"])
+    before = balance_of(gw, address)
+    header = sender.pay(params, PIXELS * PRICE)
+    other = "0x" + "22" * 20
+    for bad, reason in [
+        (_tampered(header, winProb=str(params.win_prob - 1)), "recipientRand"),
+        (_tampered(header, faceValue=str(params.face_value * 2)), "recipientRand"),
+        (_tampered(header, recipient=other), "not this node"),
+    ]:
+        r = push(gw, bad, 20)
+        assert r.status_code == 400 and reason in r.json()["errors"][0], r.text
+    # Params past their expiration block are refused: the client must fetch new ones.
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    mine(w3, params.expiration_block + 1 - w3.eth.block_number)
+    expired = push(gw, header, 21)
+    assert expired.status_code == 400 and "expired" in expired.json()["errors"][0]
+    assert balance_of(gw, address) == before
+
+
+def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
+    paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
+) -> None:
+    env, _ = paid
+    engine = create_engine(env.pg(env.schemas[-1]))
+    queue = TicketQueue(engine)
+    waiting = queue.pending()
+    assert waiting, "the payment test left winners to redeem"
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
+    orch = env.orchs[0].cluster
+    chain_env = dict(
+        orch.env,
+        FARM_ETH_RPC_URL=devchain.rpc_url,
+        FARM_ETH_CONTROLLER=devchain.contracts["Controller"],
+        FARM_ETH_PRIVATE_KEY=devchain.orchestrator.private_key,
+        FARM_TICKET_QUEUE_URL=env.pg(env.schemas[-1]),
+        FARM_REDEEM_INTERVAL_S="1",
+        FARM_REWARD_INTERVAL_S="1",
+    )
+    worker = orch.spawn(
+        "worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log", env=chain_env
+    )
+    beat = orch.spawn(
+        "beat", "--schedule", str(orch.home / "chain-beat"), log="chain-beat.log", env=chain_env
+    )
+    wait_for(lambda: not queue.pending(), timeout=90, what="the winners to be redeemed")
+    assert queue.counts() == {"redeemed": len(waiting)}
+    engine.dispose()
+    for proc in (beat, worker):  # no more chain transactions from this key while we count
+        proc.terminate()
+        proc.wait(timeout=30)
+    me = devchain.orchestrator.address
+    fees = int(
+        contracts(w3, devchain.contracts)["BondingManager"].functions.pendingFees(me, 0).call()
+    )
+    # Its own pool with one delegator: all of it, less a few wei of fixed-point rounding.
+    assert fees >= sum(q.ticket.face_value for q in waiting) - 100
+    balance = w3.eth.get_balance(me)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "chain",
+            "--devchain",
+            str(devchain_file),
+            "withdraw-fees",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    tx = out.stdout.split("tx ", 1)[1].split(",", 1)[0]
+    receipt = w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert w3.eth.get_balance(me) - balance + gas_cost == fees
+
+
+def test_an_unlocking_sender_is_refused(
+    paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
+) -> None:
+    _, gw = paid
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "chain",
+            "--devchain",
+            str(devchain_file),
+            "--as",
+            "broadcaster",
+            "unlock",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    # The unlock counts once the next round is initialized.
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    mine_to_next_round(w3, contracts(w3, devchain.contracts)["RoundsManager"])
+    mine(w3, 1)
+    init = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "chain",
+            "--devchain",
+            str(devchain_file),
+            "--as",
+            "deployer",
+            "round",
+            "--initialize",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    sender = TicketSender(devchain.broadcaster.private_key)
+    got = httpx.get(
+        f"{gw.url}/api/ticket-params", params={"sender": "0x" + sender.address.hex()}, timeout=30
+    )
+    if got.status_code == 200:
+        params = params_from_json(got.json()["ticketParams"])
+        r = push(gw, sender.pay(params, PIXELS * PRICE), 30)
+        client = ChainClient.from_devchain(devchain_file)
+        info = (
+            client.sender_info(sender.address),
+            client.last_initialized_round(),
+            client.current_round(),
+            init.stdout,
+        )
+        assert r.status_code == 400 and "unlock" in r.json()["errors"][0], (r.text, info)
+    else:
+        assert got.status_code == 400, got.text
