@@ -4,9 +4,10 @@ On every scrape it reads a node API's ``/status`` (workers, capacity, load, queu
 states, GPUs) and, when given, a gateway's ``/admin/orchestrators``, sets the farm's gauges
 from them and answers with the exposition text. With ``PROMETHEUS_MULTIPROC_DIR`` set it also
 serves every metric the processes sharing that directory recorded, so it doubles as the
-metrics sidecar of a worker pod (ops/k8s). Chain state (stake, rewards, fees, deposit and
-reserve, pending tickets) joins once the chain package exists; until then ``chain_url`` is
-refused with a clear message rather than ignored.
+metrics sidecar of a worker pod (ops/k8s). With a chain configured (``chain_url`` and the
+Controller's address) it also reads chain state: the round, the orchestrator's stake, last
+reward round, pending fees and activity, senders' deposits and reserves, and the winning
+tickets waiting in the redemption queue.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from farm.errors import ConfigError
 from farm.node.status_page import refresh_metrics
 from farm.status import Snapshot, fetch
 
-__all__ = ["ExporterConfig", "collect", "create_exporter_app"]
+__all__ = ["ExporterConfig", "collect", "collect_chain", "create_exporter_app"]
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,67 @@ class ExporterConfig:
     admin_token: str | None = None
     chain_url: str | None = None
     timeout_s: float = 5.0
+    controller: str | None = None
+    orchestrator: str | None = None
+    senders: tuple[str, ...] = ()
+    ticket_queue_url: str | None = None
 
     def __post_init__(self) -> None:
-        if self.chain_url:
+        if self.chain_url and not (self.controller and self.orchestrator):
             raise ConfigError(
-                "chain state is not exported yet: the farm has no chain client (offchain only)"
+                "chain state needs the Controller address (FARM_ETH_CONTROLLER) and the "
+                "orchestrator's address (--orchestrator)"
             )
+
+
+def collect_chain(config: ExporterConfig) -> bool:
+    """Read chain state once and set the chain gauges; False when the node is unreachable."""
+    from chain.client import ChainClient
+    from chain.errors import ChainError
+
+    assert config.chain_url and config.controller and config.orchestrator
+    try:
+        client = ChainClient(config.chain_url, config.controller, rpc_timeout_s=config.timeout_s)
+        orch = bytes.fromhex(config.orchestrator.removeprefix("0x"))
+        bonding = client.bonding
+        info = client.transcoder_info(orch)
+        delegator = client.call(
+            bonding.functions.getDelegator(client.w3.to_checksum_address(config.orchestrator))
+        )
+        total = client.call(
+            bonding.functions.transcoderTotalStake(
+                client.w3.to_checksum_address(config.orchestrator)
+            )
+        )
+        metrics.set_chain_state(
+            config.orchestrator.lower(),
+            round_number=client.current_round(),
+            last_reward_round=info.last_reward_round,
+            stake=int(delegator[0]),
+            total_stake=int(total),
+            fees=client.fees(orch),
+            active=client.is_active_transcoder(orch),
+        )
+        for sender in config.senders:
+            s = client.sender_info(bytes.fromhex(sender.removeprefix("0x")))
+            metrics.set_sender_state(sender.lower(), s.deposit, s.reserve)
+    except ChainError:
+        metrics.exporter_target("chain", False)
+        return False
+    if config.ticket_queue_url:
+        from sqlalchemy import create_engine
+
+        from chain.queue import TicketQueue
+
+        engine = create_engine(config.ticket_queue_url)
+        try:
+            queue = TicketQueue(engine)
+            queue.create_schema()
+            metrics.set_ticket_states(queue.counts())
+        finally:
+            engine.dispose()
+    metrics.exporter_target("chain", True)
+    return True
 
 
 def collect(config: ExporterConfig, client: httpx.Client) -> Snapshot | None:
@@ -95,6 +151,8 @@ def create_exporter_app(config: ExporterConfig) -> FastAPI:
         """Cluster state in Prometheus's text format."""
         with lock:
             collect(config, client)
+            if config.chain_url:
+                collect_chain(config)
             return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @api.get("/healthz")

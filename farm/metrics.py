@@ -396,3 +396,77 @@ __all__ += [
     "value_redeemed",
     "winning_ticket_received",
 ]
+
+
+# --- Chain state, as farm exporter reads it (the livepeer_exporter role) ---
+CHAIN_STAKE = Gauge(
+    "farm_chain_stake_wei",
+    "LPT bonded to the orchestrator (its own stake)",
+    ["orchestrator"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_TOTAL_STAKE = Gauge(
+    "farm_chain_transcoder_total_stake_wei",
+    "Total stake delegated to the orchestrator",
+    ["orchestrator"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_FEES = Gauge(
+    "farm_chain_pending_fees_wei",
+    "Fees the orchestrator has not withdrawn",
+    ["orchestrator"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_ACTIVE = Gauge(
+    "farm_chain_orchestrator_active",
+    "1 when the orchestrator is active",
+    ["orchestrator"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_DEPOSIT = Gauge(
+    "farm_chain_sender_deposit_wei",
+    "A sender's TicketBroker deposit",
+    ["sender"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_RESERVE = Gauge(
+    "farm_chain_sender_reserve_wei",
+    "A sender's TicketBroker reserve",
+    ["sender"],
+    multiprocess_mode="livemostrecent",
+)
+CHAIN_TICKETS = Gauge(
+    "farm_chain_winning_tickets",
+    "Winning tickets by redemption state",
+    ["state"],
+    multiprocess_mode="livemostrecent",
+)
+
+
+def set_chain_state(
+    orchestrator: str,
+    *,
+    round_number: int,
+    last_reward_round: int,
+    stake: int,
+    total_stake: int,
+    fees: int,
+    active: bool,
+) -> None:
+    """What the exporter read from the chain about one orchestrator."""
+    CURRENT_ROUND.set(round_number)
+    REWARD_LAST_ROUND.set(last_reward_round)
+    CHAIN_STAKE.labels(orchestrator=orchestrator).set(stake)
+    CHAIN_TOTAL_STAKE.labels(orchestrator=orchestrator).set(total_stake)
+    CHAIN_FEES.labels(orchestrator=orchestrator).set(fees)
+    CHAIN_ACTIVE.labels(orchestrator=orchestrator).set(1 if active else 0)
+
+
+def set_sender_state(sender: str, deposit: int, reserve: int) -> None:
+    CHAIN_DEPOSIT.labels(sender=sender).set(deposit)
+    CHAIN_RESERVE.labels(sender=sender).set(reserve)
+
+
+def set_ticket_states(counts: dict[str, int]) -> None:
+    for state in ("pending", "redeemed", "failed"):
+        CHAIN_TICKETS.labels(state=state).set(counts.get(state, 0))

@@ -29,6 +29,7 @@ from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
 from chain.queue import TicketQueue
 from chain.validation import RedisNonceStore, TicketReceiver
+from farm import metrics as farm_metrics
 from farm.jobs.models import utcnow
 from farm.registry import redis_py_url
 from gateway.errors import BadRequest, InsufficientCredit, Unavailable
@@ -165,17 +166,20 @@ class EthPayments:
                     expiration_block=payment.params.expiration_block,
                     price_per_pixel=payment.params.price_per_pixel,
                 )
-            except TicketParamsExpired as e:
-                # go-livepeer accepts these with a warning; this gateway asks for fresh params
-                # instead, so old params can never be spent again.
-                raise BadRequest(f"invalid ticket: {e}; fetch new ticket params") from e
             except TicketError as e:
+                farm_metrics.payment_refused(type(e).__name__)
+                if isinstance(e, TicketParamsExpired):
+                    # go-livepeer accepts these with a warning; this gateway asks for fresh
+                    # params instead, so old params can never be spent again.
+                    raise BadRequest(f"invalid ticket: {e}; fetch new ticket params") from e
                 raise BadRequest(f"invalid ticket: {e}") from e
             receipts.append(receipt)
             credit += receipt.expected_value
         winners = 0
         for receipt in receipts:
+            farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
             if receipt.won:
+                farm_metrics.winning_ticket_received()
                 # Durable before the job runs, so no winner is lost with the request.
                 self.queue.add(
                     receipt.ticket,

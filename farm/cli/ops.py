@@ -35,9 +35,23 @@ _ADMIN_TOKEN = click.option(
 @_ADMIN_TOKEN
 @click.option(
     "--chain-url",
-    envvar="FARM_CHAIN_URL",
+    envvar="FARM_ETH_RPC_URL",
     default=None,
-    help="Ethereum JSON-RPC for chain state (not supported yet: the farm runs offchain).",
+    help="Ethereum JSON-RPC for chain state (env FARM_ETH_RPC_URL).",
+)
+@click.option(
+    "--controller",
+    envvar="FARM_ETH_CONTROLLER",
+    default=None,
+    help="Livepeer Controller address (env FARM_ETH_CONTROLLER).",
+)
+@click.option("--orchestrator", default=None, help="Orchestrator address to watch.")
+@click.option("--sender", "senders", multiple=True, help="Sender address to watch (repeat).")
+@click.option(
+    "--ticket-queue-url",
+    envvar="FARM_TICKET_QUEUE_URL",
+    default=None,
+    help="Database of the winning-ticket queue (env FARM_TICKET_QUEUE_URL).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
 @click.option("--port", type=int, default=9153, show_default=True, help="Listen port.")
@@ -46,6 +60,10 @@ def exporter_cmd(
     gateway_url: str | None,
     admin_token: str | None,
     chain_url: str | None,
+    controller: str | None,
+    orchestrator: str | None,
+    senders: tuple[str, ...],
+    ticket_queue_url: str | None,
     host: str,
     port: int,
 ) -> None:
@@ -54,7 +72,16 @@ def exporter_cmd(
 
     from farm.exporter import ExporterConfig, create_exporter_app
 
-    config = ExporterConfig(node_url or None, gateway_url, admin_token, chain_url)
+    config = ExporterConfig(
+        node_url or None,
+        gateway_url,
+        admin_token,
+        chain_url,
+        controller=controller,
+        orchestrator=orchestrator,
+        senders=senders,
+        ticket_queue_url=ticket_queue_url,
+    )
     uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
 
 
