@@ -42,7 +42,9 @@ def test_beat_redeems_winners_and_claims_the_reward(
         cluster.start_worker("--chain")
         cluster.start_beat()
         wait_for(lambda: not queue.pending(), timeout=60, what="the winners to be redeemed")
-        assert env.client.fees(env.orch) - fees_before == sum(w[0].face_value for w in winners)
+        earned = env.client.fees(env.orch) - fees_before
+        # All of it (one delegator), less a few wei of the pool's fixed-point rounding.
+        assert 0 <= sum(w[0].face_value for w in winners) - earned <= 100
         current = env.client.current_round()
         wait_for(
             lambda: env.client.transcoder_info(env.orch).last_reward_round == current,
