@@ -7,11 +7,16 @@ fails them, since CI starts every service first (.ci/run).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from chain.compile import CompileError
+from chain.devchain import Anvil, DevChainError, start_anvil
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -34,6 +39,34 @@ def need_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI must start it; see .ci/run)")
     pytest.skip(message)
+
+
+def need_tool(*names: str, hint: str) -> str:
+    """The path of the first of ``names`` on PATH; skip (locally) or fail (CI) without one.
+
+    .ci/run installs these tools, so under CI their absence is a failure, not a skip.
+    """
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    message = f"{names[0]} is not installed ({hint})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; .ci/run installs it")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    """A fresh anvil from npm (chain/contracts) for the module, stopped afterwards."""
+    try:
+        node = start_anvil()
+    except (CompileError, DevChainError, OSError, subprocess.SubprocessError) as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"anvil is needed in CI (npm ci --prefix chain/contracts): {e}")
+        pytest.skip(f"anvil unavailable: {e}")
+    yield node
+    node.stop()
 
 
 @pytest.fixture

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+import yaml
 
 from farm.cli import cli
+from tests.conftest import need_tool
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.gpu.yml"
 SECRETS = {
@@ -25,10 +26,7 @@ SECRETS = {
 
 
 def _compose() -> str:
-    tool = shutil.which("docker-compose")
-    if tool is None:
-        pytest.skip("docker-compose (Debian's, validates without an engine) is not installed")
-    return tool
+    return need_tool("docker-compose", hint="Debian's validates files without an engine")
 
 
 def _config(tool: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +41,6 @@ def _config(tool: str, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 
 def _resolved() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the resolved file")
     done = _config(_compose(), SECRETS, "--profile", "dev")
     assert done.returncode == 0, done.stderr
     data: dict[str, Any] = yaml.safe_load(done.stdout)

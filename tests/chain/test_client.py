@@ -7,8 +7,6 @@ cannot be installed; with ``CI=true`` they fail.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,18 +25,15 @@ from chain.client import (
     NoSigningKey,
     TransactionFailed,
 )
-from chain.compile import CompileError
 from chain.devchain import (
     Anvil,
     DevChain,
-    DevChainError,
     bootstrap,
     contracts,
     mine,
     mine_to_next_round,
     revert,
     snapshot,
-    start_anvil,
 )
 from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.signing import Signer
@@ -49,19 +44,6 @@ pytestmark = pytest.mark.timeout(120)
 
 FACE_VALUE = 10**15
 PRICE = Fraction(1)
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    """A fresh anvil for the module, stopped afterwards."""
-    try:
-        node = start_anvil()
-    except (CompileError, DevChainError, OSError, subprocess.SubprocessError) as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"anvil is needed in CI (npm ci --prefix chain/contracts): {e}")
-        pytest.skip(f"anvil unavailable: {e}")
-    yield node
-    node.stop()
 
 
 @dataclass

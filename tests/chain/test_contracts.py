@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from typing import Any
 
@@ -22,6 +21,7 @@ from chain.compile import (
     pinned_version,
 )
 from chain.signing import keccak256
+from tests.conftest import need_tool
 
 # Selectors and topics from the payments reference (sections 1.9, 1.12, 3.1, 3.3, 3.5).
 SELECTORS = {
@@ -216,8 +216,7 @@ def test_npm_versions_are_pinned_exactly() -> None:
 
 def test_recompilation_reproduces_committed_artifacts() -> None:
     """Compile with the pinned npm solc and compare ABI, bytecode and compiler."""
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed: cannot recompile the contracts")
+    need_tool("node", hint="Node.js recompiles the contracts with the pinned npm solc")
     try:
         ensure_node_modules()
     except (CompileError, OSError, subprocess.SubprocessError) as e:

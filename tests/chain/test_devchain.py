@@ -7,8 +7,6 @@ One chain is bootstrapped per module; every test runs from an evm_snapshot of it
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +19,16 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from chain.abi import ticket_tuple
-from chain.compile import CompileError
 from chain.devchain import (
     ANVIL_KEYS,
     Anvil,
     DevChain,
-    DevChainError,
     bootstrap,
     contracts,
     mine,
     mine_to_next_round,
     revert,
     snapshot,
-    start_anvil,
 )
 from chain.signing import Signer, keccak256
 from chain.tickets import MAX_WIN_PROB, Ticket, address, recipient_rand_hash
@@ -41,19 +36,6 @@ from chain.tickets import MAX_WIN_PROB, Ticket, address, recipient_rand_hash
 pytestmark = pytest.mark.timeout(120)
 
 FACE_VALUE = 10**15
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    """A fresh anvil for the module, stopped afterwards."""
-    try:
-        node = start_anvil()
-    except (CompileError, DevChainError, OSError, subprocess.SubprocessError) as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"anvil is needed in CI (npm ci --prefix chain/contracts): {e}")
-        pytest.skip(f"anvil unavailable: {e}")
-    yield node
-    node.stop()
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from farm import metrics
 from farm.exporter import ExporterConfig, collect_chain
-from tests.chain.test_client import Env, anvil, base, env  # noqa: F401 - fixtures
+from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
 
 
 def test_exporter_reads_chain_state(env: Env, sqlite_url: str) -> None:  # noqa: F811

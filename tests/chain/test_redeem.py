@@ -11,9 +11,9 @@ from chain.client import ChainClient, ChainUnavailable
 from chain.devchain import mine
 from chain.queue import TicketQueue
 from chain.redeem import Redeemer
-from tests.chain.test_client import FACE_VALUE, Env, anvil, base, env
+from tests.chain.test_client import FACE_VALUE, Env, base, env
 
-__all__ = ["anvil", "base", "env"]  # the fixtures, imported for pytest
+__all__ = ["base", "env"]  # the fixtures, imported for pytest
 
 pytestmark = pytest.mark.timeout(120)
 

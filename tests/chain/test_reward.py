@@ -7,9 +7,9 @@ import pytest
 from chain.client import ChainClient
 from chain.devchain import ANVIL_KEYS, mine
 from chain.reward import RewardService
-from tests.chain.test_client import Env, anvil, base, env
+from tests.chain.test_client import Env, base, env
 
-__all__ = ["anvil", "base", "env"]  # the fixtures, imported for pytest
+__all__ = ["base", "env"]  # the fixtures, imported for pytest
 
 pytestmark = pytest.mark.timeout(120)
 

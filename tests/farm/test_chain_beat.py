@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from chain.queue import TicketQueue
-from tests.chain.test_client import Env, anvil, base, env  # noqa: F401 - fixtures
+from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
 from tests.farm.harness import Cluster, cluster_env, wait_for
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.chain.test_client import Env, anvil, base, env  # noqa: F401 - fixtures
+from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
 
 
 def farm_chain(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,15 +15,13 @@ from sqlalchemy import create_engine
 from web3 import Web3
 
 from chain.client import ChainClient
-from chain.compile import CompileError
 from chain.devchain import (
+    Anvil,
     DevChain,
-    DevChainError,
     bootstrap,
     contracts,
     mine,
     mine_to_next_round,
-    start_anvil,
 )
 from chain.params import RecipientConfig, TicketParamsIssuer
 from chain.payment import decode_payment, params_from_json
@@ -47,17 +44,8 @@ def devchain_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def devchain(devchain_file: Path) -> Iterator[DevChain]:
-    try:
-        node = start_anvil()
-    except (CompileError, DevChainError, OSError, subprocess.SubprocessError) as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"anvil is needed in CI (npm ci --prefix chain/contracts): {e}")
-        pytest.skip(f"anvil unavailable: {e}")
-    try:
-        yield bootstrap(node.web3(), devchain_file)
-    finally:
-        node.stop()
+def devchain(anvil: Anvil, devchain_file: Path) -> DevChain:
+    return bootstrap(anvil.web3(), devchain_file)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pytest
+import yaml
 
 from farm.cli import cli
 from farm.queues import transcode_queue
@@ -29,7 +29,6 @@ def parses(argv: list[str], where: str) -> None:
 
 
 def k8s_documents() -> list[dict[str, Any]]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
     docs: list[dict[str, Any]] = []
     for path in sorted((OPS / "k8s").glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -78,7 +77,6 @@ def test_keda_scales_each_worker_on_its_queues() -> None:
 
 
 def test_kustomization_lists_every_manifest() -> None:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
     k = yaml.safe_load((OPS / "k8s" / "kustomization.yaml").read_text())
     on_disk = {p.name for p in (OPS / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(k["resources"]) == on_disk

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from prometheus_client import REGISTRY
 
 import farm.metrics
 import gateway.metrics
+from tests.conftest import need_tool
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 PROMETHEUS = OPS / "prometheus"
@@ -98,9 +97,7 @@ def test_dashboard_panels_use_the_datasource_variable() -> None:
 
 
 def test_rules_and_config_pass_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    promtool = need_tool("promtool", hint="Debian: apt-get install prometheus")
     rules = [str(PROMETHEUS / "alerts.yml"), str(PROMETHEUS / "livepeer-compat.yml")]
     for args in (
         ["check", "rules", *rules],
@@ -111,9 +108,7 @@ def test_rules_and_config_pass_promtool() -> None:
 
 
 def test_alert_rules_fire_on_the_conditions_they_name() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    promtool = need_tool("promtool", hint="Debian: apt-get install prometheus")
     done = subprocess.run(
         [promtool, "test", "rules", str(Path(__file__).with_name("alerts_test.yml"))],
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from farm.client import JobFailedError
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from tests.conftest import need_tool
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 
 ADMIN = "ops-test-admin"
@@ -159,9 +159,7 @@ def test_status_fails_when_the_node_is_down(cluster: Cluster) -> None:
 
 
 def test_status_page_in_headless_chromium(cluster: Cluster, tmp_path: Path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    browser = need_tool("chromium", "chromium-browser", hint="apt-get install chromium")
     cluster.start_worker()
     node = serve(cluster, "node", log="node.log")
     worker = cluster.live()[0].worker
