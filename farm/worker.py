@@ -214,12 +214,3 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
     return max((c.returncode or 0) for c in children)
-
-
-def with_overrides(settings: WorkerSettings, **changes: Any) -> WorkerSettings:
-    """Settings with CLI overrides applied (None means keep)."""
-    return replace_model(settings, {k: v for k, v in changes.items() if v is not None})
-
-
-def replace_model(settings: WorkerSettings, changes: dict[str, Any]) -> WorkerSettings:
-    return settings.model_copy(update=changes)

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import create_engine
 from web3 import Web3
 
-from chain.client import ChainClient
 from chain.devchain import (
     Anvil,
     DevChain,
@@ -77,6 +76,28 @@ def push(gw: Gateway, header: str, seq: int) -> httpx.Response:
             "Content-Duration": "1000",
             "Livepeer-Transcode-Configuration": PROFILES,
         },
+        timeout=120,
+    )
+
+
+def farm_chain(
+    devchain_file: Path, *args: str, role: str = "orchestrator"
+) -> subprocess.CompletedProcess[str]:
+    """``farm chain --devchain FILE --as ROLE ARGS``, as an operator runs it."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "farm.cli",
+            "chain",
+            "--devchain",
+            str(devchain_file),
+            "--as",
+            role,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
@@ -221,20 +242,7 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
     # Its own pool with one delegator: all of it, less a few wei of fixed-point rounding.
     assert fees >= sum(q.ticket.face_value for q in waiting) - 100
     balance = w3.eth.get_balance(me)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "chain",
-            "--devchain",
-            str(devchain_file),
-            "withdraw-fees",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = farm_chain(devchain_file, "withdraw-fees")
     assert out.returncode == 0, out.stderr
     tx = out.stdout.split("tx ", 1)[1].split(",", 1)[0]
     receipt = w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
@@ -246,44 +254,13 @@ def test_an_unlocking_sender_is_refused(
     paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
 ) -> None:
     _, gw = paid
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "chain",
-            "--devchain",
-            str(devchain_file),
-            "--as",
-            "broadcaster",
-            "unlock",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = farm_chain(devchain_file, "unlock", role="broadcaster")
     assert out.returncode == 0, out.stderr
     # The unlock counts once the next round is initialized.
     w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
     mine_to_next_round(w3, contracts(w3, devchain.contracts)["RoundsManager"])
     mine(w3, 1)
-    init = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "chain",
-            "--devchain",
-            str(devchain_file),
-            "--as",
-            "deployer",
-            "round",
-            "--initialize",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    init = farm_chain(devchain_file, "round", "--initialize", role="deployer")
     assert init.returncode == 0, init.stderr
     sender = TicketSender(devchain.broadcaster.private_key)
     got = httpx.get(
@@ -292,13 +269,6 @@ def test_an_unlocking_sender_is_refused(
     if got.status_code == 200:
         params = params_from_json(got.json()["ticketParams"])
         r = push(gw, sender.pay(params, PIXELS * PRICE), 30)
-        client = ChainClient.from_devchain(devchain_file)
-        info = (
-            client.sender_info(sender.address),
-            client.last_initialized_round(),
-            client.current_round(),
-            init.stdout,
-        )
-        assert r.status_code == 400 and "unlock" in r.json()["errors"][0], (r.text, info)
+        assert r.status_code == 400 and "unlock" in r.json()["errors"][0], r.text
     else:
         assert got.status_code == 400, got.text
