@@ -65,7 +65,6 @@ class Credited:
     key_id: str
     credit: int
     winners: int
-    warning: str | None
 
 
 class EthPayments:
@@ -188,11 +187,10 @@ class EthPayments:
                     payment.params.expiration_block,
                 )
                 winners += 1
-        warning = None
         amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
         if amount:
             self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")
-        return Credited(key_id, amount, winners, warning)
+        return Credited(key_id, amount, winners)
 
     def cost(self, pixels: int) -> int:
         return -(-pixels * self.price_per_pixel.numerator // self.price_per_pixel.denominator)

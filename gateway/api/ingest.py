@@ -130,9 +130,11 @@ def _transcode(
     pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
     payment: Payment
-    if caller.pays_with == "tickets" and caller.key_id and state.eth is not None:
-        # Ticket payers pay the price advertised in their ticket params, per encoded pixel.
-        reserve = state.eth.cost(pixels)
+    # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the
+    # others pay the price of the orchestrator that serves the segment.
+    eth = state.eth if caller.pays_with == "tickets" else None
+    if eth is not None and caller.key_id:
+        reserve = eth.cost(pixels)
         payment = TicketPayment(state.ledger, caller.key_id)
     else:
         price, per = state.dispatcher.max_price()
@@ -145,11 +147,7 @@ def _transcode(
             outcome = state.crosscheck.check(
                 session_id, seq, data, profiles, duration, fmt, outcome
             )
-        hold.actual = (
-            state.eth.cost(outcome.pixels)
-            if caller.pays_with == "tickets" and state.eth is not None
-            else outcome.cost
-        )
+        hold.actual = eth.cost(outcome.pixels) if eth is not None else outcome.cost
     return outcome, hold.charged
 
 
