@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from farm.celery_app import create_app
 from farm.dispatch import job_timeout_s, need_of, publish
-from farm.errors import FarmError, JobError, NoCapacity
+from farm.errors import FarmError, InputInvalid, JobError, NoCapacity
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
@@ -138,8 +138,6 @@ class FarmClient:
         """
         check_format(fmt)
         if not data:
-            from farm.errors import InputInvalid
-
             raise InputInvalid("input is empty (0 bytes)")
         need = need_of(profiles, device)
         route = self._route(need)

@@ -18,7 +18,9 @@ from sqlalchemy import insert, select, update
 
 from farm.errors import FarmError
 from farm.jobs.models import utcnow
+from farm.media.assemble import concat_mp4, hls
 from farm.media.profiles import VideoProfile, profiles_from_json
+from farm.media.segmenter import SourceSegment, split
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import BadRequest, NotFound, PayloadTooLarge
 from gateway.models import Task
@@ -183,9 +185,6 @@ class TaskRunner:
         profiles: list[VideoProfile],
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        from farm.media.assemble import concat_mp4, hls
-        from farm.media.segmenter import split
-
         segments = split(data, float(params.get("targetSegmentSizeSecs") or 6.0))
         total = sum(s.duration for s in segments)
         price, per = self.state.dispatcher.max_price()
@@ -215,21 +214,16 @@ class TaskRunner:
                 raise
             hold.actual = sum(o.cost for o in outcomes)
         charged = hold.charged
-        return self._store(
-            task_id, segments, profiles, outcomes, params, charged, hls_fn=hls, mp4_fn=concat_mp4
-        )
+        return self._store(task_id, segments, profiles, outcomes, params, charged)
 
     def _store(
         self,
         task_id: str,
-        segments: list[Any],
+        segments: list[SourceSegment],
         profiles: list[VideoProfile],
         outcomes: list[SegmentOutcome],
         params: dict[str, Any],
         charged: int,
-        *,
-        hls_fn: Any,
-        mp4_fn: Any,
     ) -> dict[str, Any]:
         per_profile: dict[str, list[tuple[str, bytes, float]]] = {p.name: [] for p in profiles}
         for seg, outcome in zip(segments, outcomes, strict=True):
@@ -240,13 +234,13 @@ class TaskRunner:
         outputs = params.get("outputs") or {"hls": {"path": "hls"}, "mp4": {"path": "mp4"}}
         if "hls" in outputs:
             variants = [(p.name, p.bitrate, p.width, p.height) for p in profiles]
-            for path, blob in hls_fn(per_profile, variants).items():
+            for path, blob in hls(per_profile, variants).items():
                 self.state.blobs.put(f"tasks/{task_id}/hls/{path}", blob)
             output["hls"] = {"url": f"{base}/hls/index.m3u8"}
         if "mp4" in outputs:
             output["mp4"] = []
             for p in profiles:
-                blob = mp4_fn([data for _, data, _ in per_profile[p.name]])
+                blob = concat_mp4([data for _, data, _ in per_profile[p.name]])
                 self.state.blobs.put(f"tasks/{task_id}/mp4/{p.name}.mp4", blob)
                 output["mp4"].append(
                     {"name": p.name, "url": f"{base}/mp4/{p.name}.mp4", "bytes": len(blob)}
