@@ -76,7 +76,8 @@ def redis_url() -> Iterator[str]:
     import redis
 
     # Databases 8-15 are the tests'; pick one per test process to keep xdist-style runs apart.
-    db = 8 + (os.getpid() % 8)
+    # FARM_TEST_REDIS_DB pins it, for parallel runs from several checkouts.
+    db = int(os.environ.get("FARM_TEST_REDIS_DB") or 8 + (os.getpid() % 8))
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
