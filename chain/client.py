@@ -21,7 +21,9 @@ retry.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -43,6 +46,7 @@ from web3.exceptions import (
     RequestTimedOut,
     TimeExhausted,
     TooManyRequests,
+    TransactionNotFound,
     Web3Exception,
     Web3RPCError,
 )
@@ -74,10 +78,15 @@ RPC_TIMEOUT_S: Final = 10.0
 RECEIPT_TIMEOUT_S: Final = 120.0
 #: The tip offered when the node does not suggest one (1 gwei).
 DEFAULT_PRIORITY_FEE: Final = 1_000_000_000
+#: A transaction unmined this long is replaced with higher fees (Arbitrum mines in seconds).
+REPLACE_AFTER_S: Final = 30.0
+MAX_REPLACEMENTS: Final = 5
+RECEIPT_POLL_S: Final = 0.05
 #: How TicketBroker is registered: go-livepeer looks it up as JobsManager.
 _BROKER_NAMES: Final = ("TicketBroker", "JobsManager")
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 # ---- errors ---------------------------------------------------------------------------
@@ -211,6 +220,8 @@ class ChainClient:
         max_gas_price_wei: int | None = None,
         rpc_timeout_s: float = RPC_TIMEOUT_S,
         receipt_timeout_s: float = RECEIPT_TIMEOUT_S,
+        replace_after_s: float = REPLACE_AFTER_S,
+        max_replacements: int = MAX_REPLACEMENTS,
     ) -> None:
         if max_gas_price_wei is not None and max_gas_price_wei <= 0:
             raise ValueError("max_gas_price_wei must be positive")
@@ -226,6 +237,8 @@ class ChainClient:
         self.controller_address = _hex(controller)
         self.max_gas_price_wei = max_gas_price_wei
         self.receipt_timeout_s = receipt_timeout_s
+        self.replace_after_s = replace_after_s
+        self.max_replacements = max_replacements
         self._account: LocalAccount | None = (
             Account.from_key(private_key) if private_key is not None else None
         )
@@ -503,27 +516,19 @@ class ChainClient:
         with self._lock:
             nonce = self._next_nonce(account.address)
             tx["nonce"] = Nonce(nonce)
-            built = self._call(f"build {what}", lambda: fn.build_transaction(tx))
-            signed = account.sign_transaction(cast(dict[str, Any], built))
             try:
-                tx_hash = self._call(
-                    f"send {what}", lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                )
+                tx_hash = self._sign_and_send(account, fn, tx)
             except ChainError:
                 self._nonces.pop(account.address, None)  # re-read from the node next time
                 raise
             self._nonces[account.address] = nonce + 1
         try:
-            receipt = self._call(
-                f"receipt of {what}",
-                lambda: self.w3.eth.wait_for_transaction_receipt(
-                    tx_hash, timeout=self.receipt_timeout_s, poll_latency=0.05
-                ),
-            )
+            receipt = self._await_receipt(account, fn, tx, tx_hash)
         except ChainUnavailable:
             with self._lock:
                 self._nonces.pop(account.address, None)
             raise
+        tx_hash = receipt["transactionHash"]
         if receipt["status"] != 1:
             raise TransactionFailed(
                 f"transaction failed txHash=0x{bytes(tx_hash).hex()} ({what})",
@@ -531,6 +536,82 @@ class ChainClient:
                 receipt,
             )
         return receipt
+
+    def _sign_and_send(self, account: LocalAccount, fn: ContractFunction, tx: TxParams) -> bytes:
+        what = fn.fn_name
+        built = self._call(f"build {what}", lambda: fn.build_transaction(tx))
+        signed = account.sign_transaction(cast(dict[str, Any], built))
+        return bytes(
+            self._call(
+                f"send {what}", lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            )
+        )
+
+    def _receipt(self, tx_hash: bytes) -> TxReceipt | None:
+        def read() -> TxReceipt | None:
+            try:
+                return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return None  # still pending (or dropped, then a replacement goes out)
+
+        return self._call("receipt", read)
+
+    def _await_receipt(
+        self, account: LocalAccount, fn: ContractFunction, tx: TxParams, first: bytes
+    ) -> TxReceipt:
+        """The receipt of ``first`` or of a replacement: a transaction still unmined after
+        ``replace_after_s`` is sent again with the same nonce and fees raised by at least
+        12.5 % (nodes want 10 %), at most ``max_replacements`` times and never above
+        ``max_gas_price_wei``. Whichever of them is mined wins; the nonce allows one.
+        """
+        hashes = [first]
+        started = last_send = time.monotonic()
+        while True:
+            for h in reversed(hashes):
+                receipt = self._receipt(h)
+                if receipt is not None:
+                    return receipt
+            now = time.monotonic()
+            if now - started > self.receipt_timeout_s:
+                raise ChainUnavailable(
+                    f"no receipt for {fn.fn_name} after {self.receipt_timeout_s:g} s "
+                    f"(txHash=0x{hashes[-1].hex()}, {len(hashes) - 1} replacement(s))"
+                )
+            if now - last_send >= self.replace_after_s and len(hashes) <= self.max_replacements:
+                last_send = now
+                bumped = self._bumped(tx)
+                if bumped is not None:
+                    try:
+                        hashes.append(self._sign_and_send(account, fn, bumped))
+                        tx.update(bumped)
+                        log.warning(
+                            "%s stuck for %.0f s: replaced nonce %s with maxFeePerGas %s "
+                            "(txHash=0x%s)",
+                            fn.fn_name,
+                            now - started,
+                            tx["nonce"],
+                            bumped["maxFeePerGas"],
+                            hashes[-1].hex(),
+                        )
+                    except TransactionRejected as e:
+                        # Mined meanwhile (nonce too low) or the node wants more: poll on.
+                        log.info("replacement of %s not taken: %s", fn.fn_name, e)
+            time.sleep(RECEIPT_POLL_S)
+
+    def _bumped(self, tx: TxParams) -> TxParams | None:
+        """``tx`` with fees raised for a replacement, or None when the cap allows no bump."""
+        old_fee, old_tip = int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"])
+        try:
+            fresh_fee, fresh_tip = self.fee_caps()
+        except GasPriceTooHigh:
+            fresh_fee, fresh_tip = 0, 0
+        fee = max(-(-old_fee * 9 // 8) + 1, fresh_fee)
+        tip = max(-(-old_tip * 9 // 8) + 1, fresh_tip)
+        if self.max_gas_price_wei is not None and fee > self.max_gas_price_wei:
+            fee = self.max_gas_price_wei
+            if fee * 10 < old_fee * 11:
+                return None  # too small a bump for a node to take it
+        return {**tx, "maxFeePerGas": Wei(fee), "maxPriorityFeePerGas": Wei(min(tip, fee))}
 
     def chain_id(self) -> int:
         """The node's chain id (read once)."""

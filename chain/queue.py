@@ -131,6 +131,15 @@ class TicketQueue:
             ).all()
         return [self._view(r) for r in rows]
 
+    def pending_face_value(self, sender: bytes) -> int:
+        """The face values of ``sender``'s winners not yet redeemed: money its deposit and
+        reserve still owe this recipient, so not float it can spend on new tickets."""
+        with Session(self.engine) as session:
+            values = session.scalars(
+                select(_Row.face_value).where(_Row.state == "pending", _Row.sender == sender)
+            ).all()
+        return sum(int(v) for v in values)
+
     def counts(self) -> dict[str, int]:
         """Tickets by state: pending, redeemed, failed."""
         from sqlalchemy import func

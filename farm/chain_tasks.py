@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from farm import metrics
+from farm.errors import ConfigError
 from farm.queues import CHAIN_QUEUE
 from farm.settings import ClusterSettings
 
@@ -48,20 +49,14 @@ def _service(settings: ClusterSettings, name: str) -> Any:
         return _services[name]
     from sqlalchemy import create_engine
 
-    from chain.client import ChainClient
     from chain.queue import TicketQueue
     from chain.redeem import Redeemer
     from chain.reward import RewardService
+    from farm.chainconf import chain_client
 
-    if not settings.eth_controller or settings.eth_private_key is None:
-        raise RuntimeError("chain tasks need FARM_ETH_CONTROLLER and FARM_ETH_PRIVATE_KEY")
-    key = bytes.fromhex(settings.eth_private_key.get_secret_value().removeprefix("0x"))
-    client = ChainClient(
-        settings.eth_rpc_url or "",
-        settings.eth_controller,
-        private_key=key,
-        max_gas_price_wei=settings.max_gas_price_wei,
-    )
+    client = chain_client(settings)
+    if client is None:
+        raise ConfigError("chain tasks need FARM_ETH_RPC_URL")
     queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
     queue.create_schema()
     _services["redeem"] = Redeemer(client, queue)

@@ -195,6 +195,16 @@ class NodeSettings(ClusterSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8935, ge=1, le=65535)
+    #: Bearer token of the node API's operator routes (``/chain/...``).
+    admin_token: SecretStr = SecretStr(DEV_SECRET)
+
+    @model_validator(mode="after")
+    def _real_admin_token(self) -> NodeSettings:
+        if self.environment != "development" and (
+            self.admin_token.get_secret_value() == DEV_SECRET
+        ):
+            raise ValueError("FARM_ADMIN_TOKEN must be set to a real secret outside development")
+        return self
 
 
 class FlowerSettings(ClusterSettings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,6 +22,8 @@ class Caller:
     key_id: str | None
     #: "credit" (API key), "tickets" (ETH deposit, Livepeer-Payment) or "external" (webhook).
     pays_with: str = "credit"
+    #: Ticket payers: the price (wei per pixel) quoted in the params they paid with.
+    price_per_pixel: Fraction | None = None
 
 
 def state_of(request: Request) -> GatewayState:

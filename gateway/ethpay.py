@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,9 +38,19 @@ from gateway.ledger import Ledger
 from gateway.models import ApiKey
 from gateway.payments import CreditPayment, Hold
 
-__all__ = ["EthPayments", "TicketChain", "TicketPayment"]
+__all__ = ["EthPayments", "TicketChain", "TicketPayment", "parse_price"]
 
 log = logging.getLogger(__name__)
+
+#: Where the operator's ticket price lives (``price_per_unit/pixels_per_unit``).
+PRICE_KEY = "farm:gateway:eth-price"
+#: How long a gateway process trusts its copy of the price.
+PRICE_CACHE_S = 1.0
+
+
+def parse_price(raw: str) -> Fraction:
+    num, _, den = raw.partition("/")
+    return Fraction(int(num), int(den or "1"))
 
 
 class TicketChain(Protocol):
@@ -47,7 +58,7 @@ class TicketChain(Protocol):
 
     def gas_price(self) -> int: ...
 
-    def max_float(self, sender: bytes, recipient: bytes) -> int: ...
+    def max_float(self, sender: bytes, recipient: bytes, *, pending: int = 0) -> int: ...
 
     def last_seen_l1_block(self) -> int: ...
 
@@ -65,6 +76,8 @@ class Credited:
     key_id: str
     credit: int
     winners: int
+    #: The price the sender was quoted in the params it paid with, wei per pixel.
+    price_per_pixel: Fraction
 
 
 class EthPayments:
@@ -83,7 +96,8 @@ class EthPayments:
     ) -> None:
         self.chain = chain
         self.ledger = ledger
-        self.price_per_pixel = price_per_pixel
+        self._default_price = price_per_pixel
+        self._price: tuple[float, Fraction] = (float("-inf"), price_per_pixel)
         self.issuer = TicketParamsIssuer(recipient, config or RecipientConfig(), secret)
         self._redis = redis.Redis.from_url(redis_py_url(redis_url))
         self.receiver = TicketReceiver(self.issuer, chain, RedisNonceStore(self._redis))
@@ -105,7 +119,10 @@ class EthPayments:
             sender,
             self.price_per_pixel,
             gas_price=self.chain.gas_price(),
-            max_float=self.chain.max_float(sender, self.issuer.recipient),
+            # Winners of this sender still waiting for redemption are owed already.
+            max_float=self.chain.max_float(
+                sender, self.issuer.recipient, pending=self.queue.pending_face_value(sender)
+            ),
             last_seen_l1_block=self.chain.last_seen_l1_block(),
             creation_round=round_,
             creation_round_block_hash=block_hash,
@@ -190,10 +207,34 @@ class EthPayments:
         amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
         if amount:
             self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")
-        return Credited(key_id, amount, winners)
+        return Credited(key_id, amount, winners, payment.params.price_per_pixel)
 
-    def cost(self, pixels: int) -> int:
-        return -(-pixels * self.price_per_pixel.numerator // self.price_per_pixel.denominator)
+    @staticmethod
+    def cost(pixels: int, price_per_pixel: Fraction) -> int:
+        """Wei for ``pixels`` at ``price_per_pixel``, rounded up."""
+        return -(-pixels * price_per_pixel.numerator // price_per_pixel.denominator)
+
+    @property
+    def price_per_pixel(self) -> Fraction:
+        """The price quoted in new ticket params: the operator's (``farm chain config
+        --price-per-unit``), shared by every gateway process through Redis, else the setting."""
+        now = time.monotonic()
+        if now - self._price[0] > PRICE_CACHE_S:
+            raw = self._redis.get(PRICE_KEY)
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            price = parse_price(text) if text else self._default_price
+            self._price = (now, price)
+        return self._price[1]
+
+    def set_price(self, price_per_unit: int, pixels_per_unit: int) -> Fraction:
+        """Quote ``price_per_unit`` wei per ``pixels_per_unit`` pixels in new params from now
+        on; params already issued keep the price they were issued with."""
+        if price_per_unit < 0 or pixels_per_unit <= 0:
+            raise BadRequest("price_per_unit must be >= 0 and pixels_per_unit > 0")
+        price = Fraction(price_per_unit, pixels_per_unit)
+        self._redis.set(PRICE_KEY, f"{price_per_unit}/{pixels_per_unit}")
+        self._price = (time.monotonic(), price)
+        return price
 
     def close(self) -> None:
         self._redis.close()

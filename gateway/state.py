@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from farm.blobstore import BlobStore, blob_store_from_url
@@ -11,7 +10,7 @@ from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
 from gateway.crosscheck import CrossChecker
 from gateway.dispatch import Dispatcher
-from gateway.ethpay import EthPayments
+from gateway.ethpay import EthPayments, parse_price
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
 from gateway.models import Base
@@ -106,7 +105,6 @@ def _eth_payments(settings: GatewaySettings, ledger: Ledger, engine: Any) -> Eth
     if not settings.eth_controller or not settings.eth_recipient:
         raise ValueError("FARM_ETH_RPC_URL needs FARM_ETH_CONTROLLER and FARM_ETH_RECIPIENT")
     client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
-    num, _, den = settings.eth_price_per_pixel.partition("/")
     return EthPayments(
         client,
         ledger,
@@ -114,7 +112,7 @@ def _eth_payments(settings: GatewaySettings, ledger: Ledger, engine: Any) -> Eth
         settings.gateway_redis_url,
         recipient=bytes.fromhex(settings.eth_recipient.removeprefix("0x")),
         secret=bytes.fromhex(settings.ticket_secret.get_secret_value()),
-        price_per_pixel=Fraction(int(num), int(den or "1")),
+        price_per_pixel=parse_price(settings.eth_price_per_pixel),
         config=RecipientConfig(
             ev=settings.ticket_ev_wei,
             redeem_gas=settings.redeem_gas,

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from farm.errors import ConfigError
 from farm.settings import ClusterSettings
 
 __all__ = ["chain_group"]
@@ -26,40 +27,45 @@ def _client(ctx: click.Context) -> Any:
     devchain: Path | None = ctx.obj.get("devchain")
     if devchain is not None:
         return ChainClient.from_devchain(devchain, role=ctx.obj.get("role", "orchestrator"))
+    from farm.chainconf import chain_client
     from farm.cli.cluster import _load
 
     settings: ClusterSettings = _load(ClusterSettings)
-    if not settings.eth_rpc_url or not settings.eth_controller:
+    try:
+        client = chain_client(settings, signing=False)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+    if client is None:
         raise click.ClickException(
             "no chain configured: set FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER (and "
             "FARM_ETH_PRIVATE_KEY to send transactions), or pass --devchain FILE"
         )
-    key = settings.eth_private_key
-    return ChainClient(
-        settings.eth_rpc_url,
-        settings.eth_controller,
-        private_key=bytes.fromhex(key.get_secret_value().removeprefix("0x")) if key else None,
-        max_gas_price_wei=settings.max_gas_price_wei,
-    )
+    return client
 
 
-def _send(ctx: click.Context, what: str, fn: Any, **kwargs: Any) -> None:
+def _staking(ctx: click.Context) -> Any:
+    from chain.staking import Staking
+
+    return Staking(_client(ctx))
+
+
+def _run(what: str, op: Any) -> Any:
+    """Run one staking operation; a chain error becomes a one-line failure (exit 1)."""
     from chain.errors import ChainError
 
-    client = _client(ctx)
     try:
-        receipt = client.transact(fn(client), **kwargs)
+        return op()
     except ChainError as e:
         raise click.ClickException(f"{what} failed: {e}") from e
-    click.echo(
-        f"{what}: ok (tx 0x{bytes(receipt['transactionHash']).hex()}, gas {receipt['gasUsed']})"
-    )
 
 
-def _me(client: Any) -> str:
-    if client.address is None:
-        raise click.ClickException("no private key: set FARM_ETH_PRIVATE_KEY")
-    return str(client._account.address)
+def _echo_txs(result: Any) -> None:
+    for tx in result if isinstance(result, list) else [result]:
+        click.echo(str(tx))
+
+
+def _wei(amount: float) -> int:
+    return round(amount * ETH)
 
 
 @click.group("chain")
@@ -97,34 +103,36 @@ def dev_cmd(out: Path) -> None:
     raise SystemExit(main([str(out)]))
 
 
+def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
+    lines = {
+        "round": f"{status['round']} "
+        f"({'initialized' if status['initialized'] else 'not initialized'})",
+        "block": str(status["block"]),
+        "gas price": f"{status['gas_price_wei'] / 1e9:.3f} gwei",
+    }
+    if "account" in status:
+        lines.update(
+            {
+                "account": status["account"],
+                "bonded": f"{status['bonded_wei'] / LPT:g} LPT to {status['delegate']}",
+                "orchestrator": "active" if status["active"] else "not active",
+                "reward cut / fee share": f"{status['reward_cut_percent']:g} % / "
+                f"{status['fee_share_percent']:g} %",
+                "last reward round": str(status["last_reward_round"]),
+                "pending fees": f"{status['pending_fees_wei'] / ETH:g} ETH",
+                "deposit / reserve": f"{status['deposit_wei'] / ETH:g} / "
+                f"{status['reserve_wei'] / ETH:g} ETH",
+            }
+        )
+    return lines
+
+
 @chain_group.command("status")
 @click.pass_context
 def status_cmd(ctx: click.Context) -> None:
     """Round, the account's stake, reward, fees, deposit and reserve."""
-    client = _client(ctx)
-    lines = {
-        "round": f"{client.current_round()} "
-        f"({'initialized' if client.current_round_initialized() else 'not initialized'})",
-        "block": str(client.last_seen_l1_block()),
-        "gas price": f"{client.gas_price() / 1e9:.3f} gwei",
-    }
-    if client.address is not None:
-        me = client.address
-        bonding = client.bonding
-        delegator = client.call(bonding.functions.getDelegator(_me(client)))
-        t = client.transcoder_info(me)
-        sender = client.sender_info(me)
-        lines.update(
-            {
-                "account": "0x" + me.hex(),
-                "bonded": f"{delegator[0] / LPT:g} LPT to {delegator[2]}",
-                "orchestrator": "active" if client.is_active_transcoder(me) else "not active",
-                "reward cut / fee share": f"{t.reward_cut / 1e4:g} % / {t.fee_share / 1e4:g} %",
-                "last reward round": str(t.last_reward_round),
-                "pending fees": f"{client.fees(me) / ETH:g} ETH",
-                "deposit / reserve": f"{sender.deposit / ETH:g} / {sender.reserve / ETH:g} ETH",
-            }
-        )
+    staking = _staking(ctx)
+    lines = _fmt_status(_run("status", staking.status))
     width = max(map(len, lines))
     for k, v in lines.items():
         click.echo(f"{k:<{width}}  {v}")
@@ -135,28 +143,18 @@ def status_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def round_cmd(ctx: click.Context, initialize: bool) -> None:
     """Show the current round, or initialize it."""
-    client = _client(ctx)
+    staking = _staking(ctx)
     if initialize:
-        _send(ctx, "initializeRound", lambda c: c.rounds.functions.initializeRound(), gas=1_000_000)
+        _echo_txs(_run("initializeRound", staking.initialize_round))
         return
-    click.echo(
-        json.dumps(
-            {
-                "round": client.current_round(),
-                "initialized": client.current_round_initialized(),
-                "length": client.round_length(),
-            }
-        )
-    )
+    click.echo(json.dumps(_run("round", staking.round)))
 
 
 @chain_group.command("reward")
 @click.pass_context
 def reward_cmd(ctx: click.Context) -> None:
     """Claim this round's reward now (the beat task does it every few minutes)."""
-    from chain.reward import RewardService
-
-    click.echo(RewardService(_client(ctx)).run_once())
+    click.echo(_run("reward", _staking(ctx).reward))
 
 
 @chain_group.command("bond")
@@ -165,12 +163,8 @@ def reward_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def bond_cmd(ctx: click.Context, amount: float, to: str | None) -> None:
     """Approve and bond AMOUNT LPT."""
-    wei = int(amount * LPT)
-    client = _client(ctx)
-    target = to or _me(client)
-    token = client.contract("LivepeerToken")
-    _send(ctx, "approve", lambda c: token.functions.approve(c.bonding.address, wei))
-    _send(ctx, "bond", lambda c: c.bonding.functions.bond(wei, target), gas=1_000_000)
+    staking = _staking(ctx)
+    _echo_txs(_run("bond", lambda: staking.bond(_wei(amount), to)))
 
 
 @chain_group.command("unbond")
@@ -178,8 +172,8 @@ def bond_cmd(ctx: click.Context, amount: float, to: str | None) -> None:
 @click.pass_context
 def unbond_cmd(ctx: click.Context, amount: float) -> None:
     """Unbond AMOUNT LPT (an unbonding lock starts)."""
-    wei = int(amount * LPT)
-    _send(ctx, "unbond", lambda c: c.bonding.functions.unbond(wei), gas=1_000_000)
+    staking = _staking(ctx)
+    _echo_txs(_run("unbond", lambda: staking.unbond(_wei(amount))))
 
 
 @chain_group.command("rebond")
@@ -187,7 +181,8 @@ def unbond_cmd(ctx: click.Context, amount: float) -> None:
 @click.pass_context
 def rebond_cmd(ctx: click.Context, lock_id: int) -> None:
     """Rebond an unbonding lock."""
-    _send(ctx, "rebond", lambda c: c.bonding.functions.rebond(lock_id), gas=1_000_000)
+    staking = _staking(ctx)
+    _echo_txs(_run("rebond", lambda: staking.rebond(lock_id)))
 
 
 @chain_group.command("withdraw-stake")
@@ -195,7 +190,8 @@ def rebond_cmd(ctx: click.Context, lock_id: int) -> None:
 @click.pass_context
 def withdraw_stake_cmd(ctx: click.Context, lock_id: int) -> None:
     """Withdraw an unbonded lock's LPT."""
-    _send(ctx, "withdrawStake", lambda c: c.bonding.functions.withdrawStake(lock_id), gas=1_000_000)
+    staking = _staking(ctx)
+    _echo_txs(_run("withdrawStake", lambda: staking.withdraw_stake(lock_id)))
 
 
 @chain_group.command("withdraw-fees")
@@ -203,20 +199,64 @@ def withdraw_stake_cmd(ctx: click.Context, lock_id: int) -> None:
 @click.pass_context
 def withdraw_fees_cmd(ctx: click.Context, amount: float | None) -> None:
     """Withdraw earned fees to your account."""
-    client = _client(ctx)
-    me = _me(client)
-    wei = int(amount * ETH) if amount is not None else client.fees(client.address)
-    _send(ctx, "withdrawFees", lambda c: c.bonding.functions.withdrawFees(me, wei), gas=1_000_000)
+    staking = _staking(ctx)
+    wei = _wei(amount) if amount is not None else None
+    _echo_txs(_run("withdrawFees", lambda: staking.withdraw_fees(wei)))
 
 
 @chain_group.command("config")
-@click.option("--reward-cut", type=float, required=True, help="Percent of rewards you keep.")
-@click.option("--fee-share", type=float, required=True, help="Percent of fees to delegators.")
+@click.option("--reward-cut", type=float, default=None, help="Percent of rewards you keep.")
+@click.option("--fee-share", type=float, default=None, help="Percent of fees to delegators.")
+@click.option("--price-per-unit", type=int, default=None, help="Wei per --pixels-per-unit pixels.")
+@click.option("--pixels-per-unit", type=int, default=1, show_default=True)
+@click.option(
+    "--gateway-url",
+    default=None,
+    help="The gateway that quotes the price (default: FARM_GATEWAY_HOST/PORT).",
+)
 @click.pass_context
-def config_cmd(ctx: click.Context, reward_cut: float, fee_share: float) -> None:
-    """Set the orchestrator's reward cut and fee share (BondingManager.transcoder)."""
-    cut, share = round(reward_cut * 1e4), round(fee_share * 1e4)
-    _send(ctx, "transcoder", lambda c: c.bonding.functions.transcoder(cut, share), gas=1_000_000)
+def config_cmd(
+    ctx: click.Context,
+    reward_cut: float | None,
+    fee_share: float | None,
+    price_per_unit: int | None,
+    pixels_per_unit: int,
+    gateway_url: str | None,
+) -> None:
+    """Set the reward cut and fee share (on chain) and the ticket price (on the gateway)."""
+    if (reward_cut is None) != (fee_share is None):
+        raise click.UsageError("--reward-cut and --fee-share go together")
+    if reward_cut is None and price_per_unit is None:
+        raise click.UsageError("give --reward-cut/--fee-share, --price-per-unit, or both")
+    if reward_cut is not None and fee_share is not None:
+        staking = _staking(ctx)
+        _echo_txs(_run("transcoder", lambda: staking.config(reward_cut, fee_share)))
+    if price_per_unit is not None:
+        price = _set_gateway_price(gateway_url, price_per_unit, pixels_per_unit)
+        click.echo(f"price: {price['price_per_unit']} wei per {price['pixels_per_unit']} pixel(s)")
+
+
+def _set_gateway_price(url: str | None, price_per_unit: int, pixels_per_unit: int) -> Any:
+    """PUT the price to the gateway's admin API, which quotes it in new ticket params."""
+    import httpx
+
+    from farm.cli.cluster import _load
+    from gateway.settings import GatewaySettings
+
+    settings: GatewaySettings = _load(GatewaySettings)
+    base = url or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    try:
+        r = httpx.put(
+            f"{base.rstrip('/')}/admin/price",
+            json={"price_per_unit": price_per_unit, "pixels_per_unit": pixels_per_unit},
+            headers={"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"setting the price failed: gateway {base}: {e}") from e
+    if r.status_code != 200:
+        raise click.ClickException(f"setting the price failed: {r.status_code} {r.text}")
+    return r.json()
 
 
 @chain_group.command("deposit")
@@ -225,27 +265,31 @@ def config_cmd(ctx: click.Context, reward_cut: float, fee_share: float) -> None:
 @click.pass_context
 def deposit_cmd(ctx: click.Context, deposit: float, reserve: float) -> None:
     """Fund DEPOSIT (and RESERVE) ETH for paying with tickets."""
-    d, r = int(deposit * ETH), int(reserve * ETH)
-    _send(
-        ctx,
-        "fundDepositAndReserve",
-        lambda c: c.broker.functions.fundDepositAndReserve(d, r),
-        value=d + r,
-    )
+    staking = _staking(ctx)
+    _echo_txs(_run("fundDepositAndReserve", lambda: staking.deposit(_wei(deposit), _wei(reserve))))
+
+
+@chain_group.command("reserve")
+@click.argument("amount", type=float)
+@click.pass_context
+def reserve_cmd(ctx: click.Context, amount: float) -> None:
+    """Add AMOUNT ETH to the reserve that backs tickets beyond the deposit."""
+    staking = _staking(ctx)
+    _echo_txs(_run("fundReserve", lambda: staking.reserve(_wei(amount))))
 
 
 @chain_group.command("unlock")
 @click.pass_context
 def unlock_cmd(ctx: click.Context) -> None:
     """Start unlocking the deposit and reserve."""
-    _send(ctx, "unlock", lambda c: c.broker.functions.unlock())
+    _echo_txs(_run("unlock", _staking(ctx).unlock))
 
 
 @chain_group.command("withdraw")
 @click.pass_context
 def withdraw_cmd(ctx: click.Context) -> None:
     """Withdraw an unlocked deposit and reserve."""
-    _send(ctx, "withdraw", lambda c: c.broker.functions.withdraw())
+    _echo_txs(_run("withdraw", _staking(ctx).withdraw))
 
 
 @chain_group.command("tickets")

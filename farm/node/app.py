@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from farm import __version__, metrics
 from farm.celery_app import create_app
-from farm.node import status_page
+from farm.node import chain_api, status_page
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
 from farm.resources import Resources
@@ -107,6 +107,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         }
 
     status_page.install(api, status, lambda: res.jobs)
+    chain_api.install(api, settings)
 
     @api.get("/metrics")
     def prometheus() -> Response:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from gateway.auth import AdminCaller, state_of
+from gateway.errors import BadRequest
 from gateway.ledger import KeyInfo
 
 __all__ = ["router"]
@@ -77,3 +78,32 @@ def orchestrators(_: AdminCaller, request: Request) -> list[dict[str, object]]:
     """The pool: health, suspension, capacity, EWMAs and score of every orchestrator."""
     state = state_of(request)
     return [o.state(state.pool.region) for o in state.pool.orchestrators]
+
+
+class Price(BaseModel):
+    price_per_unit: int = Field(ge=0)
+    pixels_per_unit: int = Field(1, gt=0)
+
+
+def _price(request: Request) -> dict[str, Any]:
+    eth = state_of(request).eth
+    if eth is None:
+        raise BadRequest("this gateway takes no ticket payments (no chain configured)")
+    price = eth.price_per_pixel
+    return {"price_per_unit": price.numerator, "pixels_per_unit": price.denominator}
+
+
+@router.get("/price")
+def get_price(_: AdminCaller, request: Request) -> dict[str, Any]:
+    """The price quoted to ticket payers: wei per pixels_per_unit encoded pixels."""
+    return _price(request)
+
+
+@router.put("/price")
+def set_price(body: Price, _: AdminCaller, request: Request) -> dict[str, Any]:
+    """Quote a new ticket price in params issued from now on (livepeer_cli's price setting)."""
+    eth = state_of(request).eth
+    if eth is None:
+        raise BadRequest("this gateway takes no ticket payments (no chain configured)")
+    eth.set_price(body.price_per_unit, body.pixels_per_unit)
+    return _price(request)

@@ -21,7 +21,7 @@ from gateway import metrics
 from gateway.auth import Caller, bearer, state_of
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import AuthFailed, BadRequest, PayloadTooLarge, TranscodeFailed
-from gateway.ethpay import TicketPayment
+from gateway.ethpay import EthPayments, TicketPayment
 from gateway.payments import CreditPayment, ExternalPayment, Payment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
@@ -95,7 +95,8 @@ def _authorise(
             raise BadRequest("this gateway takes no ticket payments (no chain configured)")
         credited = state.eth.receive(payment_header)
         state.limiter.hit(credited.key_id)
-        return Caller(credited.key_id, "tickets"), manifest_id, profiles
+        caller = Caller(credited.key_id, "tickets", credited.price_per_pixel)
+        return caller, manifest_id, profiles
     if state.webhook is None:
         raise AuthFailed("missing API key: send Authorization: Bearer <key>")
     decision = state.webhook.check(str(request.url), manifest_id)
@@ -132,9 +133,9 @@ def _transcode(
     payment: Payment
     # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the
     # others pay the price of the orchestrator that serves the segment.
-    eth = state.eth if caller.pays_with == "tickets" else None
-    if eth is not None and caller.key_id:
-        reserve = eth.cost(pixels)
+    ticket_price = caller.price_per_pixel if caller.pays_with == "tickets" else None
+    if ticket_price is not None and caller.key_id:
+        reserve = EthPayments.cost(pixels, ticket_price)
         payment = TicketPayment(state.ledger, caller.key_id)
     else:
         price, per = state.dispatcher.max_price()
@@ -147,7 +148,11 @@ def _transcode(
             outcome = state.crosscheck.check(
                 session_id, seq, data, profiles, duration, fmt, outcome
             )
-        hold.actual = eth.cost(outcome.pixels) if eth is not None else outcome.cost
+        hold.actual = (
+            EthPayments.cost(outcome.pixels, ticket_price)
+            if ticket_price is not None
+            else outcome.cost
+        )
     return outcome, hold.charged
 
 

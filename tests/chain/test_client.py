@@ -8,10 +8,12 @@ cannot be installed; with ``CI=true`` they fail.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import Web3
@@ -304,6 +306,58 @@ def test_concurrent_transactions_get_distinct_nonces(env: Env) -> None:
     assert errors == []
     assert env.tx_count("broadcaster") == start + 6
     assert client.sender_info(env.sender).deposit == env.chain.params.deposit + 6
+
+
+def test_stuck_transaction_is_replaced_with_higher_fees(env: Env) -> None:
+    client = ChainClient.from_devchain(env.json_path, role="broadcaster")
+    client.replace_after_s = 0.5
+    me = env.chain.broadcaster.address
+    deposit = client.sender_info(env.sender).deposit
+    nonce = env.tx_count("broadcaster")
+    result: dict[str, Any] = {}
+
+    def fund() -> None:
+        try:
+            result["receipt"] = client.transact(
+                client.broker.functions.fundDeposit(), value=7, gas=100_000
+            )
+        except BaseException as e:  # pragma: no cover - reported below
+            result["error"] = e
+
+    def pending() -> Any:
+        content = env.w3.provider.make_request("txpool_content", [])["result"]
+        by_sender = {k.lower(): v for k, v in content["pending"].items()}
+        return by_sender.get(me.lower(), {}).get(str(nonce))
+
+    env.w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        thread = threading.Thread(target=fund)
+        thread.start()
+        first = wait_until(pending)
+        # Nothing is mined: after replace_after_s the client sends the same nonce again
+        # with fees at least 12.5 % higher, and the pool holds the replacement instead.
+        replaced = wait_until(lambda: (p := pending()) and p["hash"] != first["hash"] and p)
+        assert int(replaced["maxFeePerGas"], 16) * 8 >= int(first["maxFeePerGas"], 16) * 9
+        assert int(replaced["nonce"], 16) == nonce
+        env.w3.provider.make_request("evm_mine", [])
+        thread.join(timeout=30)
+    finally:
+        env.w3.provider.make_request("evm_setAutomine", [True])
+    assert "error" not in result, result
+    receipt = result["receipt"]
+    assert "0x" + bytes(receipt["transactionHash"]).hex() != first["hash"]
+    assert env.tx_count("broadcaster") == nonce + 1
+    assert client.sender_info(env.sender).deposit == deposit + 7  # paid once, not twice
+
+
+def wait_until(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """What ``probe`` returns once it is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := probe():
+            return got
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
 
 
 def test_unreachable_node_raises_chain_unavailable(env: Env) -> None:

@@ -63,5 +63,19 @@ def test_staking_cli(env: Env) -> None:  # noqa: F811
     deposit = farm_chain(env, "deposit", "0.5", "0.25", role="broadcaster")
     assert deposit.returncode == 0, deposit.stderr
     assert env.client.sender_info(env.sender).deposit - before == 5 * 10**17
+    reserve = farm_chain(env, "reserve", "0.125", role="broadcaster")
+    assert reserve.returncode == 0, reserve.stderr
+    assert env.client.sender_info(env.sender).reserve == env.chain.params.reserve + 375 * 10**15
     refused = farm_chain(env, "withdraw", role="broadcaster")  # nothing unlocked yet
     assert refused.returncode == 1 and "withdraw failed" in refused.stderr
+
+
+def test_staking_cli_refuses_bad_arguments(env: Env) -> None:  # noqa: F811
+    nonce = env.tx_count()
+    half = farm_chain(env, "config", "--reward-cut", "5")
+    assert half.returncode == 2 and "go together" in half.stderr
+    over = farm_chain(env, "config", "--reward-cut", "150", "--fee-share", "10")
+    assert over.returncode == 1 and "within 0-100" in over.stderr
+    nothing = farm_chain(env, "unbond", "0")
+    assert nothing.returncode == 1 and "must be positive" in nothing.stderr
+    assert env.tx_count() == nonce

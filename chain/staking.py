@@ -1,0 +1,189 @@
+"""livepeer_cli's operations, once: read the account's state, stake, set terms, fund tickets.
+
+``farm chain …`` (the CLI) and the node API's ``/chain/…`` routes (the same operations for
+remote use, behind the admin token) both call :class:`Staking`; neither talks to contracts
+itself. Amounts are integers in wei (LPT and ETH both have 18 decimals); percentages are
+floats in 0-100 and go on chain in Livepeer's parts-per-million (``10000`` = 1 %).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from chain.client import ChainClient, NoSigningKey
+from chain.errors import ChainError
+from chain.reward import RewardService
+
+__all__ = ["PERC_DIVISOR", "InvalidArgument", "Staking", "TxResult"]
+
+#: Livepeer's percentages are integers out of 1,000,000 (MathUtils.PERC_DIVISOR).
+PERC_DIVISOR: Final = 1_000_000
+#: Explicit gas limits for the staking calls: their estimates can move with the pool.
+STAKING_GAS: Final = 1_000_000
+
+
+class InvalidArgument(ChainError):
+    """Raised when a staking operation gets an amount, lock id or percentage out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """One mined transaction: what it called, its hash and the gas it used."""
+
+    op: str
+    tx: str
+    gas_used: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.op}: ok (tx {self.tx}, gas {self.gas_used})"
+
+
+def _positive(name: str, value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument(f"{name} must be positive, got {value}")
+    return value
+
+
+def _perc(name: str, percent: float) -> int:
+    if not 0 <= percent <= 100:
+        raise InvalidArgument(f"{name} must be within 0-100 %, got {percent}")
+    return round(percent * PERC_DIVISOR / 100)
+
+
+class Staking:
+    """The orchestrator's (or a delegator's, or a sender's) on-chain operations."""
+
+    def __init__(self, client: ChainClient) -> None:
+        self.client = client
+
+    @property
+    def me(self) -> str:
+        """The checksummed address of the client's key."""
+        account = self.client._account
+        if account is None:
+            raise NoSigningKey("no private key: set FARM_ETH_PRIVATE_KEY")
+        return str(account.address)
+
+    def _send(self, op: str, fn: Any, **kwargs: Any) -> TxResult:
+        receipt = self.client.transact(fn, **kwargs)
+        return TxResult(op, "0x" + bytes(receipt["transactionHash"]).hex(), receipt["gasUsed"])
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def round(self) -> dict[str, Any]:
+        c = self.client
+        return {
+            "round": c.current_round(),
+            "initialized": c.current_round_initialized(),
+            "length": c.round_length(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The round and, with a key, the account's stake, terms, fees, deposit and reserve."""
+        c = self.client
+        out: dict[str, Any] = {
+            **self.round(),
+            "block": c.last_seen_l1_block(),
+            "gas_price_wei": c.gas_price(),
+        }
+        if c.address is None:
+            return out
+        me = c.address
+        delegator = c.call(c.bonding.functions.getDelegator(self.me))
+        t = c.transcoder_info(me)
+        sender = c.sender_info(me)
+        out.update(
+            {
+                "account": "0x" + me.hex(),
+                "bonded_wei": int(delegator[0]),
+                "delegate": str(delegator[2]),
+                "active": c.is_active_transcoder(me),
+                "reward_cut_percent": t.reward_cut * 100 / PERC_DIVISOR,
+                "fee_share_percent": t.fee_share * 100 / PERC_DIVISOR,
+                "last_reward_round": t.last_reward_round,
+                "pending_fees_wei": c.fees(me),
+                "deposit_wei": sender.deposit,
+                "reserve_wei": sender.reserve,
+                "withdraw_round": sender.withdraw_round,
+            }
+        )
+        return out
+
+    # ---- rounds and reward -------------------------------------------------------------
+
+    def initialize_round(self) -> TxResult:
+        fn = self.client.rounds.functions.initializeRound()
+        return self._send("initializeRound", fn, gas=STAKING_GAS)
+
+    def reward(self) -> str:
+        """Claim this round's reward now, with the beat task's checks (once per round)."""
+        return RewardService(self.client).run_once()
+
+    # ---- stake -------------------------------------------------------------------------
+
+    def bond(self, amount_wei: int, to: str | None = None) -> list[TxResult]:
+        """Approve and bond ``amount_wei`` LPT to ``to`` (default: yourself)."""
+        _positive("amount", amount_wei)
+        bonding = self.client.bonding
+        token = self.client.contract("LivepeerToken")
+        target = to or self.me
+        return [
+            self._send("approve", token.functions.approve(bonding.address, amount_wei)),
+            self._send("bond", bonding.functions.bond(amount_wei, target), gas=STAKING_GAS),
+        ]
+
+    def unbond(self, amount_wei: int) -> TxResult:
+        _positive("amount", amount_wei)
+        fn = self.client.bonding.functions.unbond(amount_wei)
+        return self._send("unbond", fn, gas=STAKING_GAS)
+
+    def rebond(self, lock_id: int) -> TxResult:
+        if lock_id < 0:
+            raise InvalidArgument(f"unbonding lock id must be >= 0, got {lock_id}")
+        return self._send("rebond", self.client.bonding.functions.rebond(lock_id), gas=STAKING_GAS)
+
+    def withdraw_stake(self, lock_id: int) -> TxResult:
+        if lock_id < 0:
+            raise InvalidArgument(f"unbonding lock id must be >= 0, got {lock_id}")
+        fn = self.client.bonding.functions.withdrawStake(lock_id)
+        return self._send("withdrawStake", fn, gas=STAKING_GAS)
+
+    def withdraw_fees(self, amount_wei: int | None = None) -> TxResult:
+        """Withdraw ``amount_wei`` of the earned fees (default: all of them)."""
+        me = self.client.address
+        if me is None:
+            raise NoSigningKey("no private key: set FARM_ETH_PRIVATE_KEY")
+        amount = self.client.fees(me) if amount_wei is None else _positive("amount", amount_wei)
+        if amount <= 0:
+            raise InvalidArgument("no fees to withdraw")
+        fn = self.client.bonding.functions.withdrawFees(self.me, amount)
+        return self._send("withdrawFees", fn, gas=STAKING_GAS)
+
+    def config(self, reward_cut: float, fee_share: float) -> TxResult:
+        """Set the orchestrator's reward cut (kept) and fee share (to delegators), in %."""
+        cut, share = _perc("reward cut", reward_cut), _perc("fee share", fee_share)
+        fn = self.client.bonding.functions.transcoder(cut, share)
+        return self._send("transcoder", fn, gas=STAKING_GAS)
+
+    # ---- ticket sender's deposit and reserve -------------------------------------------
+
+    def deposit(self, deposit_wei: int, reserve_wei: int = 0) -> TxResult:
+        if deposit_wei < 0 or reserve_wei < 0 or deposit_wei + reserve_wei == 0:
+            raise InvalidArgument("deposit and reserve must be >= 0 and not both zero")
+        fn = self.client.broker.functions.fundDepositAndReserve(deposit_wei, reserve_wei)
+        return self._send("fundDepositAndReserve", fn, value=deposit_wei + reserve_wei)
+
+    def reserve(self, amount_wei: int) -> TxResult:
+        _positive("reserve", amount_wei)
+        fn = self.client.broker.functions.fundReserve()
+        return self._send("fundReserve", fn, value=amount_wei)
+
+    def unlock(self) -> TxResult:
+        return self._send("unlock", self.client.broker.functions.unlock())
+
+    def withdraw(self) -> TxResult:
+        return self._send("withdraw", self.client.broker.functions.withdraw())
