@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from chain.client import ChainClient, NoSigningKey
+from chain.client import ChainClient, NoSigningKey, TransactionFailed
 from chain.errors import ChainError
 from chain.reward import RewardService
 
@@ -69,7 +69,14 @@ class Staking:
         return str(account.address)
 
     def _send(self, op: str, fn: Any, **kwargs: Any) -> TxResult:
-        receipt = self.client.transact(fn, **kwargs)
+        try:
+            receipt = self.client.transact(fn, **kwargs)
+        except TransactionFailed as e:
+            # An explicit gas limit skips the estimate, so say why it failed from a replay.
+            reason = self.client.revert_reason(fn, sender=self.client.address)
+            if reason is None:
+                raise
+            raise TransactionFailed(f"{e}: {reason}", e.tx_hash, e.receipt) from e
         return TxResult(op, "0x" + bytes(receipt["transactionHash"]).hex(), receipt["gasUsed"])
 
     # ---- reads -------------------------------------------------------------------------

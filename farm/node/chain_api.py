@@ -59,19 +59,21 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}}, status_code=status)
 
 
+def _admin(request: Request) -> None:
+    settings: NodeSettings = request.app.state.node_settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.admin_token.get_secret_value()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise _Refused(401, "admin token required")
+
+
+Admin = Annotated[None, Depends(_admin)]
+
+
 def chain_router(settings: NodeSettings) -> APIRouter:
     """``/chain/...`` routes over the node's chain client (built on first use)."""
     router = APIRouter(prefix="/chain")
     holder: dict[str, Any] = {}
-
-    def admin(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        expected = settings.admin_token.get_secret_value()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise _Refused(401, "admin token required")
-
-    Admin = Annotated[None, Depends(admin)]
 
     def staking() -> Any:
         if "staking" not in holder:
@@ -181,6 +183,7 @@ def chain_router(settings: NodeSettings) -> APIRouter:
 
 def install(api: FastAPI, settings: NodeSettings) -> None:
     """Mount the routes on ``api`` with their error mapping."""
+    api.state.node_settings = settings
     api.include_router(chain_router(settings))
 
     @api.exception_handler(_Refused)

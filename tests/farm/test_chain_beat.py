@@ -1,4 +1,5 @@
-"""Chain work on celery beat, on anvil: winners redeemed in a batch, reward once per round."""
+"""Chain work on celery beat, on anvil: winners redeemed in a batch, reward once per round,
+also when beat and the chain worker are killed and restarted mid-round."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def test_beat_redeems_winners_and_claims_the_reward(
     )
     cluster = Cluster(tmp_path, variables)
     try:
-        cluster.start_worker("--chain")
-        cluster.start_beat()
+        worker = cluster.start_worker("--chain")
+        beat = cluster.start_beat()
         wait_for(lambda: not queue.pending(), timeout=60, what="the winners to be redeemed")
         earned = env.client.fees(env.orch) - fees_before
         # All of it (one delegator), less a few wei of the pool's fixed-point rounding.
@@ -54,6 +55,27 @@ def test_beat_redeems_winners_and_claims_the_reward(
         rewards = env.tx_count()
         time.sleep(3)  # three more beats: no second reward call in the same round
         assert env.tx_count() == rewards
+
+        # kill -9 beat and the chain worker mid-round and start them again: the new ones
+        # read lastRewardRound from the chain and leave this round alone.
+        cluster.kill9(beat)
+        cluster.kill9(worker)
+        cluster.start_worker("--chain")
+        cluster.start_beat()
+        time.sleep(4)
+        assert env.tx_count() == rewards
+        assert env.client.transcoder_info(env.orch).last_reward_round == current
+
+        # The next round is claimed once, by the restarted pair.
+        env.next_round()
+        wait_for(
+            lambda: env.client.transcoder_info(env.orch).last_reward_round == current + 1,
+            timeout=60,
+            what="the reward of the next round",
+        )
+        claimed = env.tx_count()
+        time.sleep(3)
+        assert env.tx_count() == claimed
     finally:
         cluster.stop()
         engine.dispose()

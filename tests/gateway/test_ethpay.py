@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import httpx
@@ -28,7 +30,7 @@ from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from farm.media.synth import make_segment
 from tests.farm.harness import wait_for
-from tests.gateway.conftest import Env, Gateway, orchestrators
+from tests.gateway.conftest import ADMIN, Env, Gateway, orchestrators
 
 PROFILES = '{"profiles":[{"name":"low","width":256,"height":144,"bitrate":300000,"fps":30}]}'
 PIXELS = 30 * 256 * 144  # one 1 s segment at 30 fps in PROFILES
@@ -78,6 +80,9 @@ def push(gw: Gateway, header: str, seq: int) -> httpx.Response:
         },
         timeout=120,
     )
+
+
+FARM_CHAIN = [sys.executable, "-m", "farm.cli", "chain"]
 
 
 def farm_chain(
@@ -248,6 +253,61 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
     receipt = w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
     gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert w3.eth.get_balance(me) - balance + gas_cost == fees
+
+
+def test_operator_sets_the_ticket_price(
+    paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
+) -> None:
+    _, gw = paid
+    sender = TicketSender(devchain.broadcaster.private_key)
+    address = "0x" + sender.address.hex()
+
+    def quote() -> httpx.Response:
+        return httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
+
+    old = params_from_json(quote().json()["ticketParams"])
+
+    # livepeer_cli's price setting: the gateway quotes it in params issued from now on.
+    def config(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *FARM_CHAIN,
+                "--devchain",
+                str(devchain_file),
+                "config",
+                *args,
+                "--gateway-url",
+                gw.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "FARM_ADMIN_TOKEN": token},
+        )
+
+    out = config(ADMIN, "--price-per-unit", str(3 * PRICE + 1), "--pixels-per-unit", "2")
+    assert out.returncode == 0, out.stderr
+    assert f"{3 * PRICE + 1} wei per 2 pixel(s)" in out.stdout
+    try:
+        got = quote()
+        assert got.json()["price"] == {"pricePerUnit": 3 * PRICE + 1, "pixelsPerUnit": 2}
+        new = params_from_json(got.json()["ticketParams"])
+        assert new.price_per_pixel == Fraction(3 * PRICE + 1, 2)
+        cost = -(-PIXELS * (3 * PRICE + 1) // 2)
+        ok = push(gw, sender.pay(new, cost), 40)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["charged"] == cost
+        # Params issued before the change keep the price they quoted.
+        assert old.price_per_pixel == PRICE
+        kept = push(gw, sender.pay(old, PIXELS * PRICE), 41)
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["charged"] == PIXELS * PRICE
+        wrong = config("not-the-token", "--price-per-unit", "5")
+        assert wrong.returncode == 1 and "403" in wrong.stderr
+        assert quote().json()["price"]["pricePerUnit"] == 3 * PRICE + 1
+    finally:
+        reset = gw.admin("PUT", "/admin/price", json={"price_per_unit": PRICE})
+        assert reset.json() == {"price_per_unit": PRICE, "pixels_per_unit": 1}
 
 
 def test_an_unlocking_sender_is_refused(
