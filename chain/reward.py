@@ -46,8 +46,13 @@ class RewardService:
         orchestrator_key: bytes | str | None = None,
         *,
         gas_limit: int = REWARD_GAS,
+        initialize_rounds: bool = False,
     ) -> None:
-        """``orchestrator_key`` signs reward(); None signs with the client's own key."""
+        """``orchestrator_key`` signs reward(); None signs with the client's own key.
+
+        With ``initialize_rounds`` the service also calls ``initializeRound`` when nobody has
+        yet (go-livepeer's ``-initializeRound``), instead of waiting for someone else.
+        """
         if orchestrator_key is None:
             if client.address is None:
                 raise ValueError("a key is needed: the client is read-only")
@@ -63,9 +68,26 @@ class RewardService:
             self.orchestrator = bytes.fromhex(Account.from_key(key).address[2:])
         self.client = client
         self.gas_limit = gas_limit
+        self.initialize_rounds = initialize_rounds
 
     def __repr__(self) -> str:  # never show the key
         return f"RewardService(0x{self.orchestrator.hex()})"
+
+    def _initialize(self, current: int) -> str | None:
+        """Initialize ``current``; None when it is initialized now, else what went wrong."""
+        fn = self.client.rounds.functions.initializeRound()
+        reason = self.client.revert_reason(fn, sender=self.orchestrator)
+        if reason is None:
+            try:
+                self.client.transact(fn, gas=self.gas_limit, private_key=self._key)
+            except GasPriceTooHigh as e:
+                return f"skipped: {e}"
+            except (TransactionFailed, TransactionRejected, ContractReverted) as e:
+                reason = str(e)
+        # Another initializer may have won the race: what counts is the state now.
+        if self.client.current_round_initialized():
+            return None
+        return f"failed: initializeRound in round {current}: {reason}"
 
     def run_once(self) -> str:
         """Call reward if it is due; return what happened, starting with ``rewarded:``,
@@ -76,7 +98,11 @@ class RewardService:
         client, me = self.client, self.orchestrator
         current = client.current_round()
         if not client.current_round_initialized():
-            return f"skipped: round {current} is not initialized"
+            if not self.initialize_rounds:
+                return f"skipped: round {current} is not initialized"
+            failed = self._initialize(current)
+            if failed is not None:
+                return failed
         last = client.transcoder_info(me).last_reward_round
         if last >= current:
             return f"skipped: reward already called in round {current}"

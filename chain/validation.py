@@ -97,6 +97,10 @@ class NonceStore(Protocol):
         """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
         ...
 
+    def discard(self, rand_hash: bytes, nonce: int) -> None:
+        """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
+        ...
+
 
 _ADD_NONCE: Final = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return -1 end
@@ -130,6 +134,10 @@ class RedisNonceStore:
         result = self._script(keys=[key], args=[nonce, self._max, self._ttl])
         _raise_for(int(result), rand_hash, nonce)
 
+    def discard(self, rand_hash: bytes, nonce: int) -> None:
+        """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
+        self._client.srem(self._prefix + rand_hash.hex(), nonce)
+
 
 class MemoryNonceStore:
     """The same contract in process memory, for tests and a single-process node."""
@@ -149,6 +157,10 @@ class MemoryNonceStore:
         _raise_for(result, rand_hash, nonce)
         seen.add(nonce)
         self._sets[rand_hash] = (now + self._ttl, seen)
+
+    def discard(self, rand_hash: bytes, nonce: int) -> None:
+        """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
+        self._sets.get(rand_hash, (0.0, set()))[1].discard(nonce)
 
 
 def _raise_for(result: int, rand_hash: bytes, nonce: int) -> None:

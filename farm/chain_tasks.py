@@ -60,7 +60,7 @@ def _service(settings: ClusterSettings, name: str) -> Any:
     queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
     queue.create_schema()
     _services["redeem"] = Redeemer(client, queue)
-    _services["reward"] = RewardService(client)
+    _services["reward"] = RewardService(client, initialize_rounds=settings.initialize_rounds)
     return _services[name]
 
 

@@ -117,6 +117,9 @@ class ClusterSettings(FarmBaseSettings):
     ticket_queue_url: str | None = None
     redeem_interval_s: float = Field(60.0, gt=0)
     reward_interval_s: float = Field(300.0, gt=0)
+    #: chain.reward also initializes a round nobody has initialized (go-livepeer's
+    #: -initializeRound); it costs gas, so one orchestrator in a network is enough.
+    initialize_rounds: bool = False
     #: Verify every rendition before a job is done (farm.media.verify).
     verify_renditions: bool = True
     #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS), on a

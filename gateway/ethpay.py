@@ -29,7 +29,7 @@ from chain.errors import ChainError, InsufficientSenderReserve, TicketError, Tic
 from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
 from chain.queue import TicketQueue
-from chain.validation import RedisNonceStore, TicketReceiver
+from chain.validation import Receipt, RedisNonceStore, TicketReceiver
 from farm import metrics as farm_metrics
 from farm.jobs.models import utcnow
 from farm.registry import redis_py_url
@@ -170,7 +170,7 @@ class EthPayments:
 
     def _receive(self, header: str, payment: Payment) -> Credited:
         key_id = self.account(payment.sender)
-        credit, receipts = Fraction(0), []
+        credit, receipts = Fraction(0), list[Receipt]()
         # All or nothing: a payment with any bad ticket is refused whole, with no credit and
         # no winner kept, so a client can never half-pay.
         for ticket, sig in payment.tickets:
@@ -183,6 +183,12 @@ class EthPayments:
                     price_per_pixel=payment.params.price_per_pixel,
                 )
             except TicketError as e:
+                # The tickets accepted before this one are not spent: their nonces may come
+                # again in a corrected payment.
+                for accepted in receipts:
+                    self.receiver.nonces.discard(
+                        accepted.ticket.recipient_rand_hash, accepted.ticket.sender_nonce
+                    )
                 farm_metrics.payment_refused(type(e).__name__)
                 if isinstance(e, TicketParamsExpired):
                     # go-livepeer accepts these with a warning; this gateway asks for fresh

@@ -49,6 +49,19 @@ def test_waits_for_round_initialization(env: Env) -> None:
     assert service.run_once().startswith("rewarded:")
 
 
+def test_optional_round_initializer(env: Env) -> None:
+    mine(env.w3, env.chain.round_length + 1)
+    rounds = env.c["RoundsManager"]
+    assert not rounds.functions.currentRoundInitialized().call()
+    service = RewardService(env.client, initialize_rounds=True)
+    nonce = env.tx_count()
+    result = service.run_once()
+    assert result.startswith("rewarded:"), result
+    assert rounds.functions.currentRoundInitialized().call()
+    assert _reward_round(env) == rounds.functions.currentRound().call()
+    assert env.tx_count() == nonce + 2  # initializeRound and reward, both by the orchestrator
+
+
 def test_failure_is_retried_within_the_round(env: Env) -> None:
     # Too little gas: the transaction is mined and fails; the round is not lost.
     starved = RewardService(env.client, gas_limit=60_000)

@@ -193,13 +193,25 @@ def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: De
     before = balance_of(gw, address)
     header = sender.pay(params, PIXELS * PRICE)
     other = "0x" + "22" * 20
+    body = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    sig = bytearray.fromhex(body["senderParams"][-1]["sig"][2:])
+    sig[5] ^= 1  # one bit of the last ticket's signature
+    body["senderParams"][-1]["sig"] = "0x" + sig.hex()
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
     for bad, reason in [
+        (forged, "signature"),
         (_tampered(header, winProb=str(params.win_prob - 1)), "recipientRand"),
         (_tampered(header, faceValue=str(params.face_value * 2)), "recipientRand"),
         (_tampered(header, recipient=other), "not this node"),
     ]:
         r = push(gw, bad, 20)
         assert r.status_code == 400 and reason in r.json()["errors"][0], r.text
+    # A refused payment spends none of its tickets: the intact header still pays.
+    assert balance_of(gw, address) == before
+    ok = push(gw, header, 22)
+    assert ok.status_code == 200, ok.text
+    before = balance_of(gw, address)
+    header = sender.pay(params, PIXELS * PRICE)
     # Params past their expiration block are refused: the client must fetch new ones.
     w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
     mine(w3, params.expiration_block + 1 - w3.eth.block_number)
