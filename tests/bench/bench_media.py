@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,6 +71,12 @@ def ffmpeg_command(src: Path, out: Path) -> list[str]:
     return cmd
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
@@ -87,14 +94,17 @@ def main() -> int:
         transcode(src, LADDER, opts)  # warm up both
         subprocess.run(cmd, check=True)
         engine_s, ffmpeg_s, verified_s, verify_s = [], [], [], []
+        engine_cpu, verified_cpu = [], []
         checked = dataclasses.replace(opts, verify=True)
         for run in range(args.runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             result = transcode(src, LADDER, opts)
             engine_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            engine_cpu.append(_cpu() - c)
+            t, c = time.perf_counter(), _cpu()
             with_checks = transcode(src, LADDER, checked)
             verified_s.append(time.perf_counter() - t)
+            verified_cpu.append(_cpu() - c)
             verify_s.append(with_checks.timings["verify"])
             assert with_checks.verification == [], with_checks.verification
             t = time.perf_counter()
@@ -118,6 +128,11 @@ def main() -> int:
         f"median {statistics.median(verify_s) * 1000:.0f} ms per segment on the rendition "
         f"threads; engine with verification {v:.3f} s, +{(v - e) * 1000:.0f} ms "
         f"({(v - e) / e * 100:+.1f} % of the transcode time)"
+    )
+    ec, vc = statistics.median(engine_cpu), statistics.median(verified_cpu)
+    print(
+        f"verification CPU time: transcode {ec:.3f} s of CPU, with verification {vc:.3f} s, "
+        f"+{(vc - ec) * 1000:.0f} ms ({(vc - ec) / ec * 100:+.1f} % of the transcode's CPU time)"
     )
     print(
         f"engine median {e:.3f} s (min {min(engine_s):.3f}), "
