@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,6 +102,10 @@ class ScriptedRunner:
     body: dict[str, object] = field(
         default_factory=lambda: {"detail": {"msg": "Upscale pipeline error."}}
     )
+    #: When set, pipeline requests get 200 and this text as a server-sent event stream.
+    sse: str | None = None
+    #: Seconds each pipeline request takes.
+    delay_s: float = 0.0
     requests: int = 0
     server: ThreadingHTTPServer | None = None
 
@@ -127,7 +132,16 @@ class ScriptedRunner:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 script.requests += 1
-                self._answer(script.status, script.body)
+                time.sleep(script.delay_s)
+                if script.sse is None:
+                    self._answer(script.status, script.body)
+                    return
+                data = script.sse.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *_: object) -> None:
                 pass

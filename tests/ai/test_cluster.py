@@ -173,3 +173,62 @@ def test_bad_request_fails_at_once_with_invalid_request(cluster: Cluster) -> Non
     assert failed.value.code == "invalid_request"
     assert "could not be decoded" in str(failed.value)
     assert len(client.get(job_id, with_attempts=True).attempt_log) == 1
+
+
+ECHO = {"pipeline": "llm", "model_id": "farm/echo"}
+STREAM = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
+
+
+def test_runner_failing_mid_stream_surfaces_the_error(
+    cluster: Cluster, scripted: ScriptedRunner
+) -> None:
+    chunk = {
+        "id": "x",
+        "model": "farm/echo",
+        "created": 0,
+        "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1},
+        "choices": [
+            {"index": 0, "finish_reason": "", "delta": {"role": "assistant", "content": "hi"}}
+        ],
+    }
+    scripted.sse = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps({'error': 'GPU fell off'})}\n\n"
+    _ai_worker(cluster, {**ECHO, "url": scripted.url, "warm": True})
+    _ai_worker(cluster, {**ECHO, "warm": False})  # would serve it, but half the answer is out
+    client = cluster.client()
+    job_id = client.ai.submit("llm", "farm/echo", STREAM)
+    stream = client.ai.stream(job_id, timeout=60)
+    assert next(stream) == chunk
+    with pytest.raises(JobFailedError) as failed:
+        next(stream)
+    assert failed.value.code == "runner_failed" and "GPU fell off" in str(failed.value)
+    assert scripted.requests == 1
+
+
+def test_stream_of_a_job_with_no_capacity_left_ends_in_the_error(
+    cluster: Cluster, scripted: ScriptedRunner
+) -> None:
+    _ai_worker(cluster, {**ECHO, "url": scripted.url, "warm": True})
+    client = cluster.client()
+    job_id = client.ai.submit("llm", "farm/echo", STREAM)
+    with pytest.raises(JobFailedError) as failed:
+        list(client.ai.stream(job_id, timeout=60))
+    assert failed.value.code == "insufficient_capacity"
+
+
+def test_job_of_a_killed_worker_is_republished_to_another(
+    cluster: Cluster, scripted: ScriptedRunner
+) -> None:
+    scripted.delay_s, scripted.status = 60.0, 200
+    cluster.start_beat()
+    doomed = cluster.start_worker(
+        "--ai-models", json.dumps([{**UPSCALE, "url": scripted.url, "warm": True}])
+    )
+    client = cluster.client()
+    job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
+    wait_for(lambda: scripted.requests == 1, timeout=30, what="the job on the slow runner")
+    good = _ai_worker(cluster, {**UPSCALE, "warm": False})
+    cluster.kill9(doomed)
+    result = client.ai.wait(job_id, timeout=60)
+    assert result.worker == good
+    job = client.get(job_id, with_attempts=True)
+    assert job.publishes == 2 and [a.outcome for a in job.attempt_log] == ["lost", "done"]
