@@ -92,28 +92,25 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_ai_models(str(tmp_path / "nope.json"))
 
 
-def test_worker_refuses_bad_ai_models_before_starting(tmp_path: Path) -> None:
+def _worker(tmp_path: Path, models: str) -> tuple[int, str]:
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "worker", "--cpu", "--ai-models", models],
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    return done.returncode, done.stderr.decode().strip()
+
+
+def test_worker_refuses_bad_ai_models_before_starting(tmp_path: Path) -> None:
     bad = '[{"pipeline": "upscale", "model_id": "m", "capacity": 0}]'
-    done = subprocess.run(
-        [sys.executable, "-m", "farm.cli", "worker", "--cpu", "--ai-models", bad],
-        capture_output=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert done.stderr.decode().strip() == "error: aiModels[0].capacity must be at least 1"
+    assert _worker(tmp_path, bad) == (1, "error: aiModels[0].capacity must be at least 1")
     llm = '[{"pipeline": "llm", "model_id": "meta-llama/llama-3.1-8B-Instruct"}]'
-    done = subprocess.run(
-        [sys.executable, "-m", "farm.cli", "worker", "--cpu", "--ai-models", llm],
-        capture_output=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert done.returncode == 1 and b"no built-in runner for llm" in done.stderr
+    code, err = _worker(tmp_path, llm)
+    assert code == 1 and "no built-in runner for llm" in err
