@@ -175,6 +175,8 @@ def run_worker(
         pool_kind = "threads" if pool_kind == "prefork" else pool_kind
     registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
     heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance, ai_pool))
+    if ai_pool is not None:
+        ai_pool.on_change = heartbeat.beat_now
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,9 @@ class RunnerPool:
             self.runners[m.key] = runner
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._probe_loop, name="farm-ai-probe", daemon=True)
+        #: Called after a slot is taken or freed, so the worker can advertise its load at once
+        #: (a router reading a stale "full" would send the next job to a cold worker).
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def pipelines(self) -> tuple[str, ...]:
@@ -229,7 +232,15 @@ class RunnerPool:
                     f"{pipeline} {model_id} runner is full ({r.config.capacity} in flight)"
                 )
             r.in_flight += 1
+        self._changed()
         return r
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # advertising is best effort; the regular beat follows
+                log.exception("could not advertise the new load")
 
     def _wait_up(self, r: ModelRunner) -> None:
         assert r.http is not None
@@ -245,6 +256,7 @@ class RunnerPool:
     def release(self, r: ModelRunner) -> None:
         with r.lock:
             r.in_flight = max(0, r.in_flight - 1)
+        self._changed()
 
     def advertise(self) -> list[dict[str, Any]]:
         return [r.advertise() for r in self.runners.values()]

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from farm.client import JobFailedError
 from farm.errors import AIRequestInvalid, NoCapacity
 from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
 from tests.farm.harness import Cluster, cluster_env, wait_for
+from tests.farm.test_services import start_node
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"
 UPSCALE = {"pipeline": "upscale", "model_id": MODEL}
@@ -113,6 +115,10 @@ def test_warm_worker_before_cold(cluster: Cluster) -> None:
     for _ in range(3):
         job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
         assert client.ai.wait(job_id, timeout=60).worker == warm
+    status = httpx.get(f"{start_node(cluster)}/status", timeout=10).json()
+    advertised = {w["name"]: w["ai_models"] for w in status["workers"]}
+    assert advertised[warm][0]["warm"] and not advertised[cold][0]["warm"]
+    assert advertised[cold][0]["status"] == "up" and advertised[cold][0]["runner"] == "builtin"
 
 
 def test_job_moves_when_the_first_runner_fails(cluster: Cluster, scripted: ScriptedRunner) -> None:
