@@ -238,3 +238,19 @@ def test_job_of_a_killed_worker_is_republished_to_another(
     assert result.worker == good
     job = client.get(job_id, with_attempts=True)
     assert job.publishes == 2 and [a.outcome for a in job.attempt_log] == ["lost", "done"]
+
+
+def test_upscale_on_rabbitmq(
+    tmp_path: Path, amqp_url: str, redis_url: str, sqlite_url: str
+) -> None:
+    env = cluster_env(tmp_path, amqp_url, sqlite_url, backend=redis_url, registry=redis_url)
+    cluster = Cluster(tmp_path, env)
+    try:
+        worker = _ai_worker(cluster, {**UPSCALE, "warm": True})
+        client = cluster.client()
+        job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
+        result = client.ai.wait(job_id, timeout=60)
+        assert result.worker == worker
+        assert decode(client.ai.media(result.media[0].key)).shape == (192, 256, 3)
+    finally:
+        cluster.stop()
