@@ -218,9 +218,10 @@ class RunnerPool:
         r = self.runners.get((pipeline, model_id))
         if r is None:
             raise InsufficientCapacity(f"this worker does not serve {pipeline} {model_id}")
-        if r.process is not None and r.process.proc is None:
-            self._start_process(r)
         if r.process is not None:
+            with r.lock:  # two first jobs at once start one process
+                if r.process.proc is None:
+                    self._start_process(r)
             self._wait_up(r)
         with r.lock:
             if r.health.state != UP:

@@ -200,3 +200,24 @@ def test_runner_process_is_restarted_when_it_dies() -> None:
     assert runner.run({"prompt": "x"}, {"image": png(picture(16, 12))}, None)["images"]
     pool.release(runner)
     pool.close()
+
+
+def test_two_first_jobs_start_one_runner_process() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    models = (
+        f'[{{"pipeline": "upscale", "model_id": "{MODEL}", "runner": "process", "capacity": 2}}]'
+    )
+    pool = _pool(models, ai_probe_s=60)
+    pool.start()
+    with ThreadPoolExecutor(2) as ex:
+        runners = list(ex.map(lambda _: pool.acquire("upscale", MODEL), range(2)))
+    assert runners[0] is runners[1] and pool.advertise()[0]["load"] == 2
+    children = [p for p in psutil.Process().children() if "ai-runner" in " ".join(p.cmdline())]
+    assert [p.pid for p in children] == [pool.advertise()[0]["runner_pid"]]
+    for r in runners:
+        pool.release(r)
+    pool.close()
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
