@@ -198,9 +198,10 @@ class RunnerPool:
                 log.warning("ai runner %s %s is %s (%s)", *r.config.key, state, r.health.last)
             if state == DOWN and r.process is not None:
                 log.warning("restarting ai runner %s %s", *r.config.key)
-                r.process.stop()
-                self._start_process(r)
-                r.restarts += 1
+                with r.lock:
+                    r.process.stop()
+                    self._start_process(r)
+                    r.restarts += 1
                 metrics.ai_runner_restarted(*r.config.key)
 
     def _probe_loop(self) -> None:
