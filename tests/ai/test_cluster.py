@@ -254,3 +254,11 @@ def test_upscale_on_rabbitmq(
         assert decode(client.ai.media(result.media[0].key)).shape == (192, 256, 3)
     finally:
         cluster.stop()
+    # A stopped worker deletes its own (empty) queue; RabbitMQ would keep it forever.
+    import kombu
+    from amqp.exceptions import NotFound
+
+    with kombu.Connection(amqp_url) as conn:
+        with pytest.raises(NotFound):
+            conn.default_channel.queue_declare(f"ai.upscale@{worker}", passive=True)
+        assert conn.default_channel.queue_declare("ai.upscale", passive=True).queue == "ai.upscale"
