@@ -118,7 +118,8 @@ class Roster:
         data = json.loads(raw[b"record"])
         data["pixels"] = int(raw.get(b"pixels", 0))
         data["segments"] = int(raw.get(b"segments", 0))
-        data["state"] = bytes(raw.get(b"state", b"unknown")).decode()
+        state = raw.get(b"state", b"unknown")
+        data["state"] = state.decode() if isinstance(state, bytes) else str(state)
         known = {k: v for k, v in data.items() if k in TranscoderRecord.__dataclass_fields__}
         return TranscoderRecord(**known)
 
