@@ -9,6 +9,7 @@ registration, or a credential the node revoked or let expire: stop with a clear 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -132,11 +133,30 @@ class NodeHeartbeat:
                 self.fatal = f"the orchestrator refused this transcoder's credential: {e}"
                 log.error("%s; stopping", self.fatal)
                 self.stop_worker()
+                if not self._stop.wait(10.0):
+                    _hard_exit(self.fatal)  # Celery sat in its broker reconnect loop
                 return
             if failing:
                 log.warning("orchestrator reachable again; heartbeats resumed")
                 self.backoff.reset()
             wait, failing = self.interval_s, False
+
+
+def _hard_exit(message: str) -> None:
+    """Stop this process and its pool children now, with the message and status 1."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == me:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
+    os.write(2, f"error: {message}\n".encode())
+    os._exit(1)
 
 
 def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:

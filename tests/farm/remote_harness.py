@@ -225,7 +225,7 @@ class Orchestrator:
 
     def wait_attached(self, count: int = 1) -> list[str]:
         found = wait_for(
-            lambda: (w if len(w := self.remote_workers()) >= count else None),
+            lambda: w if len(w := self.remote_workers()) >= count else None,
             timeout=60,
             what=f"{count} attached transcoder(s)",
         )
@@ -243,6 +243,8 @@ def orchestrator(home: Path, host: str, **env: str) -> Iterator[Orchestrator]:
             "FARM_SECRET": SECRET,
             "FARM_TLS_DIR": str(home / "tls"),
             "FARM_TLS_HOSTS": f'["{host}"]',
+            # Heartbeats cross HTTPS on a loaded machine: a second apart, not half.
+            "FARM_HEARTBEAT_S": "1",
             **env,
         }
     )
