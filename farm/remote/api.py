@@ -256,10 +256,14 @@ class TranscoderApi:
         return {"error": self._held(record, job_id).error}
 
     def sign(self, record: TranscoderRecord, body: SignRequest) -> dict[str, Any]:
-        job = self._held(record, body.job_id)
-        # None: the reconciler put it back in the queue while this attempt ran (a heartbeat
-        # that came late); the attempt may still finish first.
-        if job.worker not in (record.name, None) or job.final:
+        job = self.res.jobs.get(body.job_id, with_attempts=True)
+        # Or the reconciler put it back in the queue while this transcoder's attempt ran (a
+        # heartbeat that came late): that attempt may still finish first.
+        running = any(
+            a.outcome == "running" and a.worker.startswith(record.name + "@")
+            for a in job.attempt_log
+        )
+        if job.final or not (job.worker == record.name or (job.worker is None and running)):
             raise AccessDenied(f"job {body.job_id} is not running on {record.name}")
         method = body.method.upper()
         allowed = (method == "GET" and body.key == job.spec.get("input_key")) or (
