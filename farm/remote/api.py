@@ -150,10 +150,11 @@ class TranscoderApi:
                 log.warning("transcoder sweep failed: %s", e)
 
     def _reconcile_without_local_workers(self) -> None:
-        """Run the reconciler here when no local worker consumes the control queue (an
-        orchestrator whose only workers are remote transcoders): beat's reconcile tasks would
-        wait for a consumer, and the jobs of an evicted or dead transcoder with them."""
-        if self.celery_app is None:
+        """Run the reconciler here when transcoders are attached and no local worker consumes
+        the control queue (an orchestrator whose only workers are remote transcoders): beat's
+        reconcile tasks would wait for a consumer, and the jobs of an evicted or dead
+        transcoder with them."""
+        if self.celery_app is None or not any(r.state == "active" for r in self.roster.all()):
             return
         live = self.res.registry.live()
         if any(CONTROL_QUEUE in w.queues and w.kind != "remote" for w in live):

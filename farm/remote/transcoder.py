@@ -102,7 +102,6 @@ class NodeHeartbeat:
         self, node: NodeClient, interval_s: float, cap_s: float, load: Callable[[], int]
     ) -> None:
         self.node, self.interval_s, self.load = node, interval_s, load
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.backoff = Backoff(cap_s)
         self.fatal: str | None = None
         self.ready = False
@@ -169,6 +168,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     if settings.orch_secret is None:
         raise ConfigError("--orch-secret is required")
     secret = read_secret(settings.orch_secret.get_secret_value())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat otherwise
     plan, gpus = _plan(settings)
     report = {
         "capacity": settings.capacity,
