@@ -109,7 +109,7 @@ class PrivateRedis:
             start_new_session=True,
         )
         client = self.admin()
-        wait_for(lambda: _pings(client), timeout=10, what="the private redis-server")
+        wait_for(lambda: pings(client), timeout=10, what="the private redis-server")
         client.close()
         return self
 
@@ -122,10 +122,10 @@ class PrivateRedis:
             self.process.wait(timeout=10)
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
-    except redis.ConnectionError:
+    except redis.RedisError:
         return False
 
 
