@@ -17,7 +17,7 @@ from typing import Any
 from farm.remote.tls import ensure_certificate, fingerprint_of_file
 from farm.settings import NodeSettings
 
-__all__ = ["hypercorn_config", "node_certificate", "serve_node"]
+__all__ = ["hypercorn_config", "node_asgi_app", "node_certificate", "serve_node"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,17 @@ def hypercorn_config(settings: NodeSettings) -> Any:
     return config
 
 
+def node_asgi_app(settings: NodeSettings) -> Any:
+    """The ASGI application the node's listener serves: the place to put anything that must
+    share the port with the node API (a gRPC service dispatched on its content type)."""
+    from farm.node import create_node_app
+
+    return create_node_app(settings)
+
+
 def serve_node(settings: NodeSettings) -> None:
     """Serve the node API until SIGTERM or SIGINT."""
     from hypercorn.asyncio import serve
-
-    from farm.node import create_node_app
 
     config = hypercorn_config(settings)
     scheme = "https" if settings.tls else "http"
@@ -64,6 +70,6 @@ def serve_node(settings: NodeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(create_node_app(settings), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(node_asgi_app(settings), config, shutdown_trigger=stop.wait)
 
     asyncio.run(main())

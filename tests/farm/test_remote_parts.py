@@ -178,3 +178,19 @@ def test_broker_users_lost_by_redis_come_back_and_expire(tmp_path: Path) -> None
         assert refused.status_code == 401 and "expired" in refused.text
         own.close()
         admin.close()
+
+
+def test_node_serves_http2_and_http11_over_tls(tmp_path: Path) -> None:
+    import httpx
+
+    with orchestrator(tmp_path, "127.0.0.1") as orch:
+        context = ssl.create_default_context(cafile=str(orch.cert))
+        context.check_hostname = False
+        with httpx.Client(http2=True, verify=context, timeout=10) as h2:
+            answer = h2.get(f"https://{orch.addr}/healthz")
+        assert answer.http_version == "HTTP/2" and answer.status_code == 200
+        with orch.https() as h11:
+            assert h11.get("/healthz").http_version == "HTTP/1.1"
+        shown = orch.farm("transcoders", "fingerprint")
+        assert shown.returncode == 0 and shown.stdout.strip() == orch.pin()
+        assert orch.pin() in (orch.cluster.home / "node.log").read_text()
