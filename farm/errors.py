@@ -9,7 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "AIRequestInvalid",
+    "AccessDenied",
     "ConfigError",
+    "CredentialRevoked",
     "EncoderUnavailable",
     "EngineFailure",
     "FarmError",
@@ -18,10 +20,14 @@ __all__ = [
     "InputMissing",
     "InputTooLong",
     "InsufficientCapacity",
+    "InvalidSecret",
     "JobError",
     "NoCapacity",
+    "NodeUnreachable",
     "PermanentError",
     "ProfileInvalid",
+    "RegistrationInvalid",
+    "RemoteUnsupported",
     "RetryableError",
     "RunnerFailed",
     "TranscodeTimeout",
@@ -143,3 +149,40 @@ class RunnerFailed(RetryableError):
     """Raised when an AI runner cannot be reached or fails a request (5xx, bad answer)."""
 
     code = "runner_failed"
+
+
+class InvalidSecret(FarmError):
+    """Raised when a transcoder registers with a wrong orchSecret ("invalid secret")."""
+
+    code = "invalid_secret"
+
+
+class CredentialRevoked(FarmError):
+    """Raised when a transcoder's credential is unknown, revoked (evicted) or expired."""
+
+    code = "credential_revoked"
+
+
+class AccessDenied(FarmError):
+    """Raised when a transcoder asks for a job or blob it does not hold, or a URL's signature
+    is wrong or expired."""
+
+    code = "access_denied"
+
+
+class RegistrationInvalid(FarmError):
+    """Raised when a registration is malformed, e.g. zero or negative capacity."""
+
+    code = "registration_invalid"
+
+
+class RemoteUnsupported(ConfigError):
+    """Raised when remote transcoders cannot attach to this cluster (no Redis broker, no TLS)."""
+
+    code = "remote_unsupported"
+
+
+class NodeUnreachable(RetryableError):
+    """Raised when a remote transcoder cannot reach its orchestrator's node API."""
+
+    code = "node_unreachable"

@@ -506,3 +506,22 @@ def ai_job_moved(pipeline: str, model: str, code: str) -> None:
 
 def ai_runner_restarted(pipeline: str, model: str) -> None:
     AI_RESTARTS.labels(pipeline, model).inc()
+
+
+# --- Remote transcoders (issue 6) ---
+
+TRANSCODER_PIXELS = Gauge(
+    "farm_transcoder_pixels",
+    "Encoded pixels each attached transcoder produced (persisted; for paying its operator)",
+    ["transcoder"],
+    multiprocess_mode="max",
+)
+
+
+def set_transcoder_pixels(pixels_by_transcoder: dict[str, int]) -> None:
+    """Pixels per attached transcoder, as the roster keeps them."""
+    for name, pixels in pixels_by_transcoder.items():
+        TRANSCODER_PIXELS.labels(transcoder=name).set(pixels)
+
+
+__all__ += ["set_transcoder_pixels"]

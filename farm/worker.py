@@ -31,7 +31,14 @@ from farm.settings import WorkerSettings
 if TYPE_CHECKING:
     from farm.ai.pool import RunnerPool
 
-__all__ = ["WorkerPlan", "plan_ai_worker", "plan_worker", "run_worker", "run_worker_group"]
+__all__ = [
+    "WorkerPlan",
+    "plan_ai_worker",
+    "plan_worker",
+    "run_worker",
+    "run_worker_group",
+    "worker_argv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +201,9 @@ def run_worker(
             _drop_queues(app, own)
 
     app.worker_main(
-        [
-            "worker",
-            f"--hostname={plan.name}.{os.getpid()}",
-            f"--queues={','.join(plan.queues)}",
-            f"--concurrency={plan.concurrency}",
-            f"--pool={pool_kind}",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        worker_argv(
+            f"{plan.name}.{os.getpid()}", plan.queues, plan.concurrency, pool_kind, loglevel
+        )
     )
 
 
@@ -217,6 +217,22 @@ def _drop_queues(app: Any, names: Sequence[str]) -> None:
                 channel.queue_delete(name, if_empty=True)
     except Exception as e:  # shutting down: nothing depends on this
         log.warning("could not delete this worker's queues: %s", e)
+
+
+def worker_argv(
+    hostname: str, queues: Sequence[str], concurrency: int, pool: str, loglevel: str
+) -> list[str]:
+    """``celery worker`` arguments for a farm worker (local or remote transcoder)."""
+    return [
+        "worker",
+        f"--hostname={hostname}",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def gpu_source(settings: WorkerSettings) -> NvmlSource | None:

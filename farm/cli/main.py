@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import ai, chain, cluster, gateway, media, ops
+from farm.cli import ai, chain, cluster, gateway, media, ops, remote
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -42,6 +42,8 @@ for _command in (
     ops.exporter_cmd,
     ops.status_cmd,
     ai.ai_runner_cmd,
+    remote.transcoder_cmd,
+    remote.transcoders_group,
 ):
     cli.add_command(_command)
 
