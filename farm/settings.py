@@ -161,7 +161,7 @@ class ClusterSettings(FarmBaseSettings):
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
-        data = self.model_dump(exclude={"secret"})
+        data = self.model_dump(exclude={"secret", "orch_secret"})
         for key, value in data.items():
             if isinstance(value, str) and "://" in value:
                 data[key] = redact_url(value)
@@ -195,6 +195,24 @@ class NodeSettings(ClusterSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8935, ge=1, le=65535)
+    #: go-livepeer's -orchSecret: standalone go-livepeer transcoders registering with it are
+    #: accepted (farm.golivepeer); unset, the node serves no transcoder gRPC service.
+    orch_secret: SecretStr | None = None
+    #: Queues the go-livepeer bridge consumes for the attached transcoders.
+    golivepeer_queues: tuple[str, ...] = ("transcode.cpu.h264",)
+    #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
+    golivepeer_max_sessions: int = Field(64, ge=1)
+    #: Largest rendition a go-livepeer transcoder may post (go-livepeer's MaxSegSize).
+    golivepeer_max_part_bytes: int = Field(300 << 20, ge=1)
+
+    @model_validator(mode="after")
+    def _real_orch_secret(self) -> NodeSettings:
+        secret = self.orch_secret.get_secret_value() if self.orch_secret else None
+        if secret is not None and not secret.strip():
+            raise ValueError("FARM_ORCH_SECRET must not be blank")
+        if self.environment != "development" and secret == DEV_SECRET:
+            raise ValueError("FARM_ORCH_SECRET must be set to a real secret outside development")
+        return self
 
 
 class FlowerSettings(ClusterSettings):

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -29,10 +30,12 @@ from farm.media.profiles import profiles_from_json
 from farm.resources import Resources
 from farm.router import Need, route_transcode
 
-__all__ = ["JobFailed", "register_tasks", "resources"]
+__all__ = ["JobFailed", "register_tasks", "resources", "use_engine"]
 
 log = logging.getLogger(__name__)
 _resources: Resources | None = None
+#: This process's transcode step when not the local engine (see use_engine).
+_engine: Callable[..., TranscodeResult] | None = None
 
 
 class JobFailed(FarmError):
@@ -49,6 +52,14 @@ def resources(app: Celery) -> Resources:
     if _resources is None:
         _resources = Resources(settings_of(app))
     return _resources
+
+
+def use_engine(engine: Callable[..., TranscodeResult] | None) -> None:
+    """Make ``engine`` this process's transcode step, called as the local engine is
+    (``engine(data, profiles, opts) -> TranscodeResult``); None restores the local engine.
+    The node's go-livepeer bridge pushes segments to remote transcoders this way."""
+    global _engine
+    _engine = engine
 
 
 def _worker_name(task: Task) -> str:
@@ -120,7 +131,7 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             deadline_s=float(soft) if soft else None,
             verify=res.settings.verify_renditions,
         )
-        result = transcode(data, profiles, opts)
+        result = (_engine or transcode)(data, profiles, opts)
         timings["engine"] = result.timings["total"]
         result = _chaos(result, res.settings.chaos, claim.attempts)
         if result.verification:

@@ -43,6 +43,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     res = Resources(settings)
     celery_app = create_app(settings)
     api = FastAPI(title="farm node", version=__version__)
+    api.state.celery_app = celery_app  # one Celery app per process (farm.golivepeer uses it)
 
     @api.get("/healthz")
     def healthz() -> JSONResponse:
