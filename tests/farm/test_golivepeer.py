@@ -260,3 +260,42 @@ def test_transcoder_disconnect_mid_task_completes_elsewhere_once(
         "done",
     ]
     wait_for(lambda: not [w for w in cluster.live() if w.kind == "golivepeer"], what="unadvertised")
+
+
+def test_least_loaded_transcoder_takes_the_next_segment(
+    node: Node, cluster: Cluster, segment: bytes
+) -> None:
+    a, b = node.transcoder(capacity=2), node.transcoder(capacity=2)
+
+    def both_in_flight(_: net_pb2.NotifySegment) -> bool:
+        # Hold each task until both are pushed, so the second choice sees the first's load.
+        wait_for(lambda: len(a.notified) + len(b.notified) >= 2, what="both segments pushed")
+        return True
+
+    a.on_notify = b.on_notify = both_in_flight
+    a.start()
+    b.start()
+    wait_for(lambda: _golivepeer_live(cluster, 4), what="the bridge's advertisement")
+    client = cluster.client()
+    jobs = [client.submit(segment, LADDER, duration=1.0) for _ in range(2)]
+    for job in jobs:
+        assert _encoders(client, job.id) == {"golivepeer/h264"}
+    assert (len(a.posted), len(b.posted)) == (1, 1)
+
+
+def test_stalled_transcoder_is_dropped_after_the_timeout(
+    node: Node, cluster: Cluster, segment: bytes
+) -> None:
+    t = node.transcoder(on_notify=lambda n: False)  # takes the segment, never answers
+    t.start()
+    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
+    client = cluster.client()
+    job = client.submit(segment, LADDER, duration=1.0)
+    wait_for(lambda: t.notified, what="the segment pushed to the transcoder")
+    cluster.start_worker()
+    # go-livepeer's max(8 s, 4 x duration) passes, the transcoder is dropped, the job retried.
+    assert _encoders(client, job.id) == {"libx264"}
+    outcomes = [(a.outcome, a.error_code) for a in client.get(job.id, True).attempt_log]
+    assert outcomes == [("failed", "timeout"), ("done", None)], outcomes
+    assert node.attached()["transcoders"] == []
+    wait_for(lambda: t._thread is not None and not t._thread.is_alive(), what="stream ended")
