@@ -8,7 +8,9 @@ are mapped onto Celery retries in one place and onto HTTP status codes in one ha
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "ConfigError",
+    "CredentialRevoked",
     "EncoderUnavailable",
     "EngineFailure",
     "FarmError",
@@ -16,10 +18,14 @@ __all__ = [
     "InputInvalid",
     "InputMissing",
     "InputTooLong",
+    "InvalidSecret",
     "JobError",
     "NoCapacity",
+    "NodeUnreachable",
     "PermanentError",
     "ProfileInvalid",
+    "RegistrationInvalid",
+    "RemoteUnsupported",
     "RetryableError",
     "TranscodeTimeout",
     "UnsupportedCodec",
@@ -122,3 +128,40 @@ class NoCapacity(FarmError):
     """Raised when no live worker can serve what a job needs."""
 
     code = "no_capacity"
+
+
+class InvalidSecret(FarmError):
+    """Raised when a transcoder registers with a wrong orchSecret ("invalid secret")."""
+
+    code = "invalid_secret"
+
+
+class CredentialRevoked(FarmError):
+    """Raised when a transcoder's credential is unknown, revoked (evicted) or expired."""
+
+    code = "credential_revoked"
+
+
+class AccessDenied(FarmError):
+    """Raised when a transcoder asks for a job or blob it does not hold, or a URL's signature
+    is wrong or expired."""
+
+    code = "access_denied"
+
+
+class RegistrationInvalid(FarmError):
+    """Raised when a registration is malformed, e.g. zero or negative capacity."""
+
+    code = "registration_invalid"
+
+
+class RemoteUnsupported(ConfigError):
+    """Raised when remote transcoders cannot attach to this cluster (no Redis broker, no TLS)."""
+
+    code = "remote_unsupported"
+
+
+class NodeUnreachable(RetryableError):
+    """Raised when a remote transcoder cannot reach its orchestrator's node API."""
+
+    code = "node_unreachable"

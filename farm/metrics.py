@@ -470,3 +470,22 @@ def set_sender_state(sender: str, deposit: int, reserve: int) -> None:
 def set_ticket_states(counts: dict[str, int]) -> None:
     for state in ("pending", "redeemed", "failed"):
         CHAIN_TICKETS.labels(state=state).set(counts.get(state, 0))
+
+
+# --- Remote transcoders (issue 6) ---
+
+TRANSCODER_PIXELS = Gauge(
+    "farm_transcoder_pixels",
+    "Encoded pixels each attached transcoder produced (persisted; for paying its operator)",
+    ["transcoder"],
+    multiprocess_mode="max",
+)
+
+
+def set_transcoder_pixels(pixels_by_transcoder: dict[str, int]) -> None:
+    """Pixels per attached transcoder, as the roster keeps them."""
+    for name, pixels in pixels_by_transcoder.items():
+        TRANSCODER_PIXELS.labels(transcoder=name).set(pixels)
+
+
+__all__ += ["set_transcoder_pixels"]

@@ -26,6 +26,7 @@ __all__ = [
     "FarmBaseSettings",
     "FlowerSettings",
     "NodeSettings",
+    "TranscoderSettings",
     "UpSettings",
     "WorkerSettings",
     "redact_url",
@@ -195,24 +196,55 @@ class NodeSettings(ClusterSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8935, ge=1, le=65535)
-    #: go-livepeer's -orchSecret: standalone go-livepeer transcoders registering with it are
-    #: accepted (farm.golivepeer); unset, the node serves no transcoder gRPC service.
-    orch_secret: SecretStr | None = None
-    #: Queues the go-livepeer bridge consumes for the attached transcoders.
+    #: Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); remote transcoders attach only over HTTPS.
+    tls: bool = False
+    #: A given certificate and key (PEM); without them the node makes a self-signed pair once
+    #: and keeps it in ``tls_dir``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_dir: Path = Path(".farm/tls")
+    #: Extra names and addresses the self-signed certificate is valid for.
+    tls_hosts: tuple[str, ...] = ()
+    #: The broker URL as remote transcoders reach it, without credentials (default: the
+    #: cluster's broker URL); the node adds each transcoder's own user and password.
+    transcoder_broker_url: str | None = None
+    #: A transcoder's credential expires this long after its last heartbeat.
+    transcoder_credential_ttl_s: float = Field(600.0, gt=0)
+    #: Lifetime of the signed URLs remote transcoders move segments and renditions with.
+    signed_url_ttl_s: float = Field(120.0, gt=0)
+    #: Largest segment or rendition a remote transcoder may upload (go-livepeer: 300 MB).
+    max_blob_bytes: int = Field(300_000_000, gt=0)
+    #: Accept unmodified go-livepeer transcoders (``livepeer -transcoder -orchAddr -orchSecret``)
+    #: on the HTTPS port, with the cluster's ``secret`` as their orchSecret (farm.golivepeer).
+    golivepeer: bool = True
+    #: Queues the go-livepeer bridge consumes for the attached go-livepeer transcoders.
     golivepeer_queues: tuple[str, ...] = ("transcode.cpu.h264",)
     #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
     golivepeer_max_sessions: int = Field(64, ge=1)
-    #: Largest rendition a go-livepeer transcoder may post (go-livepeer's MaxSegSize).
-    golivepeer_max_part_bytes: int = Field(300 << 20, ge=1)
 
     @model_validator(mode="after")
-    def _real_orch_secret(self) -> NodeSettings:
-        secret = self.orch_secret.get_secret_value() if self.orch_secret else None
-        if secret is not None and not secret.strip():
-            raise ValueError("FARM_ORCH_SECRET must not be blank")
-        if self.environment != "development" and secret == DEV_SECRET:
-            raise ValueError("FARM_ORCH_SECRET must be set to a real secret outside development")
+    def _cert_and_key(self) -> NodeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("FARM_TLS_CERT and FARM_TLS_KEY go together")
+        if self.tls_cert is not None:
+            self.tls = True
         return self
+
+
+class TranscoderSettings(WorkerSettings):
+    """``farm transcoder``: a remote transcoder attaching to an orchestrator's node API."""
+
+    #: HOST:PORT of the orchestrator's node API (HTTPS).
+    orch_addr: str = "127.0.0.1:8935"
+    #: The orchSecret itself, or the path of a file holding it.
+    orch_secret: SecretStr | None = None
+    #: SHA-256 fingerprint of the node's certificate (hex, colons optional), or a CA file.
+    orch_cert_fingerprint: str | None = None
+    orch_ca: Path | None = None
+    #: Segments in parallel; the registration's capacity.
+    capacity: int = Field(1)
+    #: Most seconds between reconnect attempts (go-livepeer: one minute).
+    max_backoff_s: float = Field(60.0, gt=0)
 
 
 class FlowerSettings(ClusterSettings):

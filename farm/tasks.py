@@ -7,15 +7,16 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from farm import metrics
 from farm.blobstore import BlobMissing
 from farm.dispatch import job_timeout_s, publish
 from farm.errors import (
+    CredentialRevoked,
     FarmError,
     InputMissing,
     NoCapacity,
@@ -23,14 +24,24 @@ from farm.errors import (
     TranscodeTimeout,
     VerificationFailed,
 )
-from farm.jobs import JobStore
+from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.resources import Resources
 from farm.router import Need, route_transcode
+from farm.settings import ClusterSettings
 
-__all__ = ["JobFailed", "register_tasks", "resources", "use_engine"]
+__all__ = [
+    "BlobOps",
+    "JobFailed",
+    "JobOps",
+    "TaskStores",
+    "register_tasks",
+    "resources",
+    "stores",
+    "use_engine",
+]
 
 log = logging.getLogger(__name__)
 _resources: Resources | None = None
@@ -60,6 +71,63 @@ def use_engine(engine: Callable[..., TranscodeResult] | None) -> None:
     The node's go-livepeer bridge pushes segments to remote transcoders this way."""
     global _engine
     _engine = engine
+
+
+class JobOps(Protocol):
+    """The job-table operations a transcode task performs (JobStore, or the node API)."""
+
+    def start_attempt(
+        self,
+        job_id: str,
+        task_id: str,
+        worker: str,
+        instance: str | None = None,
+        max_attempts: int | None = None,
+        run_timeout_s: float = 60.0,
+    ) -> StartOutcome: ...
+
+    def complete(
+        self,
+        job_id: str,
+        task_id: str,
+        worker: str,
+        result: dict[str, Any],
+        timings: dict[str, Any] | None = None,
+    ) -> bool: ...
+
+    def attempt_failed(
+        self, job_id: str, task_id: str, worker: str, code: str, error: str, *, final: bool
+    ) -> bool: ...
+
+    def last_error(self, job_id: str) -> str | None: ...
+
+
+class BlobOps(Protocol):
+    """Reading a job's input and writing its renditions (a blob store, or signed URLs)."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+class TaskStores(Protocol):
+    """Where a task's job and blob operations go: this cluster's stores, or, on a remote
+    transcoder, the orchestrator's node API (farm.remote.node_client.RemoteStores)."""
+
+    @property
+    def settings(self) -> ClusterSettings: ...
+
+    @property
+    def jobs(self) -> JobOps: ...
+
+    @property
+    def blobs(self) -> BlobOps: ...
+
+
+def stores(app: Celery) -> TaskStores:
+    """The stores this process's tasks use: a remote transcoder's when it set them."""
+    remote: TaskStores | None = getattr(app, "farm_stores", None)
+    return remote if remote is not None else resources(app)
 
 
 def _worker_name(task: Task) -> str:
@@ -94,26 +162,32 @@ def register_tasks(app: Celery) -> None:
 
 
 def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    res = resources(app)
+    res = stores(app)
     jobs, blobs = res.jobs, res.blobs
     worker = _worker_name(task)
     task_id = task.request.id
     started = time.perf_counter()
     instance = os.environ.get("FARM_WORKER_INSTANCE")
-    claim = jobs.start_attempt(
-        job_id,
-        task_id,
-        worker,
-        instance,
-        max_attempts=res.settings.max_attempts,
-        run_timeout_s=job_timeout_s(spec.get("duration")),
-    )
+    try:
+        claim = jobs.start_attempt(
+            job_id,
+            task_id,
+            worker,
+            instance,
+            max_attempts=res.settings.max_attempts,
+            run_timeout_s=job_timeout_s(spec.get("duration")),
+        )
+    except CredentialRevoked as e:
+        # A remote transcoder whose credential ended: the job is not ours; give it back.
+        raise Reject(str(e), requeue=True) from e
+    except RetryableError as e:
+        raise task.retry(exc=e, countdown=2.0, max_retries=None) from e
     if claim.status in ("final", "stale"):
         # A redelivered or superseded message: the job finished or was republished.
         log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
         return {"job_id": job_id, "skipped": True, "state": claim.status}
     if claim.status == "exhausted":
-        last = jobs.get(job_id).error or "the worker was lost each time"
+        last = jobs.last_error(job_id) or "the worker was lost each time"
         message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
         jobs.attempt_failed(job_id, task_id, worker, "max_attempts", message, final=True)
         metrics.job_failed("max_attempts")
@@ -195,6 +269,8 @@ def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
     take it (at most twice, so a job never circles when this is the only good worker)."""
     if handbacks >= 2 or os.environ.get("FARM_WORKER_INSTANCE") != avoid:
         return False
+    if getattr(app, "farm_stores", None) is not None:
+        return False  # a remote transcoder cannot read the registry
     queue = (task.request.delivery_info or {}).get("routing_key")
     try:
         live = resources(app).registry.live()
@@ -215,7 +291,7 @@ def _classify(error: BaseException, task: Task) -> FarmError:
 
 def _failed(
     task: Task,
-    jobs: JobStore,
+    jobs: JobOps,
     job_id: str,
     task_id: str,
     worker: str,

@@ -20,7 +20,7 @@ from farm.queues import CHAIN_QUEUE, CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import WorkerSettings
 
-__all__ = ["WorkerPlan", "plan_worker", "run_worker", "run_worker_group"]
+__all__ = ["WorkerPlan", "plan_worker", "run_worker", "run_worker_group", "worker_argv"]
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +143,26 @@ def run_worker(
 
     app = create_app(settings)
     app.worker_main(
-        [
-            "worker",
-            f"--hostname={plan.name}.{os.getpid()}",
-            f"--queues={','.join(plan.queues)}",
-            f"--concurrency={plan.concurrency}",
-            f"--pool={settings.pool}",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        worker_argv(
+            f"{plan.name}.{os.getpid()}", plan.queues, plan.concurrency, settings.pool, loglevel
+        )
     )
+
+
+def worker_argv(
+    hostname: str, queues: Sequence[str], concurrency: int, pool: str, loglevel: str
+) -> list[str]:
+    """``celery worker`` arguments for a farm worker (local or remote transcoder)."""
+    return [
+        "worker",
+        f"--hostname={hostname}",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def gpu_source(settings: WorkerSettings) -> NvmlSource | None:

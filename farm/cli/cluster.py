@@ -73,16 +73,34 @@ def worker_cmd(
 @click.command("node")
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default 8935).")
-def node_cmd(host: str | None, port: int | None) -> None:
-    """Serve the orchestrator's node API: /healthz, /status, /metrics."""
-    import uvicorn
+@click.option(
+    "--tls/--no-tls",
+    default=None,
+    help="Serve HTTPS (HTTP/2 and HTTP/1.1); remote transcoders attach only over HTTPS.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Certificate (PEM) to serve instead of the node's own self-signed one.",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Its key."
+)
+def node_cmd(
+    host: str | None,
+    port: int | None,
+    tls: bool | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
+    """Serve the orchestrator's node API: /healthz, /status, /metrics, transcoder attach."""
+    from farm.node.serve import serve_node
 
-    from farm.node import create_node_app
-
-    settings: NodeSettings = _load(NodeSettings, host=host, port=port)
-    uvicorn.run(
-        create_node_app(settings), host=settings.host, port=settings.port, log_level="warning"
+    settings: NodeSettings = _load(
+        NodeSettings, host=host, port=port, tls=tls, tls_cert=tls_cert, tls_key=tls_key
     )
+    serve_node(settings)
 
 
 @click.command("beat")

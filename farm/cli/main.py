@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import chain, cluster, gateway, media, ops
+from farm.cli import chain, cluster, gateway, media, ops, remote
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -41,6 +41,8 @@ for _command in (
     gateway.sessions_cmd,
     ops.exporter_cmd,
     ops.status_cmd,
+    remote.transcoder_cmd,
+    remote.transcoders_group,
 ):
     cli.add_command(_command)
 

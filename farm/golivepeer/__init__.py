@@ -21,8 +21,10 @@ __all__ = ["with_golivepeer"]
 def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     """The node API ``app`` with go-livepeer transcoders attached on the same port.
 
-    Serve the result with an HTTP/2 server that supports ASGI trailers (hypercorn). Without
-    ``settings.orch_secret`` gRPC calls are answered UNIMPLEMENTED and nothing else changes.
+    Their orchSecret is the cluster's ``secret``, as for ``farm transcoder``. Serve the result
+    over TLS with an HTTP/2 server that supports ASGI trailers (hypercorn, farm.node.serve).
+    With ``settings.golivepeer`` off, gRPC calls are answered UNIMPLEMENTED, as go-livepeer
+    answers when it takes no remote transcoders.
     """
     from farm.golivepeer.bridge import Bridge
     from farm.golivepeer.grpc_asgi import GrpcMount
@@ -30,10 +32,10 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     from farm.golivepeer.results import install
 
     hub = Hub()
-    if settings.orch_secret is None:
+    if not settings.golivepeer:
         return GrpcMount(app, hub, None)
-    secret = settings.orch_secret.get_secret_value()
-    install(app, hub, secret, settings.golivepeer_max_part_bytes)
+    secret = settings.secret.get_secret_value()
+    install(app, hub, secret, settings.max_blob_bytes)
 
     @app.get("/golivepeer/transcoders")
     def transcoders() -> dict[str, Any]:

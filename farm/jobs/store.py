@@ -221,6 +221,10 @@ class JobStore:
                 raise JobNotFound(f"no job {job_id!r}")
             return _view(job, with_attempts)
 
+    def last_error(self, job_id: str) -> str | None:
+        """The error its last failed attempt recorded."""
+        return self.get(job_id).error
+
     def start_attempt(
         self,
         job_id: str,

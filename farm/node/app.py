@@ -3,23 +3,53 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from celery import Celery
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from farm import __version__, metrics
+from farm.blobstore import BlobMissing
 from farm.celery_app import create_app
+from farm.errors import (
+    AccessDenied,
+    CredentialRevoked,
+    FarmError,
+    InvalidSecret,
+    RegistrationInvalid,
+    RemoteUnsupported,
+    RetryableError,
+)
+from farm.jobs import JobNotFound
 from farm.node import status_page
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
+from farm.remote.api import TranscoderApi
 from farm.resources import Resources
 from farm.settings import NodeSettings
 
-__all__ = ["create_node_app", "queue_depths"]
+__all__ = ["create_node_app", "http_status", "queue_depths"]
 
 log = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[FarmError], int], ...] = (
+    (InvalidSecret, 401),
+    (CredentialRevoked, 401),
+    (AccessDenied, 403),
+    (RegistrationInvalid, 400),
+    (JobNotFound, 404),
+    (BlobMissing, 404),
+    (RemoteUnsupported, 501),
+    (RetryableError, 503),
+)
+
+
+def http_status(error: FarmError) -> int:
+    """The node API's status code for a farm error (the one place they are mapped)."""
+    return next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
 
 
 def queue_depths(app: Celery, queues: set[str]) -> dict[str, int]:
@@ -42,7 +72,21 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     settings = settings or NodeSettings()
     res = Resources(settings)
     celery_app = create_app(settings)
-    api = FastAPI(title="farm node", version=__version__)
+    transcoders = TranscoderApi(settings, res)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        transcoders.start()
+        yield
+        transcoders.stop()
+
+    api = FastAPI(title="farm node", version=__version__, lifespan=lifespan)
+
+    @api.exception_handler(FarmError)
+    async def farm_error(_: Request, e: FarmError) -> JSONResponse:
+        return JSONResponse({"error": e.code, "message": str(e)}, status_code=http_status(e))
+
+    transcoders.install(api)
     api.state.celery_app = celery_app  # one Celery app per process (farm.golivepeer uses it)
 
     @api.get("/healthz")
@@ -80,6 +124,12 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         for w in live:
             kinds["gpu" if w.gpus else "cpu"] += 1
         metrics.set_cluster_state(kinds, capacity, load, depths, jobs)
+        try:
+            attached = [r.public() for r in transcoders.records()]
+        except Exception as e:
+            attached = []
+            log.warning("transcoder roster unavailable: %s", e)
+        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached})
         return {
             "version": __version__,
             "region": settings.region,
@@ -104,6 +154,14 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
             "load": load,
             "queues": depths,
             "jobs": jobs,
+            "transcoders": attached,
+            # go-livepeer's names for the same (common/types.go).
+            "RegisteredTranscodersNumber": sum(t["state"] == "active" for t in attached),
+            "RegisteredTranscoders": [
+                {"Address": t["address"], "Capacity": t["capacity"]}
+                for t in attached
+                if t["state"] == "active"
+            ],
             "settings": settings.public(),
         }
 

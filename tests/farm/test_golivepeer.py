@@ -1,7 +1,7 @@
 """go-livepeer transcoders join the farm: gRPC registration, segment push, /transcodeResults.
 
-The node API runs in its own process under hypercorn with TLS (a self-signed certificate made
-here), gRPC and HTTPS on one port; transcoders are tests.farm.livepeer_transcoder, which speaks
+``farm node`` runs in its own process, served by hypercorn over TLS (a self-signed certificate
+made here), gRPC and HTTPS on one port; transcoders are tests.farm.livepeer_transcoder, which speaks
 to it as go-livepeer's transcoder does.
 """
 
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,15 +65,8 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
-_SERVE = (
-    "import sys; from pathlib import Path; from farm.settings import NodeSettings; "
-    "from farm.golivepeer.serve import serve_node; "
-    "serve_node(NodeSettings(), Path(sys.argv[1]), Path(sys.argv[2]))"
-)
-
-
 class Node:
-    """The node API with go-livepeer transcoders, served by hypercorn in its own process."""
+    """``farm node`` over TLS (hypercorn), where go-livepeer transcoders attach."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -83,21 +74,17 @@ class Node:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         certfile, keyfile = make_cert(cluster.home)
-        env = {
-            **cluster.env,
-            "FARM_ORCH_SECRET": SECRET,
-            "FARM_HOST": "127.0.0.1",
-            "FARM_PORT": str(self.port),
-        }
-        with open(cluster.home / "node.log", "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _SERVE, str(certfile), str(keyfile)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        cluster.processes.append(self.proc)
+        env = {**cluster.env, "FARM_SECRET": SECRET}
+        self.proc = cluster.spawn(
+            "-v",
+            "node",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--tls-cert={certfile}",
+            f"--tls-key={keyfile}",
+            log="node.log",
+            env=env,
+        )
         self.http = httpx.Client(base_url=f"https://{self.addr}", verify=False, timeout=10)
         wait_for(self._up, timeout=30, what="the node API over HTTPS")
 

@@ -1,0 +1,129 @@
+"""Remote transcoder commands: ``farm transcoder`` and ``farm transcoders``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from farm.cli.cluster import _load
+from farm.settings import NodeSettings, TranscoderSettings
+
+__all__ = ["transcoder_cmd", "transcoders_group"]
+
+
+@click.command("transcoder")
+@click.option("--orch-addr", required=True, help="HOST:PORT of the orchestrator's node API.")
+@click.option(
+    "--orch-secret", required=True, help="The orchSecret, or the path of a file holding it."
+)
+@click.option("--gpus", default=None, help="all, none, or GPU indices like 0,1 (default all).")
+@click.option("--capacity", type=int, default=None, help="Segments in parallel (default 1).")
+@click.option("--region", default=None, help="Region to advertise (default local).")
+@click.option(
+    "--orch-cert-fingerprint",
+    default=None,
+    help="SHA-256 fingerprint of the node's certificate (farm transcoders fingerprint).",
+)
+@click.option(
+    "--orch-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CA (or the node's certificate) to verify the node with.",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+def transcoder_cmd(
+    orch_addr: str,
+    orch_secret: str,
+    gpus: str | None,
+    capacity: int | None,
+    region: str | None,
+    orch_cert_fingerprint: str | None,
+    orch_ca: Path | None,
+    loglevel: str,
+) -> None:
+    """Attach this machine to an orchestrator as a remote transcoder (go-livepeer -orchAddr)."""
+    from farm.remote.transcoder import run_transcoder
+
+    settings: TranscoderSettings = _load(
+        TranscoderSettings,
+        orch_addr=orch_addr,
+        orch_secret=orch_secret,
+        gpus=gpus,
+        capacity=capacity,
+        region=region,
+        orch_cert_fingerprint=orch_cert_fingerprint,
+        orch_ca=orch_ca,
+    )
+    sys.exit(run_transcoder(settings, loglevel=loglevel.upper()))
+
+
+def _roster(settings: NodeSettings):  # type: ignore[no-untyped-def]
+    from farm.registry import Registry
+    from farm.remote.credentials import BrokerAcl, require_redis_broker
+    from farm.remote.roster import Roster
+
+    require_redis_broker(settings.broker_url)
+    registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
+    return Roster(registry, BrokerAcl(settings.broker_url), settings.transcoder_credential_ttl_s)
+
+
+@click.group("transcoders", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def transcoders_group(ctx: click.Context, as_json: bool) -> None:
+    """Attached transcoders: list them (the default), evict one, show the pin they need."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: NodeSettings = _load(NodeSettings)
+    records = [r.public() for r in _roster(settings).all()]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo("no transcoder has attached")
+        return
+    now = time.time()
+    head = ("id", "state", "region", "load", "queues", "gpus", "heartbeat", "segments", "pixels")
+    rows = [
+        (
+            r["id"],
+            r["state"],
+            r["region"],
+            f"{r['load']}/{r['capacity']}",
+            ",".join(r["queues"]),
+            str(len(r["gpus"])),
+            f"{max(0.0, now - r['last_heartbeat']):.0f}s ago",
+            str(r["segments"]),
+            str(r["pixels"]),
+        )
+        for r in records
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    for row in (head, *rows):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@transcoders_group.command("evict")
+@click.argument("transcoder_id")
+def evict_cmd(transcoder_id: str) -> None:
+    """Revoke a transcoder's credential and cut its connections; its work goes elsewhere."""
+    settings: NodeSettings = _load(NodeSettings)
+    record = _roster(settings).revoke(transcoder_id.removeprefix("transcoder-"))
+    if record is None:
+        raise click.ClickException(f"no transcoder {transcoder_id!r}")
+    click.echo(f"evicted {record.name}: credential revoked, connections closed")
+
+
+@transcoders_group.command("fingerprint")
+def fingerprint_cmd() -> None:
+    """The SHA-256 fingerprint of the node's certificate, for --orch-cert-fingerprint."""
+    from farm.node.serve import node_certificate
+
+    settings: NodeSettings = _load(NodeSettings, tls=True)
+    cert, _, pin = node_certificate(settings)
+    click.echo(pin)
+    click.echo(f"({cert})", err=True)

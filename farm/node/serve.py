@@ -1,0 +1,75 @@
+"""Serving the node API with hypercorn: HTTPS with HTTP/2 and HTTP/1.1 on one port.
+
+hypercorn rather than uvicorn because one TLS listener carries both the HTTPS API and the gRPC
+stream go-livepeer transcoders register on (go-livepeer serves both on its service port,
+node.md section 1, farm.golivepeer): hypercorn speaks HTTP/2 with ALPN and sends response
+trailers, which gRPC needs. Without TLS it serves plain
+HTTP/1.1 (and HTTP/2 over cleartext) for local consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from farm.remote.tls import ensure_certificate, fingerprint_of_file
+from farm.settings import NodeSettings
+
+__all__ = ["hypercorn_config", "node_certificate", "serve_node"]
+
+log = logging.getLogger(__name__)
+
+
+def node_certificate(settings: NodeSettings) -> tuple[str, str, str]:
+    """(cert path, key path, SHA-256 fingerprint) the node serves; made once when not given."""
+    hosts = tuple(h for h in (settings.host, *settings.tls_hosts) if h)
+    cert, key = ensure_certificate(settings.tls_dir, hosts, settings.tls_cert, settings.tls_key)
+    return str(cert), str(key), fingerprint_of_file(Path(cert))
+
+
+def hypercorn_config(settings: NodeSettings) -> Any:
+    """hypercorn's Config for the node: bind, TLS and ALPN (h2, http/1.1)."""
+    from hypercorn.config import Config
+
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5.0
+    if settings.tls:
+        config.certfile, config.keyfile, _ = node_certificate(settings)
+    return config
+
+
+def serve_node(settings: NodeSettings) -> None:
+    """Serve the node API until SIGTERM or SIGINT."""
+    from hypercorn.asyncio import serve
+
+    from farm.golivepeer import with_golivepeer
+    from farm.node import create_node_app
+
+    config = hypercorn_config(settings)
+    scheme = "https" if settings.tls else "http"
+    print(f"farm node: serving {scheme}://{config.bind[0]}", flush=True)
+    if settings.tls:
+        pin = node_certificate(settings)[2]
+        print(f"farm node: certificate {config.certfile} sha256 {pin}", flush=True)
+        log.warning("node certificate sha256 fingerprint %s", pin)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        app: Any = create_node_app(settings)
+        if settings.tls:
+            # go-livepeer transcoders dial TLS; gRPC shares the port (farm.golivepeer).
+            app = with_golivepeer(app, settings)
+        await serve(app, config, shutdown_trigger=stop.wait)
+
+    asyncio.run(main())

@@ -1,0 +1,320 @@
+"""The node API's routes for remote transcoders.
+
+``POST /transcoders/register`` (orchSecret, constant-time) hands out an id, queues, the
+heartbeat interval and a broker credential. Everything after that is authenticated by that
+credential (``Authorization: Bearer ID:PASSWORD``): heartbeats, the job-table operations a
+task needs (claim, complete, fail), and signing the URLs a task moves its input and
+renditions through (``/blobs/KEY?t=&e=&s=``). Transcoders never touch the job table or the
+blob store themselves.
+"""
+
+# No "from __future__ import annotations": the routes' Annotated dependencies are bound to
+# this instance and must be evaluated where they are defined.
+import hmac
+import logging
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from farm import metrics
+from farm.dispatch import job_timeout_s
+from farm.errors import (
+    AccessDenied,
+    CredentialRevoked,
+    InvalidSecret,
+    RegistrationInvalid,
+)
+from farm.jobs import JobView
+from farm.queues import CODECS, transcode_queue
+from farm.remote.credentials import BrokerAcl, broker_url_for, require_redis_broker
+from farm.remote.roster import Roster, TranscoderRecord
+from farm.remote.signing import BLOB_PREFIX, UrlSigner
+from farm.resources import Resources
+from farm.settings import NodeSettings
+
+__all__ = ["Registration", "TranscoderApi", "queues_for"]
+
+log = logging.getLogger(__name__)
+
+
+class Registration(BaseModel):
+    """What a transcoder reports when it registers."""
+
+    secret: str
+    capacity: int
+    region: str = "local"
+    hostname: str = ""
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_codecs: list[str] = Field(default_factory=list)
+    gpu_decoders: list[str] = Field(default_factory=list)
+    cpu_codecs: list[str] = Field(default_factory=list)
+
+
+class Claim(BaseModel):
+    task_id: str
+    worker: str
+
+
+class Completion(Claim):
+    result: dict[str, Any]
+    timings: dict[str, Any] | None = None
+
+
+class Failure(Claim):
+    code: str
+    error: str
+    final: bool
+
+
+class SignRequest(BaseModel):
+    job_id: str
+    method: str
+    key: str
+
+
+def queues_for(gpu_codecs: list[str], cpu_codecs: list[str]) -> list[str]:
+    """The transcode queues for reported codecs: NVENC ones, else the CPU ones."""
+    known = set(CODECS.values())
+    gpu = [transcode_queue(c, gpu=True) for c in dict.fromkeys(gpu_codecs) if c in known]
+    cpu = [transcode_queue(c, gpu=False) for c in dict.fromkeys(cpu_codecs) if c in known]
+    queues = gpu or cpu
+    if not queues:
+        raise RegistrationInvalid("no codec this farm has a queue for")
+    return queues
+
+
+class TranscoderApi:
+    """The roster, signer and routes of one node; a sweeper expires idle credentials."""
+
+    def __init__(self, settings: NodeSettings, res: Resources) -> None:
+        self.settings = settings
+        self.res = res
+        self.signer = UrlSigner(settings.secret.get_secret_value(), settings.signed_url_ttl_s)
+        self._roster: Roster | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def roster(self) -> Roster:
+        """The roster; RemoteUnsupported when the broker is not Redis."""
+        with self._lock:
+            if self._roster is None:
+                require_redis_broker(self.settings.broker_url)
+                acl = BrokerAcl(self.settings.broker_url)
+                self._roster = Roster(
+                    self.res.registry, acl, self.settings.transcoder_credential_ttl_s
+                )
+            return self._roster
+
+    def records(self) -> list[TranscoderRecord]:
+        """Every transcoder ever attached (none when remote transcoders cannot attach)."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return []
+        return self.roster.all()
+
+    def start(self) -> None:
+        """Start expiring credentials in the background."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return
+        self._thread = threading.Thread(target=self._sweep, name="farm-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                if expired := self.roster.sweep():
+                    log.warning("%d transcoder credential(s) expired", expired)
+            except Exception as e:  # the sweeper must outlive a Redis blink
+                log.warning("transcoder sweep failed: %s", e)
+
+    def authenticated(
+        self, authorization: Annotated[str | None, Header()] = None
+    ) -> TranscoderRecord:
+        """The transcoder whose credential the request carries."""
+        scheme, _, token = (authorization or "").partition(" ")
+        tid, _, password = token.partition(":")
+        if scheme.lower() != "bearer" or not tid or not password:
+            raise CredentialRevoked("missing transcoder credential")
+        return self.roster.authenticate(tid, password)
+
+    def _held(self, record: TranscoderRecord, job_id: str, worker: str | None = None) -> JobView:
+        """The job, once the attempt's worker name is shown to be this transcoder's."""
+        if worker is not None and not worker.startswith(record.name + "@"):
+            raise AccessDenied(f"worker {worker!r} is not {record.name}")
+        return self.res.jobs.get(job_id)
+
+    def register(self, request: Request, body: Registration) -> dict[str, Any]:
+        if request.url.scheme != "https":
+            raise AccessDenied("transcoders attach over HTTPS only (farm node --tls)")
+        secret = self.settings.secret.get_secret_value().encode()
+        if not hmac.compare_digest(body.secret.encode(), secret):
+            log.warning("transcoder registration from %s: invalid secret", _peer(request))
+            raise InvalidSecret("invalid secret")
+        if body.capacity <= 0:
+            raise RegistrationInvalid("zero capacity")
+        require_redis_broker(self.settings.broker_url)
+        queues = queues_for(body.gpu_codecs, body.cpu_codecs)
+        reported = body.model_dump(exclude={"secret", "capacity"})
+        record, password = self.roster.register(
+            body.capacity, queues, address=_peer(request), **reported
+        )
+        base = self.settings.transcoder_broker_url or self.settings.broker_url
+        broker = broker_url_for(base, record.acl_user, password)
+        same_backend = self.settings.result_backend == self.settings.broker_url
+        log.info("transcoder %s attached from %s: %s", record.name, _peer(request), queues)
+        return {
+            "id": record.id,
+            "name": record.name,
+            "queues": queues,
+            "heartbeat_s": self.settings.heartbeat_s,
+            "credential_ttl_s": self.settings.transcoder_credential_ttl_s,
+            "credential": {"user": record.acl_user, "password": password},
+            "broker_url": broker,
+            "result_backend": broker if same_backend else None,
+            "max_attempts": self.settings.max_attempts,
+            "verify_renditions": self.settings.verify_renditions,
+        }
+
+    def heartbeat(self, record: TranscoderRecord, load: int) -> dict[str, Any]:
+        record = self.roster.heartbeat(record, load)
+        return {"heartbeat_s": self.settings.heartbeat_s, "expires_at": record.expires_at}
+
+    def claim(self, record: TranscoderRecord, job_id: str, body: Claim) -> dict[str, Any]:
+        job = self._held(record, job_id, body.worker)
+        outcome = self.res.jobs.start_attempt(
+            job_id,
+            body.task_id,
+            body.worker,
+            record.name,
+            max_attempts=self.settings.max_attempts,
+            run_timeout_s=job_timeout_s(job.spec.get("duration")),
+        )
+        return {"status": outcome.status, "attempts": outcome.attempts}
+
+    def complete(self, record: TranscoderRecord, job_id: str, body: Completion) -> dict[str, Any]:
+        self._held(record, job_id, body.worker)
+        out = f"jobs/{job_id}/out/"
+        for rendition in body.result.get("renditions") or []:
+            if not str(rendition.get("key", "")).startswith(out):
+                raise AccessDenied(f"rendition key outside {out}")
+        won = self.res.jobs.complete(job_id, body.task_id, body.worker, body.result, body.timings)
+        if won:
+            pixels = int(body.result.get("encoded_pixels") or 0)
+            self.roster.add_work(record.id, pixels)
+            names = [str(r.get("name", "")) for r in body.result.get("renditions") or []]
+            engine = float((body.timings or {}).get("engine", 0.0))
+            metrics.segment_transcoded(names, engine, pixels)
+        return {"won": won}
+
+    def fail(self, record: TranscoderRecord, job_id: str, body: Failure) -> dict[str, Any]:
+        self._held(record, job_id, body.worker)
+        recorded = self.res.jobs.attempt_failed(
+            job_id, body.task_id, body.worker, body.code, body.error, final=body.final
+        )
+        if body.final:
+            metrics.job_failed(body.code)
+        return {"recorded": recorded}
+
+    def last_error(self, record: TranscoderRecord, job_id: str) -> dict[str, Any]:
+        return {"error": self._held(record, job_id).error}
+
+    def sign(self, record: TranscoderRecord, body: SignRequest) -> dict[str, Any]:
+        job = self._held(record, body.job_id)
+        if job.worker != record.name or job.final:
+            raise AccessDenied(f"job {body.job_id} is not running on {record.name}")
+        method = body.method.upper()
+        allowed = (method == "GET" and body.key == job.spec.get("input_key")) or (
+            method == "PUT" and body.key.startswith(f"jobs/{body.job_id}/out/")
+        )
+        if not allowed:
+            raise AccessDenied(f"{method} {body.key} is not part of job {body.job_id}")
+        signed = self.signer.sign(method, body.key, record.id)
+        return {"url": signed.path, "expires": signed.expires}
+
+    def check_url(self, method: str, key: str, t: str, e: int, s: str) -> None:
+        self.signer.check(method, key, t, e, s)
+        record = self.roster.get(t)
+        if record is None or record.state != "active":
+            raise CredentialRevoked(f"transcoder {t} is no longer attached")
+
+    def router(self) -> APIRouter:
+        """The routes, bound to this instance."""
+        r = APIRouter()
+        Auth = Annotated[TranscoderRecord, Depends(self.authenticated)]
+
+        @r.post("/transcoders/register")
+        def register(request: Request, body: Registration) -> dict[str, Any]:
+            """Attach a transcoder with the orchSecret."""
+            return self.register(request, body)
+
+        @r.post("/transcoders/heartbeat")
+        def heartbeat(record: Auth, load: Annotated[int, Body(embed=True)] = 0) -> dict[str, Any]:
+            """A transcoder's heartbeat with its load."""
+            return self.heartbeat(record, load)
+
+        @r.post("/transcoders/jobs/{job_id}/claim")
+        def claim(record: Auth, job_id: str, body: Claim) -> dict[str, Any]:
+            """Claim a job for an attempt."""
+            return self.claim(record, job_id, body)
+
+        @r.post("/transcoders/jobs/{job_id}/complete")
+        def complete(record: Auth, job_id: str, body: Completion) -> dict[str, Any]:
+            """Record a job's result (the first to finish wins)."""
+            return self.complete(record, job_id, body)
+
+        @r.post("/transcoders/jobs/{job_id}/fail")
+        def fail(record: Auth, job_id: str, body: Failure) -> dict[str, Any]:
+            """Record a failed attempt."""
+            return self.fail(record, job_id, body)
+
+        @r.get("/transcoders/jobs/{job_id}/last-error")
+        def last_error(record: Auth, job_id: str) -> dict[str, Any]:
+            """The last error recorded on a job."""
+            return self.last_error(record, job_id)
+
+        @r.post("/transcoders/sign")
+        def sign(record: Auth, body: SignRequest) -> dict[str, Any]:
+            """A short-lived URL for a job's input (GET) or a rendition (PUT)."""
+            return self.sign(record, body)
+
+        Sig = Annotated[str, Query()]
+
+        @r.get(BLOB_PREFIX + "{key:path}")
+        def get_blob(key: str, t: Sig, e: Annotated[int, Query()], s: Sig) -> Response:
+            """A blob, through a signed URL."""
+            self.check_url("GET", key, t, e, s)
+            data = self.res.blobs.get(key)
+            return Response(data, media_type="application/octet-stream")
+
+        @r.put(BLOB_PREFIX + "{key:path}")
+        async def put_blob(
+            request: Request, key: str, t: Sig, e: Annotated[int, Query()], s: Sig
+        ) -> dict[str, Any]:
+            """Store a rendition, through a signed URL."""
+            await run_in_threadpool(self.check_url, "PUT", key, t, e, s)
+            size = int(request.headers.get("content-length") or 0)
+            if size > self.settings.max_blob_bytes:
+                raise AccessDenied(f"{size} bytes is over the {self.settings.max_blob_bytes} limit")
+            data = await request.body()
+            if len(data) > self.settings.max_blob_bytes:
+                raise AccessDenied(f"over the {self.settings.max_blob_bytes} byte limit")
+            await run_in_threadpool(self.res.blobs.put, key, data)
+            return {"bytes": len(data)}
+
+        return r
+
+    def install(self, api: FastAPI) -> None:
+        api.include_router(self.router())
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "?"
