@@ -115,6 +115,18 @@ def _node_sections(node: dict[str, Any], now: float) -> list[str]:
         for g in (w.get("gpus") or [])
     ]
     queue_rows = sorted(node.get("queues", {}).items())
+    transcoder_rows = [
+        (
+            t.get("name", ""),
+            t.get("state", ""),
+            t.get("address", ""),
+            f"{t.get('load', 0)}/{t.get('capacity', 0)}",
+            f"{max(0.0, now - float(t.get('last_heartbeat') or now)):.0f}s",
+            t.get("segments", 0),
+            t.get("pixels", 0),
+        )
+        for t in node.get("transcoders", [])
+    ]
     return [
         head,
         "WORKERS\n"
@@ -128,6 +140,12 @@ def _node_sections(node: dict[str, Any], now: float) -> list[str]:
             ("worker", "#", "gpu", "util", "nvenc", "sessions"), gpu_rows, "no GPU in the cluster"
         ),
         "QUEUES\n" + _table(("queue", "waiting"), queue_rows, "no queue"),
+        "REMOTE TRANSCODERS\n"
+        + _table(
+            ("transcoder", "state", "address", "load", "heartbeat", "segments", "pixels"),
+            transcoder_rows,
+            "none attached",
+        ),
     ]
 
 

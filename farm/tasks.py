@@ -16,6 +16,7 @@ from farm import metrics
 from farm.blobstore import BlobMissing
 from farm.dispatch import job_timeout_s, publish
 from farm.errors import (
+    AccessDenied,
     CredentialRevoked,
     FarmError,
     InputMissing,
@@ -224,6 +225,10 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             blobs.put(key, r.data)
             renditions.append({**r.summary(), "key": key})
         timings["store"] = time.perf_counter() - t
+    except AccessDenied as e:
+        # A remote transcoder whose job another worker holds now: not ours to fail.
+        log.warning("job %s moved on from %s: %s", job_id, worker, e)
+        return {"job_id": job_id, "skipped": True, "state": "superseded"}
     except (SoftTimeLimitExceeded, FarmError) as e:
         error = _classify(e, task)
         return _failed(

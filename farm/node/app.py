@@ -72,7 +72,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     settings = settings or NodeSettings()
     res = Resources(settings)
     celery_app = create_app(settings)
-    transcoders = TranscoderApi(settings, res)
+    transcoders = TranscoderApi(settings, res, celery_app)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -13,8 +13,10 @@ blob store themselves.
 import hmac
 import logging
 import threading
+import time
 from typing import Annotated, Any
 
+from celery import Celery
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
@@ -28,7 +30,8 @@ from farm.errors import (
     RegistrationInvalid,
 )
 from farm.jobs import JobView
-from farm.queues import CODECS, transcode_queue
+from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
+from farm.registry import Registry
 from farm.remote.credentials import BrokerAcl, broker_url_for, require_redis_broker
 from farm.remote.roster import Roster, TranscoderRecord
 from farm.remote.signing import BLOB_PREFIX, UrlSigner
@@ -89,9 +92,12 @@ def queues_for(gpu_codecs: list[str], cpu_codecs: list[str]) -> list[str]:
 class TranscoderApi:
     """The roster, signer and routes of one node; a sweeper expires idle credentials."""
 
-    def __init__(self, settings: NodeSettings, res: Resources) -> None:
+    def __init__(
+        self, settings: NodeSettings, res: Resources, celery_app: Celery | None = None
+    ) -> None:
         self.settings = settings
         self.res = res
+        self.celery_app = celery_app
         self.signer = UrlSigner(settings.secret.get_secret_value(), settings.signed_url_ttl_s)
         self._roster: Roster | None = None
         self._lock = threading.Lock()
@@ -105,9 +111,12 @@ class TranscoderApi:
             if self._roster is None:
                 require_redis_broker(self.settings.broker_url)
                 acl = BrokerAcl(self.settings.broker_url)
-                self._roster = Roster(
-                    self.res.registry, acl, self.settings.transcoder_credential_ttl_s
+                # A heartbeat crosses the network and the node: its registry entry gets more
+                # slack than a local worker's (six beats, at least six seconds).
+                registry = Registry(
+                    self.settings.redis_registry_url(), max(2 * self.settings.heartbeat_s, 2.0)
                 )
+                self._roster = Roster(registry, acl, self.settings.transcoder_credential_ttl_s)
             return self._roster
 
     def records(self) -> list[TranscoderRecord]:
@@ -129,12 +138,32 @@ class TranscoderApi:
             self._thread.join(timeout=5)
 
     def _sweep(self) -> None:
+        last_reconcile = 0.0
         while not self._stop.wait(self.settings.heartbeat_s):
             try:
                 if expired := self.roster.sweep():
                     log.warning("%d transcoder credential(s) expired", expired)
-            except Exception as e:  # the sweeper must outlive a Redis blink
+                if time.monotonic() - last_reconcile >= self.settings.reconcile_s:
+                    last_reconcile = time.monotonic()
+                    self._reconcile_without_local_workers()
+            except Exception as e:  # the sweeper must outlive a Redis or database blink
                 log.warning("transcoder sweep failed: %s", e)
+
+    def _reconcile_without_local_workers(self) -> None:
+        """Run the reconciler here when transcoders are attached and no local worker consumes
+        the control queue (an orchestrator whose only workers are remote transcoders): beat's
+        reconcile tasks would wait for a consumer, and the jobs of an evicted or dead
+        transcoder with them."""
+        if self.celery_app is None or not any(r.state == "active" for r in self.roster.all()):
+            return
+        live = self.res.registry.live()
+        if any(CONTROL_QUEUE in w.queues and w.kind != "remote" for w in live):
+            return
+        from farm.tasks import reconcile
+
+        counts = reconcile(self.celery_app)
+        if any(counts.values()):
+            log.warning("reconciled without local workers: %s", counts)
 
     def authenticated(
         self, authorization: Annotated[str | None, Header()] = None
@@ -228,8 +257,14 @@ class TranscoderApi:
         return {"error": self._held(record, job_id).error}
 
     def sign(self, record: TranscoderRecord, body: SignRequest) -> dict[str, Any]:
-        job = self._held(record, body.job_id)
-        if job.worker != record.name or job.final:
+        job = self.res.jobs.get(body.job_id, with_attempts=True)
+        # Or the reconciler put it back in the queue while this transcoder's attempt ran (a
+        # heartbeat that came late): that attempt may still finish first.
+        running = any(
+            a.outcome == "running" and a.worker.startswith(record.name + "@")
+            for a in job.attempt_log
+        )
+        if job.final or not (job.worker == record.name or (job.worker is None and running)):
             raise AccessDenied(f"job {body.job_id} is not running on {record.name}")
         method = body.method.upper()
         allowed = (method == "GET" and body.key == job.spec.get("input_key")) or (

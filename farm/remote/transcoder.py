@@ -9,6 +9,7 @@ registration, or a credential the node revoked or let expire: stop with a clear 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -101,7 +102,6 @@ class NodeHeartbeat:
         self, node: NodeClient, interval_s: float, cap_s: float, load: Callable[[], int]
     ) -> None:
         self.node, self.interval_s, self.load = node, interval_s, load
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.backoff = Backoff(cap_s)
         self.fatal: str | None = None
         self.ready = False
@@ -132,11 +132,30 @@ class NodeHeartbeat:
                 self.fatal = f"the orchestrator refused this transcoder's credential: {e}"
                 log.error("%s; stopping", self.fatal)
                 self.stop_worker()
+                if not self._stop.wait(10.0):
+                    _hard_exit(self.fatal)  # Celery sat in its broker reconnect loop
                 return
             if failing:
                 log.warning("orchestrator reachable again; heartbeats resumed")
                 self.backoff.reset()
             wait, failing = self.interval_s, False
+
+
+def _hard_exit(message: str) -> None:
+    """Stop this process and its pool children now, with the message and status 1."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == me:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
+    os.write(2, f"error: {message}\n".encode())
+    os._exit(1)
 
 
 def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
@@ -149,6 +168,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     if settings.orch_secret is None:
         raise ConfigError("--orch-secret is required")
     secret = read_secret(settings.orch_secret.get_secret_value())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat otherwise
     plan, gpus = _plan(settings)
     report = {
         "capacity": settings.capacity,

@@ -243,6 +243,8 @@ def orchestrator(home: Path, host: str, **env: str) -> Iterator[Orchestrator]:
             "FARM_SECRET": SECRET,
             "FARM_TLS_DIR": str(home / "tls"),
             "FARM_TLS_HOSTS": f'["{host}"]',
+            # Heartbeats cross HTTPS on a loaded machine: a second apart, not half.
+            "FARM_HEARTBEAT_S": "1",
             **env,
         }
     )
