@@ -16,8 +16,9 @@ from fractions import Fraction
 
 import av
 
-from farm.errors import VerificationFailed
-from farm.golivepeer.hub import Hub, Part
+from farm.errors import ProfileInvalid, VerificationFailed
+from farm.golivepeer.hub import Hub, NoTranscoder, Part
+from farm.golivepeer.wire import to_net_profile
 from farm.media.engine import EngineOptions, Rendition, TranscodeResult
 from farm.media.output import MIME_TYPES, check_format
 from farm.media.profiles import VideoProfile
@@ -95,6 +96,12 @@ class RemoteEngine:
 
         started = time.perf_counter()
         check_format(opts.fmt)
+        try:
+            for p in profiles:
+                to_net_profile(p, opts.fmt)
+        except ProfileInvalid as e:
+            # Another worker may take it: the job is fine, go-livepeer cannot express it.
+            raise NoTranscoder(f"no go-livepeer transcoder can take this job: {e}") from e
         # Bad input fails here exactly as on a local worker, without bothering a transcoder.
         source = open_source(data, max_seconds=opts.max_seconds)
         source.close()

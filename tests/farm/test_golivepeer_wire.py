@@ -6,6 +6,8 @@ import pytest
 
 from farm.errors import ProfileInvalid
 from farm.golivepeer import net_pb2
+from farm.golivepeer.engine import RemoteEngine
+from farm.golivepeer.hub import Hub, NoTranscoder
 from farm.golivepeer.results import MultipartError, parse_multipart
 from farm.golivepeer.wire import (
     DEFAULT_CAPABILITIES,
@@ -19,7 +21,9 @@ from farm.golivepeer.wire import (
     seg_data_profiles,
     to_net_profile,
 )
+from farm.media.engine import EngineOptions
 from farm.media.profiles import VideoProfile, parse_profiles
+from farm.media.synth import make_segment
 from tests.farm.livepeer_transcoder import multipart
 
 
@@ -115,3 +119,12 @@ def test_multipart_parts_as_go_livepeer_writes_them() -> None:
     no_pixels = body.replace(b"Pixels: 10\r\n", b"")
     with pytest.raises(MultipartError, match="Pixels"):
         parse_multipart(no_pixels, boundary, max_part=100)
+
+
+def test_a_job_go_livepeer_cannot_express_goes_back_for_another_worker() -> None:
+    segment = make_segment(320, 240, 30, 0.5)
+    ladder = parse_profiles("P144p30fps16x9")
+    with pytest.raises(NoTranscoder, match="fmp4"):
+        RemoteEngine(Hub())(segment, ladder, EngineOptions(fmt="fmp4"))
+    with pytest.raises(NoTranscoder, match="no free go-livepeer transcoder"):
+        RemoteEngine(Hub())(segment, ladder, EngineOptions(fmt="mpegts"))
