@@ -34,6 +34,7 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     hub = Hub()
     if not settings.golivepeer:
         return GrpcMount(app, hub, None)
+    app.state.golivepeer_hub = hub  # /status lists them
     secret = settings.secret.get_secret_value()
     install(app, hub, secret, settings.max_blob_bytes)
 

@@ -146,6 +146,10 @@ def test_job_completes_on_an_attached_golivepeer_transcoder(
     t.start()
     wait_for(lambda: _golivepeer_live(cluster, 2), what="the bridge's advertisement")
     assert node.attached()["capacity"] == 2
+    status = node.http.get("/status").json()
+    assert status["RegisteredTranscodersNumber"] == 1
+    assert status["RegisteredTranscoders"][0]["Capacity"] == 2
+    assert [w["kind"] for w in status["workers"]] == ["golivepeer"]
     client = cluster.client()
     job = client.submit(segment, LADDER, duration=1.0)
     assert job.queue == "transcode.cpu.h264"
