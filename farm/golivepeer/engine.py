@@ -134,4 +134,6 @@ class RemoteEngine:
             report = verify_result(result)
             result.verification = list(report.failures)
             result.timings["verify"] = report.seconds
+        if not result.verification:
+            self.hub.credit(transcoder, result.encoded_pixels)
         return result

@@ -164,7 +164,7 @@ class GrpcMount:
         trailers = _header(scope, b"te") == b"trailers" and "http.response.trailers" in scope.get(
             "extensions", {}
         )
-        headers = [(b"content-type", b"application/grpc+proto")]
+        headers = [(b"content-type", b"application/grpc")]
         await send(
             {
                 "type": "http.response.start",

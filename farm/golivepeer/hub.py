@@ -89,6 +89,8 @@ class Attached:
     connected_at: float = field(default_factory=time.time)
     load: int = 0
     done: int = 0
+    #: Encoded pixels of its verified renditions (go-livepeer operators are paid by these).
+    pixels: int = 0
 
     def push(self, message: net_pb2.NotifySegment | None) -> None:
         """Queue a message on the stream (None ends it); safe from any thread."""
@@ -104,6 +106,7 @@ class Attached:
             "capacity": self.capacity,
             "load": self.load,
             "done": self.done,
+            "pixels": self.pixels,
             "capabilities": sorted(self.capabilities),
             "connected_at": self.connected_at,
         }
@@ -273,6 +276,11 @@ class Hub:
             taskId=task.task_id,
             profiles=b"invalid",
         )
+
+    def credit(self, t: Attached, pixels: int) -> None:
+        """Count the encoded pixels of a task whose renditions passed verification."""
+        with self._lock:
+            t.pixels += pixels
 
     def segment(self, token: str) -> bytes | None:
         """The input of a task in flight, by the unguessable token in its URL."""

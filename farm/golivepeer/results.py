@@ -101,6 +101,13 @@ def _int_header(request: Request, name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _refuse(request: Request, text: str, status: int) -> Response:
+    """An error answered before the body was read: an HTTP/1.1 connection is closed after it,
+    since the unread body would otherwise be taken for the next request."""
+    closing = {"Connection": "close"} if request.scope.get("http_version", "1.1")[0] == "1" else {}
+    return PlainTextResponse(text, status_code=status, headers=closing)
+
+
 def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
     """Add the segment download and ``/transcodeResults`` routes to the node API."""
     expected = secret.encode()
@@ -119,18 +126,18 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
         if request.headers.get("authorization") != AUTHORIZATION or not hmac.compare_digest(
             credentials, expected
         ):
-            return PlainTextResponse("invalid authorization", status_code=401)
+            return _refuse(request, "invalid authorization", 401)
         mime, params = _content_type(request.headers.get("content-type", ""))
         if mime not in ("multipart/mixed", ERROR_MIME) or (
             mime == "multipart/mixed" and not params.get("boundary")
         ):
-            return PlainTextResponse(f"unsupported media type {mime!r}", status_code=415)
+            return _refuse(request, f"unsupported media type {mime!r}", 415)
         task_id = _int_header(request, "taskid")
         if task_id is None:
-            return PlainTextResponse("invalid TaskId", status_code=400)
+            return _refuse(request, "invalid TaskId", 400)
         decoded = _int_header(request, "pixels")
         if decoded is None:
-            return PlainTextResponse("invalid Pixels", status_code=400)
+            return _refuse(request, "invalid Pixels", 400)
         try:
             if mime == ERROR_MIME:
                 text = (await _read(request, MAX_ERROR_BYTES)).decode("utf-8", "replace")
@@ -140,7 +147,7 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
                 parts = parse_multipart(body, params["boundary"], max_part_bytes)
                 outcome = Outcome(parts=tuple(parts), decoded_pixels=decoded)
         except MultipartError as e:
-            return PlainTextResponse(str(e), status_code=413 if "cap" in str(e) else 400)
+            return _refuse(request, str(e), 413 if "cap" in str(e) else 400)
         if not hub.deliver(task_id, outcome):
             return PlainTextResponse(f"invalid TaskId: no task {task_id} waiting", status_code=400)
         return PlainTextResponse("ok")

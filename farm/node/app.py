@@ -129,10 +129,10 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         except Exception as e:
             attached = []
             log.warning("transcoder roster unavailable: %s", e)
-        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached})
         # go-livepeer transcoders attached to this process (farm.golivepeer.with_golivepeer).
         hub = getattr(api.state, "golivepeer_hub", None)
         golivepeer = hub.transcoders() if hub is not None else []
+        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached + golivepeer})
         return {
             "version": __version__,
             "region": settings.region,

@@ -51,6 +51,8 @@ class LivepeerTranscoder:
     on_notify: Callable[[net_pb2.NotifySegment], bool] | None = None
     #: Post this text as a ``livepeer/transcoding-error`` instead of renditions.
     fail_with: str | None = None
+    #: Added to each rendition's reported Pixels (a transcoder that overstates its work).
+    pixels_offset: int = 0
     notified: list[net_pb2.NotifySegment] = field(default_factory=list)
     teardowns: list[str] = field(default_factory=list)
     posted: list[int] = field(default_factory=list)
@@ -122,7 +124,10 @@ class LivepeerTranscoder:
             else:
                 profiles, fmt = from_net_profiles(notify.segData)
                 result = transcode(segment.content, profiles, EngineOptions(fmt=fmt))
-                parts = [(MIME_TYPES[fmt], r.data, r.pixels) for r in result.renditions]
+                parts = [
+                    (MIME_TYPES[fmt], r.data, r.pixels + self.pixels_offset)
+                    for r in result.renditions
+                ]
                 body, boundary = multipart(parts)
                 headers |= {
                     "Content-Type": f"multipart/mixed; boundary={boundary}",

@@ -12,6 +12,7 @@ import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -100,7 +101,7 @@ class Node:
         self.transcoders.append(t)
         return t
 
-    def attached(self) -> dict[str, object]:
+    def attached(self) -> dict[str, Any]:
         return dict(self.http.get("/golivepeer/transcoders").json())
 
     def close(self) -> None:
@@ -155,6 +156,8 @@ def test_job_completes_on_an_attached_golivepeer_transcoder(
     assert job.queue == "transcode.cpu.h264"
     assert _encoders(client, job.id) == {"golivepeer/h264"}
     assert [n.taskId for n in t.notified] == t.posted and len(t.posted) == 1
+    pixels = client.wait(job.id).encoded_pixels
+    assert [x["pixels"] for x in node.attached()["transcoders"]] == [pixels]
     notify = t.notified[0]
     assert notify.profiles == b"invalid" and notify.segData.profiles == b"invalid"
     assert [p.name for p in notify.segData.fullProfiles] == [p.name for p in LADDER]
@@ -225,6 +228,19 @@ def test_transcoding_error_fails_the_attempt_with_its_message(
     final = client.get(job.id, with_attempts=True)
     assert final.attempt_log[0].error_code == "transcoder_error"
     assert "Unsupported input pixel format" in (final.attempt_log[0].error or "")
+
+
+def test_overstated_pixels_fail_verification(node: Node, cluster: Cluster, segment: bytes) -> None:
+    t = node.transcoder(pixels_offset=1000)
+    t.start()
+    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
+    client = cluster.client()
+    job = client.submit(segment, LADDER, duration=1.0)
+    with pytest.raises(JobFailedError) as failed:
+        client.wait(job.id, timeout=60)
+    assert failed.value.code == "verification_failed"
+    assert "pixel_count" in str(failed.value)
+    assert [x["pixels"] for x in node.attached()["transcoders"]] == [0]
 
 
 def test_transcoder_disconnect_mid_task_completes_elsewhere_once(
