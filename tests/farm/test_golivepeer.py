@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from farm.client import FarmClient, JobFailedError
 from farm.golivepeer import net_pb2
+from farm.jobs import JobView
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from tests.farm.harness import Cluster, check_renditions, cluster_env, free_port, wait_for
@@ -101,6 +102,14 @@ class Node:
         self.transcoders.append(t)
         return t
 
+    def attach(self, **kwargs: Any) -> LivepeerTranscoder:
+        """A transcoder registered and serving, once the bridge advertises its capacity."""
+        t = self.transcoder(**kwargs)
+        t.start()
+        total = sum(x.capacity for x in self.transcoders if x.call is not None)
+        wait_for(lambda: _golivepeer_live(self.cluster, total), what="the bridge's advertisement")
+        return t
+
     def attached(self) -> dict[str, Any]:
         return dict(self.http.get("/golivepeer/transcoders").json())
 
@@ -143,9 +152,7 @@ def _encoders(client: FarmClient, job_id: str) -> set[str]:
 def test_job_completes_on_an_attached_golivepeer_transcoder(
     node: Node, cluster: Cluster, segment: bytes
 ) -> None:
-    t = node.transcoder(capacity=2)
-    t.start()
-    wait_for(lambda: _golivepeer_live(cluster, 2), what="the bridge's advertisement")
+    t = node.attach(capacity=2)
     assert node.attached()["capacity"] == 2
     status = node.http.get("/status").json()
     assert status["RegisteredTranscodersNumber"] == 1
@@ -214,32 +221,31 @@ def test_transcode_results_refuses_bad_requests(node: Node) -> None:
     assert _post(node, good, body[: len(body) // 2]).status_code == 400
 
 
+def _failed_job(node: Node, cluster: Cluster, segment: bytes, **transcoder: Any) -> JobView:
+    """Submit a job to a transcoder that gets it wrong; the failed job with its attempts."""
+    node.attach(**transcoder)
+    client = cluster.client()
+    job = client.submit(segment, LADDER, duration=1.0)
+    with pytest.raises(JobFailedError):
+        client.wait(job.id, timeout=60)
+    return client.get(job.id, with_attempts=True)
+
+
 def test_transcoding_error_fails_the_attempt_with_its_message(
     node: Node, cluster: Cluster, segment: bytes
 ) -> None:
-    t = node.transcoder(fail_with="Unsupported input pixel format")
-    t.start()
-    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
-    client = cluster.client()
-    job = client.submit(segment, LADDER, duration=1.0)
-    with pytest.raises(JobFailedError) as failed:
-        client.wait(job.id, timeout=60)
-    assert "Unsupported input pixel format" in str(failed.value)
-    final = client.get(job.id, with_attempts=True)
-    assert final.attempt_log[0].error_code == "transcoder_error"
-    assert "Unsupported input pixel format" in (final.attempt_log[0].error or "")
+    failed = _failed_job(node, cluster, segment, fail_with="Unsupported input pixel format")
+    assert failed.error_code == "transcoder_error"
+    assert "Unsupported input pixel format" in (failed.error or "")
+    first = failed.attempt_log[0]
+    assert first.error_code == "transcoder_error"
+    assert "Unsupported input pixel format" in (first.error or "")
 
 
 def test_overstated_pixels_fail_verification(node: Node, cluster: Cluster, segment: bytes) -> None:
-    t = node.transcoder(pixels_offset=1000)
-    t.start()
-    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
-    client = cluster.client()
-    job = client.submit(segment, LADDER, duration=1.0)
-    with pytest.raises(JobFailedError) as failed:
-        client.wait(job.id, timeout=60)
-    assert failed.value.code == "verification_failed"
-    assert "pixel_count" in str(failed.value)
+    failed = _failed_job(node, cluster, segment, pixels_offset=1000)
+    assert failed.error_code == "verification_failed"
+    assert "pixel_count" in (failed.error or "")
     assert [x["pixels"] for x in node.attached()["transcoders"]] == [0]
 
 
@@ -247,9 +253,7 @@ def test_transcoder_disconnect_mid_task_completes_elsewhere_once(
     node: Node, cluster: Cluster, segment: bytes
 ) -> None:
     held: list[net_pb2.NotifySegment] = []
-    t = node.transcoder(on_notify=lambda n: bool(held.append(n)))
-    t.start()
-    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
+    t = node.attach(on_notify=lambda n: bool(held.append(n)))
     client = cluster.client()
     job = client.submit(segment, LADDER, duration=1.0)
     wait_for(lambda: held, what="the segment pushed to the transcoder")
@@ -293,9 +297,7 @@ def test_least_loaded_transcoder_takes_the_next_segment(
 def test_stalled_transcoder_is_dropped_after_the_timeout(
     node: Node, cluster: Cluster, segment: bytes
 ) -> None:
-    t = node.transcoder(on_notify=lambda n: False)  # takes the segment, never answers
-    t.start()
-    wait_for(lambda: _golivepeer_live(cluster, 1), what="the bridge's advertisement")
+    t = node.attach(on_notify=lambda n: False)  # takes the segment, never answers
     client = cluster.client()
     job = client.submit(segment, LADDER, duration=1.0)
     wait_for(lambda: t.notified, what="the segment pushed to the transcoder")
