@@ -18,7 +18,7 @@ from typing import Any
 from farm.remote.tls import ensure_certificate, fingerprint_of_file
 from farm.settings import NodeSettings
 
-__all__ = ["hypercorn_config", "node_certificate", "serve_node"]
+__all__ = ["hypercorn_config", "node_asgi_app", "node_certificate", "serve_node"]
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,22 @@ def hypercorn_config(settings: NodeSettings) -> Any:
     return config
 
 
+def node_asgi_app(settings: NodeSettings) -> Any:
+    """The ASGI application the node's listener serves: the place to put anything that must
+    share the port with the node API (a gRPC service dispatched on its content type)."""
+    from farm.golivepeer import with_golivepeer
+    from farm.node import create_node_app
+
+    app = create_node_app(settings)
+    if settings.tls:
+        # go-livepeer transcoders dial TLS; their gRPC stream shares the port (farm.golivepeer).
+        return with_golivepeer(app, settings)
+    return app
+
+
 def serve_node(settings: NodeSettings) -> None:
     """Serve the node API until SIGTERM or SIGINT."""
     from hypercorn.asyncio import serve
-
-    from farm.golivepeer import with_golivepeer
-    from farm.node import create_node_app
 
     config = hypercorn_config(settings)
     scheme = "https" if settings.tls else "http"
@@ -66,10 +76,6 @@ def serve_node(settings: NodeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        app: Any = create_node_app(settings)
-        if settings.tls:
-            # go-livepeer transcoders dial TLS; gRPC shares the port (farm.golivepeer).
-            app = with_golivepeer(app, settings)
-        await serve(app, config, shutdown_trigger=stop.wait)
+        await serve(node_asgi_app(settings), config, shutdown_trigger=stop.wait)
 
     asyncio.run(main())

@@ -104,18 +104,21 @@ def _generate(cert: Path, key: Path, hosts: tuple[str, ...]) -> None:
         )
         .sign(private, hashes.SHA256())
     )
-    key.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=key.parent, prefix=".key-")
-    with os.fdopen(fd, "wb") as f:  # mkstemp makes it 0600
-        f.write(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    os.replace(tmp, key)
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    pem_key = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_atomically(key, pem_key)
+    _write_atomically(cert, certificate.public_bytes(serialization.Encoding.PEM))
+    cert.chmod(0o644)  # public: operators hand it to transcoders as --orch-ca
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the whole file or none; mkstemp makes it 0600 (right for the key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def server_paths(

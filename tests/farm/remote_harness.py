@@ -43,18 +43,11 @@ class Netns:
 @contextmanager
 def netns() -> Iterator[Netns]:
     """Make the namespace and veth pair; remove both afterwards. Skips (fails under CI) where
-    ``ip netns`` cannot be used."""
-    tag = os.getpid() % 200 + 20
-    ns = Netns(f"farmt{tag}", f"vfarm{tag}a", f"10.213.{tag}.1", f"10.213.{tag}.2")
-    peer_if = f"vfarm{tag}b"
+    ``ip netns`` cannot be used. Another checkout's run may hold some names: take a free one."""
     if shutil.which("ip") is None or os.geteuid() != 0:
         _unavailable("ip netns needs the ip tool and root")
-    subprocess.run(["ip", "link", "del", ns.host_if], capture_output=True, timeout=20)
-    subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=20)
-    try:
-        _ip("netns", "add", ns.name)
-    except subprocess.CalledProcessError as e:
-        _unavailable(f"ip netns add failed: {e.stderr.decode().strip()}")
+    ns = _free_netns()
+    peer_if = ns.host_if[:-1] + "b"
     try:
         _ip("link", "add", ns.host_if, "type", "veth", "peer", "name", peer_if)
         _ip("link", "set", peer_if, "netns", ns.name)
@@ -67,6 +60,23 @@ def netns() -> Iterator[Netns]:
     finally:
         subprocess.run(["ip", "link", "del", ns.host_if], capture_output=True, timeout=20)
         subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=20)
+
+
+def _free_netns() -> Netns:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=20)
+    error = "no free name"
+    start = os.getpid() % 200
+    for tag in [20 + (start + i) % 200 for i in range(200)]:
+        name, host_if = f"farmt{tag}", f"vfarm{tag}a"
+        if name in listed.stdout or f" {host_if}@" in links.stdout:
+            continue
+        made = subprocess.run(["ip", "netns", "add", name], capture_output=True, timeout=20)
+        if made.returncode == 0:
+            return Netns(name, host_if, f"10.213.{tag}.1", f"10.213.{tag}.2")
+        error = made.stderr.decode().strip()
+    _unavailable(f"ip netns add failed: {error}")
+    raise AssertionError("unreachable")
 
 
 def _unavailable(message: str) -> None:
@@ -109,7 +119,7 @@ class PrivateRedis:
             start_new_session=True,
         )
         client = self.admin()
-        wait_for(lambda: _pings(client), timeout=10, what="the private redis-server")
+        wait_for(lambda: pings(client), timeout=10, what="the private redis-server")
         client.close()
         return self
 
@@ -122,10 +132,10 @@ class PrivateRedis:
             self.process.wait(timeout=10)
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
-    except redis.ConnectionError:
+    except redis.RedisError:
         return False
 
 

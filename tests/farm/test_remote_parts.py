@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from farm.errors import AccessDenied, ConfigError, RegistrationInvalid
 from farm.remote.api import queues_for
@@ -24,7 +25,8 @@ from farm.remote.tls import (
     normalise_fingerprint,
 )
 from farm.remote.transcoder import Backoff, parse_addr
-from tests.farm.remote_harness import SECRET, Orchestrator, orchestrator
+from tests.farm.harness import wait_for
+from tests.farm.remote_harness import SECRET, Orchestrator, orchestrator, pings
 
 
 def test_secret_is_the_value_or_a_file(tmp_path: Path) -> None:
@@ -148,3 +150,47 @@ def test_rabbitmq_cluster_refuses_remote_transcoders_clearly(rabbit_orch: Orches
         timeout=60,
     )
     assert listed.returncode == 1 and "need a Redis broker" in listed.stderr
+
+
+def test_broker_users_lost_by_redis_come_back_and_expire(tmp_path: Path) -> None:
+    with (
+        orchestrator(tmp_path, "127.0.0.1", FARM_TRANSCODER_CREDENTIAL_TTL_S="4") as orch,
+        orch.https() as https,
+    ):
+        grant = https.post(
+            "/transcoders/register",
+            json={"secret": SECRET, "capacity": 1, "cpu_codecs": ["h264"]},
+        ).json()
+        user = grant["credential"]["user"]
+        admin = orch.broker.admin()
+        admin.execute_command("ACL", "DELUSER", user)  # as a Redis restart without an ACL file
+        own = redis.Redis.from_url(grant["broker_url"], socket_timeout=5)
+        wait_for(lambda: pings(own), timeout=10, what="the node to restore the broker user")
+        auth = {"Authorization": f"Bearer {grant['id']}:{grant['credential']['password']}"}
+        assert https.post("/transcoders/heartbeat", json={"load": 0}, headers=auth).is_success
+        # No more heartbeats: the credential expires, in the roster and on the broker.
+        wait_for(
+            lambda: admin.execute_command("ACL", "GETUSER", user) is None,
+            timeout=20,
+            what="the credential to expire",
+        )
+        refused = https.post("/transcoders/heartbeat", json={"load": 0}, headers=auth)
+        assert refused.status_code == 401 and "expired" in refused.text
+        own.close()
+        admin.close()
+
+
+def test_node_serves_http2_and_http11_over_tls(tmp_path: Path) -> None:
+    import httpx
+
+    with orchestrator(tmp_path, "127.0.0.1") as orch:
+        context = ssl.create_default_context(cafile=str(orch.cert))
+        context.check_hostname = False
+        with httpx.Client(http2=True, verify=context, timeout=10) as h2:
+            answer = h2.get(f"https://{orch.addr}/healthz")
+        assert answer.http_version == "HTTP/2" and answer.status_code == 200
+        with orch.https() as h11:
+            assert h11.get("/healthz").http_version == "HTTP/1.1"
+        shown = orch.farm("transcoders", "fingerprint")
+        assert shown.returncode == 0 and shown.stdout.strip() == orch.pin()
+        assert orch.pin() in (orch.cluster.home / "node.log").read_text()

@@ -190,6 +190,15 @@ def test_node_restart_transcoders_reconnect(orch: Orchestrator, ns: Netns) -> No
     assert client.wait(job.id, timeout=90).worker.startswith(name + "@")
 
 
+def test_transcoder_started_before_its_node_keeps_trying(orch: Orchestrator, ns: Netns) -> None:
+    orch.stop_node()
+    late = orch.transcoder(ns, log="late.log")
+    wait_for(lambda: "retrying in" in _log(orch, "late.log"), timeout=30, what="retries")
+    assert late.poll() is None and orch.remote_workers() == []
+    orch.start_node()
+    orch.wait_attached()
+
+
 def test_broker_credential_reaches_only_what_a_worker_needs(orch: Orchestrator) -> None:
     with orch.https() as https:
         grant = https.post(
