@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test bench bench-media bench-farm bench-gateway bench-tickets bench-chain contracts contracts-check devchain run clean
+.PHONY: install lint test proto bench bench-media bench-farm bench-gateway bench-tickets bench-chain contracts contracts-check devchain run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench-media: $(STAMP)
 	@command -v ffmpeg >/dev/null || (apt-get install -y -qq ffmpeg >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq ffmpeg))
 	$(BIN)/python tests/bench/bench_media.py --runs $${RUNS:-7}
+
+# go-livepeer's transcoder protocol subset: regenerate the committed protobuf module and stub.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. farm/golivepeer/net.proto
 
 # The one-command demo: node API, a worker and beat on the embedded Redis and SQLite.
 run: $(STAMP)

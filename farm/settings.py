@@ -168,7 +168,7 @@ class ClusterSettings(FarmBaseSettings):
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
-        data = self.model_dump(exclude={"secret"})
+        data = self.model_dump(exclude={"secret", "orch_secret"})
         for key, value in data.items():
             if isinstance(value, str) and "://" in value:
                 data[key] = redact_url(value)
@@ -252,6 +252,13 @@ class NodeSettings(ClusterSettings):
     signed_url_ttl_s: float = Field(120.0, gt=0)
     #: Largest segment or rendition a remote transcoder may upload (go-livepeer: 300 MB).
     max_blob_bytes: int = Field(300_000_000, gt=0)
+    #: Accept unmodified go-livepeer transcoders (``livepeer -transcoder -orchAddr -orchSecret``)
+    #: on the HTTPS port, with the cluster's ``secret`` as their orchSecret (farm.golivepeer).
+    golivepeer: bool = True
+    #: Queues the go-livepeer bridge consumes for the attached go-livepeer transcoders.
+    golivepeer_queues: tuple[str, ...] = ("transcode.cpu.h264",)
+    #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
+    golivepeer_max_sessions: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _cert_and_key(self) -> NodeSettings:

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from celery import Celery, Task
@@ -32,10 +33,21 @@ from farm.resources import Resources
 from farm.router import Need, route_transcode
 from farm.settings import ClusterSettings
 
-__all__ = ["BlobOps", "JobFailed", "JobOps", "TaskStores", "register_tasks", "resources", "stores"]
+__all__ = [
+    "BlobOps",
+    "JobFailed",
+    "JobOps",
+    "TaskStores",
+    "register_tasks",
+    "resources",
+    "stores",
+    "use_engine",
+]
 
 log = logging.getLogger(__name__)
 _resources: Resources | None = None
+#: This process's transcode step when not the local engine (see use_engine).
+_engine: Callable[..., TranscodeResult] | None = None
 
 
 class JobFailed(FarmError):
@@ -52,6 +64,14 @@ def resources(app: Celery) -> Resources:
     if _resources is None:
         _resources = Resources(settings_of(app))
     return _resources
+
+
+def use_engine(engine: Callable[..., TranscodeResult] | None) -> None:
+    """Make ``engine`` this process's transcode step, called as the local engine is
+    (``engine(data, profiles, opts) -> TranscodeResult``); None restores the local engine.
+    The node's go-livepeer bridge pushes segments to remote transcoders this way."""
+    global _engine
+    _engine = engine
 
 
 class JobOps(Protocol):
@@ -186,7 +206,7 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             deadline_s=float(soft) if soft else None,
             verify=res.settings.verify_renditions,
         )
-        result = transcode(data, profiles, opts)
+        result = (_engine or transcode)(data, profiles, opts)
         timings["engine"] = result.timings["total"]
         result = _chaos(result, res.settings.chaos, claim.attempts)
         if result.verification:

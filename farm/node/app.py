@@ -87,6 +87,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         return JSONResponse({"error": e.code, "message": str(e)}, status_code=http_status(e))
 
     transcoders.install(api)
+    api.state.celery_app = celery_app  # one Celery app per process (farm.golivepeer uses it)
 
     @api.get("/healthz")
     def healthz() -> JSONResponse:
@@ -128,7 +129,10 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         except Exception as e:
             attached = []
             log.warning("transcoder roster unavailable: %s", e)
-        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached})
+        # go-livepeer transcoders attached to this process (farm.golivepeer.with_golivepeer).
+        hub = getattr(api.state, "golivepeer_hub", None)
+        golivepeer = hub.transcoders() if hub is not None else []
+        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached + golivepeer})
         return {
             "version": __version__,
             "region": settings.region,
@@ -156,12 +160,15 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
             "jobs": jobs,
             "transcoders": attached,
             # go-livepeer's names for the same (common/types.go).
-            "RegisteredTranscodersNumber": sum(t["state"] == "active" for t in attached),
+            "golivepeer_transcoders": golivepeer,
+            "RegisteredTranscodersNumber": sum(t["state"] == "active" for t in attached)
+            + len(golivepeer),
             "RegisteredTranscoders": [
                 {"Address": t["address"], "Capacity": t["capacity"]}
                 for t in attached
                 if t["state"] == "active"
-            ],
+            ]
+            + [{"Address": t["address"], "Capacity": t["capacity"]} for t in golivepeer],
             "settings": settings.public(),
         }
 

@@ -1,8 +1,9 @@
 """Serving the node API with hypercorn: HTTPS with HTTP/2 and HTTP/1.1 on one port.
 
-hypercorn rather than uvicorn because one TLS listener must carry both the HTTPS API and,
-later, gRPC (go-livepeer serves both on its service port, node.md section 1): hypercorn speaks
-HTTP/2 with ALPN and sends response trailers, which gRPC needs. Without TLS it serves plain
+hypercorn rather than uvicorn because one TLS listener carries both the HTTPS API and the gRPC
+stream go-livepeer transcoders register on (go-livepeer serves both on its service port,
+node.md section 1, farm.golivepeer): hypercorn speaks HTTP/2 with ALPN and sends response
+trailers, which gRPC needs. Without TLS it serves plain
 HTTP/1.1 (and HTTP/2 over cleartext) for local consumers.
 """
 
@@ -48,9 +49,14 @@ def hypercorn_config(settings: NodeSettings) -> Any:
 def node_asgi_app(settings: NodeSettings) -> Any:
     """The ASGI application the node's listener serves: the place to put anything that must
     share the port with the node API (a gRPC service dispatched on its content type)."""
+    from farm.golivepeer import with_golivepeer
     from farm.node import create_node_app
 
-    return create_node_app(settings)
+    app = create_node_app(settings)
+    if settings.tls:
+        # go-livepeer transcoders dial TLS; their gRPC stream shares the port (farm.golivepeer).
+        return with_golivepeer(app, settings)
+    return app
 
 
 def serve_node(settings: NodeSettings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.client import FarmClient
+from farm.client import FarmClient, JobResult
 from farm.registry import Capabilities, Registry
 from farm.settings import ClusterSettings
 
@@ -34,6 +35,27 @@ def wait_for(
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def check_renditions(client: FarmClient, job_id: str, names: list[str]) -> JobResult:
+    """Wait for a 1 s, 30 fps job; check each rendition decodes with its reported size and
+    frames from a keyframe, with audio, and that the encoded pixels add up."""
+    import av
+
+    result = client.wait(job_id, timeout=60)
+    assert [r.name for r in result.renditions] == names
+    for ref in result.renditions:
+        data = client.rendition_bytes(ref)
+        assert len(data) == ref.bytes
+        with av.open(io.BytesIO(data)) as c:
+            stream = c.streams.video[0]
+            frames = list(c.decode(stream))
+            assert (stream.width, stream.height) == (ref.width, ref.height)
+            assert len(frames) == ref.frames == 30
+            assert frames[0].key_frame
+            assert c.streams.audio, "audio copied into the rendition"
+    assert result.encoded_pixels == sum(r.frames * r.width * r.height for r in result.renditions)
+    return result
 
 
 @dataclass

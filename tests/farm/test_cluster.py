@@ -19,7 +19,7 @@ from farm.errors import NoCapacity
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.registry import Capabilities
-from tests.farm.harness import Cluster, cluster_env, wait_for
+from tests.farm.harness import Cluster, check_renditions, cluster_env, wait_for
 
 LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
 
@@ -30,19 +30,7 @@ def segment() -> bytes:
 
 
 def _check_result(client: FarmClient, job_id: str) -> None:
-    result = client.wait(job_id, timeout=60)
-    assert [r.name for r in result.renditions] == ["P240p30fps16x9", "P144p30fps16x9"]
-    for ref in result.renditions:
-        data = client.rendition_bytes(ref)
-        assert len(data) == ref.bytes
-        with av.open(io.BytesIO(data)) as c:
-            stream = c.streams.video[0]
-            frames = list(c.decode(stream))
-            assert (stream.width, stream.height) == (ref.width, ref.height)
-            assert len(frames) == ref.frames == 30
-            assert frames[0].key_frame
-            assert c.streams.audio, "audio copied into the rendition"
-    assert result.encoded_pixels == sum(r.frames * r.width * r.height for r in result.renditions)
+    check_renditions(client, job_id, ["P240p30fps16x9", "P144p30fps16x9"])
     job = client.get(job_id, with_attempts=True)
     assert job.state == "done" and job.attempts == 1
     assert [a.outcome for a in job.attempt_log] == ["done"]

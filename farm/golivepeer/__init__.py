@@ -1,0 +1,52 @@
+"""Unmodified go-livepeer standalone transcoders as workers of the farm.
+
+``livepeer -transcoder -orchAddr HOST:8935 -orchSecret SECRET`` registers with the node API's
+``net.Transcoder/RegisterTranscoder`` gRPC stream (served next to HTTPS on the same port),
+downloads each segment from the URL it is sent, and posts its renditions to
+``/transcodeResults``. A bridge consumes the cluster's transcode queues on the node process with
+the attached transcoders' total capacity and pushes each job to one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from farm.settings import NodeSettings
+
+__all__ = ["with_golivepeer"]
+
+
+def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
+    """The node API ``app`` with go-livepeer transcoders attached on the same port.
+
+    Their orchSecret is the cluster's ``secret``, as for ``farm transcoder``. Serve the result
+    over TLS with an HTTP/2 server that supports ASGI trailers (hypercorn, farm.node.serve).
+    With ``settings.golivepeer`` off, gRPC calls are answered UNIMPLEMENTED, as go-livepeer
+    answers when it takes no remote transcoders.
+    """
+    from farm.golivepeer.bridge import Bridge
+    from farm.golivepeer.grpc_asgi import GrpcMount
+    from farm.golivepeer.hub import Hub
+    from farm.golivepeer.results import install
+
+    hub = Hub()
+    if not settings.golivepeer:
+        return GrpcMount(app, hub, None)
+    app.state.golivepeer_hub = hub  # /status lists them
+    secret = settings.secret.get_secret_value()
+    install(app, hub, secret, settings.max_blob_bytes)
+
+    @app.get("/golivepeer/transcoders")
+    def transcoders() -> dict[str, Any]:
+        """Attached go-livepeer transcoders: address, capacity, load, tasks done."""
+        return {"capacity": hub.capacity(), "load": hub.load(), "transcoders": hub.transcoders()}
+
+    bridge = Bridge(settings, hub, getattr(app.state, "celery_app", None))
+
+    def shutdown() -> None:
+        bridge.stop()
+        hub.close()
+
+    return GrpcMount(app, hub, secret, on_startup=bridge.start, on_shutdown=shutdown)

@@ -1,0 +1,226 @@
+"""gRPC next to HTTPS on one port: an ASGI layer in front of the node API.
+
+As on go-livepeer's orchestrator, requests whose content type is ``application/grpc*`` are gRPC
+and everything else goes to the HTTP app. The one method served is go-livepeer's
+``net.Transcoder/RegisterTranscoder``, a server stream: the transcoder sends one
+``RegisterRequest`` and then receives ``NotifySegment`` messages for as long as it stays.
+The server (hypercorn) must speak HTTP/2 and the ASGI ``http.response.trailers`` extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from google.protobuf.message import DecodeError
+
+from farm.golivepeer import net_pb2
+from farm.golivepeer.hub import Attached, Hub
+from farm.golivepeer.wire import (
+    DEFAULT_CAPABILITIES,
+    FrameError,
+    MessageReader,
+    capability_bits,
+    frame,
+)
+
+__all__ = ["REGISTER_PATH", "GrpcMount", "Status"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REGISTER_PATH = "/net.Transcoder/RegisterTranscoder"
+#: A RegisterRequest is a few dozen bytes; anything much larger is not one.
+MAX_REQUEST_BYTES = 64 << 10
+
+
+class Status:
+    """gRPC status codes used here."""
+
+    OK = 0
+    INVALID_ARGUMENT = 3
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAUTHENTICATED = 16
+
+
+def _is_grpc(scope: Scope) -> bool:
+    if scope["type"] != "http":
+        return False
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(value.startswith(b"application/grpc"))
+    return False
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def _status_headers(code: int, message: str) -> list[tuple[bytes, bytes]]:
+    headers = [(b"grpc-status", str(code).encode())]
+    if message:
+        headers.append((b"grpc-message", quote(message, safe=" ").encode()))
+    return headers
+
+
+class GrpcMount:
+    """ASGI app: gRPC requests to the transcoder service, the rest to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        hub: Hub,
+        secret: str | None,
+        on_startup: Callable[[], None] | None = None,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.hub = hub
+        self._secret = secret.encode() if secret else None
+        self._hooks = {"lifespan.startup": on_startup, "lifespan.shutdown": on_shutdown}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan(receive), send)
+            return
+        if not _is_grpc(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] != REGISTER_PATH or self._secret is None:
+            # go-livepeer serves no transcoder service without remote transcoders either.
+            await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
+            return
+        request = await self._request(scope, receive, send)
+        if request is None:
+            return
+        if not hmac.compare_digest(request.secret.encode(), self._secret):
+            log.warning("go-livepeer transcoder from %s: invalid secret", _peer(scope))
+            await self._finish(scope, send, Status.UNAUTHENTICATED, "invalid secret")
+            return
+        if request.capacity <= 0:
+            await self._finish(scope, send, Status.INVALID_ARGUMENT, "zero capacity")
+            return
+        caps = (
+            frozenset(capability_bits(request.capabilities.bitstring))
+            if request.HasField("capabilities")
+            else frozenset(DEFAULT_CAPABILITIES)
+        )
+        t = self.hub.attach(
+            _peer(scope), _base_url(scope), request.capacity, caps, asyncio.get_running_loop()
+        )
+        try:
+            await self._stream(scope, receive, send, t)
+        finally:
+            self.hub.detach(t)
+
+    def _lifespan(self, receive: Receive) -> Receive:
+        """``receive`` that runs the startup and shutdown hooks before the app sees them."""
+
+        async def wrapped() -> Message:
+            event = await receive()
+            hook = self._hooks.get(event["type"])
+            if hook is not None:
+                await asyncio.to_thread(hook)
+            return event
+
+        return wrapped
+
+    async def _request(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> net_pb2.RegisterRequest | None:
+        """The one RegisterRequest of the call, or None after answering an error."""
+        reader = MessageReader(MAX_REQUEST_BYTES)
+        messages: list[bytes] = []
+        more = True
+        try:
+            while more:
+                event = await receive()
+                if event["type"] == "http.disconnect":
+                    return None
+                messages += reader.feed(event.get("body", b""))
+                more = event.get("more_body", False)
+            if len(messages) != 1 or reader.pending:
+                raise FrameError(f"expected one RegisterRequest, got {len(messages)} message(s)")
+            return net_pb2.RegisterRequest.FromString(messages[0])
+        except (FrameError, DecodeError) as e:
+            await self._finish(scope, send, Status.INTERNAL, f"malformed request: {e}")
+            return None
+
+    async def _start(self, scope: Scope, send: Send, status: list[tuple[bytes, bytes]]) -> bool:
+        """Send the response headers; True when trailers will follow."""
+        trailers = _header(scope, b"te") == b"trailers" and "http.response.trailers" in scope.get(
+            "extensions", {}
+        )
+        headers = [(b"content-type", b"application/grpc")]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": headers if trailers else headers + status,
+                "trailers": trailers,
+            }
+        )
+        return trailers
+
+    async def _finish(self, scope: Scope, send: Send, code: int, message: str) -> None:
+        """A call that ends with a status and no messages."""
+        status = _status_headers(code, message)
+        trailers = await self._start(scope, send, status)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if trailers:
+            await send({"type": "http.response.trailers", "headers": status})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, t: Attached) -> None:
+        """Send NotifySegment messages until the transcoder leaves or is dropped."""
+        ok = _status_headers(Status.OK, "")
+        trailers = await self._start(scope, send, ok)
+        gone = asyncio.ensure_future(receive())  # the next event is the client going away
+        try:
+            while True:
+                get = asyncio.ensure_future(t.outbox.get())
+                done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    return  # disconnected: nobody to send a status to
+                message = get.result()
+                if message is None:
+                    break  # dropped by the orchestrator (timeout, shutdown)
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": frame(message.SerializeToString()),
+                        "more_body": True,
+                    }
+                )
+        finally:
+            gone.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if trailers:
+            await send({"type": "http.response.trailers", "headers": ok})
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
+def _base_url(scope: Scope) -> str:
+    """The URL the transcoder dialled, where it can also download segments."""
+    authority = _header(scope, b"host") or _header(scope, b":authority")
+    if authority:
+        return f"https://{authority.decode('latin-1')}"
+    host, port = scope["server"]
+    return f"https://{host}:{port}"
