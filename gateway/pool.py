@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -161,9 +161,21 @@ class Pool:
         ]
         return sorted(usable, key=lambda o: o.score(self.region), reverse=True)
 
+    def walk(self, max_tries: int, deadline: float) -> Iterator[Orchestrator]:
+        """Orchestrators to try in turn, each once: the best untried healthy one each time,
+        while tries and time (``deadline``, monotonic) last."""
+        tried: set[str] = set()
+        while len(tried) < max_tries and time.monotonic() < deadline:
+            candidates = self.candidates(exclude=tried)
+            if not candidates:
+                return
+            tried.add(candidates[0].name)
+            yield candidates[0]
+
     def record(self, o: Orchestrator, ok: bool, round_trip_s: float, duration_s: float) -> None:
+        """Fold one outcome into the EWMAs; ``duration_s`` 0 (AI jobs) leaves latency alone."""
         o.success = (1 - _ALPHA) * o.success + _ALPHA * (1.0 if ok else 0.0)
-        if ok:
+        if ok and duration_s > 0:
             o.latency = (1 - _ALPHA) * o.latency + _ALPHA * (round_trip_s / max(duration_s, 0.5))
 
     def suspend(self, o: Orchestrator, reason: str) -> None:

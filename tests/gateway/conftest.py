@@ -134,7 +134,8 @@ def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) 
     own Redis database and PostgreSQL schema, plus a database and a schema for gateways."""
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     need_service("PostgreSQL", "127.0.0.1", 5432)
-    base = 8 + (os.getpid() % 2) * 4  # of the tests' databases 8-15
+    # Of the tests' databases 8-15; FARM_TEST_REDIS_DB pins the first (see tests/conftest.py).
+    base = int(os.environ.get("FARM_TEST_REDIS_DB") or 8 + (os.getpid() % 2) * 4)
     dbs = [base + i for i in range(len(specs) + 1)]
     for db in dbs:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
