@@ -53,6 +53,9 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
     from farm.tasks import register_tasks
 
     register_tasks(app)
+    from farm.ai.tasks import register_ai_tasks
+
+    register_ai_tasks(app)
     register_chain_tasks(app, settings)
     return app
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -30,6 +30,9 @@ from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, Route, route_transcode
 from farm.settings import ClusterSettings
+
+if TYPE_CHECKING:
+    from farm.ai.client import AIClient
 
 __all__ = ["FarmClient", "JobFailedError", "JobResult", "JobTimeout", "RenditionRef"]
 
@@ -99,6 +102,7 @@ class FarmClient:
         self.app = app or create_app(self.settings)
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
+        self._ai: AIClient | None = None
 
     def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
         # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
@@ -168,7 +172,19 @@ class FarmClient:
         return self.jobs.get(job_id, with_attempts)
 
     def wait(self, job: str | JobView, timeout: float = 60.0) -> JobResult:
-        """Block until the job is done; raise JobFailedError or JobTimeout otherwise.
+        """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
+        view, payload = self.wait_for(job, timeout, lambda p: p.get("renditions") is not None)
+        if payload is not None:
+            return JobResult.from_payload(payload)
+        if view.state != "done" or view.result is None:
+            raise JobFailedError(self.jobs.get(view.id))
+        return JobResult.from_payload(view.result)
+
+    def wait_for(
+        self, job: str | JobView, timeout: float, finished: Callable[[dict[str, Any]], bool]
+    ) -> tuple[JobView, dict[str, Any] | None]:
+        """Block until the job is final: (view, the task's payload when ``finished`` accepts
+        it, else None and the final row). Raises JobTimeout.
 
         Wakes on the result backend's notification rather than polling the job table; the
         table is read when the backend has no answer (a republished job, a lost backend).
@@ -189,18 +205,27 @@ class FarmClient:
             except (OSError, FarmError, RedisConnectionError, OperationalError):
                 # The backend restarted or blinked; the job table still has the truth.
                 time.sleep(min(0.2, max(remaining, 0)))
-            if isinstance(payload, dict) and payload.get("renditions") is not None:
+            if isinstance(payload, dict) and finished(payload):
                 # The task returns exactly what it recorded, after recording it.
-                return JobResult.from_payload(payload)
+                return view, payload
             view = self.jobs.get(view.id)
             if payload is not None and not view.final:
                 time.sleep(0.05)  # a result for a superseded message; the row decides
-        if view.state != "done" or view.result is None:
-            raise JobFailedError(self.jobs.get(view.id))
-        return JobResult.from_payload(view.result)
+        return view, None
+
+    @property
+    def ai(self) -> AIClient:
+        """AI jobs on this cluster (farm.ai.client.AIClient)."""
+        if self._ai is None:
+            from farm.ai.client import AIClient
+
+            self._ai = AIClient(self)
+        return self._ai
 
     def close(self) -> None:
         """Release broker, backend and database connections."""
+        if self._ai is not None:
+            self._ai.close()
         self._res.close()
         self.app.close()
 

@@ -8,6 +8,7 @@ are mapped onto Celery retries in one place and onto HTTP status codes in one ha
 from __future__ import annotations
 
 __all__ = [
+    "AIRequestInvalid",
     "ConfigError",
     "EncoderUnavailable",
     "EngineFailure",
@@ -16,11 +17,13 @@ __all__ = [
     "InputInvalid",
     "InputMissing",
     "InputTooLong",
+    "InsufficientCapacity",
     "JobError",
     "NoCapacity",
     "PermanentError",
     "ProfileInvalid",
     "RetryableError",
+    "RunnerFailed",
     "TranscodeTimeout",
     "UnsupportedCodec",
     "VerificationFailed",
@@ -122,3 +125,21 @@ class NoCapacity(FarmError):
     """Raised when no live worker can serve what a job needs."""
 
     code = "no_capacity"
+
+
+class AIRequestInvalid(PermanentError):
+    """Raised when an AI runner refuses a request (ai-runner's 400 or 422) or its input is bad."""
+
+    code = "invalid_request"
+
+
+class InsufficientCapacity(RetryableError):
+    """Raised when a worker's runner for an AI model is full, down or answering ERROR."""
+
+    code = "insufficient_capacity"
+
+
+class RunnerFailed(RetryableError):
+    """Raised when an AI runner cannot be reached or fails a request (5xx, bad answer)."""
+
+    code = "runner_failed"

@@ -20,6 +20,10 @@ from prometheus_client import (
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
+    "ai_job_done",
+    "ai_job_failed",
+    "ai_job_moved",
+    "ai_runner_restarted",
     "job_failed",
     "job_republished",
     "render",
@@ -470,3 +474,35 @@ def set_sender_state(sender: str, deposit: int, reserve: int) -> None:
 def set_ticket_states(counts: dict[str, int]) -> None:
     for state in ("pending", "redeemed", "failed"):
         CHAIN_TICKETS.labels(state=state).set(counts.get(state, 0))
+
+
+# AI jobs: go-livepeer's ai_request_errors name, labelled as its AI metrics are.
+_AI = ["pipeline", "model_name"]
+AI_JOBS = Counter("farm_ai_jobs_total", "AI jobs done", _AI)
+AI_JOB_TIME = Histogram(
+    "farm_ai_job_seconds", "Runner time per AI job", _AI, buckets=_LATENCY_BUCKETS
+)
+AI_ERRORS = Counter("livepeer_ai_request_errors", "AI jobs failed for good", [*_AI, "error_code"])
+AI_MOVED = Counter(
+    "farm_ai_jobs_moved_total", "AI jobs handed to another worker", [*_AI, "error_code"]
+)
+AI_RESTARTS = Counter(
+    "farm_ai_runner_restarts_total", "AI runner processes restarted after failed probes", _AI
+)
+
+
+def ai_job_done(pipeline: str, model: str, seconds: float) -> None:
+    AI_JOBS.labels(pipeline, model).inc()
+    AI_JOB_TIME.labels(pipeline, model).observe(seconds)
+
+
+def ai_job_failed(pipeline: str, model: str, code: str) -> None:
+    AI_ERRORS.labels(pipeline, model, code).inc()
+
+
+def ai_job_moved(pipeline: str, model: str, code: str) -> None:
+    AI_MOVED.labels(pipeline, model, code).inc()
+
+
+def ai_runner_restarted(pipeline: str, model: str) -> None:
+    AI_RESTARTS.labels(pipeline, model).inc()

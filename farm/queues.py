@@ -13,6 +13,7 @@ __all__ = [
     "CODECS",
     "CONTROL_QUEUE",
     "ai_queue",
+    "ai_worker_queue",
     "codec_of",
     "transcode_queue",
 ]
@@ -37,3 +38,8 @@ def transcode_queue(codec: str, gpu: bool) -> str:
 
 def ai_queue(pipeline: str) -> str:
     return f"ai.{pipeline}"
+
+
+def ai_worker_queue(pipeline: str, worker: str) -> str:
+    """One AI worker's own queue for a pipeline: the router sends a job to a chosen worker."""
+    return f"ai.{pipeline}@{worker}"

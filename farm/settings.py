@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 __all__ = [
     "DEV_SECRET",
+    "AIRunnerSettings",
     "ClusterSettings",
     "FarmBaseSettings",
     "FlowerSettings",
@@ -124,6 +125,8 @@ class ClusterSettings(FarmBaseSettings):
     chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
+    #: Seconds one attempt of an AI job may run (the runner request's timeout).
+    ai_timeout_s: float = Field(300.0, gt=0)
 
     @field_validator("broker_url")
     @classmethod
@@ -188,6 +191,27 @@ class WorkerSettings(ClusterSettings):
     #: GPUs declared by hand as a JSON list of farm.gpu.GpuInfo fields, used instead of NVML
     #: (machines whose driver NVML cannot read, and tests of multi-GPU workers).
     static_gpus: str | None = None
+    #: AI models in go-livepeer's ``-aiModels`` shape, a JSON list or the path of a file
+    #: holding one (farm.ai.config). A worker with AI models is an AI worker: it consumes the
+    #: ``ai.<pipeline>`` queues of its models instead of transcode queues.
+    ai_models: str | None = None
+    #: Seconds between AI runner health probes, and each probe's timeout (go-livepeer: 5, 5).
+    ai_probe_s: float = Field(5.0, gt=0)
+    ai_probe_timeout_s: float = Field(5.0, gt=0)
+    #: Seconds a runner may answer LOADING before that counts as a failed probe.
+    ai_loading_timeout_s: float = Field(180.0, gt=0)
+
+
+class AIRunnerSettings(FarmBaseSettings):
+    """``farm ai-runner``: one built-in pipeline behind ai-runner's HTTP API."""
+
+    ai_runner_pipeline: str = "upscale"
+    #: The model id served (default: Livepeer's default model of the pipeline).
+    ai_runner_model_id: str | None = None
+    ai_runner_host: str = "127.0.0.1"
+    ai_runner_port: int = Field(8000, ge=1, le=65535)
+    #: Bearer token callers must send (ai-runner's AUTH_TOKEN); none: no auth.
+    ai_runner_token: SecretStr | None = None
 
 
 class NodeSettings(ClusterSettings):

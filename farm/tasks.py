@@ -245,6 +245,12 @@ def reconcile(app: Celery) -> dict[str, int]:
     stuck = {j.id: j for j in res.jobs.overdue()}
     stuck.update({j.id: j for j in res.jobs.orphaned(names)})
     for job in stuck.values():
+        if job.kind == "ai":
+            from farm.ai.tasks import republish_ai
+
+            outcome = republish_ai(app, res, job, live)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            continue
         if job.publishes > res.settings.max_attempts:
             if res.jobs.fail(
                 job.id,

@@ -11,16 +11,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
+from farm.ai.config import AIModelConfig, load_ai_models
 from farm.gpu import GpuInfo, NvmlSource, StaticGpuSource, detect_gpus, parse_gpu_selection
 from farm.media.codecs import CPU_ENCODERS, GPU_DECODERS, GPU_ENCODERS, decoder_opens, encoder_opens
-from farm.queues import CHAIN_QUEUE, CODECS, CONTROL_QUEUE, transcode_queue
+from farm.queues import (
+    CHAIN_QUEUE,
+    CODECS,
+    CONTROL_QUEUE,
+    ai_queue,
+    ai_worker_queue,
+    transcode_queue,
+)
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import WorkerSettings
 
-__all__ = ["WorkerPlan", "plan_worker", "run_worker", "run_worker_group"]
+if TYPE_CHECKING:
+    from farm.ai.pool import RunnerPool
+
+__all__ = ["WorkerPlan", "plan_ai_worker", "plan_worker", "run_worker", "run_worker_group"]
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +96,27 @@ def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
     )
 
 
+def plan_ai_worker(
+    settings: WorkerSettings, gpu: GpuInfo | None, models: Sequence[AIModelConfig]
+) -> WorkerPlan:
+    """An AI worker: the ``ai.<pipeline>`` queues of its models (and control, chain), with a
+    slot per unit of model capacity. Its own per-pipeline queues are added once it is named."""
+    pipelines = sorted({m.pipeline for m in models})
+    queues = [ai_queue(p) for p in pipelines] + [CONTROL_QUEUE]
+    if settings.chain_queue:
+        queues.append(CHAIN_QUEUE)
+    host = settings.hostname or socket.gethostname()
+    name = f"ai{gpu.index}@{host}" if gpu is not None else f"ai@{host}"
+    concurrency = settings.concurrency or sum(m.capacity for m in models)
+    return WorkerPlan(name, tuple(queues), concurrency, gpu, (), (), ())
+
+
 def _snapshot(
-    plan: WorkerPlan, settings: WorkerSettings, source: NvmlSource | None, instance: str
+    plan: WorkerPlan,
+    settings: WorkerSettings,
+    source: NvmlSource | None,
+    instance: str,
+    pool: RunnerPool | None = None,
 ) -> Capabilities:
     from celery.worker import state
 
@@ -105,6 +135,7 @@ def _snapshot(
         cpu_codecs=list(plan.cpu_codecs),
         gpus=[gpu.to_dict()] if gpu is not None else [],
         free_encoder_sessions=gpu.free_encoder_sessions if gpu is not None else None,
+        ai_models=pool.advertise() if pool is not None else [],
         pid=os.getpid(),
     )
 
@@ -125,30 +156,46 @@ def run_worker(
         found = [g for g in detect_gpus(source).gpus if g.index == gpu_index]
         gpu = found[0] if found else None
         os.environ["FARM_WORKER_GPU"] = str(gpu_index)
-    plan = plan_worker(settings, gpu)
+    models = load_ai_models(settings.ai_models)
+    plan = plan_ai_worker(settings, gpu, models) if models else plan_worker(settings, gpu)
     instance = f"{plan.name}:{os.getpid()}"
     # Pool processes inherit it and record it on the jobs they run (see farm.tasks).
     os.environ["FARM_WORKER_INSTANCE"] = instance
+    app = create_app(settings)
+    pool_kind: str = settings.pool
+    ai_pool: RunnerPool | None = None
+    if models:
+        from farm.ai.pool import RunnerPool
+
+        ai_pool = RunnerPool(models, settings)
+        app.farm_ai_pool = ai_pool  # the AI task finds its runners here (farm.ai.tasks)
+        own = tuple(ai_worker_queue(p, instance) for p in ai_pool.pipelines)
+        plan = replace(plan, queues=(*plan.queues, *own))
+        # Runners, their probes and slots live in this process, so jobs run in threads here.
+        pool_kind = "threads" if pool_kind == "prefork" else pool_kind
     registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
-    heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance))
+    heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance, ai_pool))
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
+        if ai_pool is not None:
+            ai_pool.start()
         heartbeat.start()
         log.info("worker %s consuming %s", instance, ", ".join(plan.queues))
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         heartbeat.stop()
+        if ai_pool is not None:
+            ai_pool.close()
 
-    app = create_app(settings)
     app.worker_main(
         [
             "worker",
             f"--hostname={plan.name}.{os.getpid()}",
             f"--queues={','.join(plan.queues)}",
             f"--concurrency={plan.concurrency}",
-            f"--pool={settings.pool}",
+            f"--pool={pool_kind}",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
@@ -186,6 +233,8 @@ def run_worker_group(
     children = []
     for i in indices:
         env = {**os.environ, "FARM_WORKER_GPU": str(i)}
+        if settings.ai_models:
+            env["FARM_AI_MODELS"] = settings.ai_models
         cmd = [sys.executable, "-m", "farm.cli", "worker", "--gpus", str(i), "--loglevel", loglevel]
         if settings.concurrency:
             cmd += ["--concurrency", str(settings.concurrency)]

@@ -56,15 +56,29 @@ def _load(cls: type[Any], **overrides: Any) -> Any:
     is_flag=True,
     help="Also consume the chain queue (redemption, reward): one worker per cluster.",
 )
+@click.option(
+    "--ai-models",
+    default=None,
+    metavar="JSON|PATH",
+    help="AI models in go-livepeer's -aiModels shape: an AI worker on their ai.<pipeline> queues.",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker_cmd(
-    gpus: str | None, concurrency: int | None, cpu_only: bool, chain_queue: bool, loglevel: str
+    gpus: str | None,
+    concurrency: int | None,
+    cpu_only: bool,
+    chain_queue: bool,
+    ai_models: str | None,
+    loglevel: str,
 ) -> None:
     """Run a Celery worker on the queues this machine's GPUs and CPUs can serve."""
     from farm.worker import run_worker_group
 
     settings: WorkerSettings = _load(
-        WorkerSettings, concurrency=concurrency, chain_queue=chain_queue or None
+        WorkerSettings,
+        concurrency=concurrency,
+        chain_queue=chain_queue or None,
+        ai_models=ai_models,
     )
     spec = "none" if cpu_only else (gpus or settings.gpus)
     sys.exit(run_worker_group(settings, spec, loglevel=loglevel.upper()))

@@ -8,7 +8,7 @@ import sys
 import click
 
 from farm import __version__
-from farm.cli import chain, cluster, gateway, media, ops
+from farm.cli import ai, chain, cluster, gateway, media, ops
 from farm.errors import FarmError
 
 __all__ = ["cli", "main"]
@@ -41,6 +41,7 @@ for _command in (
     gateway.sessions_cmd,
     ops.exporter_cmd,
     ops.status_cmd,
+    ai.ai_runner_cmd,
 ):
     cli.add_command(_command)
 

@@ -416,14 +416,19 @@ class JobStore:
             ).all()
             return [_view(j) for j in jobs]
 
-    def republished(self, job_id: str, task_id: str, queue: str) -> bool:
-        """Record a republish under a new task id; False if the job went final meanwhile."""
+    def republished(
+        self, job_id: str, task_id: str, queue: str, spec: dict[str, Any] | None = None
+    ) -> bool:
+        """Record a republish under a new task id (and a new spec, when given); False if the
+        job went final meanwhile."""
         now = utcnow()
         with self._session() as s:
             job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
             if job is None or job.state in JobState.FINAL:
                 return False
             job.task_id, job.queue = task_id, queue
+            if spec is not None:
+                job.spec = spec
             job.state = JobState.QUEUED
             job.publishes += 1
             job.updated_at = now

@@ -1,0 +1,142 @@
+"""``FarmClient.ai``: submit AI jobs, wait for their results, stream LLM chunks, read media.
+
+job_id = client.ai.submit(pipeline="upscale", model_id=..., params={"prompt": "x"},
+                          files={"image": png_bytes})
+result = client.ai.wait(job_id, timeout=60)          # AIResult, media as farm-blob:<key>
+data = client.ai.media(result.media[0].key)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from farm.ai.config import PIPELINES
+from farm.ai.results import AIResult, blob_key
+from farm.ai.routing import AIRoute, route_ai
+from farm.ai.stream import ChunkStream
+from farm.ai.tasks import publish_ai
+from farm.errors import AIRequestInvalid, NoCapacity
+
+if TYPE_CHECKING:
+    from farm.client import FarmClient
+
+__all__ = ["AIClient"]
+
+
+class AIClient:
+    """The AI side of one FarmClient (same broker, job table, blob store and registry)."""
+
+    def __init__(self, farm: FarmClient) -> None:
+        self._farm = farm
+        self._streams: ChunkStream | None = None
+
+    def route(self, pipeline: str, model_id: str) -> AIRoute:
+        """Where a job for (pipeline, model) would go now; NoCapacity when nowhere."""
+        try:
+            return route_ai(pipeline, model_id, self._farm._live_workers())
+        except NoCapacity:
+            return route_ai(pipeline, model_id, self._farm._live_workers(fresh=True))
+
+    def submit(
+        self,
+        pipeline: str,
+        model_id: str,
+        params: Mapping[str, Any] | None = None,
+        files: Mapping[str, bytes] | None = None,
+        *,
+        job_id: str | None = None,
+    ) -> str:
+        """Store the files, record the job and send it to the best worker; returns its id.
+
+        Raises NoCapacity when no live worker serves (pipeline, model_id) with a free slot,
+        before anything is stored; AIRequestInvalid for an unknown pipeline or bad fields.
+        """
+        if pipeline not in PIPELINES:
+            raise AIRequestInvalid(f"unknown pipeline {pipeline!r}")
+        if not model_id:
+            raise AIRequestInvalid("model_id is required")
+        route = self.route(pipeline, model_id)
+        job_id = job_id or uuid.uuid4().hex
+        keys = {}
+        for name, data in (files or {}).items():
+            if not isinstance(data, bytes | bytearray):
+                raise AIRequestInvalid(f"file {name} must be bytes")
+            keys[name] = f"ai/{job_id}/in/{name}"
+            self._farm._res.blobs.put(keys[name], bytes(data))
+        spec = {
+            "pipeline": pipeline,
+            "model_id": model_id,
+            "params": dict(params or {}),
+            "files": keys,
+            "tried": [],
+            "reasons": [],
+        }
+        task_id = f"{job_id}.1"
+        settings = self._farm.settings
+        self._farm.jobs.create(
+            job_id,
+            kind="ai",
+            queue=route.queue,
+            spec=spec,
+            task_id=task_id,
+            timeout_s=settings.ai_timeout_s + 10.0,
+            queued_timeout_s=settings.queued_timeout_s,
+        )
+        publish_ai(self._farm.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
+        return job_id
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> AIResult:
+        """Block until the job is done; JobFailedError (with .code) or JobTimeout otherwise."""
+        from farm.client import JobFailedError
+
+        view, payload = self._farm.wait_for(job_id, timeout, lambda p: "response" in p)
+        if payload is None and view.state == "done":
+            payload = view.result
+        if payload is None:
+            raise JobFailedError(self._farm.jobs.get(job_id))
+        return AIResult.from_payload(payload)
+
+    def stream(self, job_id: str, timeout: float = 60.0) -> Iterator[dict[str, Any]]:
+        """The LLM chunks of a job submitted with ``stream: true``, as the worker gets them.
+
+        Ends after the chunk with ``finish_reason``; raises JobFailedError when the job fails
+        (before or during the stream) and JobTimeout when it does not end in time.
+        """
+        from farm.client import JobFailedError, JobTimeout
+
+        job = self._farm.jobs.get(job_id)
+        if not job.spec.get("params", {}).get("stream"):
+            raise AIRequestInvalid(f"job {job_id} was not submitted with stream: true")
+        if self._streams is None:
+            self._streams = ChunkStream(self._farm.settings.redis_registry_url())
+        deadline = time.monotonic() + timeout
+        after = "0"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobTimeout(f"job {job_id} stream not finished after {timeout:g} s")
+            got = False
+            for entry_id, (kind, payload) in self._streams.read(job_id, after, min(remaining, 1.0)):
+                after, got = entry_id, True
+                if kind == "chunk":
+                    yield payload
+                elif kind == "end":
+                    return
+                else:
+                    raise JobFailedError(self._farm.jobs.get(job_id))
+            if not got:
+                view = self._farm.jobs.get(job_id)
+                if view.state == "failed":  # failed where no error entry was written
+                    raise JobFailedError(view)
+
+    def media(self, key: str) -> bytes:
+        """The bytes of one result file, by blob key or ``farm-blob:<key>`` URL."""
+        return self._farm._res.blobs.get(blob_key(key))
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
+            self._streams = None

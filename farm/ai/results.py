@@ -1,0 +1,100 @@
+"""AI job results: the runner's response with its media moved into the blob store."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from farm.blobstore import BlobStore
+from farm.errors import RunnerFailed
+
+__all__ = ["BLOB_SCHEME", "AIMedia", "AIResult", "blob_key", "rehost"]
+
+#: Media URLs in results point into the farm's blob store: ``farm-blob:<key>``.
+BLOB_SCHEME = "farm-blob:"
+
+
+@dataclass(frozen=True, slots=True)
+class AIMedia:
+    """One result file in the blob store."""
+
+    key: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AIResult:
+    """A finished AI job: the runner's response with media URLs as ``farm-blob:<key>``."""
+
+    job_id: str
+    pipeline: str
+    model_id: str
+    worker: str
+    response: dict[str, Any]
+    media: tuple[AIMedia, ...]
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> AIResult:
+        return cls(
+            job_id=payload["job_id"],
+            pipeline=payload["pipeline"],
+            model_id=payload["model_id"],
+            worker=payload["worker"],
+            response=payload["response"],
+            media=tuple(AIMedia(**m) for m in payload["media"]),
+        )
+
+
+def blob_key(url_or_key: str) -> str:
+    """The blob key of a ``farm-blob:`` URL (a bare key is returned as it is)."""
+    return url_or_key[len(BLOB_SCHEME) :] if url_or_key.startswith(BLOB_SCHEME) else url_or_key
+
+
+def _fetch(url: str) -> tuple[bytes, str]:
+    if url.startswith("data:"):
+        header, _, body = url[5:].partition(",")
+        content_type = header.split(";")[0] or "application/octet-stream"
+        try:
+            data = base64.b64decode(body, validate=True) if ";base64" in header else body.encode()
+        except binascii.Error as e:
+            raise RunnerFailed(f"runner answered a bad data URL: {e}") from e
+        return data, content_type
+    try:
+        response = httpx.get(url, timeout=60.0, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as e:
+        raise RunnerFailed(f"could not fetch the runner's result {url}: {e}") from e
+    content_type = response.headers.get("content-type", "application/octet-stream")
+    return response.content, content_type.split(";")[0]
+
+
+def rehost(
+    response: dict[str, Any], job_id: str, blobs: BlobStore
+) -> tuple[dict[str, Any], list[AIMedia]]:
+    """The response with every media ``url`` stored in the blob store and replaced by
+    ``farm-blob:<key>``, and the stored media."""
+    media: list[AIMedia] = []
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {k: walk(v) for k, v in value.items()}
+        url = out.get("url")
+        if isinstance(url, str) and url.startswith(("data:", "http://", "https://")):
+            data, content_type = _fetch(url)
+            ext = mimetypes.guess_extension(content_type) or ".bin"
+            key = f"ai/{job_id}/out/{len(media)}{ext}"
+            blobs.put(key, data)
+            media.append(AIMedia(key, content_type, len(data)))
+            out["url"] = BLOB_SCHEME + key
+        return out
+
+    return walk(response), media
