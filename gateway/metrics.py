@@ -134,12 +134,8 @@ AI_MODELS_REQUESTED = Gauge(
     ["pipeline", "model_name"],
     multiprocess_mode="sum",
 )
-AI_REQUEST_ERRORS = Gauge(
-    "livepeer_ai_request_errors",
-    "AI requests that failed, by error code",
-    ["error_code", "pipeline", "model_name"],
-    multiprocess_mode="sum",
-)
+# One process may hold both the farm's and the gateway's metrics: share the counter.
+AI_REQUEST_ERRORS = farm_metrics.AI_ERRORS
 AI_REQUEST_PRICE = Gauge(
     "livepeer_ai_request_price",
     "Price per unit of the last AI request, by pipeline",

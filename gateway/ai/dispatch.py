@@ -5,7 +5,8 @@ Orchestrators are tried best first, each at most once per request, within a time
 
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
-- ``invalid_request`` (the runner refused the input): the caller's error, 400, no retry;
+- ``invalid_request`` (the runner, or the farm, refused the input): the caller's error,
+  400, no retry;
 - anything else (a failed job, a timeout, an unreachable broker): suspend the orchestrator
   and try another;
 - out of orchestrators, time or tries: 503.
@@ -19,16 +20,17 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar
 
 from celery.exceptions import CeleryError
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from farm.ai.client import AIClient
 from farm.blobstore import BlobStore
 from farm.client import JobFailedError
-from farm.errors import FarmError, NoCapacity
+from farm.errors import FarmError
 from gateway import metrics
 from gateway.ai.pricing import Bill
 from gateway.ai.requests import AIRequest
@@ -37,7 +39,7 @@ from gateway.errors import BadRequest, NoOrchestrators
 from gateway.pool import Orchestrator, Pool
 from gateway.sessions import SessionLog
 
-__all__ = ["AIDispatcher", "AIInvalidRequest", "AIJobs", "AIOutcome", "AIStream"]
+__all__ = ["AIDispatcher", "AIInvalidRequest", "AIOutcome", "AIStream"]
 
 log = logging.getLogger(__name__)
 
@@ -48,42 +50,6 @@ CAPACITY_CODES = frozenset({"insufficient_capacity", "no_capacity"})
 INVALID_CODE = "invalid_request"
 
 T = TypeVar("T")
-
-
-class AIMediaRef(Protocol):
-    """A result file kept by the farm (``farm.ai.AIMedia``)."""
-
-    key: str
-    content_type: str
-
-
-class AIResultLike(Protocol):
-    """A finished AI job (``farm.ai.AIResult``)."""
-
-    @property
-    def response(self) -> dict[str, Any]: ...
-
-    @property
-    def media(self) -> tuple[AIMediaRef, ...]: ...
-
-
-class AIJobs(Protocol):
-    """A farm's AI jobs (``FarmClient.ai``): what the gateway calls."""
-
-    def submit(
-        self, *, pipeline: str, model_id: str, params: dict[str, Any], files: dict[str, bytes]
-    ) -> str: ...
-
-    def wait(self, job_id: str, timeout: float = 60.0) -> AIResultLike: ...
-
-    def stream(self, job_id: str, timeout: float = 60.0) -> Iterator[dict[str, Any]]: ...
-
-    def media(self, key: str) -> bytes: ...
-
-
-class _HasAI(Protocol):
-    @property
-    def ai(self) -> AIJobs: ...
 
 
 class AIInvalidRequest(BadRequest):
@@ -134,7 +100,7 @@ class AIDispatcher:
     def run(self, session_id: str, request_id: str, req: AIRequest, bill: Bill) -> AIOutcome:
         """The request's response, its media re-hosted under ``request_id``."""
 
-        def finish(jobs: AIJobs, job_id: str) -> dict[str, Any]:
+        def finish(jobs: AIClient, job_id: str) -> dict[str, Any]:
             result = jobs.wait(job_id, timeout=self.job_timeout_s)
             types = {m.key: m.content_type for m in result.media}
             return rehost(result.response, types, jobs.media, self.blobs, request_id)
@@ -145,7 +111,7 @@ class AIDispatcher:
     def stream(self, session_id: str, req: AIRequest, bill: Bill) -> AIStream:
         """Start a streaming LLM request; retries end once its first event has arrived."""
 
-        def first(jobs: AIJobs, job_id: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+        def first(jobs: AIClient, job_id: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
             events = iter(jobs.stream(job_id, timeout=self.job_timeout_s))
             for event in events:
                 return event, events
@@ -159,7 +125,7 @@ class AIDispatcher:
         session_id: str,
         req: AIRequest,
         bill: Bill,
-        finish: Callable[[AIJobs, str], T],
+        finish: Callable[[AIClient, str], T],
     ) -> tuple[str, int, T]:
         deadline = time.monotonic() + self.retry_timeout_s
         last_error = "no healthy orchestrator"
@@ -170,7 +136,7 @@ class AIDispatcher:
                 metrics.orchestrator_swap(last_error)
             started = time.monotonic()
             try:
-                jobs = cast(_HasAI, o.client).ai
+                jobs = o.client.ai
                 job_id = jobs.submit(
                     pipeline=req.pipeline.name,
                     model_id=req.model_id,
@@ -178,22 +144,15 @@ class AIDispatcher:
                     files=req.files,
                 )
                 value = finish(jobs, job_id)
-            except NoCapacity as e:
-                last_error = self._record(session_id, tries, o, started, bill, "no_capacity", e)
-                continue
-            except JobFailedError as e:
-                message = e.job.error or str(e)
-                last_error = self._record(session_id, tries, o, started, bill, e.code, e)
-                if e.code in CAPACITY_CODES:
-                    continue
-                if e.code == INVALID_CODE:
-                    raise AIInvalidRequest(message) from e
-                self.pool.suspend(o, last_error)
-                continue
             except (FarmError, *_INFRA_ERRORS) as e:
-                code = getattr(e, "code", None) or e.__class__.__name__
-                last_error = self._record(session_id, tries, o, started, bill, str(code), e)
-                self.pool.suspend(o, last_error)
+                code = str(getattr(e, "code", None) or e.__class__.__name__)
+                last_error = self._record(session_id, tries, o, started, bill, code, e)
+                if code == INVALID_CODE:
+                    # The runner's own message (or the farm's), without the job wrapper.
+                    message = e.job.error if isinstance(e, JobFailedError) else None
+                    raise AIInvalidRequest(message or str(e)) from e
+                if code not in CAPACITY_CODES:
+                    self.pool.suspend(o, last_error)
                 continue
             self._record(session_id, tries, o, started, bill)
             return o.name, tries, value

@@ -1,8 +1,8 @@
 """Livepeer's AI pipelines as the gateway takes them: fields, defaults, files and models.
 
-Field names, types and defaults follow ai-runner's gateway OpenAPI file; the default model of
-each pipeline is go-livepeer's (``server/ai_process.go``). ``model_id`` (``model`` for llm) may
-be left empty: the gateway then uses the pipeline's default model, as go-livepeer does.
+Field names, types and defaults follow ai-runner's gateway OpenAPI file. ``model_id``
+(``model`` for llm) may be left empty: the gateway then uses the pipeline's default model,
+go-livepeer's (``farm.ai.config.DEFAULT_MODELS``), as go-livepeer does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from farm.ai.config import DEFAULT_MODELS
 
 __all__ = [
     "AUDIO_LIMIT",
@@ -179,7 +181,6 @@ class Pipeline:
     """One AI route: how its body comes, its fields, its file and its default model."""
 
     name: str
-    default_model: str
     body: Literal["json", "multipart"]
     params: type[BaseModel]
     #: The uploaded file field (multipart pipelines), and whether it is audio or an image.
@@ -189,48 +190,23 @@ class Pipeline:
     #: The field naming the model (llm says ``model``).
     model_field: str = "model_id"
 
+    @property
+    def default_model(self) -> str:
+        """go-livepeer's model for requests that name none."""
+        return DEFAULT_MODELS[self.name]
+
 
 PIPELINES: dict[str, Pipeline] = {
     p.name: p
     for p in (
-        Pipeline("text-to-image", "stabilityai/sdxl-turbo", "json", TextToImage),
-        Pipeline("image-to-image", "stabilityai/sdxl-turbo", "multipart", ImageToImage, "image"),
-        Pipeline(
-            "image-to-video",
-            "stabilityai/stable-video-diffusion-img2vid-xt",
-            "multipart",
-            ImageToVideo,
-            "image",
-        ),
-        Pipeline(
-            "upscale", "stabilityai/stable-diffusion-x4-upscaler", "multipart", Upscale, "image"
-        ),
-        Pipeline(
-            "audio-to-text",
-            "openai/whisper-large-v3",
-            "multipart",
-            AudioToText,
-            "audio",
-            AUDIO_LIMIT,
-        ),
-        Pipeline(
-            "segment-anything-2",
-            "facebook/sam2-hiera-large",
-            "multipart",
-            SegmentAnything2,
-            "image",
-        ),
-        Pipeline(
-            "image-to-text",
-            "Salesforce/blip-image-captioning-large",
-            "multipart",
-            ImageToText,
-            "image",
-            AUDIO_LIMIT,
-        ),
-        Pipeline(
-            "llm", "meta-llama/llama-3.1-8B-Instruct", "json", LLMRequest, model_field="model"
-        ),
-        Pipeline("text-to-speech", "parler-tts/parler-tts-large-v1", "json", TextToSpeech),
+        Pipeline("text-to-image", "json", TextToImage),
+        Pipeline("image-to-image", "multipart", ImageToImage, "image"),
+        Pipeline("image-to-video", "multipart", ImageToVideo, "image"),
+        Pipeline("upscale", "multipart", Upscale, "image"),
+        Pipeline("audio-to-text", "multipart", AudioToText, "audio", AUDIO_LIMIT),
+        Pipeline("segment-anything-2", "multipart", SegmentAnything2, "image"),
+        Pipeline("image-to-text", "multipart", ImageToText, "image", AUDIO_LIMIT),
+        Pipeline("llm", "json", LLMRequest, model_field="model"),
+        Pipeline("text-to-speech", "json", TextToSpeech),
     )
 }

@@ -17,6 +17,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from farm.embedded import EmbeddedRedis
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 
@@ -129,18 +130,24 @@ class Gateway:
 
 
 @contextmanager
-def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) -> Iterator[Env]:
+def orchestrators(
+    home: Path, specs: Sequence[tuple[str, str, dict[str, str]]], private_redis: bool = False
+) -> Iterator[Env]:
     """Clusters named and placed by ``specs`` (name, region, extra worker env), each on its
-    own Redis database and PostgreSQL schema, plus a database and a schema for gateways."""
+    own Redis database and PostgreSQL schema, plus a database and a schema for gateways.
+
+    With ``private_redis`` each cluster gets a Redis server of its own (farm.embedded), and
+    only the gateways' database is taken from the shared server's test databases."""
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     need_service("PostgreSQL", "127.0.0.1", 5432)
     # Of the tests' databases 8-15; FARM_TEST_REDIS_DB pins the first (see tests/conftest.py).
     base = int(os.environ.get("FARM_TEST_REDIS_DB") or 8 + (os.getpid() % 2) * 4)
-    dbs = [base + i for i in range(len(specs) + 1)]
+    dbs = [base + i for i in range(1 if private_redis else len(specs) + 1)]
     for db in dbs:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
     engine = sa.create_engine(PG_URL)
-    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in dbs]
+    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in range(len(specs) + 1)]
+    servers: list[EmbeddedRedis] = []
     with engine.begin() as conn:
         for s in schemas:
             conn.exec_driver_sql(f"CREATE SCHEMA {s}")
@@ -149,9 +156,13 @@ def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) 
         for i, (name, region, extra) in enumerate(specs):
             cluster_home = home / name
             cluster_home.mkdir()
-            variables = cluster_env(
-                cluster_home, f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}", e.pg(schemas[i])
-            )
+            if private_redis:
+                servers.append(EmbeddedRedis(cluster_home / "redis", persist=False))
+                servers[-1].start()
+                broker = servers[-1].url
+            else:
+                broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}"
+            variables = cluster_env(cluster_home, broker, e.pg(schemas[i]))
             variables.update(extra)
             cluster = Cluster(cluster_home, variables)
             worker = cluster.start_worker()
@@ -172,6 +183,8 @@ def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) 
                 g.kill()
         for o in e.orchs:
             o.cluster.stop()
+        for server in servers:
+            server.stop()
         with engine.begin() as conn:
             for s in schemas:
                 conn.exec_driver_sql(f"DROP SCHEMA {s} CASCADE")

@@ -1,0 +1,247 @@
+"""AI requests end to end: gateway -> orchestrator's queue -> AI worker -> HTTP runner.
+
+Two orchestrator clusters (each on a Redis server of its own) with AI workers configured in
+go-livepeer's -aiModels shape. Their runners are real HTTP servers: ``farm ai-runner``
+processes doing real upscaling, and scripted ai-runners for a runner that is down (/health
+ERROR), one that refuses the input (400) and an image-to-video runner.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
+from tests.factories import mp4_clip
+from tests.farm.harness import wait_for
+from tests.gateway.conftest import Env, Gateway, orchestrators
+
+MODEL = "stabilityai/stable-diffusion-x4-upscaler"
+FLAKY = "test/flaky-upscaler"  # down on orch-a, served by a real runner on orch-b
+PICKY = "test/picky-upscaler"  # refuses its input on orch-a, would work on orch-b
+I2V = "test/i2v"
+
+
+@dataclass
+class World:
+    env: Env
+    gw: Gateway
+    flaky_b: Any  # the farm ai-runner process serving FLAKY on orch-b
+    picky_b: ScriptedRunner
+    video: bytes
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("ai-e2e")
+    video = mp4_clip()
+    scripted = {
+        "down": ScriptedRunner(health="ERROR"),
+        "picky_a": ScriptedRunner(status=400, body={"detail": {"msg": "prompt is not allowed"}}),
+        "picky_b": ScriptedRunner(status=200, body=_images("image/png", png(picture(8, 8)))),
+        "i2v": ScriptedRunner(status=200, body=_images("video/mp4", video)),
+    }
+    with ExitStack() as stack:
+        for runner in scripted.values():
+            runner.start()
+            stack.callback(runner.stop)
+        real_a, _ = stack.enter_context(ai_runner(home))
+        real_b, flaky_b = stack.enter_context(ai_runner(home, model_id=FLAKY))
+        models_a = [
+            {"pipeline": "upscale", "model_id": MODEL, "url": real_a, "warm": True},
+            {"pipeline": "upscale", "model_id": FLAKY, "url": scripted["down"].url},
+            {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_a"].url},
+            {"pipeline": "image-to-video", "model_id": I2V, "url": scripted["i2v"].url},
+            {"pipeline": "llm", "model_id": "farm/echo", "warm": True},
+        ]
+        models_b = [
+            {"pipeline": "upscale", "model_id": FLAKY, "url": real_b},
+            {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_b"].url},
+        ]
+        env = stack.enter_context(
+            orchestrators(
+                home,
+                [
+                    ("orch-a", "eu", _workers(models_a)),
+                    ("orch-b", "us", _workers(models_b)),
+                ],
+                private_redis=True,
+            )
+        )
+        gw = env.gateway(
+            FARM_AI_PRICE_PER_UNIT="1",
+            FARM_RATE_BURST="1000",
+            FARM_RATE_LIMIT_PER_MINUTE="60000",
+            FARM_AI_RETRY_TIMEOUT_S="30",
+            FARM_AI_JOB_TIMEOUT_S="60",
+            FARM_SUSPEND_S="1",
+        )
+        yield World(env, gw, flaky_b, scripted["picky_b"], video)
+
+
+def _workers(models: list[dict[str, Any]]) -> dict[str, str]:
+    return {"FARM_AI_MODELS": json.dumps(models), "FARM_AI_PROBE_S": "0.3"}
+
+
+def _images(content_type: str, data: bytes) -> dict[str, object]:
+    url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+    return {"images": [{"url": url, "seed": 1, "nsfw": False}]}
+
+
+def _key(gw: Gateway, credits: int = 10**9) -> tuple[str, dict[str, str]]:
+    """A fresh key, once the orchestrators are idle (see :func:`_idle`)."""
+    _idle(gw)
+    key_id, key = gw.key(credits=credits)
+    return key_id, {"Authorization": f"Bearer {key}"}
+
+
+def _attempts(gw: Gateway, key_id: str) -> list[tuple[str, str, str | None]]:
+    """The tries of the key's one AI request (each test uses a key of its own)."""
+    (session_id,) = [
+        s["id"] for s in gw.admin("GET", "/admin/sessions").json() if s["key_id"] == key_id
+    ]
+    session = gw.admin("GET", f"/admin/sessions/{session_id}").json()
+    return [(a["orchestrator"], a["outcome"], a["error_code"]) for a in session["attempts"]]
+
+
+def _upscale(gw: Gateway, auth: dict[str, str], image: bytes, **fields: str) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/upscale",
+        headers=auth,
+        data={"prompt": "sharper", **fields},
+        files={"image": ("in.png", image, "image/png")},
+        timeout=120,
+    )
+
+
+def test_upscale_end_to_end_through_gateway_queue_worker_and_http_runner(
+    world: World,
+) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    source = picture(48, 36)
+    r = _upscale(gw, auth, png(source), seed="7")
+    assert r.status_code == 200, r.text
+    (image,) = r.json()["images"]
+    assert image["seed"] == 7 and image["nsfw"] is False
+    assert image["url"].startswith("/ai/media/") and image["url"].endswith(".png")
+    media = httpx.get(gw.url + image["url"], timeout=30)
+    assert media.status_code == 200 and media.headers["content-type"] == "image/png"
+    out = decode(media.content)
+    assert out.shape == (144, 192, 3)  # x4, resampled for real
+    assert psnr(out, resize(source, 192, 144, "bicubic")) > 30
+    # Charged the input's W x H at the global price, once, on the orchestrator that ran it.
+    assert int(r.headers["livepeer-charged"]) == 48 * 36
+    assert gw.balance(key_id) == 10**9 - 48 * 36
+    assert _attempts(gw, key_id) == [("orch-a", "done", None)]
+
+
+def _idle(gw: Gateway) -> None:
+    """Wait until the gateway's probes see every orchestrator idle, so that orch-a, in the
+    gateway's region, is tried first."""
+
+    def idle() -> bool:
+        pool = gw.admin("GET", "/admin/orchestrators").json()
+        return all(o["healthy"] and o["load"] == 0 for o in pool)
+
+    wait_for(idle, timeout=30, what="idle orchestrators")
+
+
+def test_a_down_runner_moves_the_job_to_another_orchestrator(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    r = _upscale(gw, auth, png(picture(20, 10)), model_id=FLAKY)
+    assert r.status_code == 200, r.text
+    assert httpx.get(gw.url + r.json()["images"][0]["url"], timeout=30).status_code == 200
+    (first, second) = _attempts(gw, key_id)
+    # orch-a's only runner for the model answers ERROR: no capacity there, not a failure.
+    assert first[:2] == ("orch-a", "failed")
+    assert first[2] in ("no_capacity", "insufficient_capacity")
+    assert second == ("orch-b", "done", None)
+    assert gw.balance(key_id) == 10**9 - 20 * 10
+
+
+def test_a_refused_input_is_400_and_not_retried(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    r = _upscale(gw, auth, png(picture(16, 16)), model_id=PICKY)
+    assert r.status_code == 400, r.text
+    assert "prompt is not allowed" in r.json()["error"]["message"]
+    assert world.picky_b.requests == 0
+    assert [a[:2] for a in _attempts(gw, key_id)] == [("orch-a", "failed")]
+    assert gw.balance(key_id) == 10**9
+
+
+def test_llm_streams_server_sent_events(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    body = {
+        "model": "farm/echo",
+        "messages": [{"role": "user", "content": "say these four words"}],
+        "stream": True,
+        "max_tokens": 32,
+    }
+    with httpx.stream("POST", f"{gw.url}/llm", headers=auth, json=body, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events), raw
+    chunks = [json.loads(e[len("data: ") :]) for e in events]
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "say these four words"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(not c["choices"][0].get("finish_reason") for c in chunks[:-1])
+    assert gw.balance(key_id) == 10**9 - 32  # max_tokens
+    _idle(gw)  # the echo model takes one job at a time: a busy one is no capacity, 503
+    r = httpx.post(f"{gw.url}/llm", headers=auth, json={**body, "stream": False}, timeout=60)
+    assert r.status_code == 200
+    answer = r.json()
+    assert answer["choices"][0]["message"]["content"] == "say these four words"
+    assert {"id", "model", "created", "usage", "choices"} <= set(answer)
+
+
+def test_image_to_video_async_then_result(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    r = httpx.post(
+        f"{gw.url}/image-to-video",
+        headers={**auth, "Prefer": "respond-async"},
+        data={"model_id": I2V, "height": "64", "width": "96"},
+        files={"image": ("in.png", png(picture(16, 16)), "image/png")},
+        timeout=60,
+    )
+    assert r.status_code == 202, r.text
+    request_id = r.json()["request_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        r = httpx.post(f"{gw.url}/image-to-video/result", json={"request_id": request_id})
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        assert r.json() == {"status": "processing"}
+        time.sleep(0.2)
+    assert r.status_code == 200 and r.json()["status"] == "complete", r.text
+    (video,) = r.json()["result"]["images"]
+    assert video["url"].endswith(".mp4")
+    media = httpx.get(gw.url + video["url"], timeout=30)
+    assert media.headers["content-type"] == "video/mp4" and media.content == world.video
+    assert gw.balance(key_id) == 10**9 - 64 * 96 * 25
+
+
+def test_no_runner_left_is_503(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    world.flaky_b.terminate()
+    world.flaky_b.wait(timeout=10)
+    r = _upscale(gw, auth, png(picture(20, 10)), model_id=FLAKY)
+    assert r.status_code == 503, r.text
+    assert r.json() == {"error": {"message": "Service Unavailable Error"}}
+    assert [a[0] for a in _attempts(gw, key_id)] == ["orch-a", "orch-b"]
+    assert gw.balance(key_id) == 10**9
