@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -220,3 +222,32 @@ def gateway(env: Env) -> Gateway:
 
 
 Factory = Callable[..., Gateway]
+
+
+@contextmanager
+def webhook_server(decide: Callable[[str], tuple[int, bytes]]) -> Iterator[tuple[str, list[str]]]:
+    """An auth webhook on loopback: (its URL, the ingest URLs it was asked about).
+
+    ``decide`` maps a request URL to the webhook's status and body."""
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            url = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["url"]
+            calls.append(url)
+            status, body = decide(url)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/auth", calls
+    finally:
+        server.shutdown()
+        server.server_close()

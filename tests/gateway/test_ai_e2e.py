@@ -28,6 +28,16 @@ MODEL = "stabilityai/stable-diffusion-x4-upscaler"
 FLAKY = "test/flaky-upscaler"  # down on orch-a, served by a real runner on orch-b
 PICKY = "test/picky-upscaler"  # refuses its input on orch-a, would work on orch-b
 I2V = "test/i2v"
+CHAT = {"role": "user", "content": "hello"}
+SLOW = "test/slow-upscaler"  # slower on orch-a than the gateway waits; quick on orch-b
+BROKEN_LLM = "test/broken-llm"  # fails after its first chunk
+CHUNK = {
+    "id": "x",
+    "model": BROKEN_LLM,
+    "created": 0,
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    "choices": [{"index": 0, "finish_reason": "", "delta": {"role": "assistant", "content": "hi"}}],
+}
 
 
 @dataclass
@@ -42,12 +52,17 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("ai-e2e")
-    video = mp4_clip()
+    video, small = mp4_clip(), png(picture(8, 8))
     scripted = {
         "down": ScriptedRunner(health="ERROR"),
         "picky_a": ScriptedRunner(status=400, body={"detail": {"msg": "prompt is not allowed"}}),
-        "picky_b": ScriptedRunner(status=200, body=_images("image/png", png(picture(8, 8)))),
+        "picky_b": ScriptedRunner(status=200, body=_images("image/png", small)),
         "i2v": ScriptedRunner(status=200, body=_images("video/mp4", video)),
+        "slow_a": ScriptedRunner(status=200, body=_images("image/png", small), delay_s=4.0),
+        "quick_b": ScriptedRunner(status=200, body=_images("image/png", small)),
+        "broken": ScriptedRunner(
+            sse=f"data: {json.dumps(CHUNK)}\n\ndata: {json.dumps({'error': 'GPU fell off'})}\n\n"
+        ),
     }
     with ExitStack() as stack:
         for runner in scripted.values():
@@ -61,10 +76,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_a"].url},
             {"pipeline": "image-to-video", "model_id": I2V, "url": scripted["i2v"].url},
             {"pipeline": "llm", "model_id": "farm/echo", "warm": True},
+            {"pipeline": "llm", "model_id": BROKEN_LLM, "url": scripted["broken"].url},
+            {"pipeline": "upscale", "model_id": SLOW, "url": scripted["slow_a"].url},
         ]
         models_b = [
             {"pipeline": "upscale", "model_id": FLAKY, "url": real_b},
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_b"].url},
+            {"pipeline": "upscale", "model_id": SLOW, "url": scripted["quick_b"].url},
         ]
         env = stack.enter_context(
             orchestrators(
@@ -96,10 +114,14 @@ def _images(content_type: str, data: bytes) -> dict[str, object]:
     return {"images": [{"url": url, "seed": 1, "nsfw": False}]}
 
 
-def _key(gw: Gateway, credits: int = 10**9) -> tuple[str, dict[str, str]]:
+def _key(gw: Gateway) -> tuple[str, dict[str, str]]:
     """A fresh key, once the orchestrators are idle (see :func:`_idle`)."""
     _idle(gw)
-    key_id, key = gw.key(credits=credits)
+    return _key_now(gw)
+
+
+def _key_now(gw: Gateway) -> tuple[str, dict[str, str]]:
+    key_id, key = gw.key(credits=10**9)
     return key_id, {"Authorization": f"Bearer {key}"}
 
 
@@ -185,7 +207,7 @@ def test_llm_streams_server_sent_events(world: World) -> None:
     key_id, auth = _key(gw)
     body = {
         "model": "farm/echo",
-        "messages": [{"role": "user", "content": "say these four words"}],
+        "messages": [{**CHAT, "content": "say these four words"}],
         "stream": True,
         "max_tokens": 32,
     }
@@ -233,6 +255,39 @@ def test_image_to_video_async_then_result(world: World) -> None:
     media = httpx.get(gw.url + video["url"], timeout=30)
     assert media.headers["content-type"] == "video/mp4" and media.content == world.video
     assert gw.balance(key_id) == 10**9 - 64 * 96 * 25
+
+
+def test_a_runner_failing_mid_stream_ends_the_events_with_an_error(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    body = {"model": BROKEN_LLM, "messages": [CHAT], "stream": True, "max_tokens": 8}
+    with httpx.stream("POST", f"{gw.url}/llm", headers=auth, json=body, timeout=60) as r:
+        assert r.status_code == 200
+        raw = r.read().decode()
+    assert raw == (
+        f"data: {json.dumps(CHUNK)}\n\n"
+        'data: {"error": {"message": "Internal Server Error"}}\n\n'
+    )
+    assert gw.balance(key_id) == 10**9  # an answer cut short is not charged
+
+
+def test_an_orchestrator_that_fails_otherwise_is_suspended(world: World) -> None:
+    # A gateway that waits 1.5 s for a job: orch-a's runner takes 4 s.
+    gw = world.env.gateway(FARM_AI_JOB_TIMEOUT_S="1.5", FARM_SUSPEND_S="60")
+    key_id, auth = _key(gw)
+    r = _upscale(gw, auth, png(picture(12, 12)), model_id=SLOW)
+    assert r.status_code == 200, r.text
+    assert _attempts(gw, key_id) == [
+        ("orch-a", "failed", "wait_timeout"),
+        ("orch-b", "done", None),
+    ]
+    pool = {o["name"]: o for o in gw.admin("GET", "/admin/orchestrators").json()}
+    assert pool["orch-a"]["suspended"] and not pool["orch-b"]["suspended"]
+    # While orch-a is suspended, its own models are out of reach: orch-b has no echo model.
+    _, auth = _key_now(gw)
+    chat = {"model": "farm/echo", "messages": [CHAT], "stream": False, "max_tokens": 8}
+    r = httpx.post(f"{gw.url}/llm", headers=auth, json=chat, timeout=60)
+    assert r.status_code == 503
 
 
 def test_no_runner_left_is_503(world: World) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.factories import still_image, wav_audio
-from tests.gateway.conftest import Env, Gateway, orchestrators
+from tests.gateway.conftest import Env, Gateway, orchestrators, webhook_server
 
 PRICES = json.dumps(
     {
@@ -308,3 +308,34 @@ def test_openapi_lists_the_ai_routes(gw: Gateway) -> None:
         "/text-to-speech",
     ):
         assert "post" in paths[route], route
+
+
+@pytest.fixture(scope="module")
+def hook() -> Iterator[tuple[str, list[str]]]:
+    """An auth webhook that allows request URLs with ``token=good`` and denies the rest."""
+    with webhook_server(lambda url: (200 if "token=good" in url else 403, b"")) as h:
+        yield h
+
+
+def test_the_auth_webhook_admits_ai_requests_without_a_key(
+    env: Env, hook: tuple[str, list[str]]
+) -> None:
+    gw = env.gateway(expect_unhealthy=True, FARM_AUTH_WEBHOOK_URL=hook[0])
+    r = post(gw, "/text-to-speech?token=bad", {}, json={"text": "hi"})
+    assert r.status_code == 403 and "auth webhook denied" in error(r)
+    # Allowed, billed outside the gateway: it gets as far as the (empty) pool.
+    r = post(gw, "/text-to-speech?token=good", {}, json={"text": "hi"})
+    assert r.status_code == 503 and error(r) == "Service Unavailable Error"
+    assert [u.rsplit("/", 1)[1] for u in hook[1]] == [
+        "text-to-speech?token=bad",
+        "text-to-speech?token=good",
+    ]
+
+
+def test_ai_requests_count_against_the_keys_rate_limit(env: Env) -> None:
+    gw = env.gateway(expect_unhealthy=True, FARM_RATE_BURST="2", FARM_RATE_LIMIT_PER_MINUTE="1")
+    _, key = gw.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    codes = [post(gw, "/text-to-speech", auth, json={"text": "hi"}) for _ in range(3)]
+    assert [r.status_code for r in codes] == [503, 503, 429]
+    assert "rate limit" in error(codes[2]) and int(codes[2].headers["retry-after"]) >= 1
