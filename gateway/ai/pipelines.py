@@ -195,6 +195,26 @@ class Pipeline:
         """go-livepeer's model for requests that name none."""
         return DEFAULT_MODELS[self.name]
 
+    def openapi_body(self) -> dict[str, Any]:
+        """The route's OpenAPI ``requestBody`` (the routes read their bodies themselves)."""
+        schema = self.params.model_json_schema()
+        defs = schema.pop("$defs", {})
+
+        def inline(node: Any) -> Any:
+            if isinstance(node, dict):
+                ref = node.get("$ref", "")
+                if ref.startswith("#/$defs/"):
+                    return inline(defs[ref.removeprefix("#/$defs/")])
+                return {k: inline(v) for k, v in node.items()}
+            return [inline(v) for v in node] if isinstance(node, list) else node
+
+        schema = inline(schema)
+        if self.file is not None:
+            schema["properties"][self.file] = {"type": "string", "format": "binary"}
+            schema["required"] = [*schema.get("required", []), self.file]
+        media = "application/json" if self.body == "json" else "multipart/form-data"
+        return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
+
 
 PIPELINES: dict[str, Pipeline] = {
     p.name: p

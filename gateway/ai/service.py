@@ -74,8 +74,12 @@ class AIService:
     ) -> None:
         """Run ``work`` in the background (inside ``stack``) and keep its outcome."""
         record = {"pipeline": req.pipeline.name, "model_id": req.model_id, "params": req.params}
-        self.state.blobs.put(_key(request_id, "request.json"), json.dumps(record).encode())
-        self._async.submit(self._finish_async, request_id, stack, work)
+        try:
+            self.state.blobs.put(_key(request_id, "request.json"), json.dumps(record).encode())
+            self._async.submit(self._finish_async, request_id, stack, work)
+        except BaseException:
+            with stack:  # gives the hold back, then lets the error through
+                raise
 
     def _finish_async(
         self, request_id: str, stack: AbstractContextManager[Any], work: WorkFn

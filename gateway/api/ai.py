@@ -8,6 +8,7 @@ re-hosted by the gateway. Errors use go-livepeer's AI body, ``{"error": {"messag
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -134,10 +135,15 @@ for _name in (
         methods=["POST"],
         name=_name,
         response_model=None,
+        openapi_extra=PIPELINES[_name].openapi_body(),
     )
 
 
-@router.post("/image-to-video", response_model=None)
+@router.post(
+    "/image-to-video",
+    response_model=None,
+    openapi_extra=PIPELINES["image-to-video"].openapi_body(),
+)
 async def image_to_video(request: Request) -> Response:
     """Livepeer AI image-to-video; ``Prefer: respond-async`` answers 202 with a request id."""
     job = await _accept(request, PIPELINES["image-to-video"])
@@ -166,7 +172,7 @@ async def image_to_video_result(request: Request) -> Response:
     return JSONResponse({"status": "complete", "result": result})
 
 
-@router.post("/llm", response_model=None)
+@router.post("/llm", response_model=None, openapi_extra=PIPELINES["llm"].openapi_body())
 async def llm(request: Request) -> Response:
     """Livepeer AI llm; ``"stream": true`` answers server-sent events."""
     job = await _accept(request, PIPELINES["llm"])
@@ -174,8 +180,12 @@ async def llm(request: Request) -> Response:
         response, charged = await run_in_threadpool(job.run_held)
         return JSONResponse(response, headers=job.headers(charged))
     hold, stack, stream = await run_in_threadpool(_open_stream, job)
+    events = _events(job, hold, stack, stream)
+    # Started here, so the hold is settled even if the client leaves before the response
+    # starts (closing a generator that never ran would skip its cleanup).
+    first = next(events)
     return StreamingResponse(
-        _events(job, hold, stack, stream),
+        itertools.chain([first], events),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", **job.headers()},
     )

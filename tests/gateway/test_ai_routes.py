@@ -308,6 +308,13 @@ def test_openapi_lists_the_ai_routes(gw: Gateway) -> None:
         "/text-to-speech",
     ):
         assert "post" in paths[route], route
+    body = paths["/text-to-image"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["required"] == ["prompt"]
+    form = paths["/upscale"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["image"]["format"] == "binary"
+    assert set(form["required"]) == {"prompt", "image"}
+    chat = paths["/llm"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert chat["properties"]["messages"]["items"]["required"] == ["role", "content"]
 
 
 @pytest.fixture(scope="module")
