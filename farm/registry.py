@@ -137,6 +137,10 @@ class Heartbeat:
         self._beat()
         self._thread.start()
 
+    def beat_now(self) -> None:
+        """Beat at once (when load changed), besides the regular beats."""
+        self._beat()
+
     def _beat(self) -> None:
         caps = self.snapshot()
         self.worker = caps.worker

@@ -115,6 +115,29 @@ def _node_sections(node: dict[str, Any], now: float) -> list[str]:
         for g in (w.get("gpus") or [])
     ]
     queue_rows = sorted(node.get("queues", {}).items())
+    ai_rows = [
+        (
+            w["name"],
+            m.get("pipeline", ""),
+            m.get("model_id", ""),
+            "warm" if m.get("warm") else "cold",
+            m.get("status", ""),
+            f"{m.get('load', 0)}/{m.get('capacity', 0)}",
+            m.get("runner", ""),
+        )
+        for w in workers
+        for m in (w.get("ai_models") or [])
+    ]
+    ai = (
+        [
+            "AI MODELS\n"
+            + _table(
+                ("worker", "pipeline", "model", "warm", "status", "load", "runner"), ai_rows, ""
+            )
+        ]
+        if ai_rows
+        else []
+    )
     return [
         head,
         "WORKERS\n"
@@ -127,6 +150,7 @@ def _node_sections(node: dict[str, Any], now: float) -> list[str]:
         + _table(
             ("worker", "#", "gpu", "util", "nvenc", "sessions"), gpu_rows, "no GPU in the cluster"
         ),
+        *ai,
         "QUEUES\n" + _table(("queue", "waiting"), queue_rows, "no queue"),
     ]
 

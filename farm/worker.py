@@ -164,6 +164,7 @@ def run_worker(
     app = create_app(settings)
     pool_kind: str = settings.pool
     ai_pool: RunnerPool | None = None
+    own: tuple[str, ...] = ()
     if models:
         from farm.ai.pool import RunnerPool
 
@@ -175,6 +176,8 @@ def run_worker(
         pool_kind = "threads" if pool_kind == "prefork" else pool_kind
     registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
     heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance, ai_pool))
+    if ai_pool is not None:
+        ai_pool.on_change = heartbeat.beat_now
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
@@ -188,6 +191,7 @@ def run_worker(
         heartbeat.stop()
         if ai_pool is not None:
             ai_pool.close()
+            _drop_queues(app, own)
 
     app.worker_main(
         [
@@ -201,6 +205,18 @@ def run_worker(
             "--without-mingle",
         ]
     )
+
+
+def _drop_queues(app: Any, names: Sequence[str]) -> None:
+    """Delete this worker's own queues when they are empty: its name dies with it, and on
+    RabbitMQ they would otherwise stay forever. A job still in one is left for the reconciler."""
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for name in names:
+                channel.queue_delete(name, if_empty=True)
+    except Exception as e:  # shutting down: nothing depends on this
+        log.warning("could not delete this worker's queues: %s", e)
 
 
 def gpu_source(settings: WorkerSettings) -> NvmlSource | None:

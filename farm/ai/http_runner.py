@@ -111,6 +111,8 @@ class HttpRunner:
         request = self._request(params, files)
         try:
             if on_chunk is None:
+                if "json" in request and self.pipeline == "llm":
+                    request["json"]["stream"] = False
                 response = self._client.request(**request)
                 _check(response, self.url)
                 result = response.json()
@@ -137,11 +139,14 @@ class HttpRunner:
                 if data == "[DONE]":
                     return collect_llm(chunks)
                 event = json.loads(data)
+                if not isinstance(event, dict):
+                    raise RunnerFailed(f"runner {self.url} sent a non-object event")
                 if "error" in event:
                     raise RunnerFailed(f"runner {self.url} failed mid-stream: {event['error']}")
                 chunks.append(event)
                 on_chunk(event)
-        if chunks and chunks[-1]["choices"][0].get("finish_reason"):
+        last = (chunks[-1].get("choices") or [{}])[0] if chunks else {}
+        if last.get("finish_reason"):
             return collect_llm(chunks)  # a runner that ends without [DONE]
         raise RunnerFailed(f"runner {self.url} ended the stream early")
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,9 @@ class RunnerPool:
             self.runners[m.key] = runner
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._probe_loop, name="farm-ai-probe", daemon=True)
+        #: Called after a slot is taken or freed, so the worker can advertise its load at once
+        #: (a router reading a stale "full" would send the next job to a cold worker).
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def pipelines(self) -> tuple[str, ...]:
@@ -195,9 +198,10 @@ class RunnerPool:
                 log.warning("ai runner %s %s is %s (%s)", *r.config.key, state, r.health.last)
             if state == DOWN and r.process is not None:
                 log.warning("restarting ai runner %s %s", *r.config.key)
-                r.process.stop()
-                self._start_process(r)
-                r.restarts += 1
+                with r.lock:
+                    r.process.stop()
+                    self._start_process(r)
+                    r.restarts += 1
                 metrics.ai_runner_restarted(*r.config.key)
 
     def _probe_loop(self) -> None:
@@ -215,9 +219,10 @@ class RunnerPool:
         r = self.runners.get((pipeline, model_id))
         if r is None:
             raise InsufficientCapacity(f"this worker does not serve {pipeline} {model_id}")
-        if r.process is not None and r.process.proc is None:
-            self._start_process(r)
         if r.process is not None:
+            with r.lock:  # two first jobs at once start one process
+                if r.process.proc is None:
+                    self._start_process(r)
             self._wait_up(r)
         with r.lock:
             if r.health.state != UP:
@@ -229,7 +234,15 @@ class RunnerPool:
                     f"{pipeline} {model_id} runner is full ({r.config.capacity} in flight)"
                 )
             r.in_flight += 1
+        self._changed()
         return r
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # advertising is best effort; the regular beat follows
+                log.exception("could not advertise the new load")
 
     def _wait_up(self, r: ModelRunner) -> None:
         assert r.http is not None
@@ -245,6 +258,7 @@ class RunnerPool:
     def release(self, r: ModelRunner) -> None:
         with r.lock:
             r.in_flight = max(0, r.in_flight - 1)
+        self._changed()
 
     def advertise(self) -> list[dict[str, Any]]:
         return [r.advertise() for r in self.runners.values()]

@@ -17,6 +17,8 @@ __all__ = ["BLOB_SCHEME", "AIMedia", "AIResult", "blob_key", "rehost"]
 
 #: Media URLs in results point into the farm's blob store: ``farm-blob:<key>``.
 BLOB_SCHEME = "farm-blob:"
+#: Extensions for what ai-runner answers, where the system's mime table lacks them.
+_EXTENSIONS = {"audio/wav": ".wav", "image/jpeg": ".jpg", "video/mp4": ".mp4", "image/png": ".png"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ def rehost(
         url = out.get("url")
         if isinstance(url, str) and url.startswith(("data:", "http://", "https://")):
             data, content_type = _fetch(url)
-            ext = mimetypes.guess_extension(content_type) or ".bin"
+            ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
             key = f"ai/{job_id}/out/{len(media)}{ext}"
             blobs.put(key, data)
             media.append(AIMedia(key, content_type, len(data)))

@@ -95,6 +95,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
                     "gpu_decoders": w.gpu_decoders,
                     "cpu_codecs": w.cpu_codecs,
                     "free_encoder_sessions": w.free_encoder_sessions,
+                    "ai_models": w.ai_models,
                     "seen_at": w.seen_at,
                 }
                 for w in live

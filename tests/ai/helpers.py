@@ -107,6 +107,8 @@ class ScriptedRunner:
     #: Seconds each pipeline request takes.
     delay_s: float = 0.0
     requests: int = 0
+    #: The last pipeline request: (path, headers, body).
+    last: tuple[str, dict[str, str], bytes] | None = None
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -130,7 +132,8 @@ class ScriptedRunner:
                 self._answer(200, {"status": script.health})
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                script.last = (self.path, dict(self.headers.items()), body)
                 script.requests += 1
                 time.sleep(script.delay_s)
                 if script.sse is None:

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from farm.client import JobFailedError
 from farm.errors import AIRequestInvalid, NoCapacity
 from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
 from tests.farm.harness import Cluster, cluster_env, wait_for
+from tests.farm.test_services import start_node
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"
 UPSCALE = {"pipeline": "upscale", "model_id": MODEL}
@@ -113,6 +115,10 @@ def test_warm_worker_before_cold(cluster: Cluster) -> None:
     for _ in range(3):
         job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
         assert client.ai.wait(job_id, timeout=60).worker == warm
+    status = httpx.get(f"{start_node(cluster)}/status", timeout=10).json()
+    advertised = {w["name"]: w["ai_models"] for w in status["workers"]}
+    assert advertised[warm][0]["warm"] and not advertised[cold][0]["warm"]
+    assert advertised[cold][0]["status"] == "up" and advertised[cold][0]["runner"] == "builtin"
 
 
 def test_job_moves_when_the_first_runner_fails(cluster: Cluster, scripted: ScriptedRunner) -> None:
@@ -232,3 +238,27 @@ def test_job_of_a_killed_worker_is_republished_to_another(
     assert result.worker == good
     job = client.get(job_id, with_attempts=True)
     assert job.publishes == 2 and [a.outcome for a in job.attempt_log] == ["lost", "done"]
+
+
+def test_upscale_on_rabbitmq(
+    tmp_path: Path, amqp_url: str, redis_url: str, sqlite_url: str
+) -> None:
+    env = cluster_env(tmp_path, amqp_url, sqlite_url, backend=redis_url, registry=redis_url)
+    cluster = Cluster(tmp_path, env)
+    try:
+        worker = _ai_worker(cluster, {**UPSCALE, "warm": True})
+        client = cluster.client()
+        job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
+        result = client.ai.wait(job_id, timeout=60)
+        assert result.worker == worker
+        assert decode(client.ai.media(result.media[0].key)).shape == (192, 256, 3)
+    finally:
+        cluster.stop()
+    # A stopped worker deletes its own (empty) queue; RabbitMQ would keep it forever.
+    import kombu
+    from amqp.exceptions import NotFound
+
+    with kombu.Connection(amqp_url) as conn:
+        with pytest.raises(NotFound):
+            conn.default_channel.queue_declare(f"ai.upscale@{worker}", passive=True)
+        assert conn.default_channel.queue_declare("ai.upscale", passive=True).queue == "ai.upscale"

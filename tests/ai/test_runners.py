@@ -200,3 +200,49 @@ def test_runner_process_is_restarted_when_it_dies() -> None:
     assert runner.run({"prompt": "x"}, {"image": png(picture(16, 12))}, None)["images"]
     pool.release(runner)
     pool.close()
+
+
+def test_two_first_jobs_start_one_runner_process() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    models = (
+        f'[{{"pipeline": "upscale", "model_id": "{MODEL}", "runner": "process", "capacity": 2}}]'
+    )
+    pool = _pool(models, ai_probe_s=60)
+    pool.start()
+    with ThreadPoolExecutor(2) as ex:
+        runners = list(ex.map(lambda _: pool.acquire("upscale", MODEL), range(2)))
+    assert runners[0] is runners[1] and pool.advertise()[0]["load"] == 2
+    children = [p for p in psutil.Process().children() if "ai-runner" in " ".join(p.cmdline())]
+    assert [p.pid for p in children] == [pool.advertise()[0]["runner_pid"]]
+    for r in runners:
+        pool.release(r)
+    pool.close()
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_request_bodies_as_ai_runner_takes_them(scripted: ScriptedRunner) -> None:
+    scripted.status, scripted.body = 200, {"images": []}
+    client = HttpRunner(scripted.url, "image-to-image", "stabilityai/sdxl-turbo", token="tk")
+    client.run({"prompt": "cat", "strength": 0.5, "safety_check": False}, {"image": b"PNGDATA"})
+    assert scripted.last is not None
+    path, headers, body = scripted.last
+    assert path == "/image-to-image" and headers["Authorization"] == "Bearer tk"
+    assert headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    text = body.decode()
+    for name, value in [("prompt", "cat"), ("strength", "0.5"), ("safety_check", "false")]:
+        assert f'name="{name}"\r\n\r\n{value}\r\n' in text
+    assert 'name="model_id"\r\n\r\nstabilityai/sdxl-turbo\r\n' in text
+    assert 'name="image"; filename="image"' in text and "PNGDATA" in text
+    client.close()
+    json_client = HttpRunner(scripted.url, "text-to-image", "stabilityai/sdxl-turbo")
+    json_client.run({"prompt": "cat", "width": 512}, {})
+    path, headers, body = scripted.last
+    assert path == "/text-to-image" and headers["Content-Type"] == "application/json"
+    assert "Authorization" not in headers
+    import json
+
+    assert json.loads(body) == {"prompt": "cat", "width": 512, "model_id": "stabilityai/sdxl-turbo"}
+    json_client.close()
