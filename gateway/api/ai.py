@@ -107,7 +107,7 @@ async def _accept(request: Request, pipeline: Pipeline) -> _Job:
     state = state_of(request)
     caller, _ = await run_in_threadpool(authorise, state, request)
     req = await read_ai_request(request, pipeline, state.settings.max_upload_bytes)
-    return _Job(request, caller, req, _service(request).bill(req))
+    return await run_in_threadpool(_Job, request, caller, req, _service(request).bill(req))
 
 
 def _route(pipeline: Pipeline) -> Callable[[Request], Awaitable[Response]]:
@@ -153,7 +153,9 @@ async def image_to_video(request: Request) -> Response:
     hold, stack = await run_in_threadpool(
         job.service.hold_now, job.caller, job.session_id, job.bill.cost
     )
-    job.service.start_async(job.request_id, job.req, stack, lambda: job.run(hold))
+    await run_in_threadpool(
+        job.service.start_async, job.request_id, job.req, stack, lambda: job.run(hold)
+    )
     return JSONResponse({"request_id": job.request_id}, 202, headers=job.headers())
 
 
