@@ -35,6 +35,7 @@ PIXELS = 30 * 256 * 144  # one 1 s segment at 30 fps in PROFILES
 PRICE = 10**10  # wei per encoded pixel for ticket payers: a job costs about 11 tickets
 EV = 10**15  # worth redeeming: above a ticket's share of the batch transaction's cost
 SECRET = "11" * 32
+AI_PRICE = 10**12  # wei per AI unit: 1000 x characters for text-to-speech
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def paid(
             FARM_TICKET_MAX_FACE_VALUE_WEI=str(EV),
             FARM_REDEEM_GAS="1",
             FARM_ESTIMATE_MARGIN="0",
+            FARM_AI_PRICE_PER_UNIT=str(AI_PRICE),
         )
         yield env, gw
 
@@ -162,6 +164,38 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
     again = push(gw, header, 2)
     assert again.status_code == 400 and "invalid ticket" in again.json()["errors"][0]
     assert balance_of(gw, address) == after
+
+
+def test_pay_ai_requests_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
+    _, gw = paid
+    sender = TicketSender(devchain.broadcaster.private_key)
+    address = "0x" + sender.address.hex()
+    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
+    params = params_from_json(got.json()["ticketParams"])
+    keys = gw.admin("GET", "/admin/keys").json()
+    before = sum(int(k["balance"]) for k in keys if k["name"] == f"eth:{address.lower()}")
+    # A text that costs more than the balance plus one ticket (1000 x characters units).
+    text = "x" * ((before + EV) // (1000 * AI_PRICE) + 1)
+    cost = 1000 * len(text) * AI_PRICE
+
+    def speak(header: str) -> httpx.Response:
+        return httpx.post(
+            f"{gw.url}/text-to-speech",
+            json={"text": text},
+            headers={"Livepeer-Payment": header},
+            timeout=60,
+        )
+
+    short = speak(sender.pay(params, 1))
+    assert short.status_code == 400
+    assert short.json()["error"]["message"].startswith("Insufficient balance")
+    credited = balance_of(gw, address)
+    assert before < credited < cost
+    # Paid enough; this orchestrator has no AI workers, so nothing is charged.
+    unserved = speak(sender.pay(params, cost))
+    assert unserved.status_code == 503
+    assert unserved.json() == {"error": {"message": "Service Unavailable Error"}}
+    assert balance_of(gw, address) >= credited + cost
 
 
 def test_bad_payment_headers(paid: tuple[Env, Gateway]) -> None:
