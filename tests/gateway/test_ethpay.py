@@ -22,7 +22,7 @@ from chain.devchain import (
     mine,
     mine_to_next_round,
 )
-from chain.params import RecipientConfig, TicketParamsIssuer
+from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer
 from chain.payment import decode_payment, params_from_json
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
@@ -104,6 +104,15 @@ def farm_chain(
     )
 
 
+def broadcaster(gw: Gateway, devchain: DevChain) -> tuple[TicketSender, str, TicketParams]:
+    """The funded sender, its address, and fresh ticket params for it from the gateway."""
+    sender = TicketSender(devchain.broadcaster.private_key)
+    address = "0x" + sender.address.hex()
+    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
+    assert got.status_code == 200, got.text
+    return sender, address, params_from_json(got.json()["ticketParams"])
+
+
 def balance_of(gw: Gateway, address: str) -> int:
     keys = gw.admin("GET", "/admin/keys").json()
     return next(int(k["balance"]) for k in keys if k["name"] == f"eth:{address.lower()}")
@@ -168,10 +177,7 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
 
 def test_pay_ai_requests_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
     _, gw = paid
-    sender = TicketSender(devchain.broadcaster.private_key)
-    address = "0x" + sender.address.hex()
-    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
-    params = params_from_json(got.json()["ticketParams"])
+    sender, address, params = broadcaster(gw, devchain)
     keys = gw.admin("GET", "/admin/keys").json()
     before = sum(int(k["balance"]) for k in keys if k["name"] == f"eth:{address.lower()}")
     # A text that costs more than the balance plus one ticket (1000 x characters units).
@@ -215,10 +221,7 @@ def _tampered(header: str, **changes: str) -> str:
 
 def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
     _, gw = paid
-    sender = TicketSender(devchain.broadcaster.private_key)
-    address = "0x" + sender.address.hex()
-    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
-    params = params_from_json(got.json()["ticketParams"])
+    sender, address, params = broadcaster(gw, devchain)
     before = balance_of(gw, address)
     header = sender.pay(params, PIXELS * PRICE)
     other = "0x" + "22" * 20
