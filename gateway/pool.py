@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -41,6 +42,8 @@ class Orchestrator:
     #: EWMA of segment outcomes (1 = success).
     success: float = 1.0
     suspended_until: float = 0.0
+    #: AI models its workers serve, (pipeline, model id) -> warm, from the last probe.
+    ai_models: dict[tuple[str, str], bool] = field(default_factory=dict)
     _client: FarmClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,6 +82,10 @@ class Orchestrator:
             "success": round(self.success, 4),
             "score": round(self.score(region), 4),
             "probe_error": self.probe_error,
+            "ai_models": [
+                {"pipeline": p, "model_id": m, "warm": warm}
+                for (p, m), warm in sorted(self.ai_models.items())
+            ],
         }
 
     def close(self) -> None:
@@ -122,6 +129,7 @@ class Pool:
             o.healthy = health.status_code == 200 and bool(status.get("capacity"))
             o.capacity = int(status.get("capacity") or 0)
             o.load = int(status.get("load") or 0)
+            o.ai_models = _ai_models(status)
             o.probe_error = (
                 None
                 if o.healthy
@@ -161,16 +169,23 @@ class Pool:
         ]
         return sorted(usable, key=lambda o: o.score(self.region), reverse=True)
 
-    def walk(self, max_tries: int, deadline: float) -> Iterator[Orchestrator]:
-        """Orchestrators to try in turn, each once: the best untried healthy one each time,
-        while tries and time (``deadline``, monotonic) last."""
+    def walk(
+        self,
+        max_tries: int,
+        deadline: float,
+        tier: Callable[[Orchestrator], int] | None = None,
+    ) -> Iterator[Orchestrator]:
+        """Orchestrators to try in turn, each once: the best untried healthy one each time
+        (the lowest ``tier`` first, then the best score), while tries and time (``deadline``,
+        monotonic) last."""
         tried: set[str] = set()
         while len(tried) < max_tries and time.monotonic() < deadline:
             candidates = self.candidates(exclude=tried)
             if not candidates:
                 return
-            tried.add(candidates[0].name)
-            yield candidates[0]
+            best = min(candidates, key=tier) if tier else candidates[0]
+            tried.add(best.name)
+            yield best
 
     def record(self, o: Orchestrator, ok: bool, round_trip_s: float, duration_s: float) -> None:
         """Fold one outcome into the EWMAs; ``duration_s`` 0 (AI jobs) leaves latency alone."""
@@ -195,3 +210,15 @@ class Pool:
         for o in self.orchestrators:
             o.close()
         self._http.close()
+
+
+def _ai_models(status: dict[str, Any]) -> dict[tuple[str, str], bool]:
+    """(pipeline, model id) -> warm, over the workers' usable AI models in a /status answer."""
+    models: dict[tuple[str, str], bool] = {}
+    for worker in status.get("workers") or []:
+        for entry in worker.get("ai_models") or []:
+            if entry.get("status") == "down":
+                continue
+            key = (str(entry.get("pipeline")), str(entry.get("model_id")))
+            models[key] = models.get(key, False) or bool(entry.get("warm"))
+    return models

@@ -1,7 +1,9 @@
 """Running one AI request on the pool: go-livepeer's AI retry loop (``processAIRequest``).
 
-Orchestrators are tried best first, each at most once per request, within a time budget
-(go-livepeer's ``-aiProcessingRetryTimeout``) and a count (20 tries):
+Orchestrators whose workers serve the model warm are tried first, then those serving it cold
+(go-livepeer's warm and cold pools), best score first within each, each at most once per
+request, within a time budget (go-livepeer's ``-aiProcessingRetryTimeout``) and a count
+(20 tries):
 
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
@@ -130,7 +132,15 @@ class AIDispatcher:
         deadline = time.monotonic() + self.retry_timeout_s
         last_error = "no healthy orchestrator"
         tries = 0
-        for o in self.pool.walk(self.max_tries, deadline):
+        key = (req.pipeline.name, req.model_id)
+
+        def tier(o: Orchestrator) -> int:
+            # go-livepeer's warm pool first, then the cold one; orchestrators whose workers
+            # did not advertise the model at the last probe last (they may have it by now).
+            warm = o.ai_models.get(key)
+            return 0 if warm else 1 if warm is not None else 2
+
+        for o in self.pool.walk(self.max_tries, deadline, tier):
             tries += 1
             if tries > 1:
                 metrics.orchestrator_swap(last_error)

@@ -25,7 +25,9 @@ from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway, orchestrators
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"
-FLAKY = "test/flaky-upscaler"  # down on orch-a, served by a real runner on orch-b
+FLAKY = "test/flaky-upscaler"  # full on orch-a, served by a real runner on orch-b
+DOWNED = "test/downed-upscaler"  # its runner on orch-a is down; built in on orch-b
+WARM = "test/warm-upscaler"  # cold on orch-a, warm on orch-b (both built in)
 PICKY = "test/picky-upscaler"  # refuses its input on orch-a, would work on orch-b
 I2V = "test/i2v"
 CHAT = {"role": "user", "content": "hello"}
@@ -55,6 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     video, small = mp4_clip(), png(picture(8, 8))
     scripted = {
         "down": ScriptedRunner(health="ERROR"),
+        "full": ScriptedRunner(status=503, body={"detail": {"msg": "insufficient capacity"}}),
         "picky_a": ScriptedRunner(status=400, body={"detail": {"msg": "prompt is not allowed"}}),
         "picky_b": ScriptedRunner(status=200, body=_images("image/png", small)),
         "i2v": ScriptedRunner(status=200, body=_images("video/mp4", video)),
@@ -72,7 +75,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         real_b, flaky_b = stack.enter_context(ai_runner(home, model_id=FLAKY))
         models_a = [
             {"pipeline": "upscale", "model_id": MODEL, "url": real_a, "warm": True},
-            {"pipeline": "upscale", "model_id": FLAKY, "url": scripted["down"].url},
+            {"pipeline": "upscale", "model_id": FLAKY, "url": scripted["full"].url},
+            {"pipeline": "upscale", "model_id": DOWNED, "url": scripted["down"].url},
+            {"pipeline": "upscale", "model_id": WARM, "warm": False},
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_a"].url},
             {"pipeline": "image-to-video", "model_id": I2V, "url": scripted["i2v"].url},
             {"pipeline": "llm", "model_id": "farm/echo", "warm": True},
@@ -83,6 +88,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"pipeline": "upscale", "model_id": FLAKY, "url": real_b},
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_b"].url},
             {"pipeline": "upscale", "model_id": SLOW, "url": scripted["quick_b"].url},
+            {"pipeline": "upscale", "model_id": DOWNED},
+            {"pipeline": "upscale", "model_id": WARM, "warm": True},
         ]
         env = stack.enter_context(
             orchestrators(
@@ -177,18 +184,53 @@ def _idle(gw: Gateway) -> None:
     wait_for(idle, timeout=30, what="idle orchestrators")
 
 
-def test_a_down_runner_moves_the_job_to_another_orchestrator(world: World) -> None:
+def test_a_full_runner_moves_the_job_to_another_orchestrator(world: World) -> None:
     gw = world.gw
     key_id, auth = _key(gw)
     r = _upscale(gw, auth, png(picture(20, 10)), model_id=FLAKY)
     assert r.status_code == 200, r.text
     assert httpx.get(gw.url + r.json()["images"][0]["url"], timeout=30).status_code == 200
-    (first, second) = _attempts(gw, key_id)
-    # orch-a's only runner for the model answers ERROR: no capacity there, not a failure.
-    assert first[:2] == ("orch-a", "failed")
-    assert first[2] in ("no_capacity", "insufficient_capacity")
-    assert second == ("orch-b", "done", None)
+    # orch-a's only runner for the model is full: no capacity there, not a failure.
+    assert _attempts(gw, key_id) == [
+        ("orch-a", "failed", "insufficient_capacity"),
+        ("orch-b", "done", None),
+    ]
+    pool = {o["name"]: o for o in gw.admin("GET", "/admin/orchestrators").json()}
+    assert not pool["orch-a"]["suspended"]
     assert gw.balance(key_id) == 10**9 - 20 * 10
+
+
+def test_a_down_runner_sends_the_job_elsewhere(world: World) -> None:
+    # orch-a's runner answers /health ERROR: its worker advertises the model down, and the
+    # gateway goes to orch-b first, although orch-a is in its region.
+    gw = world.gw
+    key_id, auth = _key(gw)
+    wait_for(
+        lambda: (
+            _models(gw, "orch-a").get(DOWNED) is None
+            and _models(gw, "orch-b").get(DOWNED) is not None
+        ),
+        timeout=30,
+        what="the probes to see orch-a's runner down",
+    )
+    r = _upscale(gw, auth, png(picture(20, 10)), model_id=DOWNED)
+    assert r.status_code == 200, r.text
+    assert _attempts(gw, key_id) == [("orch-b", "done", None)]
+
+
+def test_warm_orchestrators_before_cold(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    assert _models(gw, "orch-a")[WARM] is False and _models(gw, "orch-b")[WARM] is True
+    r = _upscale(gw, auth, png(picture(20, 10)), model_id=WARM)
+    assert r.status_code == 200, r.text
+    assert _attempts(gw, key_id) == [("orch-b", "done", None)]
+
+
+def _models(gw: Gateway, name: str) -> dict[str, bool]:
+    """The upscale models the gateway's last probe saw on orchestrator ``name``, and warm."""
+    (o,) = [o for o in gw.admin("GET", "/admin/orchestrators").json() if o["name"] == name]
+    return {m["model_id"]: m["warm"] for m in o["ai_models"] if m["pipeline"] == "upscale"}
 
 
 def test_a_refused_input_is_400_and_not_retried(world: World) -> None:
