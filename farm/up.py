@@ -32,9 +32,11 @@ class Supervisor:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stopping: bool = False
 
-    def start(self, name: str, args: list[str]) -> None:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "farm.cli", *args]
-        self.children[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
+        self.children[name] = subprocess.Popen(
+            cmd, env={**self.env, **(env or {})}, start_new_session=True
+        )
 
     def stop(self, *_: Any) -> None:
         self._stopping = True
@@ -80,6 +82,8 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    # AI models go to one AI worker of their own; the others keep the transcode queues.
+    ai_models = env.pop("FARM_AI_MODELS", None)
     redis_server: EmbeddedRedis | None = None
     if embedded:
         redis_server = EmbeddedRedis(home)
@@ -92,6 +96,10 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
         sup.start("node", ["node", "--host", settings.host, "--port", str(settings.port)])
         for i in range(settings.workers):
             sup.start(f"worker-{i}", ["worker", "--loglevel", "WARNING"])
+        if ai_models:
+            sup.start(
+                "ai-worker", ["worker", "--loglevel", "WARNING"], {"FARM_AI_MODELS": ai_models}
+            )
         sup.start(
             "beat", ["beat", "--schedule", str(home / "beat-schedule"), "--loglevel", "WARNING"]
         )
