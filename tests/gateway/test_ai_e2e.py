@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
-from tests.factories import mp4_clip
+from tests.factories import mp4_clip, wav_audio
 from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway, orchestrators
 
@@ -30,6 +30,7 @@ DOWNED = "test/downed-upscaler"  # its runner on orch-a is down; built in on orc
 WARM = "test/warm-upscaler"  # cold on orch-a, warm on orch-b (both built in)
 PICKY = "test/picky-upscaler"  # refuses its input on orch-a, would work on orch-b
 I2V = "test/i2v"
+TTS = "test/tts"
 CHAT = {"role": "user", "content": "hello"}
 SLOW = "test/slow-upscaler"  # slower on orch-a than the gateway waits; quick on orch-b
 BROKEN_LLM = "test/broken-llm"  # fails after its first chunk
@@ -49,18 +50,20 @@ class World:
     flaky_b: Any  # the farm ai-runner process serving FLAKY on orch-b
     picky_b: ScriptedRunner
     video: bytes
+    speech: bytes
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("ai-e2e")
-    video, small = mp4_clip(), png(picture(8, 8))
+    video, small, speech = mp4_clip(), png(picture(8, 8)), wav_audio(0.5)
     scripted = {
         "down": ScriptedRunner(health="ERROR"),
         "full": ScriptedRunner(status=503, body={"detail": {"msg": "insufficient capacity"}}),
         "picky_a": ScriptedRunner(status=400, body={"detail": {"msg": "prompt is not allowed"}}),
         "picky_b": ScriptedRunner(status=200, body=_images("image/png", small)),
         "i2v": ScriptedRunner(status=200, body=_images("video/mp4", video)),
+        "tts": ScriptedRunner(status=200, body={"audio": {"url": _data_url("audio/wav", speech)}}),
         "slow_a": ScriptedRunner(status=200, body=_images("image/png", small), delay_s=4.0),
         "quick_b": ScriptedRunner(status=200, body=_images("image/png", small)),
         "broken": ScriptedRunner(
@@ -80,6 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"pipeline": "upscale", "model_id": WARM, "warm": False},
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_a"].url},
             {"pipeline": "image-to-video", "model_id": I2V, "url": scripted["i2v"].url},
+            {"pipeline": "text-to-speech", "model_id": TTS, "url": scripted["tts"].url},
             {"pipeline": "llm", "model_id": "farm/echo", "warm": True},
             {"pipeline": "llm", "model_id": BROKEN_LLM, "url": scripted["broken"].url},
             {"pipeline": "upscale", "model_id": SLOW, "url": scripted["slow_a"].url},
@@ -109,16 +113,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             FARM_AI_JOB_TIMEOUT_S="60",
             FARM_SUSPEND_S="1",
         )
-        yield World(env, gw, flaky_b, scripted["picky_b"], video)
+        yield World(env, gw, flaky_b, scripted["picky_b"], video, speech)
 
 
 def _workers(models: list[dict[str, Any]]) -> dict[str, str]:
     return {"FARM_AI_MODELS": json.dumps(models), "FARM_AI_PROBE_S": "0.3"}
 
 
+def _data_url(content_type: str, data: bytes) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+
+
 def _images(content_type: str, data: bytes) -> dict[str, object]:
-    url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-    return {"images": [{"url": url, "seed": 1, "nsfw": False}]}
+    return {"images": [{"url": _data_url(content_type, data), "seed": 1, "nsfw": False}]}
 
 
 def _key(gw: Gateway) -> tuple[str, dict[str, str]]:
@@ -297,6 +304,23 @@ def test_image_to_video_async_then_result(world: World) -> None:
     media = httpx.get(gw.url + video["url"], timeout=30)
     assert media.headers["content-type"] == "video/mp4" and media.content == world.video
     assert gw.balance(key_id) == 10**9 - 64 * 96 * 25
+
+
+def test_text_to_speech_audio_is_rehosted_and_priced_per_character(world: World) -> None:
+    gw = world.gw
+    key_id, auth = _key(gw)
+    r = httpx.post(
+        f"{gw.url}/text-to-speech",
+        headers=auth,
+        json={"model_id": TTS, "text": "¡hola, señor!"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    url = r.json()["audio"]["url"]
+    assert url.startswith("/ai/media/") and url.endswith(".wav")
+    audio = httpx.get(gw.url + url, timeout=30)
+    assert audio.headers["content-type"] == "audio/wav" and audio.content == world.speech
+    assert gw.balance(key_id) == 10**9 - 1000 * len("¡hola, señor!")  # 13 characters
 
 
 def test_a_runner_failing_mid_stream_ends_the_events_with_an_error(world: World) -> None:
