@@ -139,11 +139,15 @@ def orchestrators(
     own Redis database and PostgreSQL schema, plus a database and a schema for gateways.
 
     With ``private_redis`` each cluster gets a Redis server of its own (farm.embedded), and
-    only the gateways' database is taken from the shared server's test databases."""
+    only the gateways' database is taken from the shared server's test databases. A pinned
+    FARM_TEST_REDIS_DB (parallel runs from several checkouts, see tests/conftest.py) implies
+    it: the run then touches that one database of the shared server and no other."""
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     need_service("PostgreSQL", "127.0.0.1", 5432)
-    # Of the tests' databases 8-15; FARM_TEST_REDIS_DB pins the first (see tests/conftest.py).
-    base = int(os.environ.get("FARM_TEST_REDIS_DB") or 8 + (os.getpid() % 2) * 4)
+    pinned = os.environ.get("FARM_TEST_REDIS_DB")
+    private_redis = private_redis or bool(pinned)
+    # Of the tests' databases 8-15.
+    base = int(pinned or 8 + (os.getpid() % 2) * 4)
     dbs = [base + i for i in range(1 if private_redis else len(specs) + 1)]
     for db in dbs:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
