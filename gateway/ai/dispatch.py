@@ -1,9 +1,10 @@
 """Running one AI request on the pool: go-livepeer's AI retry loop (``processAIRequest``).
 
 Orchestrators whose workers serve the model warm are tried first, then those serving it cold
-(go-livepeer's warm and cold pools), best score first within each, each at most once per
-request, within a time budget (go-livepeer's ``-aiProcessingRetryTimeout``) and a count
-(20 tries):
+(go-livepeer's warm and cold pools), best score first within each; those advertising a higher
+price for the model than the gateway's are left out (go-livepeer's max price). Each is tried
+at most once per request, within a time budget (go-livepeer's
+``-aiProcessingRetryTimeout``) and a count (20 tries):
 
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from celery.exceptions import CeleryError
@@ -133,8 +135,11 @@ class AIDispatcher:
         last_error = "no healthy orchestrator"
         tries = 0
         key = (req.pipeline.name, req.model_id)
+        most = Fraction(*bill.price)
 
-        def tier(o: Orchestrator) -> int:
+        def tier(o: Orchestrator) -> int | None:
+            if most and o.ai_prices.get(key, 0) > most:
+                return None  # above the gateway's price: go-livepeer's max price filter
             # go-livepeer's warm pool first, then the cold one; orchestrators whose workers
             # did not advertise the model at the last probe last (they may have it by now).
             warm = o.ai_models.get(key)

@@ -28,6 +28,7 @@ MODEL = "stabilityai/stable-diffusion-x4-upscaler"
 FLAKY = "test/flaky-upscaler"  # full on orch-a, served by a real runner on orch-b
 DOWNED = "test/downed-upscaler"  # its runner on orch-a is down; built in on orch-b
 WARM = "test/warm-upscaler"  # cold on orch-a, warm on orch-b (both built in)
+PRICEY = "test/pricey-upscaler"  # orch-a asks more than the gateway's price for it
 PICKY = "test/picky-upscaler"  # refuses its input on orch-a, would work on orch-b
 I2V = "test/i2v"
 TTS = "test/tts"
@@ -81,6 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"pipeline": "upscale", "model_id": FLAKY, "url": scripted["full"].url},
             {"pipeline": "upscale", "model_id": DOWNED, "url": scripted["down"].url},
             {"pipeline": "upscale", "model_id": WARM, "warm": False},
+            {"pipeline": "upscale", "model_id": PRICEY, "warm": True, "price_per_unit": 11},
             {"pipeline": "upscale", "model_id": PICKY, "url": scripted["picky_a"].url},
             {"pipeline": "image-to-video", "model_id": I2V, "url": scripted["i2v"].url},
             {"pipeline": "text-to-speech", "model_id": TTS, "url": scripted["tts"].url},
@@ -94,6 +96,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"pipeline": "upscale", "model_id": SLOW, "url": scripted["quick_b"].url},
             {"pipeline": "upscale", "model_id": DOWNED},
             {"pipeline": "upscale", "model_id": WARM, "warm": True},
+            {"pipeline": "upscale", "model_id": PRICEY, "price_per_unit": 20, "pixels_per_unit": 2},
         ]
         env = stack.enter_context(
             orchestrators(
@@ -107,6 +110,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         gw = env.gateway(
             FARM_AI_PRICE_PER_UNIT="1",
+            FARM_AI_PRICES=json.dumps(
+                [{"pipeline": "upscale", "model_id": PRICEY, "price_per_unit": 10}]
+            ),
             FARM_RATE_BURST="1000",
             FARM_RATE_LIMIT_PER_MINUTE="60000",
             FARM_AI_RETRY_TIMEOUT_S="30",
@@ -232,6 +238,16 @@ def test_warm_orchestrators_before_cold(world: World) -> None:
     r = _upscale(gw, auth, png(picture(20, 10)), model_id=WARM)
     assert r.status_code == 200, r.text
     assert _attempts(gw, key_id) == [("orch-b", "done", None)]
+
+
+def test_orchestrators_asking_more_than_the_gateways_price_are_left_out(world: World) -> None:
+    # The gateway's price for the model is 10 per unit: orch-a asks 11, orch-b 20/2 = 10.
+    gw = world.gw
+    key_id, auth = _key(gw)
+    r = _upscale(gw, auth, png(picture(20, 10)), model_id=PRICEY)
+    assert r.status_code == 200, r.text
+    assert _attempts(gw, key_id) == [("orch-b", "done", None)]
+    assert r.headers["livepeer-charged"] == str(20 * 10 * 10)
 
 
 def _models(gw: Gateway, name: str) -> dict[str, bool]:
