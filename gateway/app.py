@@ -14,17 +14,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
 from farm import metrics as farm_metrics
-from farm.errors import (
-    ConfigError,
-    FarmError,
-    NoCapacity,
-    PermanentError,
-    ProfileInvalid,
-    RetryableError,
-)
-from farm.jobs import JobNotFound
-from gateway.api import admin, ingest, studio
-from gateway.errors import GatewayError
+from farm.errors import FarmError
+from gateway.ai.errors import livepeer_error_body
+from gateway.ai.service import AIService
+from gateway.api import admin, ai, ingest, studio
+from gateway.errors import http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.tasks import TaskRunner
@@ -34,28 +28,21 @@ __all__ = ["create_app", "error_response"]
 log = logging.getLogger(__name__)
 
 
-def _status(error: FarmError) -> int:
-    if isinstance(error, GatewayError):
-        return error.status
-    if isinstance(error, ProfileInvalid):
-        return 400
-    if isinstance(error, JobNotFound):
-        return 404
-    if isinstance(error, PermanentError):
-        return 422
-    if isinstance(error, (NoCapacity, RetryableError)):
-        return 503
-    if isinstance(error, ConfigError):
-        return 500
-    return 500
-
-
 def error_response(
-    status: int, code: str, message: str, retry_after: float | None = None
+    status: int,
+    code: str,
+    message: str,
+    retry_after: float | None = None,
+    *,
+    livepeer_ai: bool = False,
 ) -> JSONResponse:
-    """The one error shape: ``{"errors": [message], "code": code}`` (Studio's, plus a code)."""
+    """The one error shape: ``{"errors": [message], "code": code}`` (Studio's, plus a code);
+    on the AI routes go-livepeer's ``{"error": {"message": message}}``."""
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    return JSONResponse({"errors": [message], "code": code}, status_code=status, headers=headers)
+    body = (
+        livepeer_error_body(status, message) if livepeer_ai else {"errors": [message], "code": code}
+    )
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(
@@ -74,20 +61,22 @@ def create_app(
             yield
         finally:
             app.state.tasks.close()
+            app.state.ai.close()
             state.close()
 
     app = FastAPI(
         title="farm gateway",
         version=__version__,
         lifespan=lifespan,
-        description="Livepeer-compatible segment ingest, file transcoding, credit.",
+        description="Livepeer-compatible segment ingest, file transcoding, AI, credit.",
     )
     app.state.gateway = state
     app.state.tasks = TaskRunner(state)
+    app.state.ai = AIService(state)
 
     @app.exception_handler(FarmError)
-    async def farm_error(_: Request, e: FarmError) -> JSONResponse:
-        status = _status(e)
+    async def farm_error(request: Request, e: FarmError) -> JSONResponse:
+        status = http_status(e)
         if status >= 500:
             log.warning("%s: %s", e.code, e)
         return error_response(
@@ -95,20 +84,38 @@ def create_app(
             e.code,
             str(e),
             getattr(e, "retry_after", None) or (5.0 if status == 503 else None),
+            livepeer_ai=ai.is_ai_route(request),
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+        return error_response(
+            e.status_code,
+            codes.get(e.status_code, "http_error"),
+            str(e.detail),
+            livepeer_ai=ai.is_ai_route(request),
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}"
             for err in e.errors()
         )
-        return error_response(400, "bad_request", problems or "invalid request")
+        return error_response(
+            400,
+            "bad_request",
+            problems or "invalid request",
+            livepeer_ai=ai.is_ai_route(request),
+        )
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> JSONResponse:
+        # Logged by Starlette's error middleware, which re-raises after this answer.
+        return error_response(
+            500, "internal_error", "internal error", livepeer_ai=ai.is_ai_route(request)
+        )
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -129,6 +136,7 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(studio.router)
     app.include_router(admin.router)
+    app.include_router(ai.router)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Who is calling: an API key (with credit), the auth webhook, or the admin token."""
+"""Who is calling and how they pay: an API key (with credit), Livepeer tickets (ETH deposit),
+the auth webhook, or the admin token."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.errors import AuthFailed, Forbidden
+from gateway.errors import AuthFailed, BadRequest, Forbidden
+from gateway.ethpay import TicketPayment
+from gateway.payments import CreditPayment, ExternalPayment, Payment
 from gateway.state import GatewayState
+from gateway.webhook import WebhookDecision
 
-__all__ = ["AdminCaller", "Caller", "KeyCaller", "bearer", "state_of"]
+__all__ = [
+    "AdminCaller",
+    "Caller",
+    "KeyCaller",
+    "authorise",
+    "bearer",
+    "payment_for",
+    "state_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,44 @@ def bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthFailed("Authorization must be 'Bearer <API key>'")
     return token.strip()
+
+
+def authorise(
+    state: GatewayState, request: Request, stream_id: str | None = None
+) -> tuple[Caller, WebhookDecision | None]:
+    """The caller of a job request, counted against its rate limit.
+
+    A bearer API key pays from its credit; a ``Livepeer-Payment`` header credits the ticket
+    sender's balance first; otherwise the auth webhook decides (keyed by ``stream_id``, the
+    request URL when none), and the job is billed outside the gateway.
+    """
+    token = bearer(request)
+    if token is not None:
+        key_id = state.ledger.authenticate(token)
+        state.limiter.hit(key_id)
+        return Caller(key_id), None
+    payment_header = request.headers.get("livepeer-payment")
+    if payment_header is not None:
+        if state.eth is None:
+            raise BadRequest("this gateway takes no ticket payments (no chain configured)")
+        credited = state.eth.receive(payment_header)
+        state.limiter.hit(credited.key_id)
+        return Caller(credited.key_id, "tickets", credited.price_per_pixel), None
+    if state.webhook is None:
+        raise AuthFailed("missing API key: send Authorization: Bearer <key>")
+    url = str(request.url)
+    decision = state.webhook.check(url, stream_id or url)
+    state.limiter.hit(f"stream:{decision.manifest_id}")
+    return Caller(None, "external"), decision
+
+
+def payment_for(state: GatewayState, caller: Caller) -> Payment:
+    """How ``caller``'s jobs are paid: ticket-funded balance, API-key credit, or externally."""
+    if caller.key_id is None:
+        return ExternalPayment()
+    if caller.pays_with == "tickets":
+        return TicketPayment(state.ledger, caller.key_id)
+    return CreditPayment(state.ledger, caller.key_id)
 
 
 def _key_caller(request: Request) -> Caller:

@@ -89,15 +89,9 @@ class Dispatcher:
         # slow orchestrator is replaced, and the caller is never kept waiting without bound.
         per_attempt = self.attempt_timeout(duration_s)
         deadline = time.monotonic() + self.max_attempts * per_attempt
-        tried: set[str] = set()
         last_error = "no healthy orchestrator"
         attempt = 0
-        while attempt < self.max_attempts and time.monotonic() < deadline:
-            candidates = self.pool.candidates(exclude=tried)
-            if not candidates:
-                break
-            o = candidates[0]
-            tried.add(o.name)
+        for o in self.pool.walk(self.max_attempts, deadline):
             attempt += 1
             if attempt > 1:
                 metrics.orchestrator_swap(last_error)

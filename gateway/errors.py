@@ -1,8 +1,9 @@
-"""The gateway's errors, each with the HTTP status it maps to (in gateway.app, once)."""
+"""The gateway's errors, each with the HTTP status it maps to (:func:`http_status`, once)."""
 
 from __future__ import annotations
 
-from farm.errors import FarmError
+from farm.errors import FarmError, NoCapacity, PermanentError, ProfileInvalid, RetryableError
+from farm.jobs import JobNotFound
 
 __all__ = [
     "AuthFailed",
@@ -16,6 +17,7 @@ __all__ = [
     "RateLimited",
     "TranscodeFailed",
     "Unavailable",
+    "http_status",
 ]
 
 
@@ -103,3 +105,18 @@ class NoOrchestrators(Unavailable):
     """Raised when no healthy orchestrator could transcode the segment."""
 
     code = "no_orchestrators"
+
+
+def http_status(error: FarmError) -> int:
+    """The HTTP status an error is answered with (the one mapping of errors to statuses)."""
+    if isinstance(error, GatewayError):
+        return error.status
+    if isinstance(error, ProfileInvalid):
+        return 400
+    if isinstance(error, JobNotFound):
+        return 404
+    if isinstance(error, PermanentError):
+        return 422
+    if isinstance(error, (NoCapacity, RetryableError)):
+        return 503
+    return 500

@@ -125,3 +125,43 @@ def set_sender_funds(deposit_gwei: float, reserve_gwei: float) -> None:
 
 
 __all__ += ["payment_create_failed", "set_sender_funds", "tickets_sent"]
+
+
+# --- AI requests (go-livepeer's ai_* names) ---
+AI_MODELS_REQUESTED = Gauge(
+    "livepeer_ai_models_requested",
+    "AI requests received, by pipeline and model",
+    ["pipeline", "model_name"],
+    multiprocess_mode="sum",
+)
+# One process may hold both the farm's and the gateway's metrics: share the counter.
+AI_REQUEST_ERRORS = farm_metrics.AI_ERRORS
+AI_REQUEST_PRICE = Gauge(
+    "livepeer_ai_request_price",
+    "Price per unit of the last AI request, by pipeline",
+    ["pipeline", "model_name"],
+    multiprocess_mode="livemostrecent",
+)
+AI_LATENCY = Histogram(
+    "livepeer_ai_request_latency_seconds",
+    "AI request received to response",
+    ["pipeline"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+
+
+def ai_requested(pipeline: str, model: str, price_per_unit: float) -> None:
+    """An AI request was accepted and priced."""
+    AI_MODELS_REQUESTED.labels(pipeline=pipeline, model_name=model).inc()
+    AI_REQUEST_PRICE.labels(pipeline=pipeline, model_name=model).set(price_per_unit)
+
+
+def ai_done(pipeline: str, model: str, seconds: float, error_code: str = "") -> None:
+    """An AI request finished (``error_code`` empty when it succeeded)."""
+    if error_code:
+        AI_REQUEST_ERRORS.labels(error_code=error_code, pipeline=pipeline, model_name=model).inc()
+    else:
+        AI_LATENCY.labels(pipeline=pipeline).observe(seconds)
+
+
+__all__ += ["ai_done", "ai_requested"]

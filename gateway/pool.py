@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
 import httpx
 
@@ -41,6 +43,10 @@ class Orchestrator:
     #: EWMA of segment outcomes (1 = success).
     success: float = 1.0
     suspended_until: float = 0.0
+    #: AI models its workers serve, (pipeline, model id) -> warm, from the last probe.
+    ai_models: dict[tuple[str, str], bool] = field(default_factory=dict)
+    #: The highest price per unit its workers advertise per AI model (numeric prices only).
+    ai_prices: dict[tuple[str, str], Fraction] = field(default_factory=dict)
     _client: FarmClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,6 +85,10 @@ class Orchestrator:
             "success": round(self.success, 4),
             "score": round(self.score(region), 4),
             "probe_error": self.probe_error,
+            "ai_models": [
+                {"pipeline": p, "model_id": m, "warm": warm, "price": _price(self.ai_prices, p, m)}
+                for (p, m), warm in sorted(self.ai_models.items())
+            ],
         }
 
     def close(self) -> None:
@@ -122,6 +132,7 @@ class Pool:
             o.healthy = health.status_code == 200 and bool(status.get("capacity"))
             o.capacity = int(status.get("capacity") or 0)
             o.load = int(status.get("load") or 0)
+            o.ai_models, o.ai_prices = _ai_models(status)
             o.probe_error = (
                 None
                 if o.healthy
@@ -161,9 +172,31 @@ class Pool:
         ]
         return sorted(usable, key=lambda o: o.score(self.region), reverse=True)
 
+    def walk(
+        self,
+        max_tries: int,
+        deadline: float,
+        tier: Callable[[Orchestrator], int | None] | None = None,
+    ) -> Iterator[Orchestrator]:
+        """Orchestrators to try in turn, each once: the best untried healthy one each time
+        (the lowest ``tier`` first, then the best score; a tier of None leaves one out), while
+        tries and time (``deadline``, monotonic) last."""
+        tried: set[str] = set()
+        while len(tried) < max_tries and time.monotonic() < deadline:
+            candidates = self.candidates(exclude=tried)
+            if tier is not None:
+                ranked = [(rank, o) for o in candidates if (rank := tier(o)) is not None]
+                candidates = [o for _, o in sorted(ranked, key=lambda r: r[0])]
+            if not candidates:
+                return
+            best = candidates[0]
+            tried.add(best.name)
+            yield best
+
     def record(self, o: Orchestrator, ok: bool, round_trip_s: float, duration_s: float) -> None:
+        """Fold one outcome into the EWMAs; ``duration_s`` 0 (AI jobs) leaves latency alone."""
         o.success = (1 - _ALPHA) * o.success + _ALPHA * (1.0 if ok else 0.0)
-        if ok:
+        if ok and duration_s > 0:
             o.latency = (1 - _ALPHA) * o.latency + _ALPHA * (round_trip_s / max(duration_s, 0.5))
 
     def suspend(self, o: Orchestrator, reason: str) -> None:
@@ -183,3 +216,32 @@ class Pool:
         for o in self.orchestrators:
             o.close()
         self._http.close()
+
+
+def _ai_models(
+    status: dict[str, Any],
+) -> tuple[dict[tuple[str, str], bool], dict[tuple[str, str], Fraction]]:
+    """Over the workers' usable AI models in a /status answer: (pipeline, model id) -> warm,
+    and -> the highest price per unit advertised."""
+    models: dict[tuple[str, str], bool] = {}
+    prices: dict[tuple[str, str], Fraction] = {}
+    for worker in status.get("workers") or []:
+        for entry in worker.get("ai_models") or []:
+            if entry.get("status") == "down":
+                continue
+            key = (str(entry.get("pipeline")), str(entry.get("model_id")))
+            models[key] = models.get(key, False) or bool(entry.get("warm"))
+            try:
+                price = Fraction(str(entry.get("price_per_unit") or 0)) / Fraction(
+                    str(entry.get("pixels_per_unit") or 1)
+                )
+            except (ValueError, ZeroDivisionError):
+                continue  # a price in a currency ("0.5USD"): not comparable here
+            if price > prices.get(key, 0):
+                prices[key] = price
+    return models, prices
+
+
+def _price(prices: dict[tuple[str, str], Fraction], pipeline: str, model: str) -> str | None:
+    price = prices.get((pipeline, model))
+    return None if price is None else str(price)

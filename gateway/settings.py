@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
+from gateway.ai.pricing import CapabilityPrices
 
 __all__ = ["GatewaySettings", "OrchestratorConfig"]
 
@@ -111,6 +112,29 @@ class GatewaySettings(FarmBaseSettings):
     verification_freq: float = Field(0.0, ge=0, le=1)
     #: Below this luma PSNR two orchestrators' pictures disagree.
     verification_min_psnr: float = Field(25.0, gt=0)
+
+    #: AI prices per (pipeline, model) in go-livepeer's -maxPricePerCapability JSON shape,
+    #: {"capabilities_prices": [{"pipeline", "model_id" | "default", "price_per_unit",
+    #: "pixels_per_unit"}]}; credits per pixels_per_unit units (docs/ai.md).
+    ai_prices: CapabilityPrices = Field(default_factory=CapabilityPrices)
+    #: The price of AI work no entry of ai_prices covers (go-livepeer's -maxPricePerUnit).
+    ai_price_per_unit: int = Field(0, ge=0)
+    ai_pixels_per_unit: int = Field(1, ge=1)
+    #: No new try of an AI request starts after this (go-livepeer's -aiProcessingRetryTimeout).
+    ai_retry_timeout_s: float = Field(10.0, gt=0)
+    #: Tries of one AI request, each on another orchestrator (go-livepeer: 20).
+    ai_max_tries: int = Field(20, ge=1)
+    #: How long one orchestrator may take to answer an AI request.
+    ai_job_timeout_s: float = Field(300.0, gt=0)
+    #: Threads running Prefer: respond-async image-to-video requests.
+    ai_async_workers: int = Field(4, ge=1)
+
+    @field_validator("ai_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, v: Any) -> Any:
+        v = json.loads(v) if isinstance(v, str) else v
+        # A bare list of entries is accepted too.
+        return {"capabilities_prices": v} if isinstance(v, list) else v
 
     @field_validator("orchestrators", mode="before")
     @classmethod

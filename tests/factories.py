@@ -225,3 +225,35 @@ def probe(data: bytes) -> Probe:
         header_frames=header[6],
         average_rate=Fraction(header[7]) if header[7] else None,
     )
+
+
+def still_image(width: int = 64, height: int = 48, codec: str = "png") -> bytes:
+    """A real still picture (PNG, or JPEG with ``codec="mjpeg"``): a gradient of the size."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="image2pipe") as out:
+        stream = out.add_stream(codec, rate=1)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+        ramp = np.linspace(0, 255, width, dtype=np.uint8)
+        pixels = np.repeat(np.repeat(ramp[None, :, None], height, 0), 3, 2)
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format=stream.pix_fmt)
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def wav_audio(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A real mono 16-bit WAV file of a 440 Hz tone lasting ``seconds``."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        t = np.arange(round(seconds * rate)) / rate
+        tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+__all__ += ["still_image", "wav_audio"]

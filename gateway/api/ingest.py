@@ -18,38 +18,21 @@ from farm.media.output import EXTENSIONS, MIME_TYPES
 from farm.media.profiles import VideoProfile, profiles_from_json
 from farm.media.source import open_source
 from gateway import metrics
-from gateway.auth import Caller, bearer, state_of
+from gateway.api.body import read_body
+from gateway.auth import Caller, authorise, payment_for, state_of
 from gateway.dispatch import SegmentOutcome
-from gateway.errors import AuthFailed, BadRequest, PayloadTooLarge, TranscodeFailed
-from gateway.ethpay import EthPayments, TicketPayment
-from gateway.payments import CreditPayment, ExternalPayment, Payment
+from gateway.errors import BadRequest, TranscodeFailed
+from gateway.ethpay import EthPayments
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
 
-__all__ = ["read_body", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
 _MANIFEST = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SEGMENT = re.compile(r"^(\d{1,10})\.(ts|mp4)$")
 _RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
 _FORMATS = {"ts": "mpegts", "mp4": "mp4"}
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("Content-Length must be a number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoProfile] | None]:
@@ -84,29 +67,15 @@ def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoPro
 def _authorise(
     state: GatewayState, request: Request, manifest_id: str, profiles: list[VideoProfile] | None
 ) -> tuple[Caller, str, list[VideoProfile] | None]:
-    token = bearer(request)
-    if token is not None:
-        key_id = state.ledger.authenticate(token)
-        state.limiter.hit(key_id)
-        return Caller(key_id), manifest_id, profiles
-    payment_header = request.headers.get("livepeer-payment")
-    if payment_header is not None:
-        if state.eth is None:
-            raise BadRequest("this gateway takes no ticket payments (no chain configured)")
-        credited = state.eth.receive(payment_header)
-        state.limiter.hit(credited.key_id)
-        caller = Caller(credited.key_id, "tickets", credited.price_per_pixel)
+    caller, decision = authorise(state, request, manifest_id)
+    if decision is None:
         return caller, manifest_id, profiles
-    if state.webhook is None:
-        raise AuthFailed("missing API key: send Authorization: Bearer <key>")
-    decision = state.webhook.check(str(request.url), manifest_id)
-    state.limiter.hit(f"stream:{decision.manifest_id}")
     if decision.profiles is not None:
         try:
             profiles = profiles_from_json(decision.profiles)
         except ProfileInvalid as e:
             raise BadRequest(f"auth webhook profiles: {e}") from e
-    return Caller(None), decision.manifest_id, profiles
+    return caller, decision.manifest_id, profiles
 
 
 def _probe(data: bytes) -> None:
@@ -130,17 +99,15 @@ def _transcode(
     _probe(data)
     pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
-    payment: Payment
+    payment = payment_for(state, caller)
     # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the
     # others pay the price of the orchestrator that serves the segment.
     ticket_price = caller.price_per_pixel if caller.pays_with == "tickets" else None
     if ticket_price is not None and caller.key_id:
         reserve = EthPayments.cost(pixels, ticket_price)
-        payment = TicketPayment(state.ledger, caller.key_id)
     else:
         price, per = state.dispatcher.max_price()
         reserve = charge(pixels, price, per)
-        payment = CreditPayment(state.ledger, caller.key_id) if caller.key_id else ExternalPayment()
     slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
     with slot, payment.hold(ref, reserve) as hold:
         outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)

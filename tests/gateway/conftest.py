@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from farm.embedded import EmbeddedRedis
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 
@@ -129,17 +132,28 @@ class Gateway:
 
 
 @contextmanager
-def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) -> Iterator[Env]:
+def orchestrators(
+    home: Path, specs: Sequence[tuple[str, str, dict[str, str]]], private_redis: bool = False
+) -> Iterator[Env]:
     """Clusters named and placed by ``specs`` (name, region, extra worker env), each on its
-    own Redis database and PostgreSQL schema, plus a database and a schema for gateways."""
+    own Redis database and PostgreSQL schema, plus a database and a schema for gateways.
+
+    With ``private_redis`` each cluster gets a Redis server of its own (farm.embedded), and
+    only the gateways' database is taken from the shared server's test databases. A pinned
+    FARM_TEST_REDIS_DB (parallel runs from several checkouts, see tests/conftest.py) implies
+    it: the run then touches that one database of the shared server and no other."""
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     need_service("PostgreSQL", "127.0.0.1", 5432)
-    base = 8 + (os.getpid() % 2) * 4  # of the tests' databases 8-15
-    dbs = [base + i for i in range(len(specs) + 1)]
+    pinned = os.environ.get("FARM_TEST_REDIS_DB")
+    private_redis = private_redis or bool(pinned)
+    # Of the tests' databases 8-15.
+    base = int(pinned or 8 + (os.getpid() % 2) * 4)
+    dbs = [base + i for i in range(1 if private_redis else len(specs) + 1)]
     for db in dbs:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
     engine = sa.create_engine(PG_URL)
-    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in dbs]
+    schemas = [f"g_{uuid.uuid4().hex[:10]}" for _ in range(len(specs) + 1)]
+    servers: list[EmbeddedRedis] = []
     with engine.begin() as conn:
         for s in schemas:
             conn.exec_driver_sql(f"CREATE SCHEMA {s}")
@@ -148,9 +162,13 @@ def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) 
         for i, (name, region, extra) in enumerate(specs):
             cluster_home = home / name
             cluster_home.mkdir()
-            variables = cluster_env(
-                cluster_home, f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}", e.pg(schemas[i])
-            )
+            if private_redis:
+                servers.append(EmbeddedRedis(cluster_home / "redis", persist=False))
+                servers[-1].start()
+                broker = servers[-1].url
+            else:
+                broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{dbs[i]}"
+            variables = cluster_env(cluster_home, broker, e.pg(schemas[i]))
             variables.update(extra)
             cluster = Cluster(cluster_home, variables)
             worker = cluster.start_worker()
@@ -171,6 +189,8 @@ def orchestrators(home: Path, specs: Sequence[tuple[str, str, dict[str, str]]]) 
                 g.kill()
         for o in e.orchs:
             o.cluster.stop()
+        for server in servers:
+            server.stop()
         with engine.begin() as conn:
             for s in schemas:
                 conn.exec_driver_sql(f"DROP SCHEMA {s} CASCADE")
@@ -206,3 +226,32 @@ def gateway(env: Env) -> Gateway:
 
 
 Factory = Callable[..., Gateway]
+
+
+@contextmanager
+def webhook_server(decide: Callable[[str], tuple[int, bytes]]) -> Iterator[tuple[str, list[str]]]:
+    """An auth webhook on loopback: (its URL, the ingest URLs it was asked about).
+
+    ``decide`` maps a request URL to the webhook's status and body."""
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            url = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["url"]
+            calls.append(url)
+            status, body = decide(url)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/auth", calls
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -24,7 +24,7 @@ from chain.devchain import (
     mine,
     mine_to_next_round,
 )
-from chain.params import RecipientConfig, TicketParamsIssuer
+from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer
 from chain.payment import decode_payment, params_from_json
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
@@ -37,6 +37,7 @@ PIXELS = 30 * 256 * 144  # one 1 s segment at 30 fps in PROFILES
 PRICE = 10**10  # wei per encoded pixel for ticket payers: a job costs about 11 tickets
 EV = 10**15  # worth redeeming: above a ticket's share of the batch transaction's cost
 SECRET = "11" * 32
+AI_PRICE = 10**12  # wei per AI unit: 1000 x characters for text-to-speech
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def paid(
             FARM_TICKET_MAX_FACE_VALUE_WEI=str(EV),
             FARM_REDEEM_GAS="1",
             FARM_ESTIMATE_MARGIN="0",
+            FARM_AI_PRICE_PER_UNIT=str(AI_PRICE),
         )
         yield env, gw
 
@@ -105,6 +107,15 @@ def farm_chain(
         text=True,
         timeout=120,
     )
+
+
+def broadcaster(gw: Gateway, devchain: DevChain) -> tuple[TicketSender, str, TicketParams]:
+    """The funded sender, its address, and fresh ticket params for it from the gateway."""
+    sender = TicketSender(devchain.broadcaster.private_key)
+    address = "0x" + sender.address.hex()
+    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
+    assert got.status_code == 200, got.text
+    return sender, address, params_from_json(got.json()["ticketParams"])
 
 
 def balance_of(gw: Gateway, address: str) -> int:
@@ -169,6 +180,35 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
     assert balance_of(gw, address) == after
 
 
+def test_pay_ai_requests_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
+    _, gw = paid
+    sender, address, params = broadcaster(gw, devchain)
+    keys = gw.admin("GET", "/admin/keys").json()
+    before = sum(int(k["balance"]) for k in keys if k["name"] == f"eth:{address.lower()}")
+    # A text that costs more than the balance plus one ticket (1000 x characters units).
+    text = "x" * ((before + EV) // (1000 * AI_PRICE) + 1)
+    cost = 1000 * len(text) * AI_PRICE
+
+    def speak(header: str) -> httpx.Response:
+        return httpx.post(
+            f"{gw.url}/text-to-speech",
+            json={"text": text},
+            headers={"Livepeer-Payment": header},
+            timeout=60,
+        )
+
+    short = speak(sender.pay(params, 1))
+    assert short.status_code == 400
+    assert short.json()["error"]["message"].startswith("Insufficient balance")
+    credited = balance_of(gw, address)
+    assert before < credited < cost
+    # Paid enough; this orchestrator has no AI workers, so nothing is charged.
+    unserved = speak(sender.pay(params, cost))
+    assert unserved.status_code == 503
+    assert unserved.json() == {"error": {"message": "Service Unavailable Error"}}
+    assert balance_of(gw, address) >= credited + cost
+
+
 def test_bad_payment_headers(paid: tuple[Env, Gateway]) -> None:
     _, gw = paid
     for header in ("not-base64!!", "eyJzZW5kZXIiOiAiMHgxMiJ9"):
@@ -186,10 +226,7 @@ def _tampered(header: str, **changes: str) -> str:
 
 def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
     _, gw = paid
-    sender = TicketSender(devchain.broadcaster.private_key)
-    address = "0x" + sender.address.hex()
-    got = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": address}, timeout=30)
-    params = params_from_json(got.json()["ticketParams"])
+    sender, address, params = broadcaster(gw, devchain)
     before = balance_of(gw, address)
     header = sender.pay(params, PIXELS * PRICE)
     other = "0x" + "22" * 20

@@ -3,52 +3,32 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from farm.media.synth import make_segment
-from tests.gateway.conftest import Env, Gateway
+from tests.gateway.conftest import Env, Gateway, webhook_server
 
 WEBHOOK_PROFILES = [{"name": "hook144", "width": 256, "height": 144, "bitrate": 300000, "fps": 30}]
 
 
+def _decide(url: str) -> tuple[int, bytes]:
+    if "/slow/" in url:
+        time.sleep(2)
+    if "/denied/" in url:
+        return 403, b""
+    if "/plain/" in url:
+        return 200, b""
+    return 200, json.dumps({"manifestID": "renamed", "profiles": WEBHOOK_PROFILES}).encode()
+
+
 @pytest.fixture(scope="module")
 def hook() -> Iterator[tuple[str, list[str]]]:
-    calls: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            url = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["url"]
-            calls.append(url)
-            if "/slow/" in url:
-                time.sleep(2)
-            if "/denied/" in url:
-                self.send_response(403)
-                self.end_headers()
-                return
-            body = (
-                b""
-                if "/plain/" in url
-                else json.dumps({"manifestID": "renamed", "profiles": WEBHOOK_PROFILES}).encode()
-            )
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/auth", calls
-    server.shutdown()
-    server.server_close()
+    with webhook_server(_decide) as h:
+        yield h
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,217 @@
+"""Running one AI request on the pool: go-livepeer's AI retry loop (``processAIRequest``).
+
+Orchestrators whose workers serve the model warm are tried first, then those serving it cold
+(go-livepeer's warm and cold pools), best score first within each; those advertising a higher
+price for the model than the gateway's are left out (go-livepeer's max price). Each is tried
+at most once per request, within a time budget (go-livepeer's
+``-aiProcessingRetryTimeout``) and a count (20 tries):
+
+- no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
+  another orchestrator, leaving this one in the pool;
+- ``invalid_request`` (the runner, or the farm, refused the input): the caller's error,
+  400, no retry;
+- anything else (a failed job, a timeout, an unreachable broker): suspend the orchestrator
+  and try another;
+- out of orchestrators, time or tries: 503.
+
+Every try is written to the session log with its orchestrator, latency, error and price.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, TypeVar
+
+from celery.exceptions import CeleryError
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from farm.ai.client import AIClient
+from farm.blobstore import BlobStore
+from farm.client import JobFailedError
+from farm.errors import FarmError
+from gateway import metrics
+from gateway.ai.pricing import Bill
+from gateway.ai.requests import AIRequest
+from gateway.ai.results import rehost
+from gateway.errors import BadRequest, NoOrchestrators
+from gateway.pool import Orchestrator, Pool
+from gateway.sessions import SessionLog
+
+__all__ = ["AIDispatcher", "AIInvalidRequest", "AIOutcome", "AIStream"]
+
+log = logging.getLogger(__name__)
+
+_INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
+#: Job error codes meaning "full or down here, maybe not elsewhere" (no suspension).
+CAPACITY_CODES = frozenset({"insufficient_capacity", "no_capacity"})
+#: Job error code for input the runner refused (the caller's mistake).
+INVALID_CODE = "invalid_request"
+
+T = TypeVar("T")
+
+
+class AIInvalidRequest(BadRequest):
+    """Raised when an orchestrator's runner refused the request's input (400, not retried)."""
+
+    code = "invalid_request"
+
+
+@dataclass(frozen=True, slots=True)
+class AIOutcome:
+    """A finished request: where it ran, after how many tries, and its rewritten response."""
+
+    orchestrator: str
+    attempts: int
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AIStream:
+    """An LLM stream under way: its first event is in hand, the rest still to come."""
+
+    orchestrator: str
+    attempts: int
+    first: dict[str, Any]
+    rest: Iterator[dict[str, Any]]
+
+
+class AIDispatcher:
+    """Tries an AI request on the pool's orchestrators in turn."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        log_: SessionLog,
+        blobs: BlobStore,
+        *,
+        retry_timeout_s: float = 10.0,
+        max_tries: int = 20,
+        job_timeout_s: float = 300.0,
+    ) -> None:
+        self.pool = pool
+        self.log = log_
+        self.blobs = blobs
+        self.retry_timeout_s = retry_timeout_s
+        self.max_tries = max_tries
+        self.job_timeout_s = job_timeout_s
+
+    def run(self, session_id: str, request_id: str, req: AIRequest, bill: Bill) -> AIOutcome:
+        """The request's response, its media re-hosted under ``request_id``."""
+
+        def finish(jobs: AIClient, job_id: str) -> dict[str, Any]:
+            result = jobs.wait(job_id, timeout=self.job_timeout_s)
+            types = {m.key: m.content_type for m in result.media}
+            return rehost(result.response, types, jobs.media, self.blobs, request_id)
+
+        name, attempts, response = self._loop(session_id, req, bill, finish)
+        return AIOutcome(name, attempts, response)
+
+    def stream(self, session_id: str, req: AIRequest, bill: Bill) -> AIStream:
+        """Start a streaming LLM request; retries end once its first event has arrived."""
+
+        def first(jobs: AIClient, job_id: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+            events = iter(jobs.stream(job_id, timeout=self.job_timeout_s))
+            for event in events:
+                return event, events
+            raise _EmptyStream(f"job {job_id} streamed nothing")
+
+        name, attempts, (head, rest) = self._loop(session_id, req, bill, first)
+        return AIStream(name, attempts, head, rest)
+
+    def _loop(
+        self,
+        session_id: str,
+        req: AIRequest,
+        bill: Bill,
+        finish: Callable[[AIClient, str], T],
+    ) -> tuple[str, int, T]:
+        deadline = time.monotonic() + self.retry_timeout_s
+        last_error = "no healthy orchestrator"
+        tries = 0
+        key = (req.pipeline.name, req.model_id)
+        most = Fraction(*bill.price)
+
+        def tier(o: Orchestrator) -> int | None:
+            if most and o.ai_prices.get(key, 0) > most:
+                return None  # above the gateway's price: go-livepeer's max price filter
+            # go-livepeer's warm pool first, then the cold one; orchestrators whose workers
+            # did not advertise the model at the last probe last (they may have it by now).
+            warm = o.ai_models.get(key)
+            return 0 if warm else 1 if warm is not None else 2
+
+        for o in self.pool.walk(self.max_tries, deadline, tier):
+            tries += 1
+            if tries > 1:
+                metrics.orchestrator_swap(last_error)
+            started = time.monotonic()
+            try:
+                jobs = o.client.ai
+                job_id = jobs.submit(
+                    pipeline=req.pipeline.name,
+                    model_id=req.model_id,
+                    params=req.params,
+                    files=req.files,
+                )
+                value = finish(jobs, job_id)
+            except (FarmError, *_INFRA_ERRORS) as e:
+                code = str(getattr(e, "code", None) or e.__class__.__name__)
+                last_error = self._record(session_id, tries, o, started, bill, code, e)
+                if code == INVALID_CODE:
+                    # The runner's own message (or the farm's), without the job wrapper.
+                    message = e.job.error if isinstance(e, JobFailedError) else None
+                    raise AIInvalidRequest(message or str(e)) from e
+                if code not in CAPACITY_CODES:
+                    self.pool.suspend(o, last_error)
+                continue
+            self._record(session_id, tries, o, started, bill)
+            return o.name, tries, value
+        raise NoOrchestrators(
+            f"no orchestrators available after {tries} tries; last: {last_error}"
+        ).with_retry_after(self.pool.retry_after())
+
+    def _record(
+        self,
+        session_id: str,
+        attempt: int,
+        o: Orchestrator,
+        started: float,
+        bill: Bill,
+        code: str | None = None,
+        error: Exception | None = None,
+    ) -> str:
+        """Log one try; for a failure, the description the next swap is counted under."""
+        latency = time.monotonic() - started
+        if code not in CAPACITY_CODES:  # being full is not failing
+            self.pool.record(o, code is None, latency, 0.0)
+        self.log.attempt(
+            session_id,
+            0,
+            attempt,
+            o.name,
+            latency,
+            "done" if code is None else "failed",
+            price=bill.price,
+            # The session log's pixels column holds the request's billing units.
+            pixels=bill.units if code is None else 0,
+            cost=bill.cost if code is None else 0,
+            error_code=None if code is None else code[:64],
+            error=None if error is None else str(error)[:2000],
+        )
+        if code is None:
+            return ""
+        log.info(
+            "AI request %s try %s on %s failed: %s: %s", session_id, attempt, o.name, code, error
+        )
+        return f"{o.name}: {code}: {error}"
+
+
+class _EmptyStream(FarmError):
+    """Raised when a streaming job ends before its first event."""
+
+    code = "empty_stream"

@@ -1,0 +1,65 @@
+"""Measuring uploads with PyAV: an image's width and height, an audio file's duration.
+
+AI jobs are priced from their input (pixels of the image, seconds of the audio), so the
+gateway opens every uploaded file before it prices the job; a file PyAV cannot read is the
+caller's error (400), found before any credit is held or any orchestrator is asked.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+
+from gateway.errors import BadRequest
+
+__all__ = ["MediaInfo", "audio_seconds", "image_size"]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """What was measured of a request's upload (nothing for text-only pipelines)."""
+
+    width: int = 0
+    height: int = 0
+    seconds: float = 0.0
+
+
+def image_size(data: bytes, field: str = "image") -> MediaInfo:
+    """The width and height of an image (PNG, JPEG, WebP, ... anything FFmpeg decodes)."""
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            if not container.streams.video:
+                raise BadRequest(f"{field}: not an image (no picture in the file)")
+            ctx = container.streams.video[0].codec_context
+            width, height = ctx.width, ctx.height
+            if not width or not height:
+                frame = next(container.decode(video=0))
+                width, height = frame.width, frame.height
+    except (av.FFmpegError, StopIteration, ValueError) as e:
+        raise BadRequest(f"{field}: not a decodable image: {e}") from e
+    if width <= 0 or height <= 0:
+        raise BadRequest(f"{field}: the image has no size")
+    return MediaInfo(width=width, height=height)
+
+
+def audio_seconds(data: bytes, field: str = "audio") -> MediaInfo:
+    """The duration of an audio file; from its header, else by decoding it."""
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            if not container.streams.audio:
+                raise BadRequest(f"{field}: not an audio file (no audio stream)")
+            stream = container.streams.audio[0]
+            if container.duration:
+                seconds = container.duration / av.time_base
+            elif stream.duration and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            else:
+                samples = sum(int(frame.samples) for frame in container.decode(audio=0))
+                seconds = samples / (stream.sample_rate or 1)
+    except (av.FFmpegError, ValueError) as e:
+        raise BadRequest(f"{field}: not a decodable audio file: {e}") from e
+    if seconds <= 0:
+        raise BadRequest(f"{field}: the audio has no duration")
+    return MediaInfo(seconds=seconds)
