@@ -200,3 +200,20 @@ def cluster_env(
     if registry:
         env["FARM_REGISTRY_URL"] = registry
     return env
+
+
+def farm_chain(
+    devchain_file: Path,
+    *args: str,
+    role: str = "orchestrator",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``farm chain --devchain FILE --as ROLE ARGS``, as an operator runs it."""
+    cli = [sys.executable, "-m", "farm.cli", "chain"]
+    return subprocess.run(
+        [*cli, "--devchain", str(devchain_file), "--as", role, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
+from tests.farm.harness import farm_chain as run_farm_chain
 
 
 def farm_chain(
@@ -13,22 +13,7 @@ def farm_chain(
     *args: str,
     role: str = "orchestrator",
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "chain",
-            "--devchain",
-            str(env.json_path),
-            "--as",
-            role,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_farm_chain(env.json_path, *args, role=role)
 
 
 def test_staking_cli(env: Env) -> None:  # noqa: F811

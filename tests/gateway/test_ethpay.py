@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +28,7 @@ from chain.payment import decode_payment, params_from_json
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from farm.media.synth import make_segment
-from tests.farm.harness import wait_for
+from tests.farm.harness import farm_chain, wait_for
 from tests.gateway.conftest import ADMIN, Env, Gateway, orchestrators
 
 PROFILES = '{"profiles":[{"name":"low","width":256,"height":144,"bitrate":300000,"fps":30}]}'
@@ -80,31 +79,6 @@ def push(gw: Gateway, header: str, seq: int) -> httpx.Response:
             "Content-Duration": "1000",
             "Livepeer-Transcode-Configuration": PROFILES,
         },
-        timeout=120,
-    )
-
-
-FARM_CHAIN = [sys.executable, "-m", "farm.cli", "chain"]
-
-
-def farm_chain(
-    devchain_file: Path, *args: str, role: str = "orchestrator"
-) -> subprocess.CompletedProcess[str]:
-    """``farm chain --devchain FILE --as ROLE ARGS``, as an operator runs it."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "farm.cli",
-            "chain",
-            "--devchain",
-            str(devchain_file),
-            "--as",
-            role,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
 
@@ -318,19 +292,12 @@ def test_operator_sets_the_ticket_price(
 
     # livepeer_cli's price setting: the gateway quotes it in params issued from now on.
     def config(token: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                *FARM_CHAIN,
-                "--devchain",
-                str(devchain_file),
-                "config",
-                *args,
-                "--gateway-url",
-                gw.url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        return farm_chain(
+            devchain_file,
+            "config",
+            *args,
+            "--gateway-url",
+            gw.url,
             env={**os.environ, "FARM_ADMIN_TOKEN": token},
         )
 
