@@ -7,8 +7,6 @@ to it as go-livepeer's transcoder does.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +15,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from farm.client import FarmClient, JobFailedError
 from farm.golivepeer import net_pb2
 from farm.jobs import JobView
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from farm.remote.tls import ensure_certificate
 from tests.farm.harness import Cluster, check_renditions, cluster_env, free_port, wait_for
 from tests.farm.livepeer_transcoder import LivepeerTranscoder, multipart
 
@@ -36,35 +31,7 @@ LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost, as go-livepeer makes its own."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / "node.crt", directory / "node.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certfile, keyfile
+    return ensure_certificate(directory, ("127.0.0.1", "localhost"))
 
 
 class Node:
