@@ -33,12 +33,12 @@ from farm.errors import (
     UnsupportedCodec,
 )
 from farm.media.codecs import QUIET_OPTIONS, EncoderChoice, choose_encoder
-from farm.media.output import MIME_TYPES, OutputFile, check_format
+from farm.media.output import MIME_TYPES, STREAMABLE, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
 
 if TYPE_CHECKING:
-    from farm.media.verify import Failure
+    from farm.media.verify import Failure, FollowingVerifier
 
 __all__ = ["EngineOptions", "Rendition", "TranscodeResult", "adts_to_mp4", "transcode"]
 
@@ -64,8 +64,11 @@ class EngineOptions:
     #: Encode renditions on their own threads (off only to measure the difference).
     parallel: bool = True
     interpolation: str = "BICUBIC"
-    #: Reopen and check every rendition (farm.media.verify) on its own thread once encoded.
+    #: Reopen and check every rendition (farm.media.verify): MPEG-TS while it is written, on
+    #: a thread of its own that follows the muxer's bytes; other formats once encoded.
     verify: bool = False
+    #: Verify MPEG-TS while it is written (off only to measure the difference).
+    verify_following: bool = True
 
 
 @dataclass(slots=True)
@@ -147,7 +150,9 @@ class _Rendition(threading.Thread):
         self._frames = 0
         self._first_pts: int | None = None
         self._last_pts: int | None = None
-        self._out = OutputFile(opts.fmt)
+        # Verified while written where the format allows, so checking overlaps encoding.
+        follow = opts.verify and opts.verify_following and opts.fmt in STREAMABLE
+        self._out = OutputFile(opts.fmt, follow=follow)
         self._video = self._add_video(source, opts)
         self._audio = (
             self._out.container.add_stream_from_template(source.audio) if source.audio else None
@@ -161,6 +166,12 @@ class _Rendition(threading.Thread):
         self._input_duration = 0.0
         self.failures: list[Failure] = []
         self.verify_seconds = 0.0
+        self._verifier: FollowingVerifier | None = None
+        if follow:
+            from farm.media.verify import FollowingVerifier
+
+            self._verifier = FollowingVerifier(self._out.reader(), opts.fmt, profile.name)
+            self._verifier.start()
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
         p = self.profile
@@ -280,12 +291,17 @@ class _Rendition(threading.Thread):
 
     def check(self) -> None:
         """Verify the finished rendition, when the options ask for it."""
-        if self._verify and self.result is not None:
-            from farm.media.verify import verify_rendition
+        if not self._verify or self.result is None:
+            return
+        started = time.perf_counter()
+        if self._verifier is not None:
+            self.failures = self._verifier.verdict(self.result, self._input_duration)
+            self.verify_seconds = self._verifier.busy
+            return
+        from farm.media.verify import verify_rendition
 
-            started = time.perf_counter()
-            self.failures = verify_rendition(self.result, self._input_duration)
-            self.verify_seconds = time.perf_counter() - started
+        self.failures = verify_rendition(self.result, self._input_duration)
+        self.verify_seconds = time.perf_counter() - started
 
     def abort(self) -> None:
         """Drop the output of a rendition that will not finish."""

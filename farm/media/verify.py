@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -23,8 +23,9 @@ from typing import Any
 import av
 
 from farm.media.engine import Rendition, TranscodeResult
+from farm.media.output import FORMATS, BufferReader
 
-__all__ = ["Failure", "VerifyReport", "verify_rendition", "verify_result"]
+__all__ = ["Failure", "FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,49 +52,151 @@ class VerifyReport:
         return not self.failures
 
 
-def _packets(r: Rendition) -> tuple[av.VideoStream, list[av.Packet[Any]]]:
-    container = av.open(io.BytesIO(r.data), "r")
-    stream = container.streams.video[0]
-    packets = [p for p in container.demux(stream) if p.size]
-    return stream, packets
+@dataclass(slots=True)
+class _Observed:
+    """What reading a rendition found: its stream's size and timing, and how it decoded."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    #: (pts, keyframe) of every non-empty video packet, in decode order.
+    packets: list[tuple[int | None, bool]]
+    #: Why the first or last GOP did not decode cleanly; None when they did.
+    decode_error: str | None
 
 
-def verify_rendition(
-    r: Rendition, input_duration: float, tolerance_frames: float = 2.0
+class _EndsDecoder:
+    """Decodes a rendition's first GOP as its packets arrive and its last GOP at the end.
+
+    Packets after the first GOP are held only until the next keyframe replaces them, so a
+    rendition can be checked while it is being written, without knowing where it ends.
+    """
+
+    def __init__(self, ctx: av.VideoCodecContext) -> None:
+        # Every slice is parsed and reconstructed; only deblocking, which cannot fail, is
+        # skipped: a fifth less work for the same verdict. One thread: each rendition has its
+        # own verifier already, and a decoder's thread pool costs a fifth more CPU here.
+        ctx.options = {"skip_loop_filter": "all", "threads": "1"}
+        self._ctx = ctx
+        self._count = 0
+        self._keys = 0
+        self._in_first = True
+        self._got = 0
+        self._last: list[av.Packet[Any]] = []
+        self._last_start = 0
+        self.error: str | None = None
+
+    def feed(self, packet: av.Packet[Any]) -> None:
+        index = self._count
+        self._count += 1
+        if packet.is_keyframe:
+            self._keys += 1
+        if self.error is not None:
+            return
+        if self._in_first and packet.is_keyframe and self._keys == 2:
+            # The second keyframe ends the first GOP.
+            self._end_span(0, index)
+            self._in_first = False
+        if self._in_first:
+            self._decode(packet, 0, None)
+            return
+        if packet.is_keyframe:
+            self._last, self._last_start = [], index
+        self._last.append(packet)
+
+    def finish(self) -> str | None:
+        """Decode what is left; the first failure's message, or None."""
+        if self._keys == 0:
+            return "no keyframe anywhere"
+        if self.error is None:
+            if self._in_first:
+                self._end_span(0, self._count)
+            elif self._last:
+                self._got = 0
+                for packet in self._last:
+                    self._decode(packet, self._last_start, self._count)
+                self._end_span(self._last_start, self._count)
+        return self.error
+
+    def _decode(self, packet: av.Packet[Any] | None, start: int, end: int | None) -> None:
+        if self.error is not None:
+            return
+        span = f"{start}-{end if end is not None else '...'}"
+        try:
+            with av.logging.Capture() as logs:
+                for frame in self._ctx.decode(packet):
+                    self._got += 1
+                    if frame.is_corrupt:
+                        self.error = f"a corrupt frame in frames {span}"
+                        return
+        except av.FFmpegError as e:
+            self.error = f"frames {span} do not decode: {e}"
+            return
+        errors = [m for level, _, m in logs if level <= av.logging.ERROR]
+        if errors:
+            self.error = f"decoder errors in frames {span}: {errors[0].strip()}"
+
+    def _end_span(self, start: int, end: int) -> None:
+        self._decode(None, start, end)
+        if self.error is None and self._got != end - start:
+            self.error = f"frames {start}-{end}: {self._got} of {end - start} decoded"
+        self._ctx.flush_buffers()
+        self._got = 0
+
+
+def _observe(source: Any, fmt: str) -> _Observed:
+    """Demux a rendition from ``source`` (bytes or a file object) and decode its ends.
+
+    Raises av.FFmpegError, IndexError or ValueError when it does not demux.
+    """
+    file = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    with av.open(file, "r", format=FORMATS[fmt]) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        decoder = _EndsDecoder(stream.codec_context)
+        packets: list[tuple[int | None, bool]] = []
+        for p in container.demux(stream):
+            if not p.size:
+                continue
+            packets.append((p.pts, p.is_keyframe))
+            decoder.feed(p)
+        ctx = stream.codec_context
+        return _Observed(
+            ctx.width, ctx.height, stream.time_base, packets, decoder.finish() if packets else None
+        )
+
+
+def _judge(
+    seen: _Observed, r: Rendition, input_duration: float, tolerance_frames: float
 ) -> list[Failure]:
-    """Every check on one rendition; an empty list means it passed."""
+    """Every check on what was observed of a rendition; an empty list means it passed."""
     name = r.profile.name
     fail: list[Failure] = []
 
-    def bad(reason: str, message: str) -> list[Failure]:
+    def bad(reason: str, message: str) -> None:
         fail.append(Failure(name, reason, message))
-        return fail
 
-    try:
-        stream, packets = _packets(r)
-    except (av.FFmpegError, IndexError) as e:
-        return bad("unreadable", f"the rendition does not demux: {e}")
+    packets = seen.packets
     if not packets:
-        return bad("empty", "no video packets")
-    tb = stream.time_base
-    assert tb is not None
-    if not packets[0].is_keyframe:
+        bad("empty", "no video packets")
+        return fail
+    tb = seen.time_base
+    if not packets[0][1]:
         bad("no_keyframe", "the first packet is not a keyframe")
     # Frames and pixels from what the rendition holds, not from what was reported.
     frames = len(packets)
-    if (stream.codec_context.width, stream.codec_context.height) != (r.width, r.height):
-        bad(
-            "wrong_size",
-            f"{stream.codec_context.width}x{stream.codec_context.height} "
-            f"instead of {r.width}x{r.height}",
-        )
+    if (seen.width, seen.height) != (r.width, r.height):
+        bad("wrong_size", f"{seen.width}x{seen.height} instead of {r.width}x{r.height}")
     if frames * r.width * r.height != r.pixels or frames != r.frames:
         bad(
             "pixel_count",
             f"holds {frames} frames ({frames * r.width * r.height} pixels) "
             f"but reports {r.frames} ({r.pixels})",
         )
-    pts = sorted(p.pts for p in packets if p.pts is not None)
+    pts = sorted(p for p, _ in packets if p is not None)
+    if not pts:
+        bad("duration", "no packet has a timestamp")
+        return fail
     rate = r.profile.frame_rate
     frame_len = (
         (Fraction(1) / rate)
@@ -113,45 +216,78 @@ def verify_rendition(
     slack = tolerance_frames * float(frame_len)
     if abs(duration - input_duration) > slack:
         bad("duration", f"lasts {duration:.3f} s; the input lasts {input_duration:.3f} s")
-    decode_failures = _decode_ends(stream, packets)
-    if decode_failures:
-        bad("decode", decode_failures)
+    if seen.decode_error:
+        bad("decode", seen.decode_error)
     return fail
 
 
-def _decode_ends(stream: av.VideoStream, packets: Sequence[av.Packet[Any]]) -> str | None:
-    """Decode the first and the last GOP; a message if either does not decode cleanly."""
-    keys = [i for i, p in enumerate(packets) if p.is_keyframe]
-    if not keys:
-        return "no keyframe anywhere"
-    first_end = keys[1] if len(keys) > 1 else len(packets)
-    spans = [(0, first_end)]
-    if keys[-1] >= first_end:
-        spans.append((keys[-1], len(packets)))
-    ctx = stream.codec_context
-    # Every slice is parsed and reconstructed; only deblocking, which cannot fail, is
-    # skipped: a fifth less work for the same verdict.
-    ctx.options = {"skip_loop_filter": "all"}
-    for start, end in spans:
-        expected, got = end - start, 0
+def verify_rendition(
+    r: Rendition, input_duration: float, tolerance_frames: float = 2.0
+) -> list[Failure]:
+    """Every check on one finished rendition; an empty list means it passed."""
+    try:
+        seen = _observe(r.data, r.fmt)
+    except (av.FFmpegError, IndexError, ValueError) as e:
+        return [Failure(r.profile.name, "unreadable", f"the rendition does not demux: {e}")]
+    return _judge(seen, r, input_duration, tolerance_frames)
+
+
+class FollowingVerifier(threading.Thread):
+    """Verifies a rendition while it is being written, from a reader that follows its bytes.
+
+    The first GOP is decoded as the encoder produces it, on this thread, so the work overlaps
+    the encode instead of following it; once the writer closes, only the last GOP (when it
+    is not also the first) and the checks are left. Reads exactly the bytes the rendition
+    returns, so the verdict is the same as verifying the finished rendition.
+    """
+
+    def __init__(self, reader: BufferReader, fmt: str, name: str) -> None:
+        super().__init__(name=f"verify-{name}", daemon=True)
+        self._reader = reader
+        self._fmt = fmt
+        self._seen: _Observed | None = None
+        self._error: str | None = None
+        #: CPU seconds spent reading, decoding and checking (waiting for the encoder is free).
+        self.busy = 0.0
+
+    def run(self) -> None:
+        started = time.thread_time()
         try:
-            with av.logging.Capture() as logs:
-                for p in packets[start:end]:
-                    for frame in ctx.decode(p):
-                        got += 1
-                        if frame.is_corrupt:
-                            return f"a corrupt frame in frames {start}-{end}"
-                for _ in ctx.decode(None):
-                    got += 1
-        except av.FFmpegError as e:
-            return f"frames {start}-{end} do not decode: {e}"
-        errors = [m for level, _, m in logs if level <= av.logging.ERROR]
-        if errors:
-            return f"decoder errors in frames {start}-{end}: {errors[0].strip()}"
-        if got != expected:
-            return f"frames {start}-{end}: {got} of {expected} decoded"
-        ctx.flush_buffers()
-    return None
+            self._seen = _observe(self._reader, self._fmt)
+        except (av.FFmpegError, IndexError, ValueError) as e:
+            self._error = f"the rendition does not demux: {e}"
+        except Exception as e:  # never lost: reported as the rendition's failure
+            self._error = f"verification failed: {type(e).__name__}: {e}"
+        finally:
+            self.busy = time.thread_time() - started
+
+    def verdict(
+        self,
+        r: Rendition,
+        input_duration: float,
+        timeout: float = 60.0,
+        tolerance_frames: float = 2.0,
+    ) -> list[Failure]:
+        """The checks on the finished rendition, once its bytes have all been read."""
+        self.join(timeout)
+        name = r.profile.name
+        if self.is_alive():
+            return [Failure(name, "timeout", f"verification did not finish in {timeout:g} s")]
+        if self._seen is None:
+            return [Failure(name, "unreadable", self._error or "the rendition was not read")]
+        if self._reader.position != len(r.data):
+            return [
+                Failure(
+                    name,
+                    "unreadable",
+                    f"read {self._reader.position} of the rendition's {len(r.data)} bytes",
+                )
+            ]
+        started = time.perf_counter()
+        try:
+            return _judge(self._seen, r, input_duration, tolerance_frames)
+        finally:
+            self.busy += time.perf_counter() - started
 
 
 def verify_result(result: TranscodeResult, tolerance_frames: float = 2.0) -> VerifyReport:

@@ -29,8 +29,8 @@ def clip30_silent() -> bytes:
 
 
 def rendition_threads() -> set[threading.Thread]:
-    """The engine's per-rendition threads alive now."""
-    return {t for t in threading.enumerate() if t.name.startswith("rendition-")}
+    """The engine's per-rendition threads (encoders and their verifiers) alive now."""
+    return {t for t in threading.enumerate() if t.name.startswith(("rendition-", "verify-"))}
 
 
 @pytest.fixture(autouse=True)

@@ -163,9 +163,12 @@ def test_over_long_input() -> None:
     assert _run(data, EngineOptions(max_seconds=3.0)).decoded_frames == 60
 
 
-def test_deadline(ts_with_audio: bytes) -> None:
+@pytest.mark.parametrize("verify", [False, True])
+def test_deadline(ts_with_audio: bytes, verify: bool) -> None:
+    # With verification, each rendition's verifier is following its output when the
+    # deadline passes; the autouse fixture checks that none is left running.
     with pytest.raises(TranscodeTimeout, match="deadline"):
-        _run(ts_with_audio, EngineOptions(deadline_s=0.001))
+        _run(ts_with_audio, EngineOptions(deadline_s=0.001, verify=verify))
 
 
 def test_failed_mp4_transcode_leaves_no_temp_file(
@@ -186,14 +189,16 @@ def test_bad_profile_fails_before_decoding(ts_with_audio: bytes) -> None:
         transcode(ts_with_audio, [VideoProfile("r", 320, 240, 1000, encoder="VP9")])
 
 
-def test_failure_at_open_with_threads_is_clean(ts_with_audio: bytes) -> None:
+@pytest.mark.parametrize("verify", [False, True])
+def test_failure_at_open_with_threads_is_clean(ts_with_audio: bytes, verify: bool) -> None:
     # Damage found before any frame is handed out: the parallel path fails cleanly.
     cut = len(ts_with_audio) // 2 + 1
     with pytest.raises(InputCorrupt):
-        _run(ts_with_audio[:cut])
+        _run(ts_with_audio[:cut], EngineOptions(verify=verify))
 
 
-def test_failure_mid_decode_stops_rendition_threads() -> None:
+@pytest.mark.parametrize("verify", [False, True])
+def test_failure_mid_decode_stops_rendition_threads(verify: bool) -> None:
     import time
 
     from tests.media.conftest import rendition_threads
@@ -204,7 +209,7 @@ def test_failure_mid_decode_stops_rendition_threads() -> None:
     before = rendition_threads()
     started = time.perf_counter()
     with pytest.raises(InputCorrupt):
-        transcode(data[: last.pos + 188], slow, EngineOptions(preset="medium"))
+        transcode(data[: last.pos + 188], slow, EngineOptions(preset="medium", verify=verify))
     elapsed = time.perf_counter() - started
     leaked = [t.name for t in rendition_threads() - before if t.is_alive()]
     assert not leaked and elapsed < 3, f"{elapsed:.1f} s, still running: {leaked}"

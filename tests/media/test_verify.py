@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import threading
+import time
+
+import av
 import pytest
 
 from farm.media.damage import damage
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, Rendition, TranscodeResult, transcode
+from farm.media.output import GrowingBuffer, OutputFile
 from farm.media.profiles import VideoProfile
 from farm.media.synth import make_segment
-from farm.media.verify import verify_result
+from farm.media.verify import FollowingVerifier, verify_rendition, verify_result
 
 LADDER = [
     VideoProfile("a", 320, 180, 400_000, fps=30),
@@ -64,3 +70,125 @@ def test_frame_rate_check() -> None:
         type(r)(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "renditions": [wrong]})
     )
     assert "frame_rate" in {f.reason for f in report.failures}
+
+
+# -- verification while the rendition is written ------------------------------------------
+
+
+def _follow(r: Rendition, input_duration: float, chunk: int = 188 * 40) -> set[str]:
+    """Write a rendition's bytes slowly into a GrowingBuffer that a FollowingVerifier reads."""
+    buffer = GrowingBuffer()
+    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier.start()
+
+    def write() -> None:
+        for at in range(0, len(r.data), chunk):
+            buffer.write(r.data[at : at + chunk])
+            time.sleep(0.001)
+        buffer.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join()
+    return {f.reason for f in verifier.verdict(r, input_duration, timeout=10)}
+
+
+@pytest.mark.parametrize("kind", [None, "truncate", "resize", "pixels", "keyframe", "picture"])
+def test_following_gives_the_finished_verdict(good: TranscodeResult, kind: str | None) -> None:
+    result = damage(good, kind) if kind else good
+    for r in result.renditions:
+        after = {f.reason for f in verify_rendition(r, result.input_duration)}
+        assert _follow(r, result.input_duration) == after
+        if kind not in (None, "picture") and r.profile.name == "a":
+            assert after  # the damage is there to be found
+
+
+def test_following_reads_as_the_writer_writes(good: TranscodeResult) -> None:
+    r = good.renditions[0]
+    buffer = GrowingBuffer()
+    reader = buffer.reader()
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(reader.read(10)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # nothing written yet: the reader waits
+    buffer.write(r.data[:4])
+    t.join(2)
+    assert got == [r.data[:4]]
+    buffer.close()
+    assert reader.read(10) == b""  # closed and read to the end
+    with pytest.raises(ValueError, match="closed"):
+        buffer.write(b"x")
+
+
+def test_a_writer_that_stops_early_is_a_failure_not_a_hang(good: TranscodeResult) -> None:
+    r = good.renditions[0]
+    buffer = GrowingBuffer()
+    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier.start()
+    buffer.write(r.data[: len(r.data) // 3])
+    buffer.close()
+    failures = verifier.verdict(r, good.input_duration, timeout=10)
+    assert not verifier.is_alive()
+    # It read all that was written, which is not what the rendition reports.
+    assert failures and failures[0].reason == "unreadable", failures
+
+
+def test_a_writer_that_never_closes_times_out(good: TranscodeResult) -> None:
+    r = good.renditions[0]
+    buffer = GrowingBuffer()
+    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier.start()
+    buffer.write(r.data[:1000])
+    failures = verifier.verdict(r, good.input_duration, timeout=0.3)
+    assert [f.reason for f in failures] == ["timeout"]
+    buffer.close()
+    verifier.join(5)
+    assert not verifier.is_alive()
+
+
+def test_garbage_is_unreadable(good: TranscodeResult) -> None:
+    r = good.renditions[0]
+    buffer = GrowingBuffer()
+    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier.start()
+    buffer.write(bytes(range(256)) * 40)
+    buffer.close()
+    failures = verifier.verdict(r, good.input_duration, timeout=10)
+    assert failures and failures[0].reason in ("unreadable", "empty"), failures
+
+
+def test_only_appending_formats_are_followed() -> None:
+    with pytest.raises(ValueError, match="cannot be read while it is written"):
+        OutputFile("mp4", follow=True)
+    out = OutputFile("mpegts")
+    with pytest.raises(ValueError, match="not opened to be followed"):
+        out.reader()
+    out.abort()
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "mp4", "fmp4"])
+def test_engine_verifies_every_format(fmt: str) -> None:
+    # MPEG-TS is verified while it is written, MP4 and fMP4 once they are finished; the
+    # verdict and the timings read the same either way.
+    result = transcode(make_segment(320, 240, 30, 1.0), LADDER, EngineOptions(fmt=fmt, verify=True))
+    assert result.verification == []
+    assert result.timings["verify"] > 0
+    assert [r.fmt for r in result.renditions] == [fmt, fmt]
+
+
+def test_following_output_is_the_same_bytes(good: TranscodeResult) -> None:
+    # A followed output is not seekable; its muxer must write the same bytes all the same.
+    def remux(follow: bool) -> bytes:
+        out = OutputFile("mpegts", follow=follow)
+        with av.open(io.BytesIO(good.renditions[0].data)) as src:
+            streams = {s.index: out.container.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.container.mux(packet)
+        return out.finish()
+
+    plain = remux(False)
+    assert remux(True) == plain and len(plain) > 10_000
