@@ -50,5 +50,8 @@ if not inv.gpus:
     print("no GPU:", inv.error)
 PY
 
-echo "== media benchmark (CPU encode; engine vs ffmpeg)"
+echo "== media benchmark (CPU encode; engine vs ffmpeg), all on the CPU"
 command -v ffmpeg >/dev/null && $PY tests/bench/bench_media.py --runs 5 || echo "ffmpeg missing: skipped"
+
+echo "== media benchmark with the engine's input and verification decoded by NVDEC on GPU 0"
+command -v ffmpeg >/dev/null && $PY tests/bench/bench_media.py --runs 5 --gpu 0 || echo "ffmpeg missing: skipped"

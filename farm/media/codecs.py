@@ -41,6 +41,8 @@ GPU_DECODERS = {
     "vp9": "vp9_cuvid",
     "mpeg2video": "mpeg2_cuvid",
 }
+#: Livepeer codec family -> the name of the codec it encodes, as a decoder knows it.
+FAMILY_CODECS = {"H.264": "h264", "HEVC": "hevc", "AV1": "av1", "VP9": "vp9"}
 #: Options that stop encoders which print straight to stderr from doing so.
 QUIET_OPTIONS: dict[str, dict[str, str]] = {
     "libx265": {"x265-params": "log-level=error"},
@@ -93,6 +95,13 @@ def decoder_opens(name: str) -> bool:
         log.debug("decoder %s does not open: %s", name, e)
         return False
     return True
+
+
+@functools.cache
+def nvdec_opens(codec: str) -> bool:
+    """True when this machine has an NVDEC decoder for ``codec`` that opens (checked once)."""
+    name = GPU_DECODERS.get(codec)
+    return name is not None and decoder_opens(name)
 
 
 def choose_encoder(family: str, prefer_gpu: bool = True) -> EncoderChoice | None:

@@ -32,7 +32,13 @@ from farm.errors import (
     TranscodeTimeout,
     UnsupportedCodec,
 )
-from farm.media.codecs import QUIET_OPTIONS, EncoderChoice, choose_encoder
+from farm.media.codecs import (
+    FAMILY_CODECS,
+    QUIET_OPTIONS,
+    EncoderChoice,
+    choose_encoder,
+    nvdec_opens,
+)
 from farm.media.output import MIME_TYPES, STREAMABLE, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
@@ -167,10 +173,20 @@ class _Rendition(threading.Thread):
         self.failures: list[Failure] = []
         self.verify_seconds = 0.0
         self._verifier: FollowingVerifier | None = None
+        # Renditions are decoded with NVDEC where the worker's GPU has it for their codec.
+        self._verify_gpu = (
+            opts.gpu
+            if opts.verify
+            and opts.gpu is not None
+            and nvdec_opens(FAMILY_CODECS.get(profile.encoder, ""))
+            else None
+        )
         if follow:
             from farm.media.verify import FollowingVerifier
 
-            self._verifier = FollowingVerifier(self._out.reader(), opts.fmt, profile.name)
+            self._verifier = FollowingVerifier(
+                self._out.followed, opts.fmt, profile.name, self._verify_gpu
+            )
             self._verifier.start()
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
@@ -300,7 +316,7 @@ class _Rendition(threading.Thread):
             return
         from farm.media.verify import verify_rendition
 
-        self.failures = verify_rendition(self.result, self._input_duration)
+        self.failures = verify_rendition(self.result, self._input_duration, gpu=self._verify_gpu)
         self.verify_seconds = time.perf_counter() - started
 
     def abort(self) -> None:

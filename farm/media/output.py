@@ -146,11 +146,12 @@ class OutputFile:
             self._buffer = GrowingBuffer() if follow else io.BytesIO()
             self.container = av.open(self._buffer, "w", format=FORMATS[fmt], options=_OPTIONS[fmt])
 
-    def reader(self) -> BufferReader:
-        """A reader that follows the container as it is written (``follow`` only)."""
+    @property
+    def followed(self) -> GrowingBuffer:
+        """The buffer that readers may follow as the container is written (``follow`` only)."""
         if not isinstance(self._buffer, GrowingBuffer):
             raise ValueError("this output was not opened to be followed")
-        return self._buffer.reader()
+        return self._buffer
 
     def finish(self) -> bytes:
         """Close the container and return its bytes."""

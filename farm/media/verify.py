@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
+from av.codec.hwaccel import HWAccel
 
 from farm.media.engine import Rendition, TranscodeResult
-from farm.media.output import FORMATS, BufferReader
+from farm.media.output import FORMATS, BufferReader, GrowingBuffer
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Failure", "FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
 
@@ -144,13 +149,17 @@ class _EndsDecoder:
         self._got = 0
 
 
-def _observe(source: Any, fmt: str) -> _Observed:
-    """Demux a rendition from ``source`` (bytes or a file object) and decode its ends.
+def _observe(source: Any, fmt: str, gpu: int | None = None) -> _Observed:
+    """Demux a rendition from ``source`` (bytes or a file object) and decode its ends, on
+    GPU ``gpu`` with NVDEC when given.
 
     Raises av.FFmpegError, IndexError or ValueError when it does not demux.
     """
     file = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    with av.open(file, "r", format=FORMATS[fmt]) as container:
+    hwaccel = (
+        HWAccel("cuda", device=str(gpu), allow_software_fallback=True) if gpu is not None else None
+    )
+    with av.open(file, "r", format=FORMATS[fmt], hwaccel=hwaccel) as container:
         stream = container.streams.video[0]
         assert stream.time_base is not None
         decoder = _EndsDecoder(stream.codec_context)
@@ -221,19 +230,37 @@ def _judge(
     return fail
 
 
+def _observe_on(source: Callable[[], Any], fmt: str, gpu: int | None, name: str) -> _Observed:
+    """_observe on the GPU when one is given, and on the CPU when the GPU cannot do it.
+
+    ``source`` makes a new reader from the start each time it is called.
+    """
+    if gpu is not None:
+        try:
+            return _observe(source(), fmt, gpu)
+        except av.FFmpegError as e:
+            log.warning(
+                "NVDEC verification failed on GPU %s for %s, verifying on CPU: %s", gpu, name, e
+            )
+    return _observe(source(), fmt)
+
+
 def verify_rendition(
-    r: Rendition, input_duration: float, tolerance_frames: float = 2.0
+    r: Rendition, input_duration: float, tolerance_frames: float = 2.0, gpu: int | None = None
 ) -> list[Failure]:
-    """Every check on one finished rendition; an empty list means it passed."""
+    """Every check on one finished rendition; an empty list means it passed.
+
+    With ``gpu``, the rendition is decoded with NVDEC on that GPU (on the CPU if that fails).
+    """
     try:
-        seen = _observe(r.data, r.fmt)
+        seen = _observe_on(lambda: r.data, r.fmt, gpu, r.profile.name)
     except (av.FFmpegError, IndexError, ValueError) as e:
         return [Failure(r.profile.name, "unreadable", f"the rendition does not demux: {e}")]
     return _judge(seen, r, input_duration, tolerance_frames)
 
 
 class FollowingVerifier(threading.Thread):
-    """Verifies a rendition while it is being written, from a reader that follows its bytes.
+    """Verifies a rendition while it is being written, following the buffer it is written to.
 
     The first GOP is decoded as the encoder produces it, on this thread, so the work overlaps
     the encode instead of following it; once the writer closes, only the last GOP (when it
@@ -241,10 +268,13 @@ class FollowingVerifier(threading.Thread):
     returns, so the verdict is the same as verifying the finished rendition.
     """
 
-    def __init__(self, reader: BufferReader, fmt: str, name: str) -> None:
+    def __init__(self, buffer: GrowingBuffer, fmt: str, name: str, gpu: int | None = None) -> None:
         super().__init__(name=f"verify-{name}", daemon=True)
-        self._reader = reader
+        self._buffer = buffer
+        self._reader: BufferReader | None = None
         self._fmt = fmt
+        self._gpu = gpu
+        self._label = name
         self._seen: _Observed | None = None
         self._error: str | None = None
         #: CPU seconds spent reading, decoding and checking (waiting for the encoder is free).
@@ -253,13 +283,17 @@ class FollowingVerifier(threading.Thread):
     def run(self) -> None:
         started = time.thread_time()
         try:
-            self._seen = _observe(self._reader, self._fmt)
+            self._seen = _observe_on(self._new_reader, self._fmt, self._gpu, self._label)
         except (av.FFmpegError, IndexError, ValueError) as e:
             self._error = f"the rendition does not demux: {e}"
         except Exception as e:  # never lost: reported as the rendition's failure
             self._error = f"verification failed: {type(e).__name__}: {e}"
         finally:
             self.busy = time.thread_time() - started
+
+    def _new_reader(self) -> BufferReader:
+        self._reader = self._buffer.reader()
+        return self._reader
 
     def verdict(
         self,
@@ -275,13 +309,10 @@ class FollowingVerifier(threading.Thread):
             return [Failure(name, "timeout", f"verification did not finish in {timeout:g} s")]
         if self._seen is None:
             return [Failure(name, "unreadable", self._error or "the rendition was not read")]
-        if self._reader.position != len(r.data):
+        read = self._reader.position if self._reader is not None else 0
+        if read != len(r.data):
             return [
-                Failure(
-                    name,
-                    "unreadable",
-                    f"read {self._reader.position} of the rendition's {len(r.data)} bytes",
-                )
+                Failure(name, "unreadable", f"read {read} of the rendition's {len(r.data)} bytes")
             ]
         started = time.perf_counter()
         try:

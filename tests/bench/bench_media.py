@@ -81,12 +81,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--serial", action="store_true", help="encode renditions one by one")
+    parser.add_argument(
+        "--gpu", type=int, default=None, help="decode (input and verification) with NVDEC here"
+    )
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is not installed (apt-get install ffmpeg)", file=sys.stderr)
         return 2
     segment = make_segment(1920, 1080, 30, 2.0, bitrate=6_500_000, gop_seconds=2.0)
-    opts = EngineOptions(fmt="mpegts", preset="veryfast", parallel=not args.serial)
+    opts = EngineOptions(fmt="mpegts", preset="veryfast", parallel=not args.serial, gpu=args.gpu)
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         src = Path(tmp) / "in.ts"
         src.write_bytes(segment)

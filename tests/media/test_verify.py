@@ -78,7 +78,7 @@ def test_frame_rate_check() -> None:
 def _follow(r: Rendition, input_duration: float, chunk: int = 188 * 40) -> set[str]:
     """Write a rendition's bytes slowly into a GrowingBuffer that a FollowingVerifier reads."""
     buffer = GrowingBuffer()
-    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier = FollowingVerifier(buffer, r.fmt, r.profile.name)
     verifier.start()
 
     def write() -> None:
@@ -124,7 +124,7 @@ def test_following_reads_as_the_writer_writes(good: TranscodeResult) -> None:
 def test_a_writer_that_stops_early_is_a_failure_not_a_hang(good: TranscodeResult) -> None:
     r = good.renditions[0]
     buffer = GrowingBuffer()
-    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier = FollowingVerifier(buffer, r.fmt, r.profile.name)
     verifier.start()
     buffer.write(r.data[: len(r.data) // 3])
     buffer.close()
@@ -137,7 +137,7 @@ def test_a_writer_that_stops_early_is_a_failure_not_a_hang(good: TranscodeResult
 def test_a_writer_that_never_closes_times_out(good: TranscodeResult) -> None:
     r = good.renditions[0]
     buffer = GrowingBuffer()
-    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier = FollowingVerifier(buffer, r.fmt, r.profile.name)
     verifier.start()
     buffer.write(r.data[:1000])
     failures = verifier.verdict(r, good.input_duration, timeout=0.3)
@@ -150,7 +150,7 @@ def test_a_writer_that_never_closes_times_out(good: TranscodeResult) -> None:
 def test_garbage_is_unreadable(good: TranscodeResult) -> None:
     r = good.renditions[0]
     buffer = GrowingBuffer()
-    verifier = FollowingVerifier(buffer.reader(), r.fmt, r.profile.name)
+    verifier = FollowingVerifier(buffer, r.fmt, r.profile.name)
     verifier.start()
     buffer.write(bytes(range(256)) * 40)
     buffer.close()
@@ -163,7 +163,7 @@ def test_only_appending_formats_are_followed() -> None:
         OutputFile("mp4", follow=True)
     out = OutputFile("mpegts")
     with pytest.raises(ValueError, match="not opened to be followed"):
-        out.reader()
+        out.followed  # noqa: B018
     out.abort()
 
 
@@ -192,3 +192,22 @@ def test_following_output_is_the_same_bytes(good: TranscodeResult) -> None:
 
     plain = remux(False)
     assert remux(True) == plain and len(plain) > 10_000
+
+
+def test_a_gpu_that_cannot_decode_falls_back_to_the_cpu(
+    good: TranscodeResult, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Where NVDEC does not work (here: no GPU at all), verifying "on GPU 0" is done on the
+    # CPU, with the same verdicts, instead of failing good renditions.
+    for kind in (None, "truncate"):
+        result = damage(good, kind) if kind else good
+        r = result.renditions[0]
+        expected = {f.reason for f in verify_rendition(r, result.input_duration)}
+        assert {f.reason for f in verify_rendition(r, result.input_duration, gpu=0)} == expected
+        buffer = GrowingBuffer()
+        verifier = FollowingVerifier(buffer, r.fmt, r.profile.name, gpu=0)
+        verifier.start()
+        buffer.write(r.data)
+        buffer.close()
+        assert {f.reason for f in verifier.verdict(r, result.input_duration, 10)} == expected
+    assert "verifying on CPU" in caplog.text
