@@ -129,6 +129,9 @@ class ClusterSettings(FarmBaseSettings):
     chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
+    #: Seconds an overdue job may wait for a live worker that can take it before it fails
+    #: with no_capacity; waiting is not an attempt (workers restarting, a GPU host rebooting).
+    capacity_wait_s: float = Field(600.0, gt=0)
     #: Seconds one attempt of an AI job may run (the runner request's timeout).
     ai_timeout_s: float = Field(300.0, gt=0)
 

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from celery import Celery, Task
@@ -357,9 +358,18 @@ def reconcile(app: Celery) -> dict[str, int]:
         try:
             route = route_transcode(need, live)
         except NoCapacity as e:
-            log.warning("job %s overdue and unroutable: %s", job.id, e)
             counts["unroutable"] += 1
-            res.jobs.republished(job.id, job.task_id, job.queue)  # extend the deadline
+            since = job.updated_at or job.created_at
+            waited = (datetime.now(UTC) - since).total_seconds()
+            if waited <= res.settings.capacity_wait_s:
+                # Not an attempt: the job waits, queued, for a worker that can take it.
+                log.warning("job %s overdue, waiting %.0f s for capacity: %s", job.id, waited, e)
+                res.jobs.await_capacity(job.id)
+            elif res.jobs.fail(
+                job.id, NoCapacity.code, f"no live worker could take it for {waited:.0f} s: {e}"
+            ):
+                counts["failed"] += 1
+                metrics.job_failed(NoCapacity.code)
             continue
         task_id = f"{job.id}.{job.publishes + 1}"
         if res.jobs.republished(job.id, task_id, route.queue):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -80,6 +80,8 @@ class JobView:
     completed_by: str | None
     worker: str | None = None
     attempt_log: tuple[AttemptView, ...] = ()
+    #: When the job was last published, claimed or finished: since then it has waited.
+    updated_at: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -140,6 +142,10 @@ def _view(job: Job, with_attempts: bool = False) -> JobView:
         completed_by=job.completed_by,
         worker=job.worker,
         attempt_log=attempts,
+        # SQLite hands back naive datetimes; every time here is UTC.
+        updated_at=job.updated_at.replace(tzinfo=UTC)
+        if job.updated_at.tzinfo is None
+        else job.updated_at,
     )
 
 
@@ -438,6 +444,20 @@ class JobStore:
             job.updated_at = now
             job.worker = None
             job.deadline_at = now + timedelta(seconds=job.queued_timeout_s)
+            return True
+
+    def await_capacity(self, job_id: str) -> bool:
+        """Give an overdue job that no live worker can take more time, without counting a
+        publish: it is queued again (a worker it had is gone) with a new deadline, and its
+        ``updated_at`` is left alone, so it still says since when the job has waited.
+        False if the job went final meanwhile."""
+        with self._session() as s:
+            job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
+            if job is None or job.state in JobState.FINAL:
+                return False
+            job.state = JobState.QUEUED
+            job.worker = None
+            job.deadline_at = utcnow() + timedelta(seconds=job.queued_timeout_s)
             return True
 
     def orphaned(self, live: set[str], limit: int = 100) -> list[JobView]:

@@ -108,6 +108,44 @@ def test_kill9_worker_mid_transcode_completes_once_elsewhere(
     assert final.publishes >= 2  # the reconciler republished it when the heartbeat stopped
 
 
+def test_an_unroutable_job_waits_without_spending_attempts(
+    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+) -> None:
+    env = cluster_env(tmp_path, redis_url, postgres_url)
+    env.update(FARM_QUEUED_TIMEOUT_S="1", FARM_MAX_ATTEMPTS="2", FARM_CAPACITY_WAIT_S="14")
+    cluster = Cluster(tmp_path, env)
+    try:
+        # An NVENC worker advertised once and then gone: the job goes to the GPU queue, and
+        # only CPU workers (which run the reconciler) are left.
+        registry = cluster.registry()
+        registry.beat(
+            Capabilities(
+                worker="gone@test:1", queues=["transcode.gpu.h264"], capacity=1, gpu_codecs=["h264"]
+            )
+        )
+        registry.close()
+        client = cluster.client()
+        job = client.submit(segment, LADDER, duration=1.0, device="gpu")
+        assert job.queue == "transcode.gpu.h264"
+        cluster.start_worker()
+        cluster.start_beat()
+        with pytest.raises(JobFailedError) as failed:
+            client.wait(job.id, timeout=60)
+        final = client.get(job.id)
+        assert final.error_code == "no_capacity", final.error
+        assert "no live worker could take it" in (final.error or "")
+        waits = sum(
+            log.read_text().count(f"job {job.id} overdue, waiting")
+            for log in tmp_path.glob("worker-*.log")
+        )
+        # Passes that found no worker did not count: more of them than attempts allowed,
+        # and the job was never republished.
+        assert waits > 2 and final.publishes == 1, (waits, final.publishes, cluster.logs())
+        assert "no live worker could take it" in str(failed.value)
+    finally:
+        cluster.stop()
+
+
 def test_broker_restart_loses_no_accepted_job(
     tmp_path: Path, postgres_url: str, segment: bytes
 ) -> None:

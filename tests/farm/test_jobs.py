@@ -76,6 +76,24 @@ def test_overdue_and_orphaned_jobs(store: JobStore) -> None:
     assert (job.task_id, job.publishes, job.state) == ("queued.2", 2, "queued")
 
 
+def test_waiting_for_capacity_is_not_a_publish(store: JobStore) -> None:
+    _job(store, "orphan")
+    store.start_attempt("orphan", "orphan.1", "w", "worker-a")
+    before = store.get("orphan")
+    assert before.updated_at is not None and before.updated_at.tzinfo is not None
+    assert store.await_capacity("orphan")
+    job = store.get("orphan")
+    # Queued again without its lost worker, same task and publish count, and still dated from
+    # when it last ran, so the reconciler knows how long it has waited.
+    assert (job.state, job.worker, job.task_id, job.publishes) == ("queued", None, "orphan.1", 1)
+    assert job.updated_at == before.updated_at
+    assert [j.id for j in store.overdue()] == []  # a new deadline
+    assert [j.id for j in store.overdue(utcnow() + timedelta(seconds=6))] == ["orphan"]
+    store.fail("orphan", "no_capacity", "nothing can take it")
+    assert not store.await_capacity("orphan")
+    assert store.get("orphan").state == "failed"
+
+
 def test_unknown_job(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         store.get("nope")

@@ -128,9 +128,9 @@ def test_expired_credential_stops_the_transcoder(tmp_path: Path, ns: Netns) -> N
 
 @pytest.fixture
 def patient_orch(tmp_path: Path, ns: Netns) -> Iterator[Orchestrator]:
-    # The reconciler counts each pass that finds no live worker as a publish; a second
-    # transcoder starting on this loaded machine may take several passes to attach.
-    with orchestrator(tmp_path, ns.host_ip, FARM_MAX_ATTEMPTS="20") as made:
+    # While the second transcoder attaches, the reconciler finds no live worker for the job;
+    # those passes are waiting, not attempts, so the default attempt limit is enough.
+    with orchestrator(tmp_path, ns.host_ip) as made:
         yield made
 
 
