@@ -151,6 +151,12 @@ class RunnerFailed(RetryableError):
     code = "runner_failed"
 
 
+class ResultTooLarge(PermanentError):
+    """Raised when an AI runner's result media is larger than the worker accepts."""
+
+    code = "result_too_large"
+
+
 class InvalidSecret(FarmError):
     """Raised when a transcoder registers with a wrong orchSecret ("invalid secret")."""
 

@@ -134,6 +134,8 @@ class ClusterSettings(FarmBaseSettings):
     capacity_wait_s: float = Field(600.0, gt=0)
     #: Seconds one attempt of an AI job may run (the runner request's timeout).
     ai_timeout_s: float = Field(300.0, gt=0)
+    #: The most media bytes one AI result may hold (the runner's files, all together).
+    ai_max_result_bytes: int = Field(512 * 1024 * 1024, gt=0)
 
     @field_validator("broker_url")
     @classmethod

@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 
 from farm.blobstore import BlobStore
-from farm.errors import RunnerFailed
+from farm.errors import ResultTooLarge, RunnerFailed
 
-__all__ = ["BLOB_SCHEME", "AIMedia", "AIResult", "blob_key", "rehost"]
+__all__ = ["BLOB_SCHEME", "MAX_RESULT_BYTES", "AIMedia", "AIResult", "blob_key", "rehost"]
 
 #: Media URLs in results point into the farm's blob store: ``farm-blob:<key>``.
 BLOB_SCHEME = "farm-blob:"
+#: The most media one result may hold, all files together, unless the caller says otherwise.
+MAX_RESULT_BYTES = 512 * 1024 * 1024
 #: Extensions for what ai-runner answers, where the system's mime table lacks them.
 _EXTENSIONS = {"audio/wav": ".wav", "image/jpeg": ".jpg", "video/mp4": ".mp4", "image/png": ".png"}
 
@@ -58,29 +60,52 @@ def blob_key(url_or_key: str) -> str:
     return url_or_key[len(BLOB_SCHEME) :] if url_or_key.startswith(BLOB_SCHEME) else url_or_key
 
 
-def _fetch(url: str) -> tuple[bytes, str]:
+def _fetch(url: str, limit: int) -> tuple[bytes, str]:
+    """The bytes and media type at ``url`` (data: or http(s):), at most ``limit`` bytes."""
+
+    def too_large(size: str) -> ResultTooLarge:
+        return ResultTooLarge(
+            f"the runner's result {url[:80]} is {size}; a result may hold {limit} bytes"
+        )
+
     if url.startswith("data:"):
         header, _, body = url[5:].partition(",")
         content_type = header.split(";")[0] or "application/octet-stream"
+        if len(body) * 3 // 4 > limit + 3:  # base64 holds 3 bytes in 4, less its padding
+            raise too_large(f"about {len(body) * 3 // 4} bytes")
         try:
             data = base64.b64decode(body, validate=True) if ";base64" in header else body.encode()
         except binascii.Error as e:
             raise RunnerFailed(f"runner answered a bad data URL: {e}") from e
+        if len(data) > limit:
+            raise too_large(f"{len(data)} bytes")
         return data, content_type
     try:
-        response = httpx.get(url, timeout=60.0, follow_redirects=True)
-        response.raise_for_status()
+        with httpx.stream("GET", url, timeout=60.0, follow_redirects=True) as response:
+            response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise too_large(f"{declared} bytes")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"over {limit} bytes")
+                chunks.append(chunk)
+            content_type = response.headers.get("content-type", "application/octet-stream")
     except httpx.HTTPError as e:
         raise RunnerFailed(f"could not fetch the runner's result {url}: {e}") from e
-    content_type = response.headers.get("content-type", "application/octet-stream")
-    return response.content, content_type.split(";")[0]
+    return b"".join(chunks), content_type.split(";")[0]
 
 
 def rehost(
-    response: dict[str, Any], job_id: str, blobs: BlobStore
+    response: dict[str, Any], job_id: str, blobs: BlobStore, max_bytes: int = MAX_RESULT_BYTES
 ) -> tuple[dict[str, Any], list[AIMedia]]:
     """The response with every media ``url`` stored in the blob store and replaced by
-    ``farm-blob:<key>``, and the stored media."""
+    ``farm-blob:<key>``, and the stored media.
+
+    Raises ResultTooLarge when the media, all together, hold more than ``max_bytes``.
+    """
     media: list[AIMedia] = []
 
     def walk(value: Any) -> Any:
@@ -91,7 +116,7 @@ def rehost(
         out = {k: walk(v) for k, v in value.items()}
         url = out.get("url")
         if isinstance(url, str) and url.startswith(("data:", "http://", "https://")):
-            data, content_type = _fetch(url)
+            data, content_type = _fetch(url, max_bytes - sum(m.size for m in media))
             ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
             key = f"ai/{job_id}/out/{len(media)}{ext}"
             blobs.put(key, data)
@@ -99,4 +124,9 @@ def rehost(
             out["url"] = BLOB_SCHEME + key
         return out
 
-    return walk(response), media
+    try:
+        return walk(response), media
+    except Exception:
+        for m in media:  # a refused result leaves none of its media behind
+            blobs.delete(m.key)
+        raise

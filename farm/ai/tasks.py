@@ -94,7 +94,9 @@ class _AIAttempt:
         started = time.perf_counter()
         try:
             response = self._call()
-            response, media = rehost(response, self.job_id, self.res.blobs)
+            response, media = rehost(
+                response, self.job_id, self.res.blobs, self.res.settings.ai_max_result_bytes
+            )
         except BlobMissing as e:
             self._fail(InputMissing.code, str(e))
         except (InsufficientCapacity, RunnerFailed) as e:

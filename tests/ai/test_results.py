@@ -13,7 +13,7 @@ import pytest
 
 from farm.ai.results import BLOB_SCHEME, AIMedia, blob_key, rehost
 from farm.blobstore import LocalBlobStore
-from farm.errors import RunnerFailed
+from farm.errors import PermanentError, ResultTooLarge, RunnerFailed
 
 CLIP = b"\x00\x00\x00\x18ftypmp42 video bytes"
 
@@ -66,3 +66,20 @@ def test_bad_media_urls_are_runner_failures(tmp_path: Path, files: str) -> None:
         rehost({"images": [{"url": "data:image/png;base64,@@@"}]}, "j", blobs)
     with pytest.raises(RunnerFailed, match="could not fetch"):
         rehost({"images": [{"url": f"{files}/missing.png"}]}, "j", blobs)
+
+
+def test_results_over_the_cap_are_refused(tmp_path: Path, files: str) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    small = "data:image/png;base64," + base64.b64encode(b"x" * 100).decode()
+    # One file over the cap, by its length or by what is downloaded; and two files that fit
+    # one by one but not together. Nothing is stored for a refused result's media.
+    with pytest.raises(ResultTooLarge, match="a result may hold 50 bytes"):
+        rehost({"images": [{"url": small}]}, "j1", blobs, max_bytes=50)
+    with pytest.raises(ResultTooLarge, match=f"a result may hold {len(CLIP) - 1} bytes"):
+        rehost({"video": [{"url": f"{files}/clip.mp4"}]}, "j2", blobs, max_bytes=len(CLIP) - 1)
+    with pytest.raises(ResultTooLarge):
+        rehost({"images": [{"url": small}, {"url": small}]}, "j3", blobs, max_bytes=150)
+    assert not blobs.exists("ai/j2/out/0.mp4") and not blobs.exists("ai/j3/out/0.png")
+    _, media = rehost({"images": [{"url": small}, {"url": small}]}, "j4", blobs, max_bytes=200)
+    assert [m.size for m in media] == [100, 100]
+    assert issubclass(ResultTooLarge, PermanentError)  # the same runner would answer the same
