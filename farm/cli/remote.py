@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -79,11 +80,23 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings: NodeSettings = _load(NodeSettings)
-    records = [r.public() for r in _roster(settings).all()]
+    from farm.errors import RemoteUnsupported
+    from farm.golivepeer.ledger import Ledger
+
+    records: list[dict[str, Any]] = []
+    try:
+        records = [{**r.public(), "kind": "farm"} for r in _roster(settings).all()]
+    except RemoteUnsupported as e:  # go-livepeer transcoders attach with any broker
+        click.echo(f"farm transcoder: {e}", err=True)
+    ledger = Ledger(settings.redis_registry_url())
+    try:
+        golivepeer = [{**t, "kind": "golivepeer"} for t in ledger.attached()]
+    finally:
+        ledger.close()
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        click.echo(json.dumps(records + golivepeer, indent=2))
         return
-    if not records:
+    if not records and not golivepeer:
         click.echo("no transcoder has attached")
         return
     now = time.time()
@@ -101,6 +114,22 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
             str(r["pixels"]),
         )
         for r in records
+    ]
+    # go-livepeer transcoders: segments and pixels are their host's totals, which outlive
+    # the node that served them (farm.golivepeer.ledger).
+    rows += [
+        (
+            f"{t['name']}@{t['host']}",
+            "active",
+            "-",
+            f"{t['load']}/{t['capacity']}",
+            "go-livepeer",
+            "-",
+            f"{max(0.0, now - t['seen_at']):.0f}s ago",
+            str(t["total_segments"]),
+            str(t["total_pixels"]),
+        )
+        for t in golivepeer
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     for row in (head, *rows):

@@ -29,24 +29,33 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     from farm.golivepeer.bridge import Bridge
     from farm.golivepeer.grpc_asgi import GrpcMount
     from farm.golivepeer.hub import Hub
+    from farm.golivepeer.ledger import Ledger
     from farm.golivepeer.results import install
 
-    hub = Hub()
     if not settings.golivepeer:
-        return GrpcMount(app, hub, None)
+        return GrpcMount(app, Hub(), None)
+    ledger = Ledger(settings.redis_registry_url())
+    hub = Hub(ledger=ledger)
     app.state.golivepeer_hub = hub  # /status lists them
     secret = settings.secret.get_secret_value()
     install(app, hub, secret, settings.max_blob_bytes)
 
     @app.get("/golivepeer/transcoders")
     def transcoders() -> dict[str, Any]:
-        """Attached go-livepeer transcoders: address, capacity, load, tasks done."""
-        return {"capacity": hub.capacity(), "load": hub.load(), "transcoders": hub.transcoders()}
+        """Attached go-livepeer transcoders (address, capacity, load, tasks done, pixels), and
+        the segments and pixels each host has ever done for the cluster."""
+        return {
+            "capacity": hub.capacity(),
+            "load": hub.load(),
+            "transcoders": hub.transcoders(),
+            "totals": ledger.totals(),
+        }
 
     bridge = Bridge(settings, hub, getattr(app.state, "celery_app", None))
 
     def shutdown() -> None:
         bridge.stop()
         hub.close()
+        ledger.close()
 
     return GrpcMount(app, hub, secret, on_startup=bridge.start, on_shutdown=shutdown)

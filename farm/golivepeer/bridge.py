@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 
 from farm.celery_app import create_app
@@ -128,7 +129,18 @@ class Bridge:
             capacity,
         )
 
+    def _publish(self, transcoders: list[dict[str, object]]) -> None:
+        """The attached transcoders in the ledger, for ``farm transcoders`` on any host."""
+        if self.hub.ledger is None:
+            return
+        try:
+            ttl = max(3 * self.settings.heartbeat_s, 6.0)
+            self.hub.ledger.publish(self.name, transcoders, ttl)
+        except redis.RedisError as e:
+            log.warning("could not publish the attached transcoders: %s", e)
+
     def _stop_worker(self) -> None:
+        self._publish([])
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat.registry.close()
@@ -142,6 +154,7 @@ class Bridge:
         log.info("go-livepeer bridge stopped: no transcoder attached")
 
     def _snapshot(self) -> Capabilities:
+        self._publish(self.hub.transcoders())
         queues = list(self.settings.golivepeer_queues)
         codecs = {q: q.rsplit(".", 1)[-1] for q in queues if q.startswith("transcode.")}
         return Capabilities(

@@ -19,8 +19,11 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+import redis
+
 from farm.errors import RetryableError, TranscodeTimeout
 from farm.golivepeer import net_pb2
+from farm.golivepeer.ledger import Ledger, host_of
 from farm.golivepeer.wire import capability_words, job_capabilities, seg_data_profiles
 from farm.media.profiles import VideoProfile
 
@@ -103,6 +106,7 @@ class Attached:
         return {
             "name": self.name,
             "address": self.address,
+            "host": host_of(self.address),
             "capacity": self.capacity,
             "load": self.load,
             "done": self.done,
@@ -124,7 +128,9 @@ class _Task:
 class Hub:
     """The registry of attached transcoders and their tasks in flight; thread-safe."""
 
-    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, on_change: Callable[[int], None] | None = None, ledger: Ledger | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
         self._attached: dict[str, Attached] = {}
@@ -134,6 +140,8 @@ class Hub:
         self._names = itertools.count(1)
         #: Called with the new total capacity after a transcoder attaches or leaves.
         self.on_change = on_change
+        #: Where verified pixels are totalled per host, beyond this process.
+        self.ledger = ledger
 
     def attach(
         self,
@@ -281,6 +289,11 @@ class Hub:
         """Count the encoded pixels of a task whose renditions passed verification."""
         with self._lock:
             t.pixels += pixels
+        if self.ledger is not None:
+            try:
+                self.ledger.credit(host_of(t.address), pixels)
+            except redis.RedisError as e:  # the job is done either way; the total is late
+                log.warning("could not total %d pixels for %s: %s", pixels, t.name, e)
 
     def segment(self, token: str) -> bytes | None:
         """The input of a task in flight, by the unguessable token in its URL."""

@@ -132,7 +132,14 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         # go-livepeer transcoders attached to this process (farm.golivepeer.with_golivepeer).
         hub = getattr(api.state, "golivepeer_hub", None)
         golivepeer = hub.transcoders() if hub is not None else []
-        metrics.set_transcoder_pixels({t["name"]: t["pixels"] for t in attached + golivepeer})
+        pixels = {t["name"]: t["pixels"] for t in attached}
+        if hub is not None and hub.ledger is not None:
+            try:  # go-livepeer transcoders by host, totalled beyond this process's life
+                totals = hub.ledger.totals()
+                pixels.update({f"golivepeer@{h}": int(t["pixels"]) for h, t in totals.items()})
+            except Exception as e:
+                log.warning("go-livepeer totals unavailable: %s", e)
+        metrics.set_transcoder_pixels(pixels)
         return {
             "version": __version__,
             "region": settings.region,

@@ -126,9 +126,7 @@ class TranscoderApi:
         return self.roster.all()
 
     def start(self) -> None:
-        """Start expiring credentials in the background."""
-        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
-            return
+        """Start expiring credentials (Redis brokers) and reconciling in the background."""
         self._thread = threading.Thread(target=self._sweep, name="farm-sweeper", daemon=True)
         self._thread.start()
 
@@ -139,25 +137,31 @@ class TranscoderApi:
 
     def _sweep(self) -> None:
         last_reconcile = 0.0
+        redis = self.settings.broker_url.startswith(("redis://", "rediss://"))
         while not self._stop.wait(self.settings.heartbeat_s):
             try:
-                if expired := self.roster.sweep():
+                if redis and (expired := self.roster.sweep()):
                     log.warning("%d transcoder credential(s) expired", expired)
                 if time.monotonic() - last_reconcile >= self.settings.reconcile_s:
                     last_reconcile = time.monotonic()
-                    self._reconcile_without_local_workers()
+                    self._reconcile_without_local_workers(redis)
             except Exception as e:  # the sweeper must outlive a Redis or database blink
                 log.warning("transcoder sweep failed: %s", e)
 
-    def _reconcile_without_local_workers(self) -> None:
-        """Run the reconciler here when transcoders are attached and no local worker consumes
-        the control queue (an orchestrator whose only workers are remote transcoders): beat's
-        reconcile tasks would wait for a consumer, and the jobs of an evicted or dead
-        transcoder with them."""
-        if self.celery_app is None or not any(r.state == "active" for r in self.roster.all()):
+    def _reconcile_without_local_workers(self, redis: bool = True) -> None:
+        """Run the reconciler here when transcoders serve this cluster and no local worker
+        consumes the control queue (an orchestrator whose only workers are remote or
+        go-livepeer transcoders): beat's reconcile tasks would wait for a consumer, and the
+        jobs of an evicted or dead transcoder, or of a node that restarted, with them."""
+        if self.celery_app is None:
             return
         live = self.res.registry.live()
         if any(CONTROL_QUEUE in w.queues and w.kind != "remote" for w in live):
+            return
+        attached = any(w.kind == "golivepeer" for w in live) or (
+            redis and any(r.state == "active" for r in self.roster.all())
+        )
+        if not attached:
             return
         from farm.tasks import reconcile
 

@@ -7,6 +7,9 @@ to it as go-livepeer's transcoder does.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +135,11 @@ def test_job_completes_on_an_attached_golivepeer_transcoder(
     assert [n.taskId for n in t.notified] == t.posted and len(t.posted) == 1
     pixels = client.wait(job.id).encoded_pixels
     assert [x["pixels"] for x in node.attached()["transcoders"]] == [pixels]
+    assert node.attached()["totals"]["127.0.0.1"]["pixels"] == pixels
+    listed = _farm_transcoders(cluster)
+    (entry,) = [t for t in listed if t["kind"] == "golivepeer"]
+    assert entry["host"] == "127.0.0.1" and entry["capacity"] == 2
+    assert (entry["total_segments"], entry["total_pixels"]) == (1, pixels)
     notify = t.notified[0]
     assert notify.profiles == b"invalid" and notify.segData.profiles == b"invalid"
     assert [p.name for p in notify.segData.fullProfiles] == [p.name for p in LADDER]
@@ -143,6 +151,19 @@ def test_job_completes_on_an_attached_golivepeer_transcoder(
     assert not t.errors
     # The task's input URL dies with the task.
     assert node.http.get(notify.url).status_code == 404
+
+
+def _farm_transcoders(cluster: Cluster) -> list[dict[str, Any]]:
+    """``farm transcoders --json``, as an operator on any host would run it."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "transcoders", "--json"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return list(json.loads(listed.stdout))
 
 
 def test_wrong_secret_and_zero_capacity_are_refused(node: Node, cluster: Cluster) -> None:
@@ -275,3 +296,47 @@ def test_stalled_transcoder_is_dropped_after_the_timeout(
     assert outcomes == [("failed", "timeout"), ("done", None)], outcomes
     assert node.attached()["transcoders"] == []
     wait_for(lambda: t._thread is not None and not t._thread.is_alive(), what="stream ended")
+
+
+def test_a_node_restart_mid_task_completes_the_job_without_local_workers(
+    cluster: Cluster, segment: bytes
+) -> None:
+    # Only go-livepeer transcoders serve this cluster, so no local worker runs the
+    # reconciler: the node does, once a transcoder is attached again.
+    first = Node(cluster)
+    try:
+        held = first.attach(on_notify=lambda n: False)  # takes the segment, never answers
+        client = cluster.client()
+        job = client.submit(segment, LADDER, duration=1.0)
+        wait_for(lambda: held.notified, what="the segment pushed to the transcoder")
+        cluster.kill9(first.proc)
+    finally:
+        first.close()
+    second = Node(cluster)
+    try:
+        second.attach()
+        assert _encoders(client, job.id) == {"golivepeer/h264"}
+        final = client.get(job.id, with_attempts=True)
+        outcomes = [a.outcome for a in final.attempt_log]
+        assert outcomes[-1] == "done" and outcomes.count("done") == 1, outcomes
+        assert final.publishes == 2
+        assert "reconciled without local workers" in cluster.logs()
+        # Only the verified segment is paid for; the total survived the first node.
+        pixels = client.wait(job.id).encoded_pixels
+        assert second.attached()["totals"]["127.0.0.1"] | {"first_seen": 0, "last_seen": 0} == {
+            "segments": 1,
+            "pixels": pixels,
+            "first_seen": 0,
+            "last_seen": 0,
+        }
+        text = second.http.get("/metrics").text
+        line = 'farm_transcoder_pixels{transcoder="golivepeer@127.0.0.1"} '
+        assert float(text.split(line, 1)[1].split()[0]) == pixels
+        # The dead node's list expired with it; the live node's is there.
+        wait_for(
+            lambda: [t["node"] for t in _farm_transcoders(cluster)]
+            == [w.worker for w in cluster.live() if w.kind == "golivepeer"],
+            what="only the live node's transcoders listed",
+        )
+    finally:
+        second.close()
