@@ -334,8 +334,10 @@ def test_a_node_restart_mid_task_completes_the_job_without_local_workers(
         assert float(text.split(line, 1)[1].split()[0]) == pixels
         # The dead node's list expired with it; the live node's is there.
         wait_for(
-            lambda: [t["node"] for t in _farm_transcoders(cluster)]
-            == [w.worker for w in cluster.live() if w.kind == "golivepeer"],
+            lambda: (
+                [t["node"] for t in _farm_transcoders(cluster)]
+                == [w.worker for w in cluster.live() if w.kind == "golivepeer"]
+            ),
             what="only the live node's transcoders listed",
         )
     finally:
