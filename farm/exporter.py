@@ -23,6 +23,7 @@ from fastapi import FastAPI, Response
 from farm import __version__, metrics
 from farm.errors import ConfigError
 from farm.node.status_page import refresh_metrics
+from farm.remote.tls import NodeHttp
 from farm.status import Snapshot, fetch
 
 __all__ = ["ExporterConfig", "collect", "collect_chain", "create_exporter_app"]
@@ -41,6 +42,9 @@ class ExporterConfig:
     orchestrator: str | None = None
     senders: tuple[str, ...] = ()
     ticket_queue_url: str | None = None
+    #: An https node API's certificate: its SHA-256 fingerprint, or a CA file.
+    node_cert_fingerprint: str | None = None
+    node_ca: str | None = None
 
     def __post_init__(self) -> None:
         if self.chain_url and not (self.controller and self.orchestrator):
@@ -100,11 +104,15 @@ def collect_chain(config: ExporterConfig) -> bool:
     return True
 
 
-def collect(config: ExporterConfig, client: httpx.Client) -> Snapshot | None:
+def collect(
+    config: ExporterConfig, client: httpx.Client, node_http: NodeHttp | None = None
+) -> Snapshot | None:
     """Read the targets once and set the gauges; the snapshot, or None without a node URL."""
     snap: Snapshot | None = None
     if config.node_url:
-        snap = fetch(config.node_url, config.gateway_url, config.admin_token, client=client)
+        snap = fetch(
+            config.node_url, config.gateway_url, config.admin_token, client=client, node=node_http
+        )
     elif config.gateway_url:
         snap = fetch("", config.gateway_url, config.admin_token, client=client)
         snap.node_error = "no node URL"
@@ -136,11 +144,18 @@ def collect(config: ExporterConfig, client: httpx.Client) -> Snapshot | None:
 def create_exporter_app(config: ExporterConfig) -> FastAPI:
     """The exporter's HTTP app: ``/metrics`` (reads the targets first) and ``/healthz``."""
     client = httpx.Client(timeout=config.timeout_s)
+    node = (
+        NodeHttp(config.node_url, config.node_ca, config.node_cert_fingerprint, config.timeout_s)
+        if config.node_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         client.close()
+        if node is not None:
+            node.close()
 
     api = FastAPI(title="farm exporter", version=__version__, lifespan=lifespan)
     # Scrapes may overlap; the gauges are process-wide, so read the targets one at a time.
@@ -150,7 +165,7 @@ def create_exporter_app(config: ExporterConfig) -> FastAPI:
     def scrape() -> Response:
         """Cluster state in Prometheus's text format."""
         with lock:
-            collect(config, client)
+            collect(config, client, node)
             if config.chain_url:
                 collect_chain(config)
             return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)

@@ -14,6 +14,9 @@ from typing import Any
 
 import httpx
 
+from farm.errors import FarmError
+from farm.remote.tls import NodeHttp
+
 __all__ = ["Snapshot", "fetch", "render"]
 
 
@@ -44,16 +47,23 @@ def fetch(
     admin_token: str | None = None,
     timeout: float = 5.0,
     client: httpx.Client | None = None,
+    node: NodeHttp | None = None,
 ) -> Snapshot:
-    """Read the node API's ``/status`` (and the gateway's admin views when a URL is given)."""
+    """Read the node API's ``/status`` (and the gateway's admin views when a URL is given).
+
+    ``node`` verifies an HTTPS node API (farm.remote.tls.NodeHttp); ``client`` is for the
+    rest, and for the node when ``node`` is not given.
+    """
     snap = Snapshot(node_url=node_url.rstrip("/"), gateway_url=gateway_url)
     own = client is None
     http = client or httpx.Client(timeout=timeout)
     try:
         try:
-            snap.node = _get(http, f"{snap.node_url}/status")
-        except (httpx.HTTPError, ValueError) as e:
+            snap.node = _get(node.client() if node is not None else http, f"{snap.node_url}/status")
+        except (httpx.HTTPError, ValueError, FarmError) as e:
             snap.node_error = f"{type(e).__name__}: {e}"
+            if node is not None:
+                node.reset()
         if gateway_url:
             base = gateway_url.rstrip("/")
             try:

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 from farm.client import FarmClient
+from farm.errors import FarmError
+from farm.remote.tls import NodeHttp
 from farm.settings import ClusterSettings
 from gateway.settings import OrchestratorConfig
 
@@ -49,6 +51,8 @@ class Orchestrator:
     ai_prices: dict[tuple[str, str], Fraction] = field(default_factory=dict)
     _client: FarmClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: HTTP to its node API, verified as its configuration says (Pool sets it).
+    http: NodeHttp | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -96,6 +100,8 @@ class Orchestrator:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        if self.http is not None:
+            self.http.close()
 
 
 class Pool:
@@ -113,7 +119,7 @@ class Pool:
         self.region = region
         self.probe_interval_s = probe_interval_s
         self.suspend_s = suspend_s
-        self._http = httpx.Client(timeout=probe_timeout_s)
+        self.probe_timeout_s = probe_timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -123,11 +129,16 @@ class Pool:
     # -- probes ----------------------------------------------------------------------------
     def probe(self, o: Orchestrator) -> None:
         base = o.config.node_url.rstrip("/")
+        if o.http is None:
+            c = o.config
+            o.http = NodeHttp(c.node_url, c.node_ca, c.node_cert_fingerprint, self.probe_timeout_s)
         try:
-            health = self._http.get(f"{base}/healthz")
-            status = self._http.get(f"{base}/status").json() if health.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError) as e:
+            http = o.http.client()
+            health = http.get(f"{base}/healthz")
+            status = http.get(f"{base}/status").json() if health.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError, FarmError) as e:
             o.healthy, o.probe_error = False, f"{e.__class__.__name__}: {e}"
+            o.http.reset()  # the next probe connects, and checks a pinned certificate, afresh
         else:
             o.healthy = health.status_code == 200 and bool(status.get("capacity"))
             o.capacity = int(status.get("capacity") or 0)
@@ -215,7 +226,6 @@ class Pool:
             self._thread.join(timeout=5)
         for o in self.orchestrators:
             o.close()
-        self._http.close()
 
 
 def _ai_models(

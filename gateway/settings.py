@@ -20,6 +20,11 @@ class OrchestratorConfig(BaseModel):
     region: str = "local"
     #: The cluster's node API, probed for /healthz and /status.
     node_url: str
+    #: For an https node_url: the SHA-256 fingerprint of the node's certificate (``farm
+    #: transcoders fingerprint``), or a CA file (the node's certificate will do); without
+    #: either, the system's CAs.
+    node_cert_fingerprint: str | None = None
+    node_ca: str | None = None
     #: Livepeer's price: pricePerUnit credits per pixelsPerUnit encoded pixels.
     price_per_unit: int = Field(0, ge=0)
     pixels_per_unit: int = Field(1, ge=1)

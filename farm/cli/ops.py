@@ -15,6 +15,21 @@ _NODE_URL = click.option(
     show_default=True,
     help="The orchestrator's node API (env FARM_NODE_URL).",
 )
+_NODE_FINGERPRINT = click.option(
+    "--node-cert-fingerprint",
+    envvar="FARM_NODE_CERT_FINGERPRINT",
+    default=None,
+    help="For an https node API: SHA-256 fingerprint of its certificate (farm transcoders "
+    "fingerprint; env FARM_NODE_CERT_FINGERPRINT).",
+)
+_NODE_CA = click.option(
+    "--node-ca",
+    envvar="FARM_NODE_CA",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="For an https node API: a CA file to verify it by; its own certificate will do "
+    "(env FARM_NODE_CA).",
+)
 _GATEWAY_URL = click.option(
     "--gateway-url",
     envvar="FARM_GATEWAY_URL",
@@ -31,6 +46,8 @@ _ADMIN_TOKEN = click.option(
 
 @click.command("exporter")
 @_NODE_URL
+@_NODE_FINGERPRINT
+@_NODE_CA
 @_GATEWAY_URL
 @_ADMIN_TOKEN
 @click.option(
@@ -57,6 +74,8 @@ _ADMIN_TOKEN = click.option(
 @click.option("--port", type=int, default=9153, show_default=True, help="Listen port.")
 def exporter_cmd(
     node_url: str,
+    node_cert_fingerprint: str | None,
+    node_ca: str | None,
     gateway_url: str | None,
     admin_token: str | None,
     chain_url: str | None,
@@ -81,12 +100,16 @@ def exporter_cmd(
         orchestrator=orchestrator,
         senders=senders,
         ticket_queue_url=ticket_queue_url,
+        node_cert_fingerprint=node_cert_fingerprint,
+        node_ca=node_ca,
     )
     uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
 
 
 @click.command("status")
 @_NODE_URL
+@_NODE_FINGERPRINT
+@_NODE_CA
 @_GATEWAY_URL
 @_ADMIN_TOKEN
 @click.option("-w", "--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
@@ -96,6 +119,8 @@ def exporter_cmd(
 )
 def status_cmd(
     node_url: str,
+    node_cert_fingerprint: str | None,
+    node_ca: str | None,
     gateway_url: str | None,
     admin_token: str | None,
     watch: bool,
@@ -106,11 +131,13 @@ def status_cmd(
 
     Exits 1 when the node API cannot be read (one-shot mode).
     """
+    from farm.remote.tls import NodeHttp
     from farm.status import fetch, render
 
+    node = NodeHttp(node_url, node_ca, node_cert_fingerprint)
     drawn = 0
     while True:
-        snap = fetch(node_url, gateway_url, admin_token)
+        snap = fetch(node_url, gateway_url, admin_token, node=node)
         text = render(snap)
         if watch:
             # Home the cursor and clear the screen: a live view without curses.
@@ -118,7 +145,7 @@ def status_cmd(
         else:
             click.echo(text, nl=False)
             if snap.node is None:
-                raise click.ClickException(f"node API at {node_url} unreachable")
+                raise click.ClickException(f"node API at {node_url} unreachable: {snap.node_error}")
             return
         drawn += 1
         if count and drawn >= count:

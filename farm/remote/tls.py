@@ -16,14 +16,20 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
+
+import httpx
 
 from farm.errors import ConfigError, NodeUnreachable
 
 __all__ = [
+    "NodeHttp",
     "ensure_certificate",
     "fingerprint",
     "fingerprint_of_file",
+    "node_verify",
     "normalise_fingerprint",
     "pinned_context",
     "server_paths",
@@ -182,3 +188,55 @@ def pinned_context(host: str, port: int, pin: str, timeout: float = 10.0) -> ssl
     context = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
     context.check_hostname = False  # the pin names the certificate itself
     return context
+
+
+def node_verify(
+    url: str, ca: str | None = None, pin: str | None = None, timeout: float = 10.0
+) -> ssl.SSLContext | bool:
+    """How a client verifies the node API at ``url`` (httpx's ``verify``): the certificate
+    whose fingerprint is ``pin``, or a CA file (the node's own certificate will do), or the
+    system's CAs. Plain HTTP needs none of them.
+
+    NodeUnreachable when a pinned node cannot be reached to read its certificate, ConfigError
+    when it shows another one or the CA file cannot be read.
+    """
+    if not url.startswith("https://"):
+        return True
+    if pin:
+        parsed = urllib.parse.urlsplit(url)
+        host, port = parsed.hostname or "", parsed.port or 443
+        return pinned_context(host, port, pin, timeout)
+    if ca:
+        try:
+            return ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot read the node's CA file {ca}: {e}") from e
+    return True
+
+
+class NodeHttp:
+    """An httpx client for one node API, verified by :func:`node_verify`; made when first
+    needed and again after :meth:`reset` (a failure), so a pin is checked on each new one."""
+
+    def __init__(
+        self, url: str, ca: str | None = None, pin: str | None = None, timeout_s: float = 5.0
+    ) -> None:
+        self.url, self.ca, self.pin, self.timeout_s = url, ca, pin, timeout_s
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> httpx.Client:
+        """The client; NodeUnreachable or ConfigError when the node cannot be trusted."""
+        with self._lock:
+            if self._client is None:
+                verify = node_verify(self.url, self.ca, self.pin, self.timeout_s)
+                self._client = httpx.Client(timeout=self.timeout_s, verify=verify)
+            return self._client
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    close = reset

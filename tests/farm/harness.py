@@ -102,6 +102,16 @@ class Cluster:
         self.processes.append(proc)
         return proc
 
+    def farm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``farm ARGS`` run to completion with this cluster's settings, as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "farm.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     def start_worker(
         self, *extra: str, concurrency: int = 1, wait: bool = True
     ) -> subprocess.Popen[bytes]:

@@ -192,13 +192,7 @@ class Orchestrator:
             return result
 
     def farm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "farm.cli", *args],
-            env=self.cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return self.cluster.farm(*args)
 
     def transcoder(
         self,

@@ -8,8 +8,6 @@ to it as go-livepeer's transcoder does.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,14 +153,8 @@ def test_job_completes_on_an_attached_golivepeer_transcoder(
 
 def _farm_transcoders(cluster: Cluster) -> list[dict[str, Any]]:
     """``farm transcoders --json``, as an operator on any host would run it."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "farm.cli", "transcoders", "--json"],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listed = cluster.farm("transcoders", "--json")
+    assert listed.returncode == 0, listed.stderr
     return list(json.loads(listed.stdout))
 
 

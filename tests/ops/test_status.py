@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,16 +42,6 @@ def serve(cluster: Cluster, *args: str, log: str, env: dict[str, str] | None = N
 
     wait_for(listening, timeout=30, what=f"farm {args[0]}")
     return base
-
-
-def farm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_status_exporter_and_page_show_the_live_cluster(cluster: Cluster) -> None:
@@ -94,8 +83,8 @@ def test_status_exporter_and_page_show_the_live_cluster(cluster: Cluster) -> Non
     )
 
     # The terminal view, one shot: workers, queues, job states, the gateway's pool.
-    shown = farm(
-        cluster, "status", "--node-url", node, "--gateway-url", gateway, "--admin-token", ADMIN
+    shown = cluster.farm(
+        "status", "--node-url", node, "--gateway-url", gateway, "--admin-token", ADMIN
     )
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
@@ -103,7 +92,7 @@ def test_status_exporter_and_page_show_the_live_cluster(cluster: Cluster) -> Non
     assert "done=1" in out and "failed=1" in out
     assert "orch-a" in out and " up " in out
     # Live: redrawn --count times (in place on a terminal; click drops the escape in a pipe).
-    watched = farm(cluster, "status", "--node-url", node, "--watch", "-n", "0.2", "--count", "2")
+    watched = cluster.farm("status", "--node-url", node, "--watch", "-n", "0.2", "--count", "2")
     assert watched.returncode == 0 and watched.stdout.count(f"farm status  {node}") == 2
     assert watched.stdout.count(worker) == 2
 
@@ -147,13 +136,13 @@ def test_status_exporter_and_page_show_the_live_cluster(cluster: Cluster) -> Non
 def test_exporter_needs_the_controller_and_orchestrator_for_chain_state(
     cluster: Cluster,
 ) -> None:
-    refused = farm(cluster, "exporter", "--chain-url", "http://127.0.0.1:8545")
+    refused = cluster.farm("exporter", "--chain-url", "http://127.0.0.1:8545")
     assert refused.returncode == 1
     assert "Controller address" in refused.stderr
 
 
 def test_status_fails_when_the_node_is_down(cluster: Cluster) -> None:
-    down = farm(cluster, "status", "--node-url", f"http://127.0.0.1:{free_port()}")
+    down = cluster.farm("status", "--node-url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1
     assert "NODE unreachable" in down.stdout and "unreachable" in down.stderr
 
