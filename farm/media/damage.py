@@ -2,7 +2,8 @@
 
 A worker configured with ``FARM_CHAOS`` damages its output the way real failures do
 (a truncated upload, a rendition at the wrong size, a pixel count that does not match, a
-stream that starts without its keyframe, or a different picture altogether), so that the
+stream that starts without its keyframe, a corrupt bitstream, or a different picture
+altogether), so that the
 checks that must catch each of them can be seen catching them, end to end.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -23,7 +25,7 @@ __all__ = ["KINDS", "damage"]
 
 #: Damage applied to a job's first attempt only (verification catches it, the retry is clean)
 #: and damage applied to every attempt (only a cross-check on another orchestrator sees it).
-FIRST_ATTEMPT = ("truncate", "resize", "pixels", "keyframe")
+FIRST_ATTEMPT = ("truncate", "resize", "pixels", "keyframe", "corrupt")
 EVERY_ATTEMPT = ("picture",)
 KINDS = FIRST_ATTEMPT + EVERY_ATTEMPT
 
@@ -33,20 +35,45 @@ def _truncate(r: Rendition) -> Rendition:
     return dataclasses.replace(r, data=r.data[:cut])
 
 
-def _drop_first_keyframe(r: Rendition) -> Rendition:
+def _remux(
+    r: Rendition, video: Callable[[int, av.Packet[Any]], av.Packet[Any] | None]
+) -> Rendition:
+    """The rendition muxed again, each video packet (by its index) replaced by what ``video``
+    gives for it, or dropped for None; audio as it was."""
     out = OutputFile(r.fmt)
     with av.open(io.BytesIO(r.data), "r") as src:
         streams = {s.index: out.container.add_stream_from_template(s) for s in src.streams}
-        dropped = False
+        index = 0
         for packet in src.demux():
             if not packet.size:
                 continue
-            if packet.stream.type == "video" and not dropped:
-                dropped = True
-                continue
-            packet.stream = streams[packet.stream.index]
-            out.container.mux(packet)
+            kept: av.Packet[Any] | None = packet
+            if packet.stream.type == "video":
+                kept, index = video(index, packet), index + 1
+            if kept is not None:
+                kept.stream = streams[packet.stream.index]
+                out.container.mux(kept)
     return dataclasses.replace(r, data=out.finish())
+
+
+def _drop_first_keyframe(r: Rendition) -> Rendition:
+    return _remux(r, lambda i, p: None if i == 0 else p)
+
+
+def _corrupt_bitstream(r: Rendition) -> Rendition:
+    # Every other frame after the first has bytes flipped past its slice headers, as a
+    # failing encoder, GPU memory or disk would leave them; the container stays intact.
+    def flip(i: int, p: av.Packet[Any]) -> av.Packet[Any]:
+        if i == 0 or i % 2:
+            return p
+        data = bytearray(bytes(p))
+        for at in range(len(data) // 3, len(data), 37):
+            data[at] ^= 0xA5
+        out = av.Packet(bytes(data))
+        out.pts, out.dts, out.time_base, out.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+        return out
+
+    return _remux(r, flip)
 
 
 def _other_picture(result: TranscodeResult, r: Rendition) -> Rendition:
@@ -85,6 +112,8 @@ def damage(result: TranscodeResult, kind: str) -> TranscodeResult:
         renditions[0] = dataclasses.replace(first, pixels=first.pixels + first.width * first.height)
     elif kind == "keyframe":
         renditions[0] = _drop_first_keyframe(first)
+    elif kind == "corrupt":
+        renditions[0] = _corrupt_bitstream(first)
     else:
         renditions = [_other_picture(result, r) for r in renditions]
     changed = {"renditions": renditions}

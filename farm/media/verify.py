@@ -103,7 +103,7 @@ class _EndsDecoder:
             self._end_span(0, index)
             self._in_first = False
         if self._in_first:
-            self._decode(packet, 0, None)
+            self._decode(packet, "first GOP")
             return
         if packet.is_keyframe:
             self._last, self._last_start = [], index
@@ -118,35 +118,39 @@ class _EndsDecoder:
                 self._end_span(0, self._count)
             elif self._last:
                 self._got = 0
+                gop = _gop_name(self._last_start, self._count)
                 for packet in self._last:
-                    self._decode(packet, self._last_start, self._count)
+                    self._decode(packet, gop)
                 self._end_span(self._last_start, self._count)
         return self.error
 
-    def _decode(self, packet: av.Packet[Any] | None, start: int, end: int | None) -> None:
+    def _decode(self, packet: av.Packet[Any] | None, gop: str) -> None:
+        # The decoder conceals damage it can get past and marks those frames corrupt; what it
+        # cannot get past raises. (Its log is off, as PyAV leaves it, so neither needs it.)
         if self.error is not None:
             return
-        span = f"{start}-{end if end is not None else '...'}"
         try:
-            with av.logging.Capture() as logs:
-                for frame in self._ctx.decode(packet):
-                    self._got += 1
-                    if frame.is_corrupt:
-                        self.error = f"a corrupt frame in frames {span}"
-                        return
+            for frame in self._ctx.decode(packet):
+                self._got += 1
+                if frame.is_corrupt:
+                    self.error = f"frame {self._got} of the {gop} is corrupt"
+                    return
         except av.FFmpegError as e:
-            self.error = f"frames {span} do not decode: {e}"
-            return
-        errors = [m for level, _, m in logs if level <= av.logging.ERROR]
-        if errors:
-            self.error = f"decoder errors in frames {span}: {errors[0].strip()}"
+            self.error = f"the {gop} does not decode: {e}"
 
     def _end_span(self, start: int, end: int) -> None:
-        self._decode(None, start, end)
+        gop = _gop_name(start, end)
+        self._decode(None, gop)
         if self.error is None and self._got != end - start:
-            self.error = f"frames {start}-{end}: {self._got} of {end - start} decoded"
+            self.error = f"{self._got} of the {end - start} frames of the {gop} decoded"
         self._ctx.flush_buffers()
         self._got = 0
+
+
+def _gop_name(start: int, end: int | None) -> str:
+    if start == 0:
+        return "first GOP" + (f" (frames 0-{end - 1})" if end else "")
+    return f"last GOP (frames {start}-{end - 1 if end else '...'})"
 
 
 def _observe(source: Any, fmt: str, gpu: int | None = None) -> _Observed:

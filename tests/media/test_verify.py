@@ -40,6 +40,7 @@ def test_good_renditions_pass(good: TranscodeResult) -> None:
         ("resize", {"wrong_size"}),
         ("pixels", {"pixel_count"}),
         ("keyframe", {"no_keyframe"}),
+        ("corrupt", {"decode"}),
     ],
 )
 def test_each_damage_is_caught(good: TranscodeResult, kind: str, reasons: set[str]) -> None:
@@ -93,7 +94,9 @@ def _follow(r: Rendition, input_duration: float, chunk: int = 188 * 40) -> set[s
     return {f.reason for f in verifier.verdict(r, input_duration, timeout=10)}
 
 
-@pytest.mark.parametrize("kind", [None, "truncate", "resize", "pixels", "keyframe", "picture"])
+@pytest.mark.parametrize(
+    "kind", [None, "truncate", "resize", "pixels", "keyframe", "corrupt", "picture"]
+)
 def test_following_gives_the_finished_verdict(good: TranscodeResult, kind: str | None) -> None:
     result = damage(good, kind) if kind else good
     for r in result.renditions:
