@@ -75,7 +75,8 @@ VERIFY_FAILED = Counter(
 )
 VERIFY_TIME = Histogram(
     "farm_verification_seconds",
-    "Time to verify a segment's renditions",
+    "Verification work per segment: the busiest rendition's, in seconds (CPU seconds where it "
+    "follows the rendition while it is written)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
 

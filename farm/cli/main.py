@@ -63,3 +63,13 @@ def main() -> None:
     except FarmError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except Exception as e:
+        # A service the command needs is down or refused it: one line, not a traceback.
+        if not type(e).__module__.startswith(_SERVICE_ERRORS):
+            raise
+        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+
+
+#: Modules whose exceptions mean a service (Redis, a database, the broker, an HTTP API) failed.
+_SERVICE_ERRORS = ("redis.", "sqlalchemy.", "psycopg", "kombu.", "amqp.", "httpx", "httpcore")
