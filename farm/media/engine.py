@@ -70,10 +70,10 @@ class EngineOptions:
     #: Encode renditions on their own threads (off only to measure the difference).
     parallel: bool = True
     interpolation: str = "BICUBIC"
-    #: Reopen and check every rendition (farm.media.verify): MPEG-TS while it is written, on
-    #: a thread of its own that follows the muxer's bytes; other formats once encoded.
+    #: Reopen and check every rendition (farm.media.verify): MPEG-TS and fMP4 while they are
+    #: written, on a thread of its own that follows the muxer's bytes; MP4 once encoded.
     verify: bool = False
-    #: Verify MPEG-TS while it is written (off only to measure the difference).
+    #: Verify MPEG-TS and fMP4 while they are written (off only to measure the difference).
     verify_following: bool = True
 
 

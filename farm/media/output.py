@@ -36,8 +36,9 @@ _OPTIONS = {
 }
 
 
-#: Formats whose muxer only appends, so a reader may follow the bytes while they are written.
-STREAMABLE = frozenset({"mpegts"})
+#: Formats whose muxer only appends, so a reader may follow the bytes while they are written
+#: (MP4 with faststart moves its index to the front when it finishes).
+STREAMABLE = frozenset({"mpegts", "fmp4"})
 
 
 class GrowingBuffer:

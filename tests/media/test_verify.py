@@ -172,19 +172,22 @@ def test_only_appending_formats_are_followed() -> None:
 
 @pytest.mark.parametrize("fmt", ["mpegts", "mp4", "fmp4"])
 def test_engine_verifies_every_format(fmt: str) -> None:
-    # MPEG-TS is verified while it is written, MP4 and fMP4 once they are finished; the
-    # verdict and the timings read the same either way.
+    # MPEG-TS and fMP4 are verified while they are written, MP4 once it is finished (its
+    # faststart index comes last); the verdict and the timings read the same either way.
     result = transcode(make_segment(320, 240, 30, 1.0), LADDER, EngineOptions(fmt=fmt, verify=True))
     assert result.verification == []
     assert result.timings["verify"] > 0
     assert [r.fmt for r in result.renditions] == [fmt, fmt]
 
 
-def test_following_output_is_the_same_bytes(good: TranscodeResult) -> None:
+@pytest.mark.parametrize("fmt", ["mpegts", "fmp4"])
+def test_following_output_is_the_same_bytes(fmt: str) -> None:
     # A followed output is not seekable; its muxer must write the same bytes all the same.
+    source = transcode(make_segment(320, 240, 30, 1.0), LADDER[:1], EngineOptions(fmt=fmt))
+
     def remux(follow: bool) -> bytes:
-        out = OutputFile("mpegts", follow=follow)
-        with av.open(io.BytesIO(good.renditions[0].data)) as src:
+        out = OutputFile(fmt, follow=follow)
+        with av.open(io.BytesIO(source.renditions[0].data)) as src:
             streams = {s.index: out.container.add_stream_from_template(s) for s in src.streams}
             for packet in src.demux():
                 if packet.dts is None:
@@ -195,6 +198,17 @@ def test_following_output_is_the_same_bytes(good: TranscodeResult) -> None:
 
     plain = remux(False)
     assert remux(True) == plain and len(plain) > 10_000
+
+
+@pytest.mark.parametrize("kind", [None, "truncate", "keyframe", "corrupt"])
+def test_following_fragmented_mp4(kind: str | None) -> None:
+    result = transcode(make_segment(320, 240, 30, 1.0), LADDER, EngineOptions(fmt="fmp4"))
+    if kind:
+        result = damage(result, kind)
+    r = result.renditions[0]
+    after = {f.reason for f in verify_rendition(r, result.input_duration)}
+    assert _follow(r, result.input_duration, chunk=4096) == after
+    assert bool(after) == bool(kind)
 
 
 def test_a_gpu_that_cannot_decode_falls_back_to_the_cpu(
