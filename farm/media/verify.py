@@ -79,8 +79,8 @@ class _EndsDecoder:
 
     def __init__(self, ctx: av.VideoCodecContext) -> None:
         # Every slice is parsed and reconstructed; only deblocking, which cannot fail, is
-        # skipped: a fifth less work for the same verdict. One thread: each rendition has its
-        # own verifier already, and a decoder's thread pool costs a fifth more CPU here.
+        # skipped: a fifth less work for the same verdict. One thread: each rendition has a
+        # verifier of its own already.
         ctx.options = {"skip_loop_filter": "all", "threads": "1"}
         self._ctx = ctx
         self._count = 0
@@ -165,7 +165,8 @@ def _observe(source: Any, fmt: str, gpu: int | None = None) -> _Observed:
     )
     with av.open(file, "r", format=FORMATS[fmt], hwaccel=hwaccel) as container:
         stream = container.streams.video[0]
-        assert stream.time_base is not None
+        if stream.time_base is None:
+            raise ValueError("the video stream has no time base")
         decoder = _EndsDecoder(stream.codec_context)
         packets: list[tuple[int | None, bool]] = []
         for p in container.demux(stream):
