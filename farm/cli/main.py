@@ -48,6 +48,10 @@ for _command in (
     cli.add_command(_command)
 
 
+#: Modules whose exceptions mean a service (Redis, a database, the broker, an HTTP API) failed.
+_SERVICE_ERRORS = ("redis.", "sqlalchemy.", "psycopg", "kombu.", "amqp.", "httpx", "httpcore")
+
+
 def main() -> None:
     """Entry point: farm errors become one clear line and exit status 1."""
     try:
@@ -69,7 +73,3 @@ def main() -> None:
             raise
         click.echo(f"error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
-
-
-#: Modules whose exceptions mean a service (Redis, a database, the broker, an HTTP API) failed.
-_SERVICE_ERRORS = ("redis.", "sqlalchemy.", "psycopg", "kombu.", "amqp.", "httpx", "httpcore")

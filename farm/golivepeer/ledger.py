@@ -10,7 +10,6 @@ host lists them and a node that dies takes its list with it.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any
 
@@ -19,8 +18,6 @@ import redis
 from farm.registry import redis_py_url
 
 __all__ = ["Ledger", "host_of"]
-
-log = logging.getLogger(__name__)
 
 _TOTALS = "farm:golivepeer:totals:"
 _ATTACHED = "farm:golivepeer:attached:"

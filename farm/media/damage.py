@@ -3,8 +3,8 @@
 A worker configured with ``FARM_CHAOS`` damages its output the way real failures do
 (a truncated upload, a rendition at the wrong size, a pixel count that does not match, a
 stream that starts without its keyframe, a corrupt bitstream, or a different picture
-altogether), so that the
-checks that must catch each of them can be seen catching them, end to end.
+altogether), so that the checks that must catch each of them can be seen catching them, end
+to end.
 """
 
 from __future__ import annotations

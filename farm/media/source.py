@@ -12,7 +12,7 @@ import av
 from av.codec.hwaccel import HWAccel
 
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
-from farm.media.codecs import GPU_DECODERS, decoder_opens
+from farm.media.codecs import nvdec_opens
 
 __all__ = ["MAX_INPUT_SECONDS", "SUPPORTED_INPUT_CODECS", "Source", "open_source"]
 
@@ -128,7 +128,7 @@ def _inspect(
     if duration is not None and duration > max_seconds:
         raise InputTooLong(f"input lasts {duration:.1f} s; the limit is {max_seconds:g} s")
     decoder = codec
-    if gpu is not None and GPU_DECODERS.get(codec) and decoder_opens(GPU_DECODERS[codec]):
+    if gpu is not None and nvdec_opens(codec):
         # Reopen with NVDEC on the worker's GPU; CPU decoding stays the fallback.
         if isinstance(file, io.BytesIO):
             file.seek(0)
