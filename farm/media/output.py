@@ -51,7 +51,6 @@ class GrowingBuffer:
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
-        self._size = 0
         self._closed = False
         self._changed = threading.Condition()
 
@@ -61,21 +60,13 @@ class GrowingBuffer:
             if self._closed:
                 raise ValueError("write to a closed GrowingBuffer")
             self._chunks.append(chunk)
-            self._size += len(chunk)
             self._changed.notify_all()
         return len(chunk)
-
-    def tell(self) -> int:
-        return self._size
 
     def close(self) -> None:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def getvalue(self) -> bytes:
         with self._changed:
@@ -127,8 +118,8 @@ def check_format(fmt: str) -> str:
 class OutputFile:
     """One rendition's container, written in memory (or to a temporary file for faststart).
 
-    With ``follow`` (formats in STREAMABLE only) it is written into a GrowingBuffer, whose
-    ``reader()`` reads the container while it is being written.
+    With ``follow`` (formats in STREAMABLE only) it is written into a GrowingBuffer,
+    ``followed``, whose readers read the container while it is being written.
     """
 
     def __init__(self, fmt: str, follow: bool = False) -> None:
