@@ -91,11 +91,15 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
     ledger = Ledger(settings.redis_registry_url())
     try:
         golivepeer = [{**t, "kind": "golivepeer"} for t in ledger.attached()]
+        banned = ledger.banned()
     finally:
         ledger.close()
     if as_json:
         click.echo(json.dumps(records + golivepeer, indent=2))
         return
+    for host, ban in sorted(banned.items()):
+        left = max(0.0, float(ban["until"]) - time.time())
+        click.echo(f"go-livepeer host {host}: {ban.get('reason', 'evicted')}, {left:.0f}s left")
     if not records and not golivepeer:
         click.echo("no transcoder has attached")
         return
@@ -138,13 +142,73 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
 
 @transcoders_group.command("evict")
 @click.argument("transcoder_id")
-def evict_cmd(transcoder_id: str) -> None:
-    """Revoke a transcoder's credential and cut its connections; its work goes elsewhere."""
+@click.option(
+    "--ban",
+    "ban_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3600.0,
+    show_default=True,
+    help="go-livepeer transcoders: seconds their host is refused (they register again at once).",
+)
+def evict_cmd(transcoder_id: str, ban_s: float) -> None:
+    """Revoke a transcoder's credential and cut its connections; its work goes elsewhere.
+
+    A go-livepeer transcoder (golivepeer-NAME, or golivepeer@HOST for every one on a host)
+    is dropped by its node and its host refused for --ban seconds (farm transcoders unban).
+    """
     settings: NodeSettings = _load(NodeSettings)
+    if transcoder_id.startswith("golivepeer"):
+        _evict_golivepeer(settings, transcoder_id, ban_s)
+        return
     record = _roster(settings).revoke(transcoder_id.removeprefix("transcoder-"))
     if record is None:
         raise click.ClickException(f"no transcoder {transcoder_id!r}")
     click.echo(f"evicted {record.name}: credential revoked, connections closed")
+
+
+def _evict_golivepeer(settings: NodeSettings, transcoder_id: str, ban_s: float) -> None:
+    from farm.golivepeer.ledger import Ledger
+
+    ledger = Ledger(settings.redis_registry_url())
+    try:
+        if transcoder_id.startswith("golivepeer@"):
+            host = transcoder_id.removeprefix("golivepeer@")
+            if not host:
+                raise click.ClickException("golivepeer@HOST needs a host")
+        else:
+            name = transcoder_id.split("@", 1)[0]
+            found = [t for t in ledger.attached() if t["name"] == name]
+            if not found:
+                raise click.ClickException(
+                    f"no go-livepeer transcoder {transcoder_id!r} is attached "
+                    "(golivepeer@HOST bans a host that is not)"
+                )
+            host = str(found[0]["host"])
+        until = ledger.ban(host, ban_s)
+    finally:
+        ledger.close()
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
+    click.echo(
+        f"evicted go-livepeer host {host}: its transcoders are dropped at their node's next "
+        f"heartbeat and refused until {when}"
+    )
+
+
+@transcoders_group.command("unban")
+@click.argument("host")
+def unban_cmd(host: str) -> None:
+    """Let an evicted go-livepeer host's transcoders attach again."""
+    from farm.golivepeer.ledger import Ledger
+
+    settings: NodeSettings = _load(NodeSettings)
+    ledger = Ledger(settings.redis_registry_url())
+    try:
+        lifted = ledger.unban(host.removeprefix("golivepeer@"))
+    finally:
+        ledger.close()
+    if not lifted:
+        raise click.ClickException(f"go-livepeer host {host!r} is not banned")
+    click.echo(f"go-livepeer host {host.removeprefix('golivepeer@')} may attach again")
 
 
 @transcoders_group.command("fingerprint")

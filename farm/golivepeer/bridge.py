@@ -153,7 +153,20 @@ class Bridge:
         self._worker, self._worker_thread, self._prefetch = None, None, 0
         log.info("go-livepeer bridge stopped: no transcoder attached")
 
+    def _drop_banned(self) -> None:
+        """Detach the transcoders of hosts evicted since they attached (on any host)."""
+        if self.hub.ledger is None:
+            return
+        try:
+            banned = self.hub.ledger.banned()
+        except redis.RedisError as e:
+            log.warning("could not read the evicted go-livepeer hosts: %s", e)
+            return
+        if banned:
+            self.hub.drop_hosts(banned, "evicted")
+
     def _snapshot(self) -> Capabilities:
+        self._drop_banned()
         self._publish(self.hub.transcoders())
         queues = list(self.settings.golivepeer_queues)
         codecs = {q: q.rsplit(".", 1)[-1] for q in queues if q.startswith("transcode.")}

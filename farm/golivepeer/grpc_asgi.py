@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
+import redis
 from google.protobuf.message import DecodeError
 
 from farm.golivepeer import net_pb2
 from farm.golivepeer.hub import Attached, Hub
+from farm.golivepeer.ledger import host_of
 from farm.golivepeer.wire import (
     DEFAULT_CAPABILITIES,
     FrameError,
@@ -48,6 +51,7 @@ class Status:
 
     OK = 0
     INVALID_ARGUMENT = 3
+    PERMISSION_DENIED = 7
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAUTHENTICATED = 16
@@ -113,6 +117,11 @@ class GrpcMount:
         if request.capacity <= 0:
             await self._finish(scope, send, Status.INVALID_ARGUMENT, "zero capacity")
             return
+        refusal = await asyncio.to_thread(self._banned, _peer(scope))
+        if refusal is not None:
+            log.warning("go-livepeer transcoder from %s refused: %s", _peer(scope), refusal)
+            await self._finish(scope, send, Status.PERMISSION_DENIED, refusal)
+            return
         caps = (
             frozenset(capability_bits(request.capabilities.bitstring))
             if request.HasField("capabilities")
@@ -125,6 +134,20 @@ class GrpcMount:
             await self._stream(scope, receive, send, t)
         finally:
             self.hub.detach(t)
+
+    def _banned(self, peer: str) -> str | None:
+        """Why the transcoder's host may not attach now (``farm transcoders evict``), or None."""
+        if self.hub.ledger is None:
+            return None
+        try:
+            ban = self.hub.ledger.ban_of(host_of(peer))
+        except redis.RedisError as e:  # the ban is kept in Redis; without it, nothing to check
+            log.warning("could not check bans for %s: %s", peer, e)
+            return None
+        if ban is None:
+            return None
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(ban["until"])))
+        return f"this host is {ban.get('reason', 'evicted')} until {until}"
 
     def _lifespan(self, receive: Receive) -> Receive:
         """``receive`` that runs the startup and shutdown hooks before the app sees them."""

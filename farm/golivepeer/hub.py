@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -137,7 +137,6 @@ class Hub:
         self._tasks: dict[int, _Task] = {}
         self._by_token: dict[str, _Task] = {}
         self._task_ids = itertools.count(1)
-        self._names = itertools.count(1)
         #: Called with the new total capacity after a transcoder attaches or leaves.
         self.on_change = on_change
         #: Where verified pixels are totalled per host, beyond this process.
@@ -154,7 +153,7 @@ class Hub:
         """Record a transcoder that registered; its stream's outbox starts empty."""
         with self._lock:
             t = Attached(
-                name=f"golivepeer-{next(self._names)}",
+                name=self._new_name(),
                 address=address,
                 base_url=base_url,
                 capacity=capacity,
@@ -169,6 +168,20 @@ class Hub:
         )
         self._changed()
         return t
+
+    def _new_name(self) -> str:
+        # Random, so that names stay apart across nodes and restarts of a node.
+        while (name := f"golivepeer-{secrets.token_hex(3)}") in self._attached:
+            pass
+        return name
+
+    def drop_hosts(self, hosts: Collection[str], reason: str) -> list[str]:
+        """Detach every transcoder connected from one of ``hosts``; the names dropped."""
+        with self._lock:
+            gone = [t for t in self._attached.values() if host_of(t.address) in hosts]
+        for t in gone:
+            self.detach(t, reason)
+        return [t.name for t in gone]
 
     def detach(self, t: Attached, reason: str = "disconnected") -> None:
         """Forget a transcoder; its tasks in flight fail with TranscoderLost and go back."""

@@ -21,6 +21,7 @@ __all__ = ["Ledger", "host_of"]
 
 _TOTALS = "farm:golivepeer:totals:"
 _ATTACHED = "farm:golivepeer:attached:"
+_BANNED = "farm:golivepeer:banned:"
 
 
 def _text(value: bytes | str) -> str:
@@ -99,3 +100,28 @@ class Ledger:
                     }
                 )
         return sorted(out, key=lambda t: (str(t["node"]), str(t["name"])))
+
+    def ban(self, host: str, seconds: float, reason: str = "evicted") -> float:
+        """Refuse ``host``'s transcoders for ``seconds``; when the ban ends (a Unix time)."""
+        until = time.time() + seconds
+        record = json.dumps({"until": until, "reason": reason})
+        self._redis.set(_BANNED + host, record, px=max(1, int(seconds * 1000)))
+        return until
+
+    def unban(self, host: str) -> bool:
+        """Lift a ban; False when ``host`` was not banned."""
+        return bool(self._redis.delete(_BANNED + host))
+
+    def banned(self) -> dict[str, dict[str, Any]]:
+        """The banned hosts, each with when its ban ends and why."""
+        out: dict[str, dict[str, Any]] = {}
+        for key in self._redis.scan_iter(match=_BANNED + "*", count=500):
+            raw = self._redis.get(key)
+            if raw is not None:  # expired between the scan and the read
+                out[_text(key)[len(_BANNED) :]] = json.loads(raw)
+        return out
+
+    def ban_of(self, host: str) -> dict[str, Any] | None:
+        """``host``'s ban (until, reason), or None."""
+        raw = self._redis.get(_BANNED + host)
+        return None if raw is None else dict(json.loads(raw))

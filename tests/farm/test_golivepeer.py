@@ -168,6 +168,44 @@ def test_wrong_secret_and_zero_capacity_are_refused(node: Node, cluster: Cluster
     assert not [w for w in cluster.live() if w.kind == "golivepeer"]
 
 
+def test_evicted_host_is_dropped_and_refused_until_unbanned(
+    node: Node, cluster: Cluster, segment: bytes
+) -> None:
+    held: list[net_pb2.NotifySegment] = []
+    t = node.attach(on_notify=lambda n: bool(held.append(n)))
+    (name,) = [x["name"] for x in node.attached()["transcoders"]]
+    assert name.startswith("golivepeer-")
+    client = cluster.client()
+    job = client.submit(segment, LADDER, duration=1.0)
+    wait_for(lambda: held, what="the segment pushed to the transcoder")
+    unknown = cluster.farm("transcoders", "evict", "golivepeer-000000")
+    assert unknown.returncode == 1 and "no go-livepeer transcoder" in unknown.stderr
+    evicted = cluster.farm("transcoders", "evict", name, "--ban", "600")
+    assert evicted.returncode == 0, evicted.stderr
+    assert "evicted go-livepeer host 127.0.0.1" in evicted.stdout
+    # Its node drops it at the next heartbeat; the task in flight goes back to the queue.
+    wait_for(
+        lambda: t._thread is not None and not t._thread.is_alive(),
+        what="the evicted transcoder's stream to end",
+    )
+    assert node.attached()["transcoders"] == []
+    refused = node.transcoder().register_only()
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "evicted until" in (refused.details() or "")
+    listed = cluster.farm("transcoders")
+    assert "go-livepeer host 127.0.0.1: evicted" in listed.stdout, listed.stdout
+    # Lifted, the host attaches again and finishes the job the eviction put back.
+    assert cluster.farm("transcoders", "unban", "127.0.0.1").returncode == 0
+    again = cluster.farm("transcoders", "unban", "127.0.0.1")
+    assert again.returncode == 1 and "not banned" in again.stderr
+    node.transcoders.remove(t)
+    t.close()
+    node.attach()
+    assert _encoders(client, job.id) == {"golivepeer/h264"}
+    outcomes = [(a.outcome, a.error_code) for a in client.get(job.id, True).attempt_log]
+    assert outcomes == [("failed", "transcoder_lost"), ("done", None)], outcomes
+
+
 def test_unknown_grpc_method_is_unimplemented(node: Node) -> None:
     t = node.transcoder()
     ping = t.channel.unary_unary("/net.Orchestrator/Ping")
