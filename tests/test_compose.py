@@ -135,5 +135,15 @@ def test_services_gpu_health_and_dependencies() -> None:
     mounts = " ".join(map(str, services["prometheus"]["volumes"]))
     assert "ops/prometheus" in mounts
     assert "ops/grafana/dashboards" in " ".join(map(str, services["grafana"]["volumes"]))
+    # The node serves HTTPS only (remote transcoders need it); whoever reads it verifies its
+    # kept self-signed certificate from the volume it is kept in.
+    assert "--tls" in services["node"]["command"]
+    ca = "/var/lib/farm/tls/node.crt"
+    assert ca in services["node"]["healthcheck"]["test"]
     gateway_env = services["gateway"]["environment"]
-    assert '"node_url": "http://node:8935"' in gateway_env["FARM_ORCHESTRATORS"]
+    assert (
+        f'"node_url": "https://node:8935", "node_ca": "{ca}"' in gateway_env["FARM_ORCHESTRATORS"]
+    )
+    assert ca in services["exporter"]["command"]
+    for name in ("node", "gateway", "exporter", "prometheus"):
+        assert any(str(v).startswith("node-tls:") for v in services[name]["volumes"]), name

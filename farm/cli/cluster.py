@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
+from farm.cli.ops import _NODE_CA, _NODE_FINGERPRINT
 from farm.errors import ConfigError
 from farm.settings import (
     ClusterSettings,
@@ -272,21 +274,29 @@ def up_cmd(
 @click.command("health")
 @click.argument("role", type=click.Choice(["worker", "node"]))
 @click.option("--url", default=None, help="Node API base URL (default http://127.0.0.1:8935).")
-def health_cmd(role: str, url: str | None) -> None:
+@_NODE_FINGERPRINT
+@_NODE_CA
+def health_cmd(
+    role: str, url: str | None, node_cert_fingerprint: str | None, node_ca: str | None
+) -> None:
     """Exit 0 when this host's worker heartbeats (worker) or the node API is healthy (node).
 
-    For container health checks.
+    For container health checks. An https URL is verified by --node-ca or
+    --node-cert-fingerprint (the system's CAs without them).
     """
     import socket
 
     if role == "node":
-        import httpx
+        from farm.remote.tls import NodeHttp
 
         base = url or "http://127.0.0.1:8935"
+        node = NodeHttp(base, node_ca, node_cert_fingerprint)
         try:
-            ok = httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            ok = node.client().get(f"{base}/healthz").status_code == 200
         except httpx.HTTPError as e:
             raise click.ClickException(f"node API unreachable at {base}: {e}") from e
+        finally:
+            node.close()
         if not ok:
             raise click.ClickException(f"node API at {base} reports unhealthy")
         click.echo("node healthy")

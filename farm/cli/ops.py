@@ -26,7 +26,7 @@ _NODE_CA = click.option(
     "--node-ca",
     envvar="FARM_NODE_CA",
     default=None,
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     help="For an https node API: a CA file to verify it by; its own certificate will do "
     "(env FARM_NODE_CA).",
 )

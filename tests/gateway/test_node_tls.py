@@ -118,6 +118,21 @@ def test_farm_status_and_exporter_read_a_pinned_node(node: TlsNode) -> None:
             exporter.wait(timeout=10)
 
 
+def test_farm_health_checks_an_https_node(node: TlsNode, tmp_path: Path) -> None:
+    # What a container health check runs against a node that serves only HTTPS.
+    health = ("health", "node", "--url", node.url)
+    by_ca = node.cluster.farm(*health, "--node-ca", str(node.cert))
+    assert by_ca.returncode == 0 and "node healthy" in by_ca.stdout, by_ca.stderr
+    pin = fingerprint_of_file(node.cert)
+    assert node.cluster.farm(*health, "--node-cert-fingerprint", pin).returncode == 0
+    untrusted = node.cluster.farm(*health)
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    other = ensure_certificate(tmp_path / "other", ("127.0.0.1",))[0]
+    wrong_pin = node.cluster.farm(*health, "--node-cert-fingerprint", fingerprint_of_file(other))
+    assert wrong_pin.returncode == 1 and wrong_pin.stderr.startswith("error:"), wrong_pin.stderr
+    assert "Traceback" not in wrong_pin.stderr
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
