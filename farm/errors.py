@@ -24,10 +24,12 @@ __all__ = [
     "JobError",
     "NoCapacity",
     "NodeUnreachable",
+    "PayloadTooLarge",
     "PermanentError",
     "ProfileInvalid",
     "RegistrationInvalid",
     "RemoteUnsupported",
+    "RequestInvalid",
     "RetryableError",
     "RunnerFailed",
     "TranscodeTimeout",
@@ -180,6 +182,19 @@ class RegistrationInvalid(FarmError):
     """Raised when a registration is malformed, e.g. zero or negative capacity."""
 
     code = "registration_invalid"
+
+
+class RequestInvalid(FarmError):
+    """Raised when a request to a farm HTTP API is malformed: not JSON, a missing field, a
+    wrong type, an out-of-range value, or a result that is not what the job asked for."""
+
+    code = "request_invalid"
+
+
+class PayloadTooLarge(PermanentError):
+    """Raised when an upload is larger than the node accepts (``FARM_MAX_BLOB_BYTES``)."""
+
+    code = "payload_too_large"
 
 
 class RemoteUnsupported(ConfigError):

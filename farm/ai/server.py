@@ -15,7 +15,8 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -59,8 +60,17 @@ def create_runner_app(pipeline: str, model_id: str, token: str | None = None) ->
     app = FastAPI(title="farm ai-runner", version=__version__)
     label = pipeline.replace("-", " ").capitalize()
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        # ai-runner's 422 list, without the values: a NaN or an infinity is not JSON.
+        detail = [{"loc": list(d["loc"]), "msg": d["msg"], "type": d["type"]} for d in e.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
     def refused(creds: HTTPAuthorizationCredentials | None) -> JSONResponse | None:
-        if token and not (creds and secrets.compare_digest(creds.credentials, token)):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a garbage header).
+        if token and not (
+            creds and secrets.compare_digest(creds.credentials.encode(), token.encode())
+        ):
             return runner_error(401, "Invalid bearer token.", {"WWW-Authenticate": "Bearer"})
         return None
 

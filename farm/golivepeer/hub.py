@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
@@ -318,9 +318,12 @@ class Hub:
         """Hand a task its results; False when no such task is waiting."""
         with self._lock:
             task = self._tasks.get(task_id)
-        if task is None or task.outcome.done():
+        if task is None:
             return False
-        task.outcome.set_result(outcome)
+        try:
+            task.outcome.set_result(outcome)
+        except InvalidStateError:  # delivered twice at once, or lost or timed out meanwhile
+            return False
         return True
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse
 
 from farm.golivepeer.hub import Hub, Outcome, Part
 
-__all__ = ["ERROR_MIME", "MultipartError", "install", "parse_multipart"]
+__all__ = ["ERROR_MIME", "MultipartError", "TooLarge", "install", "parse_multipart"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,17 @@ MAX_ERROR_BYTES = 64 << 10
 
 class MultipartError(ValueError):
     """Raised when a multipart body is malformed or a part is too large."""
+
+
+class TooLarge(MultipartError):
+    """Raised when a body or one of its parts is over its cap (413)."""
+
+
+def _number(value: str | None) -> int | None:
+    """A header's non-negative decimal integer (go-livepeer's are int64); None otherwise."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
 
 
 def _content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -67,17 +78,16 @@ def parse_multipart(body: bytes, boundary: str, max_part: int) -> list[Part]:
             raise MultipartError("a part has no header/body separator")
         headers = _headers(head)
         if len(data) > max_part:
-            raise MultipartError(f"a part of {len(data)} bytes exceeds the {max_part}-byte cap")
+            raise TooLarge(f"a part of {len(data)} bytes exceeds the {max_part}-byte cap")
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) != len(data)):
+        if length is not None and _number(length) != len(data):
             raise MultipartError(f"a part says Content-Length {length} but holds {len(data)} bytes")
         ctype = headers.get("content-type", "")
         if ctype == _HASH_MIME:
             continue
-        try:
-            pixels = int(headers.get("pixels", ""))
-        except ValueError:
-            raise MultipartError("a rendition part has no valid Pixels header") from None
+        pixels = _number(headers.get("pixels"))
+        if pixels is None:
+            raise MultipartError("a rendition part has no valid Pixels header")
         parts.append(Part(ctype, data, pixels))
         if len(parts) > MAX_PARTS:
             raise MultipartError(f"more than {MAX_PARTS} renditions")
@@ -85,20 +95,15 @@ def parse_multipart(body: bytes, boundary: str, max_part: int) -> list[Part]:
 
 
 async def _read(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise MultipartError(f"the body of {declared} bytes exceeds the {cap}-byte cap")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
+        raise TooLarge(f"the body of {declared} bytes exceeds the {cap}-byte cap")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > cap:
-            raise MultipartError(f"the body exceeds the {cap}-byte cap")
+            raise TooLarge(f"the body exceeds the {cap}-byte cap")
     return bytes(body)
-
-
-def _int_header(request: Request, name: str) -> int | None:
-    value = request.headers.get(name, "")
-    return int(value) if value.isdigit() else None
 
 
 def _refuse(request: Request, text: str, status: int) -> Response:
@@ -132,10 +137,10 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
             mime == "multipart/mixed" and not params.get("boundary")
         ):
             return _refuse(request, f"unsupported media type {mime!r}", 415)
-        task_id = _int_header(request, "taskid")
+        task_id = _number(request.headers.get("taskid"))
         if task_id is None:
             return _refuse(request, "invalid TaskId", 400)
-        decoded = _int_header(request, "pixels")
+        decoded = _number(request.headers.get("pixels"))
         if decoded is None:
             return _refuse(request, "invalid Pixels", 400)
         try:
@@ -147,7 +152,7 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
                 parts = parse_multipart(body, params["boundary"], max_part_bytes)
                 outcome = Outcome(parts=tuple(parts), decoded_pixels=decoded)
         except MultipartError as e:
-            return _refuse(request, str(e), 413 if "cap" in str(e) else 400)
+            return _refuse(request, str(e), 413 if isinstance(e, TooLarge) else 400)
         if not hub.deliver(task_id, outcome):
             return PlainTextResponse(f"invalid TaskId: no task {task_id} waiting", status_code=400)
         return PlainTextResponse("ok")

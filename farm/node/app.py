@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from farm import __version__, metrics
@@ -19,8 +20,10 @@ from farm.errors import (
     CredentialRevoked,
     FarmError,
     InvalidSecret,
+    PayloadTooLarge,
     RegistrationInvalid,
     RemoteUnsupported,
+    RequestInvalid,
     RetryableError,
 )
 from farm.jobs import JobNotFound
@@ -31,7 +34,7 @@ from farm.remote.api import TranscoderApi
 from farm.resources import Resources
 from farm.settings import NodeSettings
 
-__all__ = ["create_node_app", "http_status", "queue_depths"]
+__all__ = ["create_node_app", "http_status", "queue_depths", "validation_message"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ _STATUS: tuple[tuple[type[FarmError], int], ...] = (
     (CredentialRevoked, 401),
     (AccessDenied, 403),
     (RegistrationInvalid, 400),
+    (RequestInvalid, 422),
+    (PayloadTooLarge, 413),
     (JobNotFound, 404),
     (BlobMissing, 404),
     (RemoteUnsupported, 501),
@@ -50,6 +55,16 @@ _STATUS: tuple[tuple[type[FarmError], int], ...] = (
 def http_status(error: FarmError) -> int:
     """The node API's status code for a farm error (the one place they are mapped)."""
     return next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
+
+
+def validation_message(e: RequestValidationError) -> str:
+    """What is wrong with a request, field by field, without echoing the values (a NaN or an
+    infinity read from the body cannot be written back as JSON)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+        for err in e.errors()
+    )
+    return problems or "invalid request"
 
 
 def queue_depths(app: Celery, queues: set[str]) -> dict[str, int]:
@@ -85,6 +100,13 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     @api.exception_handler(FarmError)
     async def farm_error(_: Request, e: FarmError) -> JSONResponse:
         return JSONResponse({"error": e.code, "message": str(e)}, status_code=http_status(e))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        error = RequestInvalid(validation_message(e))
+        if chain_api.is_chain_route(request):
+            return chain_api.error_response(http_status(error), str(error))
+        return await farm_error(request, error)
 
     transcoders.install(api)
     api.state.celery_app = celery_app  # one Celery app per process (farm.golivepeer uses it)

@@ -2,8 +2,9 @@
 
 Every route needs ``Authorization: Bearer <FARM_ADMIN_TOKEN>``: they move the orchestrator's
 stake and money. Amounts are integers in wei, percentages floats in 0-100. Errors answer
-``{"error": {"message": ...}}``: 400 for a bad argument, 401 without the token, 409 when the
-contract refuses (revert, failed transaction, no key), 503 when the chain is off or down.
+``{"error": {"message": ...}}``: 400 for a bad argument, 422 for a malformed body, 401 without
+the token, 409 when the contract refuses (revert, failed transaction, no key), 503 when the
+chain is off or down.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from pydantic import BaseModel, Field
 from farm.errors import ConfigError
 from farm.settings import NodeSettings
 
-__all__ = ["chain_router", "install"]
+__all__ = ["PREFIX", "chain_router", "error_response", "install", "is_chain_route"]
+
+#: Where the staking routes live on the node API.
+PREFIX = "/chain"
 
 
 class Amount(BaseModel):
@@ -55,8 +59,14 @@ class _Refused(Exception):
         self.status = status
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str) -> JSONResponse:
+    """These routes' error body: ``{"error": {"message": ...}}``."""
     return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+def is_chain_route(request: Request) -> bool:
+    """Whether ``request`` is for one of these routes (their errors have their own body)."""
+    return request.url.path.startswith(PREFIX + "/")
 
 
 def _admin(request: Request) -> None:
@@ -72,7 +82,7 @@ Admin = Annotated[None, Depends(_admin)]
 
 def chain_router(settings: NodeSettings) -> APIRouter:
     """``/chain/...`` routes over the node's chain client (built on first use)."""
-    router = APIRouter(prefix="/chain")
+    router = APIRouter(prefix=PREFIX)
     holder: dict[str, Any] = {}
 
     def staking() -> Any:
@@ -188,4 +198,4 @@ def install(api: FastAPI, settings: NodeSettings) -> None:
 
     @api.exception_handler(_Refused)
     def _refused(_: Request, e: _Refused) -> JSONResponse:
-        return _error(e.status, str(e))
+        return error_response(e.status, str(e))

@@ -17,9 +17,9 @@ import time
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from farm import metrics
 from farm.dispatch import job_timeout_s
@@ -27,9 +27,12 @@ from farm.errors import (
     AccessDenied,
     CredentialRevoked,
     InvalidSecret,
+    PayloadTooLarge,
     RegistrationInvalid,
+    RequestInvalid,
 )
 from farm.jobs import JobView
+from farm.media.profiles import profiles_from_json
 from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Registry
 from farm.remote.credentials import BrokerAcl, broker_url_for, require_redis_broker
@@ -37,43 +40,96 @@ from farm.remote.roster import Roster, TranscoderRecord
 from farm.remote.signing import BLOB_PREFIX, UrlSigner
 from farm.resources import Resources
 from farm.settings import NodeSettings
+from farm.tasks import output_key
 
 __all__ = ["Registration", "TranscoderApi", "queues_for"]
 
 log = logging.getLogger(__name__)
 
 
+#: Text the job table stores: within its column (farm.jobs.models) and without NUL, which
+#: PostgreSQL refuses.
+_TEXT = r"^[^\x00]*$"
+JobId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
+JobPath = Annotated[str, Path(min_length=1, max_length=64, pattern=_TEXT)]
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_TEXT)]
+WorkerName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_TEXT)]
+Short = Annotated[str, StringConstraints(max_length=255)]
+
+
 class Registration(BaseModel):
     """What a transcoder reports when it registers."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     secret: str
     capacity: int
-    region: str = "local"
-    hostname: str = ""
-    gpus: list[dict[str, Any]] = Field(default_factory=list)
-    gpu_codecs: list[str] = Field(default_factory=list)
-    gpu_decoders: list[str] = Field(default_factory=list)
-    cpu_codecs: list[str] = Field(default_factory=list)
+    region: Annotated[str, StringConstraints(max_length=64)] = "local"
+    hostname: Short = ""
+    #: GpuInfo.to_dict() of each: flat and finite, since /status writes it back as JSON.
+    gpus: list[dict[Short, str | int | float | bool | None]] = Field(
+        default_factory=list, max_length=64
+    )
+    gpu_codecs: list[Short] = Field(default_factory=list, max_length=64)
+    gpu_decoders: list[Short] = Field(default_factory=list, max_length=64)
+    cpu_codecs: list[Short] = Field(default_factory=list, max_length=64)
 
 
 class Claim(BaseModel):
-    task_id: str
-    worker: str
+    task_id: TaskId
+    worker: WorkerName
+
+
+class RenditionResult(BaseModel):
+    """One rendition of a result, as the transcode task reports it (with its blob key)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: Short
+    key: str
+    format: Short
+    encoder: Short
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    frames: int = Field(gt=0)
+    pixels: int = Field(ge=0)
+    bytes: int = Field(gt=0)
+    start: float
+    duration: float = Field(ge=0)
+
+
+class TranscodeResult(BaseModel):
+    """A transcode task's result, as it is recorded on the job."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    job_id: str
+    renditions: list[RenditionResult] = Field(min_length=1)
+    decoder: Short
+    decoded_frames: int = Field(ge=0)
+    decoded_pixels: int = Field(ge=0)
+    encoded_pixels: int = Field(ge=0)
+    input_start: float
+    input_duration: float = Field(ge=0)
+    worker: Short
+    timings: dict[str, float]
 
 
 class Completion(Claim):
-    result: dict[str, Any]
-    timings: dict[str, Any] | None = None
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    result: TranscodeResult
+    timings: dict[str, float] | None = None
 
 
 class Failure(Claim):
-    code: str
-    error: str
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
+    error: Annotated[str, StringConstraints(max_length=64 << 10, pattern=_TEXT)]
     final: bool
 
 
 class SignRequest(BaseModel):
-    job_id: str
+    job_id: JobId
     method: str
     key: str
 
@@ -183,7 +239,22 @@ class TranscoderApi:
         """The job, once the attempt's worker name is shown to be this transcoder's."""
         if worker is not None and not worker.startswith(record.name + "@"):
             raise AccessDenied(f"worker {worker!r} is not {record.name}")
-        return self.res.jobs.get(job_id)
+        return self.res.jobs.get(job_id, with_attempts=worker is not None)
+
+    def _unfinished(self, record: TranscoderRecord, job_id: str, body: Claim) -> JobView | None:
+        """The job while ``body`` names an attempt of it this transcoder claimed and has not
+        finished; None when it finished (a retried call). AccessDenied when it never claimed
+        one: a result or failure for someone else's attempt must not end the job."""
+        job = self._held(record, job_id, body.worker)
+        mine = [
+            a.outcome
+            for a in job.attempt_log
+            if a.task_id == body.task_id and a.worker == body.worker
+        ]
+        if not mine:
+            raise AccessDenied(f"{body.worker} holds no attempt {body.task_id} of job {job_id}")
+        # "lost": the reconciler put the job back while this attempt ran; it may still finish.
+        return job if any(o in ("running", "lost") for o in mine) else None
 
     def register(self, request: Request, body: Registration) -> dict[str, Any]:
         if request.url.scheme != "https":
@@ -233,23 +304,40 @@ class TranscoderApi:
         )
         return {"status": outcome.status, "attempts": outcome.attempts}
 
+    def _check_result(self, job: JobView, result: TranscodeResult) -> None:
+        """RequestInvalid unless ``result`` is the whole of what ``job`` asked for: one stored
+        rendition per profile, in order, under its key, with pixels that add up."""
+        keys = _output_keys(job)
+        got = [r.name for r in result.renditions]
+        if result.job_id != job.id or got != list(keys):
+            raise RequestInvalid(f"a result of {result.job_id} {got}, not {job.id} {list(keys)}")
+        fmt = job.spec.get("format", "mpegts")
+        for r in result.renditions:
+            if r.format != fmt or r.key != keys[r.name]:
+                raise RequestInvalid(f"rendition {r.name} is not the {fmt} at {keys[r.name]}")
+            if not self.res.blobs.exists(r.key):
+                raise RequestInvalid(f"rendition {r.name} was never uploaded ({r.key})")
+        if result.encoded_pixels != sum(r.pixels for r in result.renditions):
+            raise RequestInvalid("encoded_pixels is not the sum of the renditions' pixels")
+
     def complete(self, record: TranscoderRecord, job_id: str, body: Completion) -> dict[str, Any]:
-        self._held(record, job_id, body.worker)
-        out = f"jobs/{job_id}/out/"
-        for rendition in body.result.get("renditions") or []:
-            if not str(rendition.get("key", "")).startswith(out):
-                raise AccessDenied(f"rendition key outside {out}")
-        won = self.res.jobs.complete(job_id, body.task_id, body.worker, body.result, body.timings)
+        job = self._unfinished(record, job_id, body)
+        if job is None:
+            return {"won": False}
+        self._check_result(job, body.result)
+        result = body.result.model_dump()
+        won = self.res.jobs.complete(job_id, body.task_id, body.worker, result, body.timings)
         if won:
-            pixels = int(body.result.get("encoded_pixels") or 0)
+            pixels = body.result.encoded_pixels
             self.roster.add_work(record.id, pixels)
-            names = [str(r.get("name", "")) for r in body.result.get("renditions") or []]
-            engine = float((body.timings or {}).get("engine", 0.0))
+            names = [r.name for r in body.result.renditions]
+            engine = (body.timings or {}).get("engine", 0.0)
             metrics.segment_transcoded(names, engine, pixels)
         return {"won": won}
 
     def fail(self, record: TranscoderRecord, job_id: str, body: Failure) -> dict[str, Any]:
-        self._held(record, job_id, body.worker)
+        if self._unfinished(record, job_id, body) is None:
+            return {"recorded": False}
         recorded = self.res.jobs.attempt_failed(
             job_id, body.task_id, body.worker, body.code, body.error, final=body.final
         )
@@ -272,7 +360,7 @@ class TranscoderApi:
             raise AccessDenied(f"job {body.job_id} is not running on {record.name}")
         method = body.method.upper()
         allowed = (method == "GET" and body.key == job.spec.get("input_key")) or (
-            method == "PUT" and body.key.startswith(f"jobs/{body.job_id}/out/")
+            method == "PUT" and body.key in _output_keys(job).values()
         )
         if not allowed:
             raise AccessDenied(f"{method} {body.key} is not part of job {body.job_id}")
@@ -301,22 +389,22 @@ class TranscoderApi:
             return self.heartbeat(record, load)
 
         @r.post("/transcoders/jobs/{job_id}/claim")
-        def claim(record: Auth, job_id: str, body: Claim) -> dict[str, Any]:
+        def claim(record: Auth, job_id: JobPath, body: Claim) -> dict[str, Any]:
             """Claim a job for an attempt."""
             return self.claim(record, job_id, body)
 
         @r.post("/transcoders/jobs/{job_id}/complete")
-        def complete(record: Auth, job_id: str, body: Completion) -> dict[str, Any]:
+        def complete(record: Auth, job_id: JobPath, body: Completion) -> dict[str, Any]:
             """Record a job's result (the first to finish wins)."""
             return self.complete(record, job_id, body)
 
         @r.post("/transcoders/jobs/{job_id}/fail")
-        def fail(record: Auth, job_id: str, body: Failure) -> dict[str, Any]:
+        def fail(record: Auth, job_id: JobPath, body: Failure) -> dict[str, Any]:
             """Record a failed attempt."""
             return self.fail(record, job_id, body)
 
         @r.get("/transcoders/jobs/{job_id}/last-error")
-        def last_error(record: Auth, job_id: str) -> dict[str, Any]:
+        def last_error(record: Auth, job_id: JobPath) -> dict[str, Any]:
             """The last error recorded on a job."""
             return self.last_error(record, job_id)
 
@@ -340,12 +428,7 @@ class TranscoderApi:
         ) -> dict[str, Any]:
             """Store a rendition, through a signed URL."""
             await run_in_threadpool(self.check_url, "PUT", key, t, e, s)
-            size = int(request.headers.get("content-length") or 0)
-            if size > self.settings.max_blob_bytes:
-                raise AccessDenied(f"{size} bytes is over the {self.settings.max_blob_bytes} limit")
-            data = await request.body()
-            if len(data) > self.settings.max_blob_bytes:
-                raise AccessDenied(f"over the {self.settings.max_blob_bytes} byte limit")
+            data = await _read_capped(request, self.settings.max_blob_bytes)
             await run_in_threadpool(self.res.blobs.put, key, data)
             return {"bytes": len(data)}
 
@@ -353,6 +436,29 @@ class TranscoderApi:
 
     def install(self, api: FastAPI) -> None:
         api.include_router(self.router())
+
+
+def _output_keys(job: JobView) -> dict[str, str]:
+    """The blob key of each rendition a transcode job asks for, by name, in ladder order."""
+    profiles = job.spec.get("profiles")
+    if job.kind != "transcode" or not profiles:
+        return {}
+    fmt = str(job.spec.get("format", "mpegts"))
+    return {p.name: output_key(job.id, p.name, fmt) for p in profiles_from_json(profiles)}
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The request's body; PayloadTooLarge as soon as it is known to pass ``cap`` bytes, by
+    its Content-Length or while it streams, before the rest is held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
+        raise PayloadTooLarge(f"{declared} bytes is over the {cap}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise PayloadTooLarge(f"the body is over the {cap}-byte limit")
+    return bytes(body)
 
 
 def _peer(request: Request) -> str:

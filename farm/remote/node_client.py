@@ -22,8 +22,10 @@ from farm.errors import (
     FarmError,
     InvalidSecret,
     NodeUnreachable,
+    PayloadTooLarge,
     RegistrationInvalid,
     RemoteUnsupported,
+    RequestInvalid,
 )
 from farm.jobs import JobNotFound, StartOutcome
 from farm.settings import TranscoderSettings
@@ -36,6 +38,8 @@ _ERRORS: dict[str, type[FarmError]] = {
     "access_denied": AccessDenied,
     "registration_invalid": RegistrationInvalid,
     "remote_unsupported": RemoteUnsupported,
+    "request_invalid": RequestInvalid,
+    "payload_too_large": PayloadTooLarge,
     "job_not_found": JobNotFound,
     "blob_missing": BlobMissing,
 }

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -67,9 +68,15 @@ def test_upscale_route_and_trailing_slash(upscaler: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}]
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic x"},
+        {"Authorization": b"Bearer \xe9t\xe9"},  # not ASCII: compare_digest refuses such str
+    ],
 )
-def test_bad_or_missing_token_is_401(upscaler: str, headers: dict[str, str]) -> None:
+def test_bad_or_missing_token_is_401(upscaler: str, headers: dict[str, Any]) -> None:
     response = _upscale(upscaler, headers=headers)
     assert response.status_code == 401
     assert response.json() == {"detail": {"msg": "Invalid bearer token."}}
@@ -124,6 +131,15 @@ def test_llm_errors(llm: str) -> None:
     assert empty.status_code == 400 and "messages" in empty.json()["detail"]["msg"]
     invalid = httpx.post(llm + "/llm", json={"messages": "hi"})
     assert invalid.status_code == 422
+    # JSON's NaN is read, refused, and not echoed back (it is not JSON when written).
+    nan = httpx.post(
+        llm + "/llm", content=b'{"messages": NaN}', headers={"Content-Type": "application/json"}
+    )
+    assert nan.status_code == 422
+    assert nan.json() == {
+        "detail": [{"loc": ["body", "messages"], "msg": "Input should be a valid list",
+                    "type": "list_type"}]
+    }  # fmt: skip
     assert httpx.post(llm + "/upscale", json={}).status_code == 404
 
 

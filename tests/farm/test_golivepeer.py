@@ -234,6 +234,12 @@ def test_transcode_results_refuses_bad_requests(node: Node) -> None:
     assert _post(node, {**good, "Content-Type": "multipart/mixed"}, body).status_code == 415
     assert _post(node, {**good, "TaskId": "abc"}, body).status_code == 400
     assert _post(node, {**good, "Pixels": "-1"}, body).status_code == 400
+    # Numbers past int()'s digit limit are not numbers; a header that says "cap" is no cap.
+    assert _post(node, {**good, "TaskId": "9" * 5000}, body).status_code == 400
+    assert _post(node, {**good, "Pixels": "9" * 5000}, body).status_code == 400
+    garbled = body.replace(b"Content-Length: 188", b"Content-Length: \xb2")
+    assert _post(node, good, garbled).status_code == 400
+    assert _post(node, good, body.replace(b"Pixels: 100", b"capped")).status_code == 400
     unknown = _post(node, {**good, "TaskId": "999"}, body)
     assert unknown.status_code == 400 and "no task 999" in unknown.text
     assert _post(node, good, body[: len(body) // 2]).status_code == 400

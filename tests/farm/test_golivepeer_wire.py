@@ -8,7 +8,7 @@ from farm.errors import ProfileInvalid
 from farm.golivepeer import net_pb2
 from farm.golivepeer.engine import RemoteEngine
 from farm.golivepeer.hub import Hub, NoTranscoder
-from farm.golivepeer.results import MultipartError, parse_multipart
+from farm.golivepeer.results import MultipartError, TooLarge, parse_multipart
 from farm.golivepeer.wire import (
     DEFAULT_CAPABILITIES,
     FrameError,
@@ -109,7 +109,7 @@ def test_multipart_parts_as_go_livepeer_writes_them() -> None:
         ("video/mp2t", b"\r\n--x\r\n\x00", 10),
         ("video/mp2t", b"", 0),
     ]
-    with pytest.raises(MultipartError, match="cap"):
+    with pytest.raises(TooLarge, match="cap"):
         parse_multipart(body, boundary, max_part=3)
     with pytest.raises(MultipartError, match="closing boundary"):
         parse_multipart(body[:-10], boundary, max_part=100)
@@ -119,6 +119,29 @@ def test_multipart_parts_as_go_livepeer_writes_them() -> None:
     no_pixels = body.replace(b"Pixels: 10\r\n", b"")
     with pytest.raises(MultipartError, match="Pixels"):
         parse_multipart(no_pixels, boundary, max_part=100)
+
+
+@pytest.mark.parametrize(
+    ("header", "garbage"),
+    [
+        (b"Content-Length: 8", b"Content-Length: \xb2"),  # a latin-1 digit int() refuses
+        (b"Content-Length: 8", b"Content-Length: " + b"9" * 5000),  # past int()'s digit limit
+        (b"Pixels: 10", b"Pixels: " + b"9" * 5000),
+        (b"Pixels: 10", b"Pixels: -10"),
+    ],
+)
+def test_multipart_garbage_numbers_are_malformed_not_a_crash(header: bytes, garbage: bytes) -> None:
+    body, boundary = multipart([("video/mp2t", b"\r\n--x\r\n\x00", 10)])
+    with pytest.raises(MultipartError) as refused:
+        parse_multipart(body.replace(header, garbage), boundary, max_part=100)
+    assert not isinstance(refused.value, TooLarge)
+
+
+def test_a_malformed_header_mentioning_a_cap_is_not_too_large() -> None:
+    body, boundary = multipart([("video/mp2t", b"x", 10)])
+    with pytest.raises(MultipartError, match="malformed part header") as refused:
+        parse_multipart(body.replace(b"Pixels: 10", b"capped"), boundary, max_part=100)
+    assert not isinstance(refused.value, TooLarge)
 
 
 def test_a_job_go_livepeer_cannot_express_goes_back_for_another_worker() -> None:

@@ -1,5 +1,6 @@
 """The parts of remote attach on their own: secrets, signed URLs, certificate pins, backoff,
-queue assignment and broker URLs; and registration refused on a RabbitMQ cluster."""
+queue assignment and broker URLs; registration refused on a RabbitMQ cluster; and the node's
+job calls and uploads refusing what a transcoder should not send."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
 from farm.errors import AccessDenied, ConfigError, RegistrationInvalid
+from farm.jobs import JobView
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
 from farm.remote.api import queues_for
 from farm.remote.credentials import broker_url_for, password_hash
 from farm.remote.secrets import read_secret
@@ -25,8 +31,11 @@ from farm.remote.tls import (
     normalise_fingerprint,
 )
 from farm.remote.transcoder import Backoff, parse_addr
+from farm.tasks import output_key
 from tests.farm.harness import wait_for
 from tests.farm.remote_harness import SECRET, Orchestrator, orchestrator, pings
+
+LADDER = parse_profiles("P144p30fps16x9")
 
 
 def test_secret_is_the_value_or_a_file(tmp_path: Path) -> None:
@@ -185,8 +194,6 @@ def test_broker_users_lost_by_redis_come_back_and_expire(tmp_path: Path) -> None
 
 
 def test_node_serves_http2_and_http11_over_tls(tmp_path: Path) -> None:
-    import httpx
-
     with orchestrator(tmp_path, "127.0.0.1") as orch:
         context = ssl.create_default_context(cafile=str(orch.cert))
         context.check_hostname = False
@@ -198,3 +205,134 @@ def test_node_serves_http2_and_http11_over_tls(tmp_path: Path) -> None:
         shown = orch.farm("transcoders", "fingerprint")
         assert shown.returncode == 0 and shown.stdout.strip() == orch.pin()
         assert orch.pin() in (orch.cluster.home / "node.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+    """A node on 127.0.0.1 that takes uploads of at most 1000 bytes."""
+    home = tmp_path_factory.mktemp("node")
+    with orchestrator(home, "127.0.0.1", FARM_MAX_BLOB_BYTES="1000") as made:
+        yield made
+
+
+def _attach(https: httpx.Client) -> tuple[dict[str, Any], dict[str, str]]:
+    """A registered transcoder's grant and its Authorization header."""
+    grant = https.post(
+        "/transcoders/register", json={"secret": SECRET, "capacity": 1, "cpu_codecs": ["h264"]}
+    ).json()
+    return grant, {"Authorization": f"Bearer {grant['id']}:{grant['credential']['password']}"}
+
+
+def _result(job: JobView, key: str) -> dict[str, Any]:
+    """A transcode task's result for ``job``'s one 144p rendition stored at ``key``."""
+    rendition = {
+        "name": "P144p30fps16x9", "key": key, "format": "mpegts", "encoder": "libx264",
+        "width": 256, "height": 144, "frames": 15, "pixels": 15 * 256 * 144, "bytes": 100,
+        "start": 0.0, "duration": 0.5,
+    }  # fmt: skip
+    return {
+        "job_id": job.id, "renditions": [rendition], "decoder": "h264", "decoded_frames": 15,
+        "decoded_pixels": 15 * 160 * 96, "encoded_pixels": rendition["pixels"],
+        "input_start": 0.0, "input_duration": 0.5, "worker": "w", "timings": {"engine": 0.1},
+    }  # fmt: skip
+
+
+def test_a_job_ends_only_by_the_attempt_that_claimed_it(small_node: Orchestrator) -> None:
+    client = small_node.cluster.client()
+    with small_node.https() as https:
+        a, auth_a = _attach(https)
+        b, auth_b = _attach(https)
+        job = client.submit(make_segment(160, 96, 30, 0.5), LADDER, duration=0.5)
+        key = output_key(job.id, "P144p30fps16x9", "mpegts")
+        calls = f"/transcoders/jobs/{job.id}"
+        mine = {"task_id": job.task_id, "worker": f"{a['name']}@host/1"}
+        done = {**mine, "result": _result(job, key)}
+        failed = {**mine, "code": "input_invalid", "error": "no video", "final": True}
+        # Never claimed: neither a result nor a failure ends the job.
+        assert https.post(f"{calls}/complete", json=done, headers=auth_a).status_code == 403
+        assert https.post(f"{calls}/fail", json=failed, headers=auth_a).status_code == 403
+        assert client.get(job.id).state == "queued"
+        # Claimed by B: A cannot end B's attempt, under B's name or its own.
+        theirs = {"task_id": job.task_id, "worker": f"{b['name']}@host/1"}
+        assert https.post(f"{calls}/claim", json=theirs, headers=auth_b).json()["status"] == (
+            "started"
+        )
+        assert https.post(f"{calls}/complete", json=done, headers=auth_a).status_code == 403
+        assert https.post(f"{calls}/fail", json=failed, headers=auth_a).status_code == 403
+        assert client.get(job.id).state == "running"
+        # B's own result must be the job's whole, uploaded result.
+        done = {**theirs, "result": _result(job, key)}
+        partial = {**done, "result": {**done["result"], "renditions": []}}
+        for bad in (
+            {**done, "result": {"renditions": "garbage", "encoded_pixels": "lots"}},
+            partial,
+            {**done, "result": {**done["result"], "encoded_pixels": 1}},
+            {**done, "result": {**done["result"], "job_id": "another"}},
+            done,  # its rendition was never uploaded
+        ):
+            refused = https.post(f"{calls}/complete", json=bad, headers=auth_b)
+            assert refused.status_code == 422 and refused.json()["error"] == "request_invalid"
+        assert client.get(job.id).state == "running"
+        sign = {"job_id": job.id, "method": "PUT", "key": key}
+        url = https.post("/transcoders/sign", json=sign, headers=auth_b).json()["url"]
+        assert https.put(url, content=b"\x47" * 100).is_success
+        assert https.post(f"{calls}/complete", json=done, headers=auth_b).json() == {"won": True}
+        # A retried call finds its attempt finished: nothing changes.
+        assert https.post(f"{calls}/complete", json=done, headers=auth_b).json() == {"won": False}
+        again = {**theirs, "code": "input_invalid", "error": "no video", "final": True}
+        assert https.post(f"{calls}/fail", json=again, headers=auth_b).json() == {"recorded": False}
+        assert client.get(job.id).state == "done"
+
+
+def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None:
+    client = small_node.cluster.client()
+    with small_node.https() as https:
+        grant, auth = _attach(https)
+
+        def post(path: str, raw: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+            json_type = {"Content-Type": "application/json"}
+            return https.post(path, content=raw, headers={**json_type, **(headers or {})})
+
+        # JSON's NaN and infinities: refused as invalid, not echoed into a 500.
+        nan = post("/transcoders/register", b'{"secret": "x", "capacity": NaN}')
+        assert nan.status_code == 422 and nan.json()["error"] == "request_invalid"
+        assert "capacity" in nan.json()["message"]
+        assert post("/transcoders/heartbeat", b'{"load": 1e400}', auth).status_code == 422
+        huge = {"secret": SECRET, "capacity": 1, "cpu_codecs": ["h264"], "region": "x" * 10**5}
+        assert https.post("/transcoders/register", json=huge).status_code == 422
+        gpus = b'{"secret": "%s", "capacity": 1, "gpus": [{"memory_free": Infinity}]}'
+        assert post("/transcoders/register", gpus % SECRET.encode()).status_code == 422
+        # What the job table cannot hold (NUL, past its columns) is refused up front.
+        job = client.submit(make_segment(160, 96, 30, 0.5), LADDER, duration=0.5)
+        worker = f"{grant['name']}@host/1"
+        for path, body in (
+            ("/transcoders/jobs/a%00b/claim", {"task_id": job.task_id, "worker": worker}),
+            ("/transcoders/jobs/" + "x" * 65 + "/claim", {"task_id": "t", "worker": worker}),
+            (f"/transcoders/jobs/{job.id}/claim", {"task_id": "t" * 129, "worker": worker}),
+            (f"/transcoders/jobs/{job.id}/claim", {"task_id": "t\x00", "worker": worker}),
+            ("/transcoders/sign", {"job_id": "a\x00", "method": "GET", "key": "x"}),
+        ):
+            refused = https.post(path, json=body, headers=auth)
+            assert refused.status_code == 422, (path, refused.text)
+        claim = {"task_id": job.task_id, "worker": worker}
+        assert https.post(f"/transcoders/jobs/{job.id}/claim", json=claim, headers=auth).is_success
+        timings = b'{"task_id": "%s", "worker": "%s", "result": {}, "timings": {"engine": NaN}}'
+        raw = timings % (job.task_id.encode(), worker.encode())
+        assert post(f"/transcoders/jobs/{job.id}/complete", raw, auth).status_code == 422
+        assert client.get(job.id).state == "running"
+        # Uploads past FARM_MAX_BLOB_BYTES: 413, whether declared or streamed without a length.
+        key = output_key(job.id, "P144p30fps16x9", "mpegts")
+        sign = {"job_id": job.id, "method": "PUT", "key": key}
+        url = https.post("/transcoders/sign", json=sign, headers=auth).json()["url"]
+        declared = https.put(url, content=b"x" * 1001)
+        assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+        streamed = https.put(url, content=iter([b"x" * 600, b"x" * 600]))
+        assert streamed.status_code == 413
+        assert https.put(url, content=b"x" * 1000).is_success
+        # A key that is not one of the job's renditions is never signed.
+        odd = {"job_id": job.id, "method": "PUT", "key": f"jobs/{job.id}/out/../../x"}
+        assert https.post("/transcoders/sign", json=odd, headers=auth).status_code == 403
+        # The staking routes keep their own error body for a malformed one.
+        admin = {"Authorization": "Bearer farm-dev-secret"}
+        terms = post("/chain/config", b'{"reward_cut": NaN, "fee_share": 1}', admin)
+        assert terms.status_code == 422 and "reward_cut" in terms.json()["error"]["message"]

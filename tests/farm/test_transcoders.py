@@ -258,12 +258,9 @@ def test_signed_urls_and_job_calls_are_scoped(orch: Orchestrator) -> None:
         other = {"job_id": job.id, "method": "PUT", "key": "jobs/other/out/x.ts"}
         assert https.post("/transcoders/sign", json=other, headers=auth).status_code == 403
         stranger = {"task_id": job.task_id, "worker": "transcoder-someone@x/1"}
+        failure = {**stranger, "code": "input_invalid", "error": "x", "final": True}
         assert (
-            https.post(
-                f"/transcoders/jobs/{job.id}/complete",
-                json={**stranger, "result": {}},
-                headers=auth,
-            ).status_code
+            https.post(f"/transcoders/jobs/{job.id}/fail", json=failure, headers=auth).status_code
             == 403
         )
         assert https.post("/transcoders/heartbeat", json={"load": 0}).status_code == 401
