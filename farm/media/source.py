@@ -143,7 +143,10 @@ def _inspect(
             decoder = f"{codec} (nvdec:{gpu})"
     audio = container.streams.audio[0] if container.streams.audio else None
     video.codec_context.thread_type = "AUTO"
-    rate = video.average_rate or video.guessed_rate
+    # The measured average first; for a segment too short to measure, the rate the bitstream
+    # declares (H.264/HEVC VUI timing), before FFmpeg's guess, which reads field ticks as
+    # frames (60 for 30 fps H.264) and would drop every other frame of a short segment.
+    rate = video.average_rate or video.codec_context.framerate or video.guessed_rate
     return Source(
         container=container,
         video=video,

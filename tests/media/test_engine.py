@@ -119,6 +119,21 @@ def test_fps_duplicates_frames_up() -> None:
     assert _near(r.duration, 1.0, 30)
 
 
+@pytest.mark.parametrize("frames", [1, 3])
+@pytest.mark.parametrize("audio", [True, False], ids=["with-audio", "video-only"])
+def test_a_few_frames_keep_every_frame(frames: int, audio: bool) -> None:
+    # Too short for FFmpeg to measure an average rate: the rate comes from the bitstream, not
+    # from its guess (60 for 30 fps H.264), which halved the frames.
+    data = make_segment(320, 240, 30, frames / 30, audio=audio)
+    result = transcode(
+        data, [profile("same", fps=30), profile("keep", fps=0)], EngineOptions(verify=True)
+    )
+    assert result.verification == []
+    assert result.decoded_frames == frames
+    assert [r.frames for r in result.renditions] == [frames, frames]
+    assert _near(result.input_duration, frames / 30, 300)
+
+
 def test_passthrough_fps_keeps_input_frames(clip30: bytes) -> None:
     result = transcode(clip30, [profile("keep", fps=0)])
     (r,) = result.renditions
