@@ -27,6 +27,7 @@ from farm.errors import (
     EngineFailure,
     FarmError,
     InputCorrupt,
+    InputInvalid,
     InputTooLong,
     ProfileInvalid,
     TranscodeTimeout,
@@ -471,7 +472,7 @@ def _decode(
     video, audio = source.video, source.audio
     tb = video.time_base
     assert tb is not None
-    frames = pixels = 0
+    frames = pixels = untimed = 0
     first_t: Fraction | None = None
     last_t: Fraction | None = None
     streams = [s for s in (video, audio) if s is not None]
@@ -497,6 +498,7 @@ def _decode(
                     if frame.is_corrupt:
                         raise InputCorrupt(f"corrupt video frame at {_when(frame.pts, tb)}")
                     if frame.pts is None:
+                        untimed += 1
                         continue
                     t = frame.pts * tb
                     if first_t is None:
@@ -515,6 +517,11 @@ def _decode(
     except av.FFmpegError as e:
         raise InputCorrupt(f"video cannot be decoded: {e}") from e
     if first_t is None or last_t is None:
+        if untimed:
+            raise InputInvalid(
+                f"the {untimed} video frames have no timestamps ({source.format_name} is a raw "
+                "stream?): send them in a container such as MPEG-TS, MP4 or Matroska"
+            )
         raise InputCorrupt("no decodable video frames in the input")
     expected = source.video.frames
     if source.format_name.startswith("mov") and expected and frames < expected:

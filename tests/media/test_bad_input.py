@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from farm.errors import (
@@ -63,6 +66,23 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_random_bytes(size: int) -> None:
     with pytest.raises(InputInvalid, match="not a media container"):
         _run(random.Random(size).randbytes(size))  # seeded: the same bytes every run
+
+
+def test_raw_stream_without_timestamps_says_so() -> None:
+    # A raw H.264 elementary stream decodes, but nothing says when its frames are.
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with pytest.raises(InputInvalid, match=r"have no timestamps .*container"):
+        transcode(buf.getvalue(), [profile()])
 
 
 def test_nonexistent_path(tmp_path: Path) -> None:
