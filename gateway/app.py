@@ -89,7 +89,13 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        # Starlette's own refusals: a body it cannot parse, over a router's max_body_size.
+        codes = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }
         return error_response(
             e.status_code,
             codes.get(e.status_code, "http_error"),

@@ -21,12 +21,14 @@ from sqlalchemy.exc import IntegrityError
 
 from farm.jobs import make_engine
 from farm.jobs.models import utcnow
-from gateway.errors import AuthFailed, InsufficientCredit, NotFound
+from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound
 from gateway.models import ApiKey, Base, LedgerEntry
 
-__all__ = ["KeyInfo", "Ledger", "hash_key"]
+__all__ = ["MAX_BALANCE", "KeyInfo", "Ledger", "hash_key"]
 
 _KEY_PREFIX = "lpf_"
+#: The largest balance a key can hold (the BIGINT column's range); larger amounts are refused.
+MAX_BALANCE = 2**63 - 1
 
 
 def hash_key(raw: str) -> str:
@@ -127,11 +129,17 @@ class Ledger:
         ref: str,
         idempotency_key: str,
         require_funds: bool,
+        cap_balance: bool = False,
     ) -> bool:
-        """Apply one ledger entry; False when its idempotency key was already used."""
+        """Apply one ledger entry; False when its idempotency key was already used.
+
+        ``require_funds`` refuses a debit the balance cannot cover; ``cap_balance`` a credit
+        that would take the balance past :data:`MAX_BALANCE`."""
         stmt = update(ApiKey).where(ApiKey.id == key_id)
         if require_funds:
             stmt = stmt.where(ApiKey.balance >= -amount, ApiKey.revoked_at.is_(None))
+        if cap_balance:
+            stmt = stmt.where(ApiKey.balance <= MAX_BALANCE - amount)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -151,23 +159,37 @@ class Ledger:
             return False  # the same movement was already recorded
         except _Rollback:
             if require_funds:
-                raise InsufficientCredit(
-                    f"insufficient credit: the job needs {-amount} and the key has "
-                    f"{self.key(key_id).balance}"
-                ) from None
-            raise NotFound(f"no API key {key_id!r}") from None
+                raise self._short(key_id, -amount) from None
+            balance = self.key(key_id).balance  # NotFound when there is no such key
+            raise BadRequest(
+                f"the balance {balance} plus {amount} would exceed the maximum {MAX_BALANCE}"
+            ) from None
         return True
 
-    def topup(self, key_id: str, amount: int, idempotency_key: str | None = None) -> KeyInfo:
-        if amount <= 0:
-            from gateway.errors import BadRequest
+    def _short(self, key_id: str, amount: int) -> InsufficientCredit:
+        return InsufficientCredit(
+            f"insufficient credit: the job needs {amount} and the key has "
+            f"{self.key(key_id).balance}"
+        )
 
-            raise BadRequest("a top-up must be a positive amount")
-        self._move(key_id, amount, "topup", "topup", idempotency_key or uuid.uuid4().hex, False)
+    def topup(self, key_id: str, amount: int, idempotency_key: str | None = None) -> KeyInfo:
+        if not 0 < amount <= MAX_BALANCE:
+            raise BadRequest(f"a top-up must be between 1 and {MAX_BALANCE}")
+        self._move(
+            key_id,
+            amount,
+            "topup",
+            "topup",
+            idempotency_key or uuid.uuid4().hex,
+            False,
+            cap_balance=True,
+        )
         return self.key(key_id)
 
     def reserve(self, key_id: str, amount: int, ref: str) -> None:
         """Hold ``amount`` for job ``ref``; InsufficientCredit when the balance is short."""
+        if amount > MAX_BALANCE:
+            raise self._short(key_id, amount)  # no balance can cover it
         if amount > 0:
             self._move(key_id, -amount, "reserve", ref, f"{ref}:reserve", True)
 

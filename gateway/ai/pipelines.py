@@ -39,22 +39,37 @@ _MAX_SIDE = 8192
 
 
 def json_value(text: str | bytes, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
-    """``text`` parsed as a JSON object or array (``kind``); ValueError saying why not."""
+    """``text`` parsed as a JSON object or array (``kind``); ValueError saying why not.
+
+    Strict JSON, as Go's decoder reads it: no ``NaN`` or ``Infinity``, and nesting the
+    parser can follow."""
     what = "a JSON object" if kind is dict else "a JSON array"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except ValueError as e:
         raise ValueError(f"must be {what}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"must be {what}: nested too deeply") from None
     if not isinstance(value, kind):
         raise ValueError(f"must be {what}")
     return value
 
 
-class _Params(BaseModel):
-    """Fields every pipeline's request shares; unknown fields are ignored, as upstream."""
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
 
-    model_config = ConfigDict(extra="ignore")
-    model_id: str = ""
+
+#: A model id: what ai-runner names models by, without control characters.
+_MODEL_ID = r"^[^\x00-\x1f\x7f]{0,256}$"
+
+
+class _Params(BaseModel):
+    """Fields every pipeline's request shares; unknown fields are ignored, as upstream.
+
+    Numbers must be finite: a form's ``"nan"`` or ``"inf"`` is refused, not passed on."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_id: str = Field("", pattern=_MODEL_ID)
 
 
 class _Diffusion(_Params):
@@ -156,9 +171,9 @@ class LLMMessage(BaseModel):
 class LLMRequest(BaseModel):
     """``POST /llm`` (JSON). The gateway requires model, messages, stream and max_tokens."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     messages: list[LLMMessage] = Field(min_length=1)
-    model: str
+    model: str = Field(pattern=_MODEL_ID)
     temperature: float = 0.7
     max_tokens: int = Field(ge=1)
     top_p: float = 1.0

@@ -18,7 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.ai.media import MediaInfo, audio_seconds, image_size
 from gateway.ai.pipelines import Pipeline, json_value
-from gateway.api.body import read_body, stream_body
+from gateway.api.body import JSON_LIMIT, read_body, stream_body
 from gateway.errors import BadRequest, PayloadTooLarge
 
 __all__ = [
@@ -29,8 +29,6 @@ __all__ = [
     "validate_params",
 ]
 
-#: JSON bodies (prompts, chat histories) are small; anything past this is refused.
-JSON_LIMIT = 8 * 1024 * 1024
 #: Room for the text fields beside a capped upload in one multipart body.
 _FORM_SLACK = 1024 * 1024
 #: 512 x 512 when a text-to-image request sets no size (go-livepeer's gateway default).

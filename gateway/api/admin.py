@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from gateway.api.body import JSON_LIMIT, PRINTABLE, SessionId
 from gateway.auth import AdminCaller, state_of
 from gateway.errors import BadRequest
-from gateway.ledger import KeyInfo
+from gateway.ledger import MAX_BALANCE, KeyInfo
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", max_body_size=JSON_LIMIT)
+#: Key ids are hex (``Ledger.create_key``); anything else is refused before the database.
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 
 
 class NewKey(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
-    credits: int = Field(0, ge=0)
+    name: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
+    credits: int = Field(0, ge=0, le=MAX_BALANCE)
 
 
 class TopUp(BaseModel):
-    amount: int = Field(gt=0)
-    idempotency_key: str | None = Field(None, max_length=128)
+    amount: int = Field(gt=0, le=MAX_BALANCE)
+    idempotency_key: str | None = Field(None, max_length=128, pattern=PRINTABLE)
 
 
 def _info(k: KeyInfo) -> dict[str, Any]:
@@ -50,13 +53,13 @@ def list_keys(_: AdminCaller, request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("/keys/{key_id}/topup")
-def topup(key_id: str, body: TopUp, _: AdminCaller, request: Request) -> dict[str, Any]:
+def topup(key_id: KeyId, body: TopUp, _: AdminCaller, request: Request) -> dict[str, Any]:
     """Add credit to a key (idempotent with an idempotency key)."""
     return _info(state_of(request).ledger.topup(key_id, body.amount, body.idempotency_key))
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke(key_id: str, _: AdminCaller, request: Request) -> dict[str, Any]:
+def revoke(key_id: KeyId, _: AdminCaller, request: Request) -> dict[str, Any]:
     """Revoke a key; it is refused from then on."""
     return _info(state_of(request).ledger.revoke(key_id))
 
@@ -68,7 +71,7 @@ def sessions(_: AdminCaller, request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/sessions/{session_id}")
-def session(session_id: str, _: AdminCaller, request: Request) -> dict[str, Any]:
+def session(session_id: SessionId, _: AdminCaller, request: Request) -> dict[str, Any]:
     """Any session's attempt log."""
     return state_of(request).log.get(session_id)
 

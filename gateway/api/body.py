@@ -1,14 +1,27 @@
-"""Request bodies read under a size cap: refused (413) before they are read in full."""
+"""Request bodies read under a size cap: refused (413) before they are read in full.
+
+Routes that read their body themselves use :func:`read_body` or :func:`stream_body`; routers
+whose bodies FastAPI parses into a model pass :data:`JSON_LIMIT` as their ``max_body_size``.
+Also the shapes of what callers may put in paths and text fields the database stores.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 
 from gateway.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["read_body", "stream_body"]
+__all__ = ["JSON_LIMIT", "PRINTABLE", "SessionId", "read_body", "stream_body"]
+
+#: JSON bodies (prompts, chat histories, task and admin requests) are small; larger: 413.
+JSON_LIMIT = 8 * 1024 * 1024
+#: Text without control characters (PostgreSQL refuses NUL in a text column).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+#: ``<key id>:<manifestID>``, ``stream:<manifestID>`` or ``ai:<request id>`` (see the routes).
+SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:-]{1,128}$")]
 
 
 async def stream_body(

@@ -21,7 +21,7 @@ from gateway import metrics
 from gateway.api.body import read_body
 from gateway.auth import Caller, authorise, payment_for, state_of
 from gateway.dispatch import SegmentOutcome
-from gateway.errors import BadRequest, TranscodeFailed
+from gateway.errors import BadRequest, Forbidden, TranscodeFailed
 from gateway.ethpay import EthPayments
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
@@ -31,16 +31,18 @@ __all__ = ["router"]
 router = APIRouter()
 _MANIFEST = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SEGMENT = re.compile(r"^(\d{1,10})\.(ts|mp4)$")
+#: The session log keeps seqNo in a 32-bit column.
+_MAX_SEQ = 2**31 - 1
+_MILLISECONDS = re.compile(r"^\d{1,9}$")
 _RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
 _FORMATS = {"ts": "mpegts", "mp4": "mp4"}
 
 
 def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoProfile] | None]:
     raw = request.headers.get("content-duration", "2000")
-    try:
-        duration_ms = int(raw)
-    except ValueError:
-        raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}") from None
+    if not _MILLISECONDS.match(raw):
+        raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}")
+    duration_ms = int(raw)
     if duration_ms <= 0:
         raise BadRequest("Content-Duration must be positive")
     if duration_ms > max_seconds * 1000:
@@ -53,7 +55,7 @@ def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoPro
     if config:
         try:
             parsed = json.loads(config)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise BadRequest(f"Livepeer-Transcode-Configuration is not JSON: {e}") from e
         if not isinstance(parsed, dict) or "profiles" not in parsed:
             raise BadRequest("Livepeer-Transcode-Configuration needs a 'profiles' list")
@@ -70,6 +72,8 @@ def _authorise(
     caller, decision = authorise(state, request, manifest_id)
     if decision is None:
         return caller, manifest_id, profiles
+    if not _MANIFEST.match(decision.manifest_id):
+        raise Forbidden(f"auth webhook answered an invalid manifestID {decision.manifest_id!r}")
     if decision.profiles is not None:
         try:
             profiles = profiles_from_json(decision.profiles)
@@ -134,6 +138,8 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
     if match is None:
         raise BadRequest("segment must be <seqNo>.ts or <seqNo>.mp4 with a numeric seqNo")
     seq, ext = int(match.group(1)), match.group(2)
+    if seq > _MAX_SEQ:
+        raise BadRequest(f"seqNo must be at most {_MAX_SEQ}, got {seq}")
     duration, profiles = _headers(request, state.settings.max_segment_seconds)
     caller, manifest_id, profiles = await run_in_threadpool(
         _authorise, state, request, manifest_id, profiles

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from farm.blobstore import BlobMissing
 from farm.errors import ProfileInvalid
 from farm.media.profiles import profiles_from_json
+from gateway.api.body import JSON_LIMIT, SessionId
 from gateway.auth import KeyCaller, state_of
 from gateway.errors import BadRequest, NotFound, RateLimited
 from gateway.tasks import TaskRunner
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
+#: Task ids are hex (``TaskRunner.create``); anything else is refused before the database.
+TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 _OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 
 
@@ -77,13 +80,13 @@ def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> 
 
 
 @router.get("/task/{task_id}")
-def get_task(task_id: str, caller: KeyCaller, request: Request) -> dict[str, Any]:
+def get_task(task_id: TaskId, caller: KeyCaller, request: Request) -> dict[str, Any]:
     """A task's phase, progress and outputs."""
     return _runner(request).get(task_id, caller.key_id)
 
 
 @router.get("/task/{task_id}/output/{path:path}")
-def task_output(task_id: str, path: str, caller: KeyCaller, request: Request) -> Response:
+def task_output(task_id: TaskId, path: str, caller: KeyCaller, request: Request) -> Response:
     """One output file of a completed task (playlists, segments, MP4s)."""
     _runner(request).get(task_id, caller.key_id)  # 404 unless the caller owns it
     if not _OUTPUT_PATH.match(path) or ".." in path:
@@ -99,7 +102,7 @@ def task_output(task_id: str, path: str, caller: KeyCaller, request: Request) ->
 
 
 @router.get("/sessions/{session_id}")
-def get_session(session_id: str, caller: KeyCaller, request: Request) -> dict[str, Any]:
+def get_session(session_id: SessionId, caller: KeyCaller, request: Request) -> dict[str, Any]:
     """A session's attempt log: orchestrator, latency, error and price of every attempt."""
     session = state_of(request).log.get(session_id)
     if session["key_id"] != caller.key_id:

@@ -125,6 +125,41 @@ def test_json_routes_refuse_bodies_that_are_not_a_json_object(
 
 
 @pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/text-to-image", b'{"prompt": "x", "guidance_scale": NaN}', "NaN is not a JSON value"),
+        ("/llm", b'{"model": "", "temperature": Infinity}', "Infinity is not a JSON value"),
+        ("/text-to-image", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ("/text-to-image", b'{"prompt": "x", "model_id": "a\\u0000"}', "model_id: String should"),
+        ("/text-to-image", b'{"prompt": "x", "model_id": "' + b"m" * 300 + b'"}', "model_id"),
+        (
+            "/llm",
+            b'{"model": "a\\u0000", "messages": [{"role": "user", "content": "x"}], '
+            b'"stream": false, "max_tokens": 5}',
+            "model: String should match pattern",
+        ),
+    ],
+)
+def test_json_routes_refuse_what_go_would_not_decode_or_the_log_cannot_hold(
+    gw: Gateway, rich: tuple[str, dict[str, str]], path: str, body: bytes, message: str
+) -> None:
+    key_id, auth = rich
+    before = gw.balance(key_id)
+    r = post(gw, path, {**auth, "Content-Type": "application/json"}, content=body)
+    assert r.status_code == 400, r.text
+    assert message in error(r)
+    assert gw.balance(key_id) == before
+
+
+def test_a_job_no_balance_can_cover_is_402(gw: Gateway, rich: tuple[str, dict[str, str]]) -> None:
+    # 5 credits a token: more than a key's BIGINT balance could ever hold.
+    body = {"model": "", "messages": [CHAT], "stream": False, "max_tokens": 2**62}
+    r = post(gw, "/llm", rich[1], json=body)
+    assert r.status_code == 402, r.text
+    assert error(r).startswith(f"insufficient credit: the job needs {5 * 2**62} ")
+
+
+@pytest.mark.parametrize(
     ("path", "data", "files", "message"),
     [
         ("/upscale", {"prompt": "x"}, None, "image: Field required"),
@@ -140,6 +175,11 @@ def test_json_routes_refuse_bodies_that_are_not_a_json_object(
         ("/upscale", {"prompt": "x"}, "empty", "image: the file is empty"),
         ("/upscale", {"prompt": "x", "image": "a string"}, None, "image: must be a file upload"),
         ("/upscale", {"prompt": "x"}, "two-files", "seed: must be a text field, not a file"),
+        ("/image-to-image", {"prompt": "x", "strength": "inf"}, "image", "strength: Input sh"),
+        ("/image-to-video", {"noise_aug_strength": "nan"}, "image", "should be a finite number"),
+        ("/segment-anything-2", {"box": "[NaN]"}, "image", "box: Value error, must be a JSON"),
+        ("/segment-anything-2", {"box": "[" * 3000 + "]" * 3000}, "image", "nested too deeply"),
+        ("/audio-to-text", {"metadata": '{"a": NaN}'}, "audio", "NaN is not a JSON value"),
     ],
 )
 def test_multipart_routes_refuse_missing_mistyped_and_unreadable_fields(

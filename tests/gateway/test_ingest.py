@@ -104,6 +104,16 @@ def test_json_answer_without_multipart(gateway: Gateway, segment: bytes) -> None
         ("/live/s/0.m3u8", "ok", "seg", {}, 400),
         ("/live/s/0.ts", "ok", "seg", {"Content-Duration": "soon"}, 400),
         ("/live/s/0.ts", "ok", "seg", {"Content-Duration": "900000"}, 400),
+        ("/live/s/0.ts", "ok", "seg", {"Content-Duration": "1_000"}, 400),
+        (
+            "/live/s/0.ts",
+            "ok",
+            "seg",
+            {"Livepeer-Transcode-Configuration": "[" * 2000 + "]" * 2000},
+            400,
+        ),
+        # The session log's seqNo is 32-bit: refused up front, not after transcoding.
+        ("/live/s/2147483648.ts", "ok", "seg", {}, 400),
     ],
 )
 def test_bad_requests_get_their_status_and_charge_nothing(

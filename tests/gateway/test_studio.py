@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from farm.media.synth import make_segment
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import ADMIN, Gateway
 
 PROFILES = [
     {"name": "low", "width": 256, "height": 144, "bitrate": 300000, "fps": 30},
@@ -150,3 +150,88 @@ def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
         headers={"Authorization": f"Bearer {other_key}"},
     )
     assert hidden.status_code == 404
+
+
+def _deep(depth: int = 100_000) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_deeply_nested_json_is_400_and_the_gateway_lives_on(gateway: Gateway) -> None:
+    # A dispatched segment builds the pool's farm clients, which import the chain libraries
+    # (py_ecc once raised the recursion limit so far that json.loads crashed the process).
+    _, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    segment = make_segment(160, 120, 30, 1.0)
+    r = httpx.post(f"{gateway.url}/live/deep/0.ts", content=segment, headers=auth, timeout=120)
+    assert r.status_code == 200, r.text
+    json_type = {"Content-Type": "application/json"}
+    for path, headers in (("/admin/keys", {}), ("/api/transcode", auth)):
+        r = httpx.post(
+            f"{gateway.url}{path}", content=_deep(), headers={**headers, **json_type}, timeout=30
+        )
+        assert r.status_code == 400 and r.json()["code"] == "bad_request", r.text
+    assert gateway.proc.poll() is None
+    assert httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200
+
+
+def test_json_bodies_over_the_cap_are_413_before_auth(gateway: Gateway) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it arrives
+        yield b'{"name": "'
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    for path in ("/admin/keys", "/api/transcode"):
+        r = httpx.post(
+            f"{gateway.url}{path}",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert r.status_code == 413, r.text
+        assert r.json() == {"errors": ["Content Too Large"], "code": "payload_too_large"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/task/a%00b"),
+        ("GET", "/api/task/a%00b/output/hls/index.m3u8"),
+        ("GET", "/api/sessions/a%00b"),
+        ("GET", "/admin/sessions/a%00b"),
+        ("POST", "/admin/keys/a%00b/revoke"),
+        ("POST", "/admin/keys/a%00b/topup"),
+        ("POST", f"/admin/keys/{'a' * 200}/topup"),
+    ],
+)
+def test_ids_the_database_cannot_hold_are_400(gateway: Gateway, method: str, path: str) -> None:
+    token = gateway.key(credits=0)[1] if path.startswith("/api/") else ADMIN
+    r = httpx.request(
+        method,
+        f"{gateway.url}{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"amount": 1} if method == "POST" else None,
+        timeout=10,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and "should match pattern" in r.json()["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/admin/keys", {"name": "x", "credits": 2**63}, "credits: Input should be less"),
+        ("/admin/keys", {"name": "a\u0000b"}, "name: String should match pattern"),
+        ("TOPUP", {"amount": 2**63}, "amount: Input should be less"),
+        ("TOPUP", {"amount": 2**63 - 1}, "would exceed the maximum 9223372036854775807"),
+        ("TOPUP", {"amount": 1, "idempotency_key": "a\u0000"}, "idempotency_key: String"),
+    ],
+)
+def test_admin_refuses_amounts_and_text_the_ledger_cannot_hold(
+    gateway: Gateway, path: str, body: dict[str, object], message: str
+) -> None:
+    key_id, _ = gateway.key(credits=5)
+    r = gateway.admin("POST", f"/admin/keys/{key_id}/topup" if path == "TOPUP" else path, json=body)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["errors"][0]
+    assert gateway.balance(key_id) == 5
