@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from farm import __version__
 from farm.ai.builtin import builtin_pipeline, collect_llm
@@ -45,11 +45,12 @@ class LLMMessage(BaseModel):
 class LLMRequest(BaseModel):
     """ai-runner's LLM request with its defaults."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
     messages: list[LLMMessage]
     model: str = ""
-    temperature: float = 0.7
-    max_tokens: int = 256
-    top_p: float = 1.0
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(256, ge=1)
+    top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = -1
     stream: bool = False
 

@@ -42,6 +42,8 @@ H264_PROFILES = {
 MAX_WIDTH = 7680
 MAX_HEIGHT = 4320
 MAX_FPS = 240
+#: Encoders take whole kbit/s: libx264 refuses less than 1.
+MIN_BITRATE = 1000
 MAX_BITRATE = 200_000_000
 MAX_GOP_SECONDS = 60.0
 
@@ -121,6 +123,8 @@ def _validate(p: VideoProfile) -> None:
             _fail(p.name, f"{field} {value} exceeds the maximum {top}")
     if not isinstance(p.bitrate, int) or isinstance(p.bitrate, bool) or p.bitrate <= 0:
         _fail(p.name, f"bitrate must be a positive integer in bits per second, got {p.bitrate!r}")
+    if p.bitrate < MIN_BITRATE:
+        _fail(p.name, f"bitrate {p.bitrate} is below the minimum {MIN_BITRATE} (1 kbit/s)")
     if p.bitrate > MAX_BITRATE:
         _fail(p.name, f"bitrate {p.bitrate} exceeds the maximum {MAX_BITRATE}")
     if not isinstance(p.fps, int) or p.fps < 0:

@@ -63,7 +63,8 @@ class Registration(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     secret: str
-    capacity: int
+    #: Segments in parallel; beyond a thousand it is a mistake, not a machine.
+    capacity: int = Field(le=1000)
     region: Annotated[str, StringConstraints(max_length=64)] = "local"
     hostname: Short = ""
     #: GpuInfo.to_dict() of each: flat and finite, since /status writes it back as JSON.

@@ -174,9 +174,9 @@ class LLMRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     messages: list[LLMMessage] = Field(min_length=1)
     model: str = Field(pattern=_MODEL_ID)
-    temperature: float = 0.7
+    temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(ge=1)
-    top_p: float = 1.0
+    top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = -1
     stream: bool
 

@@ -27,12 +27,12 @@ _OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 
 class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", max_length=8192)
 
 
 class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = "/"
+    path: str = Field("/", max_length=1024)
 
 
 def _both_outputs() -> dict[Literal["hls", "mp4"], OutputSpec]:
@@ -44,7 +44,10 @@ class TranscodeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     input: InputSpec
-    outputs: dict[Literal["hls", "mp4"], OutputSpec] = Field(default_factory=_both_outputs)
+    #: At least one: a task that keeps nothing would spend credit for no output.
+    outputs: dict[Literal["hls", "mp4"], OutputSpec] = Field(
+        default_factory=_both_outputs, min_length=1
+    )
     profiles: list[dict[str, Any]] | None = None
     targetSegmentSizeSecs: float | None = Field(None, ge=1, le=60)
     storage: dict[str, Any] | None = None

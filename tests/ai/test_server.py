@@ -140,6 +140,12 @@ def test_llm_errors(llm: str) -> None:
         "detail": [{"loc": ["body", "messages"], "msg": "Input should be a valid list",
                     "type": "list_type"}]
     }  # fmt: skip
+    for bad in (b'"temperature": NaN', b'"top_p": 2', b'"max_tokens": 0'):
+        body = b'{"messages": [{"role": "user", "content": "hi"}], ' + bad + b"}"
+        refused = httpx.post(
+            llm + "/llm", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert refused.status_code == 422, (bad, refused.text)
     assert httpx.post(llm + "/upscale", json={}).status_code == 404
 
 

@@ -300,6 +300,8 @@ def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None
         assert post("/transcoders/heartbeat", b'{"load": 1e400}', auth).status_code == 422
         huge = {"secret": SECRET, "capacity": 1, "cpu_codecs": ["h264"], "region": "x" * 10**5}
         assert https.post("/transcoders/register", json=huge).status_code == 422
+        greedy = {"secret": SECRET, "capacity": 10**30, "cpu_codecs": ["h264"]}
+        assert https.post("/transcoders/register", json=greedy).status_code == 422
         gpus = b'{"secret": "%s", "capacity": 1, "gpus": [{"memory_free": Infinity}]}'
         assert post("/transcoders/register", gpus % SECRET.encode()).status_code == 422
         # What the job table cannot hold (NUL, past its columns) is refused up front.

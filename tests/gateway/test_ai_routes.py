@@ -105,6 +105,16 @@ def test_no_key_is_401_in_the_ai_error_body(gw: Gateway) -> None:
             {"model": "", "messages": [CHAT], "stream": False, "max_tokens": 0},
             "max_tokens: Input should be greater than or equal to 1",
         ),
+        (
+            "/llm",
+            {"model": "", "messages": [CHAT], "stream": False, "max_tokens": 5, "top_p": 0},
+            "top_p: Input should be greater than 0",
+        ),
+        (
+            "/llm",
+            {"model": "", "messages": [CHAT], "stream": False, "max_tokens": 5, "temperature": -1},
+            "temperature: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_json_routes_refuse_missing_and_mistyped_fields(

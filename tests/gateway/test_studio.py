@@ -143,6 +143,19 @@ def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
         json={"input": {"url": "file:///etc/passwd"}},
     )
     assert bad.status_code == 400 and bad.json()["code"] == "bad_request"
+    url = {"url": f"{source}/clip.mp4"}
+    for body, message in (
+        ({"input": url, "outputs": {}}, "outputs: Dictionary should have at least 1 item"),
+        ({"input": {"url": "https://x/" + "a" * 9000}}, "input.url: String should have at most"),
+        (
+            {"input": url, "profiles": [{"name": "a", "width": 320, "height": 240, "bitrate": 10}]},
+            "bitrate 10 is below the minimum",
+        ),
+    ):
+        refused = httpx.post(f"{gateway.url}/api/transcode", headers=auth, timeout=30, json=body)
+        assert refused.status_code == 400, refused.text
+        assert message in refused.json()["errors"][0], refused.json()
+    assert gateway.balance(key_id) == 10**9
     other_key = gateway.key(credits=0)[1]
     hidden = httpx.get(
         f"{gateway.url}/api/task/{r.json()['id']}",

@@ -140,6 +140,7 @@ def test_profiles_json_file(tmp_path: Path) -> None:
         ({"height": 359}, "height must be even"),
         ({"bitrate": -1}, "bitrate must be a positive integer"),
         ({"bitrate": 0}, "bitrate must be a positive integer"),
+        ({"bitrate": 999}, "bitrate 999 is below the minimum 1000"),
         ({"encoder": "MPEG-2"}, "unknown encoder 'MPEG-2'"),
         ({"profile": "h264ultra"}, "unknown H.264 profile 'h264ultra'"),
         ({"profile": "h264high", "encoder": "HEVC"}, "H.264 profile 'h264high' given for"),
