@@ -33,6 +33,7 @@ __all__ = [
 
 def _load(cls: type[Any], **overrides: Any) -> Any:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
@@ -41,6 +42,10 @@ def _load(cls: type[Any], **overrides: Any) -> Any:
             f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as e:  # an environment value that is not JSON where a list is
+        raise ConfigError(
+            f"invalid settings: {e}; lists are JSON, e.g. FARM_TLS_HOSTS='[\"node\"]'"
+        ) from None
 
 
 @click.command("worker")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,27 @@ def test_an_unreachable_service_is_one_line(
     )
     assert done.returncode == 1, done
     assert f"error: {error}" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "error"),
+    [
+        (["transcoders", "fingerprint"], {"FARM_TLS_HOSTS": "node"}, "lists are JSON"),
+        (["worker", "--cpu"], {"FARM_HEARTBEAT_S": "-1"}, "heartbeat_s: Input should be"),
+    ],
+)
+def test_a_bad_setting_is_one_line(
+    args: list[str], env: dict[str, str], error: str, tmp_path: Path
+) -> None:
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    variables.update({"FARM_TLS_DIR": str(tmp_path), **env})
+    done = subprocess.run(
+        [sys.executable, "-m", "farm.cli", *args],
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("error: invalid settings:"), done.stderr
+    assert error in done.stderr and "Traceback" not in done.stderr, done.stderr
