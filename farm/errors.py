@@ -32,6 +32,7 @@ __all__ = [
     "RequestInvalid",
     "RetryableError",
     "RunnerFailed",
+    "ServiceUnavailable",
     "TranscodeTimeout",
     "UnsupportedCodec",
     "VerificationFailed",
@@ -207,3 +208,10 @@ class NodeUnreachable(RetryableError):
     """Raised when a remote transcoder cannot reach its orchestrator's node API."""
 
     code = "node_unreachable"
+
+
+class ServiceUnavailable(RetryableError):
+    """Raised when a service the farm keeps its state in (the database, Redis) cannot be
+    reached; the caller may try again."""
+
+    code = "service_unavailable"

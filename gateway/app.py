@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
@@ -18,7 +19,7 @@ from farm.errors import FarmError
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
-from gateway.errors import http_status
+from gateway.errors import Unavailable, http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.tasks import TaskRunner
@@ -86,6 +87,15 @@ def create_app(
             getattr(e, "retry_after", None) or (5.0 if status == 503 else None),
             livepeer_ai=ai.is_ai_route(request),
         )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, e: DBAPIError) -> JSONResponse:
+        # The ledger, session log or task store cannot be reached: the caller may retry. Any
+        # other database error is a bug, answered as one.
+        if not (isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated):
+            raise e
+        log.warning("database unreachable: %s", e.orig)  # addresses stay in the log
+        return await farm_error(request, Unavailable("database unreachable"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:

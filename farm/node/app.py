@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
@@ -25,6 +27,7 @@ from farm.errors import (
     RemoteUnsupported,
     RequestInvalid,
     RetryableError,
+    ServiceUnavailable,
 )
 from farm.jobs import JobNotFound
 from farm.node import chain_api, status_page
@@ -55,6 +58,17 @@ _STATUS: tuple[tuple[type[FarmError], int], ...] = (
 def http_status(error: FarmError) -> int:
     """The node API's status code for a farm error (the one place they are mapped)."""
     return next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
+
+
+def is_unreachable(e: Exception) -> bool:
+    """Whether a database or Redis error means the service cannot be reached (not a bug)."""
+    if isinstance(e, DBAPIError):
+        return isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated
+    return isinstance(e, redis.ConnectionError | redis.TimeoutError)
+
+
+def _service(e: Exception) -> str:
+    return "the database" if isinstance(e, DBAPIError) else "Redis"
 
 
 def validation_message(e: RequestValidationError) -> str:
@@ -100,6 +114,16 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     @api.exception_handler(FarmError)
     async def farm_error(_: Request, e: FarmError) -> JSONResponse:
         return JSONResponse({"error": e.code, "message": str(e)}, status_code=http_status(e))
+
+    @api.exception_handler(DBAPIError)
+    @api.exception_handler(redis.RedisError)
+    async def unreachable(request: Request, e: Exception) -> JSONResponse:
+        # Where the cluster keeps its state is gone for now: 503, which transcoders retry.
+        # Any other database or Redis error is a bug, answered as one.
+        if not is_unreachable(e):
+            raise e
+        log.warning("%s unreachable: %s", _service(e), e)  # addresses stay in the log
+        return await farm_error(request, ServiceUnavailable(f"{_service(e)} unreachable"))
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

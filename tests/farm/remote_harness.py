@@ -19,6 +19,7 @@ import redis
 
 from farm.remote.tls import fingerprint_of_file
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
+from tests.proxy import TcpProxy
 
 SECRET = "remote-test-orch-secret"
 
@@ -148,6 +149,8 @@ class Orchestrator:
     host: str
     port: int = field(default_factory=free_port)
     node: subprocess.Popen[bytes] | None = None
+    #: Between the cluster and its Redis, when asked for: cut it to take Redis away.
+    proxy: TcpProxy | None = None
 
     @property
     def addr(self) -> str:
@@ -238,10 +241,15 @@ class Orchestrator:
 
 
 @contextmanager
-def orchestrator(home: Path, host: str, **env: str) -> Iterator[Orchestrator]:
-    """A private Redis and a TLS node API on ``host``, with SQLite and a blob directory."""
+def orchestrator(
+    home: Path, host: str, *, proxied: bool = False, **env: str
+) -> Iterator[Orchestrator]:
+    """A private Redis and a TLS node API on ``host``, with SQLite and a blob directory;
+    ``proxied``, the cluster reaches its Redis through a TcpProxy (``Orchestrator.proxy``)."""
     broker = PrivateRedis(host, home / "redis").start()
-    cluster = Cluster(home, cluster_env(home, broker.url, f"sqlite:///{home}/farm.db"))
+    proxy = TcpProxy((host, broker.port)) if proxied else None
+    url = f"redis://127.0.0.1:{proxy.port}/0" if proxy is not None else broker.url
+    cluster = Cluster(home, cluster_env(home, url, f"sqlite:///{home}/farm.db"))
     cluster.env.update(
         {
             "FARM_SECRET": SECRET,
@@ -252,10 +260,12 @@ def orchestrator(home: Path, host: str, **env: str) -> Iterator[Orchestrator]:
             **env,
         }
     )
-    orch = Orchestrator(cluster, broker, host)
+    orch = Orchestrator(cluster, broker, host, proxy=proxy)
     try:
         orch.start_node()
         yield orch
     finally:
         cluster.stop()
+        if proxy is not None:
+            proxy.close()
         broker.stop()

@@ -338,3 +338,21 @@ def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None
         admin = {"Authorization": "Bearer farm-dev-secret"}
         terms = post("/chain/config", b'{"reward_cut": NaN, "fee_share": 1}', admin)
         assert terms.status_code == 422 and "reward_cut" in terms.json()["error"]["message"]
+
+
+def test_a_node_whose_redis_goes_away_answers_503_then_serves_again(tmp_path: Path) -> None:
+    with orchestrator(tmp_path, "127.0.0.1", proxied=True) as orch, orch.https() as https:
+        assert orch.proxy is not None
+        _, auth = _attach(https)
+        assert https.post("/transcoders/heartbeat", json={"load": 0}, headers=auth).is_success
+        orch.proxy.cut()
+        down = https.post("/transcoders/heartbeat", json={"load": 0}, headers=auth)
+        assert down.status_code == 503, down.text
+        assert down.json() == {"error": "service_unavailable", "message": "Redis unreachable"}
+        assert https.get("/healthz").status_code == 503
+        orch.proxy.restore()
+        wait_for(
+            lambda: https.post("/transcoders/heartbeat", json={"load": 0}, headers=auth).is_success,
+            timeout=30,
+            what="the node to use Redis again",
+        )
