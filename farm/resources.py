@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import redis
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
 from farm.blobstore import BlobStore, blob_store_from_url
 from farm.jobs import JobStore
 from farm.registry import Registry
 from farm.settings import ClusterSettings
 
-__all__ = ["Resources"]
+__all__ = ["Resources", "is_unreachable"]
 
 
 @dataclass
@@ -41,8 +44,13 @@ class Resources:
     def jobs(self) -> JobStore:
         with self._lock:
             if self._jobs is None:
-                self._jobs = JobStore(self.settings.database_url)
-                self._jobs.create_schema()
+                store = JobStore(self.settings.database_url)
+                try:
+                    store.create_schema()
+                except Exception:
+                    store.engine.dispose()  # kept only once its schema is known to exist
+                    raise
+                self._jobs = store
             return self._jobs
 
     @property
@@ -60,3 +68,11 @@ class Resources:
                     self.settings.redis_registry_url(), self.settings.heartbeat_s
                 )
             return self._registry
+
+
+def is_unreachable(e: BaseException) -> bool:
+    """Whether a database or Redis error means the service cannot be reached now (and a
+    retry may succeed), not a bug."""
+    if isinstance(e, DBAPIError):
+        return isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated
+    return isinstance(e, redis.ConnectionError | redis.TimeoutError)

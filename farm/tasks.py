@@ -10,8 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import redis
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
 from farm.blobstore import BlobMissing
@@ -30,7 +32,7 @@ from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
-from farm.resources import Resources
+from farm.resources import Resources, is_unreachable
 from farm.router import Need, route_transcode
 from farm.settings import ClusterSettings
 
@@ -165,12 +167,12 @@ def register_tasks(app: Celery) -> None:
 
 def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     res = stores(app)
-    jobs, blobs = res.jobs, res.blobs
     worker = _worker_name(task)
     task_id = task.request.id
     started = time.perf_counter()
     instance = os.environ.get("FARM_WORKER_INSTANCE")
     try:
+        jobs, blobs = res.jobs, res.blobs
         claim = jobs.start_attempt(
             job_id,
             task_id,
@@ -183,6 +185,13 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         # A remote transcoder whose credential ended: the job is not ours; give it back.
         raise Reject(str(e), requeue=True) from e
     except RetryableError as e:
+        raise task.retry(exc=e, countdown=2.0, max_retries=None) from e
+    except (DBAPIError, redis.RedisError) as e:
+        if not is_unreachable(e):
+            raise
+        # The job store is down: nothing was claimed; try again shortly rather than leave the
+        # job to the reconciler's queued timeout.
+        log.warning("job store unreachable claiming %s, retrying: %s", job_id, e)
         raise task.retry(exc=e, countdown=2.0, max_retries=None) from e
     if claim.status in ("final", "stale"):
         # A redelivered or superseded message: the job finished or was republished.

@@ -12,7 +12,7 @@ from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
@@ -34,7 +34,7 @@ from farm.node import chain_api, status_page
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
 from farm.remote.api import TranscoderApi
-from farm.resources import Resources
+from farm.resources import Resources, is_unreachable
 from farm.settings import NodeSettings
 
 __all__ = ["create_node_app", "http_status", "queue_depths", "validation_message"]
@@ -58,13 +58,6 @@ _STATUS: tuple[tuple[type[FarmError], int], ...] = (
 def http_status(error: FarmError) -> int:
     """The node API's status code for a farm error (the one place they are mapped)."""
     return next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
-
-
-def is_unreachable(e: Exception) -> bool:
-    """Whether a database or Redis error means the service cannot be reached (not a bug)."""
-    if isinstance(e, DBAPIError):
-        return isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated
-    return isinstance(e, redis.ConnectionError | redis.TimeoutError)
 
 
 def _service(e: Exception) -> str:

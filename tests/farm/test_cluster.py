@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 from farm.client import FarmClient, JobFailedError
 from farm.embedded import EmbeddedRedis
@@ -20,6 +21,7 @@ from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.registry import Capabilities
 from tests.farm.harness import Cluster, check_renditions, cluster_env, wait_for
+from tests.proxy import TcpProxy
 
 LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
 
@@ -303,3 +305,31 @@ def test_a_failed_verification_is_retried_on_another_worker(
         assert retried, "the broken worker took none of the jobs"
     finally:
         cluster.stop()
+
+
+def test_a_worker_retries_a_claim_the_database_was_down_for(
+    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+) -> None:
+    # The worker reaches the job store through a proxy that is cut while the job waits; the
+    # submitter reaches it directly. No beat runs: the worker itself must try again.
+    real = make_url(postgres_url)
+    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
+    through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, through))
+    try:
+        cluster.start_worker()
+        submitter = FarmClient(cluster.settings.model_copy(update={"database_url": postgres_url}))
+        proxy.cut()
+        job = submitter.submit(segment, LADDER, duration=1.0)
+        wait_for(
+            lambda: "job store unreachable" in cluster.logs(), timeout=30, what="a refused claim"
+        )
+        proxy.restore()
+        result = submitter.wait(job.id, timeout=60)
+        assert len(result.renditions) == 2
+        final = submitter.get(job.id, with_attempts=True)
+        assert final.publishes == 1 and [a.outcome for a in final.attempt_log] == ["done"]
+        submitter.close()
+    finally:
+        cluster.stop()
+        proxy.close()
