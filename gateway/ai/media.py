@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from itertools import islice
 
 import av
 
@@ -26,12 +27,24 @@ class MediaInfo:
     seconds: float = 0.0
 
 
+#: Demuxers of still (or animated) image files; other containers hold video.
+_IMAGE_FORMATS = ("image2", "gif", "apng")
+
+
 def image_size(data: bytes, field: str = "image") -> MediaInfo:
-    """The width and height of an image (PNG, JPEG, WebP, ... anything FFmpeg decodes)."""
+    """The width and height of an image (PNG, JPEG, WebP, ... anything FFmpeg decodes).
+
+    A video is refused: a file in a video container passes only when it holds one picture
+    and no sound (a still image in an ISO-BMFF container, such as AVIF)."""
     try:
         with av.open(io.BytesIO(data), "r") as container:
             if not container.streams.video:
                 raise BadRequest(f"{field}: not an image (no picture in the file)")
+            fmt = container.format.name
+            if not (fmt.endswith("_pipe") or fmt in _IMAGE_FORMATS) and (
+                container.streams.audio or len(list(islice(container.decode(video=0), 2))) > 1
+            ):
+                raise BadRequest(f"{field}: a video ({fmt}), not an image")
             ctx = container.streams.video[0].codec_context
             width, height = ctx.width, ctx.height
             if not width or not height:

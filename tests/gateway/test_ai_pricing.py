@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from farm.media.synth import make_segment
 from gateway.ai.pipelines import PIPELINES
 from gateway.ai.pricing import CapabilityPrices, PriceTable, ai_units
 from gateway.ai.requests import validate_params
@@ -98,5 +99,12 @@ def test_prices_come_from_settings_in_go_livepeer_shape() -> None:
 def test_undecodable_uploads_are_the_callers_error() -> None:
     with pytest.raises(BadRequest, match="image: not a decodable image"):
         units("upscale", {"prompt": "x"}, b"not a picture" * 50)
+    # A video decodes too, but it is not a picture to price or upscale.
+    for video in (make_segment(64, 48, 30, 0.5), make_segment(64, 48, 30, 0.5, fmt="mp4")):
+        with pytest.raises(BadRequest, match=r"image: a video \(.*\), not an image"):
+            units("upscale", {"prompt": "x"}, video)
+    one_frame = make_segment(64, 48, 30, 1 / 30, audio=False, fmt="mp4")
+    assert units("upscale", {"prompt": "x"}, one_frame) == 64 * 48
+    assert units("upscale", {"prompt": "x"}, still_image(codec="mjpeg")) == 64 * 48
     with pytest.raises(BadRequest, match="audio: not an audio file"):
         units("audio-to-text", {}, still_image())
