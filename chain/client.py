@@ -35,7 +35,7 @@ import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils.address import to_checksum_address
+from eth_utils.address import is_checksum_address, is_hex_address, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -65,11 +65,13 @@ __all__ = [
     "ContractNotRegistered",
     "ContractReverted",
     "GasPriceTooHigh",
+    "InvalidDevChain",
     "NoSigningKey",
     "SenderInfo",
     "TransactionFailed",
     "TransactionRejected",
     "TranscoderInfo",
+    "parse_address",
 ]
 
 #: Seconds one JSON-RPC request may take.
@@ -109,6 +111,10 @@ class ContractReverted(ChainError):
         self.reason = reason
 
 
+class InvalidDevChain(ChainError):
+    """Raised when a devchain file is unreadable or lacks what ``farm chain dev`` writes."""
+
+
 class GasPriceTooHigh(ChainError):
     """Raised when the gas price exceeds the configured maximum; nothing is sent."""
 
@@ -142,6 +148,10 @@ _UNAVAILABLE: Final = (
 )
 
 
+#: HTTP statuses of a node (or the proxy before it) that is overloaded or down for now.
+_RETRYABLE_HTTP: Final = frozenset({429, 500, 502, 503, 504})
+
+
 def _reason(error: ContractLogicError) -> str:
     message = str(error.message if error.message else error)
     return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
@@ -159,6 +169,12 @@ def _wrapped(what: str) -> Iterator[None]:
     except ContractLogicError as e:
         reason = _reason(e)
         raise ContractReverted(f"{what} reverted: {reason}", reason) from e
+    except requests.exceptions.HTTPError as e:
+        # A node in trouble, or a URL that is no JSON-RPC endpoint (404, 405, 501, ...).
+        status = e.response.status_code if e.response is not None else 0
+        if status in _RETRYABLE_HTTP:
+            raise ChainUnavailable(f"{what}: node unavailable: {e}") from e
+        raise ChainError(f"{what}: not an Ethereum JSON-RPC endpoint: {e}") from e
     except Web3RPCError as e:
         raise TransactionRejected(f"{what}: {e}") from e
     except (Web3Exception, ValueError) as e:
@@ -201,8 +217,32 @@ def _hex(address: bytes | str) -> ChecksumAddress:
     return to_checksum_address(address)
 
 
+def parse_address(text: str) -> ChecksumAddress:
+    """An address a person typed, checksummed: ``0x`` and 40 hex digits, in one case or with
+    a valid EIP-55 checksum (mixed case with a wrong one is a typo). Raises ValueError."""
+    if not is_hex_address(text) or not text.startswith(("0x", "0X")):
+        raise ValueError(f"{text!r} is not an address (0x and 40 hex digits)")
+    digits = text[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(text):
+        raise ValueError(f"{text!r} has a wrong EIP-55 checksum (a typo?)")
+    return to_checksum_address(text)
+
+
 def _key_bytes(key: bytes | str) -> bytes:
     return bytes.fromhex(key.removeprefix("0x")) if isinstance(key, str) else key
+
+
+def _read_devchain(path: Path) -> Mapping[str, Any]:
+    """The JSON ``farm chain dev`` wrote; InvalidDevChain when unreadable or not JSON."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise InvalidDevChain(f"cannot read devchain file {path}: {e.strerror or e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidDevChain(f"devchain file {path} is not JSON: {e}") from e
+    if not isinstance(data, Mapping):
+        raise InvalidDevChain(f"devchain file {path} does not hold a JSON object")
+    return data
 
 
 # ---- the client -------------------------------------------------------------------------
@@ -262,19 +302,24 @@ class ChainClient:
         or the JSON file), signing as ``role`` (orchestrator, broadcaster or deployer)."""
         data: Mapping[str, Any]
         if isinstance(info, str | Path):
-            data = json.loads(Path(info).read_text())
+            data = _read_devchain(Path(info))
         elif isinstance(info, Mapping):
             data = info
         else:
             data = info.to_json()
-        account = data[role]
-        key = account["private_key"] if isinstance(account, Mapping) else account.private_key
-        return cls(
-            data["rpc_url"],
-            data["contracts"]["Controller"],
-            private_key=_key_bytes(key),
-            max_gas_price_wei=max_gas_price_wei,
-        )
+        try:
+            account = data[role]
+            key = account["private_key"] if isinstance(account, Mapping) else account.private_key
+            return cls(
+                data["rpc_url"],
+                data["contracts"]["Controller"],
+                private_key=_key_bytes(key),
+                max_gas_price_wei=max_gas_price_wei,
+            )
+        except KeyError as e:
+            raise InvalidDevChain(f"devchain has no {e} (written by `farm chain dev`?)") from e
+        except (TypeError, ValueError) as e:
+            raise InvalidDevChain(f"invalid devchain ({role}): {e}") from e
 
     # ---- identity and contracts --------------------------------------------------------
 

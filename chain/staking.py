@@ -11,20 +11,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from chain.client import ChainClient, NoSigningKey, TransactionFailed
+from chain.client import (
+    ChainClient,
+    ContractReverted,
+    NoSigningKey,
+    TransactionFailed,
+    parse_address,
+)
 from chain.errors import ChainError
 from chain.reward import RewardService
 
-__all__ = ["PERC_DIVISOR", "InvalidArgument", "Staking", "TxResult"]
+__all__ = ["PERC_DIVISOR", "InsufficientBalance", "InvalidArgument", "Staking", "TxResult"]
 
 #: Livepeer's percentages are integers out of 1,000,000 (MathUtils.PERC_DIVISOR).
 PERC_DIVISOR: Final = 1_000_000
 #: Explicit gas limits for the staking calls: their estimates can move with the pool.
 STAKING_GAS: Final = 1_000_000
+#: The contracts' amounts and lock ids are uint256.
+UINT256_LIMIT: Final = 2**256
+#: LPT and ETH both have 18 decimals.
+DECIMALS: Final = 18
 
 
 class InvalidArgument(ChainError):
-    """Raised when a staking operation gets an amount, lock id or percentage out of range."""
+    """Raised when a staking operation gets an amount, address, lock id or percentage that
+    the contracts would refuse; nothing is sent."""
+
+
+class InsufficientBalance(ChainError):
+    """Raised when the account holds less than an operation would spend; nothing is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +60,33 @@ class TxResult:
 def _positive(name: str, value: int) -> int:
     if value <= 0:
         raise InvalidArgument(f"{name} must be positive, got {value}")
+    if value >= UINT256_LIMIT:
+        raise InvalidArgument(f"{name} {value} wei does not fit a uint256")
     return value
+
+
+def _lock_id(lock_id: int) -> int:
+    if not 0 <= lock_id < UINT256_LIMIT:
+        raise InvalidArgument(f"unbonding lock id must be >= 0 and fit a uint256, got {lock_id}")
+    return lock_id
+
+
+def _address(name: str, value: str) -> str:
+    """``value`` checksummed; InvalidArgument when it is not a non-zero address."""
+    try:
+        checksummed = parse_address(value)
+    except ValueError as e:
+        raise InvalidArgument(f"{name}: {e}") from None
+    if int(checksummed, 16) == 0:
+        raise InvalidArgument(f"{name} is the zero address")
+    return str(checksummed)
+
+
+def _tokens(wei: int, unit: str) -> str:
+    """``wei`` in whole tokens, exactly: 1500000000000000000 -> '1.5 LPT'."""
+    whole, fraction = divmod(wei, 10**DECIMALS)
+    digits = f"{fraction:0{DECIMALS}d}".rstrip("0")
+    return f"{whole}.{digits} {unit}" if digits else f"{whole} {unit}"
 
 
 def _perc(name: str, percent: float) -> int:
@@ -69,6 +110,12 @@ class Staking:
         return str(account.address)
 
     def _send(self, op: str, fn: Any, **kwargs: Any) -> TxResult:
+        if kwargs.get("gas") is not None:
+            # An explicit gas limit skips the estimate, the node's own check: simulate first,
+            # so a call the contract refuses is not mined (and paid for) as a failure.
+            reason = self.client.revert_reason(fn, sender=self.client.address)
+            if reason is not None:
+                raise ContractReverted(f"{op} would revert: {reason} (nothing sent)", reason)
         try:
             receipt = self.client.transact(fn, **kwargs)
         except TransactionFailed as e:
@@ -135,9 +182,15 @@ class Staking:
     def bond(self, amount_wei: int, to: str | None = None) -> list[TxResult]:
         """Approve and bond ``amount_wei`` LPT to ``to`` (default: yourself)."""
         _positive("amount", amount_wei)
+        target = self.me if to is None else _address("orchestrator", to)
         bonding = self.client.bonding
         token = self.client.contract("LivepeerToken")
-        target = to or self.me
+        balance = int(self.client.call(token.functions.balanceOf(self.me)))
+        if amount_wei > balance:
+            raise InsufficientBalance(
+                f"bonding {_tokens(amount_wei, 'LPT')} needs that much LPT; "
+                f"{self.me} holds {_tokens(balance, 'LPT')}"
+            )
         return [
             self._send("approve", token.functions.approve(bonding.address, amount_wei)),
             self._send("bond", bonding.functions.bond(amount_wei, target), gas=STAKING_GAS),
@@ -149,13 +202,11 @@ class Staking:
         return self._send("unbond", fn, gas=STAKING_GAS)
 
     def rebond(self, lock_id: int) -> TxResult:
-        if lock_id < 0:
-            raise InvalidArgument(f"unbonding lock id must be >= 0, got {lock_id}")
-        return self._send("rebond", self.client.bonding.functions.rebond(lock_id), gas=STAKING_GAS)
+        fn = self.client.bonding.functions.rebond(_lock_id(lock_id))
+        return self._send("rebond", fn, gas=STAKING_GAS)
 
     def withdraw_stake(self, lock_id: int) -> TxResult:
-        if lock_id < 0:
-            raise InvalidArgument(f"unbonding lock id must be >= 0, got {lock_id}")
+        _lock_id(lock_id)
         fn = self.client.bonding.functions.withdrawStake(lock_id)
         return self._send("withdrawStake", fn, gas=STAKING_GAS)
 
@@ -181,6 +232,7 @@ class Staking:
     def deposit(self, deposit_wei: int, reserve_wei: int = 0) -> TxResult:
         if deposit_wei < 0 or reserve_wei < 0 or deposit_wei + reserve_wei == 0:
             raise InvalidArgument("deposit and reserve must be >= 0 and not both zero")
+        _positive("deposit and reserve", deposit_wei + reserve_wei)
         fn = self.client.broker.functions.fundDepositAndReserve(deposit_wei, reserve_wei)
         return self._send("fundDepositAndReserve", fn, value=deposit_wei + reserve_wei)
 

@@ -7,8 +7,11 @@ Every command reads ``FARM_ETH_RPC_URL`` / ``FARM_ETH_CONTROLLER`` / ``FARM_ETH_
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -19,14 +22,67 @@ __all__ = ["chain_group"]
 
 LPT = 10**18
 ETH = 10**18
+#: A number, then optionally a unit: "1.5", "1.5LPT", "2 eth", "1e-3 ETH", "100 wei".
+_AMOUNT: Final = re.compile(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+#: Above this many digits an amount cannot fit a uint256 in any unit (and Fraction would choke).
+_MAX_DIGITS: Final = 80
+
+
+def parse_amount(text: str, unit: str) -> int:
+    """``text`` in wei: a plain number is in ``unit`` (LPT or ETH, 18 decimals); a suffix may
+    name ``unit``, ``gwei`` (ETH only) or ``wei``. Exact, no float rounding.
+
+    Raises ValueError for anything else, a negative amount or a fraction of a wei.
+    """
+    units = {unit.lower(): 10**18, "wei": 1, **({"gwei": 10**9} if unit == "ETH" else {})}
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an amount of {unit} (e.g. 1.5 or 1.5{unit})")
+    number_text, suffix = match.groups()
+    try:
+        number = Decimal(number_text)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount of {unit} (e.g. 1.5 or 1.5{unit})") from None
+    factor = units.get(suffix.lower() or unit.lower())
+    if factor is None:
+        others = " or ".join(sorted(set(units) - {unit.lower()}))
+        raise ValueError(f"{text!r}: give {unit} (or {others}), not {suffix}")
+    if number < 0:
+        raise ValueError(f"{text!r} is negative")
+    if number.adjusted() > _MAX_DIGITS:
+        raise ValueError(f"{text!r} is too large")
+    wei = Fraction(number) * factor
+    if wei.denominator != 1:
+        raise ValueError(f"{text!r} is not a whole number of wei (at most 18 decimals for {unit})")
+    return int(wei)
+
+
+class TokenAmount(click.ParamType[int]):
+    """A command-line amount of LPT or ETH, as wei (see :func:`parse_amount`)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.name = f"{unit} amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value  # a default, already in wei
+        try:
+            return parse_amount(str(value), self.unit)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 def _client(ctx: click.Context) -> Any:
     from chain.client import ChainClient
+    from chain.errors import ChainError
 
     devchain: Path | None = ctx.obj.get("devchain")
     if devchain is not None:
-        return ChainClient.from_devchain(devchain, role=ctx.obj.get("role", "orchestrator"))
+        try:
+            return ChainClient.from_devchain(devchain, role=ctx.obj.get("role", "orchestrator"))
+        except ChainError as e:
+            raise click.ClickException(str(e)) from e
     from farm.chainconf import chain_client
     from farm.cli.cluster import _load
 
@@ -62,10 +118,6 @@ def _run(what: str, op: Any) -> Any:
 def _echo_txs(result: Any) -> None:
     for tx in result if isinstance(result, list) else [result]:
         click.echo(str(tx))
-
-
-def _wei(amount: float) -> int:
-    return round(amount * ETH)
 
 
 @click.group("chain")
@@ -158,22 +210,22 @@ def reward_cmd(ctx: click.Context) -> None:
 
 
 @chain_group.command("bond")
-@click.argument("amount", type=float)
+@click.argument("amount", type=TokenAmount("LPT"))
 @click.option("--to", "to", default=None, help="Orchestrator to bond to (default: yourself).")
 @click.pass_context
-def bond_cmd(ctx: click.Context, amount: float, to: str | None) -> None:
+def bond_cmd(ctx: click.Context, amount: int, to: str | None) -> None:
     """Approve and bond AMOUNT LPT."""
     staking = _staking(ctx)
-    _echo_txs(_run("bond", lambda: staking.bond(_wei(amount), to)))
+    _echo_txs(_run("bond", lambda: staking.bond(amount, to)))
 
 
 @chain_group.command("unbond")
-@click.argument("amount", type=float)
+@click.argument("amount", type=TokenAmount("LPT"))
 @click.pass_context
-def unbond_cmd(ctx: click.Context, amount: float) -> None:
+def unbond_cmd(ctx: click.Context, amount: int) -> None:
     """Unbond AMOUNT LPT (an unbonding lock starts)."""
     staking = _staking(ctx)
-    _echo_txs(_run("unbond", lambda: staking.unbond(_wei(amount))))
+    _echo_txs(_run("unbond", lambda: staking.unbond(amount)))
 
 
 @chain_group.command("rebond")
@@ -195,13 +247,14 @@ def withdraw_stake_cmd(ctx: click.Context, lock_id: int) -> None:
 
 
 @chain_group.command("withdraw-fees")
-@click.option("--amount", type=float, default=None, help="ETH (default: all pending fees).")
+@click.option(
+    "--amount", type=TokenAmount("ETH"), default=None, help="ETH (default: all pending fees)."
+)
 @click.pass_context
-def withdraw_fees_cmd(ctx: click.Context, amount: float | None) -> None:
+def withdraw_fees_cmd(ctx: click.Context, amount: int | None) -> None:
     """Withdraw earned fees to your account."""
     staking = _staking(ctx)
-    wei = _wei(amount) if amount is not None else None
-    _echo_txs(_run("withdrawFees", lambda: staking.withdraw_fees(wei)))
+    _echo_txs(_run("withdrawFees", lambda: staking.withdraw_fees(amount)))
 
 
 @chain_group.command("config")
@@ -260,22 +313,22 @@ def _set_gateway_price(url: str | None, price_per_unit: int, pixels_per_unit: in
 
 
 @chain_group.command("deposit")
-@click.argument("deposit", type=float)
-@click.argument("reserve", type=float, default=0.0)
+@click.argument("deposit", type=TokenAmount("ETH"))
+@click.argument("reserve", type=TokenAmount("ETH"), default=0)
 @click.pass_context
-def deposit_cmd(ctx: click.Context, deposit: float, reserve: float) -> None:
+def deposit_cmd(ctx: click.Context, deposit: int, reserve: int) -> None:
     """Fund DEPOSIT (and RESERVE) ETH for paying with tickets."""
     staking = _staking(ctx)
-    _echo_txs(_run("fundDepositAndReserve", lambda: staking.deposit(_wei(deposit), _wei(reserve))))
+    _echo_txs(_run("fundDepositAndReserve", lambda: staking.deposit(deposit, reserve)))
 
 
 @chain_group.command("reserve")
-@click.argument("amount", type=float)
+@click.argument("amount", type=TokenAmount("ETH"))
 @click.pass_context
-def reserve_cmd(ctx: click.Context, amount: float) -> None:
+def reserve_cmd(ctx: click.Context, amount: int) -> None:
     """Add AMOUNT ETH to the reserve that backs tickets beyond the deposit."""
     staking = _staking(ctx)
-    _echo_txs(_run("fundReserve", lambda: staking.reserve(_wei(amount))))
+    _echo_txs(_run("fundReserve", lambda: staking.reserve(amount)))
 
 
 @chain_group.command("unlock")

@@ -67,6 +67,11 @@ def main() -> None:
     except FarmError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except OSError as e:
+        # A file or directory the command reads or writes: say which and why, not a traceback.
+        where = f"{e.filename}: " if e.filename is not None else ""
+        click.echo(f"error: {where}{e.strerror or e}", err=True)
+        sys.exit(1)
     except Exception as e:
         # A service the command needs is down or refused it: one line, not a traceback.
         if not type(e).__module__.startswith(_SERVICE_ERRORS):

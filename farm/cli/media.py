@@ -30,7 +30,7 @@ def _profiles(
         raise click.UsageError("give --profiles or --profiles-json, not both")
     if json_file is not None:
         return parse_profiles(json_file)
-    return parse_profiles(names or ",".join(default))
+    return parse_profiles(",".join(default) if names is None else names)
 
 
 def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Segment], bool]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
+import pytest
+
+from farm.cli.chain import parse_amount
 from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
 from tests.farm.harness import farm_chain as run_farm_chain
 
@@ -64,3 +69,91 @@ def test_staking_cli_refuses_bad_arguments(env: Env) -> None:  # noqa: F811
     nothing = farm_chain(env, "unbond", "0")
     assert nothing.returncode == 1 and "must be positive" in nothing.stderr
     assert env.tx_count() == nonce
+
+
+def test_amounts_go_on_chain_exactly(env: Env) -> None:  # noqa: F811
+    def bonded() -> int:
+        delegator = env.client.call(
+            env.c["BondingManager"].functions.getDelegator(env.chain.orchestrator.address)
+        )
+        return int(delegator[0])
+
+    before = bonded()
+    # 1.1 as a float is 1.1000000000000000888: 128 wei too many went on chain.
+    assert farm_chain(env, "unbond", "1.1").returncode == 0
+    assert before - bonded() == 11 * 10**17
+    with_unit = farm_chain(env, "unbond", "0.5 LPT")
+    assert with_unit.returncode == 0, with_unit.stderr
+    assert before - bonded() == 16 * 10**17
+
+
+def test_staking_cli_sends_nothing_the_contracts_would_refuse(env: Env) -> None:  # noqa: F811
+    nonce = env.tx_count()
+    orch = env.chain.orchestrator.address
+    typo = orch[:-1] + "9"  # ...79C8 -> ...79C9, whose checksum differs
+    wrong_case = orch[:2] + orch[2:].swapcase()
+    for to, message in [
+        ("0x1234", "is not an address"),
+        ("", "is not an address"),
+        ("zz" + orch[2:], "is not an address"),
+        (wrong_case, "wrong EIP-55 checksum"),
+        (typo, "wrong EIP-55 checksum"),
+        ("0x" + "0" * 40, "zero address"),
+    ]:
+        done = farm_chain(env, "bond", "1", "--to", to)
+        assert done.returncode == 1 and message in done.stderr, (to, done.stderr)
+        assert "Traceback" not in done.stderr
+    broke = farm_chain(env, "bond", "1e12")
+    assert broke.returncode == 1 and "holds" in broke.stderr, broke.stderr
+    over = farm_chain(env, "unbond", "1e9")
+    assert over.returncode == 1 and "greater than bonded amount" in over.stderr, over.stderr
+    lock = farm_chain(env, "rebond", "99")
+    assert lock.returncode == 1 and "invalid unbonding lock ID" in lock.stderr, lock.stderr
+    assert env.tx_count() == nonce  # no approve, no failed transaction paid for
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("nan", "is not an amount of LPT"),
+        ("inf", "is not an amount of LPT"),
+        ("1eth", "give LPT (or wei), not eth"),
+        ("1e-19", "not a whole number of wei"),
+        ("1e90", "too large"),
+    ],
+)
+def test_malformed_amounts_are_usage_errors(tmp_path: Path, amount: str, message: str) -> None:
+    # Refused while parsing, before the (missing) devchain file is read.
+    done = run_farm_chain(tmp_path / "devchain.json", "bond", "--", amount)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "wei"),
+    [
+        ("1.1", "LPT", 11 * 10**17),
+        ("2 lpt", "LPT", 2 * 10**18),
+        ("1e-18", "ETH", 1),
+        ("3 gwei", "ETH", 3 * 10**9),
+        ("12345678901.123456789012345678", "LPT", 12345678901123456789012345678),
+        ("100 wei", "LPT", 100),
+    ],
+)
+def test_parse_amount_is_exact(text: str, unit: str, wei: int) -> None:
+    assert parse_amount(text, unit) == wei
+
+
+def test_a_bad_devchain_file_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"rpc_url": "http://127.0.0.1:1"}))
+    for path, message in [
+        (tmp_path / "missing.json", "cannot read devchain file"),
+        (broken, "is not JSON"),
+        (partial, "devchain has no 'orchestrator'"),
+    ]:
+        done = run_farm_chain(path, "status")
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,18 @@ def test_an_unreachable_service_is_one_line(
     assert f"error: {error}" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def _farm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    variables.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "farm.cli", *args],
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "env", "error"),
     [
@@ -58,15 +72,65 @@ def test_an_unreachable_service_is_one_line(
 def test_a_bad_setting_is_one_line(
     args: list[str], env: dict[str, str], error: str, tmp_path: Path
 ) -> None:
-    variables = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
-    variables.update({"FARM_TLS_DIR": str(tmp_path), **env})
-    done = subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        env=variables,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _farm(*args, env={"FARM_TLS_DIR": str(tmp_path), **env})
     assert done.returncode == 1, done
     assert done.stderr.startswith("error: invalid settings:"), done.stderr
     assert error in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"FARM_ETH_CONTROLLER": "0x1234"}, "FARM_ETH_CONTROLLER: '0x1234' is not an address"),
+        (
+            {"FARM_ETH_CONTROLLER": "0x5FbDB2315678afecb367f032d93F642f64180aA3"},
+            "wrong EIP-55 checksum",
+        ),
+        ({"FARM_ETH_PRIVATE_KEY": "0x1234"}, "FARM_ETH_PRIVATE_KEY is 2 bytes"),
+        ({"FARM_ETH_PRIVATE_KEY": "0x" + "00" * 32}, "not a valid secp256k1 private key"),
+    ],
+)
+def test_malformed_chain_settings_are_one_line(env: dict[str, str], error: str) -> None:
+    settings = {
+        "FARM_ETH_RPC_URL": f"http://127.0.0.1:{free_port()}",
+        "FARM_ETH_CONTROLLER": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+        **env,
+    }
+    done = _farm("chain", "status", env=settings)
+    assert done.returncode == 1 and error in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_http_server_that_is_no_ethereum_node_is_one_line() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)  # POST is 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = _farm(
+            "chain",
+            "status",
+            env={
+                "FARM_ETH_RPC_URL": f"http://127.0.0.1:{server.server_port}",
+                "FARM_ETH_CONTROLLER": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            },
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1 and "not an Ethereum JSON-RPC endpoint" in done.stderr, done
+    assert "Traceback" not in done.stderr
+
+
+def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    segment = tmp_path / "in.ts"
+    segment.write_bytes(b"not read: the output directory fails first")
+    out = tmp_path / "in.ts" / "renditions"  # below a file
+    done = _farm("transcode", str(segment), "-o", str(out))
+    assert done.returncode == 1 and f"error: {out}: Not a directory" in done.stderr, done
+    assert "Traceback" not in done.stderr
+
+
+def test_an_empty_profile_list_is_refused_not_defaulted(tmp_path: Path) -> None:
+    segment = tmp_path / "in.ts"
+    segment.write_bytes(b"x")
+    done = _farm("transcode", str(segment), "-p", "", "-o", str(tmp_path / "out"))
+    assert done.returncode == 1 and "at least one profile is required" in done.stderr, done
