@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,13 @@ def _load(cls: type[Any], **overrides: Any) -> Any:
         raise ConfigError(
             f"invalid settings: {e}; lists are JSON, e.g. FARM_TLS_HOSTS='[\"node\"]'"
         ) from None
+
+
+def _seconds(value: float | None) -> float | None:
+    """A duration in seconds: finite and positive (click's ranges let NaN through)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= 3600):
+        raise click.BadParameter(f"{value} is not a duration of 0-3600 seconds")
+    return value
 
 
 @click.command("worker")
@@ -178,7 +186,13 @@ def flower_cmd(port: int | None) -> None:
     default=None,
     help="Write the renditions here.",
 )
-@click.option("--duration", type=float, default=None, help="Segment duration in seconds.")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    callback=lambda _ctx, _param, v: _seconds(v),
+    help="Segment duration in seconds.",
+)
 @click.option("--no-wait", is_flag=True, help="Print the job id and return.")
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def submit_cmd(

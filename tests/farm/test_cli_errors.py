@@ -134,3 +134,16 @@ def test_an_empty_profile_list_is_refused_not_defaulted(tmp_path: Path) -> None:
     segment.write_bytes(b"x")
     done = _farm("transcode", str(segment), "-p", "", "-o", str(tmp_path / "out"))
     assert done.returncode == 1 and "at least one profile is required" in done.stderr, done
+
+
+def test_submit_refuses_a_duration_that_is_not_one(tmp_path: Path) -> None:
+    segment = tmp_path / "seg.ts"
+    segment.write_bytes(b"x")
+    for value in ("nan", "inf", "0", "-2"):
+        done = _farm("submit", str(segment), "--duration", value)
+        assert done.returncode == 2 and "is not a duration" in done.stderr, (value, done.stderr)
+
+
+def test_a_refusal_is_the_same_one_line_as_any_error() -> None:
+    done = _farm("transcoders", "evict", "golivepeer@")
+    assert done.returncode == 1 and done.stderr == "error: golivepeer@HOST needs a host\n"
