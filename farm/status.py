@@ -69,6 +69,13 @@ def fetch(
             try:
                 snap.orchestrators = _get(http, f"{base}/admin/orchestrators", admin_token)
                 snap.sessions = _get(http, f"{base}/admin/sessions", admin_token)
+            except httpx.HTTPStatusError as e:
+                refused = e.response.status_code in (401, 403)
+                snap.gateway_error = (
+                    "the admin token was refused (--admin-token or FARM_ADMIN_TOKEN)"
+                    if refused
+                    else f"HTTPStatusError: {e}"
+                )
             except (httpx.HTTPError, ValueError) as e:
                 snap.gateway_error = f"{type(e).__name__}: {e}"
     finally:
@@ -185,7 +192,7 @@ def _node_sections(node: dict[str, Any], now: float) -> list[str]:
 
 def _gateway_sections(snap: Snapshot) -> list[str]:
     if snap.gateway_error:
-        return [f"GATEWAY {snap.gateway_url}: unreachable ({snap.gateway_error})"]
+        return [f"GATEWAY {snap.gateway_url}: not read ({snap.gateway_error})"]
     orch_rows = [
         (
             o.get("name", ""),

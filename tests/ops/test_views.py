@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import REGISTRY
 
 from farm.node.status_page import refresh_metrics, render_status_html
-from farm.status import Snapshot, render
+from farm.status import Snapshot, fetch, render
 
 STATUS = {
     "version": "0.1.0",
@@ -87,3 +89,24 @@ def test_gpu_and_pool_gauges_follow_the_registry() -> None:
     refresh_metrics({**STATUS, "workers": STATUS["workers"][1:]})
     assert value("farm_gpu_encoder_sessions", labels) is None
     assert value("livepeer_transcoders_number") == 1
+
+
+def test_a_refused_admin_token_is_named_not_called_unreachable() -> None:
+    class Refuses(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        text = render(fetch(url, url, admin_token="wrong"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "the admin token was refused (--admin-token or FARM_ADMIN_TOKEN)" in text, text
