@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
@@ -53,6 +54,15 @@ _STATUS: tuple[tuple[type[FarmError], int], ...] = (
     (RemoteUnsupported, 501),
     (RetryableError, 503),
 )
+
+
+#: Error codes for Starlette's own refusals.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def http_status(error: FarmError) -> int:
@@ -117,6 +127,17 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
             raise e
         log.warning("%s unreachable: %s", _service(e), e)  # addresses stay in the log
         return await farm_error(request, ServiceUnavailable(f"{_service(e)} unreachable"))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (no such route, wrong method, a body it cannot parse) in
+        # the body every other error of the node API has.
+        if chain_api.is_chain_route(request):
+            return chain_api.error_response(e.status_code, str(e.detail))
+        code = _HTTP_CODES.get(e.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(e.detail)}, status_code=e.status_code, headers=e.headers
+        )
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -302,6 +302,12 @@ def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None
         assert https.post("/transcoders/register", json=huge).status_code == 422
         greedy = {"secret": SECRET, "capacity": 10**30, "cpu_codecs": ["h264"]}
         assert https.post("/transcoders/register", json=greedy).status_code == 422
+        # Starlette's own refusals come in the same body as every other error.
+        missing = https.get("/no/such/route")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        garbled = post("/transcoders/heartbeat", b'{"load": "\xff\xfe"}', auth)
+        assert garbled.status_code == 400 and garbled.json()["error"] == "bad_request"
+        assert https.get("/transcoders/register").json()["error"] == "method_not_allowed"
         gpus = b'{"secret": "%s", "capacity": 1, "gpus": [{"memory_free": Infinity}]}'
         assert post("/transcoders/register", gpus % SECRET.encode()).status_code == 422
         # What the job table cannot hold (NUL, past its columns) is refused up front.
