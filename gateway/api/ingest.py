@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farm.errors import PermanentError, ProfileInvalid
 from farm.media.output import EXTENSIONS, MIME_TYPES
-from farm.media.profiles import VideoProfile, profiles_from_json
+from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_json
 from farm.media.source import open_source
 from gateway import metrics
 from gateway.api.body import read_body
@@ -57,13 +57,30 @@ def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoPro
             parsed = json.loads(config)
         except (ValueError, RecursionError) as e:
             raise BadRequest(f"Livepeer-Transcode-Configuration is not JSON: {e}") from e
-        if not isinstance(parsed, dict) or "profiles" not in parsed:
-            raise BadRequest("Livepeer-Transcode-Configuration needs a 'profiles' list")
-        try:
-            profiles = profiles_from_json(parsed["profiles"])
-        except ProfileInvalid as e:
-            raise BadRequest(str(e)) from e
+        if not isinstance(parsed, dict):
+            raise BadRequest("Livepeer-Transcode-Configuration must be a JSON object")
+        profiles = _ladder(parsed.get("presets"), parsed.get("profiles"))
     return duration_ms / 1000.0, profiles
+
+
+def _ladder(presets: Any, profiles: Any, source: str = "") -> list[VideoProfile] | None:
+    """The renditions a transcode configuration (the auth webhook's answer, or the
+    Livepeer-Transcode-Configuration header in its shape) asks for: its ``presets``
+    (built-in profile names), then its ``profiles``; None when it names neither, so the
+    defaults apply (neither field is required in that shape)."""
+    if presets is None and profiles is None:
+        return None
+    if presets is not None and (
+        not isinstance(presets, list) or not all(isinstance(n, str) for n in presets)
+    ):
+        raise BadRequest(f"{source}presets must be a list of built-in profile names")
+    if profiles is not None and not isinstance(profiles, list):
+        raise BadRequest(f"{source}profiles must be a list of profile objects")
+    try:
+        named = [profile_by_name(n).to_json() for n in presets or []]
+        return profiles_from_json([*named, *(profiles or [])])
+    except ProfileInvalid as e:
+        raise BadRequest(f"{source}{e}") from e
 
 
 def _authorise(
@@ -74,11 +91,12 @@ def _authorise(
         return caller, manifest_id, profiles
     if not _MANIFEST.match(decision.manifest_id):
         raise Forbidden(f"auth webhook answered an invalid manifestID {decision.manifest_id!r}")
-    if decision.profiles is not None:
-        try:
-            profiles = profiles_from_json(decision.profiles)
-        except ProfileInvalid as e:
-            raise BadRequest(f"auth webhook profiles: {e}") from e
+    presets = decision.body.get("presets")
+    ladder = _ladder(
+        presets if isinstance(presets, list) else None, decision.profiles, "auth webhook "
+    )
+    if ladder is not None:
+        profiles = ladder
     return caller, decision.manifest_id, profiles
 
 

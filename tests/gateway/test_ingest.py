@@ -79,6 +79,30 @@ def test_json_answer_without_multipart(gateway: Gateway, segment: bytes) -> None
 
 
 @pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        # The header takes the auth webhook's shape: built-in presets, then custom profiles.
+        ({"presets": ["P144p30fps16x9"], "profiles": PROFILES[:1]}, ["P144p30fps16x9", "low"]),
+        # Neither is required: a configuration that only tunes the session keeps the defaults.
+        ({"timeoutMultiplier": 2}, ["P240p30fps16x9", "P360p30fps16x9"]),
+    ],
+)
+def test_transcode_configuration_in_the_auth_response_shape(
+    gateway: Gateway, segment: bytes, config: dict[str, object], names: list[str]
+) -> None:
+    _, key = gateway.key(credits=100 * COST)
+    r = post(
+        gateway,
+        "/live/stream-config/0.ts",
+        segment,
+        key,
+        **{"Livepeer-Transcode-Configuration": json.dumps(config)},
+    )
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["renditions"]] == names
+
+
+@pytest.mark.parametrize(
     ("path", "key", "body", "headers", "status"),
     [
         ("/live/s/0.ts", None, "seg", {}, 401),
@@ -88,6 +112,13 @@ def test_json_answer_without_multipart(gateway: Gateway, segment: bytes) -> None
         ("/live/s/0.ts", "ok", "big", {}, 413),
         ("/live/s/0.ts", "ok", "text", {}, 422),
         ("/live/s/0.ts", "ok", "seg", {"Livepeer-Transcode-Configuration": "{not json"}, 400),
+        (
+            "/live/s/0.ts",
+            "ok",
+            "seg",
+            {"Livepeer-Transcode-Configuration": '{"presets":["P9000p"]}'},
+            400,
+        ),
         (
             "/live/s/0.ts",
             "ok",
