@@ -9,12 +9,16 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesParser
 from email.policy import HTTP
+from typing import cast
 
 import av
 import httpx
 import pytest
 
 from farm.media.synth import make_segment
+from gateway.dispatch import Dispatcher
+from gateway.pool import Pool
+from gateway.sessions import SessionLog
 from tests.gateway.conftest import Env, Gateway
 
 PROFILES = [
@@ -197,6 +201,27 @@ def test_rate_limit_trips(env: Env, segment: bytes) -> None:
     limited = codes[3]
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert limited.json()["code"] == "rate_limited"
+
+
+def test_timeout_multiplier_stretches_the_attempt_timeouts(
+    gateway: Gateway, segment: bytes
+) -> None:
+    # go-livepeer multiplies a segment's timeouts by the configuration's timeoutMultiplier
+    # when it is over 1 (capped here, so that a caller is never kept waiting without bound).
+    dispatcher = Dispatcher(cast(Pool, None), cast(SessionLog, None), 3, 8.0)
+    assert dispatcher.attempt_timeout(1.0) == 8.0
+    assert dispatcher.attempt_timeout(3.0, 0.5) == 12.0
+    assert dispatcher.attempt_timeout(3.0, 3) == 36.0
+    _, key = gateway.key(credits=10 * COST)
+    tuned = json.dumps({"profiles": PROFILES, "timeoutMultiplier": 3})
+    r = post(gateway, "/live/tm/0.ts", segment, key, **{"Livepeer-Transcode-Configuration": tuned})
+    assert r.status_code == 200, r.text
+    for bad in ("long", -1, True):
+        config = json.dumps({"profiles": PROFILES, "timeoutMultiplier": bad})
+        r = post(
+            gateway, "/live/tm/1.ts", segment, key, **{"Livepeer-Transcode-Configuration": config}
+        )
+        assert r.status_code == 400 and "timeoutMultiplier" in r.json()["errors"][0], r.text
 
 
 def test_no_healthy_orchestrator_is_503_with_retry_after(env: Env, segment: bytes) -> None:
