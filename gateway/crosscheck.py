@@ -110,6 +110,7 @@ class CrossChecker:
         duration_s: float,
         fmt: str,
         primary: SegmentOutcome,
+        timeout_multiplier: float = 1.0,
     ) -> SegmentOutcome:
         """The outcome to return for a segment (the primary's unless the majority differs)."""
         if self.freq <= 0 or self._random.random() >= self.freq:
@@ -117,7 +118,7 @@ class CrossChecker:
         others = self.pool.candidates(exclude={primary.orchestrator})[:2]
         if not others:
             return primary
-        timeout = self.dispatcher.attempt_timeout(duration_s)
+        timeout = self.dispatcher.attempt_timeout(duration_s, timeout_multiplier)
 
         def run(o: Any) -> SegmentOutcome | None:
             started = time.monotonic()

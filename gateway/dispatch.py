@@ -62,9 +62,10 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.attempt_floor_s = attempt_floor_s
 
-    def attempt_timeout(self, duration_s: float) -> float:
-        """One attempt's budget: go-livepeer's max(8 s, 4 x duration), floor configurable."""
-        return max(self.attempt_floor_s, 4.0 * duration_s)
+    def attempt_timeout(self, duration_s: float, multiplier: float = 1.0) -> float:
+        """One attempt's budget: go-livepeer's max(8 s, 4 x duration), floor configurable,
+        times the stream's ``timeoutMultiplier`` when that is over 1."""
+        return max(self.attempt_floor_s, 4.0 * duration_s) * max(1.0, multiplier)
 
     def max_price(self) -> tuple[int, int]:
         """The highest price among usable orchestrators (what a reservation must cover)."""
@@ -84,10 +85,11 @@ class Dispatcher:
         profiles: Sequence[VideoProfile],
         duration_s: float,
         fmt: str = "mpegts",
+        timeout_multiplier: float = 1.0,
     ) -> SegmentOutcome:
         # Each attempt has its own timeout, and the segment a deadline of all of them: a
         # slow orchestrator is replaced, and the caller is never kept waiting without bound.
-        per_attempt = self.attempt_timeout(duration_s)
+        per_attempt = self.attempt_timeout(duration_s, timeout_multiplier)
         deadline = time.monotonic() + self.max_attempts * per_attempt
         last_error = "no healthy orchestrator"
         attempt = 0

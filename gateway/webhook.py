@@ -1,7 +1,8 @@
 """go-livepeer's ``-authWebhookUrl`` contract, with the timeout and cache it lacks.
 
 The gateway POSTs ``{"url": "<ingest URL>"}``; 200 allows (an empty body keeps the manifest
-id from the URL; a JSON body may set ``manifestID`` and ``profiles``); anything else denies.
+id from the URL; a JSON body may set ``manifestID``, ``presets`` and ``profiles``); anything
+else denies.
 An unreachable or slow webhook denies with 503, never hangs the request.
 """
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from farm.errors import PermanentError, ProfileInvalid
 from farm.media.output import EXTENSIONS, MIME_TYPES
-from farm.media.profiles import VideoProfile, profiles_from_json
+from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_json
 from farm.media.source import open_source
 from gateway import metrics
 from gateway.api.body import read_body
@@ -36,9 +36,14 @@ _MAX_SEQ = 2**31 - 1
 _MILLISECONDS = re.compile(r"^\d{1,9}$")
 _RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
 _FORMATS = {"ts": "mpegts", "mp4": "mp4"}
+#: ``timeoutMultiplier`` stretches a segment's timeouts at most this much, so that a caller
+#: is never kept waiting without bound.
+_MAX_TIMEOUT_MULTIPLIER = 100.0
 
 
-def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoProfile] | None]:
+def _headers(
+    request: Request, max_seconds: float
+) -> tuple[float, list[VideoProfile] | None, float | None]:
     raw = request.headers.get("content-duration", "2000")
     if not _MILLISECONDS.match(raw):
         raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}")
@@ -51,35 +56,69 @@ def _headers(request: Request, max_seconds: float) -> tuple[float, list[VideoPro
     if resolution is not None and not _RESOLUTION.match(resolution):
         raise BadRequest(f"Content-Resolution must be WxH, got {resolution!r}")
     config = request.headers.get("livepeer-transcode-configuration")
-    profiles = None
+    profiles, multiplier = None, None
     if config:
         try:
             parsed = json.loads(config)
         except (ValueError, RecursionError) as e:
             raise BadRequest(f"Livepeer-Transcode-Configuration is not JSON: {e}") from e
-        if not isinstance(parsed, dict) or "profiles" not in parsed:
-            raise BadRequest("Livepeer-Transcode-Configuration needs a 'profiles' list")
-        try:
-            profiles = profiles_from_json(parsed["profiles"])
-        except ProfileInvalid as e:
-            raise BadRequest(str(e)) from e
-    return duration_ms / 1000.0, profiles
+        if not isinstance(parsed, dict):
+            raise BadRequest("Livepeer-Transcode-Configuration must be a JSON object")
+        profiles = _ladder(parsed.get("presets"), parsed.get("profiles"))
+        multiplier = _multiplier(parsed.get("timeoutMultiplier"))
+    return duration_ms / 1000.0, profiles, multiplier
+
+
+def _multiplier(value: Any, source: str = "") -> float | None:
+    """A configuration's ``timeoutMultiplier`` (None when unset); values up to 1 change
+    nothing, as in go-livepeer, and larger ones are capped at :data:`_MAX_TIMEOUT_MULTIPLIER`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise BadRequest(f"{source}timeoutMultiplier must be a non-negative number")
+    return min(float(value), _MAX_TIMEOUT_MULTIPLIER)
+
+
+def _ladder(presets: Any, profiles: Any, source: str = "") -> list[VideoProfile] | None:
+    """The renditions a transcode configuration (the auth webhook's answer, or the
+    Livepeer-Transcode-Configuration header in its shape) asks for: its ``presets``
+    (built-in profile names), then its ``profiles``; None when it names neither, so the
+    defaults apply (neither field is required in that shape)."""
+    if presets is None and profiles is None:
+        return None
+    if presets is not None and (
+        not isinstance(presets, list) or not all(isinstance(n, str) for n in presets)
+    ):
+        raise BadRequest(f"{source}presets must be a list of built-in profile names")
+    if profiles is not None and not isinstance(profiles, list):
+        raise BadRequest(f"{source}profiles must be a list of profile objects")
+    try:
+        named = [profile_by_name(n).to_json() for n in presets or []]
+        return profiles_from_json([*named, *(profiles or [])])
+    except ProfileInvalid as e:
+        raise BadRequest(f"{source}{e}") from e
 
 
 def _authorise(
-    state: GatewayState, request: Request, manifest_id: str, profiles: list[VideoProfile] | None
-) -> tuple[Caller, str, list[VideoProfile] | None]:
+    state: GatewayState,
+    request: Request,
+    manifest_id: str,
+    profiles: list[VideoProfile] | None,
+    multiplier: float | None,
+) -> tuple[Caller, str, list[VideoProfile] | None, float | None]:
     caller, decision = authorise(state, request, manifest_id)
     if decision is None:
-        return caller, manifest_id, profiles
+        return caller, manifest_id, profiles, multiplier
     if not _MANIFEST.match(decision.manifest_id):
         raise Forbidden(f"auth webhook answered an invalid manifestID {decision.manifest_id!r}")
-    if decision.profiles is not None:
-        try:
-            profiles = profiles_from_json(decision.profiles)
-        except ProfileInvalid as e:
-            raise BadRequest(f"auth webhook profiles: {e}") from e
-    return caller, decision.manifest_id, profiles
+    presets = decision.body.get("presets")
+    ladder = _ladder(
+        presets if isinstance(presets, list) else None, decision.profiles, "auth webhook "
+    )
+    if ladder is not None:
+        profiles = ladder
+    hooked = _multiplier(decision.body.get("timeoutMultiplier"), "auth webhook ")
+    return caller, decision.manifest_id, profiles, multiplier if hooked is None else hooked
 
 
 def _probe(data: bytes) -> None:
@@ -99,6 +138,7 @@ def _transcode(
     profiles: list[VideoProfile],
     duration: float,
     fmt: str,
+    timeout_multiplier: float,
 ) -> tuple[SegmentOutcome, int]:
     _probe(data)
     pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
@@ -114,10 +154,12 @@ def _transcode(
         reserve = charge(pixels, price, per)
     slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
     with slot, payment.hold(ref, reserve) as hold:
-        outcome = state.dispatcher.run(session_id, seq, data, profiles, duration, fmt)
+        outcome = state.dispatcher.run(
+            session_id, seq, data, profiles, duration, fmt, timeout_multiplier
+        )
         if state.crosscheck is not None:
             outcome = state.crosscheck.check(
-                session_id, seq, data, profiles, duration, fmt, outcome
+                session_id, seq, data, profiles, duration, fmt, outcome, timeout_multiplier
             )
         hold.actual = (
             EthPayments.cost(outcome.pixels, ticket_price)
@@ -140,9 +182,9 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
     seq, ext = int(match.group(1)), match.group(2)
     if seq > _MAX_SEQ:
         raise BadRequest(f"seqNo must be at most {_MAX_SEQ}, got {seq}")
-    duration, profiles = _headers(request, state.settings.max_segment_seconds)
-    caller, manifest_id, profiles = await run_in_threadpool(
-        _authorise, state, request, manifest_id, profiles
+    duration, profiles, multiplier = _headers(request, state.settings.max_segment_seconds)
+    caller, manifest_id, profiles, multiplier = await run_in_threadpool(
+        _authorise, state, request, manifest_id, profiles, multiplier
     )
     data = await read_body(request, state.settings.max_upload_bytes)
     if not data:
@@ -162,6 +204,7 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
             profiles or state.default_profiles,
             duration,
             fmt,
+            multiplier or 1.0,
         )
     except Exception as e:
         metrics.segment_done(

@@ -9,12 +9,16 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesParser
 from email.policy import HTTP
+from typing import cast
 
 import av
 import httpx
 import pytest
 
 from farm.media.synth import make_segment
+from gateway.dispatch import Dispatcher
+from gateway.pool import Pool
+from gateway.sessions import SessionLog
 from tests.gateway.conftest import Env, Gateway
 
 PROFILES = [
@@ -79,6 +83,30 @@ def test_json_answer_without_multipart(gateway: Gateway, segment: bytes) -> None
 
 
 @pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        # The header takes the auth webhook's shape: built-in presets, then custom profiles.
+        ({"presets": ["P144p30fps16x9"], "profiles": PROFILES[:1]}, ["P144p30fps16x9", "low"]),
+        # Neither is required: a configuration that only tunes the session keeps the defaults.
+        ({"timeoutMultiplier": 2}, ["P240p30fps16x9", "P360p30fps16x9"]),
+    ],
+)
+def test_transcode_configuration_in_the_auth_response_shape(
+    gateway: Gateway, segment: bytes, config: dict[str, object], names: list[str]
+) -> None:
+    _, key = gateway.key(credits=100 * COST)
+    r = post(
+        gateway,
+        "/live/stream-config/0.ts",
+        segment,
+        key,
+        **{"Livepeer-Transcode-Configuration": json.dumps(config)},
+    )
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["renditions"]] == names
+
+
+@pytest.mark.parametrize(
     ("path", "key", "body", "headers", "status"),
     [
         ("/live/s/0.ts", None, "seg", {}, 401),
@@ -88,6 +116,13 @@ def test_json_answer_without_multipart(gateway: Gateway, segment: bytes) -> None
         ("/live/s/0.ts", "ok", "big", {}, 413),
         ("/live/s/0.ts", "ok", "text", {}, 422),
         ("/live/s/0.ts", "ok", "seg", {"Livepeer-Transcode-Configuration": "{not json"}, 400),
+        (
+            "/live/s/0.ts",
+            "ok",
+            "seg",
+            {"Livepeer-Transcode-Configuration": '{"presets":["P9000p"]}'},
+            400,
+        ),
         (
             "/live/s/0.ts",
             "ok",
@@ -166,6 +201,27 @@ def test_rate_limit_trips(env: Env, segment: bytes) -> None:
     limited = codes[3]
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert limited.json()["code"] == "rate_limited"
+
+
+def test_timeout_multiplier_stretches_the_attempt_timeouts(
+    gateway: Gateway, segment: bytes
+) -> None:
+    # go-livepeer multiplies a segment's timeouts by the configuration's timeoutMultiplier
+    # when it is over 1 (capped here, so that a caller is never kept waiting without bound).
+    dispatcher = Dispatcher(cast(Pool, None), cast(SessionLog, None), 3, 8.0)
+    assert dispatcher.attempt_timeout(1.0) == 8.0
+    assert dispatcher.attempt_timeout(3.0, 0.5) == 12.0
+    assert dispatcher.attempt_timeout(3.0, 3) == 36.0
+    _, key = gateway.key(credits=10 * COST)
+    tuned = json.dumps({"profiles": PROFILES, "timeoutMultiplier": 3})
+    r = post(gateway, "/live/tm/0.ts", segment, key, **{"Livepeer-Transcode-Configuration": tuned})
+    assert r.status_code == 200, r.text
+    for bad in ("long", -1, True):
+        config = json.dumps({"profiles": PROFILES, "timeoutMultiplier": bad})
+        r = post(
+            gateway, "/live/tm/1.ts", segment, key, **{"Livepeer-Transcode-Configuration": config}
+        )
+        assert r.status_code == 400 and "timeoutMultiplier" in r.json()["errors"][0], r.text
 
 
 def test_no_healthy_orchestrator_is_503_with_retry_after(env: Env, segment: bytes) -> None:

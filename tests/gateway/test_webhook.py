@@ -22,6 +22,8 @@ def _decide(url: str) -> tuple[int, bytes]:
         return 403, b""
     if "/plain/" in url:
         return 200, b""
+    if "/preset/" in url:
+        return 200, json.dumps({"manifestID": "preset", "presets": ["P144p30fps16x9"]}).encode()
     return 200, json.dumps({"manifestID": "renamed", "profiles": WEBHOOK_PROFILES}).encode()
 
 
@@ -64,6 +66,9 @@ def test_webhook_allows_renames_and_sets_profiles_once_per_stream(
     assert len(calls) == n  # cached: one call per stream, as go-livepeer makes
     plain = push(hooked, "/live/plain/0.ts")
     assert plain.status_code == 200 and plain.json()["manifestID"] == "plain"
+    preset = push(hooked, "/live/preset/0.ts")
+    assert preset.status_code == 200, preset.text
+    assert [r["name"] for r in preset.json()["renditions"]] == ["P144p30fps16x9"]
 
 
 def test_webhook_denial_and_timeout(hooked: Gateway) -> None:
