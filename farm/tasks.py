@@ -197,10 +197,24 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         # A redelivered or superseded message: the job finished or was republished.
         log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
         return {"job_id": job_id, "skipped": True, "state": claim.status}
+    # Once claimed, the outcome must reach the job row: a store that is down for a moment is
+    # waited for until the soft limit, not left for the reconciler to run the job again.
+    soft = task.request.timelimit[1] if task.request.timelimit else None
+    record_by = time.monotonic() + (
+        float(soft) - (time.perf_counter() - started) - 1.0
+        if soft
+        else job_timeout_s(spec.get("duration"))
+    )
     if claim.status == "exhausted":
         last = jobs.last_error(job_id) or "the worker was lost each time"
         message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
-        jobs.attempt_failed(job_id, task_id, worker, "max_attempts", message, final=True)
+        _record(
+            lambda: jobs.attempt_failed(
+                job_id, task_id, worker, "max_attempts", message, final=True
+            ),
+            job_id,
+            record_by,
+        )
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
     timings: dict[str, float] = {}
@@ -208,7 +222,6 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         data = blobs.get(spec["input_key"])
         timings["fetch"] = time.perf_counter() - started
         profiles = profiles_from_json(spec["profiles"])
-        soft = task.request.timelimit[1] if task.request.timelimit else None
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
@@ -242,7 +255,15 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     except (SoftTimeLimitExceeded, FarmError) as e:
         error = _classify(e, task)
         return _failed(
-            task, jobs, job_id, task_id, worker, error, res.settings.max_attempts, claim.attempts
+            task,
+            jobs,
+            job_id,
+            task_id,
+            worker,
+            error,
+            res.settings.max_attempts,
+            claim.attempts,
+            record_by,
         )
     timings["total"] = time.perf_counter() - started
     payload = {
@@ -257,11 +278,32 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         "worker": worker,
         "timings": timings,
     }
-    if jobs.complete(job_id, task_id, worker, payload, timings):
+    # The write is idempotent (a repeat after a lost answer finds the job done), so it is
+    # safe to repeat while the store is unreachable.
+    if _record(lambda: jobs.complete(job_id, task_id, worker, payload, timings), job_id, record_by):
         metrics.segment_transcoded(
             [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
         )
     return payload
+
+
+def _record(write: Callable[[], bool], job_id: str, until: float) -> bool:
+    """``write`` an attempt's outcome to the job store, again while the store (or, on a remote
+    transcoder, the node API) is unreachable, until ``until`` (time.monotonic()); then the
+    last error is raised and the job is left to the reconciler."""
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except (DBAPIError, redis.RedisError, RetryableError) as e:
+            if not isinstance(e, RetryableError) and not is_unreachable(e):
+                raise
+            if time.monotonic() + delay > until:
+                log.error("job store unreachable recording job %s, giving up: %s", job_id, e)
+                raise
+            log.warning("job store unreachable recording job %s, retrying: %s", job_id, e)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> TranscodeResult:
@@ -313,10 +355,15 @@ def _failed(
     error: FarmError,
     max_attempts: int,
     attempts: int,
+    record_by: float,
 ) -> dict[str, Any]:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
-    jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final)
+    _record(
+        lambda: jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final),
+        job_id,
+        record_by,
+    )
     metrics.segment_transcode_failed(error.code)
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
     if final:

@@ -1,0 +1,126 @@
+"""A service the cluster depends on goes away for a few seconds and comes back: the worker's
+job store (PostgreSQL) or its broker and registry (Redis), cut through a proxy for that
+process only. Nothing accepted is lost or finished twice, and the worker resumes by itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from farm.client import FarmClient
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
+from tests.farm.harness import Cluster, cluster_env, wait_for
+from tests.proxy import TcpProxy
+
+LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
+
+
+@pytest.fixture
+def segment() -> bytes:
+    return make_segment(320, 240, 30, 1.0)
+
+
+@pytest.fixture
+def heavy() -> bytes:
+    # Long enough to be caught mid-transcode on a small machine.
+    return make_segment(1280, 720, 30, 4.0, audio=False)
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    return (
+        make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture
+def pg_proxy(postgres_url: str) -> Iterator[TcpProxy]:
+    real = make_url(postgres_url)
+    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    real = make_url(redis_url)
+    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 6379))
+    yield proxy
+    proxy.close()
+
+
+def test_a_result_finished_while_the_database_was_down_is_recorded_once(
+    tmp_path: Path, redis_url: str, postgres_url: str, pg_proxy: TcpProxy, heavy: bytes
+) -> None:
+    # No beat runs: the worker itself must record the result once the store is back, rather
+    # than leave the job 'running' for the reconciler to transcode again.
+    ladder = parse_profiles("P720p30fps16x9,P360p30fps16x9")
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, _through(pg_proxy, postgres_url)))
+    submitter = FarmClient(cluster.settings.model_copy(update={"database_url": postgres_url}))
+    try:
+        cluster.start_worker()
+        job = submitter.submit(heavy, ladder, duration=4.0)
+        wait_for(lambda: submitter.get(job.id).state == "running", timeout=30, what="running")
+        pg_proxy.cut()
+        wait_for(
+            lambda: "job store unreachable recording" in cluster.logs(),
+            timeout=30,
+            what="a refused completion",
+        )
+        time.sleep(1.0)
+        pg_proxy.restore()
+        result = submitter.wait(job.id, timeout=30)
+        assert len(result.renditions) == 2
+        final = submitter.get(job.id, with_attempts=True)
+        assert final.publishes == 1, cluster.logs()
+        assert [a.outcome for a in final.attempt_log] == ["done"]
+    finally:
+        submitter.close()
+        cluster.stop()
+
+
+def test_a_worker_resumes_after_its_redis_was_cut(
+    tmp_path: Path,
+    redis_url: str,
+    postgres_url: str,
+    redis_proxy: TcpProxy,
+    segment: bytes,
+    heavy: bytes,
+) -> None:
+    through = _through(redis_proxy, redis_url)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, through, postgres_url))
+    submitter = FarmClient(
+        cluster.settings.model_copy(
+            update={"broker_url": redis_url, "result_backend": redis_url, "registry_url": redis_url}
+        )
+    )
+    try:
+        worker = cluster.start_worker()
+        # While idle.
+        redis_proxy.cut()
+        time.sleep(5.0)
+        redis_proxy.restore()
+        wait_for(lambda: cluster.worker_of(worker), timeout=15, what="the heartbeat to resume")
+        job = submitter.submit(segment, LADDER, duration=1.0)
+        assert len(submitter.wait(job.id, timeout=30).renditions) == 2
+        # Mid-job.
+        ladder = parse_profiles("P720p30fps16x9,P360p30fps16x9")
+        job = submitter.submit(heavy, ladder, duration=4.0)
+        wait_for(lambda: submitter.get(job.id).state == "running", timeout=30, what="running")
+        redis_proxy.cut()
+        time.sleep(5.0)
+        redis_proxy.restore()
+        result = submitter.wait(job.id, timeout=60)
+        assert len(result.renditions) == 2
+        wait_for(lambda: cluster.worker_of(worker), timeout=15, what="the heartbeat to resume")
+        job2 = submitter.submit(segment, LADDER, duration=1.0)
+        assert len(submitter.wait(job2.id, timeout=30).renditions) == 2
+        final = submitter.get(job.id, with_attempts=True)
+        assert [a.outcome for a in final.attempt_log] == ["done"], cluster.logs()
+    finally:
+        submitter.close()
+        cluster.stop()
