@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from farm.client import FarmClient
+from farm.errors import ServiceUnavailable
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from farm.registry import Capabilities
 from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.proxy import TcpProxy
 
@@ -124,3 +126,27 @@ def test_a_worker_resumes_after_its_redis_was_cut(
     finally:
         submitter.close()
         cluster.stop()
+
+
+def test_a_job_the_broker_refused_is_a_retryable_error_and_never_runs(
+    tmp_path: Path, redis_url: str, postgres_url: str, redis_proxy: TcpProxy, segment: bytes
+) -> None:
+    # The registry and job store answer; only the broker is gone.
+    env = cluster_env(tmp_path, _through(redis_proxy, redis_url), postgres_url, registry=redis_url)
+    cluster = Cluster(tmp_path, env)
+    registry = cluster.registry()
+    registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
+    registry.close()
+    client = cluster.client()
+    redis_proxy.cut()
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="broker unreachable"):
+        client.submit(segment, LADDER, duration=1.0, job_id="refused")
+    assert time.monotonic() - started < 5
+    # The caller was told to try again, elsewhere perhaps: the reconciler must not run the
+    # job once the broker is back.
+    job = client.get("refused")
+    assert job.state == "failed" and job.error_code == "service_unavailable"
+    redis_proxy.restore()
+    assert client.submit(segment, LADDER, duration=1.0).state == "queued"
+    cluster.stop()
