@@ -4,18 +4,21 @@ process only. Nothing accepted is lost or finished twice, and the worker resumes
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from farm.client import FarmClient
 from farm.errors import ServiceUnavailable
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.registry import Capabilities
+from farm.resources import is_unreachable
 from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.proxy import TcpProxy
 
@@ -150,3 +153,28 @@ def test_a_job_the_broker_refused_is_a_retryable_error_and_never_runs(
     redis_proxy.restore()
     assert client.submit(segment, LADDER, duration=1.0).state == "queued"
     cluster.stop()
+
+
+def test_a_database_that_does_not_answer_is_unreachable_within_seconds(
+    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+) -> None:
+    # A host gone from the network: connections are accepted (here, by the kernel's backlog)
+    # and never answered.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = make_url(postgres_url).set(host="127.0.0.1", port=silent.getsockname()[1])
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, url.render_as_string(False)))
+    registry = cluster.registry()
+    registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
+    registry.close()
+    client = cluster.client()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            client.submit(segment, LADDER, duration=1.0)
+        assert is_unreachable(refused.value)
+        assert time.monotonic() - started < 15
+    finally:
+        cluster.stop()
+        silent.close()
