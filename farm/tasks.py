@@ -8,7 +8,8 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 _resources: Resources | None = None
 #: This process's transcode step when not the local engine (see use_engine).
 _engine: Callable[..., TranscodeResult] | None = None
@@ -208,18 +210,20 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     if claim.status == "exhausted":
         last = jobs.last_error(job_id) or "the worker was lost each time"
         message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
-        _record(
+        _until_reachable(
             lambda: jobs.attempt_failed(
                 job_id, task_id, worker, "max_attempts", message, final=True
             ),
             job_id,
             record_by,
+            "recording",
         )
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
     timings: dict[str, float] = {}
     try:
-        data = blobs.get(spec["input_key"])
+        fetch = partial(blobs.get, spec["input_key"])
+        data = _until_reachable(fetch, job_id, record_by, "fetching the input of")
         timings["fetch"] = time.perf_counter() - started
         profiles = profiles_from_json(spec["profiles"])
         opts = EngineOptions(
@@ -245,7 +249,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         renditions = []
         for r in result.renditions:
             key = output_key(job_id, r.profile.name, r.fmt)
-            blobs.put(key, r.data)
+            put = partial(blobs.put, key, r.data)
+            _until_reachable(put, job_id, record_by, "storing a rendition of")
             renditions.append({**r.summary(), "key": key})
         timings["store"] = time.perf_counter() - t
     except AccessDenied as e:
@@ -280,28 +285,33 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     }
     # The write is idempotent (a repeat after a lost answer finds the job done), so it is
     # safe to repeat while the store is unreachable.
-    if _record(lambda: jobs.complete(job_id, task_id, worker, payload, timings), job_id, record_by):
+    if _until_reachable(
+        lambda: jobs.complete(job_id, task_id, worker, payload, timings),
+        job_id,
+        record_by,
+        "recording",
+    ):
         metrics.segment_transcoded(
             [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
         )
     return payload
 
 
-def _record(write: Callable[[], bool], job_id: str, until: float) -> bool:
-    """``write`` an attempt's outcome to the job store, again while the store (or, on a remote
-    transcoder, the node API) is unreachable, until ``until`` (time.monotonic()); then the
-    last error is raised and the job is left to the reconciler."""
+def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:
+    """``op`` on the job or blob store, again while the store (or, on a remote transcoder,
+    the node API) is unreachable, until ``until`` (time.monotonic()); then the last error
+    is raised. A blink of a store neither spends the job's attempts nor loses its result."""
     delay = 0.25
     while True:
         try:
-            return write()
+            return op()
         except (DBAPIError, redis.RedisError, RetryableError) as e:
             if not isinstance(e, RetryableError) and not is_unreachable(e):
                 raise
             if time.monotonic() + delay > until:
-                log.error("job store unreachable recording job %s, giving up: %s", job_id, e)
+                log.error("store unreachable %s job %s, giving up: %s", doing, job_id, e)
                 raise
-            log.warning("job store unreachable recording job %s, retrying: %s", job_id, e)
+            log.warning("store unreachable %s job %s, retrying: %s", doing, job_id, e)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
 
@@ -359,10 +369,11 @@ def _failed(
 ) -> dict[str, Any]:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
-    _record(
+    _until_reachable(
         lambda: jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final),
         job_id,
         record_by,
+        "recording",
     )
     metrics.segment_transcode_failed(error.code)
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)

@@ -72,7 +72,7 @@ def test_a_result_finished_while_the_database_was_down_is_recorded_once(
         wait_for(lambda: submitter.get(job.id).state == "running", timeout=30, what="running")
         pg_proxy.cut()
         wait_for(
-            lambda: "job store unreachable recording" in cluster.logs(),
+            lambda: "store unreachable recording job" in cluster.logs(),
             timeout=30,
             what="a refused completion",
         )
@@ -178,3 +178,27 @@ def test_a_database_that_does_not_answer_is_unreachable_within_seconds(
     finally:
         cluster.stop()
         silent.close()
+
+
+def test_a_job_waits_out_a_blob_store_blink_without_spending_its_attempts(
+    tmp_path: Path, redis_url: str, postgres_url: str, redis_proxy: TcpProxy, segment: bytes
+) -> None:
+    # Only the worker's blob store (Redis) goes away; its broker, registry and job store stay.
+    env = cluster_env(tmp_path, redis_url, postgres_url, blob=_through(redis_proxy, redis_url))
+    cluster = Cluster(tmp_path, env)
+    client = FarmClient(cluster.settings.model_copy(update={"blob_url": redis_url}))
+    try:
+        cluster.start_worker()
+        redis_proxy.cut()
+        job = client.submit(segment, LADDER, duration=1.0)
+        wait_for(
+            lambda: "blob store unreachable" in cluster.logs(), timeout=30, what="a failed fetch"
+        )
+        time.sleep(3.0)
+        redis_proxy.restore()
+        assert len(client.wait(job.id, timeout=30).renditions) == 2
+        final = client.get(job.id, with_attempts=True)
+        assert [a.outcome for a in final.attempt_log] == ["done"], cluster.logs()
+    finally:
+        client.close()
+        cluster.stop()
