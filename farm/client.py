@@ -111,6 +111,20 @@ class FarmClient:
     def __init__(self, settings: ClusterSettings | None = None, app: Celery | None = None) -> None:
         self.settings = settings or ClusterSettings()
         self.app = app or create_app(self.settings)
+        if app is None and self.settings.broker_url.startswith(("redis", "rediss")):
+            # A broker host that stops answering must not hold a submit for minutes: a
+            # publish is one small write, so a few seconds without a reply mean it is gone.
+            self.app.conf.broker_transport_options = {
+                **self.app.conf.broker_transport_options,
+                "socket_connect_timeout": 3,
+                "socket_timeout": 3,
+            }
+            self.app.conf.task_publish_retry_policy = {
+                "max_retries": 1,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.2,
+            }
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
         self._ai: AIClient | None = None

@@ -202,3 +202,27 @@ def test_a_job_waits_out_a_blob_store_blink_without_spending_its_attempts(
     finally:
         client.close()
         cluster.stop()
+
+
+def test_a_broker_that_does_not_answer_is_a_prompt_retryable_error(
+    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    broker = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    env = cluster_env(tmp_path, broker, postgres_url, backend=redis_url, registry=redis_url)
+    cluster = Cluster(tmp_path, env)
+    registry = cluster.registry()
+    registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
+    registry.close()
+    client = cluster.client()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServiceUnavailable, match="broker unreachable"):
+            client.submit(segment, LADDER, duration=1.0, job_id="unanswered")
+        assert time.monotonic() - started < 15
+        assert client.get("unanswered").state == "failed"
+    finally:
+        cluster.stop()
+        silent.close()
