@@ -22,7 +22,19 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
         # Unacked messages of a worker that vanished come back after this long; the
         # reconciler republishes overdue jobs sooner.
         transport["visibility_timeout"] = 3600
+    backend: dict[str, Any] = {}
+    if (settings.result_backend or "").startswith(("redis", "rediss")):
+        # Celery retries a result-store connection 20 times a second apart and then declares
+        # the app dead for good; a caller should hear of a Redis blink at once, retry it, and
+        # fall back on the job table (see FarmClient.wait_for).
+        backend["retry_policy"] = {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 0.5,
+        }
     app.conf.update(
+        result_backend_transport_options=backend,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -9,9 +9,11 @@ for r in result.renditions:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +21,11 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import SQLAlchemyError
 
 from farm.celery_app import create_app
 from farm.dispatch import job_timeout_s, need_of, publish
-from farm.errors import FarmError, InputInvalid, JobError, NoCapacity
+from farm.errors import FarmError, InputInvalid, JobError, NoCapacity, ServiceUnavailable
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from farm.ai.client import AIClient
 
 __all__ = ["FarmClient", "JobFailedError", "JobResult", "JobTimeout", "RenditionRef"]
+
+log = logging.getLogger(__name__)
 
 
 class JobFailedError(JobError):
@@ -94,12 +99,32 @@ class JobResult:
         )
 
 
+def _backend_lost(e: RuntimeError) -> bool:
+    """Whether Celery's result consumer raised ``e`` because it could not reconnect to the
+    result backend (it says the app must be restarted; it recovers on the next call)."""
+    return isinstance(e.__cause__, OSError | RedisConnectionError | OperationalError)
+
+
 class FarmClient:
     """Submits transcode jobs to one cluster and collects their results."""
 
     def __init__(self, settings: ClusterSettings | None = None, app: Celery | None = None) -> None:
         self.settings = settings or ClusterSettings()
         self.app = app or create_app(self.settings)
+        if app is None and self.settings.broker_url.startswith(("redis", "rediss")):
+            # A broker host that stops answering must not hold a submit for minutes: a
+            # publish is one small write, so a few seconds without a reply mean it is gone.
+            self.app.conf.broker_transport_options = {
+                **self.app.conf.broker_transport_options,
+                "socket_connect_timeout": 3,
+                "socket_timeout": 3,
+            }
+            self.app.conf.task_publish_retry_policy = {
+                "max_retries": 1,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.2,
+            }
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
         self._ai: AIClient | None = None
@@ -165,8 +190,31 @@ class FarmClient:
             timeout_s=job_timeout_s(duration),
             queued_timeout_s=self.settings.queued_timeout_s,
         )
-        publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
+        with self._publishing(job_id):
+            publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job
+
+    @contextmanager
+    def _publishing(self, job_id: str) -> Iterator[None]:
+        """Around the first publish of a recorded job: a broker or result backend that cannot
+        be reached is ServiceUnavailable, and the job is failed. The caller is told to try
+        again (perhaps on another orchestrator), so the reconciler must not run the job behind
+        its back once the broker is back."""
+        try:
+            yield
+        except (OperationalError, OSError, RuntimeError) as e:
+            # RuntimeError: Celery's result consumer gave up subscribing to the job's result.
+            if isinstance(e, RuntimeError) and not _backend_lost(e):
+                raise
+            raise self._unpublished(job_id, e) from e
+
+    def _unpublished(self, job_id: str, e: Exception) -> ServiceUnavailable:
+        error = ServiceUnavailable(f"broker unreachable: {e.__cause__ or e}")
+        try:
+            self.jobs.fail(job_id, error.code, str(error))
+        except SQLAlchemyError as store_error:
+            log.warning("job %s was not published and could not be failed: %s", job_id, store_error)
+        return error
 
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         return self.jobs.get(job_id, with_attempts)

@@ -8,7 +8,8 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 _resources: Resources | None = None
 #: This process's transcode step when not the local engine (see use_engine).
 _engine: Callable[..., TranscodeResult] | None = None
@@ -197,18 +199,33 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         # A redelivered or superseded message: the job finished or was republished.
         log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
         return {"job_id": job_id, "skipped": True, "state": claim.status}
+    # Once claimed, the outcome must reach the job row: a store that is down for a moment is
+    # waited for until the soft limit, not left for the reconciler to run the job again.
+    soft = task.request.timelimit[1] if task.request.timelimit else None
+    record_by = time.monotonic() + (
+        float(soft) - (time.perf_counter() - started) - 1.0
+        if soft
+        else job_timeout_s(spec.get("duration"))
+    )
     if claim.status == "exhausted":
         last = jobs.last_error(job_id) or "the worker was lost each time"
         message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
-        jobs.attempt_failed(job_id, task_id, worker, "max_attempts", message, final=True)
+        _until_reachable(
+            lambda: jobs.attempt_failed(
+                job_id, task_id, worker, "max_attempts", message, final=True
+            ),
+            job_id,
+            record_by,
+            "recording",
+        )
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
     timings: dict[str, float] = {}
     try:
-        data = blobs.get(spec["input_key"])
+        fetch = partial(blobs.get, spec["input_key"])
+        data = _until_reachable(fetch, job_id, record_by, "fetching the input of")
         timings["fetch"] = time.perf_counter() - started
         profiles = profiles_from_json(spec["profiles"])
-        soft = task.request.timelimit[1] if task.request.timelimit else None
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
@@ -232,7 +249,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         renditions = []
         for r in result.renditions:
             key = output_key(job_id, r.profile.name, r.fmt)
-            blobs.put(key, r.data)
+            put = partial(blobs.put, key, r.data)
+            _until_reachable(put, job_id, record_by, "storing a rendition of")
             renditions.append({**r.summary(), "key": key})
         timings["store"] = time.perf_counter() - t
     except AccessDenied as e:
@@ -242,7 +260,15 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     except (SoftTimeLimitExceeded, FarmError) as e:
         error = _classify(e, task)
         return _failed(
-            task, jobs, job_id, task_id, worker, error, res.settings.max_attempts, claim.attempts
+            task,
+            jobs,
+            job_id,
+            task_id,
+            worker,
+            error,
+            res.settings.max_attempts,
+            claim.attempts,
+            record_by,
         )
     timings["total"] = time.perf_counter() - started
     payload = {
@@ -257,11 +283,37 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         "worker": worker,
         "timings": timings,
     }
-    if jobs.complete(job_id, task_id, worker, payload, timings):
+    # The write is idempotent (a repeat after a lost answer finds the job done), so it is
+    # safe to repeat while the store is unreachable.
+    if _until_reachable(
+        lambda: jobs.complete(job_id, task_id, worker, payload, timings),
+        job_id,
+        record_by,
+        "recording",
+    ):
         metrics.segment_transcoded(
             [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
         )
     return payload
+
+
+def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:
+    """``op`` on the job or blob store, again while the store (or, on a remote transcoder,
+    the node API) is unreachable, until ``until`` (time.monotonic()); then the last error
+    is raised. A blink of a store neither spends the job's attempts nor loses its result."""
+    delay = 0.25
+    while True:
+        try:
+            return op()
+        except (DBAPIError, redis.RedisError, RetryableError) as e:
+            if not isinstance(e, RetryableError) and not is_unreachable(e):
+                raise
+            if time.monotonic() + delay > until:
+                log.error("store unreachable %s job %s, giving up: %s", doing, job_id, e)
+                raise
+            log.warning("store unreachable %s job %s, retrying: %s", doing, job_id, e)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> TranscodeResult:
@@ -313,10 +365,16 @@ def _failed(
     error: FarmError,
     max_attempts: int,
     attempts: int,
+    record_by: float,
 ) -> dict[str, Any]:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
-    jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final)
+    _until_reachable(
+        lambda: jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final),
+        job_id,
+        record_by,
+        "recording",
+    )
     metrics.segment_transcode_failed(error.code)
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
     if final:

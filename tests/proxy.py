@@ -9,10 +9,11 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``; :meth:`cut` drops every connection and
-    refuses new ones, :meth:`restore` accepts again on the same port."""
+    """Forwards 127.0.0.1:``port`` to ``target`` (host and port, or a Unix socket's path);
+    :meth:`cut` drops every connection and refuses new ones, :meth:`restore` accepts again on
+    the same port."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -35,7 +36,7 @@ class TcpProxy:
             except OSError:
                 return  # cut
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -43,6 +44,15 @@ class TcpProxy:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):  # a Unix socket (an embedded Redis)
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            upstream.connect(self.target)
+            upstream.settimeout(None)
+            return upstream
+        return socket.create_connection(self.target, timeout=5)
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:

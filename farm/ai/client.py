@@ -85,7 +85,8 @@ class AIClient:
             timeout_s=settings.ai_timeout_s + 10.0,
             queued_timeout_s=settings.queued_timeout_s,
         )
-        publish_ai(self._farm.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
+        with self._farm._publishing(job_id):
+            publish_ai(self._farm.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job_id
 
     def wait(self, job_id: str, timeout: float = 60.0) -> AIResult:

@@ -3,12 +3,17 @@ served again once they are back."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 from sqlalchemy.engine import make_url
 
+from farm.media.synth import make_segment
 from tests.conftest import PG_URL
 from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env
+from tests.gateway.test_ingest import PROFILES
 from tests.proxy import TcpProxy
 
 
@@ -42,6 +47,43 @@ def test_the_ledger_database_going_away_is_503_then_served_again(env: Env) -> No
             what="the gateway to use its database again",
         )
         assert gw.balance(key_id) == 10**6 + 2  # the refused top-up left nothing behind
+        assert gw.proc.poll() is None
+    finally:
+        proxy.close()
+
+
+def test_an_orchestrator_whose_broker_is_down_is_passed_over_promptly(env: Env) -> None:
+    # The gateway reaches orch-a's broker (and result backend) through a proxy; its node API
+    # still answers probes, so the gateway picks it first (same region) and must move on.
+    a = env.orchs[0]
+    broker = a.cluster.env["FARM_BROKER_URL"]
+    if broker.startswith("redis+socket://"):  # a private Redis (see orchestrators())
+        proxy = TcpProxy(broker[len("redis+socket://") :])
+        through = f"redis://127.0.0.1:{proxy.port}/0"
+    else:
+        real = make_url(broker)
+        proxy = TcpProxy((real.host or "127.0.0.1", real.port or 6379))
+        through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    configs = [o.config() for o in env.orchs]
+    configs[0]["broker_url"] = through
+    try:
+        gw = env.gateway(FARM_ORCHESTRATORS=json.dumps(configs))
+        _, key = gw.key(credits=10**9)
+        proxy.cut()
+        started = time.monotonic()
+        r = httpx.post(
+            f"{gw.url}/live/outage/0.ts",
+            content=make_segment(320, 240, 30, 1.0),
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Duration": "1000",
+                "Livepeer-Transcode-Configuration": json.dumps({"profiles": PROFILES}),
+            },
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["orchestrator"] == "orch-b"
+        assert time.monotonic() - started < 15
         assert gw.proc.poll() is None
     finally:
         proxy.close()
