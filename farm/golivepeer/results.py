@@ -17,6 +17,7 @@ from email.message import Message
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from farm.bodies import read_capped
 from farm.golivepeer.hub import Hub, Outcome, Part
 
 __all__ = ["ERROR_MIME", "MultipartError", "TooLarge", "install", "parse_multipart"]
@@ -94,18 +95,6 @@ def parse_multipart(body: bytes, boundary: str, max_part: int) -> list[Part]:
     return parts
 
 
-async def _read(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
-        raise TooLarge(f"the body of {declared} bytes exceeds the {cap}-byte cap")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise TooLarge(f"the body exceeds the {cap}-byte cap")
-    return bytes(body)
-
-
 def _refuse(request: Request, text: str, status: int) -> Response:
     """An error answered before the body was read: an HTTP/1.1 connection is closed after it,
     since the unread body would otherwise be taken for the next request."""
@@ -145,10 +134,12 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
             return _refuse(request, "invalid Pixels", 400)
         try:
             if mime == ERROR_MIME:
-                text = (await _read(request, MAX_ERROR_BYTES)).decode("utf-8", "replace")
+                text = (await read_capped(request, MAX_ERROR_BYTES, TooLarge)).decode(
+                    "utf-8", "replace"
+                )
                 outcome = Outcome(error=text.strip() or "transcoding error (no message)")
             else:
-                body = await _read(request, max_part_bytes * MAX_PARTS)
+                body = await read_capped(request, max_part_bytes * MAX_PARTS, TooLarge)
                 parts = parse_multipart(body, params["boundary"], max_part_bytes)
                 outcome = Outcome(parts=tuple(parts), decoded_pixels=decoded)
         except MultipartError as e:

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from farm import metrics
+from farm.bodies import read_capped
 from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
@@ -429,7 +430,7 @@ class TranscoderApi:
         ) -> dict[str, Any]:
             """Store a rendition, through a signed URL."""
             await run_in_threadpool(self.check_url, "PUT", key, t, e, s)
-            data = await _read_capped(request, self.settings.max_blob_bytes)
+            data = await read_capped(request, self.settings.max_blob_bytes, PayloadTooLarge)
             await run_in_threadpool(self.res.blobs.put, key, data)
             return {"bytes": len(data)}
 
@@ -446,20 +447,6 @@ def _output_keys(job: JobView) -> dict[str, str]:
         return {}
     fmt = str(job.spec.get("format", "mpegts"))
     return {p.name: output_key(job.id, p.name, fmt) for p in profiles_from_json(profiles)}
-
-
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """The request's body; PayloadTooLarge as soon as it is known to pass ``cap`` bytes, by
-    its Content-Length or while it streams, before the rest is held in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
-        raise PayloadTooLarge(f"{declared} bytes is over the {cap}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise PayloadTooLarge(f"the body is over the {cap}-byte limit")
-    return bytes(body)
 
 
 def _peer(request: Request) -> str:

@@ -155,15 +155,20 @@ def test_a_job_the_broker_refused_is_a_retryable_error_and_never_runs(
     cluster.stop()
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that stands for a host gone from the network: connections are accepted (by the
+    kernel's backlog) and never answered."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield int(silent.getsockname()[1])
+
+
 def test_a_database_that_does_not_answer_is_unreachable_within_seconds(
-    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+    tmp_path: Path, redis_url: str, postgres_url: str, silent_port: int, segment: bytes
 ) -> None:
-    # A host gone from the network: connections are accepted (here, by the kernel's backlog)
-    # and never answered.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    url = make_url(postgres_url).set(host="127.0.0.1", port=silent.getsockname()[1])
+    url = make_url(postgres_url).set(host="127.0.0.1", port=silent_port)
     cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, url.render_as_string(False)))
     registry = cluster.registry()
     registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
@@ -177,7 +182,6 @@ def test_a_database_that_does_not_answer_is_unreachable_within_seconds(
         assert time.monotonic() - started < 15
     finally:
         cluster.stop()
-        silent.close()
 
 
 def test_a_job_waits_out_a_blob_store_blink_without_spending_its_attempts(
@@ -205,12 +209,9 @@ def test_a_job_waits_out_a_blob_store_blink_without_spending_its_attempts(
 
 
 def test_a_broker_that_does_not_answer_is_a_prompt_retryable_error(
-    tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
+    tmp_path: Path, redis_url: str, postgres_url: str, silent_port: int, segment: bytes
 ) -> None:
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    broker = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    broker = f"redis://127.0.0.1:{silent_port}/0"
     env = cluster_env(tmp_path, broker, postgres_url, backend=redis_url, registry=redis_url)
     cluster = Cluster(tmp_path, env)
     registry = cluster.registry()
@@ -225,4 +226,3 @@ def test_a_broker_that_does_not_answer_is_a_prompt_retryable_error(
         assert client.get("unanswered").state == "failed"
     finally:
         cluster.stop()
-        silent.close()
