@@ -7,6 +7,11 @@ import contextlib
 import socket
 import threading
 
+from sqlalchemy.engine import make_url
+
+#: Where a service URL points when it names no port.
+_DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "rediss": 6379}
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target`` (host and port, or a Unix socket's path);
@@ -19,6 +24,18 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self.port = self._listen(0)
+
+    @classmethod
+    def before(cls, url: str) -> TcpProxy:
+        """A proxy to the host and port of a service ``url`` (PostgreSQL or Redis)."""
+        real = make_url(url)
+        scheme = real.drivername.split("+", 1)[0]
+        return cls((real.host or "127.0.0.1", real.port or _DEFAULT_PORTS[scheme]))
+
+    def url(self, url: str) -> str:
+        """``url`` pointed at this proxy instead of its service."""
+        through = make_url(url).set(host="127.0.0.1", port=self.port)
+        return through.render_as_string(hide_password=False)
 
     def _listen(self, port: int) -> int:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

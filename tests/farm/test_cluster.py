@@ -12,7 +12,6 @@ from pathlib import Path
 import av
 import pytest
 import redis
-from sqlalchemy.engine import make_url
 
 from farm.client import FarmClient, JobFailedError
 from farm.embedded import EmbeddedRedis
@@ -312,10 +311,8 @@ def test_a_worker_retries_a_claim_the_database_was_down_for(
 ) -> None:
     # The worker reaches the job store through a proxy that is cut while the job waits; the
     # submitter reaches it directly. No beat runs: the worker itself must try again.
-    real = make_url(postgres_url)
-    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
-    through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, through))
+    proxy = TcpProxy.before(postgres_url)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, proxy.url(postgres_url)))
     try:
         cluster.start_worker()
         submitter = FarmClient(cluster.settings.model_copy(update={"database_url": postgres_url}))

@@ -36,24 +36,16 @@ def heavy() -> bytes:
     return make_segment(1280, 720, 30, 4.0, audio=False)
 
 
-def _through(proxy: TcpProxy, url: str) -> str:
-    return (
-        make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    )
-
-
 @pytest.fixture
 def pg_proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    real = make_url(postgres_url)
-    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
+    proxy = TcpProxy.before(postgres_url)
     yield proxy
     proxy.close()
 
 
 @pytest.fixture
 def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
-    real = make_url(redis_url)
-    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 6379))
+    proxy = TcpProxy.before(redis_url)
     yield proxy
     proxy.close()
 
@@ -64,7 +56,7 @@ def test_a_result_finished_while_the_database_was_down_is_recorded_once(
     # No beat runs: the worker itself must record the result once the store is back, rather
     # than leave the job 'running' for the reconciler to transcode again.
     ladder = parse_profiles("P720p30fps16x9,P360p30fps16x9")
-    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, _through(pg_proxy, postgres_url)))
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, pg_proxy.url(postgres_url)))
     submitter = FarmClient(cluster.settings.model_copy(update={"database_url": postgres_url}))
     try:
         cluster.start_worker()
@@ -96,7 +88,7 @@ def test_a_worker_resumes_after_its_redis_was_cut(
     segment: bytes,
     heavy: bytes,
 ) -> None:
-    through = _through(redis_proxy, redis_url)
+    through = redis_proxy.url(redis_url)
     cluster = Cluster(tmp_path, cluster_env(tmp_path, through, postgres_url))
     submitter = FarmClient(
         cluster.settings.model_copy(
@@ -135,7 +127,7 @@ def test_a_job_the_broker_refused_is_a_retryable_error_and_never_runs(
     tmp_path: Path, redis_url: str, postgres_url: str, redis_proxy: TcpProxy, segment: bytes
 ) -> None:
     # The registry and job store answer; only the broker is gone.
-    env = cluster_env(tmp_path, _through(redis_proxy, redis_url), postgres_url, registry=redis_url)
+    env = cluster_env(tmp_path, redis_proxy.url(redis_url), postgres_url, registry=redis_url)
     cluster = Cluster(tmp_path, env)
     registry = cluster.registry()
     registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
@@ -188,7 +180,7 @@ def test_a_job_waits_out_a_blob_store_blink_without_spending_its_attempts(
     tmp_path: Path, redis_url: str, postgres_url: str, redis_proxy: TcpProxy, segment: bytes
 ) -> None:
     # Only the worker's blob store (Redis) goes away; its broker, registry and job store stay.
-    env = cluster_env(tmp_path, redis_url, postgres_url, blob=_through(redis_proxy, redis_url))
+    env = cluster_env(tmp_path, redis_url, postgres_url, blob=redis_proxy.url(redis_url))
     cluster = Cluster(tmp_path, env)
     client = FarmClient(cluster.settings.model_copy(update={"blob_url": redis_url}))
     try:

@@ -7,7 +7,6 @@ import json
 import time
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from farm.media.synth import make_segment
 from tests.conftest import PG_URL
@@ -18,10 +17,9 @@ from tests.proxy import TcpProxy
 
 
 def test_the_ledger_database_going_away_is_503_then_served_again(env: Env) -> None:
-    real = make_url(PG_URL)
-    proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
+    proxy = TcpProxy.before(PG_URL)
     schema = env.schemas[-1]
-    through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    through = proxy.url(PG_URL)
     try:
         gw = env.gateway(
             FARM_GATEWAY_DATABASE_URL=f"{through}?options=-csearch_path%3D{schema}",
@@ -61,9 +59,8 @@ def test_an_orchestrator_whose_broker_is_down_is_passed_over_promptly(env: Env) 
         proxy = TcpProxy(broker[len("redis+socket://") :])
         through = f"redis://127.0.0.1:{proxy.port}/0"
     else:
-        real = make_url(broker)
-        proxy = TcpProxy((real.host or "127.0.0.1", real.port or 6379))
-        through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        proxy = TcpProxy.before(broker)
+        through = proxy.url(broker)
     configs = [o.config() for o in env.orchs]
     configs[0]["broker_url"] = through
     try:
