@@ -10,12 +10,13 @@ import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
 from farm import metrics as farm_metrics
 from farm.errors import FarmError
+from farm.resources import is_unreachable
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
@@ -92,7 +93,7 @@ def create_app(
     async def database_error(request: Request, e: DBAPIError) -> JSONResponse:
         # The ledger, session log or task store cannot be reached: the caller may retry. Any
         # other database error is a bug, answered as one.
-        if not (isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated):
+        if not is_unreachable(e):
             raise e
         log.warning("database unreachable: %s", e.orig)  # addresses stay in the log
         return await farm_error(request, Unavailable("database unreachable"))
