@@ -90,11 +90,17 @@ def _sized(data: bytes, name: str, size: int, *, pad: bool = False) -> bytes:
     return bytes(data)
 
 
-def price_to_net(price: Fraction, **extra: object) -> pm_pb2.PriceInfo:
-    """A price as ``net.PriceInfo``: the reduced fraction, as go-livepeer sends it."""
+def price_to_net(price: Fraction, capability: int = 0, constraint: str = "") -> pm_pb2.PriceInfo:
+    """A price as ``net.PriceInfo``: the reduced fraction, as go-livepeer sends it (for AI,
+    with the capability and model it is for)."""
     if price.numerator > _INT64_MAX or price.denominator > _INT64_MAX:
         raise ValueError(f"price {price} does not fit PriceInfo's int64 fields")
-    return pm_pb2.PriceInfo(pricePerUnit=price.numerator, pixelsPerUnit=price.denominator, **extra)
+    return pm_pb2.PriceInfo(
+        pricePerUnit=price.numerator,
+        pixelsPerUnit=price.denominator,
+        capability=capability,
+        constraint=constraint,
+    )
 
 
 def price_from_net(info: pm_pb2.PriceInfo) -> Fraction:
