@@ -265,6 +265,28 @@ class NodeSettings(ClusterSettings):
     #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
     golivepeer_max_sessions: int = Field(64, ge=1)
 
+    #: The node as a Livepeer orchestrator (farm.orchestrator): the public URI gateways reach
+    #: it at (its ServiceRegistry entry; default https://HOST:PORT), the price it quotes new
+    #: sessions until ``farm chain config --price-per-unit`` sets one, the sessions it takes at
+    #: once (go-livepeer's -maxSessions), the expected value of a ticket it asks for
+    #: (-ticketEV), a cap on face values (0: none), and how long rendition URLs live.
+    orchestrator: bool = True
+    service_uri: str | None = None
+    price_per_unit: int = Field(0, ge=0, lt=2**63)
+    pixels_per_unit: int = Field(1, gt=0, lt=2**63)
+    max_sessions: int = Field(10, ge=1)
+    ticket_ev: int = Field(8_000_000_000, gt=0)
+    max_face_value: int = Field(0, ge=0)
+    rendition_ttl_s: float = Field(600.0, gt=0)
+
+    def orchestrator_uri(self) -> str:
+        """The service URI gateways send segments to (no trailing slash)."""
+        if self.service_uri:
+            return self.service_uri.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
     @model_validator(mode="after")
     def _cert_and_key(self) -> NodeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
