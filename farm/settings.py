@@ -269,14 +269,16 @@ class NodeSettings(ClusterSettings):
     #: it at (its ServiceRegistry entry; default https://HOST:PORT), the price it quotes new
     #: sessions until ``farm chain config --price-per-unit`` sets one, the sessions it takes at
     #: once (go-livepeer's -maxSessions), the expected value of a ticket it asks for
-    #: (-ticketEV), a cap on face values (0: none), and how long rendition URLs live.
+    #: (-ticketEV), the gas a redemption costs (face values cover it), a cap on face values
+    #: (0: none), and how long rendition URLs live.
     orchestrator: bool = True
     service_uri: str | None = None
     price_per_unit: int = Field(0, ge=0, lt=2**63)
     pixels_per_unit: int = Field(1, gt=0, lt=2**63)
     max_sessions: int = Field(10, ge=1)
-    ticket_ev: int = Field(8_000_000_000, gt=0)
-    max_face_value: int = Field(0, ge=0)
+    ticket_ev_wei: int = Field(8_000_000_000, gt=0)
+    redeem_gas: int = Field(1_200_000, gt=0)
+    ticket_max_face_value_wei: int = Field(0, ge=0)
     rendition_ttl_s: float = Field(600.0, gt=0)
 
     def orchestrator_uri(self) -> str:

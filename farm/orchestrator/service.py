@@ -25,12 +25,24 @@ import redis
 from eth_utils.address import to_checksum_address
 from sqlalchemy import create_engine
 
-from chain.errors import ChainError, InsufficientSenderReserve, TicketError, TicketParamsExpired
+from chain.errors import (
+    ChainError,
+    InsufficientSenderReserve,
+    InvalidRecipient,
+    InvalidRecipientRand,
+    InvalidSender,
+    InvalidSignature,
+    NonceReplayed,
+    SenderUnlocking,
+    TicketError,
+    TicketParamsExpired,
+    TooManyNonces,
+)
 from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer, creation_round
 from chain.payment import Payment, params_to_net, price_to_net
 from chain.queue import TicketQueue
 from chain.signing import Signer, keccak256, recover
-from chain.tickets import ZERO_ADDRESS
+from chain.tickets import ZERO_ADDRESS, Ticket
 from chain.validation import RedisNonceStore, TicketReceiver
 from farm import __version__
 from farm import metrics as farm_metrics
@@ -149,7 +161,11 @@ class Orchestrator:
         if chain is not None:
             if self.signer is None:
                 raise ValueError("an orchestrator on chain needs FARM_ETH_PRIVATE_KEY")
-            config = RecipientConfig(ev=settings.ticket_ev, max_face_value=settings.max_face_value)
+            config = RecipientConfig(
+                ev=settings.ticket_ev_wei,
+                redeem_gas=settings.redeem_gas,
+                max_face_value=settings.ticket_max_face_value_wei,
+            )
             # One params secret for the cluster, so any node process validates any ticket.
             ticket_secret = hmac.digest(secret, b"farm orchestrator ticket params", hashlib.sha256)
             self.issuer = TicketParamsIssuer(self.signer.address, config, ticket_secret)
@@ -402,7 +418,7 @@ class Orchestrator:
             except TicketError as e:
                 farm_metrics.payment_refused(type(e).__name__)
                 if _fatal(e):
-                    raise SegmentRefused(400, str(e)) from e
+                    raise SegmentRefused(400, golivepeer_text(e, ticket)) from e
                 error = e
                 break
             farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
@@ -417,7 +433,7 @@ class Orchestrator:
                 break
         balance = self.balances.add(payment.sender, session, credit)
         if error is not None:
-            raise SegmentRefused(400, str(error))
+            raise SegmentRefused(400, golivepeer_text(error, ticket))
         return balance
 
     def segment_price(self, payment: Payment) -> Fraction:
@@ -432,7 +448,7 @@ class Orchestrator:
         session = self.check_segment(seg, payment)
         price = self.segment_price(payment)
         balance = self.process_payment(payment, session)
-        if self.chain is not None and price > 0 and balance < self.settings.ticket_ev:
+        if self.chain is not None and price > 0 and balance < self.settings.ticket_ev_wei:
             raise SegmentRefused(400, "Insufficient balance")
         try:
             self.client.route(seg.profiles)
@@ -533,9 +549,34 @@ def _address_signed(address: bytes, sig: bytes) -> bool:
 
 def _fatal(e: TicketError) -> bool:
     """go-livepeer's fatal ticket errors end the payment at once; the rest stop crediting."""
-    from chain.errors import InvalidRecipient, InvalidRecipientRand, InvalidSender, SenderUnlocking
-
     return isinstance(e, SenderUnlocking | InvalidRecipient | InvalidSender | InvalidRecipientRand)
+
+
+def golivepeer_text(e: TicketError, ticket: Ticket) -> str:
+    """A refused ticket in go-livepeer's words (its gateway matches some of them)."""
+    sender = f"0x{ticket.sender.hex()}"
+    if isinstance(e, SenderUnlocking):
+        return f"deposit and reserve for sender {sender} is set to unlock soon"
+    if isinstance(e, InvalidRecipient):
+        return "invalid ticket recipient"
+    if isinstance(e, InvalidSender):
+        return "invalid ticket sender"
+    if isinstance(e, InvalidRecipientRand):
+        return "invalid recipientRand for ticket recipientRandHash"
+    if isinstance(e, InvalidSignature):
+        return "invalid ticket signature"
+    if isinstance(e, NonceReplayed):
+        return (
+            f"invalid ticket senderNonce: already seen sender={sender} nonce={ticket.sender_nonce}"
+        )
+    if isinstance(e, TooManyNonces):
+        return (
+            f"invalid ticket senderNonce: too many values sender={sender} "
+            f"nonce={ticket.sender_nonce}"
+        )
+    if isinstance(e, TicketParamsExpired):
+        return "TicketParams expired"
+    return str(e)
 
 
 def _chain_call(fn: Callable[[], _T]) -> _T:
