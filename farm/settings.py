@@ -171,6 +171,12 @@ class ClusterSettings(FarmBaseSettings):
             )
         return self.registry_url
 
+    def ticket_queue_database(self) -> str:
+        """Where the cluster's winning tickets wait for ``chain.redeem``: every door that
+        receives tickets (the node's ``/segment``, a gateway in front of this cluster) writes
+        there, and the redeemer reads there."""
+        return self.ticket_queue_url or self.database_url
+
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
         data = self.model_dump(exclude={"secret", "orch_secret"})

@@ -354,7 +354,7 @@ def tickets_cmd() -> None:
     from farm.cli.cluster import _load
 
     settings: ClusterSettings = _load(ClusterSettings)
-    queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
+    queue = TicketQueue(create_engine(settings.ticket_queue_database()))
     queue.create_schema()
     for q in queue.pending():
         click.echo(

@@ -47,6 +47,7 @@ from chain.validation import RedisNonceStore, TicketReceiver
 from farm import __version__
 from farm import metrics as farm_metrics
 from farm.blobstore import BlobMissing
+from farm.chain_tasks import announce_ticket_queue
 from farm.client import FarmClient, JobFailedError, JobResult, JobTimeout
 from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
@@ -170,10 +171,9 @@ class Orchestrator:
             ticket_secret = hmac.digest(secret, b"farm orchestrator ticket params", hashlib.sha256)
             self.issuer = TicketParamsIssuer(self.signer.address, config, ticket_secret)
             self.receiver = TicketReceiver(self.issuer, chain, RedisNonceStore(self._redis))
-            self.queue = TicketQueue(
-                create_engine(settings.ticket_queue_url or settings.database_url)
-            )
+            self.queue = TicketQueue(create_engine(settings.ticket_queue_database()))
             self.queue.create_schema()
+            announce_ticket_queue(settings)
 
     # -- what the node offers -------------------------------------------------------------
 
