@@ -286,6 +286,9 @@ class NodeSettings(ClusterSettings):
     redeem_gas: int = Field(1_200_000, gt=0)
     ticket_max_face_value_wei: int = Field(0, ge=0)
     rendition_ttl_s: float = Field(600.0, gt=0)
+    #: Chain reads behind requests (round, block, gas price, senders' funds) are refreshed in
+    #: the background once older than this (0: read on every request).
+    chain_cache_s: float = Field(2.0, ge=0)
 
     def orchestrator_uri(self) -> str:
         """The service URI gateways send segments to (no trailing slash)."""
