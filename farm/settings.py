@@ -267,6 +267,14 @@ class NodeSettings(ClusterSettings):
     #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
     golivepeer_max_sessions: int = Field(64, ge=1)
 
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> NodeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("FARM_TLS_CERT and FARM_TLS_KEY go together")
+        if self.tls_cert is not None:
+            self.tls = True
+        return self
+
     @field_validator("golivepeer_queues")
     @classmethod
     def _golivepeer_codecs(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
@@ -279,14 +287,6 @@ class NodeSettings(ClusterSettings):
     def _golivepeer_has_queues(self) -> NodeSettings:
         if self.golivepeer and not self.golivepeer_queues:
             raise ValueError("FARM_GOLIVEPEER_QUEUES is empty: name a queue, or FARM_GOLIVEPEER=0")
-        return self
-
-    @model_validator(mode="after")
-    def _cert_and_key(self) -> NodeSettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("FARM_TLS_CERT and FARM_TLS_KEY go together")
-        if self.tls_cert is not None:
-            self.tls = True
         return self
 
 
