@@ -36,7 +36,8 @@ def _host(host: str, uri: str) -> None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         labels = host.removesuffix(".").split(".")
-        if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        numeric = labels[-1].isdigit()  # a top-level domain is never all digits: a bad IPv4
+        if len(host) > 253 or numeric or not all(_LABEL.fullmatch(label) for label in labels):
             raise InvalidServiceURI(f"{uri!r}: {host!r} is not a host name or address") from None
         return
     if ip.is_unspecified:

@@ -45,6 +45,8 @@ BAD = {
     "https://user:pw@orch.example.com:8935": "no user or password",
     "https://orch_example.com:8935": "not a host name",
     "https://-orch.example.com:8935": "not a host name",
+    "https://1.2.3:8935": "not a host name",
+    "https://256.1.1.1:8935": "not a host name",
     "https://0.0.0.0:8935": "no address a gateway can reach",
     "https://[::]:8935": "no address a gateway can reach",
     "https://orch.example.com :8935": "spaces",
