@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from farm.queues import golivepeer_queue_error
+
 __all__ = [
     "DEV_SECRET",
     "AIRunnerSettings",
@@ -304,6 +306,20 @@ class NodeSettings(ClusterSettings):
             raise ValueError("FARM_TLS_CERT and FARM_TLS_KEY go together")
         if self.tls_cert is not None:
             self.tls = True
+        return self
+
+    @field_validator("golivepeer_queues")
+    @classmethod
+    def _golivepeer_codecs(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
+        problems = [p for p in map(golivepeer_queue_error, queues) if p is not None]
+        if problems:
+            raise ValueError("FARM_GOLIVEPEER_QUEUES: " + "; ".join(problems))
+        return queues
+
+    @model_validator(mode="after")
+    def _golivepeer_has_queues(self) -> NodeSettings:
+        if self.golivepeer and not self.golivepeer_queues:
+            raise ValueError("FARM_GOLIVEPEER_QUEUES is empty: name a queue, or FARM_GOLIVEPEER=0")
         return self
 
 

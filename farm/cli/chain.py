@@ -148,11 +148,17 @@ def chain_group(ctx: click.Context, devchain: Path | None, role: str) -> None:
     default=Path("devchain.json"),
     show_default=True,
 )
-def dev_cmd(out: Path) -> None:
+@click.option(
+    "--service-uri",
+    default="https://127.0.0.1:8935",
+    show_default=True,
+    help="What the orchestrator advertises in the ServiceRegistry (https://HOST:PORT).",
+)
+def dev_cmd(out: Path, service_uri: str) -> None:
     """Start anvil, deploy the contracts, bootstrap an orchestrator and a funded sender."""
     from chain.devchain import main
 
-    raise SystemExit(main([str(out)]))
+    raise SystemExit(main([str(out), "--service-uri", service_uri]))
 
 
 def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
@@ -184,10 +190,37 @@ def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
 def status_cmd(ctx: click.Context) -> None:
     """Round, the account's stake, reward, fees, deposit and reserve."""
     staking = _staking(ctx)
-    lines = _fmt_status(_run("status", staking.status))
+    status = _run("status", staking.status)
+    lines = _fmt_status(status)
+    lines.update(_fmt_service_uri(status))
     width = max(map(len, lines))
     for k, v in lines.items():
         click.echo(f"{k:<{width}}  {v}")
+
+
+def _fmt_service_uri(status: dict[str, Any]) -> dict[str, str]:
+    """The status line of the advertised service URI (none without an account)."""
+    if "service_uri" not in status:
+        return {}
+    uri = status["service_uri"]
+    if uri is None:
+        return {"service URI": "(no ServiceRegistry on this chain)"}
+    return {"service URI": uri or "(not set: farm chain set-service-uri https://HOST:PORT)"}
+
+
+@chain_group.command("set-service-uri")
+@click.argument("url")
+@click.pass_context
+def set_service_uri_cmd(ctx: click.Context, url: str) -> None:
+    """Advertise URL (https://HOST:PORT) in the ServiceRegistry, where gateways find you."""
+    from chain.service_uri import parse
+
+    try:
+        parse(url)  # before connecting: a bad URL is refused with nothing sent
+    except ValueError as e:
+        raise click.ClickException(f"setServiceURI refused: {e}") from None
+    staking = _staking(ctx)
+    _echo_txs(_run("setServiceURI", lambda: staking.set_service_uri(url)))
 
 
 @chain_group.command("round")
