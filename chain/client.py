@@ -495,9 +495,19 @@ class ChainClient:
         return None
 
     def revert_reason(self, fn: ContractFunction, *, sender: bytes | None = None) -> str | None:
-        """Simulate ``fn`` (eth_call): None when it would succeed, else the revert reason."""
+        """Simulate ``fn`` as a transaction sent now would run: None when it would succeed,
+        else the revert reason.
+
+        The simulation (eth_call) runs on the pending block, the one a transaction sent now is
+        mined in, not the latest: on the last block of a round, ``initializeRound`` is refused
+        in the latest block and succeeds in the next.
+        """
+        tx: TxParams = {}
+        origin = sender if sender is not None else self.address
+        if origin is not None:
+            tx["from"] = _hex(origin)
         try:
-            self.call(fn, sender=sender)
+            self._call(fn.fn_name, lambda: fn.call(tx, block_identifier="pending"))
         except ContractReverted as e:
             return e.reason or "reverted without a reason"
         return None
