@@ -233,8 +233,7 @@ class TaskRunner:
         output: dict[str, Any] = {"charged": charged, "segments": len(segments)}
         outputs = params.get("outputs") or {"hls": {"path": "hls"}, "mp4": {"path": "mp4"}}
         if "hls" in outputs:
-            variants = [(p.name, p.bitrate, p.width, p.height) for p in profiles]
-            for path, blob in hls(per_profile, variants).items():
+            for path, blob in hls(per_profile).items():
                 self.state.blobs.put(f"tasks/{task_id}/hls/{path}", blob)
             output["hls"] = {"url": f"{base}/hls/index.m3u8"}
         if "mp4" in outputs:

@@ -178,3 +178,18 @@ def test_every_farm_service_environment_is_accepted_by_its_settings(
         settings_class()  # raises on a refused development secret
         checked.add(service["command"][0])
     assert checked == set(classes)
+
+
+def test_services_restart_and_report_their_health() -> None:
+    # A crashed Redis or PostgreSQL would otherwise stay down while every farm service waits
+    # on it; beat and Flower fail without anything noticing unless they have a check.
+    services = _resolved()["services"]
+    for name, service in services.items():
+        if "dev" in service.get("profiles", []):
+            continue
+        assert service.get("restart") == "unless-stopped", f"{name} has no restart policy"
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    beat = " ".join(services["beat"]["healthcheck"]["test"])
+    schedule = services["beat"]["command"][services["beat"]["command"].index("--schedule") + 1]
+    assert Path(schedule).name + "*" in beat and Path(schedule).parent.as_posix() in beat
+    assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])

@@ -161,25 +161,33 @@ def dev_cmd(out: Path, service_uri: str) -> None:
     raise SystemExit(main([str(out), "--service-uri", service_uri]))
 
 
+def _decimal(wei: int, decimals: int = 18) -> str:
+    """``wei`` in whole units of 10**decimals wei, exactly: 1000020 * 10**18 -> '1000020'."""
+    sign = "-" if wei < 0 else ""
+    whole, fraction = divmod(abs(wei), 10**decimals)
+    digits = f"{fraction:0{decimals}d}".rstrip("0")
+    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+
+
 def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
     lines = {
         "round": f"{status['round']} "
         f"({'initialized' if status['initialized'] else 'not initialized'})",
         "block": str(status["block"]),
-        "gas price": f"{status['gas_price_wei'] / 1e9:.3f} gwei",
+        "gas price": f"{_decimal(status['gas_price_wei'], 9)} gwei",
     }
     if "account" in status:
         lines.update(
             {
                 "account": status["account"],
-                "bonded": f"{status['bonded_wei'] / LPT:g} LPT to {status['delegate']}",
+                "bonded": f"{_decimal(status['bonded_wei'])} LPT to {status['delegate']}",
                 "orchestrator": "active" if status["active"] else "not active",
                 "reward cut / fee share": f"{status['reward_cut_percent']:g} % / "
                 f"{status['fee_share_percent']:g} %",
                 "last reward round": str(status["last_reward_round"]),
-                "pending fees": f"{status['pending_fees_wei'] / ETH:g} ETH",
-                "deposit / reserve": f"{status['deposit_wei'] / ETH:g} / "
-                f"{status['reserve_wei'] / ETH:g} ETH",
+                "pending fees": f"{_decimal(status['pending_fees_wei'])} ETH",
+                "deposit / reserve": f"{_decimal(status['deposit_wei'])} / "
+                f"{_decimal(status['reserve_wei'])} ETH",
             }
         )
     return lines

@@ -19,6 +19,7 @@ from farm.media.synth import make_segment
 from gateway.dispatch import Dispatcher
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
+from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway
 
 PROFILES = [
@@ -40,6 +41,12 @@ def post(gw: Gateway, path: str, data: bytes, key: str | None, **headers: str) -
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
     return httpx.post(f"{gw.url}{path}", content=data, headers=h, timeout=120)
+
+
+def _workers(node_url: str) -> list[str]:
+    """The live workers a node's registry lists."""
+    status = httpx.get(f"{node_url}/status", timeout=10).json()
+    return [w["name"] for w in status["workers"]]
 
 
 def parts(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
@@ -235,10 +242,12 @@ def test_no_healthy_orchestrator_is_503_with_retry_after(env: Env, segment: byte
 
 
 def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None:
-    # orch-a is in the gateway's region, so it is preferred; probes are slow here, so the
-    # gateway learns of the failure from the attempt itself.
+    # orch-a is in the gateway's region, so it is preferred; probes never run during the
+    # test, so the gateway learns of the failure from the attempt itself. The attempt budget
+    # is far above any transcode's time: the test waits on state (orch-a's worker gone from
+    # its registry), never on one machine's speed.
     gw = env.gateway(
-        FARM_PROBE_INTERVAL_S="60", FARM_ESTIMATE_MARGIN="0", FARM_ATTEMPT_TIMEOUT_FLOOR_S="2"
+        FARM_PROBE_INTERVAL_S="3600", FARM_ESTIMATE_MARGIN="0", FARM_ATTEMPT_TIMEOUT_FLOOR_S="120"
     )
     key_id, key = gw.key(credits=10 * COST)
     first = post(gw, "/live/fb/0.ts", segment, key).json()
@@ -246,6 +255,8 @@ def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None
     a = env.orchs[0]
     os.killpg(a.worker.pid, signal.SIGKILL)
     a.worker.wait()
+    # Once its heartbeat expires orch-a has no live worker: its node refuses the job at once.
+    wait_for(lambda: _workers(a.node_url) == [], timeout=60, what="orch-a's worker to expire")
     results = [post(gw, f"/live/fb/{i}.ts", segment, key) for i in range(1, 4)]
     assert [r.status_code for r in results] == [200, 200, 200], [r.text for r in results]
     assert {r.json()["orchestrator"] for r in results} == {"orch-b"}
