@@ -247,14 +247,20 @@ def job_cmd(job_id: str) -> None:
                 "publishes": job.publishes,
                 "error_code": job.error_code,
                 "error": job.error,
+                "worker": job.worker,
+                "completed_by": job.completed_by,
+                "created_at": job.created_at.isoformat(),
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                 "result": job.result,
                 "attempt_log": [
                     {
                         "task_id": a.task_id,
                         "worker": a.worker,
                         "outcome": a.outcome,
+                        "error_code": a.error_code,
                         "error": a.error,
                         "started_at": a.started_at.isoformat(),
+                        "finished_at": a.finished_at.isoformat() if a.finished_at else None,
                     }
                     for a in job.attempt_log
                 ],
