@@ -11,6 +11,7 @@ from typing import Any
 import click
 import httpx
 
+from farm.cli.listen import ensure_free
 from farm.cli.ops import _NODE_CA, _NODE_FINGERPRINT
 from farm.errors import ConfigError
 from farm.settings import (
@@ -129,6 +130,7 @@ def node_cmd(
     settings: NodeSettings = _load(
         NodeSettings, host=host, port=port, tls=tls, tls_cert=tls_cert, tls_key=tls_key
     )
+    ensure_free(settings.host, settings.port, "farm node")
     serve_node(settings)
 
 
@@ -157,6 +159,7 @@ def flower_cmd(port: int | None) -> None:
     from farm.celery_app import create_app
 
     settings: FlowerSettings = _load(FlowerSettings, flower_port=port)
+    ensure_free(settings.flower_host, settings.flower_port, "farm flower")
     app = create_app(settings)
     app.start(
         [
@@ -291,6 +294,9 @@ def up_cmd(
     settings: UpSettings = _load(
         UpSettings, home=home, workers=workers, port=port, gateway_port=gateway_port
     )
+    # Every port is checked before anything starts: a clash is one line naming it.
+    ensure_free(settings.host, settings.port, "farm up (node API)")
+    ensure_free(settings.host, settings.gateway_port, "farm up (gateway)")
     # The embedded default applies only when no broker was configured (env or config.json).
     embedded = "broker_url" not in settings.model_fields_set
     sys.exit(run_up(settings, embedded=embedded))

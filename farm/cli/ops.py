@@ -6,6 +6,8 @@ import time
 
 import click
 
+from farm.cli.listen import ensure_free
+
 __all__ = ["exporter_cmd", "status_cmd"]
 
 _NODE_URL = click.option(
@@ -103,6 +105,7 @@ def exporter_cmd(
         node_cert_fingerprint=node_cert_fingerprint,
         node_ca=node_ca,
     )
+    ensure_free(host, port, "farm exporter")
     uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
 
 
