@@ -28,6 +28,7 @@ __all__ = [
     "FarmBaseSettings",
     "FlowerSettings",
     "NodeSettings",
+    "StatusSettings",
     "TranscoderSettings",
     "UpSettings",
     "WorkerSettings",
@@ -333,6 +334,20 @@ class FlowerSettings(ClusterSettings):
     flower_port: int = Field(5555, ge=1, le=65535)
     #: ``user:password`` for Flower's basic auth (its API answers 401 without it).
     flower_basic_auth: SecretStr = SecretStr("admin:" + DEV_SECRET)
+
+
+class StatusSettings(FarmBaseSettings):
+    """``farm status`` and ``farm exporter``: how they read a gateway's admin routes."""
+
+    environment: Literal["development", "production"] = "development"
+    #: The gateway's admin token; in development its default is the development token that
+    #: ``farm up``'s gateway takes.
+    admin_token: SecretStr | None = None
+
+    def gateway_token(self) -> str | None:
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        return DEV_SECRET if self.environment == "development" else None
 
 
 class UpSettings(NodeSettings):
