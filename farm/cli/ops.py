@@ -160,7 +160,10 @@ def status_cmd(
         else:
             click.echo(text, nl=False)
             if snap.node is None:
-                raise click.ClickException(f"node API at {node_url} unreachable: {snap.node_error}")
+                raise click.ClickException(
+                    f"node API at {node_url} unreachable: {snap.node_error} "
+                    "(--node-url or FARM_NODE_URL names it)"
+                )
             return
         drawn += 1
         if count and drawn >= count:

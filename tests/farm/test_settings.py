@@ -77,3 +77,16 @@ def test_placeholder_and_short_secrets_refused_outside_development(
         FlowerSettings()
     monkeypatch.setenv("FARM_FLOWER_BASIC_AUTH", "ops:Fl0wer-pw-8812")
     assert FlowerSettings().flower_port == 5555
+
+
+def test_status_reads_the_gateway_with_the_development_token_in_development(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from farm.settings import DEV_SECRET, StatusSettings
+
+    assert StatusSettings().gateway_token() == DEV_SECRET  # what farm up's gateway takes
+    monkeypatch.setenv("FARM_ADMIN_TOKEN", "t0k-9aa1-Qm2z-77")
+    assert StatusSettings().gateway_token() == "t0k-9aa1-Qm2z-77"
+    monkeypatch.delenv("FARM_ADMIN_TOKEN")
+    monkeypatch.setenv("FARM_ENVIRONMENT", "production")
+    assert StatusSettings().gateway_token() is None
