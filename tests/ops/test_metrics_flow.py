@@ -54,6 +54,10 @@ def test_an_attempt_whose_worker_died_counts_as_worker_lost(store: JobStore) -> 
 
 
 def test_job_states_gauge_reports_every_state_and_only_live_queues() -> None:
+    from farm.jobs.models import JobState
+
+    states = {v for k, v in vars(JobState).items() if k.isupper() and isinstance(v, str)}
+    assert set(metrics.JOB_STATE_NAMES) == states
     metrics.set_cluster_state({"cpu": 1}, 1, 0, {"transcode.cpu.h264": 3}, {"done": 2})
     metrics.set_cluster_state({"cpu": 1}, 1, 0, {"transcode.cpu.av1": 1}, {"failed": 1})
     assert metrics.REGISTRY.get_sample_value("farm_jobs", {"state": "done"}) == 0
