@@ -4,6 +4,7 @@ and the cluster gauges reporting only what exists now."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,3 +126,25 @@ def test_a_bad_input_is_counted_shown_and_logged_in_one_line(cluster: Cluster) -
     log = "\n".join(p.read_text() for p in cluster.home.glob("worker-*.log"))
     assert "input_invalid" in log
     assert "Traceback" not in log, log
+
+
+def test_a_dead_workers_gpus_leave_the_shared_directory_too(tmp_path: Path) -> None:
+    # In multiprocess mode (the node beside prefork workers) a gauge series cannot be removed
+    # from the directory; the scrape-time state is kept out of it.
+    script = """
+from farm import metrics
+gpu = {"index": 0, "name": "RTX", "utilization_gpu": 93}
+metrics.set_gpus({"gpu0@a:1": [gpu], "gpu0@b:2": [gpu]})
+metrics.set_gpus({"gpu0@b:2": [gpu]})
+print(metrics.render().decode())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'farm_gpu_utilization_percent{gpu="0",name="RTX",worker="gpu0@b:2"} 93.0' in done.stdout
+    assert "gpu0@a:1" not in done.stdout
