@@ -14,9 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__
-from farm import metrics as farm_metrics
 from farm.errors import FarmError
 from farm.resources import is_unreachable
+from gateway import metrics as gateway_metrics
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
@@ -148,7 +148,11 @@ def create_app(
     @app.get("/metrics")
     def metrics() -> Response:
         """Prometheus metrics."""
-        return Response(farm_metrics.render(), media_type=farm_metrics.CONTENT_TYPE_LATEST)
+        try:
+            gateway_metrics.set_current_sessions(state.log.active_streams())
+        except DBAPIError as e:
+            log.warning("current sessions unavailable: %s", e)
+        return Response(gateway_metrics.render(), media_type=gateway_metrics.CONTENT_TYPE_LATEST)
 
     app.include_router(ingest.router)
     app.include_router(studio.router)

@@ -16,12 +16,13 @@ from farm.cli import cli
 from tests.conftest import need_tool
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.gpu.yml"
+# Strong enough for FARM_ENVIRONMENT=production (farm.settings.weak_secret).
 SECRETS = {
-    "FARM_SECRET": "s",
-    "POSTGRES_PASSWORD": "p",
-    "FARM_FLOWER_BASIC_AUTH": "a:b",
-    "FARM_ADMIN_TOKEN": "t",
-    "GRAFANA_ADMIN_PASSWORD": "g",
+    "FARM_SECRET": "s-7Hq2-Lx9w-Pk41",
+    "POSTGRES_PASSWORD": "p-2Vd8-Nw5r-Zc63",
+    "FARM_FLOWER_BASIC_AUTH": "ops:a-4Tb9-Ky2m-Qe87",
+    "FARM_ADMIN_TOKEN": "t-8Jf3-Ru6n-Wd25",
+    "GRAFANA_ADMIN_PASSWORD": "g-5Mc1-Hs7p-Xa49",
 }
 
 

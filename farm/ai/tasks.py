@@ -57,7 +57,9 @@ def streams_of(app: Celery, res: Resources) -> ChunkStream:
 def register_ai_tasks(app: Celery) -> None:
     """Define the AI task on ``app``."""
 
-    @app.task(name=AI_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=AI_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,)
+    )
     def ai_task(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         return _AIAttempt(self, app, job_id, spec).run()
 
@@ -187,7 +189,10 @@ def republish_ai(app: Celery, res: Resources, job: JobView, live: list[Capabilit
     spec = {**job.spec, "tried": [], "reasons": job.spec.get("reasons", [])}
     if job.publishes > res.settings.max_attempts + len(spec["reasons"]):
         message = f"not completed after {job.publishes} publishes; last error: {job.error}"
-        return "failed" if res.jobs.fail(job.id, "max_attempts", message) else "skipped"
+        if not res.jobs.fail(job.id, "max_attempts", message):
+            return "skipped"
+        metrics.ai_job_failed(spec["pipeline"], spec["model_id"], "max_attempts")
+        return "failed"
     try:
         route = route_ai(spec["pipeline"], spec["model_id"], live)
     except NoCapacity as e:

@@ -156,8 +156,15 @@ def chain_group(ctx: click.Context, devchain: Path | None, role: str) -> None:
 )
 def dev_cmd(out: Path, service_uri: str) -> None:
     """Start anvil, deploy the contracts, bootstrap an orchestrator and a funded sender."""
+    import signal
+
     from chain.devchain import main
 
+    def _interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (systemd, docker stop, kill) stops anvil as Ctrl-C does, instead of leaving it.
+    signal.signal(signal.SIGTERM, _interrupted)
     raise SystemExit(main([str(out), "--service-uri", service_uri]))
 
 

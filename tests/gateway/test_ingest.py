@@ -266,5 +266,5 @@ def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None
     seg1 = [(x["orchestrator"], x["outcome"]) for x in log if x["seq"] == 1]
     assert seg1 == [("orch-a", "failed"), ("orch-b", "done")]
     metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
-    assert "livepeer_orchestrator_swaps_total" in metrics
+    assert "livepeer_orchestrator_swaps{" in metrics
     assert gw.balance(key_id) == 10 * COST - 4 * COST

@@ -165,3 +165,9 @@ def test_systemd_units_run_farm_commands() -> None:
         assert unit["Install"]["WantedBy"] == "farm.target"
     worker = found["farm-worker@.service"]["Service"]["ExecStart"]
     assert worker.endswith("farm worker --gpus %i")
+    # Only the node and the workers share the metrics directory; the others unset it (an
+    # empty PROMETHEUS_MULTIPROC_DIR would still put them in multiprocess mode).
+    for name in ("farm-gateway.service", "farm-beat.service", "farm-exporter.service"):
+        service = found[name]["Service"]
+        assert service.get("UnsetEnvironment") == "PROMETHEUS_MULTIPROC_DIR", name
+        assert "PROMETHEUS_MULTIPROC_DIR" not in service.get("Environment", ""), name
