@@ -55,7 +55,7 @@ class InsufficientCredit(GatewayError):
 
 
 class Forbidden(GatewayError):
-    """Raised when the auth webhook or an admin check denies the request."""
+    """Raised when the auth webhook, an admin check or a playback token denies the request."""
 
     status = 403
     code = "forbidden"

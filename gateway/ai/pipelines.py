@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from farm.ai.config import DEFAULT_MODELS
 
@@ -59,6 +59,17 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 100.0 is the integer 100 (JSON Schema's "integer" says so,
+    # and so does Go's decoder); a fraction stays a float and is refused as one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer field of a JSON body: a whole number written with a fraction part is accepted.
+Integer = Annotated[int, BeforeValidator(_whole)]
+
 #: A model id: what ai-runner names models by, without control characters.
 _MODEL_ID = r"^[^\x00-\x1f\x7f]{0,256}$"
 
@@ -80,16 +91,16 @@ class _Diffusion(_Params):
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     safety_check: bool = True
-    seed: int | None = None
-    num_images_per_prompt: int = Field(1, le=64)
+    seed: Integer | None = None
+    num_images_per_prompt: Integer = Field(1, le=64)
 
 
 class TextToImage(_Diffusion):
     """``POST /text-to-image`` (JSON). Height and width left out become 512 at the gateway."""
 
-    height: int | None = Field(None, ge=1, le=_MAX_SIDE)
-    width: int | None = Field(None, ge=1, le=_MAX_SIDE)
-    num_inference_steps: int = Field(50, ge=1)
+    height: Integer | None = Field(None, ge=1, le=_MAX_SIDE)
+    width: Integer | None = Field(None, ge=1, le=_MAX_SIDE)
+    num_inference_steps: Integer = Field(50, ge=1)
 
 
 class ImageToImage(_Diffusion):
@@ -97,20 +108,20 @@ class ImageToImage(_Diffusion):
 
     strength: float = 0.8
     image_guidance_scale: float = 1.5
-    num_inference_steps: int = Field(100, ge=1)
+    num_inference_steps: Integer = Field(100, ge=1)
 
 
 class ImageToVideo(_Params):
     """``POST /image-to-video`` (multipart, with ``image``)."""
 
-    height: int = Field(576, ge=1, le=_MAX_SIDE)
-    width: int = Field(1024, ge=1, le=_MAX_SIDE)
-    fps: int = Field(6, ge=1)
-    motion_bucket_id: int = 127
+    height: Integer = Field(576, ge=1, le=_MAX_SIDE)
+    width: Integer = Field(1024, ge=1, le=_MAX_SIDE)
+    fps: Integer = Field(6, ge=1)
+    motion_bucket_id: Integer = 127
     noise_aug_strength: float = 0.02
     safety_check: bool = True
-    seed: int | None = None
-    num_inference_steps: int = Field(25, ge=1)
+    seed: Integer | None = None
+    num_inference_steps: Integer = Field(25, ge=1)
 
 
 class Upscale(_Params):
@@ -118,8 +129,8 @@ class Upscale(_Params):
 
     prompt: str
     safety_check: bool = True
-    seed: int | None = None
-    num_inference_steps: int = Field(75, ge=1)
+    seed: Integer | None = None
+    num_inference_steps: Integer = Field(75, ge=1)
 
 
 class AudioToText(_Params):
@@ -175,9 +186,9 @@ class LLMRequest(BaseModel):
     messages: list[LLMMessage] = Field(min_length=1)
     model: str = Field(pattern=_MODEL_ID)
     temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(ge=1)
+    max_tokens: Integer = Field(ge=1)
     top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = -1
+    top_k: Integer = -1
     stream: bool
 
 
@@ -227,6 +238,13 @@ class Pipeline:
         if self.file is not None:
             schema["properties"][self.file] = {"type": "string", "format": "binary"}
             schema["required"] = [*schema.get("required", []), self.file]
+        if self.body == "multipart":
+            # A form field is text or absent: it cannot be null.
+            for name, prop in schema["properties"].items():
+                alternatives = [a for a in prop.get("anyOf", []) if a.get("type") != "null"]
+                if len(alternatives) == 1 and len(prop["anyOf"]) == 2:
+                    rest = {k: v for k, v in prop.items() if k != "anyOf"}
+                    schema["properties"][name] = {**alternatives[0], **rest}
         media = "application/json" if self.body == "json" else "multipart/form-data"
         return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
 

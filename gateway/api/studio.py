@@ -13,8 +13,10 @@ from farm.blobstore import BlobMissing
 from farm.errors import ProfileInvalid
 from farm.media.profiles import profiles_from_json
 from gateway.api.body import JSON_LIMIT, SessionId
+from gateway.api.responses import errors
 from gateway.auth import KeyCaller, state_of
 from gateway.errors import BadRequest, NotFound, RateLimited
+from gateway.playback import TOKEN_PATTERN, PlaybackSigner, with_playback_urls
 from gateway.tasks import TaskRunner
 
 __all__ = ["router"]
@@ -22,7 +24,15 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
 #: Task ids are hex (``TaskRunner.create``); anything else is refused before the database.
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
+PlaybackToken = Annotated[str, Path(pattern=TOKEN_PATTERN)]
 _OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+_OUTPUT_TYPES = {
+    "description": "A playlist, an MPEG-TS segment or an MP4.",
+    "content": {
+        t: {"schema": {"type": "string", "format": "binary"}}
+        for t in ("application/vnd.apple.mpegurl", "video/MP2T", "video/mp4")
+    },
+}
 
 
 class InputSpec(BaseModel):
@@ -55,7 +65,8 @@ class TranscodeRequest(BaseModel):
     @field_validator("profiles")
     @classmethod
     def _valid_profiles(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if v is not None:
+        # None or [] (as in Studio): the gateway's default ladder.
+        if v:
             try:
                 profiles_from_json(v)
             except ProfileInvalid as e:
@@ -68,7 +79,10 @@ def _runner(request: Request) -> TaskRunner:
     return runner
 
 
-@router.post("/transcode")
+_KEY = (401, 429, 503)
+
+
+@router.post("/transcode", responses=errors(400, 402, 413, *_KEY))
 def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> dict[str, Any]:
     """Create a file transcoding task."""
     state, runner = state_of(request), _runner(request)
@@ -82,16 +96,39 @@ def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> 
     return runner.create(caller.key_id, body.model_dump(mode="json"))
 
 
-@router.get("/task/{task_id}")
+@router.get("/task/{task_id}", responses=errors(400, 404, *_KEY))
 def get_task(task_id: TaskId, caller: KeyCaller, request: Request) -> dict[str, Any]:
-    """A task's phase, progress and outputs."""
-    return _runner(request).get(task_id, caller.key_id)
+    """A task's phase, progress and outputs, with playback URLs that need no API key."""
+    task = _runner(request).get(task_id, caller.key_id)
+    return with_playback_urls(task, PlaybackSigner.from_settings(state_of(request).settings))
 
 
-@router.get("/task/{task_id}/output/{path:path}")
+@router.get(
+    "/task/{task_id}/output/{path:path}",
+    response_class=Response,
+    responses={200: _OUTPUT_TYPES, **errors(400, 404, *_KEY)},
+)
 def task_output(task_id: TaskId, path: str, caller: KeyCaller, request: Request) -> Response:
     """One output file of a completed task (playlists, segments, MP4s)."""
     _runner(request).get(task_id, caller.key_id)  # 404 unless the caller owns it
+    return _output(request, task_id, path)
+
+
+@router.get(
+    "/task/{task_id}/play/{token}/{path:path}",
+    response_class=Response,
+    responses={200: _OUTPUT_TYPES, **errors(400, 403, 404, 503)},
+)
+def play(task_id: TaskId, token: PlaybackToken, path: str, request: Request) -> Response:
+    """One output file for a player: the playback URL's token stands in for the API key."""
+    PlaybackSigner.from_settings(state_of(request).settings).check(task_id, token)
+    # Players load playlists and segments from web pages of other origins (hls.js).
+    return _output(request, task_id, path, {"Access-Control-Allow-Origin": "*"})
+
+
+def _output(
+    request: Request, task_id: str, path: str, headers: dict[str, str] | None = None
+) -> Response:
     if not _OUTPUT_PATH.match(path) or ".." in path:
         raise NotFound(f"no output {path!r}")
     try:
@@ -101,10 +138,10 @@ def task_output(task_id: TaskId, path: str, caller: KeyCaller, request: Request)
     media = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/MP2T"}.get(
         path[path.rfind(".") :], mimetypes.guess_type(path)[0] or "application/octet-stream"
     )
-    return Response(data, media_type=media)
+    return Response(data, media_type=media, headers=headers)
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", responses=errors(400, 404, *_KEY))
 def get_session(session_id: SessionId, caller: KeyCaller, request: Request) -> dict[str, Any]:
     """A session's attempt log: orchestrator, latency, error and price of every attempt."""
     session = state_of(request).log.get(session_id)
@@ -113,7 +150,7 @@ def get_session(session_id: SessionId, caller: KeyCaller, request: Request) -> d
     return session
 
 
-@router.get("/ticket-params")
+@router.get("/ticket-params", responses=errors(400, 404, 429, 503))
 def ticket_params(sender: str, request: Request) -> dict[str, Any]:
     """Ticket params and price for paying jobs with Livepeer tickets (ETH deposit)."""
     state = state_of(request)
@@ -125,7 +162,7 @@ def ticket_params(sender: str, request: Request) -> dict[str, Any]:
     return state.eth.ticket_params(bytes.fromhex(sender[2:]))
 
 
-@router.get("/me")
+@router.get("/me", responses=errors(*_KEY))
 def me(caller: KeyCaller, request: Request) -> dict[str, Any]:
     """The calling key's balance."""
     assert caller.key_id is not None
