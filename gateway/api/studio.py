@@ -6,6 +6,7 @@ import mimetypes
 import re
 from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,6 +39,16 @@ _OUTPUT_TYPES = {
 class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^https?://", max_length=8192)
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        # Refused here, not by the fetch after the task was accepted (a host IDNA refuses).
+        try:
+            httpx.URL(v)
+        except httpx.InvalidURL as e:
+            raise ValueError(f"not a valid URL: {e}") from None
+        return v
 
 
 class OutputSpec(BaseModel):
