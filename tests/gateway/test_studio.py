@@ -256,22 +256,27 @@ def test_admin_refuses_amounts_and_text_the_ledger_cannot_hold(
     assert gateway.balance(key_id) == 5
 
 
-def test_a_player_opens_the_playback_url_with_no_header(
-    gateway: Gateway, source: str, tmp_path: Path
-) -> None:
-    ffmpeg = need_tool("ffmpeg", hint="Debian: apt-get install ffmpeg")
+@pytest.fixture(scope="module")
+def played(gateway: Gateway, source: str) -> dict[str, Any]:
+    """A completed task of the ladder in PROFILES (one transcode for the playback tests)."""
     _, key = gateway.key(credits=10**9)
-    auth = {"Authorization": f"Bearer {key}"}
     r = httpx.post(
         f"{gateway.url}/api/transcode",
         timeout=30,
-        headers=auth,
+        headers={"Authorization": f"Bearer {key}"},
         json={"input": {"url": f"{source}/clip.mp4"}, "profiles": PROFILES},
     )
     assert r.status_code == 200, r.text
     done = wait_task(gateway, key, r.json()["id"])
     assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
-    output: dict[str, Any] = done["output"]  # type: ignore[assignment]
+    return done
+
+
+def test_a_player_opens_the_playback_url_with_no_header(
+    gateway: Gateway, played: dict[str, Any], tmp_path: Path
+) -> None:
+    ffmpeg = need_tool("ffmpeg", hint="Debian: apt-get install ffmpeg")
+    output: dict[str, Any] = played["output"]
     master = gateway.url + output["hls"]["playbackUrl"]
     assert output["playbackExpiresAt"] > time.time() * 1000 + 3600_000
     # The URL alone: ffmpeg follows the master playlist's relative URIs to the media
@@ -297,22 +302,14 @@ def test_a_player_opens_the_playback_url_with_no_header(
         assert c.streams.video[0].codec_context.width == 320
     # Without the token the same files need the key.
     assert httpx.get(gateway.url + output["hls"]["url"], timeout=10).status_code == 401
-    played = httpx.get(master, timeout=10)
-    assert played.status_code == 200 and played.headers["access-control-allow-origin"] == "*"
+    direct = httpx.get(master, timeout=10)
+    assert direct.status_code == 200 and direct.headers["access-control-allow-origin"] == "*"
 
 
-def test_a_wrong_or_expired_playback_token_is_refused(gateway: Gateway, source: str) -> None:
-    _, key = gateway.key(credits=10**9)
-    auth = {"Authorization": f"Bearer {key}"}
-    r = httpx.post(
-        f"{gateway.url}/api/transcode",
-        timeout=30,
-        headers=auth,
-        json={"input": {"url": f"{source}/clip.mp4"}, "profiles": PROFILES[:1]},
-    )
-    task_id = r.json()["id"]
-    done = wait_task(gateway, key, task_id)
-    output: dict[str, Any] = done["output"]  # type: ignore[assignment]
+def test_a_wrong_or_expired_playback_token_is_refused(
+    gateway: Gateway, played: dict[str, Any]
+) -> None:
+    task_id, output = played["id"], played["output"]
     url = gateway.url + output["hls"]["playbackUrl"]
     token = url.split("/play/")[1].split("/")[0]
     assert httpx.get(url, timeout=10).status_code == 200
