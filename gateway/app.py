@@ -23,7 +23,7 @@ from farm.resources import is_unreachable
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
-from gateway.errors import Unavailable, http_status
+from gateway.errors import GatewayError, Unavailable, http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.tasks import TaskRunner
@@ -115,13 +115,16 @@ def create_app(
         status = http_status(e)
         if status >= 500:
             log.warning("%s: %s", e.code, e)
-        return error_response(
+        response = error_response(
             status,
             e.code,
             str(e),
             getattr(e, "retry_after", None) or (5.0 if status == 503 else None),
             livepeer_ai=ai.is_ai_route(request),
         )
+        if isinstance(e, GatewayError):
+            response.headers.update(e.headers())
+        return response
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, e: DBAPIError) -> JSONResponse:

@@ -38,6 +38,7 @@ _WHY = {
     403: "Denied: the admin token, the auth webhook or the playback token.",
     404: "No such task, session, key or output.",
     413: "The body is over the upload cap.",
+    416: "The Range starts past the end of the file.",
     422: "The input cannot be transcoded.",
     429: "Over the key's request rate or concurrent jobs.",
     503: "A dependency (database, orchestrators, auth webhook) cannot serve the request.",

@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from farm.blobstore import BlobMissing
@@ -16,7 +16,7 @@ from farm.media.profiles import profiles_from_json
 from gateway.api.body import JSON_LIMIT, SessionId
 from gateway.api.responses import errors
 from gateway.auth import KeyCaller, state_of
-from gateway.errors import BadRequest, NotFound, RateLimited
+from gateway.errors import BadRequest, NotFound, RangeNotSatisfiable, RateLimited
 from gateway.playback import TOKEN_PATTERN, PlaybackSigner, with_playback_urls
 from gateway.tasks import TaskRunner
 
@@ -27,6 +27,10 @@ router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 PlaybackToken = Annotated[str, Path(pattern=TOKEN_PATTERN)]
 _OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+#: One byte range (``bytes=first-last``, ``bytes=first-``, ``bytes=-suffix``).
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
+#: A player's ``Range`` header (MP4 in a browser's video element asks for ranges).
+ByteRange = Annotated[str | None, Header(alias="Range")]
 _OUTPUT_TYPES = {
     "description": "A playlist, an MPEG-TS segment or an MP4.",
     "content": {
@@ -117,28 +121,40 @@ def get_task(task_id: TaskId, caller: KeyCaller, request: Request) -> dict[str, 
 @router.get(
     "/task/{task_id}/output/{path:path}",
     response_class=Response,
-    responses={200: _OUTPUT_TYPES, **errors(400, 404, *_KEY)},
+    responses={200: _OUTPUT_TYPES, 206: _OUTPUT_TYPES, **errors(400, 404, 416, *_KEY)},
 )
-def task_output(task_id: TaskId, path: str, caller: KeyCaller, request: Request) -> Response:
+def task_output(
+    task_id: TaskId, path: str, caller: KeyCaller, request: Request, byte_range: ByteRange = None
+) -> Response:
     """One output file of a completed task (playlists, segments, MP4s)."""
     _runner(request).get(task_id, caller.key_id)  # 404 unless the caller owns it
-    return _output(request, task_id, path)
+    return _output(request, task_id, path, byte_range)
 
 
 @router.get(
     "/task/{task_id}/play/{token}/{path:path}",
     response_class=Response,
-    responses={200: _OUTPUT_TYPES, **errors(400, 403, 404, 503)},
+    responses={200: _OUTPUT_TYPES, 206: _OUTPUT_TYPES, **errors(400, 403, 404, 416, 503)},
 )
-def play(task_id: TaskId, token: PlaybackToken, path: str, request: Request) -> Response:
+def play(
+    task_id: TaskId,
+    token: PlaybackToken,
+    path: str,
+    request: Request,
+    byte_range: ByteRange = None,
+) -> Response:
     """One output file for a player: the playback URL's token stands in for the API key."""
     PlaybackSigner.from_settings(state_of(request).settings).check(task_id, token)
     # Players load playlists and segments from web pages of other origins (hls.js).
-    return _output(request, task_id, path, {"Access-Control-Allow-Origin": "*"})
+    return _output(request, task_id, path, byte_range, {"Access-Control-Allow-Origin": "*"})
 
 
 def _output(
-    request: Request, task_id: str, path: str, headers: dict[str, str] | None = None
+    request: Request,
+    task_id: str,
+    path: str,
+    byte_range: str | None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     if not _OUTPUT_PATH.match(path) or ".." in path:
         raise NotFound(f"no output {path!r}")
@@ -149,7 +165,32 @@ def _output(
     media = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/MP2T"}.get(
         path[path.rfind(".") :], mimetypes.guess_type(path)[0] or "application/octet-stream"
     )
-    return Response(data, media_type=media, headers=headers)
+    headers = {**(headers or {}), "Accept-Ranges": "bytes"}
+    span = _span(byte_range, len(data))
+    if span is None:
+        return Response(data, media_type=media, headers=headers)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    return Response(data[start : end + 1], status_code=206, media_type=media, headers=headers)
+
+
+def _span(byte_range: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte a ``Range`` header asks for; None for the whole file (no
+    header, or one this server ignores, as RFC 9110 lets it: several ranges, other units)."""
+    match = _RANGE.fullmatch(byte_range.strip()) if byte_range else None
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        if int(last) == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - int(last)), size - 1
+    start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    if start > end:
+        return None  # an invalid range is ignored
+    return start, end
 
 
 @router.get("/sessions/{session_id}", responses=errors(400, 404, *_KEY))

@@ -39,7 +39,7 @@ from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
 
 ADMIN = "openapi-admin-token"
 #: Examples per operation: about 30 operations in well under two minutes.
-EXAMPLES = int(os.environ.get("FARM_OPENAPI_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FARM_OPENAPI_EXAMPLES", "30"))
 #: Operations that end in dispatch when every check passes, and their 503 without a pool.
 _NEEDS_POOL = ("/live/", "/text-to-", "/image-to-", "/upscale", "/audio-to-", "/segment-", "/llm")
 

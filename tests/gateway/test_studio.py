@@ -300,6 +300,21 @@ def test_a_player_opens_the_playback_url_with_no_header(
     assert run.returncode == 0, run.stderr.decode()
     with av.open(str(mp4)) as c:
         assert c.streams.video[0].codec_context.width == 320
+    # A browser's video element reads an MP4 in ranges.
+    size = mid["bytes"]
+    for asked, status, content_range, length in (
+        ("bytes=0-99", 206, f"bytes 0-99/{size}", 100),
+        ("bytes=-10", 206, f"bytes {size - 10}-{size - 1}/{size}", 10),
+        (f"bytes={size - 5}-", 206, f"bytes {size - 5}-{size - 1}/{size}", 5),
+        (f"bytes={size}-", 416, f"bytes */{size}", None),
+        ("bytes=5-1", 200, None, size),
+        ("bytes=0-1,5-6", 200, None, size),
+    ):
+        r = httpx.get(gateway.url + mid["playbackUrl"], headers={"Range": asked}, timeout=10)
+        assert r.status_code == status, (asked, r.text)
+        assert r.headers.get("content-range") == content_range, asked
+        if length is not None:
+            assert len(r.content) == length and r.headers["accept-ranges"] == "bytes"
     # Without the token the same files need the key.
     assert httpx.get(gateway.url + output["hls"]["url"], timeout=10).status_code == 401
     direct = httpx.get(master, timeout=10)
