@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from farm.ai.config import DEFAULT_MODELS
 
@@ -59,27 +59,33 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _whole(value: Any) -> Any:
-    # JSON has one number type: 100.0 is the integer 100 (JSON Schema's "integer" says so,
-    # and so does Go's decoder); a fraction stays a float and is refused as one.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-#: An integer field of a JSON body: a whole number written with a fraction part is accepted.
-Integer = Annotated[int, BeforeValidator(_whole)]
-
 #: A model id: what ai-runner names models by, without control characters.
 _MODEL_ID = r"^[^\x00-\x1f\x7f]{0,256}$"
 
 
-class _Params(BaseModel):
-    """Fields every pipeline's request shares; unknown fields are ignored, as upstream.
-
-    Numbers must be finite: a form's ``"nan"`` or ``"inf"`` is refused, not passed on."""
+class _Body(BaseModel):
+    """A request body: unknown fields are ignored, as upstream; numbers must be finite (a
+    form's ``"nan"`` or ``"inf"`` is refused, not passed on); an integer may be written as a
+    whole float (JSON has one number type: 100.0 is the integer 100 to JSON Schema and to
+    Go's decoder), a fraction may not."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        integers = {n for n, f in cls.model_fields.items() if f.annotation in (int, int | None)}
+        return {
+            k: int(v) if k in integers and isinstance(v, float) and v.is_integer() else v
+            for k, v in data.items()
+        }
+
+
+class _Params(_Body):
+    """Fields every pipeline's request shares."""
+
     model_id: str = Field("", pattern=_MODEL_ID)
 
 
@@ -91,16 +97,16 @@ class _Diffusion(_Params):
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     safety_check: bool = True
-    seed: Integer | None = None
-    num_images_per_prompt: Integer = Field(1, le=64)
+    seed: int | None = None
+    num_images_per_prompt: int = Field(1, le=64)
 
 
 class TextToImage(_Diffusion):
     """``POST /text-to-image`` (JSON). Height and width left out become 512 at the gateway."""
 
-    height: Integer | None = Field(None, ge=1, le=_MAX_SIDE)
-    width: Integer | None = Field(None, ge=1, le=_MAX_SIDE)
-    num_inference_steps: Integer = Field(50, ge=1)
+    height: int | None = Field(None, ge=1, le=_MAX_SIDE)
+    width: int | None = Field(None, ge=1, le=_MAX_SIDE)
+    num_inference_steps: int = Field(50, ge=1)
 
 
 class ImageToImage(_Diffusion):
@@ -108,20 +114,20 @@ class ImageToImage(_Diffusion):
 
     strength: float = 0.8
     image_guidance_scale: float = 1.5
-    num_inference_steps: Integer = Field(100, ge=1)
+    num_inference_steps: int = Field(100, ge=1)
 
 
 class ImageToVideo(_Params):
     """``POST /image-to-video`` (multipart, with ``image``)."""
 
-    height: Integer = Field(576, ge=1, le=_MAX_SIDE)
-    width: Integer = Field(1024, ge=1, le=_MAX_SIDE)
-    fps: Integer = Field(6, ge=1)
-    motion_bucket_id: Integer = 127
+    height: int = Field(576, ge=1, le=_MAX_SIDE)
+    width: int = Field(1024, ge=1, le=_MAX_SIDE)
+    fps: int = Field(6, ge=1)
+    motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
     safety_check: bool = True
-    seed: Integer | None = None
-    num_inference_steps: Integer = Field(25, ge=1)
+    seed: int | None = None
+    num_inference_steps: int = Field(25, ge=1)
 
 
 class Upscale(_Params):
@@ -129,8 +135,8 @@ class Upscale(_Params):
 
     prompt: str
     safety_check: bool = True
-    seed: Integer | None = None
-    num_inference_steps: Integer = Field(75, ge=1)
+    seed: int | None = None
+    num_inference_steps: int = Field(75, ge=1)
 
 
 class AudioToText(_Params):
@@ -179,16 +185,15 @@ class LLMMessage(BaseModel):
     content: str
 
 
-class LLMRequest(BaseModel):
+class LLMRequest(_Body):
     """``POST /llm`` (JSON). The gateway requires model, messages, stream and max_tokens."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     messages: list[LLMMessage] = Field(min_length=1)
     model: str = Field(pattern=_MODEL_ID)
     temperature: float = Field(0.7, ge=0)
-    max_tokens: Integer = Field(ge=1)
+    max_tokens: int = Field(ge=1)
     top_p: float = Field(1.0, gt=0, le=1)
-    top_k: Integer = -1
+    top_k: int = -1
     stream: bool
 
 
