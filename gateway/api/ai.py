@@ -169,6 +169,22 @@ async def image_to_video(request: Request) -> Response:
     "/image-to-video/result",
     response_model=None,
     responses={202: {"description": "Still processing"}, **errors(400, 413, ai=True)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "request_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+                        },
+                        "required": ["request_id"],
+                    }
+                }
+            },
+        }
+    },
 )
 async def image_to_video_result(request: Request) -> Response:
     """The state of a ``Prefer: respond-async`` image-to-video request."""
