@@ -68,6 +68,11 @@ class GatewaySettings(FarmBaseSettings):
     #: Where Studio-style task outputs are kept: file://DIR (served by the gateway).
     gateway_blob_url: str = "file://.farm/gateway-blobs"
     admin_token: SecretStr = SecretStr(DEV_SECRET)
+    #: Key of the signed playback URLs of task outputs (derived from admin_token when unset;
+    #: replicas behind one address must share it).
+    playback_secret: SecretStr | None = None
+    #: How long a playback URL from GET /api/task/{id} stays valid.
+    playback_ttl_s: int = Field(24 * 3600, ge=60, le=366 * 24 * 3600)
     #: The orchestrators, as a JSON list of OrchestratorConfig objects.
     orchestrators: list[OrchestratorConfig] = Field(default_factory=list)
     #: The gateway's region; orchestrators in it score higher.

@@ -19,6 +19,7 @@ from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_jso
 from farm.media.source import open_source
 from gateway import metrics
 from gateway.api.body import read_body
+from gateway.api.responses import errors
 from gateway.auth import Caller, authorise, payment_for, state_of
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import BadRequest, Forbidden, TranscodeFailed
@@ -169,7 +170,23 @@ def _transcode(
     return outcome, hold.charged
 
 
-@router.api_route("/live/{manifest_id}/{segment}", methods=["POST", "PUT"], response_model=None)
+#: Ingest may be paid by an API key, by tickets (Livepeer-Payment) or vouched for by the auth
+#: webhook: the key is optional.
+_INGEST_DOC: dict[str, Any] = {
+    "response_model": None,
+    "responses": {
+        200: {
+            "description": "The renditions: a JSON summary, or the files with multipart/mixed.",
+            "content": {"multipart/mixed": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **errors(400, 401, 402, 403, 413, 422, 429, 503),
+    },
+    "openapi_extra": {"security": [{"apiKey": []}, {}]},
+}
+
+
+@router.post("/live/{manifest_id}/{segment}", **_INGEST_DOC)
+@router.put("/live/{manifest_id}/{segment}", **_INGEST_DOC)
 async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
     """Transcode one segment of a stream (go-livepeer's HTTP push ingest)."""
     state = state_of(request)
