@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -19,6 +19,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from farm.fetch import FetchPolicy
 
 __all__ = [
     "DEV_SECRET",
@@ -61,6 +64,25 @@ class FarmBaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FARM_", env_ignore_empty=True, extra="ignore", validate_default=True
     )
+
+    #: Networks (CIDR) and host names that URLs fetched for callers (task inputs, AI result
+    #: media) may reach although they are not public: the operator's own storage.
+    #: Comma-separated; see farm.fetch.
+    fetch_allow: str = ""
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _fetch_allow_parses(cls, v: str) -> str:
+        from farm.fetch import FetchPolicy
+
+        FetchPolicy.parse(v.split(","))
+        return v
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The policy for URLs fetched on a caller's behalf (``fetch_allow``)."""
+        from farm.fetch import FetchPolicy
+
+        return FetchPolicy.parse(self.fetch_allow.split(","))
 
     def __repr_args__(self) -> Any:
         # URLs carry passwords; a repr ends up in logs and tracebacks.

@@ -13,10 +13,10 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import httpx
 from sqlalchemy import insert, select, update
 
 from farm.errors import FarmError
+from farm.fetch import SafeFetcher
 from farm.jobs.models import utcnow
 from farm.media.assemble import concat_mp4, hls
 from farm.media.profiles import VideoProfile, profiles_from_json
@@ -43,7 +43,7 @@ class TaskRunner:
         self._segments = ThreadPoolExecutor(
             max(4, state.settings.task_workers * 2), "gateway-segment"
         )
-        self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
+        self._http = SafeFetcher(state.settings.fetch_policy())
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._interrupted()
@@ -157,7 +157,7 @@ class TaskRunner:
             )
             output = self._transcode(task_id, key_id, data, profiles, params)
             self._set(task_id, phase="completed", progress=1.0, output=output)
-        except (FarmError, httpx.HTTPError, OSError, ValueError) as e:
+        except (FarmError, OSError, ValueError) as e:
             log.info("task %s failed: %s", task_id, e)  # the caller's input: not our fault
             self._set(task_id, phase="failed", error=str(e)[:2000])
         except Exception as e:
@@ -167,7 +167,7 @@ class TaskRunner:
     def _fetch(self, url: str) -> bytes:
         limit = self.state.settings.max_task_input_bytes
         chunks, size = [], 0
-        with self._http.stream("GET", url) as response:
+        with self._http.stream(url) as response:
             if response.status_code != 200:
                 raise BadRequest(f"input URL answered HTTP {response.status_code}")
             for chunk in response.iter_bytes():
