@@ -130,7 +130,7 @@ def _uint(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.isdigit() and len(value) <= 78:
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 78:
         number = int(value)
     else:
         raise PaymentMalformed(f"{key} must be a non-negative integer (a decimal string)")

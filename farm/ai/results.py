@@ -89,7 +89,7 @@ def _fetch(url: str, limit: int, policy: FetchPolicy) -> tuple[bytes, str]:
                     f"the runner's result {url[:80]} answered HTTP {response.status_code}"
                 )
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
                 raise too_large(f"{declared} bytes")
             chunks, size = [], 0
             for chunk in response.iter_bytes():

@@ -7,6 +7,7 @@ Also the shapes of what callers may put in paths and text fields the database st
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from gateway.errors import BadRequest, PayloadTooLarge
 
 __all__ = ["JSON_LIMIT", "PRINTABLE", "SessionId", "read_body", "stream_body"]
 
+_DIGITS = re.compile(r"[0-9]+")
 #: JSON bodies (prompts, chat histories, task and admin requests) are small; larger: 413.
 JSON_LIMIT = 8 * 1024 * 1024
 #: Text without control characters (PostgreSQL refuses NUL in a text column).
@@ -31,7 +33,7 @@ async def stream_body(
     as the declared or received size passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not _DIGITS.fullmatch(declared):
             raise BadRequest("Content-Length must be a number")
         if int(declared) > limit:
             raise PayloadTooLarge(

@@ -29,12 +29,12 @@ from gateway.state import GatewayState
 __all__ = ["router"]
 
 router = APIRouter()
-_MANIFEST = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SEGMENT = re.compile(r"^(\d{1,10})\.(ts|mp4)$")
+_MANIFEST = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SEGMENT = re.compile(r"([0-9]{1,10})\.(ts|mp4)")
 #: The session log keeps seqNo in a 32-bit column.
 _MAX_SEQ = 2**31 - 1
-_MILLISECONDS = re.compile(r"^\d{1,9}$")
-_RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
+_MILLISECONDS = re.compile(r"[0-9]{1,9}")
+_RESOLUTION = re.compile(r"[0-9]{1,5}x[0-9]{1,5}")
 _FORMATS = {"ts": "mpegts", "mp4": "mp4"}
 #: ``timeoutMultiplier`` stretches a segment's timeouts at most this much, so that a caller
 #: is never kept waiting without bound.
@@ -45,7 +45,7 @@ def _headers(
     request: Request, max_seconds: float
 ) -> tuple[float, list[VideoProfile] | None, float | None]:
     raw = request.headers.get("content-duration", "2000")
-    if not _MILLISECONDS.match(raw):
+    if not _MILLISECONDS.fullmatch(raw):
         raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}")
     duration_ms = int(raw)
     if duration_ms <= 0:
@@ -53,7 +53,7 @@ def _headers(
     if duration_ms > max_seconds * 1000:
         raise BadRequest(f"segment of {duration_ms} ms exceeds the {max_seconds:g} s limit")
     resolution = request.headers.get("content-resolution")
-    if resolution is not None and not _RESOLUTION.match(resolution):
+    if resolution is not None and not _RESOLUTION.fullmatch(resolution):
         raise BadRequest(f"Content-Resolution must be WxH, got {resolution!r}")
     config = request.headers.get("livepeer-transcode-configuration")
     profiles, multiplier = None, None
@@ -109,7 +109,7 @@ def _authorise(
     caller, decision = authorise(state, request, manifest_id)
     if decision is None:
         return caller, manifest_id, profiles, multiplier
-    if not _MANIFEST.match(decision.manifest_id):
+    if not _MANIFEST.fullmatch(decision.manifest_id):
         raise Forbidden(f"auth webhook answered an invalid manifestID {decision.manifest_id!r}")
     presets = decision.body.get("presets")
     ladder = _ladder(
@@ -174,9 +174,9 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
     """Transcode one segment of a stream (go-livepeer's HTTP push ingest)."""
     state = state_of(request)
     started = time.monotonic()
-    if not _MANIFEST.match(manifest_id):
+    if not _MANIFEST.fullmatch(manifest_id):
         raise BadRequest("manifestID must be 1-64 letters, digits, '-' or '_'")
-    match = _SEGMENT.match(segment)
+    match = _SEGMENT.fullmatch(segment)
     if match is None:
         raise BadRequest("segment must be <seqNo>.ts or <seqNo>.mp4 with a numeric seqNo")
     seq, ext = int(match.group(1)), match.group(2)

@@ -22,7 +22,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
 #: Task ids are hex (``TaskRunner.create``); anything else is refused before the database.
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
-_OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+_OUTPUT_PATH = re.compile(r"(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
 
 
 class InputSpec(BaseModel):
@@ -92,7 +92,7 @@ def get_task(task_id: TaskId, caller: KeyCaller, request: Request) -> dict[str, 
 def task_output(task_id: TaskId, path: str, caller: KeyCaller, request: Request) -> Response:
     """One output file of a completed task (playlists, segments, MP4s)."""
     _runner(request).get(task_id, caller.key_id)  # 404 unless the caller owns it
-    if not _OUTPUT_PATH.match(path) or ".." in path:
+    if not _OUTPUT_PATH.fullmatch(path) or ".." in path:
         raise NotFound(f"no output {path!r}")
     try:
         data = state_of(request).blobs.get(f"tasks/{task_id}/{path}")
