@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from farm.errors import PermanentError, ProfileInvalid
 from farm.media.output import EXTENSIONS, MIME_TYPES
 from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_json
-from farm.media.source import open_source
+from farm.media.source import Length, measure
 from gateway import metrics
 from gateway.api.body import read_body
 from gateway.auth import Caller, authorise, payment_for, state_of
@@ -121,10 +121,11 @@ def _authorise(
     return caller, decision.manifest_id, profiles, multiplier if hooked is None else hooked
 
 
-def _probe(data: bytes) -> None:
-    # go-livepeer answers 422 when the codec probe fails: do it before spending anything.
+def _probe(data: bytes, max_seconds: float) -> Length:
+    # go-livepeer answers 422 when the codec probe fails: do it before spending anything. The
+    # segment is priced by what is measured here; Content-Duration only stretches timeouts.
     try:
-        open_source(data).close()
+        return measure(data, max_seconds=max_seconds)
     except PermanentError as e:
         raise TranscodeFailed(str(e)) from e
 
@@ -140,8 +141,12 @@ def _transcode(
     fmt: str,
     timeout_multiplier: float,
 ) -> tuple[SegmentOutcome, int]:
-    _probe(data)
-    pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
+    length = _probe(data, state.settings.max_segment_seconds)
+    pixels = estimate_pixels(
+        profiles, length.duration, state.settings.estimate_margin, length.frames
+    )
+    # A caller that declares less than the segment holds gets the timeouts of what it holds.
+    duration = max(duration, length.duration)
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
     payment = payment_for(state, caller)
     # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the

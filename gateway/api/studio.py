@@ -14,7 +14,7 @@ from farm.errors import ProfileInvalid
 from farm.media.profiles import profiles_from_json
 from gateway.api.body import JSON_LIMIT, SessionId
 from gateway.auth import KeyCaller, state_of
-from gateway.errors import BadRequest, NotFound, RateLimited
+from gateway.errors import BadRequest, NotFound
 from gateway.tasks import TaskRunner
 
 __all__ = ["router"]
@@ -75,11 +75,8 @@ def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> 
     assert caller.key_id is not None
     if body.storage is not None:
         raise BadRequest("external storage is not supported: outputs are served by the gateway")
-    if runner.active(caller.key_id) >= state.settings.max_concurrent_tasks:
-        raise RateLimited(
-            f"at most {state.settings.max_concurrent_tasks} running tasks per key", retry_after=30.0
-        )
-    return runner.create(caller.key_id, body.model_dump(mode="json"))
+    params = body.model_dump(mode="json")
+    return runner.create(caller.key_id, params, state.settings.max_concurrent_tasks)
 
 
 @router.get("/task/{task_id}")

@@ -203,6 +203,21 @@ def test_profile_names_storage_cannot_hold_are_400_and_suspend_nothing(
     assert not any(o["suspended"] for o in orchestrators), orchestrators
 
 
+def test_a_segment_is_priced_by_what_it_holds_not_by_what_is_declared(gateway: Gateway) -> None:
+    # A 2 s segment declared as 1 ms, then as 1 s: reserved by its measured length, and
+    # charged its encoded pixels in full either way.
+    key_id, key = gateway.key(credits=10 * COST)
+    two_seconds = make_segment(320, 240, 30, 2.0)
+    for seq, declared in enumerate(("1", "1000")):
+        r = post(
+            gateway, f"/live/declared/{seq}.ts", two_seconds, key, **{"Content-Duration": declared}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["encoded_pixels"] == 2 * COST
+        assert r.json()["charged"] == 2 * COST
+    assert gateway.balance(key_id) == 6 * COST
+
+
 def test_wrong_method(gateway: Gateway) -> None:
     r = httpx.get(f"{gateway.url}/live/s/0.ts", timeout=10)
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
