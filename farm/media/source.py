@@ -203,7 +203,8 @@ def measure(data: SourceInput, *, max_seconds: float = MAX_INPUT_SECONDS) -> Len
     span = float(end - first) if first is not None and end is not None else 0.0
     if span == 0 and frames and source.frame_rate:
         span = float(frames / source.frame_rate)  # packets without timestamps
-    duration = max(span, source.duration or 0.0)
+    # The video's own span: the container's duration also counts audio that runs past it.
+    duration = span or source.duration or 0.0
     if duration > max_seconds:
         raise InputTooLong(f"input lasts {duration:.1f} s; the limit is {max_seconds:g} s")
     return Length(duration, frames)
