@@ -30,9 +30,9 @@ bench-media: $(STAMP)
 		(apt-get update -qq && apt-get install -y -qq ffmpeg))
 	$(BIN)/python tests/bench/bench_media.py --runs $${RUNS:-7}
 
-# go-livepeer's transcoder protocol subset: regenerate the committed protobuf module and stub.
+# go-livepeer's wire protocol subset: regenerate the committed protobuf modules and stubs.
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. farm/golivepeer/net.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. chain/pm.proto farm/golivepeer/net.proto
 
 # The one-command demo: node API, a worker and beat on the embedded Redis and SQLite.
 run: $(STAMP)

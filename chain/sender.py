@@ -12,12 +12,34 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Final
 
 from chain.params import TicketParams
 from chain.payment import MAX_TICKETS, encode_payment
 from chain.signing import Signer
 
-__all__ = ["TicketSender"]
+__all__ = ["FEE_MARGIN", "TicketSender", "fee_pixels", "tickets_needed"]
+
+#: go-livepeer's gateway pays 2 % over its estimate of a segment's pixels (the exact double).
+FEE_MARGIN: Final = Fraction(1.02)
+
+
+def fee_pixels(profiles: Iterable[tuple[int, int, Fraction]], duration_s: float) -> int:
+    """The pixels a go-livepeer gateway pays ahead for a segment: the sum over its profiles
+    (width, height, frame rate) of width x height x ceil(fps) x ceil(seconds), with a frame
+    rate of 0 (pass-through) counted as 60."""
+    seconds = math.ceil(duration_s)
+    return sum(w * h * (math.ceil(fps) if fps else 60) * seconds for w, h, fps in profiles)
+
+
+def tickets_needed(balance: Fraction, min_credit: Fraction, ev: Fraction) -> int:
+    """Tickets a sender sends to bring ``balance`` up to ``min_credit`` (go-livepeer's
+    StageUpdate): none while the balance covers it, else enough of ``ev`` each."""
+    if balance >= min_credit:
+        return 0
+    return math.ceil((min_credit - balance) / ev)
 
 
 class TicketSender:

@@ -193,6 +193,12 @@ class ClusterSettings(FarmBaseSettings):
             )
         return self.registry_url
 
+    def ticket_queue_database(self) -> str:
+        """Where the cluster's winning tickets wait for ``chain.redeem``: every door that
+        receives tickets (the node's ``/segment``, a gateway in front of this cluster) writes
+        there, and the redeemer reads there."""
+        return self.ticket_queue_url or self.database_url
+
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
         data = self.model_dump(exclude={"secret", "orch_secret"})
@@ -286,6 +292,30 @@ class NodeSettings(ClusterSettings):
     golivepeer_queues: tuple[str, ...] = ("transcode.cpu.h264",)
     #: Most tasks in flight on go-livepeer transcoders at once (the bridge's threads).
     golivepeer_max_sessions: int = Field(64, ge=1)
+
+    #: The node as a Livepeer orchestrator (farm.orchestrator): the public URI gateways reach
+    #: it at (its ServiceRegistry entry; default https://HOST:PORT), the price it quotes new
+    #: sessions until ``farm chain config --price-per-unit`` sets one, the sessions it takes at
+    #: once (go-livepeer's -maxSessions), the expected value of a ticket it asks for
+    #: (-ticketEV), the gas a redemption costs (face values cover it), a cap on face values
+    #: (0: none), and how long rendition URLs live.
+    orchestrator: bool = True
+    service_uri: str | None = None
+    price_per_unit: int = Field(0, ge=0, lt=2**63)
+    pixels_per_unit: int = Field(1, gt=0, lt=2**63)
+    max_sessions: int = Field(10, ge=1)
+    ticket_ev_wei: int = Field(8_000_000_000, gt=0)
+    redeem_gas: int = Field(1_200_000, gt=0)
+    ticket_max_face_value_wei: int = Field(0, ge=0)
+    rendition_ttl_s: float = Field(600.0, gt=0)
+
+    def orchestrator_uri(self) -> str:
+        """The service URI gateways send segments to (no trailing slash)."""
+        if self.service_uri:
+            return self.service_uri.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @model_validator(mode="after")
     def _cert_and_key(self) -> NodeSettings:

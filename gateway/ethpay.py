@@ -1,4 +1,5 @@
-"""ETH-deposit payment: clients pay jobs with Livepeer tickets in a ``Livepeer-Payment`` header.
+"""ETH-deposit payment: clients pay jobs with Livepeer tickets in a ``Livepeer-Payment`` header
+(go-livepeer's base64 protobuf ``net.Payment``, chain.payment).
 
 The gateway is the tickets' recipient, as an orchestrator is in go-livepeer: a client asks for
 ticket params (``GET /api/ticket-params?sender=0x…``), signs tickets with
@@ -170,6 +171,11 @@ class EthPayments:
 
     def _receive(self, header: str, payment: Payment) -> Credited:
         key_id = self.account(payment.sender)
+        if payment.params is None or not payment.tickets:
+            # A sender spending credit it already has: nothing binds a price it states
+            # without tickets, so it pays the price quoted now.
+            return Credited(key_id, 0, 0, self.price_per_pixel)
+        params = payment.params
         credit, receipts = Fraction(0), list[Receipt]()
         # All or nothing: a payment with any bad ticket is refused whole, with no credit and
         # no winner kept, so a client can never half-pay.
@@ -178,9 +184,9 @@ class EthPayments:
                 receipt = self.receiver.receive_ticket(
                     ticket,
                     sig,
-                    seed=payment.params.seed,
-                    expiration_block=payment.params.expiration_block,
-                    price_per_pixel=payment.params.price_per_pixel,
+                    seed=params.seed,
+                    expiration_block=params.expiration_block,
+                    price_per_pixel=params.price_per_pixel,
                 )
             except TicketError as e:
                 # The tickets accepted before this one are not spent: their nonces may come
@@ -207,13 +213,13 @@ class EthPayments:
                     receipt.ticket,
                     receipt.sig,
                     receipt.recipient_rand,
-                    payment.params.expiration_block,
+                    params.expiration_block,
                 )
                 winners += 1
         amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
         if amount:
             self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")
-        return Credited(key_id, amount, winners, payment.params.price_per_pixel)
+        return Credited(key_id, amount, winners, params.price_per_pixel)
 
     @staticmethod
     def cost(pixels: int, price_per_pixel: Fraction) -> int:

@@ -32,8 +32,9 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     from farm.golivepeer.ledger import Ledger
     from farm.golivepeer.results import install
 
+    orchestrator = getattr(app.state, "orchestrator", None)  # a gateway's net.Orchestrator calls
     if not settings.golivepeer:
-        return GrpcMount(app, Hub(), None)
+        return GrpcMount(app, Hub(), None, orchestrator=orchestrator)
     ledger = Ledger(settings.redis_registry_url())
     hub = Hub(ledger=ledger)
     app.state.golivepeer_hub = hub  # /status lists them
@@ -58,4 +59,11 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
         hub.close()
         ledger.close()
 
-    return GrpcMount(app, hub, secret, on_startup=bridge.start, on_shutdown=shutdown)
+    return GrpcMount(
+        app,
+        hub,
+        secret,
+        on_startup=bridge.start,
+        on_shutdown=shutdown,
+        orchestrator=orchestrator,
+    )

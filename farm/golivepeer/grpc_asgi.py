@@ -1,9 +1,10 @@
 """gRPC next to HTTPS on one port: an ASGI layer in front of the node API.
 
 As on go-livepeer's orchestrator, requests whose content type is ``application/grpc*`` are gRPC
-and everything else goes to the HTTP app. The one method served is go-livepeer's
-``net.Transcoder/RegisterTranscoder``, a server stream: the transcoder sends one
-``RegisterRequest`` and then receives ``NotifySegment`` messages for as long as it stays.
+and everything else goes to the HTTP app. Two services are served: go-livepeer's
+``net.Transcoder/RegisterTranscoder``, a server stream (the transcoder sends one
+``RegisterRequest`` and then receives ``NotifySegment`` messages for as long as it stays), and
+the unary ``net.Orchestrator`` calls a gateway makes (farm.orchestrator).
 The server (hypercorn) must speak HTTP/2 and the ASGI ``http.response.trailers`` extension.
 """
 
@@ -14,7 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import redis
@@ -31,7 +32,12 @@ from farm.golivepeer.wire import (
     frame,
 )
 
-__all__ = ["REGISTER_PATH", "GrpcMount", "Status"]
+if TYPE_CHECKING:
+    from google.protobuf.message import Message as Proto
+
+    from farm.orchestrator import Orchestrator
+
+__all__ = ["ORCHESTRATOR_PREFIX", "REGISTER_PATH", "GrpcMount", "Status"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_M = TypeVar("_M", bound="Proto")
 
 REGISTER_PATH = "/net.Transcoder/RegisterTranscoder"
+ORCHESTRATOR_PREFIX = "/net.Orchestrator/"
 #: A RegisterRequest is a few dozen bytes; anything much larger is not one.
 MAX_REQUEST_BYTES = 64 << 10
 
@@ -50,6 +58,8 @@ class Status:
     """gRPC status codes used here."""
 
     OK = 0
+    #: What a go-livepeer orchestrator's refusals arrive as (a plain Go error).
+    UNKNOWN = 2
     INVALID_ARGUMENT = 3
     PERMISSION_DENIED = 7
     UNIMPLEMENTED = 12
@@ -90,9 +100,11 @@ class GrpcMount:
         secret: str | None,
         on_startup: Callable[[], None] | None = None,
         on_shutdown: Callable[[], None] | None = None,
+        orchestrator: Orchestrator | None = None,
     ) -> None:
         self.app = app
         self.hub = hub
+        self.orchestrator = orchestrator
         self._secret = secret.encode() if secret else None
         self._hooks = {"lifespan.startup": on_startup, "lifespan.shutdown": on_shutdown}
 
@@ -103,11 +115,14 @@ class GrpcMount:
         if not _is_grpc(scope):
             await self.app(scope, receive, send)
             return
+        if scope["path"].startswith(ORCHESTRATOR_PREFIX) and self.orchestrator is not None:
+            await self._unary(scope, receive, send, self.orchestrator)
+            return
         if scope["path"] != REGISTER_PATH or self._secret is None:
             # go-livepeer serves no transcoder service without remote transcoders either.
             await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
             return
-        request = await self._request(scope, receive, send)
+        request = await self._request(scope, receive, send, net_pb2.RegisterRequest)
         if request is None:
             return
         if not hmac.compare_digest(request.secret.encode(), self._secret):
@@ -161,10 +176,50 @@ class GrpcMount:
 
         return wrapped
 
+    async def _unary(self, scope: Scope, receive: Receive, send: Send, orch: Orchestrator) -> None:
+        """One ``net.Orchestrator`` call: a request message in, a reply message out."""
+        from farm.orchestrator import SegmentRefused
+        from farm.orchestrator.tokens import TokenRefused
+
+        method = scope["path"][len(ORCHESTRATOR_PREFIX) :]
+        handlers: dict[str, tuple[type[Proto], Callable[[Any], Proto]]] = {
+            "GetOrchestrator": (net_pb2.OrchestratorRequest, orch.get_orchestrator),
+            "EndTranscodingSession": (net_pb2.EndTranscodingSessionRequest, orch.end_session),
+            "Ping": (net_pb2.PingPong, lambda r: net_pb2.PingPong(value=orch.ping(r.value))),
+        }
+        if method not in handlers:
+            await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
+            return
+        kind, handle = handlers[method]
+        request = await self._request(scope, receive, send, kind)
+        if request is None:
+            return
+        try:
+            reply = await asyncio.to_thread(handle, request)
+        except (SegmentRefused, TokenRefused) as e:
+            await self._finish(scope, send, Status.UNKNOWN, str(e))
+            return
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            await self._finish(scope, send, Status.INTERNAL, "internal error")
+            return
+        ok = _status_headers(Status.OK, "")
+        trailers = await self._start(scope, send, ok)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": frame(reply.SerializeToString()),
+                "more_body": trailers,
+            }
+        )
+        if trailers:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.trailers", "headers": ok})
+
     async def _request(
-        self, scope: Scope, receive: Receive, send: Send
-    ) -> net_pb2.RegisterRequest | None:
-        """The one RegisterRequest of the call, or None after answering an error."""
+        self, scope: Scope, receive: Receive, send: Send, kind: type[_M]
+    ) -> _M | None:
+        """The one request message of the call, or None after answering an error."""
         reader = MessageReader(MAX_REQUEST_BYTES)
         messages: list[bytes] = []
         more = True
@@ -176,8 +231,10 @@ class GrpcMount:
                 messages += reader.feed(event.get("body", b""))
                 more = event.get("more_body", False)
             if len(messages) != 1 or reader.pending:
-                raise FrameError(f"expected one RegisterRequest, got {len(messages)} message(s)")
-            return net_pb2.RegisterRequest.FromString(messages[0])
+                raise FrameError(
+                    f"expected one {kind.DESCRIPTOR.name}, got {len(messages)} message(s)"
+                )
+            return kind.FromString(messages[0])
         except (FrameError, DecodeError) as e:
             await self._finish(scope, send, Status.INTERNAL, f"malformed request: {e}")
             return None

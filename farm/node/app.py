@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
 from farm.celery_app import create_app
+from farm.client import FarmClient
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
@@ -32,6 +33,8 @@ from farm.errors import (
 )
 from farm.jobs import JobNotFound
 from farm.node import chain_api, status_page
+from farm.orchestrator import Orchestrator
+from farm.orchestrator import routes as orchestrator_routes
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
 from farm.remote.api import TranscoderApi
@@ -99,6 +102,21 @@ def queue_depths(app: Celery, queues: set[str]) -> dict[str, int]:
     return depths
 
 
+def _orchestrator(settings: NodeSettings, res: Resources) -> Orchestrator | None:
+    """The node's Livepeer orchestrator role, or None where it does not serve one."""
+    if not settings.orchestrator:
+        return None
+    from farm.chainconf import chain_client
+
+    chain = chain_client(settings, signing=False)
+    if chain is not None and settings.eth_private_key is None:
+        # On chain, work is paid with tickets to this node's address; without its key it can
+        # neither issue params nor sign results, and must not transcode for free.
+        log.warning("FARM_ETH_PRIVATE_KEY is not set: not serving as a Livepeer orchestrator")
+        return None
+    return Orchestrator(settings, res, FarmClient(settings), chain)
+
+
 def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     """The node API for the cluster ``settings`` describe."""
     settings = settings or NodeSettings()
@@ -107,10 +125,12 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     transcoders = TranscoderApi(settings, res, celery_app)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         transcoders.start()
         yield
         transcoders.stop()
+        if app.state.orchestrator is not None:
+            app.state.orchestrator.close()
 
     api = FastAPI(title="farm node", version=__version__, lifespan=lifespan)
 
@@ -148,6 +168,10 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
 
     transcoders.install(api)
     api.state.celery_app = celery_app  # one Celery app per process (farm.golivepeer uses it)
+    orch = _orchestrator(settings, res)
+    api.state.orchestrator = orch  # its gRPC service shares the port (farm.node.serve)
+    if orch is not None:
+        orchestrator_routes.install(api, orch, settings.max_blob_bytes)
 
     @api.get("/healthz")
     def healthz() -> JSONResponse:

@@ -56,6 +56,12 @@ def node_asgi_app(settings: NodeSettings) -> Any:
     if settings.tls:
         # go-livepeer transcoders dial TLS; their gRPC stream shares the port (farm.golivepeer).
         return with_golivepeer(app, settings)
+    if app.state.orchestrator is not None:
+        # A gateway's net.Orchestrator calls over cleartext HTTP/2 (an http:// service URI).
+        from farm.golivepeer.grpc_asgi import GrpcMount
+        from farm.golivepeer.hub import Hub
+
+        return GrpcMount(app, Hub(), None, orchestrator=app.state.orchestrator)
     return app
 
 

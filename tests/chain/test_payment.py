@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
+from fractions import Fraction
 
 import pytest
 from sqlalchemy import create_engine
 
-from chain.errors import InvalidSignature, NonceReplayed
+from chain import pm_pb2
+from chain.errors import InvalidRecipientRand, InvalidSignature, NonceReplayed
 from chain.params import TicketParamsIssuer
-from chain.payment import PaymentMalformed, decode_payment, encode_payment
+from chain.payment import PaymentMalformed, decode_payment, encode_payment, uint_bytes
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from chain.validation import NonceStore, StaticChainView, TicketReceiver
@@ -49,15 +50,24 @@ def test_sender_pays_with_tickets_the_receiver_accepts(
         )
 
 
+def _payment(header: str) -> pm_pb2.Payment:
+    message = pm_pb2.Payment()
+    message.ParseFromString(base64.b64decode(header))
+    return message
+
+
+def _header(message: pm_pb2.Payment) -> str:
+    return base64.b64encode(message.SerializeToString()).decode()
+
+
 def test_tampered_face_value_fails_the_signature(
     issuer: TicketParamsIssuer, nonce_store: NonceStore
 ) -> None:
     sender = TicketSender(SENDER_KEY)
     params = make_params(issuer, sender.address)
-    body = json.loads(base64.urlsafe_b64decode(sender.pay(params, 1) + "=="))
-    body["ticketParams"]["faceValue"] = str(int(body["ticketParams"]["faceValue"]) * 2)
-    tampered = base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
-    ticket, sig = decode_payment(tampered).tickets[0]
+    message = _payment(sender.pay(params, 1))
+    message.ticket_params.face_value = uint_bytes(params.face_value * 2)
+    ticket, sig = decode_payment(_header(message)).tickets[0]
     receiver = TicketReceiver(issuer, StaticChainView(round=7, l1_block=100), nonce_store)
     with pytest.raises(Exception) as failed:
         receiver.receive_ticket(
@@ -71,39 +81,79 @@ def test_tampered_face_value_fails_the_signature(
     assert failed.value.__class__.__name__ in ("InvalidRecipientRand", InvalidSignature.__name__)
 
 
+def test_tampered_price_fails_the_recipient_rand(
+    issuer: TicketParamsIssuer, nonce_store: NonceStore
+) -> None:
+    sender = TicketSender(SENDER_KEY)
+    params = make_params(issuer, sender.address)
+    message = _payment(sender.pay(params, 1))
+    message.expected_price.pricePerUnit = 1  # a sender that claims a lower price
+    payment = decode_payment(_header(message))
+    assert payment.params is not None and payment.params.price_per_pixel != params.price_per_pixel
+    ticket, sig = payment.tickets[0]
+    receiver = TicketReceiver(issuer, StaticChainView(round=7, l1_block=100), nonce_store)
+    with pytest.raises(InvalidRecipientRand):
+        receiver.receive_ticket(
+            ticket,
+            sig,
+            seed=payment.params.seed,
+            expiration_block=payment.params.expiration_block,
+            price_per_pixel=payment.params.price_per_pixel,
+        )
+
+
 @pytest.mark.parametrize(
-    "header",
+    ("header", "message"),
     [
-        "!!!not base64!!!",
-        base64.urlsafe_b64encode(b"not json").decode(),
-        base64.urlsafe_b64encode(b"[]").decode(),
-        base64.urlsafe_b64encode(json.dumps({"sender": "0x12"}).encode()).decode(),
+        ("!!!not base64!!!", "base64 decode error"),
+        (base64.b64encode(b"\xff\xff\xff").decode(), "protobuf unmarshal error"),
+        (base64.b64encode(b"").decode(), "sender must be 20 bytes"),
+        (_header(pm_pb2.Payment(sender=b"\x12")), "sender must be 20 bytes"),
     ],
 )
-def test_malformed_headers(header: str) -> None:
-    with pytest.raises(PaymentMalformed):
+def test_malformed_headers(header: str, message: str) -> None:
+    with pytest.raises(PaymentMalformed, match=message):
         decode_payment(header)
 
 
 def test_field_checks(issuer: TicketParamsIssuer) -> None:
     sender = TicketSender(SENDER_KEY)
     params = make_params(issuer, sender.address)
-    good = json.loads(base64.urlsafe_b64decode(sender.pay(params, 1) + "=="))
-    for path, value, message in [
-        (("ticketParams", "winProb"), str(2**256), "uint256"),
-        (("ticketParams", "recipient"), "0x1234", "20 bytes"),
-        (("ticketParams", "pricePerPixel"), "1/0", "pricePerPixel"),
-        (("senderParams",), [], "at least one"),
-        (("senderParams",), [{"senderNonce": 2**33, "sig": "0x" + "00" * 65}], "uint32"),
+    good = _payment(sender.pay(params, 1))
+
+    def win_prob_too_wide(m: pm_pb2.Payment) -> None:
+        m.ticket_params.win_prob = b"\x01" + b"\x00" * 32
+
+    def short_recipient(m: pm_pb2.Payment) -> None:
+        m.ticket_params.recipient = b"\x12\x34"
+
+    def zero_pixels(m: pm_pb2.Payment) -> None:
+        m.expected_price.pixelsPerUnit = 0
+
+    def short_sig(m: pm_pb2.Payment) -> None:
+        m.ticket_sender_params[0].sig = b"\x00" * 64
+
+    def too_many(m: pm_pb2.Payment) -> None:
+        m.ticket_sender_params.extend(
+            pm_pb2.TicketSenderParams(sender_nonce=n, sig=b"\x00" * 65) for n in range(600)
+        )
+
+    def tickets_without_params(m: pm_pb2.Payment) -> None:
+        m.ClearField("ticket_params")
+
+    for change, message in [
+        (win_prob_too_wide, "uint256"),
+        (short_recipient, "20 bytes"),
+        (zero_pixels, "pixels per unit is 0"),
+        (short_sig, "65 bytes"),
+        (too_many, "at most 600"),
+        (tickets_without_params, "without ticket params"),
     ]:
-        body = json.loads(json.dumps(good))
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-        raw = base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+        body = pm_pb2.Payment()
+        body.CopyFrom(good)
+        change(body)
         with pytest.raises(PaymentMalformed, match=message):
-            decode_payment(raw)
+            decode_payment(_header(body))
 
 
 def test_round_trip_keeps_every_field(issuer: TicketParamsIssuer) -> None:
@@ -112,7 +162,19 @@ def test_round_trip_keeps_every_field(issuer: TicketParamsIssuer) -> None:
     header = encode_payment(sender.address, params, [(7, b"\x01" * 65)])
     payment = decode_payment(header)
     assert payment.params == params
+    assert payment.price == params.price_per_pixel
     assert payment.tickets[0][0] == params.ticket(sender.address, 7)
+    wire = _payment(header)
+    # The orchestrator reads the expiration params beside the ticket params (field 3).
+    assert wire.expiration_params.creation_round == params.creation_round
+    assert wire.ticket_params.expiration_block == uint_bytes(params.expiration_block)
+
+
+def test_a_payment_without_tickets_names_only_the_sender() -> None:
+    sender = TicketSender(SENDER_KEY)
+    payment = decode_payment(encode_payment(sender.address, None, [], price=Fraction(3, 2)))
+    assert payment.sender == sender.address and payment.price == Fraction(3, 2)
+    assert payment.params is None and payment.tickets == ()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

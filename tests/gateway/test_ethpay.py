@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine
 from web3 import Web3
 
+from chain import pm_pb2
 from chain.devchain import (
     Anvil,
     DevChain,
@@ -24,7 +24,7 @@ from chain.devchain import (
     mine_to_next_round,
 )
 from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer
-from chain.payment import decode_payment, params_from_json
+from chain.payment import decode_payment, params_from_json, uint_bytes
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from farm.media.synth import make_segment
@@ -144,7 +144,8 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
             )
             winners += ticket.is_winning(sig, rand)
     assert winners == tickets + 1  # every ticket of both payments
-    engine = create_engine(env.pg(env.schemas[-1]))
+    # Winners wait in the queue the orchestrator cluster's chain worker redeems from.
+    engine = create_engine(env.orchs[0].cluster.env["FARM_DATABASE_URL"])
     assert len(TicketQueue(engine).pending()) == winners
     engine.dispose()
 
@@ -185,17 +186,20 @@ def test_pay_ai_requests_with_tickets(paid: tuple[Env, Gateway], devchain: DevCh
 
 def test_bad_payment_headers(paid: tuple[Env, Gateway]) -> None:
     _, gw = paid
-    for header in ("not-base64!!", "eyJzZW5kZXIiOiAiMHgxMiJ9"):
+    # Not base64; a JSON header (not a protobuf Payment); a Payment with a short sender.
+    for header in ("not-base64!!", "eyJzZW5kZXIiOiAiMHgxMiJ9", "EgES"):
         r = push(gw, header, 9)
         assert r.status_code == 400 and "Livepeer-Payment" in r.json()["errors"][0]
     bad = httpx.get(f"{gw.url}/api/ticket-params", params={"sender": "0x12"}, timeout=10)
     assert bad.status_code == 400
 
 
-def _tampered(header: str, **changes: str) -> str:
-    body = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    body["ticketParams"].update(changes)
-    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+def _tampered(header: str, **changes: bytes) -> str:
+    body = pm_pb2.Payment()
+    body.ParseFromString(base64.b64decode(header))
+    for field, value in changes.items():
+        setattr(body.ticket_params, field, value)
+    return base64.b64encode(body.SerializeToString()).decode()
 
 
 def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: DevChain) -> None:
@@ -204,16 +208,17 @@ def test_refused_payments_credit_nothing(paid: tuple[Env, Gateway], devchain: De
     before = balance_of(gw, address)
     header = sender.pay(params, PIXELS * PRICE)
     other = "0x" + "22" * 20
-    body = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    sig = bytearray.fromhex(body["senderParams"][-1]["sig"][2:])
+    body = pm_pb2.Payment()
+    body.ParseFromString(base64.b64decode(header))
+    sig = bytearray(body.ticket_sender_params[-1].sig)
     sig[5] ^= 1  # one bit of the last ticket's signature
-    body["senderParams"][-1]["sig"] = "0x" + sig.hex()
-    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+    body.ticket_sender_params[-1].sig = bytes(sig)
+    forged = base64.b64encode(body.SerializeToString()).decode()
     for bad, reason in [
         (forged, "signature"),
-        (_tampered(header, winProb=str(params.win_prob - 1)), "recipientRand"),
-        (_tampered(header, faceValue=str(params.face_value * 2)), "recipientRand"),
-        (_tampered(header, recipient=other), "not this node"),
+        (_tampered(header, win_prob=uint_bytes(params.win_prob - 1)), "recipientRand"),
+        (_tampered(header, face_value=uint_bytes(params.face_value * 2)), "recipientRand"),
+        (_tampered(header, recipient=bytes.fromhex(other[2:])), "not this node"),
     ]:
         r = push(gw, bad, 20)
         assert r.status_code == 400 and reason in r.json()["errors"][0], r.text
@@ -235,7 +240,7 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
     paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
 ) -> None:
     env, _ = paid
-    engine = create_engine(env.pg(env.schemas[-1]))
+    engine = create_engine(env.orchs[0].cluster.env["FARM_DATABASE_URL"])
     queue = TicketQueue(engine)
     waiting = queue.pending()
     assert waiting, "the payment test left winners to redeem"
@@ -247,7 +252,6 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
         FARM_ETH_RPC_URL=devchain.rpc_url,
         FARM_ETH_CONTROLLER=devchain.contracts["Controller"],
         FARM_ETH_PRIVATE_KEY=devchain.orchestrator.private_key,
-        FARM_TICKET_QUEUE_URL=env.pg(env.schemas[-1]),
         FARM_REDEEM_INTERVAL_S="1",
         FARM_REWARD_INTERVAL_S="1",
     )

@@ -1,0 +1,156 @@
+"""The orchestrator's HTTP routes: ``POST /segment`` and the ``GET /stream/...`` renditions.
+
+Refusals are plain text with go-livepeer's statuses and strings (a go-livepeer gateway trims
+the body into its error). Once the credentials and payment pass, ``200`` and its headers go out
+at once, as go-livepeer's orchestrator flushes them (the gateway waits only max(2 s, half the
+segment) for headers); the ``TranscodeResult`` follows when the cluster is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decode_payment
+from chain.signing import keccak256
+from chain.tickets import ZERO_ADDRESS
+from farm.bodies import read_capped
+from farm.orchestrator.segdata import SegmentInvalid, decode_segment
+from farm.orchestrator.service import Orchestrator, SegmentRefused
+
+__all__ = ["URI_CONTENT_TYPE", "install"]
+
+log = logging.getLogger(__name__)
+
+#: The body is the segment's URL, not its bytes.
+URI_CONTENT_TYPE = "application/vnd+livepeer.uri"
+#: go-livepeer refuses an input URL that took longer than this to fetch.
+FETCH_TIMEOUT_S = 8.0
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Price(BaseModel):
+    """A transcoding price: ``price_per_unit`` wei per ``pixels_per_unit`` pixels."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    price_per_unit: int = Field(ge=0, lt=2**63)
+    pixels_per_unit: int = Field(1, gt=0, lt=2**63)
+
+
+def _refused(status: int, text: str) -> Response:
+    return PlainTextResponse(text + "\n", status_code=status)
+
+
+def _payment(header: str) -> Payment:
+    """The request's payment; an empty header is a sender paying nothing (off-chain)."""
+    if not header:
+        return Payment(ZERO_ADDRESS, None, None, ())
+    return decode_payment(header)
+
+
+async def _fetch(url: str, cap: int) -> bytes:
+    """The segment a gateway put at ``url``: 8 s and ``cap`` bytes at most."""
+    if not url.startswith(("http://", "https://")):
+        raise SegmentRefused(400, "BadRequest")
+    body = bytearray()
+    try:
+        async with (
+            asyncio.timeout(FETCH_TIMEOUT_S),
+            httpx.AsyncClient(verify=False) as client,
+            client.stream("GET", url) as r,
+        ):
+            if r.status_code != 200:
+                raise SegmentRefused(400, "BadRequest")
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise SegmentRefused(413, "segment over the size limit")
+    except (TimeoutError, httpx.HTTPError, ValueError):
+        raise SegmentRefused(400, "BadRequest") from None
+    return bytes(body)
+
+
+def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> None:
+    """Add ``/segment`` and ``/stream/...`` to the node API."""
+
+    @api.post("/segment", include_in_schema=False)
+    async def segment(request: Request) -> Response:
+        try:
+            payment = _payment(request.headers.get("livepeer-payment", ""))
+        except ExpectedPriceInvalid as e:
+            return _refused(400, str(e))
+        except PaymentMalformed as e:
+            return _refused(402, str(e))
+        try:
+            seg = decode_segment(request.headers.get("livepeer-segment", ""))
+        except SegmentInvalid as e:
+            return _refused(403, str(e))
+        try:
+            session, price = await run_in_threadpool(orch.admit, seg, payment)
+            try:
+                data = await read_capped(request, max_bytes, _TooLarge)
+            except _TooLarge:
+                return _refused(413, "segment over the size limit")
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if content_type == URI_CONTENT_TYPE:
+                data = await _fetch(data.decode(errors="replace").strip(), max_bytes)
+        except SegmentRefused as e:
+            return _refused(e.status, str(e))
+        if keccak256(data) != seg.data.hash:
+            return _refused(403, "Forbidden")
+        if not data:
+            return _refused(400, "BadRequest")
+
+        async def result() -> AsyncIterator[bytes]:
+            yield b""  # the headers go out now
+            out = await run_in_threadpool(orch.transcode, seg, data, payment, session, price)
+            yield out.SerializeToString()
+
+        return StreamingResponse(result(), status_code=200)
+
+    @api.get("/orchestrator/price")
+    def price() -> dict[str, int]:
+        """The transcoding price this node quotes new sessions, wei per pixels."""
+        quoted = orch.price
+        return {"price_per_unit": quoted.numerator, "pixels_per_unit": quoted.denominator}
+
+    @api.put("/orchestrator/price")
+    def set_price(body: Price, request: Request) -> Response:
+        """Quote a new price from now on (``farm chain config --price-per-unit``)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected = orch.settings.admin_token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected):
+            return JSONResponse(
+                {"error": "unauthorized", "message": "admin token required"}, status_code=401
+            )
+        quoted = orch.set_price(body.price_per_unit, body.pixels_per_unit)
+        return JSONResponse(
+            {"price_per_unit": quoted.numerator, "pixels_per_unit": quoted.denominator}
+        )
+
+    @api.get("/stream/{session}/{name}/{file}", include_in_schema=False)
+    async def stream(session: str, name: str, file: str, request: Request) -> Response:
+        path = request.url.path
+        try:
+            data = await run_in_threadpool(
+                orch.rendition,
+                path,
+                request.query_params.get("expires"),
+                request.query_params.get("sig"),
+            )
+        except SegmentRefused as e:
+            return _refused(e.status, str(e))
+        kind = "video/mp4" if file.endswith(".mp4") else "video/mp2t"
+        return Response(data, media_type=kind)
