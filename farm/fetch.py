@@ -163,12 +163,15 @@ class _GuardedBackend(httpcore.SyncBackend):
 class _GuardedTransport(httpx.HTTPTransport):
     """httpx's transport over the guarded backend; TLS still checks the URL's host name."""
 
-    def __init__(self, policy: FetchPolicy) -> None:
+    def __init__(self, policy: FetchPolicy, verify: bool = True) -> None:
         super().__init__(trust_env=False, retries=0)
         unguarded = self._pool
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            network_backend=_GuardedBackend(policy),
+            ssl_context=context, network_backend=_GuardedBackend(policy)
         )
         unguarded.close()
 
@@ -181,11 +184,15 @@ class SafeFetcher:
         policy: FetchPolicy,
         timeout: httpx.Timeout | float = _TIMEOUT,
         max_redirects: int = 5,
+        *,
+        verify: bool = True,
     ) -> None:
+        """``verify=False`` skips TLS certificate checks (go-livepeer's segment fetch does);
+        the address checks stay."""
         self.policy = policy
         self.max_redirects = max_redirects
         self._client = httpx.Client(
-            transport=_GuardedTransport(policy),
+            transport=_GuardedTransport(policy, verify),
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
