@@ -230,6 +230,13 @@ def test_input_passed_by_url(offchain: tuple[OrchestratorNode, LivepeerGateway])
         result, renditions = gw.transcode(session, "by-url", 0, data, LADDER, 1000, by_url=url)
         _check(result, renditions, LADDER)
         assert hits == ["/seg.ts"]
+        # A rendition URL's expiry and signature are ASCII or nothing: other scripts' digits
+        # and non-ASCII signatures are go-livepeer's 404, not a crash.
+        signed = httpx.URL(result.data.segments[0].url)
+        expires, sig = signed.params["expires"], signed.params["sig"]
+        for forged in ({"expires": "\u0661" * len(expires)}, {"sig": "\u00e9" * len(sig)}):
+            got = gw.http.get(str(signed.copy_merge_params(forged)))
+            assert (got.status_code, got.text) == (404, "ErrNotFound\n"), forged
         # Anything else that is not public is refused before it is asked, with go-livepeer's
         # one answer for a URL it could not fetch.
         seg = gw.seg_data(session, "by-url", 1, data, LADDER, 1000)
