@@ -208,7 +208,7 @@ class SafeFetcher:
         try:
             with self._open(url) as response:
                 yield response
-        except (Refused, httpx.HTTPError, ValueError, OSError) as e:
+        except (Refused, httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as e:
             log.info("fetch of %.200s refused or failed: %s", url, e)
             raise FetchFailed(GENERIC) from e
 

@@ -115,6 +115,8 @@ def test_internal_destinations_are_refused_before_connecting(server: Server) -> 
         "http://169.254.169.254/latest/meta-data/",
         "ftp://example.com/a",
         "file:///etc/passwd",
+        "http://[::1/a",
+        "http://a\x00b/",
     ]
     for url in urls:
         with pytest.raises(FetchFailed) as e:

@@ -27,9 +27,21 @@ def _failed_job(code: str, error: str) -> JobFailedError:
     job_id = uuid.uuid4().hex
     now = utcnow()
     view = JobView(
-        job_id, "transcode", "failed", "q", {}, "t", 3, 1, None, code,
-        error.format(job=job_id), now, now, None,
-    )  # fmt: skip
+        id=job_id,
+        kind="transcode",
+        state="failed",
+        queue="transcode.cpu.h264",
+        spec={},
+        task_id=f"{job_id}.1",
+        attempts=3,
+        publishes=1,
+        result=None,
+        error_code=code,
+        error=error.format(job=job_id),
+        created_at=now,
+        finished_at=now,
+        completed_by=None,
+    )
     return JobFailedError(view)
 
 
