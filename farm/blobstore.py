@@ -30,7 +30,7 @@ __all__ = [
     "blob_store_from_url",
 ]
 
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,511}$")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,511}")
 
 
 class BlobMissing(FarmError):
@@ -46,7 +46,7 @@ class BlobUnavailable(RetryableError):
 
 
 def _check_key(key: str) -> str:
-    if not _KEY.match(key) or ".." in key.split("/"):
+    if not _KEY.fullmatch(key) or ".." in key.split("/"):
         raise ValueError(f"invalid blob key {key!r}")
     return key
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +21,9 @@ from pydantic_settings import (
 )
 
 from farm.queues import golivepeer_queue_error
+
+if TYPE_CHECKING:
+    from farm.fetch import FetchPolicy
 
 __all__ = [
     "DEV_SECRET",
@@ -110,6 +113,25 @@ class FarmBaseSettings(BaseSettings):
                     f"FARM_{name.upper()} must be set to a real secret outside development: {why}"
                 )
         return self
+
+    #: Networks (CIDR) and host names that URLs fetched for callers (task inputs, AI result
+    #: media) may reach although they are not public: the operator's own storage.
+    #: Comma-separated; see farm.fetch.
+    fetch_allow: str = ""
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _fetch_allow_parses(cls, v: str) -> str:
+        from farm.fetch import FetchPolicy
+
+        FetchPolicy.parse(v.split(","))
+        return v
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The policy for URLs fetched on a caller's behalf (``fetch_allow``)."""
+        from farm.fetch import FetchPolicy
+
+        return FetchPolicy.parse(self.fetch_allow.split(","))
 
     def __repr_args__(self) -> Any:
         # URLs carry passwords; a repr ends up in logs and tracebacks.

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -23,6 +24,7 @@ from gateway import metrics as gateway_metrics
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
+from gateway.api.body import BodyTimeout
 from gateway.errors import GatewayError, Unavailable, http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
@@ -126,6 +128,12 @@ def create_app(
             response.headers.update(e.headers())
         return response
 
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, e: ClientDisconnect) -> JSONResponse:
+        # The client left before its body was in: nobody to answer, and nothing to trace.
+        log.info("%s %s: the client left before sending its body", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client disconnected")
+
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, e: DBAPIError) -> JSONResponse:
         # The ledger, session log or task store cannot be reached: the caller may retry. Any
@@ -203,6 +211,16 @@ def create_app(
             log.warning("current sessions unavailable: %s", e)
         return Response(gateway_metrics.render(), media_type=gateway_metrics.CONTENT_TYPE_LATEST)
 
+    app.add_middleware(
+        BodyTimeout,
+        seconds=settings.body_timeout_s,
+        answer=lambda scope, message: error_response(
+            408,
+            "request_timeout",
+            message,
+            livepeer_ai=isinstance(scope.get("route"), ai.AIRoute),
+        ),
+    )
     app.include_router(ingest.router)
     app.include_router(studio.router)
     app.include_router(admin.router)

@@ -94,6 +94,9 @@ class GatewaySettings(FarmBaseSettings):
     max_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024)
     max_task_input_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024)
     max_segment_seconds: float = Field(300.0, gt=0)
+    #: The longest wait for the next part of a request body before the request is answered
+    #: 408 (a client that declares a size and stalls).
+    body_timeout_s: float = Field(30.0, gt=0)
     #: go-livepeer's -authWebhookUrl contract, with a timeout and a cache.
     auth_webhook_url: str | None = None
     auth_webhook_timeout_s: float = Field(3.0, gt=0)

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any, NoReturn
 
+import httpx
 from celery import Celery, Task
 
 from farm import metrics
@@ -29,6 +30,7 @@ from farm.errors import (
     NoCapacity,
     RunnerFailed,
 )
+from farm.fetch import FetchPolicy
 from farm.jobs import JobView
 from farm.registry import Capabilities
 from farm.resources import Resources
@@ -76,6 +78,7 @@ class _AIAttempt:
         self.params: dict[str, Any] = spec.get("params", {})
         self.stream = self.pipeline == "llm" and bool(self.params.get("stream"))
         self.sent = 0
+        self.runner_host: str | None = None
 
     def run(self) -> dict[str, Any]:
         settings = self.res.settings
@@ -97,7 +100,11 @@ class _AIAttempt:
         try:
             response = self._call()
             response, media = rehost(
-                response, self.job_id, self.res.blobs, self.res.settings.ai_max_result_bytes
+                response,
+                self.job_id,
+                self.res.blobs,
+                self.res.settings.ai_max_result_bytes,
+                self._media_policy(),
             )
         except BlobMissing as e:
             self._fail(InputMissing.code, str(e))
@@ -132,6 +139,8 @@ class _AIAttempt:
         if pool is None:
             raise InsufficientCapacity(f"{self.worker} runs no AI models")
         runner = pool.acquire(self.pipeline, self.model_id)
+        if runner.http is not None:
+            self.runner_host = httpx.URL(runner.http.url).host
         try:
             files = {name: self.res.blobs.get(key) for name, key in self.spec["files"].items()}
             streams = streams_of(self.app, self.res)
@@ -149,6 +158,12 @@ class _AIAttempt:
                 raise RunnerFailed(f"{self.pipeline} pipeline error: {e}") from e
         finally:
             pool.release(runner)
+
+    def _media_policy(self) -> FetchPolicy:
+        """Where result media may be fetched from: the operator's runner (whatever its
+        address), public addresses, and FARM_FETCH_ALLOW."""
+        policy = self.res.settings.fetch_policy()
+        return policy.with_hosts(self.runner_host) if self.runner_host else policy
 
     def _move(self, error: FarmError) -> dict[str, Any]:
         tried = [*self.spec.get("tried", []), self.worker]

@@ -23,7 +23,7 @@ __all__ = ["chain_group"]
 LPT = 10**18
 ETH = 10**18
 #: A number, then optionally a unit: "1.5", "1.5LPT", "2 eth", "1e-3 ETH", "100 wei".
-_AMOUNT: Final = re.compile(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_AMOUNT: Final = re.compile(r"\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE)
 #: Above this many digits an amount cannot fit a uint256 in any unit (and Fraction would choke).
 _MAX_DIGITS: Final = 80
 

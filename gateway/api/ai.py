@@ -48,7 +48,7 @@ router = APIRouter(route_class=AIRoute, tags=["ai"])
 #: AI jobs may be paid by an API key, by tickets or vouched for by the auth webhook.
 _OPTIONAL_KEY: dict[str, Any] = {"security": [{"apiKey": []}, {}]}
 _JOB_ERRORS = errors(400, 401, 402, 403, 413, 429, 503, ai=True)
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def is_ai_route(request: Request) -> bool:
@@ -189,7 +189,7 @@ async def image_to_video(request: Request) -> Response:
 async def image_to_video_result(request: Request) -> Response:
     """The state of a ``Prefer: respond-async`` image-to-video request."""
     request_id = (await read_json_object(request)).get("request_id")
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         raise BadRequest("invalid request ID")
     try:
         result = await run_in_threadpool(_service(request).async_state, request_id)
@@ -275,7 +275,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 )
 def ai_media(request_id: str, name: str, request: Request) -> Response:
     """A result file of an AI request (images, videos, audio), as its response linked it."""
-    if not _REQUEST_ID.match(request_id) or not MEDIA_NAME.match(name):
+    if not _REQUEST_ID.fullmatch(request_id) or not MEDIA_NAME.fullmatch(name):
         raise NotFound("no such media")
     try:
         data = state_of(request).blobs.get(f"ai/{request_id}/{name}")

@@ -16,7 +16,7 @@ from farm.media.profiles import profiles_from_json
 from gateway.api.body import JSON_LIMIT, SessionId
 from gateway.api.responses import errors
 from gateway.auth import KeyCaller, state_of
-from gateway.errors import BadRequest, NotFound, RangeNotSatisfiable, RateLimited
+from gateway.errors import BadRequest, NotFound, RangeNotSatisfiable
 from gateway.playback import TOKEN_PATTERN, PlaybackSigner, with_playback_urls
 from gateway.tasks import TaskRunner
 
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
 #: Task ids are hex (``TaskRunner.create``); anything else is refused before the database.
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 PlaybackToken = Annotated[str, Path(pattern=TOKEN_PATTERN)]
-_OUTPUT_PATH = re.compile(r"^(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+_OUTPUT_PATH = re.compile(r"(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
 #: One byte range (``bytes=first-last``, ``bytes=first-``, ``bytes=-suffix``).
 _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 #: A player's ``Range`` header (MP4 in a browser's video element asks for ranges).
@@ -104,11 +104,8 @@ def create_task(body: TranscodeRequest, caller: KeyCaller, request: Request) -> 
     assert caller.key_id is not None
     if body.storage is not None:
         raise BadRequest("external storage is not supported: outputs are served by the gateway")
-    if runner.active(caller.key_id) >= state.settings.max_concurrent_tasks:
-        raise RateLimited(
-            f"at most {state.settings.max_concurrent_tasks} running tasks per key", retry_after=30.0
-        )
-    return runner.create(caller.key_id, body.model_dump(mode="json"))
+    params = body.model_dump(mode="json")
+    return runner.create(caller.key_id, params, state.settings.max_concurrent_tasks)
 
 
 @router.get("/task/{task_id}", responses=errors(400, 404, *_KEY))
@@ -156,7 +153,7 @@ def _output(
     byte_range: str | None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    if not _OUTPUT_PATH.match(path) or ".." in path:
+    if not _OUTPUT_PATH.fullmatch(path) or ".." in path:
         raise NotFound(f"no output {path!r}")
     try:
         data = state_of(request).blobs.get(f"tasks/{task_id}/{path}")

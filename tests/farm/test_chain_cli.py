@@ -120,6 +120,7 @@ def test_staking_cli_sends_nothing_the_contracts_would_refuse(env: Env) -> None:
         ("1eth", "give LPT (or wei), not eth"),
         ("1e-19", "not a whole number of wei"),
         ("1e90", "too large"),
+        ("\u0661\u0662", "is not an amount of LPT"),  # digits of another script
     ],
 )
 def test_malformed_amounts_are_usage_errors(tmp_path: Path, amount: str, message: str) -> None:

@@ -156,6 +156,10 @@ def test_transcode_configuration_in_the_auth_response_shape(
         ),
         # The session log's seqNo is 32-bit: refused up front, not after transcoding.
         ("/live/s/2147483648.ts", "ok", "seg", {}, 400),
+        # A trailing newline is not part of a valid manifestID, nor a non-ASCII digit of a seqNo.
+        ("/live/s%0A/0.ts", "ok", "seg", {}, 400),
+        ("/live/s/%D9%A1.ts", "ok", "seg", {}, 400),
+        ("/live/s/%EF%BC%91.ts", "ok", "seg", {}, 400),
     ],
 )
 def test_bad_requests_get_their_status_and_charge_nothing(
@@ -177,6 +181,48 @@ def test_bad_requests_get_their_status_and_charge_nothing(
     assert r.status_code == status, r.text
     assert set(r.json()) == {"errors", "code"} and r.json()["errors"][0]
     assert gateway.balance(key_id) == before
+
+
+@pytest.mark.parametrize("name", ["a b", "a'b", 'a"b', "caf\u00e9", "low\n", "..", "-x"])
+def test_profile_names_storage_cannot_hold_are_400_and_suspend_nothing(
+    gateway: Gateway, segment: bytes, name: str
+) -> None:
+    # Such a name once passed the gateway and failed on the worker, as a failure of the
+    # orchestrator: it was suspended, and every caller got 503 for its time out.
+    key_id, key = gateway.key(credits=10 * COST)
+    config = json.dumps({"profiles": [{**PROFILES[0], "name": name}]})
+    r = post(
+        gateway, "/live/names/0.ts", segment, key, **{"Livepeer-Transcode-Configuration": config}
+    )
+    assert r.status_code == 400 and "name must be 1-64 ASCII letters" in r.json()["errors"][0]
+    task = httpx.post(
+        f"{gateway.url}/api/transcode",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={
+            "input": {"url": "https://example.com/x.mp4"},
+            "profiles": [{**PROFILES[0], "name": name}],
+        },
+    )
+    assert task.status_code == 400 and "name must be 1-64 ASCII letters" in task.text
+    assert gateway.balance(key_id) == 10 * COST
+    orchestrators = gateway.admin("GET", "/admin/orchestrators").json()
+    assert not any(o["suspended"] for o in orchestrators), orchestrators
+
+
+def test_a_segment_is_priced_by_what_it_holds_not_by_what_is_declared(gateway: Gateway) -> None:
+    # A 2 s segment declared as 1 ms, then as 1 s: reserved by its measured length, and
+    # charged its encoded pixels in full either way.
+    key_id, key = gateway.key(credits=10 * COST)
+    two_seconds = make_segment(320, 240, 30, 2.0)
+    for seq, declared in enumerate(("1", "1000")):
+        r = post(
+            gateway, f"/live/declared/{seq}.ts", two_seconds, key, **{"Content-Duration": declared}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["encoded_pixels"] == 2 * COST
+        assert r.json()["charged"] == 2 * COST
+    assert gateway.balance(key_id) == 6 * COST
 
 
 def test_wrong_method(gateway: Gateway) -> None:

@@ -34,6 +34,12 @@ def source() -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/to/"):  # /to/<url>: a redirect there
+                self.send_response(302)
+                self.send_header("Location", self.path[4:])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path != "/clip.mp4":
                 self.send_error(404)
                 return
@@ -169,6 +175,40 @@ def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
         headers={"Authorization": f"Bearer {other_key}"},
     )
     assert hidden.status_code == 404
+
+
+def test_input_urls_on_internal_addresses_fail_alike_without_a_request(
+    gateway: Gateway, source: str
+) -> None:
+    # The gateway allows 127.0.0.1/32 (its operator's storage, FARM_FETCH_ALLOW) and nothing
+    # else that is not public: not the rest of loopback, however it is spelled, nor the cloud's
+    # metadata address, nor a redirect to any of them.
+    key_id, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    port = source.rsplit(":", 1)[1]
+    urls = [
+        f"http://127.0.0.2:{port}/clip.mp4",
+        f"http://2130706434:{port}/clip.mp4",
+        f"http://0.0.0.0:{port}/clip.mp4",
+        f"http://[::1]:{port}/clip.mp4",
+        f"http://[::ffff:127.0.0.2]:{port}/clip.mp4",
+        "http://169.254.169.254/latest/meta-data/",
+        f"http://10.255.255.1:{port}/clip.mp4",
+        f"{source}/to/http://127.0.0.2:{port}/clip.mp4",
+        f"{source}/to/http://169.254.169.254/latest/meta-data/",
+    ]
+    for url in urls:
+        r = httpx.post(
+            f"{gateway.url}/api/transcode", headers=auth, timeout=30, json={"input": {"url": url}}
+        )
+        assert r.status_code == 200, r.text
+        failed = wait_task(gateway, key, r.json()["id"])
+        assert failed["status"] == {  # type: ignore[comparison-overlap]
+            **failed["status"],  # type: ignore[dict-item]
+            "phase": "failed",
+            "errorMessage": "the URL could not be fetched",
+        }, url
+    assert gateway.balance(key_id) == 10**9
 
 
 def _deep(depth: int = 100_000) -> bytes:
