@@ -19,11 +19,12 @@ from web3 import Web3
 
 from chain import pm_pb2
 from chain.client import ChainClient
-from chain.devchain import Anvil, DevChain, bootstrap, mine
+from chain.devchain import Anvil, DevChain, bootstrap, mine, mine_to_next_round
 from chain.payment import price_from_net, uint_bytes
 from chain.queue import TicketQueue
 from chain.sender import TicketSender
 from chain.signing import keccak256, recover
+from chain.staking import Staking
 from farm.golivepeer import net_pb2
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
@@ -213,3 +214,26 @@ def _redis(cluster: Cluster):  # type: ignore[no-untyped-def]
     import redis
 
     return redis.Redis.from_url(redis_py_url(cluster.settings.redis_registry_url()))
+
+
+def test_a_sender_whose_deposit_unlocks_is_refused(
+    paid: tuple[OrchestratorNode, LivepeerGateway], devchain: DevChain
+) -> None:
+    # Last in this module: the broadcaster's deposit stays unlocking on this chain.
+    _, gw = paid
+    session = gw.session()
+    data = make_segment(320, 240, 30, 1.0)
+    seg = gw.seg_data(session, "unlocking", 0, data, LADDER, 1000)
+    header, count = gw.payment(session, price_from_net(session.info.price_info) * 10**6)
+    assert count > 0
+    Staking(ChainClient.from_devchain(devchain, role="broadcaster")).unlock()
+    # The unlock completes two rounds on; one round later it completes by the next round.
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    orchestrator = ChainClient.from_devchain(devchain, role="orchestrator")
+    mine_to_next_round(w3, orchestrator.rounds)
+    Staking(orchestrator).initialize_round()
+    r = gw.post_segment(session, seg, data, payment=header)
+    assert r.status_code == 400
+    assert r.text.strip() == (
+        f"deposit and reserve for sender 0x{gw.address.hex()} is set to unlock soon"
+    )
