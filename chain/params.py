@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final
+from typing import Final, Protocol
 
 from chain.errors import InsufficientSenderReserve
 from chain.tickets import MAX_WIN_PROB, ZERO_HASH, Ticket, recipient_rand_hash
@@ -28,11 +28,13 @@ __all__ = [
     "DEFAULT_REDEEM_GAS_L2",
     "DEFAULT_TICKET_EV",
     "PARAMS_EXPIRY_BLOCKS",
+    "ParamsChain",
     "RecipientConfig",
     "TicketParams",
     "TicketParamsIssuer",
     "creation_round",
     "face_value",
+    "issue_params",
     "win_prob",
 ]
 
@@ -231,3 +233,40 @@ class TicketParamsIssuer:
             creation_round=creation_round,
             creation_round_block_hash=creation_round_block_hash,
         )
+
+
+class ParamsChain(Protocol):
+    """What issuing params reads from the chain (chain.client.ChainClient provides it)."""
+
+    def gas_price(self) -> int: ...
+
+    def max_float(self, sender: bytes, recipient: bytes, *, pending: int = 0) -> int: ...
+
+    def last_seen_l1_block(self) -> int: ...
+
+    def last_initialized_round(self) -> int: ...
+
+    def block_hash_for_round(self, round: int) -> bytes: ...
+
+
+def issue_params(
+    issuer: TicketParamsIssuer,
+    chain: ParamsChain,
+    sender: bytes,
+    price_per_pixel: Fraction,
+    *,
+    pending: int,
+) -> TicketParams:
+    """Fresh params for ``sender`` from the chain as it stands: the current creation round,
+    the gas price, and what the sender can still pay this recipient, less ``pending`` (the
+    face value of its winners not yet redeemed, which are owed already)."""
+    round_, block_hash = creation_round(chain.last_initialized_round(), chain.block_hash_for_round)
+    return issuer.ticket_params(
+        sender,
+        price_per_pixel,
+        gas_price=chain.gas_price(),
+        max_float=chain.max_float(sender, issuer.recipient, pending=pending),
+        last_seen_l1_block=chain.last_seen_l1_block(),
+        creation_round=round_,
+        creation_round_block_hash=block_hash,
+    )

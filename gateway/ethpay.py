@@ -27,7 +27,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from chain.errors import ChainError, InsufficientSenderReserve, TicketError, TicketParamsExpired
-from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
+from chain.params import ParamsChain, RecipientConfig, TicketParamsIssuer, issue_params
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
 from chain.queue import TicketQueue
 from chain.validation import Receipt, RedisNonceStore, TicketReceiver
@@ -54,18 +54,8 @@ def parse_price(raw: str) -> Fraction:
     return Fraction(int(num), int(den or "1"))
 
 
-class TicketChain(Protocol):
+class TicketChain(ParamsChain, Protocol):
     """What ticket payments read from the chain (chain.client.ChainClient provides it)."""
-
-    def gas_price(self) -> int: ...
-
-    def max_float(self, sender: bytes, recipient: bytes, *, pending: int = 0) -> int: ...
-
-    def last_seen_l1_block(self) -> int: ...
-
-    def last_initialized_round(self) -> int: ...
-
-    def block_hash_for_round(self, round: int) -> bytes: ...
 
     def withdraw_round(self, sender: bytes) -> int: ...
 
@@ -113,20 +103,12 @@ class EthPayments:
             return self._ticket_params(sender)
 
     def _ticket_params(self, sender: bytes) -> dict[str, Any]:
-        round_, block_hash = creation_round(
-            self.chain.last_initialized_round(), self.chain.block_hash_for_round
-        )
-        params = self.issuer.ticket_params(
+        params = issue_params(
+            self.issuer,
+            self.chain,
             sender,
             self.price_per_pixel,
-            gas_price=self.chain.gas_price(),
-            # Winners of this sender still waiting for redemption are owed already.
-            max_float=self.chain.max_float(
-                sender, self.issuer.recipient, pending=self.queue.pending_face_value(sender)
-            ),
-            last_seen_l1_block=self.chain.last_seen_l1_block(),
-            creation_round=round_,
-            creation_round_block_hash=block_hash,
+            pending=self.queue.pending_face_value(sender),
         )
         return {
             "ticketParams": params_to_json(params),

@@ -39,7 +39,7 @@ from chain.errors import (
     TicketParamsExpired,
     TooManyNonces,
 )
-from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer, creation_round
+from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer, issue_params
 from chain.payment import Payment, params_to_net, price_to_net
 from chain.queue import TicketQueue
 from chain.signing import Signer, keccak256, recover
@@ -308,20 +308,8 @@ class Orchestrator:
 
     def _ticket_params(self, sender: bytes, price: Fraction) -> TicketParams:
         assert self.issuer is not None and self.chain is not None and self.queue is not None
-        round_, block_hash = creation_round(
-            self.chain.last_initialized_round(), self.chain.block_hash_for_round
-        )
-        return self.issuer.ticket_params(
-            sender,
-            price,
-            gas_price=self.chain.gas_price(),
-            # Winners of this sender still waiting for redemption are owed already.
-            max_float=self.chain.max_float(
-                sender, self.issuer.recipient, pending=self.queue.pending_face_value(sender)
-            ),
-            last_seen_l1_block=self.chain.last_seen_l1_block(),
-            creation_round=round_,
-            creation_round_block_hash=block_hash,
+        return issue_params(
+            self.issuer, self.chain, sender, price, pending=self.queue.pending_face_value(sender)
         )
 
     # -- gRPC -----------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def test_bad_credentials_and_payments_are_refused_without_charge(
     # The intact payment is credited once; the same tickets again are a replay.
     r = gw.post_segment(session, seg, data, payment=header)
     assert r.status_code == 200, r.text
-    assert net_pb2.TranscodeResult.FromString(r.content).WhichOneof("result") == "data"
+    done = net_pb2.TranscodeResult.FromString(r.content)
+    assert done.WhichOneof("result") == "data", done.error
     after = balance()
     r = gw.post_segment(session, seg, data, payment=header)
     assert r.status_code == 400 and "already seen" in r.text
