@@ -4,7 +4,8 @@ Prices come from the workers' ``-aiModels`` entries (farm.ai.config: ``price_per
 ``pixels_per_unit`` units, as go-livepeer's orchestrator takes them), read from the heartbeats
 of the live workers. Where two workers price one model differently the higher price is quoted,
 so no worker works below its operator's price. A price in another currency needs a price feed
-this node does not have: such an entry is left unpriced and logged.
+this node does not have: such an entry is left unpriced, and on chain its model is not
+served to gateways.
 
 OrchestratorInfo carries every price in ``capabilities_prices`` (PriceInfo with the capability
 and, as ``constraint``, the model id); a gateway that asks GetOrchestrator for AI capabilities
@@ -60,7 +61,7 @@ def _number(value: Any) -> Fraction | None:
 def entry_price(entry: Mapping[str, Any]) -> Fraction | None:
     """Wei per unit of one ``-aiModels`` entry; None when it has no usable price."""
     if str(entry.get("currency") or "").upper() not in _WEI:
-        log.warning(
+        log.debug(
             "%s %s is priced in %s: no price feed here, left unpriced",
             entry.get("pipeline"),
             entry.get("model_id"),
