@@ -54,6 +54,7 @@ from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from chain.abi import abi, contract_id
 from chain.errors import ChainError
+from chain.service_uri import parse as parse_service_uri
 from chain.tickets import ZERO_ADDRESS, Ticket, recipient_rand_hash
 
 if TYPE_CHECKING:
@@ -501,6 +502,30 @@ class ChainClient:
         except ContractReverted as e:
             return e.reason or "reverted without a reason"
         return None
+
+    # ---- ServiceRegistry ---------------------------------------------------------------
+
+    @property
+    def service_registry(self) -> Contract:
+        """ServiceRegistry, where orchestrators advertise their service URI."""
+        return self.contract("ServiceRegistry")
+
+    def service_uri(self, address: bytes | str) -> str:
+        """The service URI ``address`` advertises ("" when it set none)."""
+        return str(self.call(self.service_registry.functions.getServiceURI(_hex(address))))
+
+    def set_service_uri(self, uri: str) -> TxReceipt:
+        """Advertise ``uri`` (``https://HOST:PORT``) as this account's service URI.
+
+        Raises InvalidServiceURI for any other form and ContractReverted when a simulation
+        says the registry would refuse it; nothing is sent in either case.
+        """
+        checked = parse_service_uri(uri)
+        fn = self.service_registry.functions.setServiceURI(checked)
+        reason = self.revert_reason(fn)
+        if reason is not None:
+            raise ContractReverted(f"setServiceURI would revert: {reason} (nothing sent)", reason)
+        return self.transact(fn)
 
     # ---- transactions ------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ CONTRACTS: Final = (
     "RoundsManager",
     "BondingManager",
     "TicketBroker",
+    "ServiceRegistry",
 )
 
 #: solc settings (standard JSON): optimizer on, an EVM version Arbitrum and anvil share, no

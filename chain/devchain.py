@@ -5,7 +5,9 @@
 port. ``deploy(w3)`` deploys the contracts behind a Controller in the order Livepeer's deploy
 uses; ``bootstrap(w3)`` then mints and bonds LPT for an orchestrator, registers it as a
 transcoder, funds a broadcaster's deposit and reserve and initializes two rounds, so that
-the orchestrator is active and tickets created in the current round can be redeemed.
+the orchestrator is active and tickets created in the current round can be redeemed; the
+orchestrator advertises its service URI (``https://127.0.0.1:8935`` unless told otherwise) in
+the ServiceRegistry.
 
 Accounts are anvil's default funded accounts (the public ``test test ... junk`` mnemonic):
 never use them anywhere but a local chain. ``python -m chain.devchain out.json`` starts anvil,
@@ -14,6 +16,7 @@ bootstraps it, writes the JSON and keeps running until interrupted.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -36,6 +39,8 @@ from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from chain.abi import contract_id, load_artifact
 from chain.compile import CONTRACTS_DIR, NODE_MODULES, ensure_node_modules
+from chain.service_uri import DEFAULT_DEV_SERVICE_URI
+from chain.service_uri import parse as parse_service_uri
 
 __all__ = [
     "ANVIL_KEYS",
@@ -249,6 +254,8 @@ class BootstrapParams:
     fee_share: int = 500_000
     deposit: int = 10**18
     reserve: int = 10**18
+    #: What the orchestrator advertises in the ServiceRegistry (``https://HOST:PORT``).
+    service_uri: str = DEFAULT_DEV_SERVICE_URI
 
 
 @dataclass(frozen=True)
@@ -387,7 +394,7 @@ def deploy(
     Order (reference 5.1): Controller; LivepeerToken; Minter (granted MINTER_ROLE);
     RoundsManager (round length, lock amount); BondingManager (unbonding period, active set
     size); TicketBroker, registered as TicketBroker and JobsManager (unlock period, ticket
-    validity period); then unpause.
+    validity period); ServiceRegistry; then unpause.
     """
     account = deployer or DevAccount.from_key(ANVIL_KEYS[0])
     p = params or DeployParams()
@@ -423,6 +430,8 @@ def deploy(
     _send(w3, broker.functions.setUnlockPeriod(p.unlock_period), me)
     _send(w3, broker.functions.setTicketValidityPeriod(p.ticket_validity_period), me)
 
+    add("ServiceRegistry", controller_address)
+
     _send(w3, controller.functions.unpause(), me)
     return addresses
 
@@ -446,8 +455,10 @@ def bootstrap(
        and calls transcoder(rewardCut, feeShare) (outside the lock period); it becomes
        active in N+1. The broadcaster calls fundDepositAndReserve.
     3. Mine to round N+1 and initializeRound. reward() is left to the caller.
+    4. The orchestrator advertises ``params.service_uri`` in the ServiceRegistry.
     """
     p = params or BootstrapParams()
+    parse_service_uri(p.service_uri)  # refused before anything is deployed
     owner = deployer or DevAccount.from_key(ANVIL_KEYS[0])
     orch = orchestrator or DevAccount.from_key(ANVIL_KEYS[1])
     sender = broadcaster or DevAccount.from_key(ANVIL_KEYS[2])
@@ -474,6 +485,9 @@ def bootstrap(
     mine_to_next_round(w3, rounds)
     _send(w3, rounds.functions.initializeRound(), me, gas=1_000_000)
     current = cast(int, rounds.functions.currentRound().call())
+    if "ServiceRegistry" in c:  # absent from an older deployment passed in ``addresses``
+        registry = c["ServiceRegistry"]
+        _send(w3, registry.functions.setServiceURI(p.service_uri), orch.address)
 
     chain = DevChain(
         rpc_url=_endpoint(w3),
@@ -497,14 +511,27 @@ def _endpoint(w3: Web3) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m chain.devchain [out.json]``: run a bootstrapped anvil until interrupted."""
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else Path("devchain.json")
+    """``python -m chain.devchain [out.json] [--service-uri URL]``: run a bootstrapped anvil
+    until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m chain.devchain")
+    parser.add_argument("out", nargs="?", type=Path, default=Path("devchain.json"))
+    parser.add_argument(
+        "--service-uri",
+        default=DEFAULT_DEV_SERVICE_URI,
+        help="what the orchestrator advertises in the ServiceRegistry (https://HOST:PORT)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    out: Path = args.out
+    try:
+        params = BootstrapParams(service_uri=parse_service_uri(args.service_uri))
+    except ValueError as e:
+        print(f"--service-uri: {e}", file=sys.stderr)
+        return 2
     if shutil.which("node") is None and not NODE_MODULES.exists():
         print("Node.js is needed to install anvil", file=sys.stderr)
         return 1
     with start_anvil() as anvil:
-        chain = bootstrap(anvil.web3(), out)
+        chain = bootstrap(anvil.web3(), out, params=params)
         print(f"anvil at {anvil.url}; round {chain.round}; wrote {out}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             anvil.process.wait()

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from chain.client import (
     ChainClient,
+    ContractNotRegistered,
     ContractReverted,
     NoSigningKey,
     TransactionFailed,
@@ -20,6 +21,7 @@ from chain.client import (
 )
 from chain.errors import ChainError
 from chain.reward import RewardService
+from chain.service_uri import InvalidServiceURI
 
 __all__ = ["PERC_DIVISOR", "InsufficientBalance", "InvalidArgument", "Staking", "TxResult"]
 
@@ -163,9 +165,21 @@ class Staking:
                 "deposit_wei": sender.deposit,
                 "reserve_wei": sender.reserve,
                 "withdraw_round": sender.withdraw_round,
+                "service_uri": self.service_uri(),
             }
         )
         return out
+
+    def service_uri(self) -> str | None:
+        """The service URI this account advertises: "" when none, None when the chain has
+        no ServiceRegistry."""
+        me = self.client.address
+        if me is None:
+            raise NoSigningKey("no private key: set FARM_ETH_PRIVATE_KEY")
+        try:
+            return self.client.service_uri(me)
+        except ContractNotRegistered:
+            return None
 
     # ---- rounds and reward -------------------------------------------------------------
 
@@ -246,3 +260,14 @@ class Staking:
 
     def withdraw(self) -> TxResult:
         return self._send("withdraw", self.client.broker.functions.withdraw())
+
+    # ---- advertising -------------------------------------------------------------------
+
+    def set_service_uri(self, uri: str) -> TxResult:
+        """Advertise ``uri`` (``https://HOST:PORT``) in the ServiceRegistry."""
+        try:
+            receipt = self.client.set_service_uri(uri)
+        except InvalidServiceURI as e:
+            raise InvalidArgument(str(e)) from None
+        tx = "0x" + bytes(receipt["transactionHash"]).hex()
+        return TxResult("setServiceURI", tx, receipt["gasUsed"])

@@ -18,7 +18,29 @@ from farm.errors import ConfigError
 from farm.queues import CHAIN_QUEUE
 from farm.settings import ClusterSettings
 
-__all__ = ["chain_schedule", "register_chain_tasks"]
+__all__ = ["TICKET_QUEUE_KEY", "announce_ticket_queue", "chain_schedule", "register_chain_tasks"]
+
+#: The ticket queue this cluster redeems from (its URL, credentials redacted), in the cluster's
+#: registry, where a gateway in front of the cluster checks that it writes winners there too.
+TICKET_QUEUE_KEY = "farm:chain:ticket-queue"
+
+
+def announce_ticket_queue(settings: ClusterSettings) -> None:
+    """Say in the cluster's registry which ticket queue its redeemer reads."""
+    import redis
+
+    from farm.registry import redis_py_url
+    from farm.settings import redact_url
+
+    try:
+        client = redis.Redis.from_url(redis_py_url(settings.redis_registry_url()))
+        try:
+            client.set(TICKET_QUEUE_KEY, redact_url(settings.ticket_queue_database()))
+        finally:
+            client.close()
+    except (ConfigError, redis.RedisError) as e:
+        log.warning("could not announce the ticket queue: %s", e)
+
 
 log = logging.getLogger(__name__)
 _services: dict[str, Any] = {}
@@ -57,8 +79,9 @@ def _service(settings: ClusterSettings, name: str) -> Any:
     client = chain_client(settings)
     if client is None:
         raise ConfigError("chain tasks need FARM_ETH_RPC_URL")
-    queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
+    queue = TicketQueue(create_engine(settings.ticket_queue_database()))
     queue.create_schema()
+    announce_ticket_queue(settings)
     _services["redeem"] = Redeemer(client, queue)
     _services["reward"] = RewardService(client, initialize_rounds=settings.initialize_rounds)
     return _services[name]

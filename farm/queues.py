@@ -12,9 +12,11 @@ __all__ = [
     "CHAIN_QUEUE",
     "CODECS",
     "CONTROL_QUEUE",
+    "GOLIVEPEER_CODECS",
     "ai_queue",
     "ai_worker_queue",
     "codec_of",
+    "golivepeer_queue_error",
     "transcode_queue",
 ]
 
@@ -23,6 +25,9 @@ CHAIN_QUEUE = "chain"
 CONTROL_QUEUE = "farm.control"
 #: Livepeer encoder family -> queue codec name.
 CODECS = {"H.264": "h264", "HEVC": "hevc", "AV1": "av1", "VP9": "vp9"}
+#: The queue codecs go-livepeer transcoders can encode: their protocol's VideoProfile.encoder
+#: has H264 0, H265 1, VP8 2 and VP9 3, and nothing else (no AV1); the farm has no VP8.
+GOLIVEPEER_CODECS = ("h264", "hevc", "vp9")
 
 
 def codec_of(encoder: str) -> str:
@@ -34,6 +39,21 @@ def codec_of(encoder: str) -> str:
 
 def transcode_queue(codec: str, gpu: bool) -> str:
     return f"transcode.{'gpu' if gpu else 'cpu'}.{codec}"
+
+
+def golivepeer_queue_error(queue: str) -> str | None:
+    """Why the go-livepeer bridge must not consume ``queue``; None when it may (a transcode
+    queue of a codec go-livepeer transcoders have)."""
+    kind, _, rest = queue.partition(".")
+    device, _, codec = rest.partition(".")
+    if kind != "transcode" or device not in ("cpu", "gpu") or not codec:
+        return f"{queue!r} is not a transcode queue (transcode.cpu.CODEC or transcode.gpu.CODEC)"
+    if codec not in GOLIVEPEER_CODECS:
+        return (
+            f"{queue!r}: go-livepeer transcoders cannot encode {codec} "
+            f"(their protocol has {', '.join(GOLIVEPEER_CODECS)})"
+        )
+    return None
 
 
 def ai_queue(pipeline: str) -> str:

@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from farm.queues import golivepeer_queue_error
+
 __all__ = [
     "DEV_SECRET",
     "AIRunnerSettings",
@@ -171,6 +173,12 @@ class ClusterSettings(FarmBaseSettings):
             )
         return self.registry_url
 
+    def ticket_queue_database(self) -> str:
+        """Where the cluster's winning tickets wait for ``chain.redeem``: every door that
+        receives tickets (the node's ``/segment``, a gateway in front of this cluster) writes
+        there, and the redeemer reads there."""
+        return self.ticket_queue_url or self.database_url
+
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
         data = self.model_dump(exclude={"secret", "orch_secret"})
@@ -280,6 +288,9 @@ class NodeSettings(ClusterSettings):
     redeem_gas: int = Field(1_200_000, gt=0)
     ticket_max_face_value_wei: int = Field(0, ge=0)
     rendition_ttl_s: float = Field(600.0, gt=0)
+    #: Chain reads behind requests (round, block, gas price, senders' funds) are refreshed in
+    #: the background once older than this (0: read on every request).
+    chain_cache_s: float = Field(2.0, ge=0)
 
     def orchestrator_uri(self) -> str:
         """The service URI gateways send segments to (no trailing slash)."""
@@ -295,6 +306,20 @@ class NodeSettings(ClusterSettings):
             raise ValueError("FARM_TLS_CERT and FARM_TLS_KEY go together")
         if self.tls_cert is not None:
             self.tls = True
+        return self
+
+    @field_validator("golivepeer_queues")
+    @classmethod
+    def _golivepeer_codecs(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
+        problems = [p for p in map(golivepeer_queue_error, queues) if p is not None]
+        if problems:
+            raise ValueError("FARM_GOLIVEPEER_QUEUES: " + "; ".join(problems))
+        return queues
+
+    @model_validator(mode="after")
+    def _golivepeer_has_queues(self) -> NodeSettings:
+        if self.golivepeer and not self.golivepeer_queues:
+            raise ValueError("FARM_GOLIVEPEER_QUEUES is empty: name a queue, or FARM_GOLIVEPEER=0")
         return self
 
 

@@ -102,6 +102,9 @@ class GatewaySettings(FarmBaseSettings):
     eth_controller: str | None = None
     #: The address tickets are made out to (the gateway's, as recipient).
     eth_recipient: str | None = None
+    #: Where winning tickets wait for redemption: the database the orchestrator cluster's
+    #: chain worker redeems from (default: the one cluster orchestrator's database).
+    ticket_queue_url: str | None = None
     #: 32 bytes hex: the recipient's secret for recipientRand (keep it across restarts to
     #: honour outstanding params).
     ticket_secret: SecretStr = SecretStr("00" * 32)

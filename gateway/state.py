@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+
+import redis
+from sqlalchemy import create_engine
 
 from farm.blobstore import BlobStore, blob_store_from_url
+from farm.errors import ConfigError
 from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
+from farm.registry import redis_py_url
+from farm.settings import ClusterSettings, redact_url
 from gateway.crosscheck import CrossChecker
 from gateway.dispatch import Dispatcher
 from gateway.ethpay import EthPayments, parse_price
@@ -19,7 +25,9 @@ from gateway.sessions import SessionLog
 from gateway.settings import GatewaySettings
 from gateway.webhook import AuthWebhook
 
-__all__ = ["GatewayState"]
+log = logging.getLogger(__name__)
+
+__all__ = ["GatewayState", "ticket_queue_url"]
 
 
 @dataclass
@@ -80,7 +88,7 @@ class GatewayState:
             blobs=blob_store_from_url(settings.gateway_blob_url),
             default_profiles=parse_profiles(settings.default_profiles),
             webhook=webhook,
-            eth=_eth_payments(settings, ledger, engine),
+            eth=_eth_payments(settings, ledger),
         )
 
     def close(self) -> None:
@@ -95,7 +103,44 @@ class GatewayState:
         self.ledger.engine.dispose()
 
 
-def _eth_payments(settings: GatewaySettings, ledger: Ledger, engine: Any) -> EthPayments | None:
+def ticket_queue_url(settings: GatewaySettings) -> str:
+    """Where this gateway stores the winning tickets it receives: the queue the orchestrator's
+    chain worker redeems from. Refuses (ValueError) a configuration that would strand them: no
+    queue named and no single cluster to default to, or a cluster that says it redeems from
+    another queue."""
+    from farm.chain_tasks import TICKET_QUEUE_KEY
+
+    url = settings.ticket_queue_url
+    if url is None:
+        if len(settings.orchestrators) != 1:
+            raise ValueError(
+                "ticket payments need FARM_TICKET_QUEUE_URL: the database the orchestrator's "
+                "chain worker redeems winning tickets from"
+            )
+        url = settings.orchestrators[0].database_url
+    for entry in settings.orchestrators:
+        try:
+            registry = ClusterSettings(**entry.cluster_fields()).redis_registry_url()
+            client = redis.Redis.from_url(redis_py_url(registry), socket_timeout=3)
+            try:
+                announced = client.get(TICKET_QUEUE_KEY)
+            finally:
+                client.close()
+        except (ConfigError, redis.RedisError) as e:
+            log.warning("orchestrator %s: ticket queue unknown (%s)", entry.name, e)
+            continue
+        if isinstance(announced, bytes):
+            announced = announced.decode()
+        if announced is not None and announced != redact_url(url):
+            raise ValueError(
+                f"winning tickets would be stranded: this gateway keeps them in "
+                f"{redact_url(url)}, but orchestrator {entry.name} redeems from "
+                f"{announced}; set FARM_TICKET_QUEUE_URL to its queue"
+            )
+    return url
+
+
+def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | None:
     """Ticket payments, when a chain is configured (offline otherwise, as go-livepeer's)."""
     if not settings.eth_rpc_url:
         return None
@@ -108,7 +153,7 @@ def _eth_payments(settings: GatewaySettings, ledger: Ledger, engine: Any) -> Eth
     return EthPayments(
         client,
         ledger,
-        engine,
+        create_engine(ticket_queue_url(settings)),
         settings.gateway_redis_url,
         recipient=bytes.fromhex(settings.eth_recipient.removeprefix("0x")),
         secret=bytes.fromhex(settings.ticket_secret.get_secret_value()),

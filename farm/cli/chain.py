@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import click
 
-from farm.errors import ConfigError
+from farm.errors import ConfigError, FarmError
 from farm.settings import ClusterSettings
 
 __all__ = ["chain_group"]
@@ -148,11 +148,17 @@ def chain_group(ctx: click.Context, devchain: Path | None, role: str) -> None:
     default=Path("devchain.json"),
     show_default=True,
 )
-def dev_cmd(out: Path) -> None:
+@click.option(
+    "--service-uri",
+    default="https://127.0.0.1:8935",
+    show_default=True,
+    help="What the orchestrator advertises in the ServiceRegistry (https://HOST:PORT).",
+)
+def dev_cmd(out: Path, service_uri: str) -> None:
     """Start anvil, deploy the contracts, bootstrap an orchestrator and a funded sender."""
     from chain.devchain import main
 
-    raise SystemExit(main([str(out)]))
+    raise SystemExit(main([str(out), "--service-uri", service_uri]))
 
 
 def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
@@ -184,10 +190,37 @@ def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
 def status_cmd(ctx: click.Context) -> None:
     """Round, the account's stake, reward, fees, deposit and reserve."""
     staking = _staking(ctx)
-    lines = _fmt_status(_run("status", staking.status))
+    status = _run("status", staking.status)
+    lines = _fmt_status(status)
+    lines.update(_fmt_service_uri(status))
     width = max(map(len, lines))
     for k, v in lines.items():
         click.echo(f"{k:<{width}}  {v}")
+
+
+def _fmt_service_uri(status: dict[str, Any]) -> dict[str, str]:
+    """The status line of the advertised service URI (none without an account)."""
+    if "service_uri" not in status:
+        return {}
+    uri = status["service_uri"]
+    if uri is None:
+        return {"service URI": "(no ServiceRegistry on this chain)"}
+    return {"service URI": uri or "(not set: farm chain set-service-uri https://HOST:PORT)"}
+
+
+@chain_group.command("set-service-uri")
+@click.argument("url")
+@click.pass_context
+def set_service_uri_cmd(ctx: click.Context, url: str) -> None:
+    """Advertise URL (https://HOST:PORT) in the ServiceRegistry, where gateways find you."""
+    from chain.service_uri import parse
+
+    try:
+        parse(url)  # before connecting: a bad URL is refused with nothing sent
+    except ValueError as e:
+        raise click.ClickException(f"setServiceURI refused: {e}") from None
+    staking = _staking(ctx)
+    _echo_txs(_run("setServiceURI", lambda: staking.set_service_uri(url)))
 
 
 @chain_group.command("round")
@@ -263,9 +296,23 @@ def withdraw_fees_cmd(ctx: click.Context, amount: int | None) -> None:
 @click.option("--price-per-unit", type=int, default=None, help="Wei per --pixels-per-unit pixels.")
 @click.option("--pixels-per-unit", type=int, default=1, show_default=True)
 @click.option(
+    "--node-url",
+    envvar="FARM_NODE_URL",
+    default=None,
+    help="The orchestrator node that quotes the price to gateways (env FARM_NODE_URL).",
+)
+@click.option("--node-ca", envvar="FARM_NODE_CA", default=None, help="CA file for an https node.")
+@click.option(
+    "--node-cert-fingerprint",
+    envvar="FARM_NODE_CERT_FINGERPRINT",
+    default=None,
+    help="SHA-256 fingerprint of an https node's certificate.",
+)
+@click.option(
     "--gateway-url",
     default=None,
-    help="The gateway that quotes the price (default: FARM_GATEWAY_HOST/PORT).",
+    help="The gateway that quotes the price to its ticket payers (default, without "
+    "--node-url: FARM_GATEWAY_HOST/PORT).",
 )
 @click.pass_context
 def config_cmd(
@@ -274,9 +321,13 @@ def config_cmd(
     fee_share: float | None,
     price_per_unit: int | None,
     pixels_per_unit: int,
+    node_url: str | None,
+    node_ca: str | None,
+    node_cert_fingerprint: str | None,
     gateway_url: str | None,
 ) -> None:
-    """Set the reward cut and fee share (on chain) and the ticket price (on the gateway)."""
+    """Set the reward cut and fee share (on chain) and the price: on the orchestrator node
+    (quoted in OrchestratorInfo) and/or on the gateway (quoted in its ticket params)."""
     if (reward_cut is None) != (fee_share is None):
         raise click.UsageError("--reward-cut and --fee-share go together")
     if reward_cut is None and price_per_unit is None:
@@ -284,9 +335,45 @@ def config_cmd(
     if reward_cut is not None and fee_share is not None:
         staking = _staking(ctx)
         _echo_txs(_run("transcoder", lambda: staking.config(reward_cut, fee_share)))
-    if price_per_unit is not None:
+    if price_per_unit is None:
+        return
+    if node_url:
+        price = _set_node_price(
+            node_url, node_ca, node_cert_fingerprint, price_per_unit, pixels_per_unit
+        )
+        click.echo(
+            f"node price: {price['price_per_unit']} wei per {price['pixels_per_unit']} pixel(s)"
+        )
+    if gateway_url or not node_url:
         price = _set_gateway_price(gateway_url, price_per_unit, pixels_per_unit)
         click.echo(f"price: {price['price_per_unit']} wei per {price['pixels_per_unit']} pixel(s)")
+
+
+def _set_node_price(
+    url: str, ca: str | None, pin: str | None, price_per_unit: int, pixels_per_unit: int
+) -> Any:
+    """PUT the price to the node, which quotes it in OrchestratorInfo from now on."""
+    import httpx
+
+    from farm.cli.cluster import _load
+    from farm.remote.tls import NodeHttp
+    from farm.settings import NodeSettings
+
+    settings: NodeSettings = _load(NodeSettings)
+    node = NodeHttp(url, ca, pin, timeout_s=10)
+    try:
+        r = node.client().put(
+            f"{url.rstrip('/')}/orchestrator/price",
+            json={"price_per_unit": price_per_unit, "pixels_per_unit": pixels_per_unit},
+            headers={"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"},
+        )
+    except (httpx.HTTPError, FarmError) as e:
+        raise click.ClickException(f"setting the price failed: node {url}: {e}") from e
+    finally:
+        node.close()
+    if r.status_code != 200:
+        raise click.ClickException(f"setting the price failed: {r.status_code} {r.text}")
+    return r.json()
 
 
 def _set_gateway_price(url: str | None, price_per_unit: int, pixels_per_unit: int) -> Any:
@@ -354,7 +441,7 @@ def tickets_cmd() -> None:
     from farm.cli.cluster import _load
 
     settings: ClusterSettings = _load(ClusterSettings)
-    queue = TicketQueue(create_engine(settings.ticket_queue_url or settings.database_url))
+    queue = TicketQueue(create_engine(settings.ticket_queue_database()))
     queue.create_schema()
     for q in queue.pending():
         click.echo(

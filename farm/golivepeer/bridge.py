@@ -1,6 +1,7 @@
 """The bridge: a Celery worker on the node process that feeds go-livepeer transcoders.
 
-It consumes the cluster's transcode queues (the same ``farm.transcode`` messages local workers
+It consumes the cluster's transcode queues of the codecs go-livepeer's protocol has (H.264,
+HEVC, VP9: ``farm.queues.GOLIVEPEER_CODECS``; the same ``farm.transcode`` messages local workers
 take) with a prefetch equal to the attached transcoders' total capacity, and runs the farm's
 own task with :class:`~farm.golivepeer.engine.RemoteEngine` as its transcode step. It runs
 only while some capacity is attached, and advertises that capacity in the registry (kind
@@ -22,8 +23,10 @@ import redis
 from celery import Celery
 
 from farm.celery_app import create_app
+from farm.errors import ConfigError
 from farm.golivepeer.engine import RemoteEngine
 from farm.golivepeer.hub import Hub
+from farm.queues import golivepeer_queue_error
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import NodeSettings
 from farm.tasks import use_engine
@@ -38,6 +41,12 @@ class Bridge:
     """Starts, resizes and stops the bridge's worker as transcoders come and go."""
 
     def __init__(self, settings: NodeSettings, hub: Hub, app: Celery | None = None) -> None:
+        # Only the codecs go-livepeer's protocol has: any other would fail on every transcoder.
+        problems = [p for p in map(golivepeer_queue_error, settings.golivepeer_queues) if p]
+        if problems or not settings.golivepeer_queues:
+            raise ConfigError(
+                "FARM_GOLIVEPEER_QUEUES: " + ("; ".join(problems) or "no queue to consume")
+            )
         self.settings = settings
         self.hub = hub
         self.name = f"golivepeer@{socket.gethostname()}:{os.getpid()}"

@@ -18,7 +18,7 @@ import av
 
 from farm.errors import ProfileInvalid, VerificationFailed
 from farm.golivepeer.hub import Hub, NoTranscoder, Part
-from farm.golivepeer.wire import to_net_profile
+from farm.golivepeer.wire import job_capabilities, to_net_profile
 from farm.media.engine import EngineOptions, Rendition, TranscodeResult
 from farm.media.output import MIME_TYPES, check_format
 from farm.media.profiles import VideoProfile
@@ -96,20 +96,21 @@ class RemoteEngine:
 
         started = time.perf_counter()
         check_format(opts.fmt)
-        try:
-            for p in profiles:
-                to_net_profile(p, opts.fmt)
-        except ProfileInvalid as e:
-            # Another worker may take it: the job is fine, go-livepeer cannot express it.
-            raise NoTranscoder(f"no go-livepeer transcoder can take this job: {e}") from e
         # Bad input fails here exactly as on a local worker, without bothering a transcoder.
         source = open_source(data, max_seconds=opts.max_seconds)
         source.close()
         _, _, frames, start, end, codec = _video_timing(data, None)
+        try:
+            for p in profiles:
+                to_net_profile(p, opts.fmt)
+            job_capabilities(profiles, opts.fmt, codec)
+        except ProfileInvalid as e:
+            # Another worker may take it: the job is fine, go-livepeer cannot express it.
+            raise NoTranscoder(f"no go-livepeer transcoder can take this job: {e}") from e
         duration = end - start
         timeout = opts.deadline_s or max(MIN_TIMEOUT_S, 4 * duration)
         transcoder, outcome = self.hub.run(
-            data, profiles, opts.fmt, duration, timeout, session=uuid.uuid4().hex
+            data, profiles, opts.fmt, duration, timeout, uuid.uuid4().hex, codec
         )
         if len(outcome.parts) != len(profiles):
             raise VerificationFailed(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from farm.errors import RetryableError, TranscodeTimeout
+from farm.errors import ProfileInvalid, RetryableError, TranscodeTimeout
 from farm.golivepeer import net_pb2
 from farm.golivepeer.ledger import Ledger, host_of
 from farm.golivepeer.wire import capability_words, job_capabilities, seg_data_profiles
@@ -228,20 +228,32 @@ class Hub:
         duration: float,
         timeout: float,
         session: str,
+        input_codec: str | None = None,
     ) -> tuple[Attached, Outcome]:
         """Push one segment to a transcoder and wait for its results (blocking).
 
-        Raises NoTranscoder when none is free within a moment, TranscoderLost when it goes
-        away, TranscodeTimeout (after dropping it, as go-livepeer does) when it takes longer
-        than ``timeout``, and TranscoderFailed when it reports an error.
+        Only a transcoder whose capabilities cover the job's (its encoders, format and
+        ``input_codec``'s decoder) gets it. Raises NoTranscoder when none is free within a
+        moment or none attached has those capabilities, TranscoderLost when it goes away,
+        TranscodeTimeout (after dropping it, as go-livepeer does) when it takes longer than
+        ``timeout``, and TranscoderFailed when it reports an error.
         """
-        needs = job_capabilities(profiles, fmt)
+        try:
+            needs = job_capabilities(profiles, fmt, input_codec)
+        except ProfileInvalid as e:
+            raise NoTranscoder(f"no go-livepeer transcoder can take this job: {e}") from e
         deadline = time.monotonic() + SLOT_WAIT_S
         with self._lock:
             t = self._pick(needs)
             while t is None:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._attached:
+                attached = self._attached.values()
+                if attached and not any(needs <= a.capabilities for a in attached):
+                    raise NoTranscoder(
+                        "no attached go-livepeer transcoder has the capabilities "
+                        f"{sorted(needs)} of {', '.join(p.name for p in profiles)}"
+                    )
+                if left <= 0 or not attached:
                     raise NoTranscoder(
                         f"no free go-livepeer transcoder for {', '.join(p.name for p in profiles)}"
                     )

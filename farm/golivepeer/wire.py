@@ -15,7 +15,9 @@ from farm.golivepeer import net_pb2
 from farm.media.profiles import VideoProfile
 
 __all__ = [
+    "DECODER_CAPABILITY",
     "DEFAULT_CAPABILITIES",
+    "ENCODER_CAPABILITY",
     "FrameError",
     "MessageReader",
     "capability_bits",
@@ -30,8 +32,11 @@ __all__ = [
 #: go-livepeer's DefaultCapabilities: H264, MPEGTS, MP4, fractional frame rates, storage,
 #: H.264 profiles, GOP, AuthToken (0-12), MPEG-7 signature (14), segment slicing (26).
 DEFAULT_CAPABILITIES = (*range(13), 14, 26)
-#: Capability ids of the encoders a job may ask for.
+#: Capability ids of the encoders a job may ask for: exactly the encoders go-livepeer's
+#: protocol has (farm.queues.GOLIVEPEER_CODECS); AV1 is none of them.
 ENCODER_CAPABILITY = {"H.264": 0, "HEVC": 16, "VP9": 20}
+#: Capability ids of the input codecs a transcoder must decode (H.264 is the base capability).
+DECODER_CAPABILITY = {"h264": 0, "hevc": 15, "vp8": 17, "vp9": 18}
 _FORMAT_CAPABILITY = {"mpegts": 1, "mp4": 2}
 _FRACTIONAL_FPS, _GOP = 3, 11
 _PROFILE_CAPABILITY = {"h264baseline": 7, "h264main": 8, "h264high": 9, "h264constrainedhigh": 10}
@@ -44,11 +49,12 @@ _PROFILES = {
     "h264high": net_pb2.VideoProfile.H264_HIGH,
     "h264constrainedhigh": net_pb2.VideoProfile.H264_CONSTRAINED_HIGH,
 }
+#: go-livepeer's VideoProfile.encoder values (H264 0, H265 1, VP8 2, VP9 3) for the farm's
+#: encoder families; nothing else may go on the wire.
 _ENCODERS = {
     "H.264": net_pb2.VideoProfile.H264,
     "HEVC": net_pb2.VideoProfile.H265,
     "VP9": net_pb2.VideoProfile.VP9,
-    "AV1": net_pb2.VideoProfile.AV1,
 }
 _FORMATS = {"mpegts": net_pb2.VideoProfile.MPEGTS, "mp4": net_pb2.VideoProfile.MP4}
 #: go-livepeer's intra-only GOP marker.
@@ -110,11 +116,29 @@ def capability_bits(words: Sequence[int]) -> set[int]:
     return {w * 64 + b for w, word in enumerate(words) for b in range(64) if word >> b & 1}
 
 
-def job_capabilities(profiles: Sequence[VideoProfile], fmt: str) -> set[int]:
-    """The capability ids a ladder needs, as go-livepeer's segment capabilities state them."""
-    needs = {_FORMAT_CAPABILITY.get(fmt, 1)}
+def _unsupported_encoder(encoder: str) -> ProfileInvalid:
+    have = ", ".join(ENCODER_CAPABILITY)
+    return ProfileInvalid(f"go-livepeer transcoders cannot encode {encoder} (they have {have})")
+
+
+def job_capabilities(
+    profiles: Sequence[VideoProfile], fmt: str, input_codec: str | None = None
+) -> set[int]:
+    """The capability ids a ladder needs, as go-livepeer's segment capabilities state them:
+    the output format, each encoder (ProfileInvalid for one go-livepeer has not), H.264
+    profiles, GOP and fractional rates, and the decoder of ``input_codec`` (an ffmpeg codec
+    name) when given."""
+    if fmt not in _FORMAT_CAPABILITY:
+        raise ProfileInvalid(f"go-livepeer transcoders write mpegts or mp4, not {fmt!r}")
+    needs = {_FORMAT_CAPABILITY[fmt]}
+    if input_codec is not None:
+        if input_codec not in DECODER_CAPABILITY:
+            raise ProfileInvalid(f"go-livepeer transcoders cannot decode {input_codec} input")
+        needs.add(DECODER_CAPABILITY[input_codec])
     for p in profiles:
-        needs.add(ENCODER_CAPABILITY.get(p.encoder, 0))
+        if p.encoder not in ENCODER_CAPABILITY:
+            raise _unsupported_encoder(p.encoder)
+        needs.add(ENCODER_CAPABILITY[p.encoder])
         if p.profile in _PROFILE_CAPABILITY:
             needs.add(_PROFILE_CAPABILITY[p.profile])
         if p.gop:
@@ -129,7 +153,9 @@ def to_net_profile(p: VideoProfile, fmt: str) -> net_pb2.VideoProfile:
     if fmt not in _FORMATS:
         raise ProfileInvalid(f"go-livepeer transcoders write mpegts or mp4, not {fmt!r}")
     if p.encoder not in _ENCODERS:
-        raise ProfileInvalid(f"go-livepeer has no wire form for encoder {p.encoder!r}")
+        raise _unsupported_encoder(p.encoder)
+    if p.profile not in _PROFILES:
+        raise ProfileInvalid(f"go-livepeer has no wire form for profile {p.profile!r}")
     gop = 0
     if p.intra_only:
         gop = GOP_INTRA
@@ -169,11 +195,17 @@ def from_net_profiles(seg: net_pb2.SegData) -> tuple[list[VideoProfile], str]:
     formats = {w.format for w in wire}
     if len(formats) != 1:
         raise ProfileInvalid("profiles ask for mixed output formats")
-    fmt = {v: k for k, v in _FORMATS.items()}[formats.pop()]
+    fmt = {v: k for k, v in _FORMATS.items()}.get(formats.pop())
+    if fmt is None:
+        raise ProfileInvalid("unrecognized profile output format")
     names = {v: k for k, v in _PROFILES.items() if k != "none"}
     encoders = {v: k for k, v in _ENCODERS.items()}
     ladder = []
     for w in wire:
+        if w.profile not in names:
+            raise ProfileInvalid(f"{w.name}: unrecognized encoder profile {w.profile}")
+        if w.encoder not in encoders:
+            raise ProfileInvalid(f"{w.name}: unsupported video codec {w.encoder}")
         gop = "intra" if w.gop < 0 else (f"{w.gop / 1000:g}" if w.gop else "")
         ladder.append(
             VideoProfile(

@@ -53,6 +53,11 @@ class Deposit(BaseModel):
     reserve_wei: int = Field(0, ge=0)
 
 
+class ServiceURI(BaseModel):
+    #: ``https://HOST:PORT``, checked by chain.service_uri (400 otherwise).
+    uri: str
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -177,6 +182,17 @@ def chain_router(settings: NodeSettings) -> APIRouter:
     def reserve(body: Amount, _: Admin) -> Any:
         """Add to the reserve."""
         return run(lambda s: s.reserve(body.amount_wei))
+
+    @router.post("/service-uri")
+    def service_uri(body: ServiceURI, _: Admin) -> Any:
+        """Advertise the node's service URI in the ServiceRegistry."""
+        from chain.service_uri import InvalidServiceURI, parse
+
+        try:
+            parse(body.uri)  # refused as a bad argument even on an off-chain node
+        except InvalidServiceURI as e:
+            raise _Refused(400, str(e)) from e
+        return run(lambda s: s.set_service_uri(body.uri))
 
     @router.post("/unlock")
     def unlock(_: Admin) -> Any:

@@ -9,12 +9,14 @@ segment) for headers); the ``TranscodeResult`` follows when the cluster is done.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decode_payment
@@ -36,6 +38,15 @@ FETCH_TIMEOUT_S = 8.0
 
 class _TooLarge(Exception):
     pass
+
+
+class Price(BaseModel):
+    """A transcoding price: ``price_per_unit`` wei per ``pixels_per_unit`` pixels."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    price_per_unit: int = Field(ge=0, lt=2**63)
+    pixels_per_unit: int = Field(1, gt=0, lt=2**63)
 
 
 def _refused(status: int, text: str) -> Response:
@@ -108,6 +119,26 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> None:
             yield out.SerializeToString()
 
         return StreamingResponse(result(), status_code=200)
+
+    @api.get("/orchestrator/price")
+    def price() -> dict[str, int]:
+        """The transcoding price this node quotes new sessions, wei per pixels."""
+        quoted = orch.price
+        return {"price_per_unit": quoted.numerator, "pixels_per_unit": quoted.denominator}
+
+    @api.put("/orchestrator/price")
+    def set_price(body: Price, request: Request) -> Response:
+        """Quote a new price from now on (``farm chain config --price-per-unit``)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected = orch.settings.admin_token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected):
+            return JSONResponse(
+                {"error": "unauthorized", "message": "admin token required"}, status_code=401
+            )
+        quoted = orch.set_price(body.price_per_unit, body.pixels_per_unit)
+        return JSONResponse(
+            {"price_per_unit": quoted.numerator, "pixels_per_unit": quoted.denominator}
+        )
 
     @api.get("/stream/{session}/{name}/{file}", include_in_schema=False)
     async def stream(session: str, name: str, file: str, request: Request) -> Response:

@@ -47,6 +47,7 @@ from chain.validation import RedisNonceStore, TicketReceiver
 from farm import __version__
 from farm import metrics as farm_metrics
 from farm.blobstore import BlobMissing
+from farm.chain_tasks import announce_ticket_queue
 from farm.client import FarmClient, JobFailedError, JobResult, JobTimeout
 from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
@@ -54,6 +55,7 @@ from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_words
 from farm.orchestrator.aiprices import ai_price_infos, quoted_price
 from farm.orchestrator.balances import Balances
+from farm.orchestrator.chainview import CachedChain
 from farm.orchestrator.segdata import Segment, signature_valid
 from farm.orchestrator.tokens import AuthTokens, TokenRefused
 from farm.registry import Capabilities, redis_py_url
@@ -144,7 +146,7 @@ class Orchestrator:
         self.settings = settings
         self.res = res
         self.client = client
-        self.chain = chain
+        self.chain = CachedChain(chain, settings.chain_cache_s) if chain is not None else None
         self.service_uri = settings.orchestrator_uri()
         secret = settings.secret.get_secret_value().encode()
         self.tokens = AuthTokens(secret)
@@ -156,10 +158,11 @@ class Orchestrator:
         )
         self._url_key = hmac.digest(secret, b"farm orchestrator rendition urls", hashlib.sha256)
         self._price = _Cache(1.0, self._read_price)
+        self._live: tuple[float, list[Capabilities]] = (float("-inf"), [])
         self.issuer: TicketParamsIssuer | None = None
         self.receiver: TicketReceiver | None = None
         self.queue: TicketQueue | None = None
-        if chain is not None:
+        if self.chain is not None:
             if self.signer is None:
                 raise ValueError("an orchestrator on chain needs FARM_ETH_PRIVATE_KEY")
             config = RecipientConfig(
@@ -170,11 +173,10 @@ class Orchestrator:
             # One params secret for the cluster, so any node process validates any ticket.
             ticket_secret = hmac.digest(secret, b"farm orchestrator ticket params", hashlib.sha256)
             self.issuer = TicketParamsIssuer(self.signer.address, config, ticket_secret)
-            self.receiver = TicketReceiver(self.issuer, chain, RedisNonceStore(self._redis))
-            self.queue = TicketQueue(
-                create_engine(settings.ticket_queue_url or settings.database_url)
-            )
+            self.receiver = TicketReceiver(self.issuer, self.chain, RedisNonceStore(self._redis))
+            self.queue = TicketQueue(create_engine(settings.ticket_queue_database()))
             self.queue.create_schema()
+            announce_ticket_queue(settings)
 
     # -- what the node offers -------------------------------------------------------------
 
@@ -207,11 +209,16 @@ class Orchestrator:
         return price
 
     def live(self) -> list[Capabilities]:
-        try:
-            return self.res.registry.live()
-        except Exception as e:
-            log.warning("worker registry unavailable: %s", e)
-            return []
+        """The live workers, read at most every quarter heartbeat (they beat every
+        ``heartbeat_s`` and live for three beats)."""
+        now = time.monotonic()
+        if now - self._live[0] > self.settings.heartbeat_s / 4:
+            try:
+                self._live = (now, self.res.registry.live())
+            except Exception as e:
+                log.warning("worker registry unavailable: %s", e)
+                return []
+        return self._live[1]
 
     def capability_ids(self, live: list[Capabilities]) -> set[int]:
         """What the live cluster can do, as go-livepeer's capability ids."""
@@ -540,6 +547,8 @@ class Orchestrator:
             raise SegmentRefused(404, "ErrNotFound") from None
 
     def close(self) -> None:
+        if self.chain is not None:
+            self.chain.close()
         self._redis.close()
 
 

@@ -49,6 +49,11 @@ SELECTORS = {
         "initializeRound()": "d4807fb2",
         "blockHashForRound(uint256)": "3aa4add4",
     },
+    # orchestrator-protocol reference section 7.
+    "ServiceRegistry": {
+        "getServiceURI(address)": "214c2a4b",
+        "setServiceURI(string)": "5f11301b",
+    },
 }
 
 TOPICS = {
@@ -68,6 +73,9 @@ TOPICS = {
     "RoundsManager": {
         "NewRound(uint256,bytes32)": "22f2fc17c5daf07db2379b3a03a8ef20a183f761097a58fce219c8a14619e786",  # noqa: E501
     },
+    "ServiceRegistry": {
+        "ServiceURIUpdate(address,string)": "fbb63068732c85741c9f8e61caffaabe038d577bfafd2d2dcc0e352a4f653a4c",  # noqa: E501
+    },
 }
 
 CONTROLLER_IDS = {
@@ -77,6 +85,7 @@ CONTROLLER_IDS = {
     "RoundsManager": "e8438ea868df48e3fc21f2f087b993c9b1837dc0f6135064161ce7d7a1701fe8",
     "Minter": "6e58ad548d72b425ea94c15f453bf26caddb061d82b2551db7fdd3cefe0e9940",
     "LivepeerToken": "3443e257065fe41dd0e4d1f5a1b73a22a62e300962b57f30cddf41d0f8273ba7",
+    "ServiceRegistry": "79c5d2a4a07754f4bacb0ffba18ac516030ee589ebc89db8627680c4d4cdb230",
 }
 
 # Functions the project calls, with their full ABI types (reference 1.9, 3.1, 3.2, 3.5).

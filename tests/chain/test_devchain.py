@@ -130,7 +130,8 @@ def test_bootstrap_state(env: Env) -> None:
     assert chain.deployer.private_key == ANVIL_KEYS[0]
     controller = env.c["Controller"]
     assert controller.functions.paused().call() is False
-    for name in ("TicketBroker", "BondingManager", "RoundsManager", "Minter", "LivepeerToken"):
+    names = ("TicketBroker", "BondingManager", "RoundsManager", "Minter", "LivepeerToken")
+    for name in (*names, "ServiceRegistry"):
         assert (
             controller.functions.getContract(Web3.keccak(text=name)).call()
             == (chain.contracts[name])

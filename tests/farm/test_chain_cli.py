@@ -157,3 +157,36 @@ def test_a_bad_devchain_file_is_one_line(tmp_path: Path) -> None:
         done = run_farm_chain(path, "status")
         assert done.returncode == 1 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_set_service_uri_and_status(env: Env) -> None:  # noqa: F811
+    status = farm_chain(env, "status")
+    assert status.returncode == 0, status.stderr
+    assert "service URI" in status.stdout and "https://127.0.0.1:8935" in status.stdout
+    done = farm_chain(env, "set-service-uri", "https://orch.example.com:8936")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("setServiceURI: ok (tx 0x"), done.stdout
+    assert env.client.service_uri(env.orch) == "https://orch.example.com:8936"
+    status = farm_chain(env, "status")
+    (line,) = [s for s in status.stdout.splitlines() if s.startswith("service URI")]
+    assert line.split()[-1] == "https://orch.example.com:8936"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://orch.example.com:8936", "gateways connect over https"),
+        ("https://orch.example.com", "has no port"),
+        ("https://orch.example.com:8936/segment", "no path, query or fragment"),
+        ("https://orch.example.com:8936?a=b", "no path, query or fragment"),
+        ("orch.example.com:8936", "gateways connect over https"),
+        ("https://:8936", "has no host"),
+    ],
+)
+def test_set_service_uri_refuses_a_bad_url(env: Env, url: str, message: str) -> None:  # noqa: F811
+    nonce = env.tx_count()
+    done = farm_chain(env, "set-service-uri", "--", url)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert env.tx_count() == nonce
+    assert env.client.service_uri(env.orch) == "https://127.0.0.1:8935"

@@ -20,7 +20,7 @@ import pytest
 from farm.client import FarmClient, JobFailedError
 from farm.golivepeer import net_pb2
 from farm.jobs import JobView
-from farm.media.profiles import parse_profiles
+from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.synth import make_segment
 from farm.remote.tls import ensure_certificate
 from tests.farm.harness import Cluster, check_renditions, cluster_env, free_port, wait_for
@@ -378,3 +378,26 @@ def test_a_node_restart_mid_task_completes_the_job_without_local_workers(
         )
     finally:
         second.close()
+
+
+def test_an_av1_rendition_is_never_sent_to_a_golivepeer_transcoder(
+    node: Node, cluster: Cluster, segment: bytes
+) -> None:
+    # go-livepeer's protocol has no AV1: a ladder with an AV1 rendition (routed to the H.264
+    # queue the bridge consumes) goes back for another worker instead of failing on the
+    # transcoder; with no other worker it fails, saying why, after its attempts.
+    t = node.attach()
+    client = cluster.client()
+    ladder = [
+        VideoProfile("h264", 256, 144, 200_000, 30, 1, "", "", "H.264"),
+        VideoProfile("av1", 256, 144, 200_000, 30, 1, "", "", "AV1"),
+    ]
+    job = client.submit(segment, ladder, duration=1.0)
+    assert job.queue == "transcode.cpu.h264"
+    with pytest.raises(JobFailedError):
+        client.wait(job.id, timeout=60)
+    failed = client.get(job.id, with_attempts=True)
+    assert failed.error_code == "no_transcoder"
+    assert "cannot encode AV1" in (failed.error or "")
+    assert len(failed.attempt_log) == 3  # FARM_MAX_ATTEMPTS in the test cluster
+    assert t.notified == [] and not t.errors

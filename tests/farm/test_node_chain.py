@@ -101,3 +101,51 @@ def test_staking_over_the_node_api(
         assert r.status_code == 503 and "off-chain" in r.json()["error"]["message"]
     finally:
         off_chain.stop()
+
+
+def test_service_uri_over_the_node_api(
+    env: Env,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    redis_url: str,
+    sqlite_url: str,
+) -> None:
+    variables = cluster_env(tmp_path, redis_url, sqlite_url)
+    variables.update(
+        FARM_ETH_RPC_URL=env.chain.rpc_url,
+        FARM_ETH_CONTROLLER=env.chain.contracts["Controller"],
+        FARM_ETH_PRIVATE_KEY=env.chain.orchestrator.private_key,
+        FARM_ADMIN_TOKEN=TOKEN,
+    )
+    cluster = Cluster(tmp_path, variables)
+    try:
+        node = start_node(cluster)
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        status = httpx.get(f"{node}/chain/status", headers=admin, timeout=30).json()
+        assert status["service_uri"] == "https://127.0.0.1:8935"
+
+        nonce = env.tx_count()
+        uri = {"uri": "https://orch.example.com:8936"}
+        r = httpx.post(f"{node}/chain/service-uri", json=uri, timeout=30)
+        assert r.status_code == 401
+        for bad, message in [
+            ("http://orch.example.com:8936", "gateways connect over https"),
+            ("https://orch.example.com:8936/", "no path, query or fragment"),
+            ("https://orch.example.com", "has no port"),
+        ]:
+            r = httpx.post(
+                f"{node}/chain/service-uri", json={"uri": bad}, headers=admin, timeout=30
+            )
+            assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+        malformed = httpx.post(f"{node}/chain/service-uri", json={}, headers=admin, timeout=30)
+        assert malformed.status_code == 422
+        assert env.tx_count() == nonce
+
+        r = httpx.post(f"{node}/chain/service-uri", json=uri, headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+        (tx,) = r.json()["transactions"]
+        assert tx["op"] == "setServiceURI" and tx["tx"].startswith("0x")
+        assert env.client.service_uri(env.orch) == uri["uri"]
+        status = httpx.get(f"{node}/chain/status", headers=admin, timeout=30).json()
+        assert status["service_uri"] == uri["uri"]
+    finally:
+        cluster.stop()

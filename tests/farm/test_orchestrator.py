@@ -380,3 +380,34 @@ def test_renditions_survive_a_worker_killed_mid_segment(cluster: Cluster) -> Non
     finally:
         gw.close()
         node.close()
+
+
+def test_operator_sets_the_price_quoted_to_gateways(
+    offchain: tuple[OrchestratorNode, LivepeerGateway], cluster: Cluster
+) -> None:
+    node, gw = offchain
+    out = cluster.farm(
+        "chain",
+        "config",
+        "--price-per-unit",
+        "14",
+        "--pixels-per-unit",
+        "6",
+        "--node-url",
+        node.url,
+        "--node-ca",
+        str(node.cert),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "node price: 7 wei per 3 pixel(s)" in out.stdout
+    assert price_from_net(gw.get_orchestrator().price_info) == Fraction(7, 3)
+    refused = node.http.put(
+        "/orchestrator/price",
+        json={"price_per_unit": 1, "pixels_per_unit": 1},
+        headers={"Authorization": "Bearer wrong"},
+    )
+    assert refused.status_code == 401
+    assert node.http.get("/orchestrator/price").json() == {
+        "price_per_unit": 7,
+        "pixels_per_unit": 3,
+    }

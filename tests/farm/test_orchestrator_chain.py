@@ -28,6 +28,7 @@ from farm.golivepeer import net_pb2
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.orchestrator.balances import Balances
+from farm.orchestrator.chainview import CachedChain
 from farm.registry import redis_py_url
 from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.farm.livepeer_gateway import LivepeerGateway
@@ -69,6 +70,8 @@ def paid(
     cluster: Cluster, devchain: DevChain
 ) -> Iterator[tuple[OrchestratorNode, LivepeerGateway]]:
     cluster.env.update(chain_env(devchain))
+    # Chain reads fresh on every request, so that blocks mined here count at once.
+    cluster.env["FARM_CHAIN_CACHE_S"] = "0"
     cluster.start_worker()
     node = OrchestratorNode(cluster)
     gw = node.gateway(devchain.broadcaster.private_key)
@@ -190,6 +193,20 @@ def test_bad_credentials_and_payments_are_refused_without_charge(
     r = gw.post_segment(session, seg, data, payment=stale)
     assert (r.status_code, r.text.strip()) == (400, "TicketParams expired")
     client.close()
+
+
+def test_chain_reads_are_refreshed_behind_requests(devchain: DevChain) -> None:
+    client = ChainClient(devchain.rpc_url, devchain.contracts["Controller"])
+    cached = CachedChain(client, ttl_s=0.2)
+    try:
+        first = cached.last_seen_l1_block()
+        w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+        mine(w3, 5)
+        assert cached.last_seen_l1_block() == first  # within its time: no round trip
+        # Past it, requests keep the old answer while one thread reads the new one.
+        wait_for(lambda: cached.last_seen_l1_block() == first + 5, timeout=10, what="a refresh")
+    finally:
+        cached.close()
 
 
 def _redis(cluster: Cluster):  # type: ignore[no-untyped-def]

@@ -144,7 +144,8 @@ def test_pay_jobs_with_tickets(paid: tuple[Env, Gateway], devchain: DevChain) ->
             )
             winners += ticket.is_winning(sig, rand)
     assert winners == tickets + 1  # every ticket of both payments
-    engine = create_engine(env.pg(env.schemas[-1]))
+    # Winners wait in the queue the orchestrator cluster's chain worker redeems from.
+    engine = create_engine(env.orchs[0].cluster.env["FARM_DATABASE_URL"])
     assert len(TicketQueue(engine).pending()) == winners
     engine.dispose()
 
@@ -239,7 +240,7 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
     paid: tuple[Env, Gateway], devchain: DevChain, devchain_file: Path
 ) -> None:
     env, _ = paid
-    engine = create_engine(env.pg(env.schemas[-1]))
+    engine = create_engine(env.orchs[0].cluster.env["FARM_DATABASE_URL"])
     queue = TicketQueue(engine)
     waiting = queue.pending()
     assert waiting, "the payment test left winners to redeem"
@@ -251,7 +252,6 @@ def test_winners_are_redeemed_on_beat_and_fees_withdrawn(
         FARM_ETH_RPC_URL=devchain.rpc_url,
         FARM_ETH_CONTROLLER=devchain.contracts["Controller"],
         FARM_ETH_PRIVATE_KEY=devchain.orchestrator.private_key,
-        FARM_TICKET_QUEUE_URL=env.pg(env.schemas[-1]),
         FARM_REDEEM_INTERVAL_S="1",
         FARM_REWARD_INTERVAL_S="1",
     )

@@ -1,0 +1,143 @@
+"""make bench-orchestrator: what ``POST /segment`` adds over a direct submit, tickets included.
+
+One cluster (Redis broker, results and registry; jobs in PostgreSQL; one CPU worker), and in
+front of it ``farm node`` over TLS as a Livepeer orchestrator on anvil with the development
+contracts. In one run, one segment at a time, 2-second 360p segments into two renditions:
+
+- direct: ``FarmClient.submit`` and ``wait`` (what ``make bench-farm`` measures);
+- /segment: a go-livepeer-style gateway (tests.farm.livepeer_gateway) posts each segment with
+  a signed SegData and a ``net.Payment`` whose tickets cover it, and reads the TranscodeResult.
+
+Overhead = end-to-end time minus the engine's own time for that job (from the job's result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from chain.devchain import bootstrap, start_anvil
+from chain.payment import price_from_net
+from chain.signing import keccak256
+from farm.client import FarmClient
+from farm.golivepeer import net_pb2
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
+from tests.bench.bench_farm import overhead, pct
+from tests.farm.harness import Cluster, cluster_env
+from tests.farm.test_orchestrator import OrchestratorNode
+from tests.farm.test_orchestrator_chain import chain_env
+
+LADDER = parse_profiles("P240p30fps16x9,P144p30fps16x9")
+
+
+def segment_overhead(
+    node: OrchestratorNode, client: FarmClient, key: str, n: int
+) -> dict[str, list[float]]:
+    gw = node.gateway(key)
+    session = gw.session()
+    samples: dict[str, list[float]] = {"overhead": [], "tickets": []}
+    try:
+        for seq in range(n + 3):
+            data = make_segment(640, 360, 30, 2.0, start=2.0 * seq)
+            t = time.perf_counter()
+            seg = gw.seg_data(session, "bench", seq, data, LADDER, 2000)
+            header, count = gw.payment(session, _fee(session))
+            r = gw.post_segment(session, seg, data, payment=header)
+            total = time.perf_counter() - t
+            assert r.status_code == 200, r.text
+            result = net_pb2.TranscodeResult.FromString(r.content)
+            assert result.WhichOneof("result") == "data", result.error
+            price = price_from_net(session.info.price_info)
+            session.balance -= price * sum(x.pixels for x in result.data.segments)
+            session.info = result.info
+            session.nonce = 0
+            sid = seg.auth_token.session_id
+            job = client.get(f"orch-{sid}-bench-{seq}-{keccak256(data)[:4].hex()}")
+            assert job.result is not None
+            engine = job.result["timings"]["engine"]
+            if seq >= 3:  # warm-up: worker imports, first connections
+                samples["overhead"].append(total - engine)
+                samples["tickets"].append(count)
+    finally:
+        gw.close()
+    return samples
+
+
+def _fee(session) -> object:  # type: ignore[no-untyped-def]
+    from fractions import Fraction
+
+    from chain.sender import FEE_MARGIN, fee_pixels
+
+    pixels = fee_pixels(((p.width, p.height, Fraction(p.fps)) for p in LADDER), 2.0)
+    return pixels * FEE_MARGIN * price_from_net(session.info.price_info)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    db = 6
+    r = redis.Redis(db=db)
+    r.flushdb()
+    anvil = start_anvil()
+    with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
+        home = Path(tmp)
+        devchain = bootstrap(anvil.web3(), home / "devchain.json")
+        env = cluster_env(home, f"redis://127.0.0.1:6379/{db}", args.database)
+        env["FARM_QUEUED_TIMEOUT_S"] = "600"
+        env["FARM_HEARTBEAT_S"] = "2"
+        env.update(chain_env(devchain))
+        env["FARM_MAX_SESSIONS"] = "100"
+        # Tickets worth about a third of a segment: every segment pays with a few of them.
+        env["FARM_TICKET_EV_WEI"] = env["FARM_TICKET_MAX_FACE_VALUE_WEI"] = str(3 * 10**13)
+        cluster = Cluster(home, env)
+        client = cluster.client()
+        client.jobs.create_schema()
+        try:
+            cluster.start_worker(concurrency=1)
+            node = OrchestratorNode(cluster)
+            rounds = 2
+            direct: list[float] = []
+            orch: list[float] = []
+            tickets: list[float] = []
+            for _ in range(rounds):  # alternate, so drift hits both alike
+                direct += overhead(client, args.jobs // rounds)
+                got = segment_overhead(
+                    node, client, devchain.broadcaster.private_key, args.jobs // rounds
+                )
+                orch += got["overhead"]
+                tickets += got["tickets"]
+            node.close()
+        finally:
+            cluster.stop()
+            anvil.stop()
+            r.flushdb()
+            r.close()
+    d50, d99 = statistics.median(direct), pct(direct, 0.99)
+    o50, o99 = statistics.median(orch), pct(orch, 0.99)
+    print(f"machine: {os.cpu_count()} cores; jobs in PostgreSQL, broker Redis, chain anvil")
+    print(
+        f"direct submit overhead ({len(direct)} segments): "
+        f"p50 {d50 * 1000:.1f} ms, p99 {d99 * 1000:.1f} ms"
+    )
+    print(
+        f"/segment overhead ({len(orch)} segments, {sum(tickets):.0f} tickets validated): "
+        f"p50 {o50 * 1000:.1f} ms, p99 {o99 * 1000:.1f} ms"
+    )
+    print(
+        f"/segment over direct: p50 {(o50 - d50) * 1000:+.1f} ms (target <= +10 ms), "
+        f"p99 {(o99 - d99) * 1000:+.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
