@@ -26,6 +26,7 @@ from farm.golivepeer import net_pb2
 from farm.orchestrator.balances import Balances
 from farm.registry import redis_py_url
 from tests.ai.helpers import ScriptedRunner, decode, picture, png
+from tests.factories import wav_audio
 from tests.farm.harness import Cluster, cluster_env
 from tests.farm.livepeer_gateway import LivepeerGateway
 from tests.farm.test_orchestrator import OrchestratorNode
@@ -35,6 +36,8 @@ UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
 VIDEO_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
 ECHO = "farm/echo"
 DOLLAR_MODEL = "priced/in-dollars"
+SPEECH_MODEL = "parler-tts/parler-tts-large-v1"
+SPEECH = wav_audio(0.25)
 UPSCALE, VIDEO, LLM = 30, 29, 33
 #: Wei per pixel of the upscaler, above the transcoding price of the chain tests (10**7).
 UPSCALE_PRICE = 3 * 10**7
@@ -66,9 +69,19 @@ def frames_runner() -> Iterator[ScriptedRunner]:
     runner.stop()
 
 
-def _models(frames_runner: ScriptedRunner) -> str:
+@pytest.fixture
+def speech_runner() -> Iterator[ScriptedRunner]:
+    """An ai-runner for text-to-speech answering SPEECH as ai-runner's AudioResponse."""
+    url = "data:audio/wav;base64," + base64.b64encode(SPEECH).decode()
+    runner = ScriptedRunner(status=200, body={"audio": {"url": url}}).start()
+    yield runner
+    runner.stop()
+
+
+def _models(frames_runner: ScriptedRunner, speech_runner: ScriptedRunner) -> str:
     return json.dumps(
         [
+            {"pipeline": "text-to-speech", "model_id": SPEECH_MODEL, "url": speech_runner.url},
             {
                 "pipeline": "upscale",
                 "model_id": UPSCALER,
@@ -92,9 +105,9 @@ def _models(frames_runner: ScriptedRunner) -> str:
 
 @pytest.fixture
 def offchain(
-    cluster: Cluster, frames_runner: ScriptedRunner
+    cluster: Cluster, frames_runner: ScriptedRunner, speech_runner: ScriptedRunner
 ) -> Iterator[tuple[OrchestratorNode, LivepeerGateway]]:
-    cluster.start_worker("--ai-models", _models(frames_runner))
+    cluster.start_worker("--ai-models", _models(frames_runner, speech_runner))
     node = OrchestratorNode(cluster)
     gw = node.gateway()
     yield node, gw
@@ -120,6 +133,7 @@ def test_upscale_offchain_result_served_by_the_node(
         (UPSCALE, UPSCALER): UPSCALE_PRICE,
         (LLM, ECHO): Fraction(3, 2),
         (VIDEO, VIDEO_MODEL): 0,
+        (36, SPEECH_MODEL): 0,
     }
     assert price_from_net(info.price_info) == UPSCALE_PRICE  # the model asked for
     # Without AI capabilities asked, the transcoding price.
@@ -176,6 +190,21 @@ def test_image_to_video_answers_a_playable_mp4(
         assert stream.average_rate == 7
         frames = list(container.decode(video=0))
     assert len(frames) == FRAMES and frames[0].key_frame
+
+
+def test_text_to_speech_audio_served_by_the_node(
+    offchain: tuple[OrchestratorNode, LivepeerGateway],
+) -> None:
+    node, gw = offchain
+    session = gw.ai_session(36, SPEECH_MODEL)
+    body = {"model_id": SPEECH_MODEL, "text": "héllo"}
+    r = gw.ai(session, "text-to-speech", 36, SPEECH_MODEL, 5000, body=body)
+    assert r.status_code == 200, r.text
+    url = r.json()["audio"]["url"]
+    assert url.startswith(f"{node.url}/stream/") and url.split("?")[0].endswith(".wav")
+    got = gw.http.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "audio/wav"
+    assert got.content == SPEECH
 
 
 def test_llm_streams_server_sent_events(
@@ -243,9 +272,10 @@ def paid(
     cluster: Cluster,
     devchain: DevChain,  # noqa: F811
     frames_runner: ScriptedRunner,
+    speech_runner: ScriptedRunner,
 ) -> Iterator[tuple[OrchestratorNode, LivepeerGateway]]:
     cluster.env.update(chain_env(devchain))
-    cluster.start_worker("--ai-models", _models(frames_runner))
+    cluster.start_worker("--ai-models", _models(frames_runner, speech_runner))
     node = OrchestratorNode(cluster)
     gw = node.gateway(devchain.broadcaster.private_key)
     yield node, gw
@@ -285,7 +315,8 @@ def test_upscale_paid_with_tickets_debits_price_times_pixels(
         assert decode(got.content).shape == (height * 4, width * 4, 3)
         after = balances.get(gw.address, manifest)
         # Tickets credited at their expected value, input pixels debited at the model's price.
-        assert after == before + session.sent[-1] * ev - width * height * UPSCALE_PRICE
+        expected = before + session.sent[-1] * ev - width * height * UPSCALE_PRICE
+        assert after == expected, (before, after, session.sent, ev)
         assert after == session.balance  # the gateway's own account agrees
     assert sum(session.sent) > 0
 
