@@ -99,7 +99,11 @@ class AIJobs:
     # -- before the work ------------------------------------------------------------------
 
     def credentials(self, header: str, payment: Payment) -> None:
-        """The SegData's signature (on chain) and auth token; SegmentRefused (403)."""
+        """The SegData's signature (on chain) and auth token; SegmentRefused (403).
+
+        Not farm.orchestrator.segdata.decode_segment: an AI SegData names a model in its
+        manifest id (``30_stabilityai/...``), which a transcoding manifest may not, and
+        carries no profiles or duration to check."""
         if len(header) > MAX_HEADER_BYTES:
             raise SegmentRefused(403, "ErrorSegEncoding")
         try:
