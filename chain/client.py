@@ -9,8 +9,10 @@ signed locally with its key:
 - EIP-1559 fees: ``maxFeePerGas = min(max_gas_price, 2 x baseFee + priority)`` (go-livepeer
   caps at ``2 x baseFee``; a node needs ``gas x maxFeePerGas`` in the account, go-livepeer
   #2574), refused outright when the base fee alone exceeds the cap;
-- an explicit gas limit where the caller gives one (estimates are unsafe at round boundaries
-  and for batches, whose inner failures are swallowed), an estimate otherwise;
+- an explicit gas limit where the caller gives one (a batch's own estimate is unsafe, its
+  inner failures are swallowed: the redeemer sums its tickets' estimates), an estimate
+  otherwise; simulations and estimates run on the pending block, the one a transaction sent
+  now is mined in;
 - the receipt's status checked: status 0 raises :class:`TransactionFailed`.
 
 Every failure is a :class:`chain.errors.ChainError`; a node that cannot be reached (refused
@@ -496,9 +498,19 @@ class ChainClient:
         return None
 
     def revert_reason(self, fn: ContractFunction, *, sender: bytes | None = None) -> str | None:
-        """Simulate ``fn`` (eth_call): None when it would succeed, else the revert reason."""
+        """Simulate ``fn`` as a transaction sent now would run: None when it would succeed,
+        else the revert reason.
+
+        The simulation (eth_call) runs on the pending block, the one a transaction sent now is
+        mined in, not the latest: on the last block of a round, ``initializeRound`` is refused
+        in the latest block and succeeds in the next.
+        """
+        tx: TxParams = {}
+        origin = sender if sender is not None else self.address
+        if origin is not None:
+            tx["from"] = _hex(origin)
         try:
-            self.call(fn, sender=sender)
+            self._call(fn.fn_name, lambda: fn.call(tx, block_identifier="pending"))
         except ContractReverted as e:
             return e.reason or "reverted without a reason"
         return None
@@ -526,6 +538,19 @@ class ChainClient:
         if reason is not None:
             raise ContractReverted(f"setServiceURI would revert: {reason} (nothing sent)", reason)
         return self.transact(fn)
+
+    def estimate_gas(self, fn: ContractFunction, *, sender: bytes | None = None) -> int:
+        """The gas ``fn`` needs as a transaction sent now (eth_estimateGas on the pending
+        block). Raises ContractReverted with the reason when it would revert."""
+        tx: TxParams = {}
+        origin = sender if sender is not None else self.address
+        if origin is not None:
+            tx["from"] = _hex(origin)
+        return int(
+            self._call(
+                f"estimate {fn.fn_name}", lambda: fn.estimate_gas(tx, block_identifier="pending")
+            )
+        )
 
     # ---- transactions ------------------------------------------------------------------
 

@@ -6,18 +6,27 @@ still use the params) and
 
 1. sends nothing while the current round is not initialized or the gas price is above the
    maximum: every ticket stays queued;
-2. simulates each ticket's ``redeemWinningTicket`` (eth_call) and sorts it by the revert
-   reason: one that can never pay (expired, used, bad signature or rand, wrong block hash)
-   is given up; one that may pay later (sender short of funds or unlocked) is kept for
-   another try; a ticket used on chain by one of our own transactions (a receipt lost to an
-   RPC failure) is recorded as redeemed;
+2. estimates each ticket's ``redeemWinningTicket`` alone (eth_estimateGas on the pending
+   block) and sorts it by the revert reason when the estimate says it would fail: one that
+   can never pay (expired, used, bad signature or rand, wrong block hash) is given up; one
+   that may pay later (sender short of funds or unlocked) is kept for another try, with the
+   reason; a ticket used on chain by one of our own transactions (a receipt lost to an RPC
+   failure) is recorded as redeemed;
 3. drops tickets worth less than their share of the transaction's cost, go-livepeer's
    "insufficient ticket face value for redeem tx cost", with the reason recorded;
-4. sends the rest in one ``batchRedeemWinningTickets`` with an explicit gas limit (an estimate
-   is unsafe: the batch swallows its tickets' failures, out-of-gas ones included);
+4. sends one ticket as ``redeemWinningTicket``, several as one ``batchRedeemWinningTickets``,
+   with a gas limit from the estimates plus headroom. The batch swallows its tickets'
+   failures, out-of-gas ones included, so its own estimate cannot say whether every ticket
+   fits: its limit is the sum of its tickets' estimates (each sub-call gets 63/64 of what is
+   left, EIP-150), never less than the node's estimate of the whole batch, and a batch that
+   estimate says would revert is not sent. A ticket whose estimate alone would not hold in
+   the batch (its sender's deposit used up by earlier tickets of the batch, so it draws on
+   the reserve, which costs more) waits for the next run; so do tickets past the
+   transaction's gas cap;
 5. reads each ticket's outcome back: a ``WinningTicketRedeemed`` log in the receipt means
    redeemed; a ticket that reverted but is still unused stays queued (go-livepeer drops it,
-   #4013); one another transaction used first is given up.
+   #4013) and is sent alone next time, where a failure reverts instead of being swallowed;
+   one another transaction used first is given up.
 
 A node that cannot be reached raises ChainUnavailable from ``run_once``; tickets not yet
 recorded stay pending, so nothing is lost.
@@ -25,6 +34,7 @@ recorded stay pending, so nothing is lost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -46,17 +56,18 @@ from chain.tickets import Ticket, parse_aux_data, recipient_rand_hash
 
 __all__ = [
     "BATCH_BASE_GAS",
-    "GAS_PER_TICKET",
+    "GAS_HEADROOM",
     "PERMANENT_REVERTS",
     "RedeemReport",
     "Redeemer",
 ]
 
-#: Gas reserved for the batch call itself.
+#: Gas reserved for the batch call itself (its loop, calldata and the sub-calls' setup).
 BATCH_BASE_GAS: Final = 100_000
-#: Gas reserved per ticket in a batch; a redemption that draws on the reserve, in a cold fee
-#: pool, takes about 200k on the development contracts (L2 chains charge L1 data on top).
-GAS_PER_TICKET: Final = 250_000
+#: The limit over the estimate: state can change between the estimate and the block (a
+#: redemption that draws on the reserve takes 376-411k gas on Livepeer's contracts, and
+#: about 200k on the development ones).
+GAS_HEADROOM: Final = Fraction(5, 4)
 #: A transaction may use at most this much gas (under a 30M block limit).
 MAX_TX_GAS: Final = 15_000_000
 #: Revert reasons after which a ticket can never be redeemed.
@@ -71,6 +82,8 @@ PERMANENT_REVERTS: Final = (
     "auxData",
 )
 _USED: Final = "ticket is used"
+#: The reason recorded for a ticket that reverted inside a batch; it is sent alone next time.
+_IN_BATCH: Final = "not redeemed inside the batch"
 
 
 @dataclass
@@ -89,6 +102,10 @@ class RedeemReport:
     retried: dict[bytes, str] = field(default_factory=dict)
     #: Given up for good (the queue's "failed"), with the reason.
     given_up: dict[bytes, str] = field(default_factory=dict)
+    #: Left for the next run untouched (not an attempt), with the reason.
+    waiting: dict[bytes, str] = field(default_factory=dict)
+    #: The gas limit of the transaction sent.
+    gas_limit: int = 0
     #: The face value the batch's redemptions paid in total.
     face_value_redeemed: int = 0
 
@@ -108,38 +125,52 @@ class Redeemer:
         batch_size: int = 20,
         max_gas_price_wei: int | None = None,
         tx_cost_guard: Fraction | int = 1,
-        gas_per_ticket: int = GAS_PER_TICKET,
+        gas_per_ticket: int = 0,
         batch_base_gas: int = BATCH_BASE_GAS,
+        gas_headroom: Fraction = GAS_HEADROOM,
         scan_limit: int | None = None,
         log_lookback_blocks: int | None = None,
     ) -> None:
         """``max_gas_price_wei`` defaults to the client's; a ticket is dropped when its face
-        value is below ``tx_cost_guard`` x its share of the batch's cost (gas limit x gas
-        price / tickets). Up to ``scan_limit`` due tickets (10 batches) are examined per run,
-        so tickets kept for later cannot starve newer ones."""
-        if batch_size <= 0 or gas_per_ticket <= 0 or batch_base_gas < 0:
-            raise ValueError("batch_size and gas_per_ticket must be positive")
+        value is below ``tx_cost_guard`` x its share of the batch's cost (estimated gas x gas
+        price / tickets). Each ticket is allowed its estimate x ``gas_headroom``, and at
+        least ``gas_per_ticket``. Up to ``scan_limit`` due tickets (10 batches) are examined
+        per run, so tickets kept for later cannot starve newer ones."""
+        if batch_size <= 0 or gas_per_ticket < 0 or batch_base_gas < 0:
+            raise ValueError("batch_size must be positive, gas allowances not negative")
         if tx_cost_guard < 0:
             raise ValueError("tx_cost_guard cannot be negative")
+        if gas_headroom < 1:
+            raise ValueError("gas_headroom must be at least 1")
         self.client = client
         self.queue = queue
-        self.batch_size = min(batch_size, (MAX_TX_GAS - batch_base_gas) // gas_per_ticket)
+        self.batch_size = batch_size
         self.max_gas_price_wei = (
             max_gas_price_wei if max_gas_price_wei is not None else client.max_gas_price_wei
         )
         self.tx_cost_guard = Fraction(tx_cost_guard)
         self.gas_per_ticket = gas_per_ticket
         self.batch_base_gas = batch_base_gas
+        self.gas_headroom = Fraction(gas_headroom)
         self.scan_limit = scan_limit if scan_limit is not None else 10 * self.batch_size
         self.log_lookback_blocks = log_lookback_blocks
 
-    def gas_limit(self, tickets: int) -> int:
-        """The explicit gas limit of a batch of ``tickets``."""
-        return self.batch_base_gas + tickets * self.gas_per_ticket
+    def ticket_gas(self, estimate: int) -> int:
+        """One ticket's allowance: its estimate with headroom, at least ``gas_per_ticket``."""
+        return max(math.ceil(estimate * self.gas_headroom), self.gas_per_ticket)
 
-    def tx_cost_share(self, tickets: int, gas_price: int) -> Fraction:
-        """Each ticket's share of a batch's cost at ``gas_price``, times the guard."""
-        return Fraction(self.gas_limit(tickets) * gas_price, tickets) * self.tx_cost_guard
+    def gas_limit(self, estimates: list[int]) -> int:
+        """The gas limit for tickets with these estimates (each alone): one ticket is sent
+        as ``redeemWinningTicket``, several as a batch whose every sub-call is handed only
+        63/64 of the gas left (EIP-150), on top of the batch's own cost."""
+        if len(estimates) == 1:
+            return self.ticket_gas(estimates[0])
+        sub_calls = sum(math.ceil(self.ticket_gas(e) * 64 / 63) for e in estimates)
+        return self.batch_base_gas + sub_calls
+
+    def tx_cost_share(self, estimates: list[int], gas_price: int) -> Fraction:
+        """Each ticket's share of the expected cost at ``gas_price``, times the guard."""
+        return Fraction(sum(estimates) * gas_price, len(estimates)) * self.tx_cost_guard
 
     # ---- one run ---------------------------------------------------------------------
 
@@ -168,42 +199,63 @@ class Redeemer:
 
     # ---- steps -----------------------------------------------------------------------
 
-    def _select(self, due: Iterable[QueuedTicket], report: RedeemReport) -> list[QueuedTicket]:
-        """Simulate each due ticket; keep up to a batch of the ones that would pay."""
-        batch: list[QueuedTicket] = []
-        funds: dict[bytes, int] = {}
-        for item in due:
-            if len(batch) >= self.batch_size:
-                break
+    def _select(
+        self, due: Iterable[QueuedTicket], report: RedeemReport
+    ) -> list[tuple[QueuedTicket, int]]:
+        """Estimate each due ticket alone; keep up to a batch of the ones that would pay, with
+        their estimates."""
+        # A ticket that reverted inside a batch goes first, and alone: a failure there
+        # reverts the transaction instead of being swallowed, and its estimate is exact.
+        alone = [item for item in due if item.last_error and _IN_BATCH in item.last_error]
+        others = [item for item in due if item not in alone]
+        batch: list[tuple[QueuedTicket, int]] = []
+        funds: dict[bytes, tuple[int, int]] = {}  # sender -> (deposit, reserve) left
+        deposits: dict[bytes, int] = {}  # sender -> deposit before this batch
+        for item in alone + others:
             ticket_hash = _ticket_hash(item)
-            reason = self._simulate(item)
-            if reason is None:
-                sender = item.ticket.sender
-                if sender not in funds:
-                    info = self.client.sender_info(sender)
-                    funds[sender] = info.deposit + info.reserve
-                if item.ticket.face_value > funds[sender]:
-                    # Earlier tickets of this batch use up what the sender has left.
-                    self._retry(report, ticket_hash, "insufficient sender funds in this batch")
-                    continue
-                funds[sender] -= item.ticket.face_value
-                batch.append(item)
-            elif _USED in reason:
-                self._already_used(item, report)
-            elif any(p in reason for p in PERMANENT_REVERTS):
-                self._give_up(report, ticket_hash, reason)
-            else:
-                self._retry(report, ticket_hash, reason)
+            if len(batch) >= self.batch_size or (batch and batch[0][0] in alone):
+                break
+            estimate = self._estimate(item)
+            if isinstance(estimate, str):
+                reason = estimate
+                if _USED in reason:
+                    self._already_used(item, report)
+                elif any(p in reason for p in PERMANENT_REVERTS):
+                    self._give_up(report, ticket_hash, reason)
+                else:
+                    self._retry(report, ticket_hash, reason)
+                continue
+            sender, face_value = item.ticket.sender, item.ticket.face_value
+            if sender not in funds:
+                info = self.client.sender_info(sender)
+                funds[sender] = (info.deposit, info.reserve)
+                deposits[sender] = info.deposit
+            deposit, reserve = funds[sender]
+            if face_value > deposit + reserve:
+                # Earlier tickets of this batch use up what the sender has left.
+                self._retry(report, ticket_hash, "insufficient sender funds in this batch")
+                continue
+            if deposit < face_value <= deposits[sender]:
+                # Alone it was estimated against a deposit that earlier tickets of this batch
+                # spend: here it would draw on the reserve, which costs more than estimated.
+                report.waiting[ticket_hash] = "draws on the reserve after this batch; next run"
+                continue
+            if self.gas_limit([e for _, e in batch] + [estimate]) > MAX_TX_GAS:
+                report.waiting[ticket_hash] = "past this transaction's gas cap; next run"
+                break
+            drawn = min(deposit, face_value)
+            funds[sender] = (deposit - drawn, reserve - (face_value - drawn))
+            batch.append((item, estimate))
         return batch
 
     def _drop_below_cost(
-        self, batch: list[QueuedTicket], report: RedeemReport
-    ) -> list[QueuedTicket]:
+        self, batch: list[tuple[QueuedTicket, int]], report: RedeemReport
+    ) -> list[tuple[QueuedTicket, int]]:
         """go-livepeer's face value check against each ticket's share of the tx cost."""
         while batch:
-            share = self.tx_cost_share(len(batch), report.gas_price)
-            keep = [item for item in batch if item.ticket.face_value >= share]
-            for item in batch:
+            share = self.tx_cost_share([e for _, e in batch], report.gas_price)
+            keep = [(item, e) for item, e in batch if item.ticket.face_value >= share]
+            for item, _ in batch:
                 if item.ticket.face_value < share:
                     self._give_up(
                         report,
@@ -216,15 +268,31 @@ class Redeemer:
             batch = keep
         return batch
 
-    def _send(self, batch: list[QueuedTicket], report: RedeemReport) -> None:
-        fn = self.client.broker.functions.batchRedeemWinningTickets(
-            [ticket_tuple(item.ticket) for item in batch],
-            [item.sig for item in batch],
-            [item.recipient_rand for item in batch],
-        )
+    def _send(self, selected: list[tuple[QueuedTicket, int]], report: RedeemReport) -> None:
+        batch = [item for item, _ in selected]
+        gas = self.gas_limit([e for _, e in selected])
+        if len(batch) == 1:
+            (item,) = batch
+            fn = self.client.broker.functions.redeemWinningTicket(
+                ticket_tuple(item.ticket), item.sig, item.recipient_rand
+            )
+        else:
+            fn = self.client.broker.functions.batchRedeemWinningTickets(
+                [ticket_tuple(item.ticket) for item in batch],
+                [item.sig for item in batch],
+                [item.recipient_rand for item in batch],
+            )
+            try:
+                whole = self.client.estimate_gas(fn)
+            except ContractReverted as e:
+                for item in batch:
+                    self._retry(report, _ticket_hash(item), f"batch not sent: {e}")
+                return
+            gas = max(gas, self.ticket_gas(whole))
+        report.gas_limit = gas
         receipt: TxReceipt | None
         try:
-            receipt = self.client.transact(fn, gas=self.gas_limit(len(batch)))
+            receipt = self.client.transact(fn, gas=gas)
         except GasPriceTooHigh as e:
             report.skipped = str(e)
             return
@@ -250,11 +318,24 @@ class Redeemer:
                 continue
             if self.client.used(ticket_hash):
                 self._already_used(item, report)
-            else:
-                reason = self._simulate(item) or "reverted inside the batch"
-                self._retry(report, ticket_hash, f"not redeemed: {reason}")
+                continue
+            reason = self._simulate(item)
+            if len(batch) > 1:
+                why = f"{_IN_BATCH} (gas used {report.gas_used} of {gas})"
+                reason = f"{why}: {reason}" if reason else why
+            self._retry(report, ticket_hash, f"not redeemed: {reason or 'reverted'}")
 
     # ---- helpers ---------------------------------------------------------------------
+
+    def _estimate(self, item: QueuedTicket) -> int | str:
+        """The gas the ticket alone needs, or the revert reason when it would fail."""
+        fn = self.client.broker.functions.redeemWinningTicket(
+            ticket_tuple(item.ticket), item.sig, item.recipient_rand
+        )
+        try:
+            return self.client.estimate_gas(fn)
+        except ContractReverted as e:
+            return e.reason or "reverted without a reason"
 
     def _simulate(self, item: QueuedTicket) -> str | None:
         fn = self.client.broker.functions.redeemWinningTicket(

@@ -30,7 +30,7 @@ __all__ = [
     "blob_store_from_url",
 ]
 
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,511}$")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,511}")
 
 
 class BlobMissing(FarmError):
@@ -46,7 +46,7 @@ class BlobUnavailable(RetryableError):
 
 
 def _check_key(key: str) -> str:
-    if not _KEY.match(key) or ".." in key.split("/"):
+    if not _KEY.fullmatch(key) or ".." in key.split("/"):
         raise ValueError(f"invalid blob key {key!r}")
     return key
 
@@ -141,11 +141,21 @@ class RedisBlobStore:
 
 
 class S3BlobStore:
-    """An S3-compatible bucket through boto3 (``pip install livepeer-farm[s3]``)."""
+    """An S3-compatible bucket through boto3 (``pip install livepeer-farm[s3]``).
+
+    Credentials come from boto3's usual sources (``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``, a profile, an instance role). Every failure but a missing key
+    is :class:`BlobUnavailable` naming the bucket: a wrong bucket or credentials are never
+    read as "the blob is not there".
+    """
+
+    #: Error codes S3 gives for a key that is not in the bucket (HEAD answers a bare 404).
+    _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
     def __init__(self, bucket: str, prefix: str = "", **client_args: Any) -> None:
         try:
             import boto3
+            import botocore.config
             import botocore.exceptions
         except ImportError as e:
             raise ConfigError(
@@ -154,36 +164,60 @@ class S3BlobStore:
         self.url = f"s3://{bucket}/{prefix}"
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self._s3 = boto3.client("s3", **client_args)
+        # Bounded waits: an unreachable endpoint fails the attempt in seconds, never minutes.
+        config = botocore.config.Config(
+            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}
+        )
+        self._s3 = boto3.client("s3", config=config, **client_args)
         self._client_error = botocore.exceptions.ClientError
         self._errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
+    def _key(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def _missing(self, e: Exception) -> bool:
+        if not isinstance(e, self._client_error):
+            return False
+        return e.response.get("Error", {}).get("Code") in self._MISSING
+
+    def _unavailable(self, what: str, key: str, e: Exception) -> BlobUnavailable:
+        return BlobUnavailable(f"S3 {what} of {key!r} in {self.url} failed: {e}")
+
     def put(self, key: str, data: bytes) -> None:
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + _check_key(key), Body=data)
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except self._errors as e:
-            raise BlobUnavailable(f"S3 put failed: {e}") from e
+            raise self._unavailable("put", key, e) from e
 
     def get(self, key: str) -> bytes:
         try:
-            obj = self._s3.get_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
+            obj = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
             return bytes(obj["Body"].read())
-        except self._client_error as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BlobMissing(f"blob {key!r} not found in {self.url}") from e
-            raise BlobUnavailable(f"S3 get failed: {e}") from e
         except self._errors as e:
-            raise BlobUnavailable(f"S3 get failed: {e}") from e
+            if self._missing(e):
+                raise BlobMissing(f"blob {key!r} not found in {self.url}") from e
+            raise self._unavailable("get", key, e) from e
 
     def delete(self, key: str) -> None:
-        self._s3.delete_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except self._errors as e:
+            raise self._unavailable("delete", key, e) from e
 
     def exists(self, key: str) -> bool:
         try:
-            self._s3.head_object(Bucket=self.bucket, Key=self.prefix + _check_key(key))
-        except self._client_error:
-            return False
-        return True
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self._errors as e:
+            if not self._missing(e):
+                raise self._unavailable("head", key, e) from e
+        else:
+            return True
+        # HEAD answers a bare 404 for a missing bucket too: make sure it is only the key.
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except self._errors as e:
+            raise self._unavailable("head", key, e) from e
+        return False
 
 
 def blob_store_from_url(url: str) -> BlobStore:

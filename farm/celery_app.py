@@ -12,6 +12,8 @@ from farm.settings import ClusterSettings
 
 __all__ = ["create_app", "settings_of"]
 
+_app: Celery | None = None
+
 
 def create_app(settings: ClusterSettings | None = None) -> Celery:
     """A Celery app for this cluster, with the farm's tasks registered."""
@@ -78,3 +80,14 @@ def settings_of(app: Celery) -> ClusterSettings:
     if not isinstance(settings, ClusterSettings):
         raise RuntimeError("this Celery app was not created by farm.celery_app.create_app")
     return settings
+
+
+def __getattr__(name: str) -> Celery:
+    """``farm.celery_app.app`` (what ``celery -A farm.celery_app ...`` looks up): the app for
+    the cluster the environment configures, built on first use rather than at import."""
+    global _app
+    if name not in ("app", "celery"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = create_app()
+    return _app

@@ -15,6 +15,7 @@ __all__ = [
     "EncoderUnavailable",
     "EngineFailure",
     "FarmError",
+    "FetchFailed",
     "InputCorrupt",
     "InputInvalid",
     "InputMissing",
@@ -215,3 +216,10 @@ class ServiceUnavailable(RetryableError):
     reached; the caller may try again."""
 
     code = "service_unavailable"
+
+
+class FetchFailed(PermanentError):
+    """Raised when a URL fetched for a caller is refused (not a public address, see
+    farm.fetch), cannot be reached, or does not answer with what was asked for."""
+
+    code = "fetch_failed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -22,21 +22,48 @@ from pydantic_settings import (
 
 from farm.queues import golivepeer_queue_error
 
+if TYPE_CHECKING:
+    from farm.fetch import FetchPolicy
+
 __all__ = [
     "DEV_SECRET",
+    "MIN_SECRET_LENGTH",
     "AIRunnerSettings",
     "ClusterSettings",
     "FarmBaseSettings",
     "FlowerSettings",
     "NodeSettings",
+    "StatusSettings",
     "TranscoderSettings",
     "UpSettings",
     "WorkerSettings",
     "redact_url",
+    "weak_secret",
 ]
 
 #: The development secret; refused when ``FARM_ENVIRONMENT`` is not ``development``.
 DEV_SECRET = "farm-dev-secret"
+#: Outside development a secret must be at least this long and no placeholder.
+MIN_SECRET_LENGTH = 12
+_PLACEHOLDERS = frozenset(
+    {"changeme", "change", "secret", "password", "passwd", "admin", "default", "example", "test"}
+)
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` is no secret to run a production farm with (None when it will do).
+
+    For ``user:password`` values (Flower's basic auth) the password is what is judged.
+    """
+    judged = value.split(":", 1)[1] if ":" in value else value
+    plain = "".join(c for c in judged.lower() if c.isalnum())
+    if DEV_SECRET in value:
+        return "it is the development secret"
+    if plain in _PLACEHOLDERS or plain.rstrip("0123456789") in _PLACEHOLDERS or not plain:
+        return "it is a placeholder"
+    if len(judged) < MIN_SECRET_LENGTH:
+        return f"it is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
 
 
 def _config_file() -> Path | None:
@@ -63,6 +90,48 @@ class FarmBaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FARM_", env_ignore_empty=True, extra="ignore", validate_default=True
     )
+
+    def secrets_in_use(self) -> dict[str, SecretStr]:
+        """The secrets these settings use, by field name: every secret that is set (a class
+        drops those its configuration leaves unused)."""
+        return {
+            name: value
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        }
+
+    @model_validator(mode="after")
+    def _no_weak_secrets(self) -> Any:
+        # The one check of every process's secrets: outside development, no default,
+        # placeholder (the example files' change-me) or short secret starts a service.
+        if getattr(self, "environment", "development") == "development":
+            return self
+        for name, secret in self.secrets_in_use().items():
+            why = weak_secret(secret.get_secret_value())
+            if why is not None:
+                raise ValueError(
+                    f"FARM_{name.upper()} must be set to a real secret outside development: {why}"
+                )
+        return self
+
+    #: Networks (CIDR) and host names that URLs fetched for callers (task inputs, AI result
+    #: media) may reach although they are not public: the operator's own storage.
+    #: Comma-separated; see farm.fetch.
+    fetch_allow: str = ""
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _fetch_allow_parses(cls, v: str) -> str:
+        from farm.fetch import FetchPolicy
+
+        FetchPolicy.parse(v.split(","))
+        return v
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The policy for URLs fetched on a caller's behalf (``fetch_allow``)."""
+        from farm.fetch import FetchPolicy
+
+        return FetchPolicy.parse(self.fetch_allow.split(","))
 
     def __repr_args__(self) -> Any:
         # URLs carry passwords; a repr ends up in logs and tracebacks.
@@ -158,8 +227,6 @@ class ClusterSettings(FarmBaseSettings):
                 if candidate.startswith(redis_like):
                     self.registry_url = candidate
                     break
-        if self.environment != "development" and self.secret.get_secret_value() == DEV_SECRET:
-            raise ValueError("FARM_SECRET must be set to a real secret outside development")
         return self
 
     def redis_registry_url(self) -> str:
@@ -238,14 +305,6 @@ class NodeSettings(ClusterSettings):
     port: int = Field(8935, ge=1, le=65535)
     #: Bearer token of the node API's operator routes (``/chain/...``).
     admin_token: SecretStr = SecretStr(DEV_SECRET)
-
-    @model_validator(mode="after")
-    def _real_admin_token(self) -> NodeSettings:
-        if self.environment != "development" and (
-            self.admin_token.get_secret_value() == DEV_SECRET
-        ):
-            raise ValueError("FARM_ADMIN_TOKEN must be set to a real secret outside development")
-        return self
 
     #: Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN); remote transcoders attach only over HTTPS.
     tls: bool = False
@@ -347,13 +406,19 @@ class FlowerSettings(ClusterSettings):
     #: ``user:password`` for Flower's basic auth (its API answers 401 without it).
     flower_basic_auth: SecretStr = SecretStr("admin:" + DEV_SECRET)
 
-    @model_validator(mode="after")
-    def _real_auth(self) -> FlowerSettings:
-        if self.environment != "development" and DEV_SECRET in (
-            self.flower_basic_auth.get_secret_value()
-        ):
-            raise ValueError("FARM_FLOWER_BASIC_AUTH must be set outside development")
-        return self
+
+class StatusSettings(FarmBaseSettings):
+    """``farm status`` and ``farm exporter``: how they read a gateway's admin routes."""
+
+    environment: Literal["development", "production"] = "development"
+    #: The gateway's admin token; in development its default is the development token that
+    #: ``farm up``'s gateway takes.
+    admin_token: SecretStr | None = None
+
+    def gateway_token(self) -> str | None:
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        return DEV_SECRET if self.environment == "development" else None
 
 
 class UpSettings(NodeSettings):

@@ -137,8 +137,9 @@ def stores(app: Celery) -> TaskStores:
 
 
 def _worker_name(task: Task) -> str:
-    host = task.request.hostname or socket.gethostname()
-    return f"{host}/{os.getpid()}"
+    # Celery's name for the worker, which Flower shows; a local worker's is also its name in
+    # the capability registry (farm.worker), so status, Flower and the attempt log agree.
+    return task.request.hostname or socket.gethostname()
 
 
 def output_key(job_id: str, name: str, fmt: str) -> str:
@@ -148,7 +149,14 @@ def output_key(job_id: str, name: str, fmt: str) -> str:
 def register_tasks(app: Celery) -> None:
     """Define the farm's tasks on ``app``."""
 
-    @app.task(name="farm.transcode", bind=True, acks_late=True, reject_on_worker_lost=True)
+    # A failed job is expected: Celery logs it in one line, without a traceback.
+    @app.task(
+        name="farm.transcode",
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        throws=(JobFailed,),
+    )
     def transcode_task(
         self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
     ) -> dict[str, Any]:
@@ -369,7 +377,7 @@ def _failed(
 ) -> dict[str, Any]:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
-    _until_reachable(
+    recorded = _until_reachable(
         lambda: jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final),
         job_id,
         record_by,
@@ -378,6 +386,8 @@ def _failed(
     metrics.segment_transcode_failed(error.code)
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
     if final:
+        if recorded:
+            metrics.job_failed(error.code)
         raise JobFailed(f"{error.code}: {error}")
     # Retry with the same task id so the job row stays the owner of the message.
     # The job row caps attempts; Celery's own retry count is not the limit. The retry asks to

@@ -32,11 +32,12 @@ class Supervisor:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stopping: bool = False
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def start(self, name: str, args: list[str], env: dict[str, str | None] | None = None) -> None:
+        """Start ``farm ARGS``; ``env`` adds variables, or removes those it maps to None."""
         cmd = [sys.executable, "-m", "farm.cli", *args]
-        self.children[name] = subprocess.Popen(
-            cmd, env={**self.env, **(env or {})}, start_new_session=True
-        )
+        merged = {**self.env, **(env or {})}
+        child_env = {k: v for k, v in merged.items() if v is not None}
+        self.children[name] = subprocess.Popen(cmd, env=child_env, start_new_session=True)
 
     def stop(self, *_: Any) -> None:
         self._stopping = True
@@ -89,7 +90,11 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
         redis_server = EmbeddedRedis(home)
         redis_server.start()
         env.update(embedded_urls(home, redis_server.url))
-    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(home / "metrics"))
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        # Ours: cleared at each start, so no process of an earlier run is counted again.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(home / "metrics")
+        for stale in (home / "metrics").glob("*.db"):
+            stale.unlink()
     Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     sup = Supervisor(env)
     try:
@@ -105,9 +110,12 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
         )
         if with_gateway:
             env.update(_gateway_env(settings, env, home))
+            # The gateway is one process with metrics of its own: it stays out of the
+            # directory the node merges, so the node's /metrics never repeats them.
             sup.start(
                 "gateway",
                 ["gateway", "--host", settings.host, "--port", str(settings.gateway_port)],
+                {"PROMETHEUS_MULTIPROC_DIR": None},
             )
         mode = (
             f"embedded (Redis on {redis_server.socket}, SQLite in {home})"
@@ -157,6 +165,8 @@ def _banner(settings: UpSettings, mode: str, env: dict[str, str]) -> str:
         if k in env
     )
     prefix = f"export {exports}\n  " if exports else ""
+    node_url = f"http://{settings.host}:{settings.port}"
+    gateway_url = f"http://{settings.host}:{settings.gateway_port}"
     return (
         f"farm up: node API on http://{settings.host}:{settings.port} "
         f"(/status, /healthz, /metrics), gateway on http://{settings.host}:"
@@ -170,5 +180,9 @@ def _banner(settings: UpSettings, mode: str, env: dict[str, str]) -> str:
         "  with the FARM_GATEWAY_DATABASE_URL above):\n"
         f"  curl -H 'Authorization: Bearer KEY' --data-binary @seg.ts "
         f"http://{settings.host}:{settings.gateway_port}/live/mystream/0.ts\n"
+        "Watch it (the gateway's admin token is the development one unless FARM_ADMIN_TOKEN "
+        "is set):\n"
+        f"  export FARM_NODE_URL={node_url} FARM_GATEWAY_URL={gateway_url}\n"
+        "  farm status --watch    # or: farm exporter --port 9153\n"
         "Ctrl-C stops everything."
     )

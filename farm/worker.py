@@ -200,11 +200,8 @@ def run_worker(
             ai_pool.close()
             _drop_queues(app, own)
 
-    app.worker_main(
-        worker_argv(
-            f"{plan.name}.{os.getpid()}", plan.queues, plan.concurrency, pool_kind, loglevel
-        )
-    )
+    # One name everywhere: the registry's, Celery's (Flower's) and the attempt log's.
+    app.worker_main(worker_argv(instance, plan.queues, plan.concurrency, pool_kind, loglevel))
 
 
 def _drop_queues(app: Any, names: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
@@ -12,15 +13,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import Scope
 
 from farm import __version__
-from farm import metrics as farm_metrics
 from farm.errors import FarmError
 from farm.resources import is_unreachable
+from gateway import metrics as gateway_metrics
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService
 from gateway.api import admin, ai, ingest, studio
-from gateway.errors import Unavailable, http_status
+from gateway.api.body import BodyTimeout
+from gateway.errors import GatewayError, Unavailable, http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.tasks import TaskRunner
@@ -47,6 +52,37 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class _GatewayApp(FastAPI):
+    """FastAPI, documenting what the gateway answers: a refused request is 400 with the
+    gateway's error body (each route declares it), never FastAPI's 422 validation error."""
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "HTTPValidationError" in str(responses.get("422", "")):
+                    del responses["422"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """The methods some route of ``app`` takes at the request's path (a 405's Allow)."""
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    )
+
+
 def create_app(
     settings: GatewaySettings | None = None, state: GatewayState | None = None
 ) -> FastAPI:
@@ -66,7 +102,7 @@ def create_app(
             app.state.ai.close()
             state.close()
 
-    app = FastAPI(
+    app = _GatewayApp(
         title="farm gateway",
         version=__version__,
         lifespan=lifespan,
@@ -81,13 +117,22 @@ def create_app(
         status = http_status(e)
         if status >= 500:
             log.warning("%s: %s", e.code, e)
-        return error_response(
+        response = error_response(
             status,
             e.code,
             str(e),
             getattr(e, "retry_after", None) or (5.0 if status == 503 else None),
             livepeer_ai=ai.is_ai_route(request),
         )
+        if isinstance(e, GatewayError):
+            response.headers.update(e.headers())
+        return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, e: ClientDisconnect) -> JSONResponse:
+        # The client left before its body was in: nobody to answer, and nothing to trace.
+        log.info("%s %s: the client left before sending its body", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client disconnected")
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, e: DBAPIError) -> JSONResponse:
@@ -107,12 +152,17 @@ def create_app(
             405: "method_not_allowed",
             413: "payload_too_large",
         }
-        return error_response(
+        response = error_response(
             e.status_code,
             codes.get(e.status_code, "http_error"),
             str(e.detail),
             livepeer_ai=ai.is_ai_route(request),
         )
+        response.headers.update(e.headers or {})
+        if e.status_code == 405:
+            # Starlette names only the first route at the path; others may take more methods.
+            response.headers["Allow"] = _allowed_methods(app, request.scope)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -134,7 +184,10 @@ def create_app(
             500, "internal_error", "internal error", livepeer_ai=ai.is_ai_route(request)
         )
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        responses={503: {"description": "Something the gateway needs is down: see checks"}},
+    )
     def healthz() -> JSONResponse:
         """Liveness: the ledger, the limiter, and at least one healthy orchestrator."""
         checks = {
@@ -145,11 +198,29 @@ def create_app(
         ok = all(checks.values())
         return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics() -> Response:
         """Prometheus metrics."""
-        return Response(farm_metrics.render(), media_type=farm_metrics.CONTENT_TYPE_LATEST)
+        try:
+            gateway_metrics.set_current_sessions(state.log.active_streams())
+        except DBAPIError as e:
+            log.warning("current sessions unavailable: %s", e)
+        return Response(gateway_metrics.render(), media_type=gateway_metrics.CONTENT_TYPE_LATEST)
 
+    app.add_middleware(
+        BodyTimeout,
+        seconds=settings.body_timeout_s,
+        answer=lambda scope, message: error_response(
+            408,
+            "request_timeout",
+            message,
+            livepeer_ai=isinstance(scope.get("route"), ai.AIRoute),
+        ),
+    )
     app.include_router(ingest.router)
     app.include_router(studio.router)
     app.include_router(admin.router)

@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.errors import AuthFailed, BadRequest, Forbidden
 from gateway.ethpay import TicketPayment
@@ -92,7 +93,17 @@ def payment_for(state: GatewayState, caller: Caller) -> Payment:
     return CreditPayment(state.ledger, caller.key_id)
 
 
-def _key_caller(request: Request) -> Caller:
+#: The OpenAPI security schemes; the routes read the header themselves (:func:`bearer`).
+_api_key = HTTPBearer(
+    scheme_name="apiKey", description="An API key (farm keys create)", auto_error=False
+)
+_admin_token = HTTPBearer(
+    scheme_name="adminToken", description="The admin token (FARM_ADMIN_TOKEN)", auto_error=False
+)
+_Documented = HTTPAuthorizationCredentials | None
+
+
+def _key_caller(request: Request, _: Annotated[_Documented, Depends(_api_key)]) -> Caller:
     token = bearer(request)
     if token is None:
         raise AuthFailed("missing API key: send Authorization: Bearer <key>")
@@ -102,7 +113,7 @@ def _key_caller(request: Request) -> Caller:
     return Caller(key_id)
 
 
-def _admin(request: Request) -> None:
+def _admin(request: Request, _: Annotated[_Documented, Depends(_admin_token)]) -> None:
     token = bearer(request)
     expected = state_of(request).settings.admin_token.get_secret_value()
     if token is None or not hmac.compare_digest(token.encode(), expected.encode()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from farm.client import JobFailedError, JobResult, RenditionRef
+from farm.client import JobFailedError, JobResult, JobTimeout, RenditionRef
 from farm.errors import FarmError, PermanentError
 from farm.media.profiles import VideoProfile
 from gateway import metrics
@@ -21,11 +22,12 @@ from gateway.pool import Orchestrator, Pool
 from gateway.pricing import charge
 from gateway.sessions import SessionLog
 
-__all__ = ["Dispatcher", "SegmentOutcome"]
+__all__ = ["PERMANENT_CODES", "Dispatcher", "SegmentOutcome", "is_permanent", "public_message"]
 
 log = logging.getLogger(__name__)
 
-#: Job error codes that no other orchestrator can fix (go-livepeer's non-retryable list).
+#: Job error codes that no other orchestrator can fix, because the caller's input is at fault
+#: (go-livepeer's non-retryable list): never retried elsewhere, never a reason to suspend.
 PERMANENT_CODES = frozenset(
     {
         "profile_invalid",
@@ -33,10 +35,38 @@ PERMANENT_CODES = frozenset(
         "input_corrupt",
         "input_too_long",
         "unsupported_codec",
+        "payload_too_large",
+        "invalid_request",
+        "fetch_failed",
         "permanent",
     }
 )
 _INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_permanent(e: BaseException) -> bool:
+    """Whether an attempt failed on the caller's input (a failed job's code says so, or the
+    farm refused the input before a job ran)."""
+    if isinstance(e, JobFailedError):
+        return e.code in PERMANENT_CODES
+    return isinstance(e, PermanentError)
+
+
+def public_message(e: BaseException) -> str:
+    """What a caller (and the session log it can read) is told about a failed attempt: the
+    job's own error without the farm's job id, and nothing of the gateway's infrastructure
+    (addresses, hosts) for any other failure; the operator's log has the whole of it."""
+    if isinstance(e, JobFailedError):
+        message = e.job.error or e.code
+    elif isinstance(e, JobTimeout):
+        message = "the orchestrator did not finish in time"
+    elif isinstance(e, FarmError) and not isinstance(e, _INFRA_ERRORS):
+        message = str(e)
+    else:
+        message = f"the orchestrator could not be reached ({e.__class__.__name__})"
+    # Farm job ids (and blob keys made of them) are uuid4 hex.
+    return _JOB_ID.sub("<job>", message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +138,18 @@ class Dispatcher:
                     min(deadline, started + per_attempt),
                     attempt,
                 )
-            except PermanentError as e:
-                self._log_failure(session_id, seq, attempt, o, started, e.code, str(e))
-                self.pool.record(o, True, time.monotonic() - started, duration_s)
-                raise TranscodeFailed(str(e)) from e
             except (FarmError, *_INFRA_ERRORS) as e:
-                code = getattr(e, "code", None) or e.__class__.__name__
-                last_error = f"{o.name}: {code}: {e}"
-                self._log_failure(session_id, seq, attempt, o, started, str(code), str(e))
+                code = str(getattr(e, "code", None) or e.__class__.__name__)
+                if is_permanent(e):
+                    # The caller's input: the orchestrator did its job and is not suspended.
+                    message = public_message(e)
+                    self._log_failure(session_id, seq, attempt, o, started, code, message, e)
+                    self.pool.record(o, True, time.monotonic() - started, duration_s)
+                    raise TranscodeFailed(message) from e
+                last_error = f"{o.name}: {code}"
+                self._log_failure(session_id, seq, attempt, o, started, code, public_message(e), e)
                 self.pool.record(o, False, time.monotonic() - started, duration_s)
-                self.pool.suspend(o, last_error)
+                self.pool.suspend(o, f"{last_error}: {e}")
                 continue
             latency = time.monotonic() - started
             self.pool.record(o, True, latency, duration_s)
@@ -149,12 +181,7 @@ class Dispatcher:
     ) -> SegmentOutcome:
         client = o.client
         job = client.submit(data, profiles, fmt=fmt, duration=duration_s)
-        try:
-            result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
-        except JobFailedError as e:
-            if e.code in PERMANENT_CODES:
-                raise _Permanent(e.code, str(e)) from e
-            raise
+        result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
         renditions = [(r, client.rendition_bytes(r)) for r in result.renditions]
         pixels = result.encoded_pixels
         cost = charge(pixels, o.config.price_per_unit, o.config.pixels_per_unit)
@@ -169,9 +196,10 @@ class Dispatcher:
         started: float,
         code: str,
         error: str,
+        cause: BaseException,
     ) -> None:
         log.info(
-            "segment %s/%s attempt %s on %s failed: %s", session_id, seq, attempt, o.name, error
+            "segment %s/%s attempt %s on %s failed: %s", session_id, seq, attempt, o.name, cause
         )
         self.log.attempt(
             session_id,
@@ -184,11 +212,3 @@ class Dispatcher:
             error_code=code,
             error=error[:2000],
         )
-
-
-class _Permanent(PermanentError):
-    """A job failure no other orchestrator can fix, with the job's own code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code

@@ -14,6 +14,7 @@ __all__ = [
     "NoOrchestrators",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RateLimited",
     "TranscodeFailed",
     "Unavailable",
@@ -31,6 +32,10 @@ class GatewayError(FarmError):
     def with_retry_after(self, seconds: float) -> GatewayError:
         self.retry_after = seconds
         return self
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides ``Retry-After``."""
+        return {}
 
 
 class BadRequest(GatewayError):
@@ -55,7 +60,7 @@ class InsufficientCredit(GatewayError):
 
 
 class Forbidden(GatewayError):
-    """Raised when the auth webhook or an admin check denies the request."""
+    """Raised when the auth webhook, an admin check or a playback token denies the request."""
 
     status = 403
     code = "forbidden"
@@ -73,6 +78,20 @@ class PayloadTooLarge(GatewayError):
 
     status = 413
     code = "payload_too_large"
+
+
+class RangeNotSatisfiable(GatewayError):
+    """Raised when a Range header asks for bytes past the end of the file."""
+
+    status = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the file has {size} bytes")
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
 
 
 class TranscodeFailed(GatewayError):

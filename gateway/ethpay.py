@@ -31,9 +31,9 @@ from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
 from chain.queue import TicketQueue
 from chain.validation import Receipt, RedisNonceStore, TicketReceiver
-from farm import metrics as farm_metrics
 from farm.jobs.models import utcnow
 from farm.registry import redis_py_url
+from gateway import metrics as gateway_metrics
 from gateway.errors import BadRequest, InsufficientCredit, Unavailable
 from gateway.ledger import Ledger
 from gateway.models import ApiKey
@@ -195,7 +195,7 @@ class EthPayments:
                     self.receiver.nonces.discard(
                         accepted.ticket.recipient_rand_hash, accepted.ticket.sender_nonce
                     )
-                farm_metrics.payment_refused(type(e).__name__)
+                gateway_metrics.payment_refused(type(e).__name__)
                 if isinstance(e, TicketParamsExpired):
                     # go-livepeer accepts these with a warning; this gateway asks for fresh
                     # params instead, so old params can never be spent again.
@@ -205,9 +205,9 @@ class EthPayments:
             credit += receipt.expected_value
         winners = 0
         for receipt in receipts:
-            farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
+            gateway_metrics.ticket_received(float(receipt.expected_value) / 1e9)
             if receipt.won:
-                farm_metrics.winning_ticket_received()
+                gateway_metrics.winning_ticket_received()
                 # Durable before the job runs, so no winner is lost with the request.
                 self.queue.add(
                     receipt.ticket,

@@ -4,13 +4,19 @@ Every credit movement is an append-only ledger row with an idempotency key; the 
 is updated in the same transaction by a conditional statement, so it never goes negative, also
 under concurrent requests: a reservation succeeds only if ``balance >= amount`` at the moment
 the database applies it.
+
+A job is paid in two steps: :meth:`Ledger.reserve` holds an estimate before it runs (sized
+from the measured input, never from what the caller declares), and :meth:`Ledger.settle`
+charges what it actually cost, in full. A cost above the hold takes the difference from the
+balance as well; should the balance not cover all of it (the estimate fell short and the key
+spent the rest meanwhile), the balance goes to zero, never below, and the shortfall is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +27,12 @@ from sqlalchemy.exc import IntegrityError
 
 from farm.jobs import make_engine
 from farm.jobs.models import utcnow
-from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound
+from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound, Unavailable
 from gateway.models import ApiKey, Base, LedgerEntry
 
 __all__ = ["MAX_BALANCE", "KeyInfo", "Ledger", "hash_key"]
+
+log = logging.getLogger(__name__)
 
 _KEY_PREFIX = "lpf_"
 #: The largest balance a key can hold (the BIGINT column's range); larger amounts are refused.
@@ -50,12 +58,10 @@ class KeyInfo:
 class Ledger:
     """Keys, balances and ledger entries in SQL (PostgreSQL, or SQLite embedded)."""
 
-    def __init__(self, url_or_engine: str | Engine, auth_cache_s: float = 2.0) -> None:
+    def __init__(self, url_or_engine: str | Engine) -> None:
         self.engine = (
             make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         )
-        self._auth_cache: dict[str, tuple[float, str]] = {}
-        self._auth_cache_s = auth_cache_s
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -99,16 +105,14 @@ class Ledger:
             ).rowcount
         if not done:
             raise NotFound(f"no API key {key_id!r}")
-        self._auth_cache.clear()
         return self.key(key_id)
 
     def authenticate(self, raw: str) -> str:
-        """The key id for a raw bearer key; AuthFailed when unknown or revoked."""
-        now = time.monotonic()
+        """The key id for a raw bearer key; AuthFailed when unknown or revoked.
+
+        Read from the database on every request (one indexed lookup), never from a cache:
+        a key revoked by any process (``farm keys revoke``) stops working at once."""
         digest = hash_key(raw)
-        cached = self._auth_cache.get(digest)
-        if cached and cached[0] > now:
-            return cached[1]
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == digest)
@@ -117,7 +121,6 @@ class Ledger:
             raise AuthFailed("invalid API key")
         if row.revoked_at is not None:
             raise AuthFailed("API key revoked")
-        self._auth_cache[digest] = (now + self._auth_cache_s, row.id)
         return str(row.id)
 
     # -- credit ----------------------------------------------------------------------------
@@ -166,10 +169,12 @@ class Ledger:
             ) from None
         return True
 
-    def _short(self, key_id: str, amount: int) -> InsufficientCredit:
+    def _short(self, key_id: str, amount: int) -> AuthFailed | InsufficientCredit:
+        info = self.key(key_id)
+        if info.revoked:  # revoked while the request was on its way: not a matter of credit
+            return AuthFailed("API key revoked")
         return InsufficientCredit(
-            f"insufficient credit: the job needs {amount} and the key has "
-            f"{self.key(key_id).balance}"
+            f"insufficient credit: the job needs {amount} and the key has {info.balance}"
         )
 
     def topup(self, key_id: str, amount: int, idempotency_key: str | None = None) -> KeyInfo:
@@ -194,10 +199,54 @@ class Ledger:
             self._move(key_id, -amount, "reserve", ref, f"{ref}:reserve", True)
 
     def settle(self, key_id: str, reserved: int, actual: int, ref: str) -> int:
-        """Charge the job's actual cost (at most what was reserved) and return the rest."""
-        charged = min(actual, reserved)
-        self._move(key_id, reserved - charged, "settle", ref, f"{ref}:final", False)
-        return charged
+        """Charge the job's actual cost and return what was charged: the rest of the hold is
+        given back, and a cost above it is taken from the balance, down to zero at most (see
+        the module's docstring)."""
+        if actual <= reserved:
+            self._move(key_id, reserved - actual, "settle", ref, f"{ref}:final", False)
+            return actual
+        extra = actual - reserved
+        # Compare-and-set on the balance, so that the entry records exactly what was taken.
+        for _ in range(100):
+            balance = self.key(key_id).balance
+            taken = min(extra, max(0, balance))
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(LedgerEntry).values(
+                            key_id=key_id,
+                            amount=-taken,
+                            kind="settle",
+                            ref=ref,
+                            idempotency_key=f"{ref}:final",
+                            created_at=utcnow(),
+                        )
+                    )
+                    changed = conn.execute(
+                        update(ApiKey)
+                        .where(ApiKey.id == key_id, ApiKey.balance == balance)
+                        .values(balance=ApiKey.balance - taken)
+                    ).rowcount
+                    if not changed:
+                        raise _Rollback
+            except IntegrityError:
+                return reserved - self._final_amount(ref)  # settled before: that stands
+            except _Rollback:
+                continue  # the balance moved meanwhile: read it again
+            if taken < extra:
+                short = extra - taken
+                log.warning(
+                    "job %s cost %d, %d more than key %s could pay", ref, actual, short, key_id
+                )
+            return reserved + taken
+        raise Unavailable("the ledger is too busy to settle the job; try again")
+
+    def _final_amount(self, ref: str) -> int:
+        with self.engine.connect() as conn:
+            amount = conn.execute(
+                select(LedgerEntry.amount).where(LedgerEntry.idempotency_key == f"{ref}:final")
+            ).scalar_one()
+        return int(amount)
 
     def release(self, key_id: str, reserved: int, ref: str) -> None:
         """Give back a failed job's reservation (a no-op if it was already settled)."""

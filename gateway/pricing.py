@@ -13,10 +13,21 @@ __all__ = ["charge", "estimate_pixels"]
 _UNKNOWN_FPS = 60
 
 
-def estimate_pixels(profiles: Sequence[VideoProfile], duration_s: float, margin: float) -> int:
-    """Encoded pixels a ladder will produce: sum of w*h*ceil(fps*duration), plus a margin."""
+def estimate_pixels(
+    profiles: Sequence[VideoProfile],
+    duration_s: float,
+    margin: float,
+    input_frames: int | None = None,
+) -> int:
+    """Encoded pixels a ladder will produce: sum of w*h*frames, plus a margin; frames are
+    ceil(fps*duration), or for a profile that keeps the input's rate the input's frame count
+    where it is known (60 fps where not)."""
     frames = [
-        math.ceil((float(p.frame_rate) if p.frame_rate else _UNKNOWN_FPS) * duration_s)
+        math.ceil(float(p.frame_rate) * duration_s)
+        if p.frame_rate
+        else input_frames
+        if input_frames is not None
+        else math.ceil(_UNKNOWN_FPS * duration_s)
         for p in profiles
     ]
     pixels = sum(p.width * p.height * n for p, n in zip(profiles, frames, strict=True))

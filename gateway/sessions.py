@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, distinct, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from farm.jobs.models import utcnow
@@ -108,3 +109,21 @@ class SessionLog:
             {"id": r.id, "kind": r.kind, "key_id": r.key_id, "created_at": r.created_at.isoformat()}
             for r in rows
         ]
+
+    def active_streams(self, within_s: float = 60.0, scan: int = 10_000) -> int:
+        """Live streams with a segment attempt in the last ``within_s`` seconds (among the
+        latest ``scan`` attempts, so a scrape stays cheap on a long log)."""
+        since = utcnow() - timedelta(seconds=within_s)
+        recent = (
+            select(SegmentAttempt.session_id, SegmentAttempt.started_at)
+            .order_by(SegmentAttempt.id.desc())
+            .limit(scan)
+            .subquery()
+        )
+        query = (
+            select(func.count(distinct(recent.c.session_id)))
+            .join(Session, Session.id == recent.c.session_id)
+            .where(recent.c.started_at >= since, Session.kind == "live")
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())

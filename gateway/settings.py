@@ -68,6 +68,11 @@ class GatewaySettings(FarmBaseSettings):
     #: Where Studio-style task outputs are kept: file://DIR (served by the gateway).
     gateway_blob_url: str = "file://.farm/gateway-blobs"
     admin_token: SecretStr = SecretStr(DEV_SECRET)
+    #: Key of the signed playback URLs of task outputs (derived from admin_token when unset;
+    #: replicas behind one address must share it).
+    playback_secret: SecretStr | None = None
+    #: How long a playback URL from GET /api/task/{id} stays valid.
+    playback_ttl_s: int = Field(24 * 3600, ge=60, le=366 * 24 * 3600)
     #: The orchestrators, as a JSON list of OrchestratorConfig objects.
     orchestrators: list[OrchestratorConfig] = Field(default_factory=list)
     #: The gateway's region; orchestrators in it score higher.
@@ -89,6 +94,9 @@ class GatewaySettings(FarmBaseSettings):
     max_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024)
     max_task_input_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024)
     max_segment_seconds: float = Field(300.0, gt=0)
+    #: The longest wait for the next part of a request body before the request is answered
+    #: 408 (a client that declares a size and stalls).
+    body_timeout_s: float = Field(30.0, gt=0)
     #: go-livepeer's -authWebhookUrl contract, with a timeout and a cache.
     auth_webhook_url: str | None = None
     auth_webhook_timeout_s: float = Field(3.0, gt=0)
@@ -149,6 +157,12 @@ class GatewaySettings(FarmBaseSettings):
     def _parse_json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
 
+    def secrets_in_use(self) -> dict[str, SecretStr]:
+        used = super().secrets_in_use()
+        if not self.eth_rpc_url:
+            used.pop("ticket_secret", None)  # ticket payments are off
+        return used
+
     @model_validator(mode="after")
     def _no_default_secrets(self) -> GatewaySettings:
         if (
@@ -157,8 +171,6 @@ class GatewaySettings(FarmBaseSettings):
             and (self.ticket_secret.get_secret_value() == "00" * 32)
         ):
             raise ValueError("FARM_TICKET_SECRET must be set when ticket payments are on")
-        if self.environment != "development" and self.admin_token.get_secret_value() == DEV_SECRET:
-            raise ValueError("FARM_ADMIN_TOKEN must be set to a real secret outside development")
         names = [o.name for o in self.orchestrators]
         if len(names) != len(set(names)):
             raise ValueError("orchestrator names must be unique")

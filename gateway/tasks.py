@@ -13,17 +13,24 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import httpx
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from farm.errors import FarmError
+from farm.fetch import SafeFetcher
 from farm.jobs.models import utcnow
 from farm.media.assemble import concat_mp4, hls
 from farm.media.profiles import VideoProfile, profiles_from_json
 from farm.media.segmenter import SourceSegment, split
 from gateway.dispatch import SegmentOutcome
-from gateway.errors import BadRequest, NotFound, PayloadTooLarge
-from gateway.models import Task
+from gateway.errors import (
+    AuthFailed,
+    BadRequest,
+    InsufficientCredit,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+)
+from gateway.models import ApiKey, Task
 from gateway.payments import CreditPayment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
@@ -31,6 +38,9 @@ from gateway.state import GatewayState
 __all__ = ["TaskRunner"]
 
 log = logging.getLogger(__name__)
+
+#: The phases of a task that is not over (counted against a key's cap).
+_ACTIVE = ("pending", "waiting", "running")
 
 
 class TaskRunner:
@@ -43,7 +53,7 @@ class TaskRunner:
         self._segments = ThreadPoolExecutor(
             max(4, state.settings.task_workers * 2), "gateway-segment"
         )
-        self._http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=True)
+        self._http = SafeFetcher(state.settings.fetch_policy())
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._interrupted()
@@ -53,7 +63,7 @@ class TaskRunner:
         with self.engine.begin() as conn:
             conn.execute(
                 update(Task)
-                .where(Task.phase.in_(("pending", "waiting", "running")))
+                .where(Task.phase.in_(_ACTIVE))
                 .values(
                     phase="failed",
                     error="the gateway restarted during the task",
@@ -62,10 +72,33 @@ class TaskRunner:
             )
 
     # -- API -------------------------------------------------------------------------------
-    def create(self, key_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    def create(self, key_id: str, params: dict[str, Any], cap: int) -> dict[str, Any]:
+        """Record and start a task for ``key_id``: 402 when the key has no credit (and work
+        is priced), 429 when it already runs ``cap`` tasks, both decided atomically."""
         task_id = uuid.uuid4().hex[:16]
         now = utcnow()
+        price, _ = self.state.dispatcher.max_price()  # 503 now when nothing could run it
         with self.engine.begin() as conn:
+            # A no-op write to the key's row first: it locks the row (PostgreSQL) or the
+            # database (SQLite) until the task is inserted, so that concurrent requests of one
+            # key take turns here and none counts the others' tasks too early.
+            key = conn.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id)
+                .values(balance=ApiKey.balance)
+                .returning(ApiKey.balance, ApiKey.revoked_at)
+            ).first()
+            if key is None or key.revoked_at is not None:
+                raise AuthFailed("API key revoked")
+            if key.balance <= 0 and price > 0:
+                raise InsufficientCredit("insufficient credit: the key's balance is 0")
+            active = conn.execute(
+                select(func.count())
+                .select_from(Task)
+                .where(Task.key_id == key_id, Task.phase.in_(_ACTIVE))
+            ).scalar_one()
+            if active >= cap:
+                raise RateLimited(f"at most {cap} running tasks per key", retry_after=30.0)
             conn.execute(
                 insert(Task).values(
                     id=task_id,
@@ -119,15 +152,6 @@ class TaskRunner:
             "output": row.output,
         }
 
-    def active(self, key_id: str) -> int:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Task.id).where(
-                    Task.key_id == key_id, Task.phase.in_(("pending", "waiting", "running"))
-                )
-            ).all()
-        return len(rows)
-
     def wait(self, task_id: str, timeout: float | None = None) -> None:
         with self._lock:
             future = self._running.get(task_id)
@@ -157,7 +181,7 @@ class TaskRunner:
             )
             output = self._transcode(task_id, key_id, data, profiles, params)
             self._set(task_id, phase="completed", progress=1.0, output=output)
-        except (FarmError, httpx.HTTPError, OSError, ValueError) as e:
+        except (FarmError, OSError, ValueError) as e:
             log.info("task %s failed: %s", task_id, e)  # the caller's input: not our fault
             self._set(task_id, phase="failed", error=str(e)[:2000])
         except Exception as e:
@@ -167,7 +191,7 @@ class TaskRunner:
     def _fetch(self, url: str) -> bytes:
         limit = self.state.settings.max_task_input_bytes
         chunks, size = [], 0
-        with self._http.stream("GET", url) as response:
+        with self._http.stream(url) as response:
             if response.status_code != 200:
                 raise BadRequest(f"input URL answered HTTP {response.status_code}")
             for chunk in response.iter_bytes():
@@ -186,10 +210,13 @@ class TaskRunner:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         segments = split(data, float(params.get("targetSegmentSizeSecs") or 6.0))
-        total = sum(s.duration for s in segments)
+        # Priced by the segments as split (their timestamps and frames), and charged in full.
+        margin = self.state.settings.estimate_margin
         price, per = self.state.dispatcher.max_price()
         reserve = charge(
-            estimate_pixels(profiles, total, self.state.settings.estimate_margin), price, per
+            sum(estimate_pixels(profiles, s.duration, margin, s.frames) for s in segments),
+            price,
+            per,
         )
         ref = f"task:{task_id}"
         session_id = f"task:{task_id}"
@@ -233,8 +260,7 @@ class TaskRunner:
         output: dict[str, Any] = {"charged": charged, "segments": len(segments)}
         outputs = params.get("outputs") or {"hls": {"path": "hls"}, "mp4": {"path": "mp4"}}
         if "hls" in outputs:
-            variants = [(p.name, p.bitrate, p.width, p.height) for p in profiles]
-            for path, blob in hls(per_profile, variants).items():
+            for path, blob in hls(per_profile).items():
                 self.state.blobs.put(f"tasks/{task_id}/hls/{path}", blob)
             output["hls"] = {"url": f"{base}/hls/index.m3u8"}
         if "mp4" in outputs:

@@ -256,4 +256,23 @@ def wav_audio(seconds: float = 1.0, rate: int = 16000) -> bytes:
     return buf.getvalue()
 
 
-__all__ += ["still_image", "wav_audio"]
+def mp3_audio(seconds: float, header_frames: int | None = None, rate: int = 44100) -> bytes:
+    """A real mono MP3 of silence lasting ``seconds``; ``header_frames`` rewrites the frame
+    count of its Info header (what FFmpeg takes the file's duration from), as a file made to
+    look shorter than it plays would."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=rate, layout="mono")
+        silence = np.zeros((1, round(seconds * rate)), dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(silence, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    data = buf.getvalue()
+    if header_frames is not None:
+        at = data.index(b"Info") + 8  # after the tag and its flags: the frame count
+        data = data[:at] + header_frames.to_bytes(4, "big") + data[at + 4 :]
+    return data
+
+
+__all__ += ["mp3_audio", "still_image", "wav_audio"]

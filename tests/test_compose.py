@@ -16,12 +16,13 @@ from farm.cli import cli
 from tests.conftest import need_tool
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.gpu.yml"
+# Strong enough for FARM_ENVIRONMENT=production (farm.settings.weak_secret).
 SECRETS = {
-    "FARM_SECRET": "s",
-    "POSTGRES_PASSWORD": "p",
-    "FARM_FLOWER_BASIC_AUTH": "a:b",
-    "FARM_ADMIN_TOKEN": "t",
-    "GRAFANA_ADMIN_PASSWORD": "g",
+    "FARM_SECRET": "s-7Hq2-Lx9w-Pk41",
+    "POSTGRES_PASSWORD": "p-2Vd8-Nw5r-Zc63",
+    "FARM_FLOWER_BASIC_AUTH": "ops:a-4Tb9-Ky2m-Qe87",
+    "FARM_ADMIN_TOKEN": "t-8Jf3-Ru6n-Wd25",
+    "GRAFANA_ADMIN_PASSWORD": "g-5Mc1-Hs7p-Xa49",
 }
 
 
@@ -178,3 +179,18 @@ def test_every_farm_service_environment_is_accepted_by_its_settings(
         settings_class()  # raises on a refused development secret
         checked.add(service["command"][0])
     assert checked == set(classes)
+
+
+def test_services_restart_and_report_their_health() -> None:
+    # A crashed Redis or PostgreSQL would otherwise stay down while every farm service waits
+    # on it; beat and Flower fail without anything noticing unless they have a check.
+    services = _resolved()["services"]
+    for name, service in services.items():
+        if "dev" in service.get("profiles", []):
+            continue
+        assert service.get("restart") == "unless-stopped", f"{name} has no restart policy"
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    beat = " ".join(services["beat"]["healthcheck"]["test"])
+    schedule = services["beat"]["command"][services["beat"]["command"].index("--schedule") + 1]
+    assert Path(schedule).name + "*" in beat and Path(schedule).parent.as_posix() in beat
+    assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])

@@ -8,10 +8,9 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from farm.blobstore import BlobStore
-from farm.errors import ResultTooLarge, RunnerFailed
+from farm.errors import FetchFailed, ResultTooLarge, RunnerFailed
+from farm.fetch import FetchPolicy, SafeFetcher
 
 __all__ = ["BLOB_SCHEME", "MAX_RESULT_BYTES", "AIMedia", "AIResult", "blob_key", "rehost"]
 
@@ -60,7 +59,7 @@ def blob_key(url_or_key: str) -> str:
     return url_or_key[len(BLOB_SCHEME) :] if url_or_key.startswith(BLOB_SCHEME) else url_or_key
 
 
-def _fetch(url: str, limit: int) -> tuple[bytes, str]:
+def _fetch(url: str, limit: int, policy: FetchPolicy) -> tuple[bytes, str]:
     """The bytes and media type at ``url`` (data: or http(s):), at most ``limit`` bytes."""
 
     def too_large(size: str) -> ResultTooLarge:
@@ -80,11 +79,17 @@ def _fetch(url: str, limit: int) -> tuple[bytes, str]:
         if len(data) > limit:
             raise too_large(f"{len(data)} bytes")
         return data, content_type
+    # The runner's URLs are fetched as a caller's are: the runner's own host is allowed,
+    # loopback and private addresses elsewhere are not (FARM_FETCH_ALLOW aside).
+    fetcher = SafeFetcher(policy, timeout=60.0)
     try:
-        with httpx.stream("GET", url, timeout=60.0, follow_redirects=True) as response:
-            response.raise_for_status()
+        with fetcher.stream(url) as response:
+            if response.status_code != 200:
+                raise RunnerFailed(
+                    f"the runner's result {url[:80]} answered HTTP {response.status_code}"
+                )
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
                 raise too_large(f"{declared} bytes")
             chunks, size = [], 0
             for chunk in response.iter_bytes():
@@ -93,19 +98,27 @@ def _fetch(url: str, limit: int) -> tuple[bytes, str]:
                     raise too_large(f"over {limit} bytes")
                 chunks.append(chunk)
             content_type = response.headers.get("content-type", "application/octet-stream")
-    except httpx.HTTPError as e:
-        raise RunnerFailed(f"could not fetch the runner's result {url}: {e}") from e
+    except FetchFailed as e:
+        raise RunnerFailed(f"could not fetch the runner's result {url[:80]}: {e}") from e
+    finally:
+        fetcher.close()
     return b"".join(chunks), content_type.split(";")[0]
 
 
 def rehost(
-    response: dict[str, Any], job_id: str, blobs: BlobStore, max_bytes: int = MAX_RESULT_BYTES
+    response: dict[str, Any],
+    job_id: str,
+    blobs: BlobStore,
+    max_bytes: int = MAX_RESULT_BYTES,
+    policy: FetchPolicy | None = None,
 ) -> tuple[dict[str, Any], list[AIMedia]]:
     """The response with every media ``url`` stored in the blob store and replaced by
     ``farm-blob:<key>``, and the stored media.
 
     Raises ResultTooLarge when the media, all together, hold more than ``max_bytes``.
+    http(s) media are fetched under ``policy`` (farm.fetch; public addresses only by default).
     """
+    policy = policy or FetchPolicy()
     media: list[AIMedia] = []
 
     def walk(value: Any) -> Any:
@@ -116,7 +129,7 @@ def rehost(
         out = {k: walk(v) for k, v in value.items()}
         url = out.get("url")
         if isinstance(url, str) and url.startswith(("data:", "http://", "https://")):
-            data, content_type = _fetch(url, max_bytes - sum(m.size for m in media))
+            data, content_type = _fetch(url, max_bytes - sum(m.size for m in media), policy)
             ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
             key = f"ai/{job_id}/out/{len(media)}{ext}"
             blobs.put(key, data)

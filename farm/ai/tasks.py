@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any, NoReturn
 
+import httpx
 from celery import Celery, Task
 
 from farm import metrics
@@ -29,6 +30,7 @@ from farm.errors import (
     NoCapacity,
     RunnerFailed,
 )
+from farm.fetch import FetchPolicy
 from farm.jobs import JobView
 from farm.registry import Capabilities
 from farm.resources import Resources
@@ -57,7 +59,9 @@ def streams_of(app: Celery, res: Resources) -> ChunkStream:
 def register_ai_tasks(app: Celery) -> None:
     """Define the AI task on ``app``."""
 
-    @app.task(name=AI_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=AI_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,)
+    )
     def ai_task(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         return _AIAttempt(self, app, job_id, spec).run()
 
@@ -74,6 +78,7 @@ class _AIAttempt:
         self.params: dict[str, Any] = spec.get("params", {})
         self.stream = self.pipeline == "llm" and bool(self.params.get("stream"))
         self.sent = 0
+        self.runner_host: str | None = None
 
     def run(self) -> dict[str, Any]:
         settings = self.res.settings
@@ -95,7 +100,11 @@ class _AIAttempt:
         try:
             response = self._call()
             response, media = rehost(
-                response, self.job_id, self.res.blobs, self.res.settings.ai_max_result_bytes
+                response,
+                self.job_id,
+                self.res.blobs,
+                self.res.settings.ai_max_result_bytes,
+                self._media_policy(),
             )
         except BlobMissing as e:
             self._fail(InputMissing.code, str(e))
@@ -130,6 +139,8 @@ class _AIAttempt:
         if pool is None:
             raise InsufficientCapacity(f"{self.worker} runs no AI models")
         runner = pool.acquire(self.pipeline, self.model_id)
+        if runner.http is not None:
+            self.runner_host = httpx.URL(runner.http.url).host
         try:
             files = {name: self.res.blobs.get(key) for name, key in self.spec["files"].items()}
             streams = streams_of(self.app, self.res)
@@ -147,6 +158,12 @@ class _AIAttempt:
                 raise RunnerFailed(f"{self.pipeline} pipeline error: {e}") from e
         finally:
             pool.release(runner)
+
+    def _media_policy(self) -> FetchPolicy:
+        """Where result media may be fetched from: the operator's runner (whatever its
+        address), public addresses, and FARM_FETCH_ALLOW."""
+        policy = self.res.settings.fetch_policy()
+        return policy.with_hosts(self.runner_host) if self.runner_host else policy
 
     def _move(self, error: FarmError) -> dict[str, Any]:
         tried = [*self.spec.get("tried", []), self.worker]
@@ -187,7 +204,10 @@ def republish_ai(app: Celery, res: Resources, job: JobView, live: list[Capabilit
     spec = {**job.spec, "tried": [], "reasons": job.spec.get("reasons", [])}
     if job.publishes > res.settings.max_attempts + len(spec["reasons"]):
         message = f"not completed after {job.publishes} publishes; last error: {job.error}"
-        return "failed" if res.jobs.fail(job.id, "max_attempts", message) else "skipped"
+        if not res.jobs.fail(job.id, "max_attempts", message):
+            return "skipped"
+        metrics.ai_job_failed(spec["pipeline"], spec["model_id"], "max_attempts")
+        return "failed"
     try:
         route = route_ai(spec["pipeline"], spec["model_id"], live)
     except NoCapacity as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from farm.cli.cluster import _load
+from farm.cli.listen import ensure_free
 from farm.settings import AIRunnerSettings
 
 __all__ = ["ai_runner_cmd"]
@@ -46,6 +47,7 @@ def ai_runner_cmd(
     default = ECHO_MODEL if name == "llm" else DEFAULT_MODELS.get(name, "")
     secret = settings.ai_runner_token.get_secret_value() if settings.ai_runner_token else None
     app = create_runner_app(name, settings.ai_runner_model_id or default, secret)
+    ensure_free(settings.ai_runner_host, settings.ai_runner_port, "farm ai-runner")
     uvicorn.run(
         app, host=settings.ai_runner_host, port=settings.ai_runner_port, log_level="warning"
     )

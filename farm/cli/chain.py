@@ -23,7 +23,7 @@ __all__ = ["chain_group"]
 LPT = 10**18
 ETH = 10**18
 #: A number, then optionally a unit: "1.5", "1.5LPT", "2 eth", "1e-3 ETH", "100 wei".
-_AMOUNT: Final = re.compile(r"\s*([-+]?[\d.]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_AMOUNT: Final = re.compile(r"\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE)
 #: Above this many digits an amount cannot fit a uint256 in any unit (and Fraction would choke).
 _MAX_DIGITS: Final = 80
 
@@ -156,9 +156,24 @@ def chain_group(ctx: click.Context, devchain: Path | None, role: str) -> None:
 )
 def dev_cmd(out: Path, service_uri: str) -> None:
     """Start anvil, deploy the contracts, bootstrap an orchestrator and a funded sender."""
+    import signal
+
     from chain.devchain import main
 
+    def _interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (systemd, docker stop, kill) stops anvil as Ctrl-C does, instead of leaving it.
+    signal.signal(signal.SIGTERM, _interrupted)
     raise SystemExit(main([str(out), "--service-uri", service_uri]))
+
+
+def _decimal(wei: int, decimals: int = 18) -> str:
+    """``wei`` in whole units of 10**decimals wei, exactly: 1000020 * 10**18 -> '1000020'."""
+    sign = "-" if wei < 0 else ""
+    whole, fraction = divmod(abs(wei), 10**decimals)
+    digits = f"{fraction:0{decimals}d}".rstrip("0")
+    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
 
 
 def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
@@ -166,20 +181,20 @@ def _fmt_status(status: dict[str, Any]) -> dict[str, str]:
         "round": f"{status['round']} "
         f"({'initialized' if status['initialized'] else 'not initialized'})",
         "block": str(status["block"]),
-        "gas price": f"{status['gas_price_wei'] / 1e9:.3f} gwei",
+        "gas price": f"{_decimal(status['gas_price_wei'], 9)} gwei",
     }
     if "account" in status:
         lines.update(
             {
                 "account": status["account"],
-                "bonded": f"{status['bonded_wei'] / LPT:g} LPT to {status['delegate']}",
+                "bonded": f"{_decimal(status['bonded_wei'])} LPT to {status['delegate']}",
                 "orchestrator": "active" if status["active"] else "not active",
                 "reward cut / fee share": f"{status['reward_cut_percent']:g} % / "
                 f"{status['fee_share_percent']:g} %",
                 "last reward round": str(status["last_reward_round"]),
-                "pending fees": f"{status['pending_fees_wei'] / ETH:g} ETH",
-                "deposit / reserve": f"{status['deposit_wei'] / ETH:g} / "
-                f"{status['reserve_wei'] / ETH:g} ETH",
+                "pending fees": f"{_decimal(status['pending_fees_wei'])} ETH",
+                "deposit / reserve": f"{_decimal(status['deposit_wei'])} / "
+                f"{_decimal(status['reserve_wei'])} ETH",
             }
         )
     return lines

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import httpx
 
+from farm.cli.listen import ensure_free
 from farm.cli.ops import _NODE_CA, _NODE_FINGERPRINT
 from farm.errors import ConfigError
 from farm.settings import (
@@ -129,6 +130,7 @@ def node_cmd(
     settings: NodeSettings = _load(
         NodeSettings, host=host, port=port, tls=tls, tls_cert=tls_cert, tls_key=tls_key
     )
+    ensure_free(settings.host, settings.port, "farm node")
     serve_node(settings)
 
 
@@ -157,6 +159,7 @@ def flower_cmd(port: int | None) -> None:
     from farm.celery_app import create_app
 
     settings: FlowerSettings = _load(FlowerSettings, flower_port=port)
+    ensure_free(settings.flower_host, settings.flower_port, "farm flower")
     app = create_app(settings)
     app.start(
         [
@@ -247,14 +250,20 @@ def job_cmd(job_id: str) -> None:
                 "publishes": job.publishes,
                 "error_code": job.error_code,
                 "error": job.error,
+                "worker": job.worker,
+                "completed_by": job.completed_by,
+                "created_at": job.created_at.isoformat(),
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                 "result": job.result,
                 "attempt_log": [
                     {
                         "task_id": a.task_id,
                         "worker": a.worker,
                         "outcome": a.outcome,
+                        "error_code": a.error_code,
                         "error": a.error,
                         "started_at": a.started_at.isoformat(),
+                        "finished_at": a.finished_at.isoformat() if a.finished_at else None,
                     }
                     for a in job.attempt_log
                 ],
@@ -285,6 +294,9 @@ def up_cmd(
     settings: UpSettings = _load(
         UpSettings, home=home, workers=workers, port=port, gateway_port=gateway_port
     )
+    # Every port is checked before anything starts: a clash is one line naming it.
+    ensure_free(settings.host, settings.port, "farm up (node API)")
+    ensure_free(settings.host, settings.gateway_port, "farm up (gateway)")
     # The embedded default applies only when no broker was configured (env or config.json).
     embedded = "broker_url" not in settings.model_fields_set
     sys.exit(run_up(settings, embedded=embedded))

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from farm.cli.listen import ensure_free
+
 __all__ = ["gateway_cmd", "keys_group", "sessions_cmd"]
 
 
@@ -38,6 +40,7 @@ def gateway_cmd(host: str | None, port: int | None) -> None:
     from gateway.app import create_app
 
     settings = _settings(gateway_host=host, gateway_port=port)
+    ensure_free(settings.gateway_host, settings.gateway_port, "farm gateway")
     uvicorn.run(
         create_app(settings),
         host=settings.gateway_host,

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from farm.errors import FarmError, InputInvalid
 from farm.gpu import detect_gpus, parse_gpu_selection
+from farm.media.assemble import variant
 from farm.media.bench import BenchConfig, run_bench
 from farm.media.codecs import hardware_report
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
@@ -178,9 +179,14 @@ def _write_renditions(
 def _write_playlists(
     out_dir: Path, profiles: Sequence[VideoProfile], entries: dict[str, list[tuple[str, float]]]
 ) -> None:
+    variants = []
     for p in profiles:
-        (out_dir / p.name / "index.m3u8").write_text(media_playlist(entries[p.name]))
-    variants = [(f"{p.name}/index.m3u8", p.bitrate, p.width, p.height) for p in profiles]
+        folder = out_dir / p.name
+        (folder / "index.m3u8").write_text(media_playlist(entries[p.name]))
+        # Described as encoded: peak and average bit rates, size and codecs (RFC 8216).
+        sizes = [((folder / name).stat().st_size, d) for name, d in entries[p.name]]
+        first = (folder / entries[p.name][0][0]).read_bytes()
+        variants.append(variant(f"{p.name}/index.m3u8", first, sizes))
     (out_dir / "index.m3u8").write_text(master_playlist(variants))
 
 

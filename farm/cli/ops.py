@@ -6,6 +6,8 @@ import time
 
 import click
 
+from farm.cli.listen import ensure_free
+
 __all__ = ["exporter_cmd", "status_cmd"]
 
 _NODE_URL = click.option(
@@ -40,8 +42,19 @@ _ADMIN_TOKEN = click.option(
     "--admin-token",
     envvar="FARM_ADMIN_TOKEN",
     default=None,
-    help="The gateway's admin token (env FARM_ADMIN_TOKEN).",
+    help="The gateway's admin token (env FARM_ADMIN_TOKEN; in development, farm up's).",
 )
+
+
+def _gateway_token(given: str | None) -> str | None:
+    """The admin token given, or in development the one farm up's gateway takes."""
+    if given:
+        return given
+    from farm.cli.cluster import _load
+    from farm.settings import StatusSettings
+
+    settings: StatusSettings = _load(StatusSettings)
+    return settings.gateway_token()
 
 
 @click.command("exporter")
@@ -94,7 +107,7 @@ def exporter_cmd(
     config = ExporterConfig(
         node_url or None,
         gateway_url,
-        admin_token,
+        _gateway_token(admin_token),
         chain_url,
         controller=controller,
         orchestrator=orchestrator,
@@ -103,6 +116,7 @@ def exporter_cmd(
         node_cert_fingerprint=node_cert_fingerprint,
         node_ca=node_ca,
     )
+    ensure_free(host, port, "farm exporter")
     uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
 
 
@@ -136,8 +150,9 @@ def status_cmd(
 
     node = NodeHttp(node_url, node_ca, node_cert_fingerprint)
     drawn = 0
+    token = _gateway_token(admin_token)
     while True:
-        snap = fetch(node_url, gateway_url, admin_token, node=node)
+        snap = fetch(node_url, gateway_url, token, node=node)
         text = render(snap)
         if watch:
             # Home the cursor and clear the screen: a live view without curses.
@@ -145,7 +160,10 @@ def status_cmd(
         else:
             click.echo(text, nl=False)
             if snap.node is None:
-                raise click.ClickException(f"node API at {node_url} unreachable: {snap.node_error}")
+                raise click.ClickException(
+                    f"node API at {node_url} unreachable: {snap.node_error} "
+                    "(--node-url or FARM_NODE_URL names it)"
+                )
             return
         drawn += 1
         if count and drawn >= count:

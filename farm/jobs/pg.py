@@ -28,13 +28,15 @@ WITH claimed AS (
        SET outcome = 'lost', finished_at = :now, error_code = 'worker_lost',
            error = 'the worker stopped before finishing this attempt'
      WHERE job_id = :job_id AND outcome = 'running' AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING 1
 ), added AS (
     INSERT INTO farm_attempts (job_id, task_id, worker, started_at, outcome)
     SELECT :job_id, :task_id, :worker, :now, 'running' FROM claimed
 )
-SELECT attempts, (SELECT state FROM farm_jobs WHERE id = :job_id) FROM claimed
+SELECT attempts, (SELECT state FROM farm_jobs WHERE id = :job_id), (SELECT count(*) FROM lost)
+  FROM claimed
 UNION ALL
-SELECT NULL, state FROM farm_jobs WHERE id = :job_id AND NOT EXISTS (SELECT 1 FROM claimed)
+SELECT NULL, state, 0 FROM farm_jobs WHERE id = :job_id AND NOT EXISTS (SELECT 1 FROM claimed)
 """)
 
 _COMPLETE = text("""
@@ -59,8 +61,9 @@ def claim(
     instance: str | None,
     now: datetime,
     deadline: datetime,
-) -> tuple[int | None, str | None]:
-    """(attempts, None) when claimed; (None, state) when not; (None, None) when no such job."""
+) -> tuple[int | None, str | None, int]:
+    """(attempts, None, lost) when claimed, ``lost`` the earlier attempts it found still
+    running (their worker died); (None, state, 0) when not; (None, None, 0) when no such job."""
     row = conn.execute(
         _CLAIM,
         {
@@ -73,8 +76,10 @@ def claim(
         },
     ).first()
     if row is None:
-        return None, None
-    return (int(row[0]), None) if row[0] is not None else (None, str(row[1]))
+        return None, None, 0
+    if row[0] is None:
+        return None, str(row[1]), 0
+    return int(row[0]), None, int(row[2])
 
 
 def complete(

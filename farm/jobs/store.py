@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from farm import metrics
 from farm.errors import FarmError
 from farm.jobs import pg
 from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
@@ -257,7 +258,7 @@ class JobStore:
         now = utcnow()
         if self._postgres:
             with self._autocommit.connect() as conn:
-                attempts_now, state = pg.claim(
+                attempts_now, state, lost = pg.claim(
                     conn,
                     job_id=job_id,
                     task_id=task_id,
@@ -270,6 +271,7 @@ class JobStore:
                 if state is None:
                     raise JobNotFound(f"no job {job_id!r}")
                 return StartOutcome("final" if state in JobState.FINAL else "stale", 0)
+            metrics.attempts_lost(lost)
             if max_attempts is not None and attempts_now > max_attempts:
                 return StartOutcome("exhausted", attempts_now)
             return StartOutcome("started", attempts_now)
@@ -295,7 +297,8 @@ class JobStore:
             attempts = int(claimed[0])
             # An attempt still marked running lost its worker (killed, evicted, timed out).
             if attempts > 1:
-                s.execute(
+                lost = _exec(
+                    s,
                     update(Attempt)
                     .where(Attempt.job_id == job_id, Attempt.outcome == "running")
                     .values(
@@ -303,8 +306,9 @@ class JobStore:
                         finished_at=now,
                         error_code="worker_lost",
                         error="the worker stopped before finishing this attempt",
-                    )
-                )
+                    ),
+                ).rowcount
+                metrics.attempts_lost(lost)
             s.execute(
                 insert(Attempt).values(
                     job_id=job_id, task_id=task_id, worker=worker, started_at=now, outcome="running"

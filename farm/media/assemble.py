@@ -9,46 +9,42 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 import av
 
 from farm.errors import EngineFailure, FarmError, InputCorrupt, InputInvalid
+from farm.media.codec_strings import codecs_of
 from farm.media.engine import adts_to_mp4
 from farm.media.output import OutputFile
-from farm.media.playlist import master_playlist, media_playlist
+from farm.media.playlist import Variant, master_playlist, media_playlist, segment_bandwidth
 
-__all__ = ["concat_mp4", "hls"]
+__all__ = ["concat_mp4", "hls", "variant"]
 
 MASTER = "index.m3u8"
 
 
-def hls(
-    renditions: dict[str, list[tuple[str, bytes, float]]],
-    variants: list[tuple[str, int, int, int]],
-) -> dict[str, bytes]:
+def hls(renditions: dict[str, list[tuple[str, bytes, float]]]) -> dict[str, bytes]:
     """An HLS VOD ladder as relative path -> bytes.
 
     ``renditions`` maps each profile name to its segments in order, as (file name, MPEG-TS
-    bytes, duration in seconds); ``variants`` lists (profile name, bandwidth in bit/s,
-    width, height) in the order the master playlist offers them. The result holds
-    ``index.m3u8`` (the master playlist), ``<profile>/index.m3u8`` (a VOD media playlist)
-    and ``<profile>/<file name>`` for every segment.
+    bytes, duration in seconds), in the order the master playlist offers them. The result
+    holds ``index.m3u8`` (the master playlist), ``<profile>/index.m3u8`` (a VOD media
+    playlist) and ``<profile>/<file name>`` for every segment. Each variant is described as
+    it was encoded, not as it was asked for: BANDWIDTH is its peak segment bit rate and
+    AVERAGE-BANDWIDTH its average, measured from the segments (RFC 8216), and RESOLUTION
+    and CODECS are read from its first segment's streams.
 
-    Raises ValueError when the variants and renditions do not match or a name is not a
-    plain file name.
+    Raises ValueError when there are no renditions or a name is not a plain file name, and
+    InputInvalid when a first segment has no video FFmpeg can read.
     """
-    names = [name for name, *_ in variants]
+    names = list(renditions)
     if not names:
-        raise ValueError("at least one variant is required")
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate variants: {names}")
-    if set(names) != set(renditions):
-        raise ValueError(
-            f"variants {sorted(names)} do not match the renditions {sorted(renditions)}"
-        )
+        raise ValueError("at least one rendition is required")
     files: dict[str, bytes] = {}
+    variants: list[Variant] = []
     for name in names:
         _check_name(name, "profile name")
         segments = renditions[name]
@@ -67,13 +63,25 @@ def hls(
             files[path] = data
             entries.append((filename, duration))
         files[f"{name}/{MASTER}"] = media_playlist(entries).encode()
-    files[MASTER] = master_playlist(
-        [
-            (f"{name}/{MASTER}", bandwidth, width, height)
-            for name, bandwidth, width, height in variants
-        ]
-    ).encode()
+        sizes = [(len(data), d) for _, data, d in segments]
+        variants.append(variant(f"{name}/{MASTER}", segments[0][1], sizes))
+    files[MASTER] = master_playlist(variants).encode()
     return files
+
+
+def variant(uri: str, first: bytes, segments: Sequence[tuple[int, float]]) -> Variant:
+    """A master playlist's entry for the rendition at ``uri``, as it was encoded: bit rates
+    from its ``segments`` (bytes, seconds), resolution and codecs from its ``first`` segment.
+
+    Raises InputInvalid when the first segment has no video FFmpeg can read.
+    """
+    peak, average = segment_bandwidth(segments)
+    with _open(first, 0) as container:
+        if not container.streams.video:
+            raise InputInvalid(f"the first segment of {uri} has no video stream")
+        ctx = container.streams.video[0].codec_context
+        width, height = ctx.width, ctx.height
+    return Variant(uri, peak, average, width, height, codecs_of(first))
 
 
 def _check_name(name: str, what: str) -> None:

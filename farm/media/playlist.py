@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from farm.errors import InputInvalid
 
-__all__ = ["Segment", "master_playlist", "media_playlist", "read_playlist"]
+__all__ = [
+    "Segment",
+    "Variant",
+    "master_playlist",
+    "media_playlist",
+    "read_playlist",
+    "segment_bandwidth",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +78,46 @@ def media_playlist(entries: Sequence[tuple[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def master_playlist(variants: Sequence[tuple[str, int, int, int]]) -> str:
-    """A master playlist for (uri, bandwidth, width, height) variants."""
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One variant stream of a master playlist, as measured from its segments."""
+
+    uri: str
+    #: The peak segment bit rate (RFC 8216 4.3.4.2): the most bits per second of any segment.
+    bandwidth: int
+    #: The average bit rate over all the segments.
+    average_bandwidth: int
+    width: int
+    height: int
+    #: RFC 6381 codec strings of every format in the variant (farm.media.codec_strings);
+    #: None leaves the attribute out rather than list part of them.
+    codecs: str | None = None
+
+
+def segment_bandwidth(segments: Sequence[tuple[int, float]]) -> tuple[int, int]:
+    """(peak, average) bit rate in bit/s of segments given as (bytes, seconds), rounded up.
+
+    Raises ValueError for no segments or a duration that is not positive.
+    """
+    if not segments:
+        raise ValueError("no segments to measure")
+    if any(not duration > 0 for _, duration in segments):
+        raise ValueError(f"segment durations must be positive: {[d for _, d in segments]}")
+    peak = max(size * 8 / duration for size, duration in segments)
+    average = sum(size for size, _ in segments) * 8 / sum(d for _, d in segments)
+    return math.ceil(peak), math.ceil(average)
+
+
+def master_playlist(variants: Sequence[Variant]) -> str:
+    """A master playlist offering ``variants`` in order."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
-    for uri, bandwidth, width, height in variants:
-        lines += [f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={width}x{height}", uri]
+    for v in variants:
+        attributes = [
+            f"BANDWIDTH={v.bandwidth}",
+            f"AVERAGE-BANDWIDTH={v.average_bandwidth}",
+            f"RESOLUTION={v.width}x{v.height}",
+        ]
+        if v.codecs:
+            attributes.append(f'CODECS="{v.codecs}"')
+        lines += ["#EXT-X-STREAM-INF:" + ",".join(attributes), v.uri]
     return "\n".join(lines) + "\n"

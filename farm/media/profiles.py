@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -46,6 +47,9 @@ MAX_FPS = 240
 MIN_BITRATE = 1000
 MAX_BITRATE = 200_000_000
 MAX_GOP_SECONDS = 60.0
+#: What a profile may be called: its name is part of blob keys, file names, playlists and
+#: headers, so only what every one of them takes.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +114,12 @@ def _fail(name: str, message: str) -> None:
 def _validate(p: VideoProfile) -> None:
     if not p.name or not isinstance(p.name, str):
         raise ProfileInvalid("profile name must be a non-empty string")
-    if len(p.name) > 64 or any(c in p.name for c in "/\\\0"):
-        _fail(p.name, "name must be at most 64 characters with no path separators")
+    if not NAME.fullmatch(p.name):
+        _fail(
+            p.name,
+            "name must be 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (it names the rendition's files)",
+        )
     for field, value, top in (("width", p.width, MAX_WIDTH), ("height", p.height, MAX_HEIGHT)):
         if not isinstance(value, int) or isinstance(value, bool):
             _fail(p.name, f"{field} must be an integer, got {value!r}")

@@ -14,7 +14,14 @@ from av.codec.hwaccel import HWAccel
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
 from farm.media.codecs import nvdec_opens
 
-__all__ = ["MAX_INPUT_SECONDS", "SUPPORTED_INPUT_CODECS", "Source", "open_source"]
+__all__ = [
+    "MAX_INPUT_SECONDS",
+    "SUPPORTED_INPUT_CODECS",
+    "Length",
+    "Source",
+    "measure",
+    "open_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +164,47 @@ def _inspect(
         frame_rate=Fraction(rate) if rate else None,
         decoder=decoder,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Length:
+    """How long an input is, measured from its packets rather than taken from its headers:
+    the span of its video timestamps and the number of video frames."""
+
+    duration: float
+    frames: int
+
+
+def measure(data: SourceInput, *, max_seconds: float = MAX_INPUT_SECONDS) -> Length:
+    """Open and check an input (as :func:`open_source`) and measure it by demuxing its video
+    packets (nothing is decoded). What a caller declares about a segment's length is never
+    what it is priced by."""
+    source = open_source(data, max_seconds=max_seconds)
+    try:
+        video = source.video
+        first: Fraction | None = None
+        end: Fraction | None = None
+        frames = 0
+        with av.logging.Capture():
+            for packet in source.container.demux(video):
+                if packet.size == 0:
+                    continue  # the demuxer's flush packet
+                frames += 1
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                start = packet.pts * packet.time_base
+                stop = start + (packet.duration or 0) * packet.time_base
+                first = start if first is None else min(first, start)
+                end = stop if end is None else max(end, stop)
+    except av.FFmpegError as e:
+        raise InputCorrupt(f"input cannot be demuxed: {e}") from e
+    finally:
+        source.close()
+    span = float(end - first) if first is not None and end is not None else 0.0
+    if span == 0 and frames and source.frame_rate:
+        span = float(frames / source.frame_rate)  # packets without timestamps
+    # The video's own span: the container's duration also counts audio that runs past it.
+    duration = span or source.duration or 0.0
+    if duration > max_seconds:
+        raise InputTooLong(f"input lasts {duration:.1f} s; the limit is {max_seconds:g} s")
+    return Length(duration, frames)

@@ -172,7 +172,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     orch = _orchestrator(settings, res)
     api.state.orchestrator = orch  # its gRPC service shares the port (farm.node.serve)
     if orch is not None:
-        orchestrator_routes.install(api, orch, settings.max_blob_bytes)
+        orchestrator_routes.install(api, orch, settings.max_blob_bytes, settings.fetch_policy())
         orchestrator_ai.install(api, orch, settings.max_blob_bytes)
 
     @api.get("/healthz")

@@ -8,12 +8,11 @@ segment) for headers); the ``TranscodeResult`` follows when the cluster is done.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +22,8 @@ from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decod
 from chain.signing import keccak256
 from chain.tickets import ZERO_ADDRESS
 from farm.bodies import read_capped
+from farm.errors import FetchFailed
+from farm.fetch import FetchPolicy, SafeFetcher
 from farm.orchestrator.segdata import SegmentInvalid, decode_segment
 from farm.orchestrator.service import Orchestrator, SegmentRefused
 
@@ -60,29 +61,33 @@ def _payment(header: str) -> Payment:
     return decode_payment(header)
 
 
-async def _fetch(url: str, cap: int) -> bytes:
-    """The segment a gateway put at ``url``: 8 s and ``cap`` bytes at most."""
-    if not url.startswith(("http://", "https://")):
-        raise SegmentRefused(400, "BadRequest")
+def _fetch(url: str, cap: int, policy: FetchPolicy) -> bytes:
+    """The segment a gateway put at ``url``: 8 s and ``cap`` bytes at most, from a public
+    address or one ``FARM_FETCH_ALLOW`` lists (farm.fetch), every failure the same 400."""
+    deadline = time.monotonic() + FETCH_TIMEOUT_S
     body = bytearray()
+    # Certificates are not checked, as go-livepeer does not; addresses are.
+    fetcher = SafeFetcher(policy, FETCH_TIMEOUT_S, verify=False)
     try:
-        async with (
-            asyncio.timeout(FETCH_TIMEOUT_S),
-            httpx.AsyncClient(verify=False) as client,
-            client.stream("GET", url) as r,
-        ):
+        with fetcher.stream(url) as r:
             if r.status_code != 200:
                 raise SegmentRefused(400, "BadRequest")
-            async for chunk in r.aiter_bytes():
+            for chunk in r.iter_bytes():
                 body += chunk
                 if len(body) > cap:
                     raise SegmentRefused(413, "segment over the size limit")
-    except (TimeoutError, httpx.HTTPError, ValueError):
+                if time.monotonic() > deadline:
+                    raise SegmentRefused(400, "BadRequest")
+    except FetchFailed:
         raise SegmentRefused(400, "BadRequest") from None
+    finally:
+        fetcher.close()
     return bytes(body)
 
 
-def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> None:
+def install(
+    api: FastAPI, orch: Orchestrator, max_bytes: int, policy: FetchPolicy | None = None
+) -> None:
     """Add ``/segment`` and ``/stream/...`` to the node API."""
 
     @api.post("/segment", include_in_schema=False)
@@ -105,7 +110,8 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> None:
                 return _refused(413, "segment over the size limit")
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type == URI_CONTENT_TYPE:
-                data = await _fetch(data.decode(errors="replace").strip(), max_bytes)
+                url = data.decode(errors="replace").strip()
+                data = await run_in_threadpool(_fetch, url, max_bytes, policy or FetchPolicy())
         except SegmentRefused as e:
             return _refused(e.status, str(e))
         if keccak256(data) != seg.data.hash:

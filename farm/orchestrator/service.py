@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 __all__ = ["PRICE_KEY", "Orchestrator", "SegmentRefused"]
 
 log = logging.getLogger(__name__)
+_EXPIRES = re.compile(r"[0-9]{1,18}")
+_SIG = re.compile(r"[0-9a-f]{32}")
 _T = TypeVar("_T")
 
 #: Where the operator's transcoding price lives (``price_per_unit/pixels_per_unit``), shared by
@@ -533,7 +536,8 @@ class Orchestrator:
     def rendition(self, path: str, expires: str | None, sig: str | None) -> bytes:
         """The rendition behind a signed ``/stream/...`` URL; SegmentRefused (404, go-livepeer's
         ``ErrNotFound``) when the URL is unsigned, forged, expired or its rendition gone."""
-        if not expires or not sig or not expires.isdigit():
+        # ASCII only: int() reads other scripts' digits, and compare_digest refuses non-ASCII.
+        if not (expires and sig and _EXPIRES.fullmatch(expires) and _SIG.fullmatch(sig)):
             raise SegmentRefused(404, "ErrNotFound")
         mac = hmac.digest(self._url_key, f"{path}\n{expires}".encode(), hashlib.sha256)
         if not hmac.compare_digest(mac[:16].hex(), sig) or int(expires) < time.time():

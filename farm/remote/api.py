@@ -343,7 +343,8 @@ class TranscoderApi:
         recorded = self.res.jobs.attempt_failed(
             job_id, body.task_id, body.worker, body.code, body.error, final=body.final
         )
-        if body.final:
+        metrics.segment_transcode_failed(body.code)
+        if body.final and recorded:
             metrics.job_failed(body.code)
         return {"recorded": recorded}
 

@@ -8,8 +8,9 @@ at most once per request, within a time budget (go-livepeer's
 
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
-- ``invalid_request`` (the runner, or the farm, refused the input): the caller's error,
-  400, no retry;
+- ``invalid_request`` or another permanent input error (gateway.dispatch.PERMANENT_CODES:
+  the runner, or the farm, refused the input): the caller's error, 400, no retry, and the
+  orchestrator is not suspended;
 - anything else (a failed job, a timeout, an unreachable broker): suspend the orchestrator
   and try another;
 - out of orchestrators, time or tries: 503.
@@ -33,12 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from farm.ai.client import AIClient
 from farm.blobstore import BlobStore
-from farm.client import JobFailedError
 from farm.errors import FarmError
 from gateway import metrics
 from gateway.ai.pricing import Bill
 from gateway.ai.requests import AIRequest
 from gateway.ai.results import rehost
+from gateway.dispatch import PERMANENT_CODES, is_permanent, public_message
 from gateway.errors import BadRequest, NoOrchestrators
 from gateway.pool import Orchestrator, Pool
 from gateway.sessions import SessionLog
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 _INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
 #: Job error codes meaning "full or down here, maybe not elsewhere" (no suspension).
 CAPACITY_CODES = frozenset({"insufficient_capacity", "no_capacity"})
-#: Job error code for input the runner refused (the caller's mistake).
-INVALID_CODE = "invalid_request"
 
 T = TypeVar("T")
 
@@ -119,7 +118,7 @@ class AIDispatcher:
             events = iter(jobs.stream(job_id, timeout=self.job_timeout_s))
             for event in events:
                 return event, events
-            raise _EmptyStream(f"job {job_id} streamed nothing")
+            raise _EmptyStream("the job streamed nothing")
 
         name, attempts, (head, rest) = self._loop(session_id, req, bill, first)
         return AIStream(name, attempts, head, rest)
@@ -162,12 +161,12 @@ class AIDispatcher:
             except (FarmError, *_INFRA_ERRORS) as e:
                 code = str(getattr(e, "code", None) or e.__class__.__name__)
                 last_error = self._record(session_id, tries, o, started, bill, code, e)
-                if code == INVALID_CODE:
-                    # The runner's own message (or the farm's), without the job wrapper.
-                    message = e.job.error if isinstance(e, JobFailedError) else None
-                    raise AIInvalidRequest(message or str(e)) from e
+                if is_permanent(e) or code in PERMANENT_CODES:
+                    # The caller's input (the runner's own message, without the job wrapper):
+                    # no other orchestrator would answer otherwise, and this one is not at fault.
+                    raise AIInvalidRequest(public_message(e)) from e
                 if code not in CAPACITY_CODES:
-                    self.pool.suspend(o, last_error)
+                    self.pool.suspend(o, f"{last_error}: {e}")
                 continue
             self._record(session_id, tries, o, started, bill)
             return o.name, tries, value
@@ -201,14 +200,14 @@ class AIDispatcher:
             pixels=bill.units if code is None else 0,
             cost=bill.cost if code is None else 0,
             error_code=None if code is None else code[:64],
-            error=None if error is None else str(error)[:2000],
+            error=None if error is None else public_message(error)[:2000],
         )
         if code is None:
             return ""
         log.info(
             "AI request %s try %s on %s failed: %s: %s", session_id, attempt, o.name, code, error
         )
-        return f"{o.name}: {code}: {error}"
+        return f"{o.name}: {code}"
 
 
 class _EmptyStream(FarmError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import islice
 
 import av
@@ -58,21 +59,38 @@ def image_size(data: bytes, field: str = "image") -> MediaInfo:
 
 
 def audio_seconds(data: bytes, field: str = "audio") -> MediaInfo:
-    """The duration of an audio file; from its header, else by decoding it."""
+    """The duration of an audio file, measured from its packets, else by decoding it; never
+    taken from its header, which whoever made the file wrote (an MP3 whose Info header
+    counts 10 frames still plays, and is transcribed, for as long as its packets last)."""
     try:
         with av.open(io.BytesIO(data), "r") as container:
             if not container.streams.audio:
                 raise BadRequest(f"{field}: not an audio file (no audio stream)")
-            stream = container.streams.audio[0]
-            if container.duration:
-                seconds = container.duration / av.time_base
-            elif stream.duration and stream.time_base:
-                seconds = float(stream.duration * stream.time_base)
-            else:
-                samples = sum(int(frame.samples) for frame in container.decode(audio=0))
+            seconds = _packet_span(container, container.streams.audio[0])
+        if seconds is None:
+            with av.open(io.BytesIO(data), "r") as container:
+                stream = container.streams.audio[0]
+                samples = sum(int(frame.samples) for frame in container.decode(stream))
                 seconds = samples / (stream.sample_rate or 1)
     except (av.FFmpegError, ValueError) as e:
         raise BadRequest(f"{field}: not a decodable audio file: {e}") from e
     if seconds <= 0:
         raise BadRequest(f"{field}: the audio has no duration")
     return MediaInfo(seconds=seconds)
+
+
+def _packet_span(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """Seconds from the first packet's start to the last one's end; None when a packet has
+    no timing (then only decoding can tell)."""
+    first: Fraction | None = None
+    end: Fraction | None = None
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the demuxer's flush packet
+        if packet.pts is None or not packet.duration or packet.time_base is None:
+            return None
+        start = packet.pts * packet.time_base
+        stop = start + packet.duration * packet.time_base
+        first = start if first is None else min(first, start)
+        end = stop if end is None else max(end, stop)
+    return None if first is None or end is None else float(end - first)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from farm.ai.config import DEFAULT_MODELS
 
@@ -63,12 +63,29 @@ def _not_json(constant: str) -> Any:
 _MODEL_ID = r"^[^\x00-\x1f\x7f]{0,256}$"
 
 
-class _Params(BaseModel):
-    """Fields every pipeline's request shares; unknown fields are ignored, as upstream.
-
-    Numbers must be finite: a form's ``"nan"`` or ``"inf"`` is refused, not passed on."""
+class _Body(BaseModel):
+    """A request body: unknown fields are ignored, as upstream; numbers must be finite (a
+    form's ``"nan"`` or ``"inf"`` is refused, not passed on); an integer may be written as a
+    whole float (JSON has one number type: 100.0 is the integer 100 to JSON Schema and to
+    Go's decoder), a fraction may not."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        integers = {n for n, f in cls.model_fields.items() if f.annotation in (int, int | None)}
+        return {
+            k: int(v) if k in integers and isinstance(v, float) and v.is_integer() else v
+            for k, v in data.items()
+        }
+
+
+class _Params(_Body):
+    """Fields every pipeline's request shares."""
+
     model_id: str = Field("", pattern=_MODEL_ID)
 
 
@@ -168,10 +185,9 @@ class LLMMessage(BaseModel):
     content: str
 
 
-class LLMRequest(BaseModel):
+class LLMRequest(_Body):
     """``POST /llm`` (JSON). The gateway requires model, messages, stream and max_tokens."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     messages: list[LLMMessage] = Field(min_length=1)
     model: str = Field(pattern=_MODEL_ID)
     temperature: float = Field(0.7, ge=0)
@@ -227,6 +243,13 @@ class Pipeline:
         if self.file is not None:
             schema["properties"][self.file] = {"type": "string", "format": "binary"}
             schema["required"] = [*schema.get("required", []), self.file]
+        if self.body == "multipart":
+            # A form field is text or absent: it cannot be null.
+            for name, prop in schema["properties"].items():
+                alternatives = [a for a in prop.get("anyOf", []) if a.get("type") != "null"]
+                if len(alternatives) == 1 and len(prop["anyOf"]) == 2:
+                    rest = {k: v for k, v in prop.items() if k != "anyOf"}
+                    schema["properties"][name] = {**alternatives[0], **rest}
         media = "application/json" if self.body == "json" else "multipart/form-data"
         return {"requestBody": {"required": True, "content": {media: {"schema": schema}}}}
 

@@ -20,7 +20,7 @@ __all__ = ["FARM_BLOB", "MEDIA_NAME", "MEDIA_ROUTE", "media_type", "rehost"]
 FARM_BLOB = "farm-blob:"
 MEDIA_ROUTE = "/ai/media"
 #: Names the gateway gives stored media: ``<n>.<ext>``.
-MEDIA_NAME = re.compile(r"^[0-9]{1,6}\.[a-z0-9]{1,8}$")
+MEDIA_NAME = re.compile(r"[0-9]{1,6}\.[a-z0-9]{1,8}")
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -66,7 +66,7 @@ def rehost(
 def _extension(content_type: str | None, key: str) -> str:
     content_type = content_type or mimetypes.guess_type(key)[0] or ""
     ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type)
-    return ext if ext and MEDIA_NAME.match(f"0{ext}") else ".bin"
+    return ext if ext and MEDIA_NAME.fullmatch(f"0{ext}") else ".bin"
 
 
 def media_type(name: str) -> str:

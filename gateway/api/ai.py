@@ -32,6 +32,7 @@ from gateway.ai.pricing import Bill
 from gateway.ai.requests import AIRequest, read_ai_request, read_json_object
 from gateway.ai.results import MEDIA_NAME, MEDIA_ROUTE, media_type
 from gateway.ai.service import AIService
+from gateway.api.responses import errors
 from gateway.auth import Caller, authorise, state_of
 from gateway.errors import BadRequest, NotFound, http_status
 from gateway.payments import Hold
@@ -44,7 +45,10 @@ class AIRoute(APIRoute):
 
 
 router = APIRouter(route_class=AIRoute, tags=["ai"])
-_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+#: AI jobs may be paid by an API key, by tickets or vouched for by the auth webhook.
+_OPTIONAL_KEY: dict[str, Any] = {"security": [{"apiKey": []}, {}]}
+_JOB_ERRORS = errors(400, 401, 402, 403, 413, 429, 503, ai=True)
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def is_ai_route(request: Request) -> bool:
@@ -135,14 +139,16 @@ for _name in (
         methods=["POST"],
         name=_name,
         response_model=None,
-        openapi_extra=PIPELINES[_name].openapi_body(),
+        responses=_JOB_ERRORS,
+        openapi_extra={**PIPELINES[_name].openapi_body(), **_OPTIONAL_KEY},
     )
 
 
 @router.post(
     "/image-to-video",
     response_model=None,
-    openapi_extra=PIPELINES["image-to-video"].openapi_body(),
+    responses={202: {"description": "Accepted (Prefer: respond-async)"}, **_JOB_ERRORS},
+    openapi_extra={**PIPELINES["image-to-video"].openapi_body(), **_OPTIONAL_KEY},
 )
 async def image_to_video(request: Request) -> Response:
     """Livepeer AI image-to-video; ``Prefer: respond-async`` answers 202 with a request id."""
@@ -159,11 +165,31 @@ async def image_to_video(request: Request) -> Response:
     return JSONResponse({"request_id": job.request_id}, 202, headers=job.headers())
 
 
-@router.post("/image-to-video/result", response_model=None)
+@router.post(
+    "/image-to-video/result",
+    response_model=None,
+    responses={202: {"description": "Still processing"}, **errors(400, 413, ai=True)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "request_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+                        },
+                        "required": ["request_id"],
+                    }
+                }
+            },
+        }
+    },
+)
 async def image_to_video_result(request: Request) -> Response:
     """The state of a ``Prefer: respond-async`` image-to-video request."""
     request_id = (await read_json_object(request)).get("request_id")
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
         raise BadRequest("invalid request ID")
     try:
         result = await run_in_threadpool(_service(request).async_state, request_id)
@@ -174,7 +200,18 @@ async def image_to_video_result(request: Request) -> Response:
     return JSONResponse({"status": "complete", "result": result})
 
 
-@router.post("/llm", response_model=None, openapi_extra=PIPELINES["llm"].openapi_body())
+@router.post(
+    "/llm",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The completion, or server-sent events with stream",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_JOB_ERRORS,
+    },
+    openapi_extra={**PIPELINES["llm"].openapi_body(), **_OPTIONAL_KEY},
+)
 async def llm(request: Request) -> Response:
     """Livepeer AI llm; ``"stream": true`` answers server-sent events."""
     job = await _accept(request, PIPELINES["llm"])
@@ -225,10 +262,20 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
-@router.get(MEDIA_ROUTE + "/{request_id}/{name}", response_model=None)
+@router.get(
+    MEDIA_ROUTE + "/{request_id}/{name}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The file",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **errors(404, ai=True),
+    },
+)
 def ai_media(request_id: str, name: str, request: Request) -> Response:
     """A result file of an AI request (images, videos, audio), as its response linked it."""
-    if not _REQUEST_ID.match(request_id) or not MEDIA_NAME.match(name):
+    if not _REQUEST_ID.fullmatch(request_id) or not MEDIA_NAME.fullmatch(name):
         raise NotFound("no such media")
     try:
         data = state_of(request).blobs.get(f"ai/{request_id}/{name}")

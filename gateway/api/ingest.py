@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from farm.errors import PermanentError, ProfileInvalid
 from farm.media.output import EXTENSIONS, MIME_TYPES
 from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_json
-from farm.media.source import open_source
+from farm.media.source import Length, measure
 from gateway import metrics
 from gateway.api.body import read_body
+from gateway.api.responses import errors
 from gateway.auth import Caller, authorise, payment_for, state_of
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import BadRequest, Forbidden, TranscodeFailed
@@ -29,12 +30,12 @@ from gateway.state import GatewayState
 __all__ = ["router"]
 
 router = APIRouter()
-_MANIFEST = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SEGMENT = re.compile(r"^(\d{1,10})\.(ts|mp4)$")
+_MANIFEST = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SEGMENT = re.compile(r"([0-9]{1,10})\.(ts|mp4)")
 #: The session log keeps seqNo in a 32-bit column.
 _MAX_SEQ = 2**31 - 1
-_MILLISECONDS = re.compile(r"^\d{1,9}$")
-_RESOLUTION = re.compile(r"^\d{1,5}x\d{1,5}$")
+_MILLISECONDS = re.compile(r"[0-9]{1,9}")
+_RESOLUTION = re.compile(r"[0-9]{1,5}x[0-9]{1,5}")
 _FORMATS = {"ts": "mpegts", "mp4": "mp4"}
 #: ``timeoutMultiplier`` stretches a segment's timeouts at most this much, so that a caller
 #: is never kept waiting without bound.
@@ -45,7 +46,7 @@ def _headers(
     request: Request, max_seconds: float
 ) -> tuple[float, list[VideoProfile] | None, float | None]:
     raw = request.headers.get("content-duration", "2000")
-    if not _MILLISECONDS.match(raw):
+    if not _MILLISECONDS.fullmatch(raw):
         raise BadRequest(f"Content-Duration must be milliseconds, got {raw!r}")
     duration_ms = int(raw)
     if duration_ms <= 0:
@@ -53,7 +54,7 @@ def _headers(
     if duration_ms > max_seconds * 1000:
         raise BadRequest(f"segment of {duration_ms} ms exceeds the {max_seconds:g} s limit")
     resolution = request.headers.get("content-resolution")
-    if resolution is not None and not _RESOLUTION.match(resolution):
+    if resolution is not None and not _RESOLUTION.fullmatch(resolution):
         raise BadRequest(f"Content-Resolution must be WxH, got {resolution!r}")
     config = request.headers.get("livepeer-transcode-configuration")
     profiles, multiplier = None, None
@@ -109,7 +110,7 @@ def _authorise(
     caller, decision = authorise(state, request, manifest_id)
     if decision is None:
         return caller, manifest_id, profiles, multiplier
-    if not _MANIFEST.match(decision.manifest_id):
+    if not _MANIFEST.fullmatch(decision.manifest_id):
         raise Forbidden(f"auth webhook answered an invalid manifestID {decision.manifest_id!r}")
     presets = decision.body.get("presets")
     ladder = _ladder(
@@ -121,10 +122,11 @@ def _authorise(
     return caller, decision.manifest_id, profiles, multiplier if hooked is None else hooked
 
 
-def _probe(data: bytes) -> None:
-    # go-livepeer answers 422 when the codec probe fails: do it before spending anything.
+def _probe(data: bytes, max_seconds: float) -> Length:
+    # go-livepeer answers 422 when the codec probe fails: do it before spending anything. The
+    # segment is priced by what is measured here; Content-Duration only stretches timeouts.
     try:
-        open_source(data).close()
+        return measure(data, max_seconds=max_seconds)
     except PermanentError as e:
         raise TranscodeFailed(str(e)) from e
 
@@ -140,8 +142,12 @@ def _transcode(
     fmt: str,
     timeout_multiplier: float,
 ) -> tuple[SegmentOutcome, int]:
-    _probe(data)
-    pixels = estimate_pixels(profiles, duration, state.settings.estimate_margin)
+    length = _probe(data, state.settings.max_segment_seconds)
+    pixels = estimate_pixels(
+        profiles, length.duration, state.settings.estimate_margin, length.frames
+    )
+    # A caller that declares less than the segment holds gets the timeouts of what it holds.
+    duration = max(duration, length.duration)
     ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
     payment = payment_for(state, caller)
     # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the
@@ -169,14 +175,30 @@ def _transcode(
     return outcome, hold.charged
 
 
-@router.api_route("/live/{manifest_id}/{segment}", methods=["POST", "PUT"], response_model=None)
+#: Ingest may be paid by an API key, by tickets (Livepeer-Payment) or vouched for by the auth
+#: webhook: the key is optional.
+_INGEST_DOC: dict[str, Any] = {
+    "response_model": None,
+    "responses": {
+        200: {
+            "description": "The renditions: a JSON summary, or the files with multipart/mixed.",
+            "content": {"multipart/mixed": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **errors(400, 401, 402, 403, 413, 422, 429, 503),
+    },
+    "openapi_extra": {"security": [{"apiKey": []}, {}]},
+}
+
+
+@router.post("/live/{manifest_id}/{segment}", **_INGEST_DOC)
+@router.put("/live/{manifest_id}/{segment}", **_INGEST_DOC)
 async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
     """Transcode one segment of a stream (go-livepeer's HTTP push ingest)."""
     state = state_of(request)
     started = time.monotonic()
-    if not _MANIFEST.match(manifest_id):
+    if not _MANIFEST.fullmatch(manifest_id):
         raise BadRequest("manifestID must be 1-64 letters, digits, '-' or '_'")
-    match = _SEGMENT.match(segment)
+    match = _SEGMENT.fullmatch(segment)
     if match is None:
         raise BadRequest("segment must be <seqNo>.ts or <seqNo>.mp4 with a numeric seqNo")
     seq, ext = int(match.group(1)), match.group(2)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
-
 from farm import metrics
 
 LABELS = {"pipeline": "upscale", "model_name": "m/x"}
 
 
 def _value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, {**LABELS, **labels}) or 0.0
+    return metrics.REGISTRY.get_sample_value(name, {**LABELS, **labels}) or 0.0
 
 
 def test_ai_metrics() -> None:
@@ -21,7 +19,7 @@ def test_ai_metrics() -> None:
     metrics.ai_runner_restarted("upscale", "m/x")
     assert _value("farm_ai_jobs_total") == before + 1
     assert _value("farm_ai_job_seconds_sum") >= 0.3
-    assert _value("livepeer_ai_request_errors_total", error_code="insufficient_capacity") >= 1
+    assert _value("livepeer_ai_request_errors", error_code="insufficient_capacity") >= 1
     assert _value("farm_ai_jobs_moved_total", error_code="runner_failed") >= 1
     assert _value("farm_ai_runner_restarts_total") >= 1
     assert b"livepeer_ai_request_errors" in metrics.render()

@@ -14,8 +14,11 @@ import pytest
 from farm.ai.results import BLOB_SCHEME, AIMedia, blob_key, rehost
 from farm.blobstore import LocalBlobStore
 from farm.errors import PermanentError, ResultTooLarge, RunnerFailed
+from farm.fetch import FetchPolicy
 
 CLIP = b"\x00\x00\x00\x18ftypmp42 video bytes"
+#: The test server is on loopback, as a runner's host is allowed (farm.ai.tasks).
+LOCAL = FetchPolicy.parse(["127.0.0.1"])
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -46,7 +49,7 @@ def test_every_media_url_is_rehosted(tmp_path: Path, files: str) -> None:
         "audio": {"url": "data:audio/wav;base64," + base64.b64encode(b"RIFF").decode()},
         "text": "not a url",
     }
-    out, media = rehost(response, "job1", blobs)
+    out, media = rehost(response, "job1", blobs, policy=LOCAL)
     assert media == [
         AIMedia("ai/job1/out/0.png", "image/png", len(png)),
         AIMedia("ai/job1/out/1.mp4", "video/mp4", len(CLIP)),
@@ -64,8 +67,15 @@ def test_bad_media_urls_are_runner_failures(tmp_path: Path, files: str) -> None:
     blobs = LocalBlobStore(tmp_path / "blobs")
     with pytest.raises(RunnerFailed, match="bad data URL"):
         rehost({"images": [{"url": "data:image/png;base64,@@@"}]}, "j", blobs)
-    with pytest.raises(RunnerFailed, match="could not fetch"):
-        rehost({"images": [{"url": f"{files}/missing.png"}]}, "j", blobs)
+    with pytest.raises(RunnerFailed, match="answered HTTP 404"):
+        rehost({"images": [{"url": f"{files}/missing.png"}]}, "j", blobs, policy=LOCAL)
+
+
+def test_media_urls_on_internal_addresses_are_refused(tmp_path: Path, files: str) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    for url in (f"{files}/clip.mp4", "http://169.254.169.254/latest/meta-data/"):
+        with pytest.raises(RunnerFailed, match="could not fetch"):
+            rehost({"images": [{"url": url}]}, "j", blobs)
 
 
 def test_results_over_the_cap_are_refused(tmp_path: Path, files: str) -> None:
@@ -76,7 +86,13 @@ def test_results_over_the_cap_are_refused(tmp_path: Path, files: str) -> None:
     with pytest.raises(ResultTooLarge, match="a result may hold 50 bytes"):
         rehost({"images": [{"url": small}]}, "j1", blobs, max_bytes=50)
     with pytest.raises(ResultTooLarge, match=f"a result may hold {len(CLIP) - 1} bytes"):
-        rehost({"video": [{"url": f"{files}/clip.mp4"}]}, "j2", blobs, max_bytes=len(CLIP) - 1)
+        rehost(
+            {"video": [{"url": f"{files}/clip.mp4"}]},
+            "j2",
+            blobs,
+            max_bytes=len(CLIP) - 1,
+            policy=LOCAL,
+        )
     with pytest.raises(ResultTooLarge):
         rehost({"images": [{"url": small}, {"url": small}]}, "j3", blobs, max_bytes=150)
     assert not blobs.exists("ai/j2/out/0.mp4") and not blobs.exists("ai/j3/out/0.png")

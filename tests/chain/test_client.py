@@ -39,6 +39,7 @@ from chain.devchain import (
 )
 from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.signing import Signer
+from chain.staking import Staking
 from chain.tickets import MAX_WIN_PROB, Ticket, address, recipient_rand_hash
 from chain.validation import ChainView
 
@@ -382,3 +383,23 @@ def test_round_helpers(env: Env) -> None:
     assert env.client.current_round() == before + 1
     assert env.client.last_initialized_round() == before + 1
     assert MAX_WIN_PROB == 2**256 - 1
+
+
+def test_initialize_round_on_the_last_block_of_a_round(env: Env) -> None:
+    # The latest block is the last of an initialized round: initializeRound is refused there,
+    # but the transaction is mined in the next block, the first of a round not yet initialized.
+    env.next_round()
+    before = env.client.current_round()
+    mine_to_next_round(env.w3, env.c["RoundsManager"])
+    assert env.client.current_round() == before and env.client.current_round_initialized()
+    deployer = ChainClient.from_devchain(env.json_path, role="deployer")
+    fn = deployer.rounds.functions.initializeRound()
+    assert deployer.revert_reason(fn) is None  # as the next block will see it
+    result = Staking(deployer).initialize_round()
+    assert result.op == "initializeRound"
+    assert env.client.last_initialized_round() == before + 1
+    # And a call that the next block refuses is refused before anything is sent.
+    nonce = env.tx_count("deployer")
+    with pytest.raises(ContractReverted, match="round already initialized"):
+        Staking(deployer).initialize_round()
+    assert env.tx_count("deployer") == nonce

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from hexbytes import HexBytes
@@ -34,6 +36,12 @@ def _queue(env: Env, queue: TicketQueue, count: int, **kwargs: int) -> list[byte
     return hashes
 
 
+def _function(env: Env, tx: Any) -> str:
+    """The TicketBroker function a transaction called."""
+    fn, _ = env.client.broker.decode_function_input(tx["input"])
+    return str(fn.fn_name)
+
+
 def _states(queue: TicketQueue, engine_url: str) -> dict[bytes, str]:
     engine = sa.create_engine(engine_url)
     with engine.connect() as conn:
@@ -64,8 +72,9 @@ def test_five_tickets_in_one_transaction(env: Env, queue: TicketQueue, sqlite_ur
     assert set(_states(queue, sqlite_url).values()) == {"redeemed"}
     assert report.tx_hash is not None
     tx = env.w3.eth.get_transaction(HexBytes(report.tx_hash))
-    assert tx["gas"] == redeemer.gas_limit(5)
-    assert 0 < report.gas_used < redeemer.gas_limit(5)
+    assert _function(env, tx) == "batchRedeemWinningTickets"
+    # The limit is the sum of the tickets' estimates with headroom, and it was enough.
+    assert tx["gas"] == report.gas_limit and 0 < report.gas_used < report.gas_limit
     # Nothing left: the next run does nothing.
     assert redeemer.run_once().tx_hash is None
 
@@ -178,3 +187,60 @@ def test_rpc_down_loses_nothing(env: Env, queue: TicketQueue) -> None:
     assert sorted(t.ticket.hash() for t in queue.pending()) == sorted(hashes)
     assert all(t.attempts == 0 for t in queue.pending())
     assert sorted(Redeemer(env.client, queue).run_once().redeemed) == sorted(hashes)
+
+
+def test_a_reserve_paid_ticket_alone_gets_the_gas_its_estimate_says(
+    env: Env, queue: TicketQueue
+) -> None:
+    # Worth more than the deposit, the ticket draws on the reserve: the costliest redemption.
+    # A fixed allowance below what it takes (250k against Livepeer's 376-411k; here, 50k
+    # against the development contracts') had the batch swallow the out-of-gas every beat.
+    params = env.chain.params
+    (ticket,) = _queue(env, queue, 1, face_value=params.deposit + FACE_VALUE)
+    env.mine_past(queue.pending()[0].expiration_block)
+    redeemer = Redeemer(env.client, queue, gas_per_ticket=50_000, batch_base_gas=0)
+    report = redeemer.run_once()
+    assert report.redeemed == [ticket], (report.retried, report.given_up)
+    assert report.tx_hash is not None
+    tx = env.w3.eth.get_transaction(HexBytes(report.tx_hash))
+    # Alone it is sent as itself: a failure would revert, never be swallowed.
+    assert _function(env, tx) == "redeemWinningTicket"
+    assert tx["gas"] == report.gas_limit and report.gas_used < report.gas_limit
+    assert report.gas_limit >= report.gas_used * 5 // 4  # the estimate with its headroom
+    info = env.client.sender_info(env.sender)
+    assert info.deposit == 0 and info.reserve < params.reserve
+    assert queue.pending() == []
+
+
+def test_a_ticket_the_batch_would_pay_from_the_reserve_waits_for_the_next_run(
+    env: Env, queue: TicketQueue
+) -> None:
+    # Estimated alone, the second ticket is paid from the deposit; after the first ticket of
+    # the batch spends most of it, the second would draw on the reserve, which its estimate
+    # did not cover. It waits, untouched, and goes next time with an estimate that does.
+    params = env.chain.params
+    (first,) = _queue(env, queue, 1, face_value=params.deposit - FACE_VALUE // 2)
+    (second,) = _queue(env, queue, 1, first_nonce=2)
+    env.mine_past(queue.pending()[-1].expiration_block)
+    redeemer = Redeemer(env.client, queue)
+    report = redeemer.run_once()
+    assert report.redeemed == [first]
+    assert list(report.waiting) == [second] and "reserve" in report.waiting[second]
+    (left,) = queue.pending()
+    assert left.ticket.hash() == second and left.attempts == 0
+    again = redeemer.run_once()
+    assert again.redeemed == [second]
+    assert env.client.sender_info(env.sender).deposit == 0
+
+
+def test_a_ticket_that_failed_inside_a_batch_goes_alone(env: Env, queue: TicketQueue) -> None:
+    hashes = _queue(env, queue, 3)
+    # As the redeemer records a ticket that reverted inside a batch while still redeemable.
+    queue.retry_later(hashes[2], "not redeemed: not redeemed inside the batch (gas used 1 of 2)")
+    env.mine_past(queue.pending()[0].expiration_block)
+    redeemer = Redeemer(env.client, queue)
+    report = redeemer.run_once()
+    assert report.redeemed == [hashes[2]] and report.tx_hash is not None
+    tx = env.w3.eth.get_transaction(HexBytes(report.tx_hash))
+    assert _function(env, tx) == "redeemWinningTicket"
+    assert sorted(redeemer.run_once().redeemed) == sorted(hashes[:2])

@@ -1,14 +1,29 @@
-"""Blob stores chosen by URL: local directory and Redis with TTL."""
+"""Blob stores chosen by URL: local directory, Redis with TTL and S3."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from farm.blobstore import BlobMissing, RedisBlobStore, blob_store_from_url
+from farm.blobstore import (
+    BlobMissing,
+    BlobUnavailable,
+    RedisBlobStore,
+    S3BlobStore,
+    blob_store_from_url,
+)
 from farm.errors import ConfigError
+from tests.farm.harness import free_port, wait_for
 
 
 def test_local_store_roundtrip_and_atomic_overwrite(tmp_path: Path) -> None:
@@ -40,3 +55,105 @@ def test_redis_store_with_ttl(redis_url: str) -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(ConfigError, match="unsupported blob store URL"):
         blob_store_from_url("ftp://example/x")
+
+
+# ---- S3, against a real S3-compatible server (moto's server mode, from the dev extras) ----
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server on a free port for the module, stopped afterwards."""
+    if importlib.util.find_spec("moto") is None:
+        message = "moto is not installed (pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"moto's server exited with {server.returncode}")
+        try:
+            return httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what="moto's S3 server")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket's URL, with the credentials boto3 reads from the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "farm-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "farm-test-secret")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"farm-{uuid.uuid4().hex[:12]}"
+    _s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/segments?endpoint_url={s3_endpoint}&region=us-east-1"
+
+
+def _s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="farm-test",
+        aws_secret_access_key="farm-test-secret",
+    )
+
+
+def test_s3_store_roundtrip_under_its_prefix(s3_url: str, s3_endpoint: str) -> None:
+    store = blob_store_from_url(s3_url)
+    assert isinstance(store, S3BlobStore)
+    assert not store.exists("jobs/a/in")
+    store.put("jobs/a/in", b"one")
+    store.put("jobs/a/in", b"two")  # a redelivered task overwrites the same key
+    store.put("jobs/a/out/low:0", bytes(range(256)) * 1000)
+    assert store.get("jobs/a/in") == b"two" and store.exists("jobs/a/in")
+    assert store.get("jobs/a/out/low:0") == bytes(range(256)) * 1000
+    listed = _s3_client(s3_endpoint).list_objects_v2(Bucket=store.bucket)
+    assert sorted(o["Key"] for o in listed["Contents"]) == [
+        "segments/jobs/a/in",
+        "segments/jobs/a/out/low:0",
+    ]
+    store.delete("jobs/a/in")
+    store.delete("jobs/a/in")  # deleting what is gone is not an error, as in the other stores
+    assert not store.exists("jobs/a/in")
+    with pytest.raises(BlobMissing, match="jobs/a/in"):
+        store.get("jobs/a/in")
+    with pytest.raises(ValueError):
+        store.put("../escape", b"x")
+
+
+def test_s3_store_errors_are_the_farms(s3_url: str, s3_endpoint: str) -> None:
+    # A bucket that does not exist is not a missing blob: nothing may read it as "absent".
+    wrong = blob_store_from_url(s3_url.replace("s3://farm-", "s3://nobucket-", 1))
+    for call in (
+        lambda: wrong.put("k", b"x"),
+        lambda: wrong.get("k"),
+        lambda: wrong.exists("k"),
+        lambda: wrong.delete("k"),
+    ):
+        with pytest.raises(BlobUnavailable, match="nobucket-"):
+            call()
+    # An endpoint nothing listens on: unavailable (retryable), quickly, not a hang.
+    closed = f"http://127.0.0.1:{free_port()}"
+    dead = blob_store_from_url(s3_url.replace(s3_endpoint, closed))
+    started = time.monotonic()
+    for call in (lambda: dead.put("k", b"x"), lambda: dead.get("k"), lambda: dead.exists("k")):
+        with pytest.raises(BlobUnavailable):
+            call()
+    assert time.monotonic() - started < 30

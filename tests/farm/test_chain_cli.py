@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.cli.chain import parse_amount
+from farm.cli.chain import _fmt_status, parse_amount
 from tests.chain.test_client import Env, base, env  # noqa: F401 - fixtures
 from tests.farm.harness import farm_chain as run_farm_chain
 
@@ -120,6 +120,7 @@ def test_staking_cli_sends_nothing_the_contracts_would_refuse(env: Env) -> None:
         ("1eth", "give LPT (or wei), not eth"),
         ("1e-19", "not a whole number of wei"),
         ("1e90", "too large"),
+        ("\u0661\u0662", "is not an amount of LPT"),  # digits of another script
     ],
 )
 def test_malformed_amounts_are_usage_errors(tmp_path: Path, amount: str, message: str) -> None:
@@ -190,3 +191,29 @@ def test_set_service_uri_refuses_a_bad_url(env: Env, url: str, message: str) -> 
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert env.tx_count() == nonce
     assert env.client.service_uri(env.orch) == "https://127.0.0.1:8935"
+
+
+def test_status_prints_exact_amounts() -> None:
+    # Floats printed with %g gave "1.00002e+06 LPT" and lost digits past the sixth.
+    lines = _fmt_status(
+        {
+            "round": 7,
+            "initialized": True,
+            "block": 100,
+            "gas_price_wei": 12_345,
+            "account": "0xabc",
+            "bonded_wei": 1_000_020 * 10**18 + 1,
+            "delegate": "0xabc",
+            "active": True,
+            "reward_cut_percent": 5.0,
+            "fee_share_percent": 40.0,
+            "last_reward_round": 6,
+            "pending_fees_wei": 123_456_789_012_345_678,
+            "deposit_wei": 2 * 10**18,
+            "reserve_wei": 10**18 // 8,
+        }
+    )
+    assert lines["bonded"] == "1000020.000000000000000001 LPT to 0xabc"
+    assert lines["pending fees"] == "0.123456789012345678 ETH"
+    assert lines["deposit / reserve"] == "2 / 0.125 ETH"
+    assert lines["gas price"] == "0.000012345 gwei"

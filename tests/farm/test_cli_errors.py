@@ -147,3 +147,29 @@ def test_submit_refuses_a_duration_that_is_not_one(tmp_path: Path) -> None:
 def test_a_refusal_is_the_same_one_line_as_any_error() -> None:
     done = _farm("transcoders", "evict", "golivepeer@")
     assert done.returncode == 1 and done.stderr == "error: golivepeer@HOST needs a host\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["node", "--port", "{port}"],
+        ["gateway", "--port", "{port}"],
+        ["exporter", "--port", "{port}"],
+        ["up", "--port", "{port}", "--home", "{home}"],
+        ["up", "--gateway-port", "{port}", "--port", "{free}", "--home", "{home}"],
+    ],
+)
+def test_a_taken_port_is_one_line_naming_it(args: list[str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [a.format(port=port, free=free_port(), home=tmp_path / "up") for a in args]
+        done = _farm(*argv, env={"FARM_GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gw.db"})
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0], done.stderr
+    assert "serving" not in done.stdout + done.stderr
+    assert not (tmp_path / "up" / "redis.sock").exists()  # farm up started nothing

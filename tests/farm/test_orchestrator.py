@@ -149,7 +149,8 @@ def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Clust
 @pytest.fixture
 def offchain(cluster: Cluster) -> Iterator[tuple[OrchestratorNode, LivepeerGateway]]:
     cluster.start_worker()
-    node = OrchestratorNode(cluster)
+    # The tests' segment server is on loopback: the operator's own storage, allowed.
+    node = OrchestratorNode(cluster, FARM_FETCH_ALLOW="127.0.0.1/32")
     gw = node.gateway()
     yield node, gw
     gw.close()
@@ -213,13 +214,42 @@ def test_input_passed_by_url(offchain: tuple[OrchestratorNode, LivepeerGateway])
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    hits: list[str] = []
+
+    class Counting(Handler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Counting)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/seg.ts"
+        port = server.server_address[1]
+        url = f"http://127.0.0.1:{port}/seg.ts"
         session = gw.session()
         result, renditions = gw.transcode(session, "by-url", 0, data, LADDER, 1000, by_url=url)
         _check(result, renditions, LADDER)
+        assert hits == ["/seg.ts"]
+        # A rendition URL's expiry and signature are ASCII or nothing: other scripts' digits
+        # and non-ASCII signatures are go-livepeer's 404, not a crash.
+        signed = httpx.URL(result.data.segments[0].url)
+        expires, sig = signed.params["expires"], signed.params["sig"]
+        for forged in ({"expires": "\u0661" * len(expires)}, {"sig": "\u00e9" * len(sig)}):
+            got = gw.http.get(str(signed.copy_merge_params(forged)))
+            assert (got.status_code, got.text) == (404, "ErrNotFound\n"), forged
+        # Anything else that is not public is refused before it is asked, with go-livepeer's
+        # one answer for a URL it could not fetch.
+        seg = gw.seg_data(session, "by-url", 1, data, LADDER, 1000)
+        for internal in (
+            f"http://127.0.0.2:{port}/seg.ts",
+            f"http://2130706434:{port}/seg.ts",
+            "http://169.254.169.254/latest/meta-data/",
+        ):
+            r = gw.post_segment(
+                session, seg, internal.encode(), content_type="application/vnd+livepeer.uri"
+            )
+            assert (r.status_code, r.text) == (400, "BadRequest\n"), internal
+        assert hits == ["/seg.ts"]
     finally:
         server.shutdown()
         server.server_close()

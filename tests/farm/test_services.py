@@ -185,6 +185,29 @@ def test_farm_up_embedded_runs_a_job_and_stops_cleanly(tmp_path: Path) -> None:
         assert pushed.json()["orchestrator"] == "local"
         banner = (tmp_path / "up.log").read_text()
         assert "farm submit" in banner
+        assert f"FARM_NODE_URL=http://127.0.0.1:{port}" in banner
+        # Each serves its own metrics: an alert on a shared name fires once, not twice.
+        node_text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        gateway_text = httpx.get(f"{gateway}/metrics", timeout=10).text
+        assert "farm_workers_live" in node_text and "farm_workers_live" not in gateway_text
+        assert "livepeer_success_rate" in gateway_text and "livepeer_success_rate" not in node_text
+        assert 'livepeer_segment_transcoded_total{profiles="P144p30fps16x9"} 1.0' in node_text
+        assert "livepeer_current_sessions_total 1.0" in gateway_text
+        # farm status finds the cluster from the printed variables, and reads the gateway's
+        # pool with farm up's development token without being given it.
+        shown = subprocess.run(
+            [sys.executable, "-m", "farm.cli", "status"],
+            env={
+                **env,
+                "FARM_NODE_URL": f"http://127.0.0.1:{port}",
+                "FARM_GATEWAY_URL": gateway,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "ORCHESTRATORS" in shown.stdout and "not read" not in shown.stdout, shown.stdout
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= 5  # redis, node, worker (+ its pool), beat, gateway
         up.send_signal(signal.SIGINT)

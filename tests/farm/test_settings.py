@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from farm.settings import ClusterSettings, FlowerSettings, WorkerSettings
+from farm.settings import ClusterSettings, FlowerSettings, NodeSettings, WorkerSettings
 
 
 def test_env_beats_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +37,7 @@ def test_default_secrets_refused_outside_development(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FARM_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match="FARM_SECRET"):
         ClusterSettings()
-    monkeypatch.setenv("FARM_SECRET", "a-real-one")
+    monkeypatch.setenv("FARM_SECRET", "a-real-one-at-last")
     with pytest.raises(ValidationError, match="FARM_FLOWER_BASIC_AUTH"):
         FlowerSettings()
 
@@ -46,3 +46,47 @@ def test_bad_broker_url_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FARM_BROKER_URL", "kafka://x")
     with pytest.raises(ValidationError, match="unsupported broker"):
         ClusterSettings()
+
+
+def test_placeholder_and_short_secrets_refused_outside_development(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("FARM_ENVIRONMENT", "production")
+    for value, why in (
+        ("change-me", "placeholder"),
+        ("Password123", "placeholder"),
+        ("s3cr3t", "shorter than 12"),
+    ):
+        monkeypatch.setenv("FARM_SECRET", value)
+        with pytest.raises(ValidationError, match=f"FARM_SECRET .*{why}"):
+            ClusterSettings()
+    monkeypatch.setenv("FARM_SECRET", "kq8-Zt2v-9xLw-44Hd")
+    assert ClusterSettings().environment == "production"
+    # The same one check covers every process's secrets.
+    monkeypatch.setenv("FARM_ADMIN_TOKEN", "change-me")
+    with pytest.raises(ValidationError, match="FARM_ADMIN_TOKEN"):
+        NodeSettings()
+    with pytest.raises(ValidationError, match="FARM_ADMIN_TOKEN"):
+        GatewaySettings()
+    monkeypatch.setenv("FARM_ADMIN_TOKEN", "t0k-9aa1-Qm2z-77")
+    assert NodeSettings().admin_token.get_secret_value() == "t0k-9aa1-Qm2z-77"
+    monkeypatch.setenv("FARM_FLOWER_BASIC_AUTH", "ops:change-me")
+    with pytest.raises(ValidationError, match="FARM_FLOWER_BASIC_AUTH"):
+        FlowerSettings()
+    monkeypatch.setenv("FARM_FLOWER_BASIC_AUTH", "ops:Fl0wer-pw-8812")
+    assert FlowerSettings().flower_port == 5555
+
+
+def test_status_reads_the_gateway_with_the_development_token_in_development(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from farm.settings import DEV_SECRET, StatusSettings
+
+    assert StatusSettings().gateway_token() == DEV_SECRET  # what farm up's gateway takes
+    monkeypatch.setenv("FARM_ADMIN_TOKEN", "t0k-9aa1-Qm2z-77")
+    assert StatusSettings().gateway_token() == "t0k-9aa1-Qm2z-77"
+    monkeypatch.delenv("FARM_ADMIN_TOKEN")
+    monkeypatch.setenv("FARM_ENVIRONMENT", "production")
+    assert StatusSettings().gateway_token() is None

@@ -222,6 +222,8 @@ def gateway(env: Env) -> Gateway:
         FARM_RATE_BURST="1000",
         FARM_RATE_LIMIT_PER_MINUTE="60000",
         FARM_MAX_UPLOAD_BYTES="2000000",
+        # The tests' input server is on loopback: the operator's own storage, allowed.
+        FARM_FETCH_ALLOW="127.0.0.1/32",
     )
 
 

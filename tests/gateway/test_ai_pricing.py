@@ -8,12 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from farm.media.synth import make_segment
+from gateway.ai.media import audio_seconds
 from gateway.ai.pipelines import PIPELINES
 from gateway.ai.pricing import CapabilityPrices, PriceTable, ai_units
 from gateway.ai.requests import validate_params
 from gateway.errors import BadRequest
 from gateway.settings import GatewaySettings
-from tests.factories import still_image, wav_audio
+from tests.factories import mp3_audio, still_image, wav_audio
 
 
 def units(pipeline: str, fields: dict[str, Any], upload: bytes | None = None) -> int:
@@ -108,3 +109,12 @@ def test_undecodable_uploads_are_the_callers_error() -> None:
     assert units("upscale", {"prompt": "x"}, still_image(codec="mjpeg")) == 64 * 48
     with pytest.raises(BadRequest, match="audio: not an audio file"):
         units("audio-to-text", {}, still_image())
+
+
+def test_audio_is_priced_by_what_it_holds_not_by_its_header() -> None:
+    honest = mp3_audio(10.0)
+    short_header = mp3_audio(10.0, header_frames=10)
+    assert audio_seconds(honest).seconds == pytest.approx(10.0, abs=0.1)
+    # The header says a quarter of a second; the packets, and the runner, last 10 s.
+    assert audio_seconds(short_header).seconds == pytest.approx(10.0, abs=0.1)
+    assert units("audio-to-text", {}, short_header) >= 10_000

@@ -19,6 +19,7 @@ from farm.media.synth import make_segment
 from gateway.dispatch import Dispatcher
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
+from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway
 
 PROFILES = [
@@ -40,6 +41,12 @@ def post(gw: Gateway, path: str, data: bytes, key: str | None, **headers: str) -
     if key is not None:
         h["Authorization"] = f"Bearer {key}"
     return httpx.post(f"{gw.url}{path}", content=data, headers=h, timeout=120)
+
+
+def _workers(node_url: str) -> list[str]:
+    """The live workers a node's registry lists."""
+    status = httpx.get(f"{node_url}/status", timeout=10).json()
+    return [w["name"] for w in status["workers"]]
 
 
 def parts(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
@@ -149,6 +156,10 @@ def test_transcode_configuration_in_the_auth_response_shape(
         ),
         # The session log's seqNo is 32-bit: refused up front, not after transcoding.
         ("/live/s/2147483648.ts", "ok", "seg", {}, 400),
+        # A trailing newline is not part of a valid manifestID, nor a non-ASCII digit of a seqNo.
+        ("/live/s%0A/0.ts", "ok", "seg", {}, 400),
+        ("/live/s/%D9%A1.ts", "ok", "seg", {}, 400),
+        ("/live/s/%EF%BC%91.ts", "ok", "seg", {}, 400),
     ],
 )
 def test_bad_requests_get_their_status_and_charge_nothing(
@@ -170,6 +181,48 @@ def test_bad_requests_get_their_status_and_charge_nothing(
     assert r.status_code == status, r.text
     assert set(r.json()) == {"errors", "code"} and r.json()["errors"][0]
     assert gateway.balance(key_id) == before
+
+
+@pytest.mark.parametrize("name", ["a b", "a'b", 'a"b', "caf\u00e9", "low\n", "..", "-x"])
+def test_profile_names_storage_cannot_hold_are_400_and_suspend_nothing(
+    gateway: Gateway, segment: bytes, name: str
+) -> None:
+    # Such a name once passed the gateway and failed on the worker, as a failure of the
+    # orchestrator: it was suspended, and every caller got 503 for its time out.
+    key_id, key = gateway.key(credits=10 * COST)
+    config = json.dumps({"profiles": [{**PROFILES[0], "name": name}]})
+    r = post(
+        gateway, "/live/names/0.ts", segment, key, **{"Livepeer-Transcode-Configuration": config}
+    )
+    assert r.status_code == 400 and "name must be 1-64 ASCII letters" in r.json()["errors"][0]
+    task = httpx.post(
+        f"{gateway.url}/api/transcode",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={
+            "input": {"url": "https://example.com/x.mp4"},
+            "profiles": [{**PROFILES[0], "name": name}],
+        },
+    )
+    assert task.status_code == 400 and "name must be 1-64 ASCII letters" in task.text
+    assert gateway.balance(key_id) == 10 * COST
+    orchestrators = gateway.admin("GET", "/admin/orchestrators").json()
+    assert not any(o["suspended"] for o in orchestrators), orchestrators
+
+
+def test_a_segment_is_priced_by_what_it_holds_not_by_what_is_declared(gateway: Gateway) -> None:
+    # A 2 s segment declared as 1 ms, then as 1 s: reserved by its measured length, and
+    # charged its encoded pixels in full either way.
+    key_id, key = gateway.key(credits=10 * COST)
+    two_seconds = make_segment(320, 240, 30, 2.0)
+    for seq, declared in enumerate(("1", "1000")):
+        r = post(
+            gateway, f"/live/declared/{seq}.ts", two_seconds, key, **{"Content-Duration": declared}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["encoded_pixels"] == 2 * COST
+        assert r.json()["charged"] == 2 * COST
+    assert gateway.balance(key_id) == 6 * COST
 
 
 def test_wrong_method(gateway: Gateway) -> None:
@@ -235,10 +288,12 @@ def test_no_healthy_orchestrator_is_503_with_retry_after(env: Env, segment: byte
 
 
 def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None:
-    # orch-a is in the gateway's region, so it is preferred; probes are slow here, so the
-    # gateway learns of the failure from the attempt itself.
+    # orch-a is in the gateway's region, so it is preferred; probes never run during the
+    # test, so the gateway learns of the failure from the attempt itself. The attempt budget
+    # is far above any transcode's time: the test waits on state (orch-a's worker gone from
+    # its registry), never on one machine's speed.
     gw = env.gateway(
-        FARM_PROBE_INTERVAL_S="60", FARM_ESTIMATE_MARGIN="0", FARM_ATTEMPT_TIMEOUT_FLOOR_S="2"
+        FARM_PROBE_INTERVAL_S="3600", FARM_ESTIMATE_MARGIN="0", FARM_ATTEMPT_TIMEOUT_FLOOR_S="120"
     )
     key_id, key = gw.key(credits=10 * COST)
     first = post(gw, "/live/fb/0.ts", segment, key).json()
@@ -246,6 +301,8 @@ def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None
     a = env.orchs[0]
     os.killpg(a.worker.pid, signal.SIGKILL)
     a.worker.wait()
+    # Once its heartbeat expires orch-a has no live worker: its node refuses the job at once.
+    wait_for(lambda: _workers(a.node_url) == [], timeout=60, what="orch-a's worker to expire")
     results = [post(gw, f"/live/fb/{i}.ts", segment, key) for i in range(1, 4)]
     assert [r.status_code for r in results] == [200, 200, 200], [r.text for r in results]
     assert {r.json()["orchestrator"] for r in results} == {"orch-b"}
@@ -255,5 +312,5 @@ def test_falls_back_when_an_orchestrator_stops(env: Env, segment: bytes) -> None
     seg1 = [(x["orchestrator"], x["outcome"]) for x in log if x["seq"] == 1]
     assert seg1 == [("orch-a", "failed"), ("orch-b", "done")]
     metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
-    assert "livepeer_orchestrator_swaps_total" in metrics
+    assert "livepeer_orchestrator_swaps{" in metrics
     assert gw.balance(key_id) == 10 * COST - 4 * COST

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import av
 import httpx
 import pytest
 
 from farm.media.synth import make_segment
+from gateway.playback import PlaybackSigner
+from gateway.settings import GatewaySettings
+from tests.conftest import need_tool
 from tests.gateway.conftest import ADMIN, Gateway
 
 PROFILES = [
@@ -28,6 +34,12 @@ def source() -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/to/"):  # /to/<url>: a redirect there
+                self.send_response(302)
+                self.send_header("Location", self.path[4:])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path != "/clip.mp4":
                 self.send_error(404)
                 return
@@ -165,6 +177,40 @@ def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
     assert hidden.status_code == 404
 
 
+def test_input_urls_on_internal_addresses_fail_alike_without_a_request(
+    gateway: Gateway, source: str
+) -> None:
+    # The gateway allows 127.0.0.1/32 (its operator's storage, FARM_FETCH_ALLOW) and nothing
+    # else that is not public: not the rest of loopback, however it is spelled, nor the cloud's
+    # metadata address, nor a redirect to any of them.
+    key_id, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    port = source.rsplit(":", 1)[1]
+    urls = [
+        f"http://127.0.0.2:{port}/clip.mp4",
+        f"http://2130706434:{port}/clip.mp4",
+        f"http://0.0.0.0:{port}/clip.mp4",
+        f"http://[::1]:{port}/clip.mp4",
+        f"http://[::ffff:127.0.0.2]:{port}/clip.mp4",
+        "http://169.254.169.254/latest/meta-data/",
+        f"http://10.255.255.1:{port}/clip.mp4",
+        f"{source}/to/http://127.0.0.2:{port}/clip.mp4",
+        f"{source}/to/http://169.254.169.254/latest/meta-data/",
+    ]
+    for url in urls:
+        r = httpx.post(
+            f"{gateway.url}/api/transcode", headers=auth, timeout=30, json={"input": {"url": url}}
+        )
+        assert r.status_code == 200, r.text
+        failed = wait_task(gateway, key, r.json()["id"])
+        assert failed["status"] == {  # type: ignore[comparison-overlap]
+            **failed["status"],  # type: ignore[dict-item]
+            "phase": "failed",
+            "errorMessage": "the URL could not be fetched",
+        }, url
+    assert gateway.balance(key_id) == 10**9
+
+
 def _deep(depth: int = 100_000) -> bytes:
     return b"[" * depth + b"]" * depth
 
@@ -248,3 +294,96 @@ def test_admin_refuses_amounts_and_text_the_ledger_cannot_hold(
     assert r.status_code == 400, r.text
     assert message in r.json()["errors"][0]
     assert gateway.balance(key_id) == 5
+
+
+@pytest.fixture(scope="module")
+def played(gateway: Gateway, source: str) -> dict[str, Any]:
+    """A completed task of the ladder in PROFILES (one transcode for the playback tests)."""
+    _, key = gateway.key(credits=10**9)
+    r = httpx.post(
+        f"{gateway.url}/api/transcode",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"input": {"url": f"{source}/clip.mp4"}, "profiles": PROFILES},
+    )
+    assert r.status_code == 200, r.text
+    done = wait_task(gateway, key, r.json()["id"])
+    assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
+    return done
+
+
+def test_a_player_opens_the_playback_url_with_no_header(
+    gateway: Gateway, played: dict[str, Any], tmp_path: Path
+) -> None:
+    ffmpeg = need_tool("ffmpeg", hint="Debian: apt-get install ffmpeg")
+    output: dict[str, Any] = played["output"]
+    master = gateway.url + output["hls"]["playbackUrl"]
+    assert output["playbackExpiresAt"] > time.time() * 1000 + 3600_000
+    # The URL alone: ffmpeg follows the master playlist's relative URIs to the media
+    # playlists and segments, all under the token.
+    copied = tmp_path / "played.ts"
+    run = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", master, "-map", "0:v:0", "-c", "copy", str(copied)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    with av.open(str(copied)) as c:
+        assert len(list(c.decode(video=0))) == 270
+    mp4 = tmp_path / "played.mp4"
+    mid = next(m for m in output["mp4"] if m["name"] == "mid")
+    run = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", gateway.url + mid["playbackUrl"], "-c", "copy", str(mp4)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    with av.open(str(mp4)) as c:
+        assert c.streams.video[0].codec_context.width == 320
+    # A browser's video element reads an MP4 in ranges.
+    size = mid["bytes"]
+    for asked, status, content_range, length in (
+        ("bytes=0-99", 206, f"bytes 0-99/{size}", 100),
+        ("bytes=-10", 206, f"bytes {size - 10}-{size - 1}/{size}", 10),
+        (f"bytes={size - 5}-", 206, f"bytes {size - 5}-{size - 1}/{size}", 5),
+        (f"bytes={size}-", 416, f"bytes */{size}", None),
+        ("bytes=5-1", 200, None, size),
+        ("bytes=0-1,5-6", 200, None, size),
+    ):
+        r = httpx.get(gateway.url + mid["playbackUrl"], headers={"Range": asked}, timeout=10)
+        assert r.status_code == status, (asked, r.text)
+        assert r.headers.get("content-range") == content_range, asked
+        if length is not None:
+            assert len(r.content) == length and r.headers["accept-ranges"] == "bytes"
+    # Without the token the same files need the key.
+    assert httpx.get(gateway.url + output["hls"]["url"], timeout=10).status_code == 401
+    direct = httpx.get(master, timeout=10)
+    assert direct.status_code == 200 and direct.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_wrong_or_expired_playback_token_is_refused(
+    gateway: Gateway, played: dict[str, Any]
+) -> None:
+    task_id, output = played["id"], played["output"]
+    url = gateway.url + output["hls"]["playbackUrl"]
+    token = url.split("/play/")[1].split("/")[0]
+    assert httpx.get(url, timeout=10).status_code == 200
+    # The gateway's signing key: derived from its admin token (no FARM_PLAYBACK_SECRET).
+    signer = PlaybackSigner.from_settings(GatewaySettings(admin_token=ADMIN))
+    expired, _ = signer.token(task_id, now=time.time() - signer.ttl_s - 5)
+    other_task, _ = signer.token("0" * 16)
+    wrong = token[:-1] + ("0" if token[-1] != "0" else "1")
+    for bad, message in (
+        (expired, "playback token expired"),
+        (other_task, "invalid playback token"),
+        (wrong, "invalid playback token"),
+    ):
+        refused = httpx.get(url.replace(token, bad), timeout=10)
+        assert refused.status_code == 403, refused.text
+        assert message in refused.json()["errors"][0]
+    malformed = httpx.get(url.replace(token, "1-nothex"), timeout=10)
+    assert malformed.status_code == 400
+    # A good token still names only the outputs of its own task.
+    for path in ("hls/%2e%2e/%2e%2e/output/hls/index.m3u8", "gateway.db", "hls/low/9.ts"):
+        outside = httpx.get(url.replace("hls/index.m3u8", path), timeout=10)
+        assert outside.status_code == 404, (path, outside.text)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import itertools
+import math
+import re
 from pathlib import Path
 
+import av
 import pytest
 
 from farm.errors import InputInvalid
@@ -30,11 +35,19 @@ def renditions() -> dict[str, list[tuple[str, bytes, float]]]:
     return out
 
 
-VARIANTS = [("p144", 200_000, 256, 144), ("p96", 100_000, 160, 96)]
+def _attributes(master: str) -> dict[str, dict[str, str]]:
+    """Each variant URI of a master playlist -> its EXT-X-STREAM-INF attributes."""
+    lines = master.splitlines()
+    out = {}
+    for line, uri in itertools.pairwise(lines):
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            pairs = re.findall(r'([A-Z-]+)=("[^"]*"|[^,]*)', line.split(":", 1)[1])
+            out[uri] = {k: v.strip('"') for k, v in pairs}
+    return out
 
 
 def test_hls(renditions: dict[str, list[tuple[str, bytes, float]]], tmp_path: Path) -> None:
-    files = hls(renditions, VARIANTS)
+    files = hls(renditions)
     assert set(files) == {"index.m3u8"} | {
         f"{name}/{file}" for name in ("p144", "p96") for file in ("index.m3u8", *_names(4))
     }
@@ -42,8 +55,25 @@ def test_hls(renditions: dict[str, list[tuple[str, bytes, float]]], tmp_path: Pa
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(data)
     master = files["index.m3u8"].decode()
-    assert "BANDWIDTH=200000,RESOLUTION=256x144\np144/index.m3u8" in master
-    assert "BANDWIDTH=100000,RESOLUTION=160x96\np96/index.m3u8" in master
+    variants = _attributes(master)
+    assert list(variants) == ["p144/index.m3u8", "p96/index.m3u8"]  # the renditions' order
+    for p in PROFILES:
+        attrs = variants[f"{p.name}/index.m3u8"]
+        assert attrs["RESOLUTION"] == f"{p.width}x{p.height}"
+        # RFC 8216: BANDWIDTH is the peak segment bit rate, measured, not the profile's
+        # nominal one (which real segments exceed); AVERAGE-BANDWIDTH the average.
+        rates = [len(data) * 8 / d for _, data, d in renditions[p.name]]
+        assert int(attrs["BANDWIDTH"]) == math.ceil(max(rates))
+        total = sum(len(data) * 8 for _, data, _ in renditions[p.name])
+        seconds = sum(d for _, _, d in renditions[p.name])
+        assert int(attrs["AVERAGE-BANDWIDTH"]) == math.ceil(total / seconds)
+        assert int(attrs["AVERAGE-BANDWIDTH"]) <= int(attrs["BANDWIDTH"])
+        # CODECS from the stream: x264's High profile (0x64) at the level it chose, AAC-LC.
+        video, audio = attrs["CODECS"].split(",")
+        with av.open(io.BytesIO(renditions[p.name][0][1])) as c:
+            level = c.streams.video[0].codec_context.level
+        assert re.fullmatch(rf"avc1\.64[0-9a-f]{{2}}{level:02x}", video), video
+        assert audio == "mp4a.40.2"
     # The master playlist leads to the first variant's segments.
     assert [s.path.name for s in read_playlist(tmp_path / "index.m3u8")] == _names(4)
     for name, width, height in (("p144", 256, 144), ("p96", 160, 96)):
@@ -102,9 +132,11 @@ def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) ->
 
 
 def test_hls_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:
-    with pytest.raises(ValueError, match="do not match"):
-        hls(renditions, VARIANTS[:1])
+    with pytest.raises(ValueError, match="at least one"):
+        hls({})
     with pytest.raises(ValueError, match="not a plain file name"):
-        hls({"p96": [("../x.ts", b"", 1.0)]}, VARIANTS[1:])
+        hls({"p96": [("../x.ts", b"", 1.0)]})
     with pytest.raises(ValueError, match="no segments"):
-        hls({"p96": []}, VARIANTS[1:])
+        hls({"p96": []})
+    with pytest.raises(InputInvalid):
+        hls({"p96": [("0.ts", b"not media", 1.0)]})

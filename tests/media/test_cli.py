@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -72,8 +73,12 @@ def test_transcode_playlist_writes_renditions_and_playlists(
     assert code == 0
     master = (out / "index.m3u8").read_text()
     assert master.startswith("#EXTM3U")
-    assert "BANDWIDTH=400000,RESOLUTION=256x144\nP144p30fps16x9/index.m3u8" in master
-    assert "RESOLUTION=426x240\nP240p25fps16x9/index.m3u8" in master
+    # Each variant as encoded: its segments' peak and average bit rate, size and codecs.
+    for name, size in zip(names, ("256x144", "426x240"), strict=True):
+        sizes = [(out / name / seg).stat().st_size for seg in ("seg0.ts", "seg1.ts")]
+        peak, average = math.ceil(max(sizes) * 8 / 1.0), math.ceil(sum(sizes) * 8 / 2.0)
+        line = f'BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},RESOLUTION={size},CODECS="avc1.64'
+        assert line in master and f'mp4a.40.2"\n{name}/index.m3u8' in master, master
     for name, frames in zip(names, (30, 25), strict=True):
         media = (out / name / "index.m3u8").read_text()
         assert media.splitlines()[-1] == "#EXT-X-ENDLIST"

@@ -161,7 +161,13 @@ def test_profiles_json_file(tmp_path: Path) -> None:
         ({"width": None, "height": 360}, "width must be positive"),
         ({"resolution": "640x360"}, "unknown field(s) resolution"),
         ({"name": ""}, "non-empty string 'name'"),
-        ({"name": "a/b"}, "no path separators"),
+        ({"name": "a/b"}, "name must be 1-64 ASCII letters"),
+        ({"name": "a b"}, "name must be 1-64 ASCII letters"),
+        ({"name": "a'b"}, "name must be 1-64 ASCII letters"),
+        ({"name": "a\u00e9"}, "name must be 1-64 ASCII letters"),
+        ({"name": "a\n"}, "name must be 1-64 ASCII letters"),
+        ({"name": ".."}, "name must be 1-64 ASCII letters"),
+        ({"name": "x" * 65}, "name must be 1-64 ASCII letters"),
     ],
 )
 def test_bad_profile_field_is_named(fields: dict[str, Any], message: str) -> None:

@@ -145,6 +145,7 @@ def test_status_fails_when_the_node_is_down(cluster: Cluster) -> None:
     down = cluster.farm("status", "--node-url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1
     assert "NODE unreachable" in down.stdout and "unreachable" in down.stderr
+    assert "FARM_NODE_URL" in down.stderr  # where the URL comes from
 
 
 def test_status_page_in_headless_chromium(cluster: Cluster, tmp_path: Path) -> None:

@@ -6,8 +6,7 @@ import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import REGISTRY
-
+from farm import metrics
 from farm.node.status_page import refresh_metrics, render_status_html
 from farm.status import Snapshot, fetch, render
 
@@ -80,7 +79,7 @@ def test_terminal_view_tables() -> None:
 def test_gpu_and_pool_gauges_follow_the_registry() -> None:
     refresh_metrics(STATUS)
     labels = {"worker": "gpu0@host:1", "gpu": "0", "name": "NVIDIA GeForce RTX 4090"}
-    value = REGISTRY.get_sample_value
+    value = metrics.REGISTRY.get_sample_value
     assert value("livepeer_transcoders_number") == 2
     assert value("livepeer_transcoders_capacity") == 6
     assert value("farm_gpu_encoder_sessions", labels) == 6
