@@ -34,6 +34,7 @@ from farm.errors import (
 from farm.jobs import JobNotFound
 from farm.node import chain_api, status_page
 from farm.orchestrator import Orchestrator
+from farm.orchestrator import ai as orchestrator_ai
 from farm.orchestrator import routes as orchestrator_routes
 from farm.queues import CONTROL_QUEUE
 from farm.registry import RegistryUnavailable
@@ -172,6 +173,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     api.state.orchestrator = orch  # its gRPC service shares the port (farm.node.serve)
     if orch is not None:
         orchestrator_routes.install(api, orch, settings.max_blob_bytes, settings.fetch_policy())
+        orchestrator_ai.install(api, orch, settings.max_blob_bytes)
 
     @api.get("/healthz")
     def healthz() -> JSONResponse:

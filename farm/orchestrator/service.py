@@ -54,6 +54,7 @@ from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_words
+from farm.orchestrator.aiprices import ai_price_infos, quoted_price
 from farm.orchestrator.balances import Balances
 from farm.orchestrator.chainview import CachedChain
 from farm.orchestrator.segdata import Segment, signature_valid
@@ -297,6 +298,7 @@ class Orchestrator:
             auth_token=token if token is not None else self.tokens.issue(),
         )
         info.price_info.CopyFrom(price_to_net(quoted))
+        info.capabilities_prices.extend(ai_price_infos(live))
         if hardware:
             info.hardware.extend(self.hardware(live))
         if self.issuer is not None and self.chain is not None and self.queue is not None:
@@ -327,7 +329,9 @@ class Orchestrator:
             raise SegmentRefused(403, "Invalid orchestrator request: OrchestratorCapped")
         sender = bytes(request.address) if len(request.address) == 20 else ZERO_ADDRESS
         no_caps = not request.HasField("capabilities")
-        return self.info(sender, hardware=no_caps)
+        # Asked for AI models: their summed price, which the ticket params are issued at.
+        price = None if no_caps else quoted_price(request.capabilities, self.live())
+        return self.info(sender, price=price, hardware=no_caps)
 
     def end_session(
         self, request: net_pb2.EndTranscodingSessionRequest
@@ -511,6 +515,11 @@ class Orchestrator:
         expires = int((now if now is not None else time.time()) + self.settings.rendition_ttl_s)
         mac = hmac.digest(self._url_key, f"{path}\n{expires}".encode(), hashlib.sha256)
         return f"{path}?expires={expires}&sig={mac[:16].hex()}"
+
+    def publish(self, path: str, key: str) -> str:
+        """Serve the blob ``key`` at ``path`` for ``rendition_ttl_s``; the signed URL."""
+        self._redis.set(_stream_key(path), key, ex=int(self.settings.rendition_ttl_s) + 60)
+        return self.service_uri + self.sign_path(path)
 
     def rendition(self, path: str, expires: str | None, sig: str | None) -> bytes:
         """The rendition behind a signed ``/stream/...`` URL; SegmentRefused (404, go-livepeer's

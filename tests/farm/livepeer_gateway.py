@@ -14,6 +14,7 @@ import base64
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -24,7 +25,7 @@ from chain.payment import params_from_net, price_from_net
 from chain.sender import FEE_MARGIN, TicketSender, fee_pixels, tickets_needed
 from chain.signing import keccak256
 from farm.golivepeer import net_pb2
-from farm.golivepeer.wire import seg_data_profiles
+from farm.golivepeer.wire import capability_words, seg_data_profiles
 from farm.media.profiles import VideoProfile
 
 
@@ -200,6 +201,66 @@ class LivepeerGateway:
             session.info = result.info
             session.nonce = 0
         return result, renditions
+
+    # -- AI ---------------------------------------------------------------------------------
+
+    def ai_session(self, capability: int, model: str) -> Session:
+        """GetOrchestrator asking for one AI model, as go-livepeer's AI gateway does: the price
+        it is quoted (and its ticket params) are that model's."""
+        request = self.orchestrator_request()
+        request.capabilities.bitstring.extend(capability_words([capability]))
+        request.capabilities.constraints.PerCapability[capability].models[model].warm = True
+        return Session(self.get_orchestrator(request))
+
+    def ai_seg_data(self, session: Session, capability: int, model: str) -> net_pb2.SegData:
+        """The SegData of an AI request: manifest ``<capability>_<model>``, seq 0, the hash
+        of nothing, no profiles."""
+        seg = net_pb2.SegData(
+            manifestId=f"{capability}_{model}".encode(),
+            seq=0,
+            hash=keccak256(b""),
+            auth_token=session.info.auth_token,
+        )
+        if self.sender is not None:
+            message = flatten(seg.manifestId, 0, seg.hash, [])
+            seg.sig = self.sender.signer.sign_hash(keccak256(message))
+        return seg
+
+    def ai(
+        self,
+        session: Session,
+        pipeline: str,
+        capability: int,
+        model: str,
+        units: int,
+        *,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        fields: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        worker_protocol: bool = True,
+        seg: net_pb2.SegData | None = None,
+        payment: str | None = None,
+    ) -> httpx.Response:
+        """One AI request as go-livepeer's gateway sends it, paying for ``units`` at the
+        price it was quoted."""
+        seg = seg if seg is not None else self.ai_seg_data(session, capability, model)
+        fee = units * price_from_net(session.info.price_info)
+        if payment is None:
+            payment, _ = self.payment(session, fee)
+        headers = {
+            "Livepeer-Segment": base64.b64encode(seg.SerializeToString()).decode(),
+            "Livepeer-Payment": payment,
+        }
+        if worker_protocol:
+            headers["Authorization"] = "Livepeer-AI-Worker-1.0"
+        url = f"{session.info.transcoder}/{pipeline}"
+        if body is not None:
+            r = self.http.post(url, json=body, headers=headers)
+        else:
+            r = self.http.post(url, data=fields or {}, files=files or {}, headers=headers)
+        if r.status_code == 200:
+            session.balance -= fee
+        return r
 
     def close(self) -> None:
         self.channel.close()
