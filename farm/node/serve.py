@@ -41,6 +41,10 @@ def hypercorn_config(settings: NodeSettings) -> Any:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5.0
+    # Gateways keep their connection between segments and calls; hypercorn's 5 s default
+    # closes it under a gRPC client between two calls (go-livepeer's net/http keeps idle
+    # connections 90 s).
+    config.keep_alive_timeout = 90.0
     if settings.tls:
         config.certfile, config.keyfile, _ = node_certificate(settings)
     return config
