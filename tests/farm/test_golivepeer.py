@@ -208,10 +208,11 @@ def test_evicted_host_is_dropped_and_refused_until_unbanned(
 
 def test_unknown_grpc_method_is_unimplemented(node: Node) -> None:
     t = node.transcoder()
-    ping = t.channel.unary_unary("/net.Orchestrator/Ping")
-    with pytest.raises(grpc.RpcError) as e:
-        ping(b"", timeout=10)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    for method in ("/net.Orchestrator/Nothing", "/net.AIWorker/RegisterAIWorker"):
+        call = t.channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def _post(node: Node, headers: dict[str, str], body: bytes = b"") -> httpx.Response:
