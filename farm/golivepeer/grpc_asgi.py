@@ -120,7 +120,7 @@ class GrpcMount:
             return
         if scope["path"] != REGISTER_PATH or self._secret is None:
             # go-livepeer serves no transcoder service without remote transcoders either.
-            await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
+            await self._unimplemented(scope, receive, send)
             return
         request = await self._request(scope, receive, send, net_pb2.RegisterRequest)
         if request is None:
@@ -176,6 +176,19 @@ class GrpcMount:
 
         return wrapped
 
+    async def _unimplemented(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """UNIMPLEMENTED, once the request is read: answering before it is, the HTTP/2 stream
+        is reset and the client's connection lost for its next call."""
+        left = MAX_REQUEST_BYTES
+        while left > 0:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            left -= len(event.get("body", b""))
+            if not event.get("more_body", False):
+                break
+        await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
+
     async def _unary(self, scope: Scope, receive: Receive, send: Send, orch: Orchestrator) -> None:
         """One ``net.Orchestrator`` call: a request message in, a reply message out."""
         from farm.orchestrator import SegmentRefused
@@ -188,7 +201,7 @@ class GrpcMount:
             "Ping": (net_pb2.PingPong, lambda r: net_pb2.PingPong(value=orch.ping(r.value))),
         }
         if method not in handlers:
-            await self._finish(scope, send, Status.UNIMPLEMENTED, f"unknown method {scope['path']}")
+            await self._unimplemented(scope, receive, send)
             return
         kind, handle = handlers[method]
         request = await self._request(scope, receive, send, kind)
