@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -54,6 +56,7 @@ from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_words
+from farm.jobs import JobNotFound, JobView
 from farm.orchestrator.aiprices import ai_price_infos, quoted_price
 from farm.orchestrator.balances import Balances
 from farm.orchestrator.chainview import CachedChain
@@ -66,7 +69,7 @@ from farm.settings import NodeSettings
 if TYPE_CHECKING:
     from chain.client import ChainClient
 
-__all__ = ["PRICE_KEY", "Orchestrator", "SegmentRefused"]
+__all__ = ["PRICE_KEY", "Orchestrator", "SegmentRefused", "segment_job_id"]
 
 log = logging.getLogger(__name__)
 _EXPIRES = re.compile(r"[0-9]{1,18}")
@@ -464,11 +467,8 @@ class Orchestrator:
         """Run the segment on the cluster; the TranscodeResult for the gateway (an ``error``
         result when the work failed: the sender is not charged)."""
         result = net_pb2.TranscodeResult(seq=seg.seq)
-        job_id = f"orch-{session}-{seg.manifest_id}-{seg.seq}-{keccak256(data)[:4].hex()}"
         try:
-            job = self.client.submit(
-                data, seg.profiles, fmt=seg.format, duration=seg.duration_s, job_id=job_id
-            )
+            job = self._job(segment_job_id(session, seg, data), seg, data)
             done = self.client.wait(job, timeout=job_timeout_s(seg.duration_s))
         except NoCapacity:
             result.error = "OrchestratorCapped"
@@ -488,6 +488,20 @@ class Orchestrator:
             )
         )
         return result
+
+    def _job(self, job_id: str, seg: Segment, data: bytes) -> JobView:
+        """The job for a segment: the one already made for it unless that one failed."""
+        try:
+            job = self.client.get(job_id)
+        except JobNotFound:
+            pass
+        else:
+            if not job.final or job.state == "done":
+                return job
+            job_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        return self.client.submit(
+            data, seg.profiles, fmt=seg.format, duration=seg.duration_s, job_id=job_id
+        )
 
     def _transcode_data(self, seg: Segment, session: str, done: JobResult) -> net_pb2.TranscodeData:
         by_name = {r.name: r for r in done.renditions}
@@ -542,6 +556,14 @@ class Orchestrator:
         if self.chain is not None:
             self.chain.close()
         self._redis.close()
+
+
+def segment_job_id(session: str, seg: Segment, data: bytes) -> str:
+    """The job of a segment in a session. The same segment and ladder sent again (a gateway
+    retrying after a lost answer) is the same job: it is waited for, not transcoded twice."""
+    ladder = json.dumps([p.to_json() for p in seg.profiles], sort_keys=True)
+    digest = keccak256(data + ladder.encode() + seg.format.encode())[:6].hex()
+    return f"orch-{session}-{seg.manifest_id}-{seg.seq}-{digest}"
 
 
 def _stream_key(path: str) -> str:

@@ -14,6 +14,7 @@ Overhead = end-to-end time minus the engine's own time for that job (from the jo
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import statistics
 import tempfile
@@ -24,11 +25,12 @@ import redis
 
 from chain.devchain import bootstrap, start_anvil
 from chain.payment import price_from_net
-from chain.signing import keccak256
 from farm.client import FarmClient
 from farm.golivepeer import net_pb2
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from farm.orchestrator.segdata import decode_segment
+from farm.orchestrator.service import segment_job_id
 from tests.bench.bench_farm import overhead, pct
 from tests.farm.harness import Cluster, cluster_env
 from tests.farm.test_orchestrator import OrchestratorNode
@@ -59,7 +61,7 @@ def segment_overhead(
             session.info = result.info
             session.nonce = 0
             sid = seg.auth_token.session_id
-            job = client.get(f"orch-{sid}-bench-{seq}-{keccak256(data)[:4].hex()}")
+            job = client.get(segment_job_id(sid, decode_segment(_b64(seg)), data))
             assert job.result is not None
             engine = job.result["timings"]["engine"]
             if seq >= 3:  # warm-up: worker imports, first connections
@@ -68,6 +70,10 @@ def segment_overhead(
     finally:
         gw.close()
     return samples
+
+
+def _b64(seg: net_pb2.SegData) -> str:
+    return base64.b64encode(seg.SerializeToString()).decode()
 
 
 def _fee(session) -> object:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from chain.sender import fee_pixels, tickets_needed
 from chain.signing import Signer, keccak256, recover
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_bits
+from farm.jobs import JobStore
 from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.synth import make_segment
 from farm.orchestrator.segdata import flatten
@@ -157,6 +158,10 @@ def offchain(cluster: Cluster) -> Iterator[tuple[OrchestratorNode, LivepeerGatew
     node.close()
 
 
+def node_jobs(node: OrchestratorNode) -> JobStore:
+    return node.cluster.client().jobs
+
+
 def _pixels(rendition: bytes, fmt: str = "mpegts") -> int:
     """Decoded frames x width x height: what a go-livepeer gateway checks against ``pixels``."""
     import io
@@ -197,6 +202,12 @@ def test_gateway_transcodes_a_stream_in_one_session(
         assert result.seq == seq
         _check(result, renditions, LADDER)
         assert session.info.auth_token.session_id == info.auth_token.session_id
+    # The last segment sent again (a gateway retrying after a lost answer) is not
+    # transcoded again: the same job answers.
+    done = node_jobs(node).counts()["done"]
+    again, renditions = gw.transcode(session, "stream-1", 9, data, LADDER, 1000)
+    assert [s.pixels for s in again.data.segments] == [s.pixels for s in result.data.segments]
+    assert node_jobs(node).counts()["done"] == done
     gw.end(session)
 
 
