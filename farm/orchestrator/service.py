@@ -391,17 +391,15 @@ class Orchestrator:
         if self.receiver is None or self.queue is None or payment.params is None:
             return self.balances.get(payment.sender, session)
         params = payment.params
-        assert self.chain is not None
-        try:
-            if not _chain_call(lambda: self.chain.is_active_transcoder(self.address)):  # type: ignore[union-attr]
-                round_ = _chain_call(self.chain.current_round)
-                raise SegmentRefused(
-                    400,
-                    f"orchestrator 0x{self.address.hex()} is inactive in round {round_}, "
-                    "cannot process payments",
-                )
-        except ChainError as e:
-            raise SegmentRefused(500, "Internal Server Error") from e
+        chain = self.chain
+        assert chain is not None
+        if not _chain_call(partial(chain.is_active_transcoder, self.address)):
+            round_ = _chain_call(chain.current_round)
+            raise SegmentRefused(
+                400,
+                f"orchestrator 0x{self.address.hex()} is inactive in round {round_}, "
+                "cannot process payments",
+            )
         receiver = self.receiver
         credit = Fraction(0)
         error: TicketError | None = None
