@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from farm.blobstore import BlobMissing, RedisBlobStore, blob_store_from_url
+from farm.blobstore import (
+    BlobMissing,
+    BlobStoreFailed,
+    BlobUnavailable,
+    RedisBlobStore,
+    blob_store_from_url,
+)
 from farm.errors import ConfigError
 
 
@@ -35,6 +42,43 @@ def test_redis_store_with_ttl(redis_url: str) -> None:
             store.get("jobs/b/in")
     finally:
         store.close()
+
+
+def test_local_store_errors_are_the_farms(tmp_path: Path) -> None:
+    store = blob_store_from_url(f"file://{tmp_path}/blobs")
+    (tmp_path / "blobs" / "jobs").write_bytes(b"a file where a directory belongs")
+    # Every operation's OS error is a farm error that names the key and the OS's reason.
+    with pytest.raises(BlobStoreFailed, match=r"cannot write blob 'jobs/a/out/x.ts'.*Error\)"):
+        store.put("jobs/a/out/x.ts", b"x")
+    with pytest.raises(BlobStoreFailed, match="Not a directory"):
+        store.get("jobs/a/in")
+    with pytest.raises(BlobStoreFailed, match="Not a directory"):
+        store.delete("jobs/a/in")
+    (tmp_path / "blobs" / "dir").mkdir()
+    with pytest.raises(BlobStoreFailed, match="Is a directory"):
+        store.get("dir")
+    assert not list((tmp_path / "blobs").rglob(".tmp-*"))
+
+
+def test_redis_store_errors_are_the_farms(redis_url: str) -> None:
+    store = RedisBlobStore(redis_url)
+    try:
+        store._redis.rpush("farm:blob:jobs/c/in", b"not a string")
+        # Redis answered, with an error: waiting does not help.
+        with pytest.raises(BlobStoreFailed, match="WRONGTYPE"):
+            store.get("jobs/c/in")
+    finally:
+        store.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    gone = RedisBlobStore(f"redis://127.0.0.1:{closed}/0")
+    try:
+        for op in (lambda: gone.put("k", b"x"), lambda: gone.get("k"), lambda: gone.exists("k")):
+            with pytest.raises(BlobUnavailable, match="unreachable"):
+                op()
+    finally:
+        gone.close()
 
 
 def test_unknown_scheme() -> None:
