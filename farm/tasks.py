@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
+from farm.brokerwatch import lost_messages
 from farm.dispatch import job_timeout_s, publish
 from farm.errors import (
     AccessDenied,
@@ -440,7 +441,8 @@ def _gpu_index() -> int | None:
 
 
 def reconcile(app: Celery) -> dict[str, int]:
-    """Republish jobs queued or running past their deadline; fail those out of attempts."""
+    """Republish jobs queued or running past their deadline, running on a worker that is
+    gone, or queued in a broker that lost them; fail those out of attempts."""
 
     res = resources(app)
     counts = {"republished": 0, "failed": 0, "unroutable": 0}
@@ -448,6 +450,12 @@ def reconcile(app: Celery) -> dict[str, int]:
     names = {w.worker for w in live}
     stuck = {j.id: j for j in res.jobs.overdue()}
     stuck.update({j.id: j for j in res.jobs.orphaned(names)})
+    # A flushed or restarted broker lost every queued message: those jobs need not wait out
+    # their queued timeout.
+    lost = lost_messages(res.jobs, res.settings.broker_url)
+    if lost:
+        log.warning("republishing %d queued job(s) the broker lost", len(lost))
+    stuck.update({j.id: j for j in lost})
     for job in stuck.values():
         if job.kind == "ai":
             from farm.ai.tasks import republish_ai

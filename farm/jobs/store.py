@@ -20,12 +20,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import FarmError
 from farm.jobs import pg
-from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
+from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
 __all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
 
@@ -517,6 +517,42 @@ class JobStore:
                 .limit(limit * 10)
             ).all()
             return [_view(j) for j in jobs if j.worker not in live][:limit]
+
+    def queued(self, before: datetime, limit: int = 1000) -> list[JobView]:
+        """Jobs waiting in a queue, last published (or retried) before ``before``, oldest
+        first, whatever their deadline."""
+        with self._session() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state == JobState.QUEUED, Job.updated_at < before)
+                .order_by(Job.updated_at)
+                .limit(limit)
+            ).all()
+            return [_view(j) for j in jobs]
+
+    def meta(self, key: str) -> str | None:
+        """A shared fact (see :class:`~farm.jobs.models.Meta`), or None."""
+        with self._session() as s:
+            return s.execute(select(Meta.value).where(Meta.key == key)).scalar()
+
+    def swap_meta(self, key: str, old: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` if it is ``old`` now (None: not set): a compare-and-set, so
+        of several processes that saw the same ``old`` exactly one succeeds."""
+        try:
+            with self._session() as s:
+                if old is None:
+                    s.execute(insert(Meta).values(key=key, value=new, updated_at=utcnow()))
+                    return True
+                return bool(
+                    _exec(
+                        s,
+                        update(Meta)
+                        .where(Meta.key == key, Meta.value == old)
+                        .values(value=new, updated_at=utcnow()),
+                    ).rowcount
+                )
+        except IntegrityError:
+            return False  # another process set it first
 
     def counts(self) -> dict[str, int]:
         with self._session() as s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +14,19 @@ import redis
 from celery import Celery
 
 from farm import tasks
+from farm.brokerwatch import META_KEY
 from farm.celery_app import create_app
+from farm.embedded import EmbeddedRedis
 from farm.jobs import JobStore
-from farm.registry import Capabilities, Registry
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
+from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import ClusterSettings
+from tests.farm.harness import Cluster, cluster_env, wait_for
 
 QUEUE = "transcode.cpu.h264"
+GPU_QUEUE = "transcode.gpu.h264"
+LADDER = parse_profiles("P144p30fps16x9")
 SPEC = {"need": {"codec": "h264", "renditions": 1, "device": "cpu"}, "duration": 1.0}
 
 
@@ -92,3 +100,53 @@ def test_two_racing_reconcile_passes_republish_each_job_once(app: Celery, redis_
     for job_id in ids:
         job = store.get(job_id)
         assert (job.task_id, job.publishes) == (f"{job_id}.2", 2)
+
+
+def test_a_flushed_broker_has_its_queued_jobs_republished_at_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # One Redis for broker, result backend and registry, as most clusters run it; flushed
+    # whole while jobs wait in it. The queued timeout is far off: only noticing the flush can
+    # bring the jobs back in time.
+    broker = EmbeddedRedis(tmp_path / "redis", persist=False)
+    broker.start()
+    env = cluster_env(tmp_path, broker.url, postgres_url)
+    env["FARM_QUEUED_TIMEOUT_S"] = "300"
+    cluster = Cluster(tmp_path, env)
+    # An NVENC worker that advertises and never consumes: its jobs wait in the broker.
+    registry = cluster.registry()
+    nvenc = Heartbeat(
+        registry,
+        lambda: Capabilities(
+            worker="nvenc@test:1", queues=[GPU_QUEUE], capacity=4, gpu_codecs=["h264"]
+        ),
+    )
+    nvenc.start()
+    probe = redis.Redis(unix_socket_path=str(broker.socket))
+    try:
+        cluster.start_worker()
+        cluster.start_beat()
+        client = cluster.client()
+        segment = make_segment(160, 90, 30, 1.0)
+        jobs = [client.submit(segment, LADDER, duration=1.0, device="gpu") for _ in range(3)]
+        assert probe.llen(GPU_QUEUE) == 3
+        store = client.jobs
+        wait_for(lambda: store.meta(META_KEY), timeout=30, what="the broker's identity recorded")
+        flushed = time.monotonic()
+        probe.flushall()
+        wait_for(
+            lambda: all(store.get(j.id).publishes == 2 for j in jobs) and probe.llen(GPU_QUEUE),
+            timeout=60,
+            what="the lost jobs republished",
+        )
+        recovered = time.monotonic() - flushed
+        assert recovered < 15, (recovered, cluster.logs())
+        messages = [json.loads(m)["headers"]["id"] for m in probe.lrange(GPU_QUEUE, 0, -1)]
+        assert sorted(messages) == sorted(f"{j.id}.2" for j in jobs), cluster.logs()
+        assert all(store.get(j.id).state == "queued" for j in jobs)
+    finally:
+        nvenc.stop()
+        registry.close()
+        probe.close()
+        cluster.stop()
+        broker.stop()
