@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import redis
 from celery import Celery
 
 from farm import tasks
+from farm.beatlock import BEAT_LOCK_KEY
 from farm.brokerwatch import META_KEY
 from farm.celery_app import create_app
 from farm.embedded import EmbeddedRedis
@@ -150,3 +152,51 @@ def test_a_flushed_broker_has_its_queued_jobs_republished_at_once(
         probe.close()
         cluster.stop()
         broker.stop()
+
+
+def test_a_second_beat_waits_for_the_first_and_takes_over_when_it_dies(
+    tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    env = cluster_env(tmp_path, redis_url, postgres_url)
+    env["FARM_BEAT_LOCK_S"] = "2"
+    cluster = Cluster(tmp_path, env)
+    probe = redis.Redis.from_url(redis_url)
+
+    def holder() -> str:
+        value = probe.get(BEAT_LOCK_KEY)
+        return value.decode() if isinstance(value, bytes) else ""
+
+    def beat(name: str) -> subprocess.Popen[bytes]:
+        schedule = str(tmp_path / f"{name}-schedule")
+        return cluster.spawn(
+            "beat", "--schedule", schedule, "--loglevel", "INFO", log=f"{name}.log"
+        )
+
+    try:
+        first = beat("beat-a")
+        wait_for(lambda: f":{first.pid}:" in holder(), timeout=30, what="the first beat's lock")
+        second = beat("beat-b")
+        log_b = tmp_path / "beat-b.log"
+        wait_for(
+            lambda: log_b.exists() and "waiting to take over" in log_b.read_text(),
+            timeout=30,
+            what="the second beat to say it waits",
+        )
+        assert f":{first.pid}:" in log_b.read_text()
+        wait_for(
+            lambda: "beat: Starting" in (tmp_path / "beat-a.log").read_text(),
+            timeout=30,
+            what="the first beat to schedule",
+        )
+        assert "beat: Starting" not in log_b.read_text()
+        cluster.kill9(first)
+        wait_for(lambda: f":{second.pid}:" in holder(), timeout=30, what="the second to take over")
+        wait_for(
+            lambda: "beat: Starting" in log_b.read_text(),
+            timeout=30,
+            what="the second beat to schedule",
+        )
+        assert "taken over" in log_b.read_text()
+    finally:
+        probe.close()
+        cluster.stop()
