@@ -13,6 +13,7 @@ from farm.blobstore import (
     BlobStoreFailed,
     BlobUnavailable,
     RedisBlobStore,
+    S3BlobStore,
     blob_store_from_url,
 )
 from farm.errors import ConfigError
@@ -84,3 +85,26 @@ def test_redis_store_errors_are_the_farms(redis_url: str) -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(ConfigError, match="unsupported blob store URL"):
         blob_store_from_url("ftp://example/x")
+
+
+def test_an_unreachable_s3_store_is_a_blink(tmp_path: Path) -> None:
+    pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    store = S3BlobStore(
+        "bucket",
+        "farm",
+        endpoint_url=f"http://127.0.0.1:{closed}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    for op in (
+        lambda: store.put("jobs/a/in", b"x"),
+        lambda: store.get("jobs/a/in"),
+        lambda: store.exists("jobs/a/in"),
+        lambda: store.delete("jobs/a/in"),
+    ):
+        with pytest.raises(BlobUnavailable, match="S3 cannot"):
+            op()
