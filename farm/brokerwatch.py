@@ -28,6 +28,7 @@ __all__ = ["EPOCH_KEY", "broker_changed", "broker_identity", "lost_messages"]
 
 log = logging.getLogger(__name__)
 
+_REDIS = ("redis://", "rediss://", "redis+socket://")
 #: The broker key whose absence means the broker lost its data.
 EPOCH_KEY = "farm:broker:epoch"
 #: Where the job table keeps the broker identity the reconciler last saw.
@@ -39,13 +40,16 @@ LOST_AT_KEY = "broker_lost_at"
 def broker_identity(broker_url: str) -> str | None:
     """The broker instance's identity now (``run_id/epoch``), setting the epoch key when it
     is missing; None for a broker that has none (not Redis)."""
-    if not broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+    if not broker_url.startswith(_REDIS):
         return None
     client = redis.Redis.from_url(redis_py_url(broker_url), socket_timeout=5)
     try:
         client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True)
         epoch = client.get(EPOCH_KEY)
-        run_id = client.info("server").get("run_id", "")
+        try:
+            run_id = client.info("server").get("run_id", "")
+        except redis.ResponseError:  # INFO refused (an ACL, a managed Redis): the epoch alone
+            run_id = ""
     finally:
         client.close()
     return f"{run_id}/{epoch.decode() if isinstance(epoch, bytes) else epoch}"
@@ -79,6 +83,8 @@ def lost_messages(jobs: JobStore, broker_url: str) -> list[JobView]:
     broker was last found flushed or restarted (checked now). A job no worker could take yet
     stays in this list until it is republished, so a registry that shares the broker's Redis
     and was flushed with it delays it only until the workers' next heartbeat."""
+    if not broker_url.startswith(_REDIS):
+        return []
     broker_changed(jobs, broker_url)
     lost_at = jobs.meta(LOST_AT_KEY)
     if lost_at is None:
