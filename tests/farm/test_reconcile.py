@@ -16,7 +16,7 @@ from celery import Celery
 
 from farm import tasks
 from farm.beatlock import BEAT_LOCK_KEY
-from farm.brokerwatch import META_KEY
+from farm.brokerwatch import META_KEY, broker_changed, lost_messages
 from farm.celery_app import create_app
 from farm.embedded import EmbeddedRedis
 from farm.jobs import JobStore
@@ -200,3 +200,25 @@ def test_a_second_beat_waits_for_the_first_and_takes_over_when_it_dies(
     finally:
         probe.close()
         cluster.stop()
+
+
+def test_a_broker_flush_is_noticed_once_and_names_the_jobs_it_lost(
+    redis_url: str, postgres_url: str
+) -> None:
+    store = JobStore(postgres_url)
+    store.create_schema()
+    try:
+        assert not broker_changed(store, redis_url)  # the first look: nothing to compare
+        assert not broker_changed(store, redis_url)
+        _overdue_jobs(store, 2)
+        assert lost_messages(store, redis_url) == []
+        client = redis.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
+        assert [broker_changed(store, redis_url) for _ in range(2)] == [True, False]
+        assert sorted(j.id for j in lost_messages(store, redis_url)) == ["race00", "race01"]
+        # Republished since: no longer lost.
+        store.republished(store.get("race00"), "race00.2", QUEUE)
+        assert [j.id for j in lost_messages(store, redis_url)] == ["race01"]
+    finally:
+        store.engine.dispose()
