@@ -12,7 +12,7 @@ from celery import Celery
 
 from farm import tasks
 from farm.celery_app import create_app
-from farm.media.engine import EngineOptions, TranscodeResult
+from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.synth import make_segment
 from farm.settings import ClusterSettings
@@ -95,3 +95,25 @@ def test_an_unexpected_error_fails_the_attempt_with_its_class_and_message(app: C
     assert [(a.outcome, a.error) for a in job.attempt_log] == [
         ("failed", "RuntimeError: the engine fell over")
     ] * 3
+
+
+def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> None:
+    res = tasks.resources(app)
+    key = tasks.output_key("late", LADDER[0].name, "mpegts")
+
+    def finished_elsewhere_meanwhile(
+        data: bytes, profiles: list[VideoProfile], opts: EngineOptions
+    ) -> TranscodeResult:
+        # While this attempt transcodes, another one stores its rendition and wins the job.
+        res.blobs.put(key, b"the winner's rendition")
+        res.jobs.start_attempt("late", "late.1", "elsewhere/1")
+        assert res.jobs.complete("late", "late.1", "elsewhere/1", {"renditions": [key]})
+        return transcode(data, profiles, opts)
+
+    tasks.use_engine(finished_elsewhere_meanwhile)
+    spec = _submit(app, "late")
+    outcome = app.tasks["farm.transcode"].apply(args=["late", spec], task_id="late.1")
+    assert outcome.result == {"job_id": "late", "skipped": True, "state": "superseded"}
+    assert res.blobs.get(key) == b"the winner's rendition"
+    job = res.jobs.get("late")
+    assert (job.state, job.completed_by) == ("done", "elsewhere/1:late.1")
