@@ -11,11 +11,13 @@ task overwrites the same keys (idempotent).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from farm.errors import ConfigError, FarmError, RetryableError
@@ -23,6 +25,7 @@ from farm.errors import ConfigError, FarmError, RetryableError
 __all__ = [
     "BlobMissing",
     "BlobStore",
+    "BlobStoreFailed",
     "BlobUnavailable",
     "LocalBlobStore",
     "RedisBlobStore",
@@ -30,6 +33,7 @@ __all__ = [
     "blob_store_from_url",
 ]
 
+_T = TypeVar("_T")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,511}")
 
 
@@ -40,9 +44,42 @@ class BlobMissing(FarmError):
 
 
 class BlobUnavailable(RetryableError):
-    """Raised when the store cannot be reached."""
+    """Raised when the store cannot be reached (a blink a caller may wait out)."""
 
     code = "blob_unavailable"
+
+
+class BlobStoreFailed(RetryableError):
+    """Raised when the store answered but refused or failed the operation: a permission, a
+    full or read-only disk, a Redis out of memory, an S3 access error. Waiting does not help;
+    another attempt, on another worker, may succeed."""
+
+    code = "blob_store_failed"
+
+
+#: OS errors of a local (or network-mounted) directory that may pass by themselves.
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.EIO,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+    }
+)
+
+
+def _os_error(e: OSError, doing: str, key: str, where: str) -> FarmError:
+    """The farm's error for an OS error of a local blob store."""
+    what = f"cannot {doing} blob {key!r} in {where}: {e.strerror or e}"
+    if e.errno in _TRANSIENT_ERRNOS:
+        return BlobUnavailable(what)
+    return BlobStoreFailed(f"{what} ({type(e).__name__})")
 
 
 def _check_key(key: str) -> str:
@@ -78,15 +115,18 @@ class LocalBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as e:
+            raise _os_error(e, "write", key, self.url) from e
+        finally:
+            if tmp is not None and os.path.lexists(tmp):
+                Path(tmp).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
@@ -94,13 +134,19 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"blob {key!r} not found in {self.url}") from None
         except OSError as e:
-            raise BlobUnavailable(f"cannot read blob {key!r}: {e.strerror}") from e
+            raise _os_error(e, "read", key, self.url) from e
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as e:
+            raise _os_error(e, "delete", key, self.url) from e
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return self._path(key).is_file()
+        except OSError as e:
+            raise _os_error(e, "look up", key, self.url) from e
 
 
 class RedisBlobStore:
@@ -113,28 +159,38 @@ class RedisBlobStore:
         self.ttl_s = ttl_s
         self.prefix = prefix
         self._redis = redis.Redis.from_url(url)
-        self._errors: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._unreachable: tuple[type[Exception], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+        )
+        self._error: type[Exception] = redis.RedisError
+
+    def _call(self, doing: str, key: str, op: Callable[[str], _T]) -> _T:
+        """``op(redis key)`` with Redis's errors as the farm's."""
+        name = self.prefix + _check_key(key)
+        try:
+            return op(name)
+        except self._unreachable as e:
+            raise BlobUnavailable(f"Redis blob store unreachable: {e}") from e
+        except self._error as e:  # out of memory, read-only replica, an ACL refusal
+            raise BlobStoreFailed(
+                f"Redis blob store cannot {doing} blob {key!r}: {e} ({type(e).__name__})"
+            ) from e
 
     def put(self, key: str, data: bytes) -> None:
-        try:
-            self._redis.set(self.prefix + _check_key(key), data, ex=self.ttl_s)
-        except self._errors as e:
-            raise BlobUnavailable(f"Redis blob store unreachable: {e}") from e
+        self._call("write", key, lambda k: self._redis.set(k, data, ex=self.ttl_s))
 
     def get(self, key: str) -> bytes:
-        try:
-            data = self._redis.get(self.prefix + _check_key(key))
-        except self._errors as e:
-            raise BlobUnavailable(f"Redis blob store unreachable: {e}") from e
+        data = self._call("read", key, self._redis.get)
         if data is None:
             raise BlobMissing(f"blob {key!r} not found (expired after {self.ttl_s} s?)")
         return bytes(data)  # type: ignore[arg-type]
 
     def delete(self, key: str) -> None:
-        self._redis.delete(self.prefix + _check_key(key))
+        self._call("delete", key, self._redis.delete)
 
     def exists(self, key: str) -> bool:
-        return bool(self._redis.exists(self.prefix + _check_key(key)))
+        return bool(self._call("look up", key, self._redis.exists))
 
     def close(self) -> None:
         self._redis.close()
@@ -144,13 +200,11 @@ class S3BlobStore:
     """An S3-compatible bucket through boto3 (``pip install livepeer-farm[s3]``).
 
     Credentials come from boto3's usual sources (``AWS_ACCESS_KEY_ID`` and
-    ``AWS_SECRET_ACCESS_KEY``, a profile, an instance role). Every failure but a missing key
-    is :class:`BlobUnavailable` naming the bucket: a wrong bucket or credentials are never
-    read as "the blob is not there".
+    ``AWS_SECRET_ACCESS_KEY``, a profile, an instance role). A missing key is BlobMissing; a
+    blink (connection, timeout, throttling, a 5xx) is BlobUnavailable; a refusal (access
+    denied, no such bucket, a bad request) is BlobStoreFailed, naming the bucket: a wrong
+    bucket or credentials are never read as "the blob is not there".
     """
-
-    #: Error codes S3 gives for a key that is not in the bucket (HEAD answers a bare 404).
-    _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
     def __init__(self, bucket: str, prefix: str = "", **client_args: Any) -> None:
         try:
@@ -171,53 +225,77 @@ class S3BlobStore:
         self._s3 = boto3.client("s3", config=config, **client_args)
         self._client_error = botocore.exceptions.ClientError
         self._errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+        self._unreachable = (
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError,
+        )
+
+    def _error(self, e: Exception, doing: str, key: str) -> FarmError:
+        """The farm's error for a boto3 error: a missing key, a blink (connection, timeout,
+        throttling, a 5xx), or a refusal (access denied, no such bucket, a bad request)."""
+        what = f"S3 cannot {doing} blob {key!r} in {self.url}: {e}"
+        if isinstance(e, self._client_error):
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return BlobMissing(f"blob {key!r} not found in {self.url}")
+            if status >= 500 or code in _S3_TRANSIENT:
+                return BlobUnavailable(what)
+            return BlobStoreFailed(f"{what} ({code or type(e).__name__})")
+        if isinstance(e, self._unreachable):
+            return BlobUnavailable(what)
+        return BlobStoreFailed(f"{what} ({type(e).__name__})")
 
     def _key(self, key: str) -> str:
         return self.prefix + _check_key(key)
-
-    def _missing(self, e: Exception) -> bool:
-        if not isinstance(e, self._client_error):
-            return False
-        return e.response.get("Error", {}).get("Code") in self._MISSING
-
-    def _unavailable(self, what: str, key: str, e: Exception) -> BlobUnavailable:
-        return BlobUnavailable(f"S3 {what} of {key!r} in {self.url} failed: {e}")
 
     def put(self, key: str, data: bytes) -> None:
         try:
             self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except self._errors as e:
-            raise self._unavailable("put", key, e) from e
+            raise self._error(e, "write", key) from e
 
     def get(self, key: str) -> bytes:
         try:
             obj = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
             return bytes(obj["Body"].read())
         except self._errors as e:
-            if self._missing(e):
-                raise BlobMissing(f"blob {key!r} not found in {self.url}") from e
-            raise self._unavailable("get", key, e) from e
+            raise self._error(e, "read", key) from e
 
     def delete(self, key: str) -> None:
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
         except self._errors as e:
-            raise self._unavailable("delete", key, e) from e
+            raise self._error(e, "delete", key) from e
 
     def exists(self, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
         except self._errors as e:
-            if not self._missing(e):
-                raise self._unavailable("head", key, e) from e
+            error = self._error(e, "look up", key)
+            if not isinstance(error, BlobMissing):
+                raise error from e
         else:
             return True
         # HEAD answers a bare 404 for a missing bucket too: make sure it is only the key.
         try:
             self._s3.head_bucket(Bucket=self.bucket)
         except self._errors as e:
-            raise self._unavailable("head", key, e) from e
+            error = self._error(e, "look up", key)
+            raise (
+                BlobStoreFailed(f"S3 bucket {self.bucket!r} of {self.url} is not there")
+                if isinstance(error, BlobMissing)
+                else error
+            ) from e
         return False
+
+
+#: S3 error codes that pass by themselves (throttling, a busy or restarting server).
+_S3_TRANSIENT = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTimeout"}
+)
 
 
 def blob_store_from_url(url: str) -> BlobStore:

@@ -97,6 +97,7 @@ def register_chain_tasks(app: Celery, settings: ClusterSettings) -> None:
         autoretry_for=(ChainUnavailable,),
         retry_backoff=True,
         max_retries=5,
+        shared=False,
     )
     def redeem() -> dict[str, Any]:
         report = _service(settings, "redeem").run_once()
@@ -124,6 +125,7 @@ def register_chain_tasks(app: Celery, settings: ClusterSettings) -> None:
         autoretry_for=(ChainUnavailable,),
         retry_backoff=True,
         max_retries=5,
+        shared=False,
     )
     def reward() -> str:
         service = _service(settings, "reward")

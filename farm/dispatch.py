@@ -20,14 +20,18 @@ MIN_TIMEOUT_S = 8.0
 
 
 def time_limits(duration_s: float | None) -> tuple[float, float]:
-    """(soft, hard) limits: go-livepeer's max(8 s, 4 x duration), plus a grace for cleanup."""
+    """(soft, hard) limits. The soft limit bounds the transcode: go-livepeer's max(8 s,
+    4 x duration). The hard limit comes after the job's deadline (job_timeout_s): a worker
+    keeps a finished result until the job store records it, up to that deadline, and is not
+    killed while it waits; only a transcode that ignores its soft limit is."""
     soft = max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0))
-    return soft, soft + 5.0
+    return soft, job_timeout_s(duration_s) + 2.0
 
 
 def job_timeout_s(duration_s: float | None) -> float:
-    """How long one run of a job may take before the reconciler republishes it."""
-    return time_limits(duration_s)[1] + 5.0
+    """How long one run of a job may take before the reconciler republishes it: the soft
+    limit and 10 s to store and record its result."""
+    return max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0)) + 10.0
 
 
 def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:

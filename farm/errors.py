@@ -37,6 +37,7 @@ __all__ = [
     "TranscodeTimeout",
     "UnsupportedCodec",
     "VerificationFailed",
+    "WorkerFailed",
 ]
 
 
@@ -129,6 +130,13 @@ class EngineFailure(RetryableError):
     """Raised when the media library fails on input that looked valid."""
 
     code = "engine_failure"
+
+
+class WorkerFailed(RetryableError):
+    """Raised when an attempt failed with an error the farm does not know (a bug, an
+    unmapped OS error); its class and message are kept, and another attempt may succeed."""
+
+    code = "worker_error"
 
 
 class NoCapacity(FarmError):

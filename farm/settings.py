@@ -175,6 +175,9 @@ class ClusterSettings(FarmBaseSettings):
     heartbeat_s: float = Field(2.0, gt=0)
     #: Seconds between reconciler passes.
     reconcile_s: float = Field(5.0, gt=0)
+    #: Seconds the single beat's lock (in the registry's Redis) outlives its last renewal: a
+    #: second ``farm beat`` takes over this long after the first dies.
+    beat_lock_s: float = Field(15.0, ge=1)
     #: Seconds a published job may wait in its queue before the reconciler republishes it
     #: (a broker that restarted without persistence lost it).
     queued_timeout_s: float = Field(60.0, gt=0)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -17,7 +17,8 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
-from farm.blobstore import BlobMissing
+from farm.blobstore import BlobMissing, BlobStoreFailed
+from farm.brokerwatch import lost_messages
 from farm.dispatch import job_timeout_s, publish
 from farm.errors import (
     AccessDenied,
@@ -28,6 +29,7 @@ from farm.errors import (
     RetryableError,
     TranscodeTimeout,
     VerificationFailed,
+    WorkerFailed,
 )
 from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
@@ -107,6 +109,8 @@ class JobOps(Protocol):
 
     def last_error(self, job_id: str) -> str | None: ...
 
+    def unfinished(self, job_id: str) -> bool: ...
+
 
 class BlobOps(Protocol):
     """Reading a job's input and writing its renditions (a blob store, or signed URLs)."""
@@ -156,6 +160,7 @@ def register_tasks(app: Celery) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
         throws=(JobFailed,),
+        shared=False,
     )
     def transcode_task(
         self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
@@ -166,11 +171,11 @@ def register_tasks(app: Celery) -> None:
             )
         return _run_transcode(self, app, job_id, spec)
 
-    @app.task(name="farm.reconcile", ignore_result=True)
+    @app.task(name="farm.reconcile", ignore_result=True, shared=False)
     def reconcile_task() -> dict[str, int]:
         return reconcile(app)
 
-    @app.task(name="farm.ping")
+    @app.task(name="farm.ping", shared=False)
     def ping_task() -> str:
         return "pong"
 
@@ -208,13 +213,15 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
         return {"job_id": job_id, "skipped": True, "state": claim.status}
     # Once claimed, the outcome must reach the job row: a store that is down for a moment is
-    # waited for until the soft limit, not left for the reconciler to run the job again.
+    # waited for, not left for the reconciler to run the job again. The input is waited for
+    # until the soft limit (a transcode must still fit); a finished result, its renditions and
+    # a failure are kept until the job's deadline, which the hard limit outlasts
+    # (farm.dispatch.time_limits).
     soft = task.request.timelimit[1] if task.request.timelimit else None
-    record_by = time.monotonic() + (
-        float(soft) - (time.perf_counter() - started) - 1.0
-        if soft
-        else job_timeout_s(spec.get("duration"))
-    )
+    begun = time.monotonic() - (time.perf_counter() - started)
+    deadline = begun + job_timeout_s(spec.get("duration"))
+    fetch_by = min(deadline, begun + float(soft) - 1.0) if soft else deadline
+    record_by = deadline - 1.0
     if claim.status == "exhausted":
         last = jobs.last_error(job_id) or "the worker was lost each time"
         message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
@@ -229,9 +236,20 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
     timings: dict[str, float] = {}
+    fail = partial(
+        _failed,
+        task,
+        jobs,
+        job_id,
+        task_id,
+        worker,
+        max_attempts=res.settings.max_attempts,
+        attempts=claim.attempts,
+        record_by=record_by,
+    )
     try:
         fetch = partial(blobs.get, spec["input_key"])
-        data = _until_reachable(fetch, job_id, record_by, "fetching the input of")
+        data = _until_reachable(fetch, job_id, fetch_by, "fetching the input of")
         timings["fetch"] = time.perf_counter() - started
         profiles = profiles_from_json(spec["profiles"])
         opts = EngineOptions(
@@ -253,74 +271,95 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         if result.verification is not None:
             timings["verify"] = result.timings.get("verify", 0.0)
             metrics.segment_verified(timings["verify"])
-        t = time.perf_counter()
-        renditions = []
-        for r in result.renditions:
-            key = output_key(job_id, r.profile.name, r.fmt)
-            put = partial(blobs.put, key, r.data)
-            _until_reachable(put, job_id, record_by, "storing a rendition of")
-            renditions.append({**r.summary(), "key": key})
-        timings["store"] = time.perf_counter() - t
     except AccessDenied as e:
         # A remote transcoder whose job another worker holds now: not ours to fail.
         log.warning("job %s moved on from %s: %s", job_id, worker, e)
         return {"job_id": job_id, "skipped": True, "state": "superseded"}
-    except (SoftTimeLimitExceeded, FarmError) as e:
-        error = _classify(e, task)
-        return _failed(
-            task,
-            jobs,
+    except Exception as e:
+        return fail(_classify(e, task))
+    # The result exists: from here it is kept until it is recorded (or the job's deadline).
+    try:
+        t = time.perf_counter()
+        renditions = []
+        for r in result.renditions:
+            key = output_key(job_id, r.profile.name, r.fmt)
+            put = partial(_put_unfinished, jobs, blobs, job_id, key, r.data)
+            _until_reachable(put, job_id, record_by, "storing a rendition of")
+            renditions.append({**r.summary(), "key": key})
+        timings["store"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started
+        payload = {
+            "job_id": job_id,
+            "renditions": renditions,
+            "decoder": result.decoder,
+            "decoded_frames": result.decoded_frames,
+            "decoded_pixels": result.decoded_pixels,
+            "encoded_pixels": result.encoded_pixels,
+            "input_start": result.input_start,
+            "input_duration": result.input_duration,
+            "worker": worker,
+            "timings": timings,
+        }
+        # The write is idempotent (a repeat after a lost answer finds the job done), so it is
+        # safe to repeat while the store is unreachable.
+        won = _until_reachable(
+            lambda: jobs.complete(job_id, task_id, worker, payload, timings),
             job_id,
-            task_id,
-            worker,
-            error,
-            res.settings.max_attempts,
-            claim.attempts,
             record_by,
+            "recording",
         )
-    timings["total"] = time.perf_counter() - started
-    payload = {
-        "job_id": job_id,
-        "renditions": renditions,
-        "decoder": result.decoder,
-        "decoded_frames": result.decoded_frames,
-        "decoded_pixels": result.decoded_pixels,
-        "encoded_pixels": result.encoded_pixels,
-        "input_start": result.input_start,
-        "input_duration": result.input_duration,
-        "worker": worker,
-        "timings": timings,
-    }
-    # The write is idempotent (a repeat after a lost answer finds the job done), so it is
-    # safe to repeat while the store is unreachable.
-    if _until_reachable(
-        lambda: jobs.complete(job_id, task_id, worker, payload, timings),
-        job_id,
-        record_by,
-        "recording",
-    ):
+    except AccessDenied as e:
+        # The job finished meanwhile (another attempt won): its renditions are not rewritten.
+        log.warning("job %s moved on from %s: %s", job_id, worker, e)
+        return {"job_id": job_id, "skipped": True, "state": "superseded"}
+    except (DBAPIError, redis.RedisError) as e:
+        if is_unreachable(e):
+            raise  # still down at the job's deadline: the reconciler takes it from here
+        return fail(_classify(e, task))
+    except Exception as e:
+        return fail(_classify(e, task))
+    if won:
         metrics.segment_transcoded(
             [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
         )
     return payload
 
 
+def _put_unfinished(jobs: JobOps, blobs: BlobOps, job_id: str, key: str, data: bytes) -> None:
+    """Store a rendition unless the job is final: a done job's renditions are never rewritten
+    by a late attempt. (A remote transcoder's node refuses to sign a final job's URLs.)"""
+    if not jobs.unfinished(job_id):
+        raise AccessDenied(f"job {job_id} is final; not rewriting its renditions")
+    blobs.put(key, data)
+
+
 def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:
     """``op`` on the job or blob store, again while the store (or, on a remote transcoder,
     the node API) is unreachable, until ``until`` (time.monotonic()); then the last error
-    is raised. A blink of a store neither spends the job's attempts nor loses its result."""
+    is raised. A blink of a store neither spends the job's attempts nor loses its result.
+    The task's soft time limit, should it pass meanwhile, bounds the transcode, not this."""
     delay = 0.25
     while True:
         try:
             return op()
+        except SoftTimeLimitExceeded:
+            if time.monotonic() >= until:
+                raise
+            log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
+            continue
         except (DBAPIError, redis.RedisError, RetryableError) as e:
+            if isinstance(e, BlobStoreFailed):
+                raise  # the store answered: waiting does not help
             if not isinstance(e, RetryableError) and not is_unreachable(e):
                 raise
             if time.monotonic() + delay > until:
                 log.error("store unreachable %s job %s, giving up: %s", doing, job_id, e)
                 raise
             log.warning("store unreachable %s job %s, retrying: %s", doing, job_id, e)
-        time.sleep(delay)
+        try:
+            time.sleep(delay)
+        except SoftTimeLimitExceeded:
+            log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
         delay = min(delay * 2, 2.0)
 
 
@@ -355,13 +394,17 @@ def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
 
 
 def _classify(error: BaseException, task: Task) -> FarmError:
-    """The farm error an attempt failed with (retryable or not is its type)."""
+    """The farm error an attempt failed with (retryable or not is its type). An error the
+    farm does not know (a bug, an OS error nothing mapped) fails the attempt as retryable,
+    with its class and message, so the job never stays running and its cause is kept."""
     if isinstance(error, SoftTimeLimitExceeded):
         return TranscodeTimeout(f"transcode exceeded its {task.request.timelimit} s limit")
     if isinstance(error, BlobMissing):
         return InputMissing(str(error))
-    assert isinstance(error, FarmError)
-    return error
+    if isinstance(error, FarmError):
+        return error
+    log.error("unexpected error in job attempt", exc_info=error)
+    return WorkerFailed(f"{type(error).__name__}: {error}")
 
 
 def _failed(
@@ -371,10 +414,11 @@ def _failed(
     task_id: str,
     worker: str,
     error: FarmError,
+    *,
     max_attempts: int,
     attempts: int,
     record_by: float,
-) -> dict[str, Any]:
+) -> NoReturn:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
     recorded = _until_reachable(
@@ -406,7 +450,8 @@ def _gpu_index() -> int | None:
 
 
 def reconcile(app: Celery) -> dict[str, int]:
-    """Republish jobs queued or running past their deadline; fail those out of attempts."""
+    """Republish jobs queued or running past their deadline, running on a worker that is
+    gone, or queued in a broker that lost them; fail those out of attempts."""
 
     res = resources(app)
     counts = {"republished": 0, "failed": 0, "unroutable": 0}
@@ -414,6 +459,12 @@ def reconcile(app: Celery) -> dict[str, int]:
     names = {w.worker for w in live}
     stuck = {j.id: j for j in res.jobs.overdue()}
     stuck.update({j.id: j for j in res.jobs.orphaned(names)})
+    # A flushed or restarted broker lost every queued message: those jobs need not wait out
+    # their queued timeout.
+    lost = lost_messages(res.jobs, res.settings.broker_url)
+    if lost:
+        log.warning("republishing %d queued job(s) the broker lost", len(lost))
+    stuck.update({j.id: j for j in lost})
     for job in stuck.values():
         if job.kind == "ai":
             from farm.ai.tasks import republish_ai
@@ -449,7 +500,7 @@ def reconcile(app: Celery) -> dict[str, int]:
                 metrics.job_failed(NoCapacity.code)
             continue
         task_id = f"{job.id}.{job.publishes + 1}"
-        if res.jobs.republished(job.id, task_id, route.queue):
+        if res.jobs.republished(job, task_id, route.queue):
             publish(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=job.spec)
             counts["republished"] += 1
             metrics.job_republished()

@@ -60,7 +60,12 @@ def register_ai_tasks(app: Celery) -> None:
     """Define the AI task on ``app``."""
 
     @app.task(
-        name=AI_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(JobFailed,)
+        name=AI_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        throws=(JobFailed,),
+        shared=False,
     )
     def ai_task(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         return _AIAttempt(self, app, job_id, spec).run()
@@ -180,8 +185,9 @@ class _AIAttempt:
             self.job_id, self.task_id, self.worker, error.code, str(error), final=False
         )
         spec = {**self.spec, "tried": tried, "reasons": reasons}
-        task_id = f"{self.job_id}.{jobs.get(self.job_id).publishes + 1}"
-        if jobs.republished(self.job_id, task_id, route.queue, spec=spec):
+        seen = jobs.get(self.job_id)
+        task_id = f"{self.job_id}.{seen.publishes + 1}"
+        if jobs.republished(seen, task_id, route.queue, spec=spec):
             publish_ai(self.app, queue=route.queue, job_id=self.job_id, task_id=task_id, spec=spec)
         metrics.ai_job_moved(self.pipeline, self.model_id, error.code)
         log.warning("job %s moves from %s to %s: %s", self.job_id, self.worker, route.queue, error)
@@ -218,7 +224,7 @@ def republish_ai(app: Celery, res: Resources, job: JobView, live: list[Capabilit
             return "failed"
         return "skipped"
     task_id = f"{job.id}.{job.publishes + 1}"
-    if not res.jobs.republished(job.id, task_id, route.queue, spec=spec):
+    if not res.jobs.republished(job, task_id, route.queue, spec=spec):
         return "skipped"
     publish_ai(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=spec)
     metrics.job_republished()

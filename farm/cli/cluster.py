@@ -144,12 +144,22 @@ def node_cmd(
 )
 @click.option("--loglevel", default="INFO", show_default=True)
 def beat_cmd(schedule: Path, loglevel: str) -> None:
-    """Run celery beat: the reconciler (and, with a chain configured, rewards and redemption)."""
+    """Run celery beat: the reconciler (and, with a chain configured, rewards and redemption).
+
+    One beat runs per cluster: a second one waits for the first's lock, and takes over when
+    the first stops."""
+    from farm.beatlock import BeatLock
     from farm.celery_app import create_app
 
     settings: ClusterSettings = _load(ClusterSettings)
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    create_app(settings).start(["beat", f"--schedule={schedule}", f"--loglevel={loglevel}"])
+    lock = BeatLock(settings.redis_registry_url(), settings.beat_lock_s)
+    lock.acquire()
+    lock.keep()
+    try:
+        create_app(settings).start(["beat", f"--schedule={schedule}", f"--loglevel={loglevel}"])
+    finally:
+        lock.release()
 
 
 @click.command("flower")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Attempt", "Base", "Job", "JobState"]
+__all__ = ["Attempt", "Base", "Job", "JobState", "Meta"]
 
 
 def utcnow() -> datetime:
@@ -81,3 +81,14 @@ class Attempt(Base):
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="attempt_log")
+
+
+class Meta(Base):
+    """Small facts the cluster's processes share, e.g. which broker instance the reconciler
+    last saw (farm.brokerwatch)."""
+
+    __tablename__ = "farm_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

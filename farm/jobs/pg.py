@@ -39,16 +39,25 @@ UNION ALL
 SELECT NULL, state, 0 FROM farm_jobs WHERE id = :job_id AND NOT EXISTS (SELECT 1 FROM claimed)
 """)
 
+# The winner's attempt is "done" even when a later claim marked it "lost" meanwhile (the
+# reconciler gave up on it, yet it finished first), so the attempt log agrees with
+# completed_by; a losing attempt that was still running is "done" too, and one marked lost
+# stays lost.
 _COMPLETE = text("""
-WITH finished AS (
+WITH won AS (
+    UPDATE farm_jobs
+       SET state = 'done', result = CAST(:result AS json), finished_at = :now,
+           updated_at = :now, completed_by = :completed_by, error_code = NULL, error = NULL
+     WHERE id = :job_id AND state NOT IN ('done', 'failed')
+    RETURNING id
+), finished AS (
     UPDATE farm_attempts
        SET outcome = 'done', finished_at = :now, timings = CAST(:timings AS json)
-     WHERE job_id = :job_id AND task_id = :task_id AND worker = :worker AND outcome = 'running'
+     WHERE id = (SELECT max(id) FROM farm_attempts
+                  WHERE job_id = :job_id AND task_id = :task_id AND worker = :worker)
+       AND (outcome = 'running' OR (outcome = 'lost' AND EXISTS (SELECT 1 FROM won)))
 )
-UPDATE farm_jobs
-   SET state = 'done', result = CAST(:result AS json), finished_at = :now, updated_at = :now,
-       completed_by = :completed_by, error_code = NULL, error = NULL
- WHERE id = :job_id AND state NOT IN ('done', 'failed')
+SELECT count(*) FROM won
 """)
 
 
@@ -93,17 +102,16 @@ def complete(
     now: datetime,
 ) -> bool:
     """Record the result; True when this call finished the job."""
-    return bool(
-        conn.execute(
-            _COMPLETE,
-            {
-                "job_id": job_id,
-                "task_id": task_id,
-                "worker": worker,
-                "now": now,
-                "result": json.dumps(result),
-                "timings": json.dumps(timings),
-                "completed_by": f"{worker}:{task_id}",
-            },
-        ).rowcount
-    )
+    won = conn.execute(
+        _COMPLETE,
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "worker": worker,
+            "now": now,
+            "result": json.dumps(result),
+            "timings": json.dumps(timings),
+            "completed_by": f"{worker}:{task_id}",
+        },
+    ).scalar()
+    return bool(won)

@@ -14,18 +14,19 @@ from sqlalchemy import (
     Engine,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm import metrics
 from farm.errors import FarmError
 from farm.jobs import pg
-from farm.jobs.models import Attempt, Base, Job, JobState, utcnow
+from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
 __all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
 
@@ -239,6 +240,14 @@ class JobStore:
         """The error its last failed attempt recorded."""
         return self.get(job_id).error
 
+    def unfinished(self, job_id: str) -> bool:
+        """Whether the job is not final (an attempt may still store its renditions)."""
+        with self._autocommit.connect() as conn:
+            state = conn.execute(select(Job.state).where(Job.id == job_id)).scalar()
+        if state is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return state not in JobState.FINAL
+
     def start_attempt(
         self,
         job_id: str,
@@ -363,7 +372,6 @@ class JobStore:
                     now=utcnow(),
                 )
         with self._session() as s:
-            self._finish_attempt(s, job_id, task_id, worker, "done", None, None, timings)
             won = _exec(
                 s,
                 update(Job)
@@ -378,6 +386,20 @@ class JobStore:
                     error=None,
                 ),
             ).rowcount
+            # As on PostgreSQL (farm.jobs.pg): the winner's attempt is done even if marked lost.
+            mine = (
+                select(func.max(Attempt.id))
+                .where(
+                    Attempt.job_id == job_id, Attempt.task_id == task_id, Attempt.worker == worker
+                )
+                .scalar_subquery()
+            )
+            outcomes = ("running", "lost") if won else ("running",)
+            s.execute(
+                update(Attempt)
+                .where(Attempt.id == mine, Attempt.outcome.in_(outcomes))
+                .values(outcome="done", finished_at=utcnow(), timings=timings)
+            )
             return bool(won)
 
     def attempt_failed(
@@ -438,24 +460,42 @@ class JobStore:
             return [_view(j) for j in jobs]
 
     def republished(
-        self, job_id: str, task_id: str, queue: str, spec: dict[str, Any] | None = None
+        self, seen: JobView, task_id: str, queue: str, spec: dict[str, Any] | None = None
     ) -> bool:
-        """Record a republish under a new task id (and a new spec, when given); False if the
-        job went final meanwhile."""
+        """Record a republish under a new task id (and a new spec, when given), as a
+        compare-and-set on the generation ``seen`` was read at: its task id, publish count and
+        attempt count. False, and nothing changes, when the job went final or moved on since
+        (another reconciler republished it, or a worker claimed it): of two callers that saw
+        the same generation, exactly one republishes it."""
         now = utcnow()
         with self._session() as s:
-            job = s.get(Job, job_id, with_for_update=_for_update(self.engine))
-            if job is None or job.state in JobState.FINAL:
+            wait = s.execute(select(Job.queued_timeout_s).where(Job.id == seen.id)).scalar()
+            if wait is None:
                 return False
-            job.task_id, job.queue = task_id, queue
+            values: dict[str, Any] = {
+                "task_id": task_id,
+                "queue": queue,
+                "state": JobState.QUEUED,
+                "publishes": Job.publishes + 1,
+                "updated_at": now,
+                "worker": None,
+                "deadline_at": now + timedelta(seconds=wait),
+            }
             if spec is not None:
-                job.spec = spec
-            job.state = JobState.QUEUED
-            job.publishes += 1
-            job.updated_at = now
-            job.worker = None
-            job.deadline_at = now + timedelta(seconds=job.queued_timeout_s)
-            return True
+                values["spec"] = spec
+            won = _exec(
+                s,
+                update(Job)
+                .where(
+                    Job.id == seen.id,
+                    Job.task_id == seen.task_id,
+                    Job.publishes == seen.publishes,
+                    Job.attempts == seen.attempts,
+                    Job.state.not_in(JobState.FINAL),
+                )
+                .values(**values),
+            ).rowcount
+            return bool(won)
 
     def await_capacity(self, job_id: str) -> bool:
         """Give an overdue job that no live worker can take more time, without counting a
@@ -482,9 +522,43 @@ class JobStore:
             ).all()
             return [_view(j) for j in jobs if j.worker not in live][:limit]
 
-    def counts(self) -> dict[str, int]:
-        from sqlalchemy import func
+    def queued(self, before: datetime, limit: int = 1000) -> list[JobView]:
+        """Jobs waiting in a queue, last published (or retried) before ``before``, oldest
+        first, whatever their deadline."""
+        with self._session() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state == JobState.QUEUED, Job.updated_at < before)
+                .order_by(Job.updated_at)
+                .limit(limit)
+            ).all()
+            return [_view(j) for j in jobs]
 
+    def meta(self, key: str) -> str | None:
+        """A shared fact (see :class:`~farm.jobs.models.Meta`), or None."""
+        with self._session() as s:
+            return s.execute(select(Meta.value).where(Meta.key == key)).scalar()
+
+    def swap_meta(self, key: str, old: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` if it is ``old`` now (None: not set): a compare-and-set, so
+        of several processes that saw the same ``old`` exactly one succeeds."""
+        try:
+            with self._session() as s:
+                if old is None:
+                    s.execute(insert(Meta).values(key=key, value=new, updated_at=utcnow()))
+                    return True
+                return bool(
+                    _exec(
+                        s,
+                        update(Meta)
+                        .where(Meta.key == key, Meta.value == old)
+                        .values(value=new, updated_at=utcnow()),
+                    ).rowcount
+                )
+        except IntegrityError:
+            return False  # another process set it first
+
+    def counts(self) -> dict[str, int]:
         with self._session() as s:
             rows = s.execute(select(Job.state, func.count()).group_by(Job.state)).all()
             return {state: int(n) for state, n in rows}

@@ -116,6 +116,10 @@ def test_an_unroutable_job_waits_without_spending_attempts(
     env.update(FARM_QUEUED_TIMEOUT_S="1", FARM_MAX_ATTEMPTS="2", FARM_CAPACITY_WAIT_S="14")
     cluster = Cluster(tmp_path, env)
     try:
+        # The reconciler runs before the job is submitted, so its capacity wait is spent in
+        # reconcile passes, not in starting processes.
+        cluster.start_worker()
+        cluster.start_beat()
         # An NVENC worker advertised once and then gone: the job goes to the GPU queue, and
         # only CPU workers (which run the reconciler) are left.
         registry = cluster.registry()
@@ -128,8 +132,6 @@ def test_an_unroutable_job_waits_without_spending_attempts(
         client = cluster.client()
         job = client.submit(segment, LADDER, duration=1.0, device="gpu")
         assert job.queue == "transcode.gpu.h264"
-        cluster.start_worker()
-        cluster.start_beat()
         with pytest.raises(JobFailedError) as failed:
             client.wait(job.id, timeout=60)
         final = client.get(job.id)

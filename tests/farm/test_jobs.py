@@ -41,7 +41,7 @@ def test_complete_exactly_once_under_concurrency(store: JobStore) -> None:
 
     def finish(i: int) -> None:
         barrier.wait()
-        wins.append(store.complete("j1", "j1.1", f"w{i}", {"n": i}))
+        wins.append(store.complete("j1", "j1.1", f"w{1 + i % 2}", {"n": i}))
 
     threads = [threading.Thread(target=finish, args=(i,)) for i in range(8)]
     for t in threads:
@@ -51,7 +51,12 @@ def test_complete_exactly_once_under_concurrency(store: JobStore) -> None:
     assert wins.count(True) == 1
     job = store.get("j1", with_attempts=True)
     assert job.state == "done" and job.result is not None
-    assert [a.outcome for a in job.attempt_log] == ["lost", "done"]
+    # Whichever attempt won, the log agrees with completed_by: the winner's attempt is done,
+    # even the one the second claim had marked lost.
+    winner = f"w{1 + job.result['n'] % 2}"
+    assert job.completed_by == f"{winner}:j1.1"
+    by_worker = {a.worker: a.outcome for a in job.attempt_log}
+    assert by_worker[winner] == "done" and by_worker["w2"] == "done"
 
 
 def test_final_job_takes_no_new_attempt(store: JobStore) -> None:
@@ -71,9 +76,41 @@ def test_overdue_and_orphaned_jobs(store: JobStore) -> None:
     assert [j.id for j in store.overdue(later)] == ["queued"]
     assert [j.id for j in store.orphaned({"worker-a"})] == []
     assert [j.id for j in store.orphaned({"worker-b"})] == ["running"]
-    assert store.republished("queued", "queued.2", "transcode.cpu.h264")
+    seen = store.get("queued")
+    assert store.republished(seen, "queued.2", "transcode.cpu.h264")
     job = store.get("queued")
     assert (job.task_id, job.publishes, job.state) == ("queued.2", 2, "queued")
+
+
+def test_republish_is_a_compare_and_set_on_the_generation_seen(store: JobStore) -> None:
+    _job(store)
+    seen = store.get("j1")
+    # Two reconcilers read the same generation: one republishes it, the other is refused.
+    assert store.republished(seen, "j1.2", "transcode.cpu.h264")
+    assert not store.republished(seen, "j1.2", "transcode.cpu.h264")
+    assert (store.get("j1").task_id, store.get("j1").publishes) == ("j1.2", 2)
+    # The superseded message's claim is refused; the current one's is taken.
+    assert store.start_attempt("j1", "j1.1", "w1", "a").status == "stale"
+    # A worker claims the job after a reconciler read it: that reconciler's republish is
+    # refused, so the job does not run twice.
+    seen = store.get("j1")
+    assert store.start_attempt("j1", "j1.2", "w2", "b").status == "started"
+    assert not store.republished(seen, "j1.3", "transcode.cpu.h264")
+    assert store.get("j1").task_id == "j1.2"
+    store.complete("j1", "j1.2", "w2", {})
+    assert not store.republished(store.get("j1"), "j1.3", "transcode.cpu.h264")
+
+
+def test_the_winning_attempt_is_done_even_after_it_was_marked_lost(store: JobStore) -> None:
+    _job(store)
+    store.start_attempt("j1", "j1.1", "w1", "a")
+    assert store.republished(store.get("j1"), "j1.2", "transcode.cpu.h264")
+    store.start_attempt("j1", "j1.2", "w2", "b")  # marks w1's attempt lost
+    assert store.complete("j1", "j1.1", "w1", {"n": 1})  # yet it finishes first
+    assert not store.complete("j1", "j1.2", "w2", {"n": 2})
+    job = store.get("j1", with_attempts=True)
+    assert job.completed_by == "w1:j1.1"
+    assert [(a.worker, a.outcome) for a in job.attempt_log] == [("w1", "done"), ("w2", "done")]
 
 
 def test_waiting_for_capacity_is_not_a_publish(store: JobStore) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from farm.client import FarmClient
+from farm.dispatch import job_timeout_s, time_limits
 from farm.errors import ServiceUnavailable
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
@@ -64,7 +65,7 @@ def test_a_result_finished_while_the_database_was_down_is_recorded_once(
         wait_for(lambda: submitter.get(job.id).state == "running", timeout=30, what="running")
         pg_proxy.cut()
         wait_for(
-            lambda: "store unreachable recording job" in cluster.logs(),
+            lambda: "store unreachable" in cluster.logs(),
             timeout=30,
             what="a refused completion",
         )
@@ -74,6 +75,41 @@ def test_a_result_finished_while_the_database_was_down_is_recorded_once(
         assert len(result.renditions) == 2
         final = submitter.get(job.id, with_attempts=True)
         assert final.publishes == 1, cluster.logs()
+        assert [a.outcome for a in final.attempt_log] == ["done"]
+    finally:
+        submitter.close()
+        cluster.stop()
+
+
+def test_a_result_is_kept_past_the_soft_limit_until_the_database_is_back(
+    tmp_path: Path, redis_url: str, postgres_url: str, pg_proxy: TcpProxy, heavy: bytes
+) -> None:
+    # The database stays away longer than the soft limit (16 s for a 4 s segment) from the
+    # claim on, but less than the job's deadline (26 s): the finished transcode is recorded
+    # once it is back, not thrown away and transcoded again.
+    ladder = parse_profiles("P720p30fps16x9,P360p30fps16x9")
+    soft, deadline = time_limits(4.0)[0], job_timeout_s(4.0)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, pg_proxy.url(postgres_url)))
+    submitter = FarmClient(cluster.settings.model_copy(update={"database_url": postgres_url}))
+    try:
+        cluster.start_worker()
+        job = submitter.submit(heavy, ladder, duration=4.0)
+        wait_for(lambda: submitter.get(job.id).state == "running", timeout=30, what="running")
+        claimed = time.monotonic()
+        pg_proxy.cut()
+        wait_for(
+            lambda: "store unreachable" in cluster.logs(),
+            timeout=soft,
+            what="a refused completion",
+        )
+        # The outage itself: past the soft limit, short of the deadline.
+        time.sleep(max(0.0, claimed + soft + 2.0 - time.monotonic()))
+        assert time.monotonic() - claimed < deadline - 4.0
+        pg_proxy.restore()
+        result = submitter.wait(job.id, timeout=30)
+        assert len(result.renditions) == 2
+        final = submitter.get(job.id, with_attempts=True)
+        assert final.publishes == 1 and final.attempts == 1, cluster.logs()
         assert [a.outcome for a in final.attempt_log] == ["done"]
     finally:
         submitter.close()

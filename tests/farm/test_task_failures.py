@@ -1,0 +1,119 @@
+"""A transcode attempt that fails in a way nobody planned for is recorded as that attempt's
+failure, with its cause, and the job retries or fails: it never stays running."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from farm import tasks
+from farm.celery_app import create_app
+from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.profiles import VideoProfile, parse_profiles
+from farm.media.synth import make_segment
+from farm.settings import ClusterSettings
+
+LADDER = parse_profiles("P144p30fps16x9")
+
+
+@pytest.fixture
+def app(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Celery]:
+    settings = ClusterSettings(
+        broker_url=redis_url,
+        database_url=postgres_url,
+        blob_url=f"file://{tmp_path / 'blobs'}",
+        task_events=False,
+        max_attempts=3,
+    )
+    app = create_app(settings)
+    yield app
+    tasks.use_engine(None)
+    tasks.resources(app).close()
+    tasks._resources = None
+
+
+def _submit(app: Celery, job_id: str) -> dict[str, Any]:
+    res = tasks.resources(app)
+    spec = {
+        "input_key": f"jobs/{job_id}/in",
+        "profiles": [p.to_json() for p in LADDER],
+        "format": "mpegts",
+        "duration": 1.0,
+        "need": {"codec": "h264", "renditions": 1, "device": "any"},
+    }
+    res.blobs.put(spec["input_key"], make_segment(320, 240, 30, 1.0))
+    res.jobs.create(
+        job_id,
+        kind="transcode",
+        queue="transcode.cpu.h264",
+        spec=spec,
+        task_id=f"{job_id}.1",
+        timeout_s=18.0,
+    )
+    return spec
+
+
+def _run(app: Celery, job_id: str, spec: dict[str, Any]) -> None:
+    """The task as a worker runs it (its retries run in turn, in this process)."""
+    outcome = app.tasks["farm.transcode"].apply(args=[job_id, spec], task_id=f"{job_id}.1")
+    assert isinstance(outcome.result, tasks.JobFailed), outcome.result
+
+
+def test_a_blob_store_that_refuses_a_rendition_fails_the_attempt_with_its_cause(
+    app: Celery, tmp_path: Path
+) -> None:
+    spec = _submit(app, "refused")
+    # The renditions' directory cannot be made: the store answers with an OS error.
+    (tmp_path / "blobs" / "jobs" / "refused" / "out").write_bytes(b"in the way")
+    _run(app, "refused", spec)
+    job = tasks.resources(app).jobs.get("refused", with_attempts=True)
+    assert (job.state, job.error_code) == ("failed", "blob_store_failed"), job
+    assert "File exists (FileExistsError)" in (job.error or "") and "refused/out" in (
+        job.error or ""
+    )
+    assert [a.outcome for a in job.attempt_log] == ["failed"] * 3
+    assert {a.error_code for a in job.attempt_log} == {"blob_store_failed"}
+    assert "worker was lost" not in (job.error or "")
+
+
+def test_an_unexpected_error_fails_the_attempt_with_its_class_and_message(app: Celery) -> None:
+    def exploding(
+        data: bytes, profiles: list[VideoProfile], opts: EngineOptions
+    ) -> TranscodeResult:
+        raise RuntimeError("the engine fell over")
+
+    tasks.use_engine(exploding)
+    spec = _submit(app, "boom")
+    _run(app, "boom", spec)
+    job = tasks.resources(app).jobs.get("boom", with_attempts=True)
+    assert (job.state, job.error_code) == ("failed", "worker_error"), job
+    assert job.error == "RuntimeError: the engine fell over"
+    assert [(a.outcome, a.error) for a in job.attempt_log] == [
+        ("failed", "RuntimeError: the engine fell over")
+    ] * 3
+
+
+def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> None:
+    res = tasks.resources(app)
+    key = tasks.output_key("late", LADDER[0].name, "mpegts")
+
+    def finished_elsewhere_meanwhile(
+        data: bytes, profiles: list[VideoProfile], opts: EngineOptions
+    ) -> TranscodeResult:
+        # While this attempt transcodes, another one stores its rendition and wins the job.
+        res.blobs.put(key, b"the winner's rendition")
+        res.jobs.start_attempt("late", "late.1", "elsewhere/1")
+        assert res.jobs.complete("late", "late.1", "elsewhere/1", {"renditions": [key]})
+        return transcode(data, profiles, opts)
+
+    tasks.use_engine(finished_elsewhere_meanwhile)
+    spec = _submit(app, "late")
+    outcome = app.tasks["farm.transcode"].apply(args=["late", spec], task_id="late.1")
+    assert outcome.result == {"job_id": "late", "skipped": True, "state": "superseded"}
+    assert res.blobs.get(key) == b"the winner's rendition"
+    job = res.jobs.get("late")
+    assert (job.state, job.completed_by) == ("done", "elsewhere/1:late.1")
