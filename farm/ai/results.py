@@ -19,7 +19,17 @@ BLOB_SCHEME = "farm-blob:"
 #: The most media one result may hold, all files together, unless the caller says otherwise.
 MAX_RESULT_BYTES = 512 * 1024 * 1024
 #: Extensions for what ai-runner answers, where the system's mime table lacks them.
-_EXTENSIONS = {"audio/wav": ".wav", "image/jpeg": ".jpg", "video/mp4": ".mp4", "image/png": ".png"}
+#: File extensions of the media AI results carry, by content type (and back).
+MEDIA_EXTENSIONS: dict[str, str] = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/mpeg": ".mp3",
+}
+MEDIA_TYPES: dict[str, str] = {ext: kind for kind, ext in reversed(MEDIA_EXTENSIONS.items())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +140,11 @@ def rehost(
         url = out.get("url")
         if isinstance(url, str) and url.startswith(("data:", "http://", "https://")):
             data, content_type = _fetch(url, max_bytes - sum(m.size for m in media), policy)
-            ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
+            ext = (
+                MEDIA_EXTENSIONS.get(content_type)
+                or mimetypes.guess_extension(content_type)
+                or ".bin"
+            )
             key = f"ai/{job_id}/out/{len(media)}{ext}"
             blobs.put(key, data)
             media.append(AIMedia(key, content_type, len(data)))

@@ -34,13 +34,12 @@ from fractions import Fraction
 from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.message import DecodeError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decode_payment
-from chain.tickets import ZERO_ADDRESS
-from farm.ai.results import AIResult, blob_key
+from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed
+from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES, AIResult, blob_key
 from farm.bodies import read_capped
 from farm.client import JobFailedError, JobTimeout
 from farm.errors import FarmError, NoCapacity
@@ -49,6 +48,7 @@ from farm.orchestrator.aiprices import model_prices
 from farm.orchestrator.aireq import AI_PIPELINES, AIPipeline, AIRequest, parse_form, parse_json
 from farm.orchestrator.aireq import units as request_units
 from farm.orchestrator.aivideo import DEFAULT_FPS, frames_to_mp4
+from farm.orchestrator.routes import TooLarge, payment_of, refused
 from farm.orchestrator.segdata import MAX_HEADER_BYTES, signature_valid
 from farm.orchestrator.service import Orchestrator, SegmentRefused
 from farm.orchestrator.tokens import TokenRefused
@@ -63,16 +63,6 @@ AI_WORKER_PROTOCOL: Final = "Livepeer-AI-Worker-1.0"
 _INLINE: Final = frozenset({"text-to-image", "image-to-image", "upscale"})
 #: Job error codes that mean the model is full or down everywhere now.
 _CAPACITY_CODES: Final = frozenset({"insufficient_capacity", "no_capacity"})
-_EXTENSIONS: Final = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "video/mp4": ".mp4",
-    "audio/wav": ".wav",
-    "audio/x-wav": ".wav",
-    "audio/mpeg": ".mp3",
-}
-_MEDIA_TYPES: Final = {ext: kind for kind, ext in reversed(_EXTENSIONS.items())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +218,7 @@ class AIJobs:
                     return (
                         f"data:{kind if kind.startswith('image/') else 'image/png'};base64,{data}"
                     )
-                name = secrets.token_hex(4) + _EXTENSIONS.get(kind, ".bin")
+                name = secrets.token_hex(4) + MEDIA_EXTENSIONS.get(kind, ".bin")
                 return self.orch.publish(f"/stream/{request_id}/{name}", blob)
             return value
 
@@ -280,39 +270,25 @@ def _failed(e: Exception) -> SegmentRefused:
 # -- routes -------------------------------------------------------------------------------
 
 
-def _refused(status: int, text: str) -> Response:
-    return PlainTextResponse(text + "\n", status_code=status)
-
-
-def _payment(header: str) -> Payment:
-    if not header:
-        return Payment(ZERO_ADDRESS, None, None, ())
-    return decode_payment(header)
-
-
-class _TooLarge(Exception):
-    pass
-
-
 def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
     """Add the AI routes and ``/stream/<requestID>/<name>`` to the node API."""
     jobs = AIJobs(orch)
 
     async def handle(pipeline: AIPipeline, request: Request) -> Response:
         try:
-            payment = _payment(request.headers.get("livepeer-payment", ""))
+            payment = payment_of(request.headers.get("livepeer-payment", ""))
         except ExpectedPriceInvalid as e:
-            return _refused(400, str(e))
+            return refused(400, str(e))
         except PaymentMalformed as e:
-            return _refused(402, str(e))
+            return refused(402, str(e))
         try:
             await run_in_threadpool(
                 jobs.credentials, request.headers.get("livepeer-segment", ""), payment
             )
             try:
-                body = await read_capped(request, max_bytes, _TooLarge)
-            except _TooLarge:
-                return _refused(413, "request body over the size limit")
+                body = await read_capped(request, max_bytes, TooLarge)
+            except TooLarge:
+                return refused(413, "request body over the size limit")
             if pipeline.body == "json":
                 req = parse_json(pipeline, body)
             else:
@@ -326,7 +302,7 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
             inline = request.headers.get("authorization") != AI_WORKER_PROTOCOL
             answer = await run_in_threadpool(jobs.run, req, adm, request_id, inline)
         except SegmentRefused as e:
-            return _refused(e.status, str(e))
+            return refused(e.status, str(e))
         return JSONResponse(answer)
 
     def endpoint(pipeline: AIPipeline) -> Callable[[Request], Awaitable[Response]]:
@@ -350,9 +326,9 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
                 request.query_params.get("sig"),
             )
         except SegmentRefused as e:
-            return _refused(e.status, str(e))
+            return refused(e.status, str(e))
         ext = name[name.rfind(".") :] if "." in name else ""
-        return Response(data, media_type=_MEDIA_TYPES.get(ext, "application/octet-stream"))
+        return Response(data, media_type=MEDIA_TYPES.get(ext, "application/octet-stream"))
 
     return jobs
 

@@ -27,7 +27,7 @@ from farm.fetch import FetchPolicy, SafeFetcher
 from farm.orchestrator.segdata import SegmentInvalid, decode_segment
 from farm.orchestrator.service import Orchestrator, SegmentRefused
 
-__all__ = ["URI_CONTENT_TYPE", "install"]
+__all__ = ["URI_CONTENT_TYPE", "TooLarge", "install", "payment_of", "refused"]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ URI_CONTENT_TYPE = "application/vnd+livepeer.uri"
 FETCH_TIMEOUT_S = 8.0
 
 
-class _TooLarge(Exception):
-    pass
+class TooLarge(Exception):
+    """Raised when a request body passes its cap."""
 
 
 class Price(BaseModel):
@@ -50,11 +50,12 @@ class Price(BaseModel):
     pixels_per_unit: int = Field(1, gt=0, lt=2**63)
 
 
-def _refused(status: int, text: str) -> Response:
+def refused(status: int, text: str) -> Response:
+    """A refusal as go-livepeer's orchestrator writes it (plain text, ``http.Error``)."""
     return PlainTextResponse(text + "\n", status_code=status)
 
 
-def _payment(header: str) -> Payment:
+def payment_of(header: str) -> Payment:
     """The request's payment; an empty header is a sender paying nothing (off-chain)."""
     if not header:
         return Payment(ZERO_ADDRESS, None, None, ())
@@ -93,31 +94,31 @@ def install(
     @api.post("/segment", include_in_schema=False)
     async def segment(request: Request) -> Response:
         try:
-            payment = _payment(request.headers.get("livepeer-payment", ""))
+            payment = payment_of(request.headers.get("livepeer-payment", ""))
         except ExpectedPriceInvalid as e:
-            return _refused(400, str(e))
+            return refused(400, str(e))
         except PaymentMalformed as e:
-            return _refused(402, str(e))
+            return refused(402, str(e))
         try:
             seg = decode_segment(request.headers.get("livepeer-segment", ""))
         except SegmentInvalid as e:
-            return _refused(403, str(e))
+            return refused(403, str(e))
         try:
             session, price = await run_in_threadpool(orch.admit, seg, payment)
             try:
-                data = await read_capped(request, max_bytes, _TooLarge)
-            except _TooLarge:
-                return _refused(413, "segment over the size limit")
+                data = await read_capped(request, max_bytes, TooLarge)
+            except TooLarge:
+                return refused(413, "segment over the size limit")
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type == URI_CONTENT_TYPE:
                 url = data.decode(errors="replace").strip()
                 data = await run_in_threadpool(_fetch, url, max_bytes, policy or FetchPolicy())
         except SegmentRefused as e:
-            return _refused(e.status, str(e))
+            return refused(e.status, str(e))
         if keccak256(data) != seg.data.hash:
-            return _refused(403, "Forbidden")
+            return refused(403, "Forbidden")
         if not data:
-            return _refused(400, "BadRequest")
+            return refused(400, "BadRequest")
 
         async def result() -> AsyncIterator[bytes]:
             yield b""  # the headers go out now
@@ -157,6 +158,6 @@ def install(
                 request.query_params.get("sig"),
             )
         except SegmentRefused as e:
-            return _refused(e.status, str(e))
+            return refused(e.status, str(e))
         kind = "video/mp4" if file.endswith(".mp4") else "video/mp2t"
         return Response(data, media_type=kind)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES
 from farm.blobstore import BlobStore
 
 __all__ = ["FARM_BLOB", "MEDIA_NAME", "MEDIA_ROUTE", "media_type", "rehost"]
@@ -21,15 +22,6 @@ FARM_BLOB = "farm-blob:"
 MEDIA_ROUTE = "/ai/media"
 #: Names the gateway gives stored media: ``<n>.<ext>``.
 MEDIA_NAME = re.compile(r"[0-9]{1,6}\.[a-z0-9]{1,8}")
-_EXTENSIONS = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "video/mp4": ".mp4",
-    "audio/wav": ".wav",
-    "audio/x-wav": ".wav",
-    "audio/mpeg": ".mp3",
-}
 
 
 def rehost(
@@ -65,14 +57,11 @@ def rehost(
 
 def _extension(content_type: str | None, key: str) -> str:
     content_type = content_type or mimetypes.guess_type(key)[0] or ""
-    ext = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type)
+    ext = MEDIA_EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type)
     return ext if ext and MEDIA_NAME.fullmatch(f"0{ext}") else ".bin"
 
 
 def media_type(name: str) -> str:
     """The media type a stored name is served with."""
-    ext = name[name.rfind(".") :]
-    for content_type, known in _EXTENSIONS.items():
-        if known == ext:
-            return content_type
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    known = MEDIA_TYPES.get(name[name.rfind(".") :])
+    return known or mimetypes.guess_type(name)[0] or "application/octet-stream"
