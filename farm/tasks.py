@@ -281,9 +281,12 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     try:
         t = time.perf_counter()
         renditions = []
+        # One look at the job for the whole ladder: a round trip per rendition would cost
+        # every segment as much as recording its result.
+        _until_reachable(partial(_unfinished, jobs, job_id), job_id, record_by, "checking")
         for r in result.renditions:
             key = output_key(job_id, r.profile.name, r.fmt)
-            put = partial(_put_unfinished, jobs, blobs, job_id, key, r.data)
+            put = partial(blobs.put, key, r.data)
             _until_reachable(put, job_id, record_by, "storing a rendition of")
             renditions.append({**r.summary(), "key": key})
         timings["store"] = time.perf_counter() - t
@@ -325,12 +328,11 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     return payload
 
 
-def _put_unfinished(jobs: JobOps, blobs: BlobOps, job_id: str, key: str, data: bytes) -> None:
-    """Store a rendition unless the job is final: a done job's renditions are never rewritten
-    by a late attempt. (A remote transcoder's node refuses to sign a final job's URLs.)"""
+def _unfinished(jobs: JobOps, job_id: str) -> None:
+    """AccessDenied when the job is final: a done job's renditions are never rewritten by a
+    late attempt. (A remote transcoder's node refuses to sign a final job's URLs.)"""
     if not jobs.unfinished(job_id):
         raise AccessDenied(f"job {job_id} is final; not rewriting its renditions")
-    blobs.put(key, data)
 
 
 def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:
