@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import redis
 from sqlalchemy import create_engine
@@ -19,6 +23,7 @@ from gateway.dispatch import Dispatcher
 from gateway.ethpay import EthPayments, parse_price
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
+from gateway.livepeer import Broadcaster
 from gateway.models import Base
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
@@ -58,6 +63,13 @@ class GatewayState:
             settings.probe_interval_s,
             settings.probe_timeout_s,
             settings.suspend_s,
+            broadcaster=broadcaster(settings),
+            max_price=(
+                Fraction(settings.max_price_per_unit, settings.max_price_pixels_per_unit)
+                if settings.max_price_per_unit
+                else None
+            ),
+            block_number=_block_number(settings),
         )
         log = SessionLog(engine)
         webhook = (
@@ -111,14 +123,15 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
     from farm.chain_tasks import TICKET_QUEUE_KEY
 
     url = settings.ticket_queue_url
+    clusters = [o for o in settings.orchestrators if o.kind == "cluster"]
     if url is None:
-        if len(settings.orchestrators) != 1:
+        if len(clusters) != 1:
             raise ValueError(
                 "ticket payments need FARM_TICKET_QUEUE_URL: the database the orchestrator's "
                 "chain worker redeems winning tickets from"
             )
-        url = settings.orchestrators[0].database_url
-    for entry in settings.orchestrators:
+        url = clusters[0].database_url
+    for entry in clusters:
         try:
             registry = ClusterSettings(**entry.cluster_fields()).redis_registry_url()
             client = redis.Redis.from_url(redis_py_url(registry), socket_timeout=3)
@@ -140,10 +153,41 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
     return url
 
 
+def broadcaster(settings: GatewaySettings) -> Broadcaster:
+    """The gateway as a sender on the Livepeer network: its key when a chain is configured,
+    else off chain (empty payments, nothing signed), as go-livepeer's gateway."""
+    key = settings.eth_sender_key
+    if settings.eth_rpc_url and key is not None:
+        return Broadcaster(key.get_secret_value())
+    return Broadcaster()
+
+
+def _block_number(settings: GatewaySettings) -> Callable[[], int] | None:
+    """The chain's latest block, read at most every 2 s, to tell expired ticket params."""
+    if not (settings.eth_rpc_url and settings.eth_sender_key and settings.eth_controller):
+        return None
+    from chain.client import ChainClient
+
+    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+    lock = threading.Lock()
+    seen = [0.0, 0]
+
+    def latest() -> int:
+        with lock:
+            if time.monotonic() - seen[0] > 2.0:
+                seen[1] = client.last_seen_l1_block()
+                seen[0] = time.monotonic()
+            return int(seen[1])
+
+    return latest
+
+
 def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | None:
     """Ticket payments, when a chain is configured (offline otherwise, as go-livepeer's)."""
     if not settings.eth_rpc_url:
         return None
+    if settings.eth_sender_key is not None and not settings.eth_recipient:
+        return None  # a gateway that only pays network orchestrators, and takes no tickets
     from chain.client import ChainClient
     from chain.params import RecipientConfig
 
