@@ -132,6 +132,7 @@ class Pool:
         max_price: Fraction | None = None,
         block_number: Callable[[], int] | None = None,
         session_idle_s: float = 60.0,
+        max_ticket_ev: int = 3_000_000_000_000,
     ) -> None:
         self.orchestrators = [Orchestrator(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
@@ -147,6 +148,7 @@ class Pool:
                     cert_fingerprint=o.config.cert_fingerprint,
                     timeout_s=max(probe_timeout_s, 3.0),
                     block_number=block_number,
+                    max_ticket_ev=max_ticket_ev,
                 )
         self.region = region
         self.probe_interval_s = probe_interval_s

@@ -171,6 +171,8 @@ class GatewaySettings(FarmBaseSettings):
     #: more wei per pixel are left out (0: no cap).
     max_price_per_unit: int = Field(0, ge=0)
     max_price_pixels_per_unit: int = Field(1, ge=1)
+    #: go-livepeer's -maxTicketEV: ticket params worth more per ticket are refused.
+    max_ticket_ev_wei: int = Field(3_000_000_000_000, gt=0)
     #: Share of segments also transcoded on up to two more orchestrators and compared
     #: (go-livepeer's verificationFreq).
     verification_freq: float = Field(0.0, ge=0, le=1)

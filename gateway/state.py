@@ -70,6 +70,7 @@ class GatewayState:
                 else None
             ),
             block_number=_block_number(settings),
+            max_ticket_ev=settings.max_ticket_ev_wei,
         )
         log = SessionLog(engine)
         webhook = (

@@ -175,8 +175,10 @@ class LivepeerOrchestrator:
         cert_fingerprint: str | None = None,
         timeout_s: float = 3.0,
         block_number: Callable[[], int] | None = None,
+        max_ticket_ev: int = MAX_TICKET_EV,
     ) -> None:
         self.name = name
+        self.max_ticket_ev = max_ticket_ev
         self.address = address.rstrip("/")
         self.broadcaster = broadcaster
         self.cert_fingerprint = cert_fingerprint
@@ -267,10 +269,10 @@ class LivepeerOrchestrator:
         except ChainError as e:
             raise OrchestratorRefused(f"the orchestrator's ticket params are invalid: {e}") from e
         ev = params.ticket(self.broadcaster.address, 0).expected_value()
-        if ev > 0 and ev >= params.face_value:
+        if ev > params.face_value:  # equal: every ticket wins
             raise OrchestratorRefused("ticket faceValue too low")
-        if ev > MAX_TICKET_EV:
-            raise OrchestratorRefused(f"ticket EV {float(ev):.4g} exceeds {MAX_TICKET_EV}")
+        if ev > self.max_ticket_ev:
+            raise OrchestratorRefused(f"ticket EV {float(ev):.4g} exceeds {self.max_ticket_ev}")
 
     # -- sessions -----------------------------------------------------------------------------
     def _expired(self, s: Session) -> bool:
@@ -462,20 +464,34 @@ class LivepeerOrchestrator:
         return tuple(out)
 
     def _download(self, url: str, deadline: float) -> bytes:
-        try:
-            with self.http().stream(
-                "GET", url, timeout=max(0.1, min(4.0, deadline - time.monotonic()))
-            ) as r:
-                if r.status_code != 200:
-                    raise OrchestratorRefused(f"rendition download: HTTP {r.status_code}")
-                body = bytearray()
-                for chunk in r.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RENDITION_BYTES:
-                        raise ResultInvalid("a rendition exceeds 300,000,000 bytes")
-                return bytes(body)
-        except httpx.HTTPError as e:
-            raise OrchestratorUnreachable(f"rendition download: {e.__class__.__name__}") from e
+        """GET a rendition (at most 4 s, as go-livepeer); a GET that the connection dropped is
+        tried once more on a new one."""
+        for last in (False, True):
+            try:
+                return self._get(url, deadline)
+            except httpx.TransportError as e:
+                log.warning("orchestrator %s: downloading %s: %r", self.name, url, e)
+                self.reset()
+                if last or time.monotonic() >= deadline:
+                    raise OrchestratorUnreachable(
+                        f"rendition download: {e.__class__.__name__}"
+                    ) from e
+            except httpx.HTTPError as e:
+                raise OrchestratorUnreachable(f"rendition download: {e.__class__.__name__}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get(self, url: str, deadline: float) -> bytes:
+        with self.http().stream(
+            "GET", url, timeout=max(0.1, min(4.0, deadline - time.monotonic()))
+        ) as r:
+            if r.status_code != 200:
+                raise OrchestratorRefused(f"rendition download: HTTP {r.status_code}")
+            body = bytearray()
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RENDITION_BYTES:
+                    raise ResultInvalid("a rendition exceeds 300,000,000 bytes")
+            return bytes(body)
 
     def close(self) -> None:
         with self._lock:

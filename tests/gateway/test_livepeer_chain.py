@@ -1,0 +1,119 @@
+"""The gateway paying a network orchestrator from its own deposit, on the development chain.
+
+anvil with the development contracts: the node's key is the bonded orchestrator's and the
+gateway's sender key the funded broadcaster's. Every ticket wins (the node caps the face value
+at the ticket's expected value), so the deposit's decrease can be checked to the wei against
+what the node redeemed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import create_engine
+from web3 import Web3
+
+from chain.devchain import DevChain, mine
+from chain.queue import TicketQueue
+from farm.media.synth import make_segment
+from tests.conftest import PG_URL
+from tests.farm.harness import Cluster, cluster_env, wait_for
+from tests.farm.test_orchestrator import OrchestratorNode
+from tests.farm.test_orchestrator_chain import _deposit, chain_env
+from tests.farm.test_orchestrator_chain import devchain as devchain
+from tests.gateway.conftest import Env
+from tests.gateway.test_livepeer import CONFIG, PIXELS, check_renditions
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, cluster_env(tmp_path, redis_url, postgres_url))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def gateway_env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
+    schema = f"g_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    env = Env(tmp_path / "gw", [int(redis_url.rsplit("/", 1)[1])], [schema])
+    env.home.mkdir()
+    try:
+        yield env
+    finally:
+        for g in env.gateways:
+            if g.poll() is None:
+                g.terminate()
+                g.wait(timeout=15)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+def test_the_gateways_deposit_pays_what_the_node_redeems(
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+) -> None:
+    cluster.env.update(chain_env(devchain))
+    cluster.env["FARM_CHAIN_CACHE_S"] = "0"
+    cluster.start_worker()
+    node = OrchestratorNode(cluster)
+    entry = {"kind": "livepeer", "name": "onchain", "address": node.url, "price_per_unit": 1}
+    gw = gateway_env.gateway(
+        FARM_ORCHESTRATORS=json.dumps([entry]),
+        FARM_ETH_RPC_URL=devchain.rpc_url,
+        FARM_ETH_CONTROLLER=devchain.contracts["Controller"],
+        FARM_ETH_SENDER_KEY=devchain.broadcaster.private_key.removeprefix("0x"),
+        FARM_ESTIMATE_MARGIN="0",
+        # The node's tickets always win (face value = EV): worth more than go-livepeer's cap.
+        FARM_MAX_TICKET_EV_WEI=str(10**16),
+        expect_unhealthy=True,
+    )
+    wait_for(
+        lambda: gw.admin("GET", "/admin/orchestrators").json()[0]["healthy"],
+        timeout=30,
+        what=f"the orchestrator healthy: {gw.admin('GET', '/admin/orchestrators').json()}",
+    )
+    key_id, key = gw.key(credits=100 * PIXELS)
+    before = _deposit(devchain, devchain.broadcaster.address)
+    for seq in range(3):
+        r = httpx.post(
+            f"{gw.url}/live/paid/{seq}.ts",
+            content=make_segment(320, 240, 30, 1.0, start=float(seq)),
+            headers={
+                "Content-Duration": "1000",
+                "Livepeer-Transcode-Configuration": CONFIG,
+                "Authorization": f"Bearer {key}",
+                "Accept": "multipart/mixed",
+            },
+            timeout=120,
+        )
+        assert check_renditions(r) == PIXELS
+    # The caller is charged at the gateway's own price; the orchestrator was paid in tickets.
+    assert gw.balance(key_id) == 97 * PIXELS
+    engine = create_engine(cluster.env["FARM_DATABASE_URL"])
+    queue = TicketQueue(engine)
+    waiting = queue.pending()
+    assert waiting, "the gateway sent no tickets"
+    assert {q.ticket.sender for q in waiting} == {
+        bytes.fromhex(devchain.broadcaster.address.removeprefix("0x"))
+    }
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
+    cluster.spawn("worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log")
+    cluster.start_beat()
+    wait_for(lambda: not queue.pending(), timeout=120, what="the winners to be redeemed")
+    assert queue.counts() == {"redeemed": len(waiting)}
+    engine.dispose()
+    redeemed = sum(q.ticket.face_value for q in waiting)
+    assert before - _deposit(devchain, devchain.broadcaster.address) == redeemed
+    node.close()
