@@ -217,13 +217,20 @@ class LivepeerOrchestrator:
 
     def _unary(self, base: str, method: str, request: bytes, timeout: float) -> bytes:
         url = f"{base.rstrip('/')}/net.Orchestrator/{method}"
-        try:
-            r = self.http().post(
-                url, content=frame(request), headers=_GRPC_HEADERS, timeout=timeout
-            )
-        except (httpx.HTTPError, OSError) as e:
-            self.reset()
-            raise OrchestratorUnreachable(f"{method}: {e.__class__.__name__}") from e
+        r: httpx.Response | None = None
+        for last in (False, True):
+            # Both calls are safe to repeat: one dropped connection is tried once more.
+            try:
+                r = self.http().post(
+                    url, content=frame(request), headers=_GRPC_HEADERS, timeout=timeout
+                )
+                break
+            except (httpx.HTTPError, OSError) as e:
+                self.reset()
+                if last or not isinstance(e, httpx.RemoteProtocolError):
+                    raise OrchestratorUnreachable(f"{method}: {e.__class__.__name__}") from e
+                log.info("orchestrator %s: %s: %r; trying again", self.name, method, e)
+        assert r is not None
         status = r.headers.get("grpc-status")
         message = unquote(r.headers.get("grpc-message", ""))
         if r.status_code != 200 or status not in (None, "0"):

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import MessageReader, frame
 from farm.media.synth import make_segment
+from farm.orchestrator.service import SESSIONS_KEY
 from farm.remote.tls import ensure_certificate, fingerprint_of_file
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
@@ -279,6 +280,24 @@ def session_log(gw: Gateway, session_id: str) -> list[dict[str, object]]:
     return attempts
 
 
+def node_sessions(node: Node) -> int:
+    """Transcoding sessions the node holds (farm.orchestrator.service.SESSIONS_KEY)."""
+    client = redis.Redis.from_url(node.node.cluster.env["FARM_BROKER_URL"])
+    try:
+        return int(client.zcard(SESSIONS_KEY))
+    finally:
+        client.close()
+
+
+def test_a_wrong_certificate_pin_is_refused(network: Network) -> None:
+    entry = network.nodes["cheap-a"].entry()
+    entry["cert_fingerprint"] = fingerprint_of_file(network.nodes["cheap-b"].node.cert)
+    gw = network.env.gateway(FARM_ORCHESTRATORS=json.dumps([entry]), expect_unhealthy=True)
+    state = orchestrators(gw)["cheap-a"]
+    assert state["healthy"] is False
+    assert "not the pinned" in str(state["probe_error"])
+
+
 def test_a_twenty_segment_stream_plays_through_on_one_session(
     network: Network, segments: list[bytes]
 ) -> None:
@@ -324,6 +343,7 @@ def test_a_wrong_rendition_is_caught_recorded_and_suspends(
     # claim more pixels than they hold.
     gw = network.gateway(["dear", "cheap-a"], FARM_REGION="eu")
     key_id, key = gw.key(credits=100 * PIXELS)
+    before = node_sessions(network.nodes["cheap-a"])
     r = post(gw, "damaged", 0, segments[0], key)
     assert check_renditions(r) == PIXELS
     assert r.headers["Livepeer-Orchestrator"] == "cheap-a"
@@ -335,6 +355,9 @@ def test_a_wrong_rendition_is_caught_recorded_and_suspends(
     assert log[0]["error_code"] == "result_invalid", log
     assert "pixels" in str(log[0]["error"])
     assert orchestrators(gw)["dear"]["suspended"] is True
+    # The stream left the dear orchestrator: its session there was ended.
+    wait_for(lambda: not node_sessions(network.nodes["dear"]), what="the session ended")
+    assert node_sessions(network.nodes["cheap-a"]) == before + 1
     # Charged once, for the segment that was delivered.
     assert gw.balance(key_id) == 99 * PIXELS
     # The next segment does not go back to the suspended orchestrator.
