@@ -133,6 +133,7 @@ class Pool:
         block_number: Callable[[], int] | None = None,
         session_idle_s: float = 60.0,
         max_ticket_ev: int = 3_000_000_000_000,
+        funds: Callable[[], tuple[int, int, bool]] | None = None,
     ) -> None:
         self.orchestrators = [Orchestrator(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
@@ -149,6 +150,7 @@ class Pool:
                     timeout_s=max(probe_timeout_s, 3.0),
                     block_number=block_number,
                     max_ticket_ev=max_ticket_ev,
+                    funds=funds,
                 )
         self.region = region
         self.probe_interval_s = probe_interval_s

@@ -57,20 +57,23 @@ class GatewayState:
         engine = make_engine(settings.gateway_database_url)
         Base.metadata.create_all(engine)
         ledger = Ledger(engine)
+        sender = broadcaster(settings)
+        block_number, funds = _chain_reads(settings, sender)
         pool = Pool(
             settings.orchestrators,
             settings.region,
             settings.probe_interval_s,
             settings.probe_timeout_s,
             settings.suspend_s,
-            broadcaster=broadcaster(settings),
+            broadcaster=sender,
             max_price=(
                 Fraction(settings.max_price_per_unit, settings.max_price_pixels_per_unit)
                 if settings.max_price_per_unit
                 else None
             ),
-            block_number=_block_number(settings),
+            block_number=block_number,
             max_ticket_ev=settings.max_ticket_ev_wei,
+            funds=funds,
         )
         log = SessionLog(engine)
         webhook = (
@@ -163,24 +166,36 @@ def broadcaster(settings: GatewaySettings) -> Broadcaster:
     return Broadcaster()
 
 
-def _block_number(settings: GatewaySettings) -> Callable[[], int] | None:
-    """The chain's latest block, read at most every 2 s, to tell expired ticket params."""
-    if not (settings.eth_rpc_url and settings.eth_sender_key and settings.eth_controller):
-        return None
+def _chain_reads(
+    settings: GatewaySettings, sender: Broadcaster
+) -> tuple[Callable[[], int] | None, Callable[[], tuple[int, int, bool]] | None]:
+    """What paying network orchestrators reads from the chain, each at most every 2 s: the
+    latest block (expired ticket params), and the sender's (deposit, reserve, unlocking)."""
+    if not (sender.on_chain and settings.eth_rpc_url and settings.eth_controller):
+        return None, None
     from chain.client import ChainClient
 
     client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
     lock = threading.Lock()
-    seen = [0.0, 0]
+    block: list[tuple[float, int]] = []
+    funds: list[tuple[float, tuple[int, int, bool]]] = []
 
     def latest() -> int:
         with lock:
-            if time.monotonic() - seen[0] > 2.0:
-                seen[1] = client.last_seen_l1_block()
-                seen[0] = time.monotonic()
-            return int(seen[1])
+            if not block or time.monotonic() - block[0][0] > 2.0:
+                block[:] = [(time.monotonic(), client.last_seen_l1_block())]
+            return block[0][1]
 
-    return latest
+    def deposit() -> tuple[int, int, bool]:
+        with lock:
+            if not funds or time.monotonic() - funds[0][0] > 2.0:
+                info = client.sender_info(sender.address)
+                funds[:] = [
+                    (time.monotonic(), (info.deposit, info.reserve, info.withdraw_round != 0))
+                ]
+            return funds[0][1]
+
+    return latest, deposit
 
 
 def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | None:

@@ -176,8 +176,11 @@ class LivepeerOrchestrator:
         timeout_s: float = 3.0,
         block_number: Callable[[], int] | None = None,
         max_ticket_ev: int = MAX_TICKET_EV,
+        funds: Callable[[], tuple[int, int, bool]] | None = None,
     ) -> None:
         self.name = name
+        #: The gateway's (deposit, reserve, unlocking) in TicketBroker (None: not checked).
+        self.funds = funds
         self.max_ticket_ev = max_ticket_ev
         self.address = address.rstrip("/")
         self.broadcaster = broadcaster
@@ -280,6 +283,21 @@ class LivepeerOrchestrator:
             raise OrchestratorRefused("ticket faceValue too low")
         if ev > self.max_ticket_ev:
             raise OrchestratorRefused(f"ticket EV {float(ev):.4g} exceeds {self.max_ticket_ev}")
+        if ev > 0 and self.funds is not None:
+            # go-livepeer's sender: funded, not unlocking, and a face value its deposit covers
+            # (-depositMultiplier 1).
+            try:
+                deposit, reserve, unlocking = self.funds()
+            except ChainError as e:
+                raise OrchestratorUnreachable(f"cannot read the gateway's deposit: {e}") from e
+            if deposit <= 0 or reserve <= 0:
+                raise OrchestratorRefused("the gateway's TicketBroker deposit or reserve is empty")
+            if unlocking:
+                raise OrchestratorRefused("the gateway's TicketBroker deposit is unlocking")
+            if params.face_value > deposit:
+                raise OrchestratorRefused(
+                    f"ticket faceValue {params.face_value} exceeds the gateway's deposit {deposit}"
+                )
 
     # -- sessions -----------------------------------------------------------------------------
     def _expired(self, s: Session) -> bool:
@@ -287,7 +305,11 @@ class LivepeerOrchestrator:
             return True
         if self.block_number is not None and s.info.HasField("ticket_params"):
             expiration = int.from_bytes(s.info.ticket_params.expiration_block, "big")
-            if expiration - self.block_number() <= 1:
+            try:
+                latest = self.block_number()
+            except ChainError as e:
+                raise OrchestratorUnreachable(f"cannot read the chain's block: {e}") from e
+            if expiration - latest <= 1:
                 return True
         return False
 

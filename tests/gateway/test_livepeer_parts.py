@@ -15,6 +15,7 @@ from gateway.livepeer.client import (
     REFRESH_MARGIN_S,
     Broadcaster,
     LivepeerOrchestrator,
+    OrchestratorRefused,
     Session,
     manifest_id,
 )
@@ -124,3 +125,33 @@ def test_manifest_ids_say_nothing_of_the_key_and_suit_any_orchestrator() -> None
     m = manifest_id("key-id:stream")
     assert m == manifest_id("key-id:stream") != manifest_id("key-id:other")
     assert m.isalnum() and "key" not in m and len(m) == 32
+
+
+@pytest.mark.parametrize(
+    ("funds", "refusal"),
+    [
+        ((10**18, 10**18, False), None),
+        ((0, 10**18, False), "deposit or reserve is empty"),
+        ((10**18, 0, False), "deposit or reserve is empty"),
+        ((10**18, 10**18, True), "unlocking"),
+        ((10**12 - 1, 10**18, False), "exceeds the gateway's deposit"),
+    ],
+)
+def test_params_the_gateways_deposit_cannot_honour_are_refused(
+    funds: tuple[int, int, bool], refusal: str | None
+) -> None:
+    client = LivepeerOrchestrator(
+        "o", "https://o.example:8935", Broadcaster(SENDER_KEY), funds=lambda: funds
+    )
+    info = _info(3600)
+    if refusal is None:
+        client._check_info(info)
+    else:
+        with pytest.raises(OrchestratorRefused, match=refusal):
+            client._check_info(info)
+    # go-livepeer's -maxTicketEV.
+    capped = LivepeerOrchestrator(
+        "o", "https://o.example:8935", Broadcaster(SENDER_KEY), max_ticket_ev=10**8
+    )
+    with pytest.raises(OrchestratorRefused, match="exceeds 100000000"):
+        capped._check_info(info)
