@@ -12,10 +12,12 @@ their own renditions, so only the gateway's checks stand between such a result a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import signal
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from chain.signing import Signer, keccak256
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import MessageReader, frame
 from farm.media.synth import make_segment
@@ -53,10 +56,12 @@ DEAR_PRICE = 1000
 
 class LyingFront:
     """A TLS HTTP/2 front for a node that passes everything through, except that each
-    result's first rendition claims one more frame of pixels than it holds, and the
-    orchestrator's URI is its own (so the segments come through it)."""
+    result lies (``lie``): "pixels", its first rendition claims one more frame of pixels than
+    it holds; "signature", it is signed by another key. The orchestrator's URI is the front's
+    own, so the segments come through it."""
 
-    def __init__(self, node: OrchestratorNode, home: Path) -> None:
+    def __init__(self, node: OrchestratorNode, home: Path, lie: str = "pixels") -> None:
+        self.lie = lie
         from hypercorn.asyncio import serve
         from hypercorn.config import Config
 
@@ -74,9 +79,10 @@ class LyingFront:
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(
-                serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
-            )
+            with contextlib.suppress(ssl.SSLError, OSError):  # clients still connected at close
+                self._loop.run_until_complete(
+                    serve(self.app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
+                )
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
@@ -116,9 +122,10 @@ class LyingFront:
             content = frame(info.SerializeToString())
         elif scope["path"] == "/segment" and r.status_code == 200:
             result = net_pb2.TranscodeResult.FromString(content)
-            if result.WhichOneof("result") == "data":
-                first = result.data.segments[0]
-                first.pixels += 256 * 144
+            if result.WhichOneof("result") == "data" and self.lie == "pixels":
+                result.data.segments[0].pixels += 256 * 144
+            elif result.WhichOneof("result") == "data":
+                result.data.sig = Signer(b"\x42" * 32).sign_hash(keccak256(b"other"))
             if result.HasField("info"):
                 self._info(result.info)
             content = result.SerializeToString()

@@ -27,8 +27,8 @@ from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.farm.test_orchestrator import OrchestratorNode
 from tests.farm.test_orchestrator_chain import _deposit, chain_env
 from tests.farm.test_orchestrator_chain import devchain as devchain
-from tests.gateway.conftest import Env
-from tests.gateway.test_livepeer import CONFIG, PIXELS, check_renditions
+from tests.gateway.conftest import Env, Gateway
+from tests.gateway.test_livepeer import CONFIG, PIXELS, LyingFront, check_renditions
 
 
 @pytest.fixture
@@ -58,16 +58,22 @@ def gateway_env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
         engine.dispose()
 
 
-def test_the_gateways_deposit_pays_what_the_node_redeems(
-    cluster: Cluster,
-    devchain: DevChain,
-    gateway_env: Env,
-) -> None:
+def _paying_gateway(
+    cluster: Cluster, devchain: DevChain, gateway_env: Env, lie: str | None = None
+) -> tuple[OrchestratorNode, Gateway, LyingFront | None]:
+    """A paid node on the chain, and a gateway paying it from the broadcaster's deposit
+    (through a lying front, with ``lie``)."""
     cluster.env.update(chain_env(devchain))
     cluster.env["FARM_CHAIN_CACHE_S"] = "0"
     cluster.start_worker()
     node = OrchestratorNode(cluster)
-    entry = {"kind": "livepeer", "name": "onchain", "address": node.url, "price_per_unit": 1}
+    front = LyingFront(node, cluster.home, lie) if lie else None
+    entry = {
+        "kind": "livepeer",
+        "name": "onchain",
+        "address": front.url if front else node.url,
+        "price_per_unit": 1,
+    }
     gw = gateway_env.gateway(
         FARM_ORCHESTRATORS=json.dumps([entry]),
         FARM_ETH_RPC_URL=devchain.rpc_url,
@@ -83,21 +89,33 @@ def test_the_gateways_deposit_pays_what_the_node_redeems(
         timeout=30,
         what=f"the orchestrator healthy: {gw.admin('GET', '/admin/orchestrators').json()}",
     )
+    return node, gw, front
+
+
+def _post(gw: Gateway, key: str, stream: str, seq: int) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/live/{stream}/{seq}.ts",
+        content=make_segment(320, 240, 30, 1.0, start=float(seq)),
+        headers={
+            "Content-Duration": "1000",
+            "Livepeer-Transcode-Configuration": CONFIG,
+            "Authorization": f"Bearer {key}",
+            "Accept": "multipart/mixed",
+        },
+        timeout=120,
+    )
+
+
+def test_the_gateways_deposit_pays_what_the_node_redeems(
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+) -> None:
+    node, gw, _ = _paying_gateway(cluster, devchain, gateway_env)
     key_id, key = gw.key(credits=100 * PIXELS)
     before = _deposit(devchain, devchain.broadcaster.address)
     for seq in range(3):
-        r = httpx.post(
-            f"{gw.url}/live/paid/{seq}.ts",
-            content=make_segment(320, 240, 30, 1.0, start=float(seq)),
-            headers={
-                "Content-Duration": "1000",
-                "Livepeer-Transcode-Configuration": CONFIG,
-                "Authorization": f"Bearer {key}",
-                "Accept": "multipart/mixed",
-            },
-            timeout=120,
-        )
-        assert check_renditions(r) == PIXELS
+        assert check_renditions(_post(gw, key, "paid", seq)) == PIXELS
     # The caller is charged at the gateway's own price; the orchestrator was paid in tickets.
     assert gw.balance(key_id) == 97 * PIXELS
     engine = create_engine(cluster.env["FARM_DATABASE_URL"])
@@ -117,3 +135,24 @@ def test_the_gateways_deposit_pays_what_the_node_redeems(
     redeemed = sum(q.ticket.face_value for q in waiting)
     assert before - _deposit(devchain, devchain.broadcaster.address) == redeemed
     node.close()
+
+
+def test_a_result_signed_by_another_key_is_caught_and_suspends(
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+) -> None:
+    node, gw, front = _paying_gateway(cluster, devchain, gateway_env, lie="signature")
+    assert front is not None
+    try:
+        key_id, key = gw.key(credits=100 * PIXELS)
+        r = _post(gw, key, "forged", 0)
+        assert r.status_code == 503, r.text
+        attempt = gw.admin("GET", f"/admin/sessions/{key_id}:forged").json()["attempts"][0]
+        assert attempt["error_code"] == "result_invalid", attempt
+        assert "signature" in attempt["error"]
+        assert gw.admin("GET", "/admin/orchestrators").json()[0]["suspended"] is True
+        assert gw.balance(key_id) == 100 * PIXELS  # nothing delivered, nothing charged
+    finally:
+        front.close()
+        node.close()
