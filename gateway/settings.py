@@ -221,6 +221,15 @@ class GatewaySettings(FarmBaseSettings):
             and (self.ticket_secret.get_secret_value() == "00" * 32)
         ):
             raise ValueError("FARM_TICKET_SECRET must be set when ticket payments are on")
+        if self.eth_sender_key is not None:
+            key = self.eth_sender_key.get_secret_value().removeprefix("0x")
+            if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+                raise ValueError("FARM_ETH_SENDER_KEY must be a 32-byte hex private key")
+            if not (self.eth_rpc_url and self.eth_controller):
+                raise ValueError(
+                    "FARM_ETH_SENDER_KEY pays from a TicketBroker deposit: it needs "
+                    "FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER"
+                )
         names = [o.name for o in self.orchestrators]
         if len(names) != len(set(names)):
             raise ValueError("orchestrator names must be unique")

@@ -319,6 +319,7 @@ def test_a_twenty_segment_stream_plays_through_on_one_session(
     # The stream stayed with one orchestrator (and one session there) throughout.
     log = session_log(gw, f"{key_id}:twenty")
     assert len(served) == 1, (log, gw.log.read_text()[-3000:])
+    assert node_sessions(network.nodes[served.pop()]) == 1
     assert [a["outcome"] for a in log] == ["done"] * 20
     assert all(a["pixels"] == PIXELS for a in log)
     assert gw.balance(key_id) == 80 * PIXELS

@@ -66,6 +66,15 @@ def test_a_livepeer_entry_is_an_address_and_holds_no_credentials() -> None:
     assert [o.kind for o in settings.orchestrators] == ["cluster", "livepeer"]
 
 
+def test_a_sender_key_is_a_key_and_needs_a_chain() -> None:
+    chain = {"eth_rpc_url": "http://127.0.0.1:8545", "eth_controller": "0x" + "11" * 20}
+    GatewaySettings.model_validate({"eth_sender_key": SENDER_KEY, **chain})
+    with pytest.raises(ValidationError, match="32-byte hex private key"):
+        GatewaySettings.model_validate({"eth_sender_key": "not-a-key", **chain})
+    with pytest.raises(ValidationError, match="needs FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER"):
+        GatewaySettings.model_validate({"eth_sender_key": SENDER_KEY})
+
+
 def _info(expires_in: float, params: bool = True) -> net_pb2.OrchestratorInfo:
     info = net_pb2.OrchestratorInfo(transcoder="https://o.example:8935")
     info.auth_token.session_id = "0a1b2c3d"
