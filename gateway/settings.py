@@ -171,6 +171,10 @@ class GatewaySettings(FarmBaseSettings):
     #: more wei per pixel are left out (0: no cap).
     max_price_per_unit: int = Field(0, ge=0)
     max_price_pixels_per_unit: int = Field(1, ge=1)
+    #: A stream that sent no segment for this long has ended: its sessions at livepeer-kind
+    #: orchestrators are ended (EndTranscodingSession; go-livepeer's orchestrators drop idle
+    #: sessions after 70 s).
+    livepeer_session_idle_s: float = Field(60.0, gt=0)
     #: go-livepeer's -maxTicketEV: ticket params worth more per ticket are refused.
     max_ticket_ev_wei: int = Field(3_000_000_000_000, gt=0)
     #: Share of segments also transcoded on up to two more orchestrators and compared

@@ -74,6 +74,7 @@ class GatewayState:
             block_number=block_number,
             max_ticket_ev=settings.max_ticket_ev_wei,
             funds=funds,
+            session_idle_s=settings.livepeer_session_idle_s,
         )
         log = SessionLog(engine)
         webhook = (

@@ -305,6 +305,22 @@ def test_a_wrong_certificate_pin_is_refused(network: Network) -> None:
     assert "not the pinned" in str(state["probe_error"])
 
 
+def test_the_session_of_a_stream_that_ended_is_ended(
+    network: Network, segments: list[bytes]
+) -> None:
+    gw = network.gateway(["cheap-b"], FARM_LIVEPEER_SESSION_IDLE_S="1")
+    _, key = gw.key(credits=10 * PIXELS)
+    before = node_sessions(network.nodes["cheap-b"])
+    check_renditions(post(gw, "short", 0, segments[0], key))
+    assert node_sessions(network.nodes["cheap-b"]) == before + 1
+    # No more segments: the gateway ends the session long before the node would drop it.
+    wait_for(
+        lambda: node_sessions(network.nodes["cheap-b"]) == before,
+        timeout=20,
+        what="EndTranscodingSession",
+    )
+
+
 def test_a_twenty_segment_stream_plays_through_on_one_session(
     network: Network, segments: list[bytes]
 ) -> None:
