@@ -130,8 +130,14 @@ class Session:
     info: net_pb2.OrchestratorInfo
     balance: Fraction = Fraction(0)
     nonce: int = 0
+    #: The price quoted when the session began (None: read from ``info``).
+    initial_price: Fraction | None = None
     used_at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.initial_price is None:
+            self.initial_price = price_from_net(self.info.price_info)
 
     @property
     def session_id(self) -> str:
@@ -359,11 +365,16 @@ class LivepeerOrchestrator:
         header, the tickets in it, the reserve, the tickets' value). Called under the
         session's lock."""
         info = s.info
+        price = price_from_net(info.price_info)
+        if s.initial_price is not None and price > 2 * s.initial_price:
+            # go-livepeer's gateway will not pay a price more than doubled since the start.
+            raise OrchestratorRefused(
+                f"price {price} wei/pixel is more than double the session's {s.initial_price}"
+            )
         reserved, s.balance = s.balance, Fraction(0)
         sender = self.broadcaster.sender
         if sender is None or not info.HasField("ticket_params"):
             return "", 0, reserved, Fraction(0)
-        price = price_from_net(info.price_info)
         params = params_from_net(info.ticket_params, price)
         address = self.broadcaster.address
         ev = params.ticket(address, 0).expected_value()

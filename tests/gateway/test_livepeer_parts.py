@@ -164,3 +164,16 @@ def test_params_the_gateways_deposit_cannot_honour_are_refused(
     )
     with pytest.raises(OrchestratorRefused, match="exceeds 100000000"):
         capped._check_info(info)
+
+
+def test_a_price_more_than_doubled_since_the_session_began_is_not_paid() -> None:
+    client = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster(SENDER_KEY))
+    s = Session(_info(3600))
+    assert s.initial_price == 100
+    s.info.price_info.CopyFrom(price_to_net(Fraction(200)))  # a refreshed info: doubled is paid
+    assert client._payment(s, Fraction(1))[1] == 1
+    s.info.price_info.CopyFrom(price_to_net(Fraction(201)))
+    s.balance = Fraction(5)
+    with pytest.raises(OrchestratorRefused, match="more than double"):
+        client._payment(s, Fraction(1))
+    assert s.balance == 5  # nothing reserved or sent
