@@ -66,6 +66,7 @@ __all__ = [
     "ResultInvalid",
     "decoded_pixels",
     "manifest_id",
+    "same_origin",
 ]
 
 log = logging.getLogger(__name__)
@@ -483,6 +484,11 @@ class LivepeerOrchestrator:
             raise ResultInvalid(
                 f"{len(data.segments)} renditions for a ladder of {len(profiles)} profiles"
             )
+        for t in data.segments:
+            if not same_origin(t.url, info.transcoder):
+                # Renditions are fetched from the orchestrator only: a URL elsewhere (the
+                # gateway's own network, say) is never requested.
+                raise ResultInvalid("a rendition URL is not on the orchestrator's address")
         blobs = [self._download(t.url, deadline) for t in data.segments]
         if self.broadcaster.on_chain:
             signer = bytes(info.address) or bytes(info.ticket_params.recipient)
@@ -539,6 +545,15 @@ class LivepeerOrchestrator:
         for stream in streams:
             self.end(stream)
         self.reset()
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` is served from ``base``'s scheme, host and port."""
+    a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
+    try:
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port) and bool(a.hostname)
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def manifest_id(stream: str) -> str:

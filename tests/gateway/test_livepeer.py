@@ -57,8 +57,8 @@ DEAR_PRICE = 1000
 class LyingFront:
     """A TLS HTTP/2 front for a node that passes everything through, except that each
     result lies (``lie``): "pixels", its first rendition claims one more frame of pixels than
-    it holds; "signature", it is signed by another key. The orchestrator's URI is the front's
-    own, so the segments come through it."""
+    it holds; "signature", it is signed by another key. The orchestrator's URI and its
+    rendition URLs are the front's own, so segments and downloads come through it."""
 
     def __init__(self, node: OrchestratorNode, home: Path, lie: str = "pixels") -> None:
         self.lie = lie
@@ -112,8 +112,12 @@ class LyingFront:
             if k.lower() in (b"content-type", b"te", b"livepeer-segment", b"livepeer-payment")
         }
         async with httpx.AsyncClient(http2=True, verify=False, timeout=60) as client:
+            query = scope["query_string"].decode()
             r = await client.request(
-                scope["method"], f"{self.node.url}{scope['path']}", content=body, headers=headers
+                scope["method"],
+                f"{self.node.url}{scope['path']}{'?' + query if query else ''}",
+                content=body,
+                headers=headers,
             )
         content = r.content
         if scope["path"] == "/net.Orchestrator/GetOrchestrator" and r.status_code == 200:
@@ -122,6 +126,8 @@ class LyingFront:
             content = frame(info.SerializeToString())
         elif scope["path"] == "/segment" and r.status_code == 200:
             result = net_pb2.TranscodeResult.FromString(content)
+            for rendition in result.data.segments:  # downloads come through here too
+                rendition.url = rendition.url.replace(self.node.url, self.url, 1)
             if result.WhichOneof("result") == "data" and self.lie == "pixels":
                 result.data.segments[0].pixels += 256 * 144
             elif result.WhichOneof("result") == "data":

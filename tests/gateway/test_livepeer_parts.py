@@ -18,6 +18,7 @@ from gateway.livepeer.client import (
     OrchestratorRefused,
     Session,
     manifest_id,
+    same_origin,
 )
 from gateway.settings import GatewaySettings, OrchestratorConfig
 
@@ -177,3 +178,13 @@ def test_a_price_more_than_doubled_since_the_session_began_is_not_paid() -> None
     with pytest.raises(OrchestratorRefused, match="more than double"):
         client._payment(s, Fraction(1))
     assert s.balance == 5  # nothing reserved or sent
+
+
+def test_renditions_are_fetched_from_the_orchestrator_only() -> None:
+    base = "https://o.example:8935"
+    assert same_origin("https://o.example:8935/stream/ab/low/1.ts?sig=x", base)
+    assert not same_origin("https://o.example:8936/stream/ab/low/1.ts", base)
+    assert not same_origin("http://o.example:8935/stream/ab/low/1.ts", base)
+    assert not same_origin("https://169.254.169.254/latest/meta-data", base)
+    assert not same_origin("https://o.example:notaport/x", base)
+    assert not same_origin("/stream/ab/low/1.ts", base)
