@@ -134,30 +134,73 @@ class Pool:
         session_idle_s: float = 60.0,
         max_ticket_ev: int = 3_000_000_000_000,
         funds: Callable[[], tuple[int, int, bool]] | None = None,
+        discover: Callable[[], dict[bytes, str]] | None = None,
+        discovery_interval_s: float = 1500.0,
+        discovered: Callable[[bytes, str], OrchestratorConfig] | None = None,
     ) -> None:
         self.orchestrators = [Orchestrator(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
         #: Wei per pixel above which a network orchestrator is left out (None: no cap).
         self.max_price = max_price
         self.session_idle_s = session_idle_s
+        self._network = {
+            "block_number": block_number,
+            "max_ticket_ev": max_ticket_ev,
+            "funds": funds,
+            "timeout_s": max(probe_timeout_s, 3.0),
+        }
         for o in self.orchestrators:
-            if o.config.kind == "livepeer" and o.config.address:
-                o.livepeer = LivepeerOrchestrator(
-                    o.name,
-                    o.config.address,
-                    self.broadcaster,
-                    cert_fingerprint=o.config.cert_fingerprint,
-                    timeout_s=max(probe_timeout_s, 3.0),
-                    block_number=block_number,
-                    max_ticket_ev=max_ticket_ev,
-                    funds=funds,
-                )
+            self._connect(o)
+        #: On-chain discovery: address -> URI of the active orchestrators, and the entry
+        #: made for each one found.
+        self.discover = discover
+        self.discovery_interval_s = discovery_interval_s
+        self.discovered = discovered
+        self._discovered_at = 0.0
         self.region = region
         self.probe_interval_s = probe_interval_s
         self.suspend_s = suspend_s
         self.probe_timeout_s = probe_timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _connect(self, o: Orchestrator) -> None:
+        if o.config.kind == "livepeer" and o.config.address:
+            o.livepeer = LivepeerOrchestrator(
+                o.name,
+                o.config.address,
+                self.broadcaster,
+                cert_fingerprint=o.config.cert_fingerprint,
+                **self._network,  # type: ignore[arg-type]
+            )
+
+    def rediscover(self) -> None:
+        """Add the orchestrators found on chain that the pool lacks (by address), and drop
+        those found earlier that are no longer active or advertised."""
+        if self.discover is None or self.discovered is None:
+            return
+        found = self.discover()
+        listed = {o.config.address for o in self.orchestrators if not o.config.discovered}
+        keep, gone = [], []
+        for o in self.orchestrators:
+            if not o.config.discovered or o.config.address in found.values():
+                keep.append(o)
+            else:
+                gone.append(o)
+        have = {o.config.address for o in keep}
+        for address, uri in sorted(found.items()):
+            if uri in have or uri in listed:
+                continue
+            o = Orchestrator(self.discovered(address, uri))
+            self._connect(o)
+            keep.append(o)
+            have.add(uri)
+            log.info("orchestrator %s found on chain at %s", o.name, uri)
+        self.orchestrators = keep  # one assignment: readers see the old list or the new
+        for o in gone:
+            log.info("orchestrator %s is no longer active on chain", o.name)
+            o.close()
+        self._discovered_at = time.monotonic()
 
     def by_name(self, name: str) -> Orchestrator | None:
         return next((o for o in self.orchestrators if o.name == name), None)
@@ -222,7 +265,16 @@ class Pool:
         )
 
     def probe_all(self) -> None:
-        for o in self.orchestrators:
+        if self.discover is not None and (
+            not self._discovered_at
+            or time.monotonic() - self._discovered_at >= self.discovery_interval_s
+        ):
+            try:
+                self.rediscover()
+            except Exception:
+                log.exception("on-chain discovery failed; the pool is kept")
+                self._discovered_at = time.monotonic()
+        for o in list(self.orchestrators):
             self.probe(o)
 
     def start(self) -> None:

@@ -27,6 +27,8 @@ class OrchestratorConfig(BaseModel):
     region: str = "local"
     #: livepeer kind: the orchestrator's service address, https://host:8935.
     address: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
+    #: livepeer kind: found on chain (not configured).
+    discovered: bool = False
     #: livepeer kind: the SHA-256 fingerprint of its certificate; without it any certificate
     #: is accepted, as go-livepeer's gateway does (orchestrators' certificates are self-signed).
     cert_fingerprint: str | None = None
@@ -81,6 +83,7 @@ class OrchestratorConfig(BaseModel):
                 "kind": self.kind,
                 "region": self.region,
                 "address": self.address,
+                "discovered": self.discovered,
                 "price_per_unit": self.price_per_unit,
                 "pixels_per_unit": self.pixels_per_unit,
             }
@@ -175,6 +178,15 @@ class GatewaySettings(FarmBaseSettings):
     #: orchestrators are ended (EndTranscodingSession; go-livepeer's orchestrators drop idle
     #: sessions after 70 s).
     livepeer_session_idle_s: float = Field(60.0, gt=0)
+    #: Find livepeer-kind orchestrators on chain too: the BondingManager's active transcoders
+    #: at their ServiceRegistry URIs (needs FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER), every
+    #: discovery_interval_s (go-livepeer: 25 min). Found ones are charged to API keys at
+    #: discovery_price_per_unit/discovery_pixels_per_unit and placed in discovery_region.
+    livepeer_discovery: bool = False
+    discovery_interval_s: float = Field(1500.0, gt=0)
+    discovery_price_per_unit: int = Field(0, ge=0)
+    discovery_pixels_per_unit: int = Field(1, ge=1)
+    discovery_region: str = "network"
     #: go-livepeer's -maxTicketEV: ticket params worth more per ticket are refused.
     max_ticket_ev_wei: int = Field(3_000_000_000_000, gt=0)
     #: Share of segments also transcoded on up to two more orchestrators and compared
@@ -234,6 +246,11 @@ class GatewaySettings(FarmBaseSettings):
                     "FARM_ETH_SENDER_KEY pays from a TicketBroker deposit: it needs "
                     "FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER"
                 )
+        if self.livepeer_discovery and not (self.eth_rpc_url and self.eth_controller):
+            raise ValueError(
+                "FARM_LIVEPEER_DISCOVERY reads the chain: it needs FARM_ETH_RPC_URL and "
+                "FARM_ETH_CONTROLLER"
+            )
         names = [o.name for o in self.orchestrators]
         if len(names) != len(set(names)):
             raise ValueError("orchestrator names must be unique")

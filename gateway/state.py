@@ -27,7 +27,7 @@ from gateway.livepeer import Broadcaster
 from gateway.models import Base
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, OrchestratorConfig
 from gateway.webhook import AuthWebhook
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ class GatewayState:
             max_ticket_ev=settings.max_ticket_ev_wei,
             funds=funds,
             session_idle_s=settings.livepeer_session_idle_s,
+            discover=_discovery(settings),
+            discovery_interval_s=settings.discovery_interval_s,
+            discovered=lambda address, uri: _discovered_entry(settings, address, uri),
         )
         log = SessionLog(engine)
         webhook = (
@@ -197,6 +200,29 @@ def _chain_reads(
             return funds[0][1]
 
     return latest, deposit
+
+
+def _discovery(settings: GatewaySettings) -> Callable[[], dict[bytes, str]] | None:
+    """On-chain discovery of livepeer-kind orchestrators, when configured."""
+    if not (settings.livepeer_discovery and settings.eth_rpc_url and settings.eth_controller):
+        return None
+    from chain.client import ChainClient
+    from gateway.livepeer.discovery import discover
+
+    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+    return lambda: discover(client)
+
+
+def _discovered_entry(settings: GatewaySettings, address: bytes, uri: str) -> OrchestratorConfig:
+    return OrchestratorConfig(
+        name=f"chain-{address.hex()[:12]}",
+        kind="livepeer",
+        address=uri,
+        region=settings.discovery_region,
+        discovered=True,
+        price_per_unit=settings.discovery_price_per_unit,
+        pixels_per_unit=settings.discovery_pixels_per_unit,
+    )
 
 
 def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | None:

@@ -9,6 +9,8 @@ what the node redeemed.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy import create_engine
 from web3 import Web3
 
-from chain.devchain import DevChain, mine
+from chain.client import ChainClient
+from chain.devchain import ANVIL_KEYS, DevAccount, DevChain, bootstrap, mine
 from chain.queue import TicketQueue
+from farm.embedded import EmbeddedRedis
 from farm.media.synth import make_segment
 from tests.conftest import PG_URL
 from tests.farm.harness import Cluster, cluster_env, wait_for
@@ -156,3 +160,84 @@ def test_a_result_signed_by_another_key_is_caught_and_suspends(
     finally:
         front.close()
         node.close()
+
+
+def test_orchestrators_bonded_on_chain_are_found_and_used(
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+    tmp_path: Path,
+) -> None:
+    # A second orchestrator bonds and advertises itself; each runs a node of its own.
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    second = bootstrap(
+        w3,
+        addresses=devchain.contracts,
+        orchestrator=DevAccount.from_key(ANVIL_KEYS[3]),
+        broadcaster=devchain.broadcaster,
+    )
+    redis_server = EmbeddedRedis(tmp_path / "redis-2", persist=False)
+    redis_server.start()
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    (tmp_path / "orch-2").mkdir()
+    other = Cluster(
+        tmp_path / "orch-2",
+        cluster_env(
+            tmp_path / "orch-2", redis_server.url, f"{PG_URL}?options=-csearch_path%3D{schema}"
+        ),
+    )
+    nodes: dict[str, OrchestratorNode] = {}
+    try:
+        for c, chain in ((cluster, devchain), (other, second)):
+            c.env.update(chain_env(chain))
+            c.env["FARM_CHAIN_CACHE_S"] = "0"
+            c.start_worker()
+            node = OrchestratorNode(c)
+            assert chain.orchestrator is not None
+            owner = ChainClient(
+                devchain.rpc_url,
+                devchain.contracts["Controller"],
+                private_key=bytes.fromhex(chain.orchestrator.private_key.removeprefix("0x")),
+            )
+            owner.set_service_uri(node.url)
+            nodes[f"chain-{chain.orchestrator.address[2:].lower()[:12]}"] = node
+        gw = gateway_env.gateway(
+            FARM_ORCHESTRATORS="[]",
+            FARM_LIVEPEER_DISCOVERY="true",
+            FARM_DISCOVERY_PRICE_PER_UNIT="1",
+            FARM_ETH_RPC_URL=devchain.rpc_url,
+            FARM_ETH_CONTROLLER=devchain.contracts["Controller"],
+            FARM_ETH_SENDER_KEY=devchain.broadcaster.private_key.removeprefix("0x"),
+            FARM_MAX_TICKET_EV_WEI=str(10**16),
+            FARM_ESTIMATE_MARGIN="0",
+            expect_unhealthy=True,
+        )
+
+        def found() -> set[str]:
+            state = gw.admin("GET", "/admin/orchestrators").json()
+            return {o["name"] for o in state if o["healthy"]}
+
+        wait_for(lambda: found() == set(nodes), timeout=30, what=f"both found: {found()}")
+        key_id, key = gw.key(credits=100 * PIXELS)
+        first = _post(gw, key, "found", 0)
+        assert check_renditions(first) == PIXELS
+        served = first.headers["Livepeer-Orchestrator"]
+        # The one serving the stream goes away: the stream goes on at the other one.
+        victim = nodes[served]
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(timeout=15)
+        then = _post(gw, key, "found", 1)
+        assert check_renditions(then) == PIXELS
+        assert then.headers["Livepeer-Orchestrator"] in set(nodes) - {served}
+        assert gw.balance(key_id) == 98 * PIXELS
+    finally:
+        for node in nodes.values():
+            node.close()
+        other.stop()
+        redis_server.stop()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()

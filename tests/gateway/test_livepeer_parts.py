@@ -48,6 +48,7 @@ def test_a_livepeer_entry_is_an_address_and_holds_no_credentials() -> None:
         "kind": "livepeer",
         "region": "eu",
         "address": "https://o.example:8935",
+        "discovered": False,
         "price_per_unit": 0,
         "pixels_per_unit": 1,
     }
