@@ -20,6 +20,7 @@ from gateway.livepeer.client import (
     manifest_id,
     same_origin,
 )
+from gateway.pool import Pool
 from gateway.settings import GatewaySettings, OrchestratorConfig
 
 SENDER_KEY = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -189,3 +190,24 @@ def test_renditions_are_fetched_from_the_orchestrator_only() -> None:
     assert not same_origin("https://169.254.169.254/latest/meta-data", base)
     assert not same_origin("https://o.example:notaport/x", base)
     assert not same_origin("/stream/ab/low/1.ts", base)
+
+
+def test_rediscovery_adds_the_new_keeps_the_listed_and_drops_the_gone() -> None:
+    listed = OrchestratorConfig(name="mine", kind="livepeer", address="https://a.example:8935")
+    chain: dict[bytes, str] = {b"\x01" * 20: "https://a.example:8935"}  # also listed by hand
+
+    def entry(address: bytes, uri: str) -> OrchestratorConfig:
+        return OrchestratorConfig(
+            name=f"chain-{address.hex()[:4]}", kind="livepeer", address=uri, discovered=True
+        )
+
+    pool = Pool([listed], discover=lambda: dict(chain), discovered=entry)
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine"]
+    chain[b"\x02" * 20] = "https://b.example:8935"
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine", "chain-0202"]
+    assert all(o.livepeer is not None for o in pool.orchestrators)
+    del chain[b"\x02" * 20], chain[b"\x01" * 20]
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine"]  # configured entries stay
