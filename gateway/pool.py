@@ -134,9 +134,9 @@ class Pool:
         session_idle_s: float = 60.0,
         max_ticket_ev: int = 3_000_000_000_000,
         funds: Callable[[], tuple[int, int, bool]] | None = None,
-        discover: Callable[[], dict[bytes, str]] | None = None,
+        discover: Callable[[], dict[str, str]] | None = None,
         discovery_interval_s: float = 1500.0,
-        discovered: Callable[[bytes, str], OrchestratorConfig] | None = None,
+        discovered: Callable[[str, str], OrchestratorConfig] | None = None,
     ) -> None:
         self.orchestrators = [Orchestrator(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
@@ -151,8 +151,8 @@ class Pool:
         }
         for o in self.orchestrators:
             self._connect(o)
-        #: On-chain discovery: address -> URI of the active orchestrators, and the entry
-        #: made for each one found.
+        #: Discovery: name -> address of the orchestrators found (on chain, by webhook), and
+        #: the entry made for each one.
         self.discover = discover
         self.discovery_interval_s = discovery_interval_s
         self.discovered = discovered
@@ -175,8 +175,8 @@ class Pool:
             )
 
     def rediscover(self) -> None:
-        """Add the orchestrators found on chain that the pool lacks (by address), and drop
-        those found earlier that are no longer active or advertised."""
+        """Add the orchestrators found (on chain, by webhook) that the pool lacks (by
+        address), and drop those found earlier that are no longer found."""
         if self.discover is None or self.discovered is None:
             return
         found = self.discover()
@@ -188,17 +188,17 @@ class Pool:
             else:
                 gone.append(o)
         have = {o.config.address for o in keep}
-        for address, uri in sorted(found.items()):
+        for name, uri in sorted(found.items()):
             if uri in have or uri in listed:
                 continue
-            o = Orchestrator(self.discovered(address, uri))
+            o = Orchestrator(self.discovered(name, uri))
             self._connect(o)
             keep.append(o)
             have.add(uri)
-            log.info("orchestrator %s found on chain at %s", o.name, uri)
+            log.info("orchestrator %s found at %s", o.name, uri)
         self.orchestrators = keep  # one assignment: readers see the old list or the new
         for o in gone:
-            log.info("orchestrator %s is no longer active on chain", o.name)
+            log.info("orchestrator %s is no longer found", o.name)
             o.close()
         self._discovered_at = time.monotonic()
 
@@ -272,7 +272,7 @@ class Pool:
             try:
                 self.rediscover()
             except Exception:
-                log.exception("on-chain discovery failed; the pool is kept")
+                log.exception("discovery failed; the pool is kept")
                 self._discovered_at = time.monotonic()
         for o in list(self.orchestrators):
             self.probe(o)

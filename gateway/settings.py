@@ -180,10 +180,14 @@ class GatewaySettings(FarmBaseSettings):
     livepeer_session_idle_s: float = Field(60.0, gt=0)
     #: Find livepeer-kind orchestrators on chain too: the BondingManager's active transcoders
     #: at their ServiceRegistry URIs (needs FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER), every
-    #: discovery_interval_s (go-livepeer: 25 min). Found ones are charged to API keys at
-    #: discovery_price_per_unit/discovery_pixels_per_unit and placed in discovery_region.
+    #: discovery_interval_s (go-livepeer: 25 min). Found ones (and the webhook's) are
+    #: charged to API keys at discovery_price_per_unit/discovery_pixels_per_unit and placed in
+    #: discovery_region.
     livepeer_discovery: bool = False
     discovery_interval_s: float = Field(1500.0, gt=0)
+    #: go-livepeer's -orchWebhookUrl: a GET answering [{"address", "score"}], asked every
+    #: minute; the trusted orchestrators (score >= 1) join the pool like those found on chain.
+    orch_webhook_url: str | None = None
     discovery_price_per_unit: int = Field(0, ge=0)
     discovery_pixels_per_unit: int = Field(1, ge=1)
     discovery_region: str = "network"

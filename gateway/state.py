@@ -76,8 +76,13 @@ class GatewayState:
             funds=funds,
             session_idle_s=settings.livepeer_session_idle_s,
             discover=_discovery(settings),
-            discovery_interval_s=settings.discovery_interval_s,
-            discovered=lambda address, uri: _discovered_entry(settings, address, uri),
+            # The webhook is asked every minute (go-livepeer caches its answer that long).
+            discovery_interval_s=(
+                min(60.0, settings.discovery_interval_s)
+                if settings.orch_webhook_url
+                else settings.discovery_interval_s
+            ),
+            discovered=lambda name, uri: _discovered_entry(settings, name, uri),
         )
         log = SessionLog(engine)
         webhook = (
@@ -202,20 +207,25 @@ def _chain_reads(
     return latest, deposit
 
 
-def _discovery(settings: GatewaySettings) -> Callable[[], dict[bytes, str]] | None:
-    """On-chain discovery of livepeer-kind orchestrators, when configured."""
-    if not (settings.livepeer_discovery and settings.eth_rpc_url and settings.eth_controller):
+def _discovery(settings: GatewaySettings) -> Callable[[], dict[str, str]] | None:
+    """Discovery of livepeer-kind orchestrators (on chain, by webhook), when configured."""
+    from gateway.livepeer.discovery import Discovery, WebhookDiscovery, discover
+
+    chain: Callable[[], dict[str, str]] | None = None
+    if settings.livepeer_discovery and settings.eth_rpc_url and settings.eth_controller:
+        from chain.client import ChainClient
+
+        client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+        chain = lambda: discover(client)  # noqa: E731
+    webhook = WebhookDiscovery(settings.orch_webhook_url) if settings.orch_webhook_url else None
+    if chain is None and webhook is None:
         return None
-    from chain.client import ChainClient
-    from gateway.livepeer.discovery import discover
-
-    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
-    return lambda: discover(client)
+    return Discovery(chain, webhook, settings.discovery_interval_s)
 
 
-def _discovered_entry(settings: GatewaySettings, address: bytes, uri: str) -> OrchestratorConfig:
+def _discovered_entry(settings: GatewaySettings, name: str, uri: str) -> OrchestratorConfig:
     return OrchestratorConfig(
-        name=f"chain-{address.hex()[:12]}",
+        name=name,
         kind="livepeer",
         address=uri,
         region=settings.discovery_region,

@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,48 @@ def test_the_session_of_a_stream_that_ended_is_ended(
         timeout=20,
         what="EndTranscodingSession",
     )
+
+
+def test_the_orchestrator_webhooks_trusted_orchestrators_are_used(
+    network: Network, segments: list[bytes]
+) -> None:
+    cheap, dear = network.nodes["cheap-a"], network.nodes["dear"]
+    answer = json.dumps(
+        [{"address": cheap.url, "score": 1}, {"address": dear.url, "score": 0.5}]
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gw = network.env.gateway(
+            FARM_ORCHESTRATORS="[]",
+            FARM_ORCH_WEBHOOK_URL=f"http://127.0.0.1:{server.server_address[1]}/orchestrators",
+            FARM_DISCOVERY_INTERVAL_S="0.5",
+            FARM_DISCOVERY_PRICE_PER_UNIT="1",
+        )
+        name = f"hook-127.0.0.1-{cheap.node.port}"
+        assert set(orchestrators(gw)) == {name}  # the untrusted score is left out
+        _, key = gw.key(credits=10 * PIXELS)
+        r = post(gw, "hooked", 0, segments[0], key)
+        assert check_renditions(r) == PIXELS
+        assert r.headers["Livepeer-Orchestrator"] == name
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The webhook is gone: the last answer is kept.
+    wait_for(lambda: "keeping 1 found before" in gw.log.read_text(), what="a failed refresh")
+    assert set(orchestrators(gw)) == {name}
+    check_renditions(post(gw, "hooked", 1, segments[1], key))
 
 
 def test_a_twenty_segment_stream_plays_through_on_one_session(

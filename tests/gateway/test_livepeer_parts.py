@@ -20,6 +20,7 @@ from gateway.livepeer.client import (
     manifest_id,
     same_origin,
 )
+from gateway.livepeer.discovery import WebhookDiscovery
 from gateway.pool import Pool
 from gateway.settings import GatewaySettings, OrchestratorConfig
 
@@ -194,20 +195,39 @@ def test_renditions_are_fetched_from_the_orchestrator_only() -> None:
 
 def test_rediscovery_adds_the_new_keeps_the_listed_and_drops_the_gone() -> None:
     listed = OrchestratorConfig(name="mine", kind="livepeer", address="https://a.example:8935")
-    chain: dict[bytes, str] = {b"\x01" * 20: "https://a.example:8935"}  # also listed by hand
+    chain: dict[str, str] = {"chain-0101": "https://a.example:8935"}  # also listed by hand
 
-    def entry(address: bytes, uri: str) -> OrchestratorConfig:
-        return OrchestratorConfig(
-            name=f"chain-{address.hex()[:4]}", kind="livepeer", address=uri, discovered=True
-        )
+    def entry(name: str, uri: str) -> OrchestratorConfig:
+        return OrchestratorConfig(name=name, kind="livepeer", address=uri, discovered=True)
 
     pool = Pool([listed], discover=lambda: dict(chain), discovered=entry)
     pool.rediscover()
     assert [o.name for o in pool.orchestrators] == ["mine"]
-    chain[b"\x02" * 20] = "https://b.example:8935"
+    chain["chain-0202"] = "https://b.example:8935"
     pool.rediscover()
     assert [o.name for o in pool.orchestrators] == ["mine", "chain-0202"]
     assert all(o.livepeer is not None for o in pool.orchestrators)
-    del chain[b"\x02" * 20], chain[b"\x01" * 20]
+    del chain["chain-0202"], chain["chain-0101"]
     pool.rediscover()
     assert [o.name for o in pool.orchestrators] == ["mine"]  # configured entries stay
+
+
+def test_the_webhooks_trusted_orchestrators_are_taken() -> None:
+    found = WebhookDiscovery.parse(
+        [
+            {"address": "https://a.example:8935", "score": 1},
+            {"address": "https://b.example:8935/", "score": 2.5},
+            {"address": "https://c.example:8935", "score": 0.5},  # neither pool: ignored
+            {"address": "https://d.example:8935", "score": 0},  # untrusted: not for live
+            {"address": "ftp://e.example:21", "score": 1},
+            {"address": "https://f.example:8935/path", "score": 1},
+        ]
+    )
+    assert found == {
+        "hook-a.example-8935": "https://a.example:8935",
+        "hook-b.example-8935": "https://b.example:8935",
+    }
+    with pytest.raises(ValueError, match="not a JSON list"):
+        WebhookDiscovery.parse({"address": "https://a.example:8935"})
+    with pytest.raises(ValueError, match="no address"):
+        WebhookDiscovery.parse([{"score": 1}])
