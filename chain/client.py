@@ -453,6 +453,15 @@ class ChainClient:
             deactivation_round=int(t[5]),
         )
 
+    def transcoder_pool(self, limit: int = 1000) -> list[bytes]:
+        """The transcoder pool in the BondingManager's order (at most ``limit`` addresses)."""
+        pool: list[bytes] = []
+        address = str(self.call(self.bonding.functions.getFirstTranscoderInPool()))
+        while len(pool) < limit and bytes.fromhex(address[2:]) != ZERO_ADDRESS:
+            pool.append(bytes.fromhex(address[2:]))
+            address = str(self.call(self.bonding.functions.getNextTranscoderInPool(address)))
+        return pool
+
     def is_active_transcoder(self, transcoder: bytes) -> bool:
         """Whether the transcoder is in the active set this round."""
         return bool(self.call(self.bonding.functions.isActiveTranscoder(_hex(transcoder))))

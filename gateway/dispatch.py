@@ -1,10 +1,19 @@
-"""Running one segment on the pool: pick, submit, wait, and retry elsewhere on failure."""
+"""Running one segment on the pool: pick, submit, wait, and retry elsewhere on failure.
+
+A stream stays with the orchestrator that served its last segment while that one is usable
+(the orchestrator keeps its encoder state and, on the Livepeer network, its session and
+balance); it moves on only when an attempt there fails, or the orchestrator is suspended,
+unhealthy or over the price cap.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +27,7 @@ from farm.errors import FarmError, PermanentError
 from farm.media.profiles import VideoProfile
 from gateway import metrics
 from gateway.errors import NoOrchestrators, TranscodeFailed
+from gateway.livepeer import LivepeerOrchestrator
 from gateway.pool import Orchestrator, Pool
 from gateway.pricing import charge
 from gateway.sessions import SessionLog
@@ -43,6 +53,8 @@ PERMANENT_CODES = frozenset(
 )
 _INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+#: Streams whose orchestrator is remembered (the oldest are forgotten first).
+_STICKY_STREAMS = 10_000
 
 
 def is_permanent(e: BaseException) -> bool:
@@ -91,6 +103,29 @@ class Dispatcher:
         self.log = log_
         self.max_attempts = max_attempts
         self.attempt_floor_s = attempt_floor_s
+        #: stream (session id) -> the orchestrator that served its last segment.
+        self._sticky: OrderedDict[str, str] = OrderedDict()
+        self._sticky_lock = threading.Lock()
+
+    def orchestrator_of(self, session_id: str) -> str | None:
+        """The orchestrator a stream stays with, if any."""
+        with self._sticky_lock:
+            return self._sticky.get(session_id)
+
+    def _stick(self, session_id: str, name: str) -> str | None:
+        """Remember ``name`` for the stream; the orchestrator it leaves, if another."""
+        with self._sticky_lock:
+            previous = self._sticky.pop(session_id, None)
+            self._sticky[session_id] = name
+            while len(self._sticky) > _STICKY_STREAMS:
+                self._sticky.popitem(last=False)
+        return previous if previous != name else None
+
+    def _leave(self, session_id: str, name: str | None) -> None:
+        """End the stream's network session at an orchestrator it no longer uses."""
+        o = self.pool.by_name(name) if name else None
+        if o is not None and o.livepeer is not None:
+            o.livepeer.end(session_id)
 
     def attempt_timeout(self, duration_s: float, multiplier: float = 1.0) -> float:
         """One attempt's budget: go-livepeer's max(8 s, 4 x duration), floor configurable,
@@ -123,7 +158,8 @@ class Dispatcher:
         deadline = time.monotonic() + self.max_attempts * per_attempt
         last_error = "no healthy orchestrator"
         attempt = 0
-        for o in self.pool.walk(self.max_attempts, deadline):
+        prefer = self.orchestrator_of(session_id)
+        for o in self.pool.walk(self.max_attempts, deadline, prefer=prefer):
             attempt += 1
             if attempt > 1:
                 metrics.orchestrator_swap(last_error)
@@ -137,6 +173,8 @@ class Dispatcher:
                     fmt,
                     min(deadline, started + per_attempt),
                     attempt,
+                    stream=session_id,
+                    seq=seq,
                 )
             except (FarmError, *_INFRA_ERRORS) as e:
                 code = str(getattr(e, "code", None) or e.__class__.__name__)
@@ -150,7 +188,9 @@ class Dispatcher:
                 self._log_failure(session_id, seq, attempt, o, started, code, public_message(e), e)
                 self.pool.record(o, False, time.monotonic() - started, duration_s)
                 self.pool.suspend(o, f"{last_error}: {e}")
+                self._leave(session_id, o.name)
                 continue
+            self._leave(session_id, self._stick(session_id, o.name))
             latency = time.monotonic() - started
             self.pool.record(o, True, latency, duration_s)
             self.log.attempt(
@@ -178,7 +218,24 @@ class Dispatcher:
         fmt: str,
         deadline: float,
         attempt: int,
+        *,
+        stream: str | None = None,
+        seq: int = 0,
     ) -> SegmentOutcome:
+        """One attempt on ``o``; ``stream`` (the session id) keeps a network orchestrator's
+        session across a stream's segments (none: a session of its own, ended at once)."""
+        if o.livepeer is not None:
+            if stream is not None:
+                return _network(
+                    o, o.livepeer, stream, seq, data, profiles, duration_s, fmt, deadline, attempt
+                )
+            once = f"once:{uuid.uuid4().hex}"
+            try:
+                return _network(
+                    o, o.livepeer, once, seq, data, profiles, duration_s, fmt, deadline, attempt
+                )
+            finally:
+                o.livepeer.end(once)
         client = o.client
         job = client.submit(data, profiles, fmt=fmt, duration=duration_s)
         result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
@@ -212,3 +269,49 @@ class Dispatcher:
             error_code=code,
             error=error[:2000],
         )
+
+
+def _network(
+    o: Orchestrator,
+    client: LivepeerOrchestrator,
+    stream: str,
+    seq: int,
+    data: bytes,
+    profiles: Sequence[VideoProfile],
+    duration_s: float,
+    fmt: str,
+    deadline: float,
+    attempt: int,
+) -> SegmentOutcome:
+    """A segment on a network orchestrator, in the shape the farm's jobs come back in. The
+    caller is charged at the gateway's own price for it; the orchestrator is paid in tickets."""
+    started = time.monotonic()
+    done = client.transcode(stream, seq, data, profiles, duration_s, fmt, deadline)
+    refs = tuple(
+        RenditionRef(
+            name=r.name,
+            key=r.url,
+            format=r.format,
+            width=r.width,
+            height=r.height,
+            frames=r.frames,
+            pixels=r.pixels,
+            bytes=len(r.data),
+            duration=duration_s,
+            start=0.0,
+            encoder="",
+        )
+        for r in done.renditions
+    )
+    result = JobResult(
+        job_id=f"{done.session_id}/{seq}",
+        renditions=refs,
+        encoded_pixels=done.pixels,
+        decoded_pixels=0,
+        worker=o.name,
+        timings={"total": time.monotonic() - started},
+        raw={"tickets": done.tickets, "price": str(done.price)},
+    )
+    cost = charge(done.pixels, o.config.price_per_unit, o.config.pixels_per_unit)
+    renditions = [(ref, r.data) for ref, r in zip(refs, done.renditions, strict=True)]
+    return SegmentOutcome(o.name, result, renditions, done.pixels, cost, attempt)

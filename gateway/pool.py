@@ -1,8 +1,11 @@
 """The orchestrator pool: health probes, scores, time-based suspension.
 
-Each orchestrator is one farm cluster. A background thread probes every node API's
-``/healthz`` and ``/status``; a candidate's score combines region preference, success rate
-and latency (both EWMAs of real segments) and free capacity. A failing orchestrator is
+An orchestrator is a farm cluster (``cluster`` kind) or any orchestrator on the Livepeer
+network (``livepeer`` kind). A background thread probes every cluster's node API ``/healthz``
+and ``/status``, and calls GetOrchestrator on every network orchestrator (its price, and the
+call's latency); a candidate's score combines region preference, success rate and latency
+(both EWMAs of real segments), GetOrchestrator latency and free capacity. Network
+orchestrators quoting more than the price cap are left out. A failing orchestrator is
 suspended for a time, not for a count of refreshes as in go-livepeer.
 """
 
@@ -18,10 +21,12 @@ from typing import Any
 
 import httpx
 
+from chain.payment import price_from_net
 from farm.client import FarmClient
 from farm.errors import FarmError
 from farm.remote.tls import NodeHttp
 from farm.settings import ClusterSettings
+from gateway.livepeer import Broadcaster, LivepeerOrchestrator
 from gateway.settings import OrchestratorConfig
 
 __all__ = ["Orchestrator", "Pool"]
@@ -53,6 +58,11 @@ class Orchestrator:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: HTTP to its node API, verified as its configuration says (Pool sets it).
     http: NodeHttp | None = field(default=None, repr=False)
+    #: livepeer kind: the network client (Pool sets it), the price it quoted (wei per
+    #: pixel) and an EWMA of its GetOrchestrator latency in seconds.
+    livepeer: LivepeerOrchestrator | None = field(default=None, repr=False)
+    quoted_price: Fraction | None = None
+    rpc_latency: float = 0.0
 
     @property
     def name(self) -> str:
@@ -75,7 +85,7 @@ class Orchestrator:
             region_weight
             * (0.2 + 0.8 * self.success)
             * (0.5 + max(0.0, free))
-            / (1.0 + self.latency)
+            / (1.0 + self.latency + self.rpc_latency)
         )
 
     def state(self, region: str) -> dict[str, object]:
@@ -89,6 +99,8 @@ class Orchestrator:
             "success": round(self.success, 4),
             "score": round(self.score(region), 4),
             "probe_error": self.probe_error,
+            "quoted_price": None if self.quoted_price is None else str(self.quoted_price),
+            "rpc_latency": round(self.rpc_latency, 4),
             "ai_models": [
                 {"pipeline": p, "model_id": m, "warm": warm, "price": _price(self.ai_prices, p, m)}
                 for (p, m), warm in sorted(self.ai_models.items())
@@ -102,6 +114,8 @@ class Orchestrator:
                 self._client = None
         if self.http is not None:
             self.http.close()
+        if self.livepeer is not None:
+            self.livepeer.close()
 
 
 class Pool:
@@ -114,8 +128,35 @@ class Pool:
         probe_interval_s: float = 5.0,
         probe_timeout_s: float = 2.0,
         suspend_s: float = 30.0,
+        broadcaster: Broadcaster | None = None,
+        max_price: Fraction | None = None,
+        block_number: Callable[[], int] | None = None,
+        session_idle_s: float = 60.0,
+        max_ticket_ev: int = 3_000_000_000_000,
+        funds: Callable[[], tuple[int, int, bool]] | None = None,
+        discover: Callable[[], dict[str, str]] | None = None,
+        discovery_interval_s: float = 1500.0,
+        discovered: Callable[[str, str], OrchestratorConfig] | None = None,
     ) -> None:
         self.orchestrators = [Orchestrator(c) for c in configs]
+        self.broadcaster = broadcaster or Broadcaster()
+        #: Wei per pixel above which a network orchestrator is left out (None: no cap).
+        self.max_price = max_price
+        self.session_idle_s = session_idle_s
+        self._network = {
+            "block_number": block_number,
+            "max_ticket_ev": max_ticket_ev,
+            "funds": funds,
+            "timeout_s": max(probe_timeout_s, 3.0),
+        }
+        for o in self.orchestrators:
+            self._connect(o)
+        #: Discovery: name -> address of the orchestrators found (on chain, by webhook), and
+        #: the entry made for each one.
+        self.discover = discover
+        self.discovery_interval_s = discovery_interval_s
+        self.discovered = discovered
+        self._discovered_at = 0.0
         self.region = region
         self.probe_interval_s = probe_interval_s
         self.suspend_s = suspend_s
@@ -123,11 +164,52 @@ class Pool:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _connect(self, o: Orchestrator) -> None:
+        if o.config.kind == "livepeer" and o.config.address:
+            o.livepeer = LivepeerOrchestrator(
+                o.name,
+                o.config.address,
+                self.broadcaster,
+                cert_fingerprint=o.config.cert_fingerprint,
+                **self._network,  # type: ignore[arg-type]
+            )
+
+    def rediscover(self) -> None:
+        """Add the orchestrators found (on chain, by webhook) that the pool lacks (by
+        address), and drop those found earlier that are no longer found."""
+        if self.discover is None or self.discovered is None:
+            return
+        found = self.discover()
+        listed = {o.config.address for o in self.orchestrators if not o.config.discovered}
+        keep, gone = [], []
+        for o in self.orchestrators:
+            if not o.config.discovered or o.config.address in found.values():
+                keep.append(o)
+            else:
+                gone.append(o)
+        have = {o.config.address for o in keep}
+        for name, uri in sorted(found.items()):
+            if uri in have or uri in listed:
+                continue
+            o = Orchestrator(self.discovered(name, uri))
+            self._connect(o)
+            keep.append(o)
+            have.add(uri)
+            log.info("orchestrator %s found at %s", o.name, uri)
+        self.orchestrators = keep  # one assignment: readers see the old list or the new
+        for o in gone:
+            log.info("orchestrator %s is no longer found", o.name)
+            o.close()
+        self._discovered_at = time.monotonic()
+
     def by_name(self, name: str) -> Orchestrator | None:
         return next((o for o in self.orchestrators if o.name == name), None)
 
     # -- probes ----------------------------------------------------------------------------
     def probe(self, o: Orchestrator) -> None:
+        if o.livepeer is not None:
+            self._probe_livepeer(o, o.livepeer)
+            return
         base = o.config.node_url.rstrip("/")
         if o.http is None:
             c = o.config
@@ -155,8 +237,44 @@ class Pool:
             )
         o.probed_at = time.monotonic()
 
+    def _probe_livepeer(self, o: Orchestrator, client: LivepeerOrchestrator) -> None:
+        """GetOrchestrator: reachable, taking work, its price and the call's latency; and the
+        sessions of streams that sent nothing for a while are ended."""
+        started = time.monotonic()
+        try:
+            info = client.get_orchestrator()
+        except FarmError as e:
+            o.healthy, o.probe_error = False, f"{e.__class__.__name__}: {e}"
+        else:
+            elapsed = time.monotonic() - started
+            o.rpc_latency = (
+                elapsed if not o.probed_at else ((1 - _ALPHA) * o.rpc_latency + _ALPHA * elapsed)
+            )
+            o.quoted_price = price_from_net(info.price_info)
+            o.healthy, o.capacity, o.load, o.probe_error = True, 1, 0, None
+        o.probed_at = time.monotonic()
+        client.end_idle(self.session_idle_s)
+
+    def over_cap(self, o: Orchestrator) -> bool:
+        """Whether a network orchestrator quotes more than the price cap."""
+        return (
+            o.livepeer is not None
+            and self.max_price is not None
+            and o.quoted_price is not None
+            and o.quoted_price > self.max_price
+        )
+
     def probe_all(self) -> None:
-        for o in self.orchestrators:
+        if self.discover is not None and (
+            not self._discovered_at
+            or time.monotonic() - self._discovered_at >= self.discovery_interval_s
+        ):
+            try:
+                self.rediscover()
+            except Exception:
+                log.exception("discovery failed; the pool is kept")
+                self._discovered_at = time.monotonic()
+        for o in list(self.orchestrators):
             self.probe(o)
 
     def start(self) -> None:
@@ -179,7 +297,7 @@ class Pool:
         usable = [
             o
             for o in self.orchestrators
-            if o.healthy and not o.suspended(now) and o.name not in exclude
+            if o.healthy and not o.suspended(now) and o.name not in exclude and not self.over_cap(o)
         ]
         return sorted(usable, key=lambda o: o.score(self.region), reverse=True)
 
@@ -188,16 +306,20 @@ class Pool:
         max_tries: int,
         deadline: float,
         tier: Callable[[Orchestrator], int | None] | None = None,
+        prefer: str | None = None,
     ) -> Iterator[Orchestrator]:
         """Orchestrators to try in turn, each once: the best untried healthy one each time
         (the lowest ``tier`` first, then the best score; a tier of None leaves one out), while
-        tries and time (``deadline``, monotonic) last."""
+        tries and time (``deadline``, monotonic) last. ``prefer`` (a stream's orchestrator)
+        comes first while it is a candidate."""
         tried: set[str] = set()
         while len(tried) < max_tries and time.monotonic() < deadline:
             candidates = self.candidates(exclude=tried)
             if tier is not None:
                 ranked = [(rank, o) for o in candidates if (rank := tier(o)) is not None]
                 candidates = [o for _, o in sorted(ranked, key=lambda r: r[0])]
+            if prefer is not None:
+                candidates.sort(key=lambda o: o.name != prefer)
             if not candidates:
                 return
             best = candidates[0]

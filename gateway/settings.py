@@ -14,12 +14,26 @@ __all__ = ["GatewaySettings", "OrchestratorConfig"]
 
 
 class OrchestratorConfig(BaseModel):
-    """One orchestrator the gateway routes to: a farm cluster and its price."""
+    """One orchestrator the gateway routes to, and the price charged to API keys for it.
+
+    ``kind`` "cluster" (the default) is a farm cluster the gateway publishes jobs to directly
+    (its broker, database and blob store); "livepeer" is any orchestrator speaking go-livepeer's
+    network protocol at ``address`` (GetOrchestrator, ``POST /segment``, tickets), with no
+    credentials of the orchestrator's.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["cluster", "livepeer"] = "cluster"
     region: str = "local"
-    #: The cluster's node API, probed for /healthz and /status.
-    node_url: str
+    #: livepeer kind: the orchestrator's service address, https://host:8935.
+    address: str | None = Field(None, pattern=r"^https?://[^/\s]+$")
+    #: livepeer kind: found on chain (not configured).
+    discovered: bool = False
+    #: livepeer kind: the SHA-256 fingerprint of its certificate; without it any certificate
+    #: is accepted, as go-livepeer's gateway does (orchestrators' certificates are self-signed).
+    cert_fingerprint: str | None = None
+    #: cluster kind: the cluster's node API, probed for /healthz and /status.
+    node_url: str = ""
     #: For an https node_url: the SHA-256 fingerprint of the node's certificate (``farm
     #: transcoders fingerprint``), or a CA file (the node's certificate will do); without
     #: either, the system's CAs.
@@ -29,11 +43,29 @@ class OrchestratorConfig(BaseModel):
     price_per_unit: int = Field(0, ge=0)
     pixels_per_unit: int = Field(1, ge=1)
     #: How the gateway reaches the cluster (farm.settings.ClusterSettings fields).
-    broker_url: str
+    broker_url: str = ""
     result_backend: str | None = None
     registry_url: str | None = None
-    database_url: str
-    blob_url: str
+    database_url: str = ""
+    blob_url: str = ""
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> OrchestratorConfig:
+        cluster = ("node_url", "broker_url", "database_url", "blob_url")
+        if self.kind == "livepeer":
+            if not self.address:
+                raise ValueError(f"orchestrator {self.name}: a livepeer entry needs an address")
+            given = [f for f in (*cluster, "result_backend", "registry_url") if getattr(self, f)]
+            if given:
+                raise ValueError(
+                    f"orchestrator {self.name}: a livepeer entry holds no cluster credentials "
+                    f"({', '.join(given)})"
+                )
+        else:
+            missing = [f for f in cluster if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"orchestrator {self.name}: missing {', '.join(missing)}")
+        return self
 
     def cluster_fields(self) -> dict[str, Any]:
         return {
@@ -45,8 +77,19 @@ class OrchestratorConfig(BaseModel):
         }
 
     def public(self) -> dict[str, Any]:
+        if self.kind == "livepeer":
+            return {
+                "name": self.name,
+                "kind": self.kind,
+                "region": self.region,
+                "address": self.address,
+                "discovered": self.discovered,
+                "price_per_unit": self.price_per_unit,
+                "pixels_per_unit": self.pixels_per_unit,
+            }
         return {
             "name": self.name,
+            "kind": self.kind,
             "region": self.region,
             "node_url": self.node_url,
             "price_per_unit": self.price_per_unit,
@@ -123,6 +166,33 @@ class GatewaySettings(FarmBaseSettings):
     tx_cost_multiplier: int = Field(100, gt=0)
     #: go-livepeer's -maxFaceValue (0: no cap).
     ticket_max_face_value_wei: int = Field(0, ge=0)
+    #: 32 bytes hex: the key that pays livepeer-kind orchestrators with tickets from its
+    #: TicketBroker deposit, and signs GetOrchestrator and segments (needs FARM_ETH_RPC_URL;
+    #: without it the gateway is off chain: empty payments, no signatures).
+    eth_sender_key: SecretStr | None = None
+    #: go-livepeer's -maxPricePerUnit / -pixelsPerUnit: livepeer-kind orchestrators quoting
+    #: more wei per pixel are left out (0: no cap).
+    max_price_per_unit: int = Field(0, ge=0)
+    max_price_pixels_per_unit: int = Field(1, ge=1)
+    #: A stream that sent no segment for this long has ended: its sessions at livepeer-kind
+    #: orchestrators are ended (EndTranscodingSession; go-livepeer's orchestrators drop idle
+    #: sessions after 70 s).
+    livepeer_session_idle_s: float = Field(60.0, gt=0)
+    #: Find livepeer-kind orchestrators on chain too: the BondingManager's active transcoders
+    #: at their ServiceRegistry URIs (needs FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER), every
+    #: discovery_interval_s (go-livepeer: 25 min). Found ones (and the webhook's) are
+    #: charged to API keys at discovery_price_per_unit/discovery_pixels_per_unit and placed in
+    #: discovery_region.
+    livepeer_discovery: bool = False
+    discovery_interval_s: float = Field(1500.0, gt=0)
+    #: go-livepeer's -orchWebhookUrl: a GET answering [{"address", "score"}], asked every
+    #: minute; the trusted orchestrators (score >= 1) join the pool like those found on chain.
+    orch_webhook_url: str | None = None
+    discovery_price_per_unit: int = Field(0, ge=0)
+    discovery_pixels_per_unit: int = Field(1, ge=1)
+    discovery_region: str = "network"
+    #: go-livepeer's -maxTicketEV: ticket params worth more per ticket are refused.
+    max_ticket_ev_wei: int = Field(3_000_000_000_000, gt=0)
     #: Share of segments also transcoded on up to two more orchestrators and compared
     #: (go-livepeer's verificationFreq).
     verification_freq: float = Field(0.0, ge=0, le=1)
@@ -171,6 +241,20 @@ class GatewaySettings(FarmBaseSettings):
             and (self.ticket_secret.get_secret_value() == "00" * 32)
         ):
             raise ValueError("FARM_TICKET_SECRET must be set when ticket payments are on")
+        if self.eth_sender_key is not None:
+            key = self.eth_sender_key.get_secret_value().removeprefix("0x")
+            if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+                raise ValueError("FARM_ETH_SENDER_KEY must be a 32-byte hex private key")
+            if not (self.eth_rpc_url and self.eth_controller):
+                raise ValueError(
+                    "FARM_ETH_SENDER_KEY pays from a TicketBroker deposit: it needs "
+                    "FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER"
+                )
+        if self.livepeer_discovery and not (self.eth_rpc_url and self.eth_controller):
+            raise ValueError(
+                "FARM_LIVEPEER_DISCOVERY reads the chain: it needs FARM_ETH_RPC_URL and "
+                "FARM_ETH_CONTROLLER"
+            )
         names = [o.name for o in self.orchestrators]
         if len(names) != len(set(names)):
             raise ValueError("orchestrator names must be unique")

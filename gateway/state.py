@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import redis
 from sqlalchemy import create_engine
@@ -19,10 +23,11 @@ from gateway.dispatch import Dispatcher
 from gateway.ethpay import EthPayments, parse_price
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
+from gateway.livepeer import Broadcaster
 from gateway.models import Base
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, OrchestratorConfig
 from gateway.webhook import AuthWebhook
 
 log = logging.getLogger(__name__)
@@ -52,12 +57,32 @@ class GatewayState:
         engine = make_engine(settings.gateway_database_url)
         Base.metadata.create_all(engine)
         ledger = Ledger(engine)
+        sender = broadcaster(settings)
+        block_number, funds = _chain_reads(settings, sender)
         pool = Pool(
             settings.orchestrators,
             settings.region,
             settings.probe_interval_s,
             settings.probe_timeout_s,
             settings.suspend_s,
+            broadcaster=sender,
+            max_price=(
+                Fraction(settings.max_price_per_unit, settings.max_price_pixels_per_unit)
+                if settings.max_price_per_unit
+                else None
+            ),
+            block_number=block_number,
+            max_ticket_ev=settings.max_ticket_ev_wei,
+            funds=funds,
+            session_idle_s=settings.livepeer_session_idle_s,
+            discover=_discovery(settings),
+            # The webhook is asked every minute (go-livepeer caches its answer that long).
+            discovery_interval_s=(
+                min(60.0, settings.discovery_interval_s)
+                if settings.orch_webhook_url
+                else settings.discovery_interval_s
+            ),
+            discovered=lambda name, uri: _discovered_entry(settings, name, uri),
         )
         log = SessionLog(engine)
         webhook = (
@@ -111,14 +136,15 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
     from farm.chain_tasks import TICKET_QUEUE_KEY
 
     url = settings.ticket_queue_url
+    clusters = [o for o in settings.orchestrators if o.kind == "cluster"]
     if url is None:
-        if len(settings.orchestrators) != 1:
+        if len(clusters) != 1:
             raise ValueError(
                 "ticket payments need FARM_TICKET_QUEUE_URL: the database the orchestrator's "
                 "chain worker redeems winning tickets from"
             )
-        url = settings.orchestrators[0].database_url
-    for entry in settings.orchestrators:
+        url = clusters[0].database_url
+    for entry in clusters:
         try:
             registry = ClusterSettings(**entry.cluster_fields()).redis_registry_url()
             client = redis.Redis.from_url(redis_py_url(registry), socket_timeout=3)
@@ -140,10 +166,81 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
     return url
 
 
+def broadcaster(settings: GatewaySettings) -> Broadcaster:
+    """The gateway as a sender on the Livepeer network: its key when a chain is configured,
+    else off chain (empty payments, nothing signed), as go-livepeer's gateway."""
+    key = settings.eth_sender_key
+    if settings.eth_rpc_url and key is not None:
+        return Broadcaster(key.get_secret_value())
+    return Broadcaster()
+
+
+def _chain_reads(
+    settings: GatewaySettings, sender: Broadcaster
+) -> tuple[Callable[[], int] | None, Callable[[], tuple[int, int, bool]] | None]:
+    """What paying network orchestrators reads from the chain, each at most every 2 s: the
+    latest block (expired ticket params), and the sender's (deposit, reserve, unlocking)."""
+    if not (sender.on_chain and settings.eth_rpc_url and settings.eth_controller):
+        return None, None
+    from chain.client import ChainClient
+
+    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+    lock = threading.Lock()
+    block: list[tuple[float, int]] = []
+    funds: list[tuple[float, tuple[int, int, bool]]] = []
+
+    def latest() -> int:
+        with lock:
+            if not block or time.monotonic() - block[0][0] > 2.0:
+                block[:] = [(time.monotonic(), client.last_seen_l1_block())]
+            return block[0][1]
+
+    def deposit() -> tuple[int, int, bool]:
+        with lock:
+            if not funds or time.monotonic() - funds[0][0] > 2.0:
+                info = client.sender_info(sender.address)
+                funds[:] = [
+                    (time.monotonic(), (info.deposit, info.reserve, info.withdraw_round != 0))
+                ]
+            return funds[0][1]
+
+    return latest, deposit
+
+
+def _discovery(settings: GatewaySettings) -> Callable[[], dict[str, str]] | None:
+    """Discovery of livepeer-kind orchestrators (on chain, by webhook), when configured."""
+    from gateway.livepeer.discovery import Discovery, WebhookDiscovery, discover
+
+    chain: Callable[[], dict[str, str]] | None = None
+    if settings.livepeer_discovery and settings.eth_rpc_url and settings.eth_controller:
+        from chain.client import ChainClient
+
+        client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+        chain = lambda: discover(client)  # noqa: E731
+    webhook = WebhookDiscovery(settings.orch_webhook_url) if settings.orch_webhook_url else None
+    if chain is None and webhook is None:
+        return None
+    return Discovery(chain, webhook, settings.discovery_interval_s)
+
+
+def _discovered_entry(settings: GatewaySettings, name: str, uri: str) -> OrchestratorConfig:
+    return OrchestratorConfig(
+        name=name,
+        kind="livepeer",
+        address=uri,
+        region=settings.discovery_region,
+        discovered=True,
+        price_per_unit=settings.discovery_price_per_unit,
+        pixels_per_unit=settings.discovery_pixels_per_unit,
+    )
+
+
 def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | None:
     """Ticket payments, when a chain is configured (offline otherwise, as go-livepeer's)."""
     if not settings.eth_rpc_url:
         return None
+    if settings.eth_sender_key is not None and not settings.eth_recipient:
+        return None  # a gateway that only pays network orchestrators, and takes no tickets
     from chain.client import ChainClient
     from chain.params import RecipientConfig
 

@@ -137,6 +137,8 @@ class AIDispatcher:
         most = Fraction(*bill.price)
 
         def tier(o: Orchestrator) -> int | None:
+            if o.livepeer is not None:
+                return None  # AI jobs go to the farm clusters of the pool only
             if most and o.ai_prices.get(key, 0) > most:
                 return None  # above the gateway's price: go-livepeer's max price filter
             # go-livepeer's warm pool first, then the cold one; orchestrators whose workers

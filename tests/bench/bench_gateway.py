@@ -4,7 +4,9 @@ bare FastAPI endpoint served the same way, with load from a second process.
 A submission is ``POST /api/transcode`` with a Bearer API key: key lookup, Redis rate limit,
 request validation, a concurrent-task check and the task row in PostgreSQL, then the task is
 queued (its input URL answers 404 at once, so the background work stays small). The ratio
-printed last is gateway/bare for submissions per second.
+printed after them is gateway/bare for submissions per second. Then (``--segments``, 0 to
+skip) the per-segment overhead of a ``livepeer`` pool entry against a ``cluster`` one, p50 and
+p99 (tests.bench.bench_gateway_paths).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--segments", type=int, default=40)
     args = parser.parse_args()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(PG)
@@ -139,6 +142,10 @@ def main() -> int:
         f"p99 {g['p99_ms']:.1f} ms {g['statuses']}"
     )
     print(f"ratio gateway/bare submissions per second: {g['rps'] / b['rps']:.3f}")
+    if args.segments > 0:
+        from tests.bench.bench_gateway_paths import paths, report
+
+        report(paths(args.segments, PG))
     return 0
 
 

@@ -63,6 +63,9 @@ class _Scripted(Dispatcher):
         fmt: str,
         deadline: float,
         attempt: int,
+        *,
+        stream: str | None = None,
+        seq: int = 0,
     ) -> SegmentOutcome:
         self.tried.append(o.name)
         raise self.answers[o.name]

@@ -1,0 +1,233 @@
+"""The livepeer kind's parts that need no orchestrator: entries, sessions, payments."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import pytest
+from pydantic import ValidationError
+
+from chain.params import TicketParams
+from chain.payment import decode_payment, params_to_net, price_to_net
+from farm.golivepeer import net_pb2
+from gateway.livepeer.client import (
+    REFRESH_MARGIN_S,
+    Broadcaster,
+    LivepeerOrchestrator,
+    OrchestratorRefused,
+    Session,
+    manifest_id,
+    same_origin,
+)
+from gateway.livepeer.discovery import WebhookDiscovery
+from gateway.pool import Pool
+from gateway.settings import GatewaySettings, OrchestratorConfig
+
+SENDER_KEY = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+CLUSTER = {
+    "name": "own",
+    "node_url": "http://127.0.0.1:8935",
+    "broker_url": "redis://127.0.0.1:6379/0",
+    "database_url": "sqlite:///x.db",
+    "blob_url": "file:///tmp/x",
+}
+
+
+def test_entries_default_to_the_cluster_kind_and_keep_working() -> None:
+    entry = OrchestratorConfig.model_validate(CLUSTER)
+    assert entry.kind == "cluster" and entry.public()["kind"] == "cluster"
+    with pytest.raises(ValidationError, match="missing broker_url"):
+        OrchestratorConfig.model_validate({**CLUSTER, "broker_url": ""})
+
+
+def test_a_livepeer_entry_is_an_address_and_holds_no_credentials() -> None:
+    entry = OrchestratorConfig.model_validate(
+        {"kind": "livepeer", "name": "net", "address": "https://o.example:8935", "region": "eu"}
+    )
+    assert entry.public() == {
+        "name": "net",
+        "kind": "livepeer",
+        "region": "eu",
+        "address": "https://o.example:8935",
+        "discovered": False,
+        "price_per_unit": 0,
+        "pixels_per_unit": 1,
+    }
+    with pytest.raises(ValidationError, match="needs an address"):
+        OrchestratorConfig.model_validate({"kind": "livepeer", "name": "net"})
+    with pytest.raises(ValidationError, match="holds no cluster credentials"):
+        OrchestratorConfig.model_validate(
+            {**CLUSTER, "kind": "livepeer", "address": "https://o.example:8935"}
+        )
+    with pytest.raises(ValidationError):
+        OrchestratorConfig.model_validate(
+            {"kind": "livepeer", "name": "net", "address": "https://o.example:8935/path"}
+        )
+    settings = GatewaySettings.model_validate(
+        {"orchestrators": [CLUSTER, {"kind": "livepeer", "name": "n", "address": "https://h"}]}
+    )
+    assert [o.kind for o in settings.orchestrators] == ["cluster", "livepeer"]
+
+
+def test_a_sender_key_is_a_key_and_needs_a_chain() -> None:
+    chain = {"eth_rpc_url": "http://127.0.0.1:8545", "eth_controller": "0x" + "11" * 20}
+    GatewaySettings.model_validate({"eth_sender_key": SENDER_KEY, **chain})
+    with pytest.raises(ValidationError, match="32-byte hex private key"):
+        GatewaySettings.model_validate({"eth_sender_key": "not-a-key", **chain})
+    with pytest.raises(ValidationError, match="needs FARM_ETH_RPC_URL and FARM_ETH_CONTROLLER"):
+        GatewaySettings.model_validate({"eth_sender_key": SENDER_KEY})
+
+
+def _info(expires_in: float, params: bool = True) -> net_pb2.OrchestratorInfo:
+    info = net_pb2.OrchestratorInfo(transcoder="https://o.example:8935")
+    info.auth_token.session_id = "0a1b2c3d"
+    info.auth_token.token = b"t" * 32
+    info.auth_token.expiration = int(time.time() + expires_in)
+    info.price_info.CopyFrom(price_to_net(Fraction(100)))
+    if params:
+        p = TicketParams(
+            recipient=b"\x11" * 20,
+            face_value=10**12,
+            win_prob=2**256 // 1000,
+            recipient_rand_hash=b"\x33" * 32,
+            seed=7,
+            expiration_block=140,
+            price_per_pixel=Fraction(100),
+            creation_round=1,
+            creation_round_block_hash=b"\x22" * 32,
+        )
+        info.ticket_params.CopyFrom(params_to_net(p))
+    return info
+
+
+def test_a_session_is_renewed_before_its_token_or_params_expire() -> None:
+    block = [100]
+    client = LivepeerOrchestrator(
+        "o", "https://o.example:8935", Broadcaster(SENDER_KEY), block_number=lambda: block[0]
+    )
+    assert not client._expired(Session(_info(REFRESH_MARGIN_S + 60)))
+    assert client._expired(Session(_info(REFRESH_MARGIN_S - 5)))  # go-livepeer's 180 s margin
+    block[0] = 139  # the params' expiration block is the next one: expired for a sender
+    assert client._expired(Session(_info(REFRESH_MARGIN_S + 60)))
+
+
+def test_payments_follow_the_broadcasters_balance_rules() -> None:
+    broadcaster = Broadcaster(SENDER_KEY)
+    client = LivepeerOrchestrator("o", "https://o.example:8935", broadcaster)
+    s = Session(_info(3600))
+    ev = Fraction(10**12 * (2**256 // 1000), 2**256 - 1)
+    # An empty balance and a fee of 2.5 EV: three tickets, nonces from 1.
+    header, count, reserved, credit = client._payment(s, ev * Fraction(5, 2))
+    assert (count, reserved, credit) == (3, 0, 3 * ev) and s.balance == 0
+    payment = decode_payment(header)
+    assert [t.sender_nonce for t, _ in payment.tickets] == [1, 2, 3]
+    assert payment.sender == broadcaster.address and payment.price == 100
+    # A balance that covers the fee: no tickets, and the price still stated.
+    s.balance = ev * 4
+    header, count, reserved, credit = client._payment(s, ev * 2)
+    assert (count, reserved, credit) == (0, ev * 4, 0) and s.balance == 0
+    assert decode_payment(header).tickets == ()
+    # Off chain: an empty payment and nothing signed.
+    off = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster())
+    assert off._payment(Session(_info(3600, params=False)), ev) == ("", 0, 0, 0)
+    assert Broadcaster().sign(b"\x00" * 32) == b""
+
+
+def test_manifest_ids_say_nothing_of_the_key_and_suit_any_orchestrator() -> None:
+    m = manifest_id("key-id:stream")
+    assert m == manifest_id("key-id:stream") != manifest_id("key-id:other")
+    assert m.isalnum() and "key" not in m and len(m) == 32
+
+
+@pytest.mark.parametrize(
+    ("funds", "refusal"),
+    [
+        ((10**18, 10**18, False), None),
+        ((0, 10**18, False), "deposit or reserve is empty"),
+        ((10**18, 0, False), "deposit or reserve is empty"),
+        ((10**18, 10**18, True), "unlocking"),
+        ((10**12 - 1, 10**18, False), "exceeds the gateway's deposit"),
+    ],
+)
+def test_params_the_gateways_deposit_cannot_honour_are_refused(
+    funds: tuple[int, int, bool], refusal: str | None
+) -> None:
+    client = LivepeerOrchestrator(
+        "o", "https://o.example:8935", Broadcaster(SENDER_KEY), funds=lambda: funds
+    )
+    info = _info(3600)
+    if refusal is None:
+        client._check_info(info)
+    else:
+        with pytest.raises(OrchestratorRefused, match=refusal):
+            client._check_info(info)
+    # go-livepeer's -maxTicketEV.
+    capped = LivepeerOrchestrator(
+        "o", "https://o.example:8935", Broadcaster(SENDER_KEY), max_ticket_ev=10**8
+    )
+    with pytest.raises(OrchestratorRefused, match="exceeds 100000000"):
+        capped._check_info(info)
+
+
+def test_a_price_more_than_doubled_since_the_session_began_is_not_paid() -> None:
+    client = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster(SENDER_KEY))
+    s = Session(_info(3600))
+    assert s.initial_price == 100
+    s.info.price_info.CopyFrom(price_to_net(Fraction(200)))  # a refreshed info: doubled is paid
+    assert client._payment(s, Fraction(1))[1] == 1
+    s.info.price_info.CopyFrom(price_to_net(Fraction(201)))
+    s.balance = Fraction(5)
+    with pytest.raises(OrchestratorRefused, match="more than double"):
+        client._payment(s, Fraction(1))
+    assert s.balance == 5  # nothing reserved or sent
+
+
+def test_renditions_are_fetched_from_the_orchestrator_only() -> None:
+    base = "https://o.example:8935"
+    assert same_origin("https://o.example:8935/stream/ab/low/1.ts?sig=x", base)
+    assert not same_origin("https://o.example:8936/stream/ab/low/1.ts", base)
+    assert not same_origin("http://o.example:8935/stream/ab/low/1.ts", base)
+    assert not same_origin("https://169.254.169.254/latest/meta-data", base)
+    assert not same_origin("https://o.example:notaport/x", base)
+    assert not same_origin("/stream/ab/low/1.ts", base)
+
+
+def test_rediscovery_adds_the_new_keeps_the_listed_and_drops_the_gone() -> None:
+    listed = OrchestratorConfig(name="mine", kind="livepeer", address="https://a.example:8935")
+    chain: dict[str, str] = {"chain-0101": "https://a.example:8935"}  # also listed by hand
+
+    def entry(name: str, uri: str) -> OrchestratorConfig:
+        return OrchestratorConfig(name=name, kind="livepeer", address=uri, discovered=True)
+
+    pool = Pool([listed], discover=lambda: dict(chain), discovered=entry)
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine"]
+    chain["chain-0202"] = "https://b.example:8935"
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine", "chain-0202"]
+    assert all(o.livepeer is not None for o in pool.orchestrators)
+    del chain["chain-0202"], chain["chain-0101"]
+    pool.rediscover()
+    assert [o.name for o in pool.orchestrators] == ["mine"]  # configured entries stay
+
+
+def test_the_webhooks_trusted_orchestrators_are_taken() -> None:
+    found = WebhookDiscovery.parse(
+        [
+            {"address": "https://a.example:8935", "score": 1},
+            {"address": "https://b.example:8935/", "score": 2.5},
+            {"address": "https://c.example:8935", "score": 0.5},  # neither pool: ignored
+            {"address": "https://d.example:8935", "score": 0},  # untrusted: not for live
+            {"address": "ftp://e.example:21", "score": 1},
+            {"address": "https://f.example:8935/path", "score": 1},
+        ]
+    )
+    assert found == {
+        "hook-a.example-8935": "https://a.example:8935",
+        "hook-b.example-8935": "https://b.example:8935",
+    }
+    with pytest.raises(ValueError, match="not a JSON list"):
+        WebhookDiscovery.parse({"address": "https://a.example:8935"})
+    with pytest.raises(ValueError, match="no address"):
+        WebhookDiscovery.parse([{"score": 1}])
