@@ -105,6 +105,17 @@ def _backend_lost(e: RuntimeError) -> bool:
     return isinstance(e.__cause__, OSError | RedisConnectionError | OperationalError)
 
 
+def _forget(result: Any) -> None:
+    """Stop listening for ``result`` now. Celery does it when the object is collected, where
+    a result backend that lost its connection (a Redis restart) raises, unseen, from
+    ``__del__`` at whatever moment the collector runs."""
+    backend, result.backend = result.backend, None
+    try:
+        backend.remove_pending_result(result)
+    except Exception as e:  # the backend reconnects on its next use
+        log.debug("result %s: could not stop listening: %s", result.id, e)
+
+
 class FarmClient:
     """Submits transcode jobs to one cluster and collects their results."""
 
@@ -244,8 +255,9 @@ class FarmClient:
             if remaining <= 0:
                 raise JobTimeout(f"job {view.id} still {view.state} after {timeout:g} s")
             payload: Any = None
+            result = self.app.AsyncResult(view.task_id)
             try:
-                payload = self.app.AsyncResult(view.task_id).get(
+                payload = result.get(
                     timeout=min(remaining, 1.0), propagate=False, disable_sync_subtasks=False
                 )
             except CeleryTimeout:
@@ -253,6 +265,8 @@ class FarmClient:
             except (OSError, FarmError, RedisConnectionError, OperationalError):
                 # The backend restarted or blinked; the job table still has the truth.
                 time.sleep(min(0.2, max(remaining, 0)))
+            finally:
+                _forget(result)
             if isinstance(payload, dict) and finished(payload):
                 # The task returns exactly what it recorded, after recording it.
                 return view, payload
