@@ -199,7 +199,6 @@ def test_s3_store_errors_are_the_farms(s3_url: str, s3_endpoint: str) -> None:
 
 
 def test_an_unreachable_s3_store_is_a_blink(tmp_path: Path) -> None:
-    pytest.importorskip("boto3")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
