@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -139,6 +140,7 @@ class FarmClient:
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
         self._ai: AIClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
         # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
@@ -183,7 +185,6 @@ class FarmClient:
         route = self._route(need)
         job_id = job_id or uuid.uuid4().hex
         input_key = f"jobs/{job_id}/in"
-        self._res.blobs.put(input_key, data)
         spec = {
             "input_key": input_key,
             "profiles": [p.to_json() for p in profiles],
@@ -192,15 +193,25 @@ class FarmClient:
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
         task_id = f"{job_id}.1"
-        job = self.jobs.create(
-            job_id,
-            kind="transcode",
-            queue=route.queue,
-            spec=spec,
-            task_id=task_id,
-            timeout_s=job_timeout_s(duration),
-            queued_timeout_s=self.settings.queued_timeout_s,
-        )
+        # The input and the job row are both written before the publish, side by side: they
+        # are independent round trips to two stores.
+        stored = self._background().submit(self._res.blobs.put, input_key, data)
+        try:
+            job = self.jobs.create(
+                job_id,
+                kind="transcode",
+                queue=route.queue,
+                spec=spec,
+                task_id=task_id,
+                timeout_s=job_timeout_s(duration),
+                queued_timeout_s=self.settings.queued_timeout_s,
+            )
+        finally:
+            error = stored.exception()
+        if error is not None:
+            # The job row exists but can never run: fail it before reporting the store's error.
+            self._never_published(job_id, error)
+            raise error
         with self._publishing(job_id):
             publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job
@@ -221,11 +232,22 @@ class FarmClient:
 
     def _unpublished(self, job_id: str, e: Exception) -> ServiceUnavailable:
         error = ServiceUnavailable(f"broker unreachable: {e.__cause__ or e}")
+        self._never_published(job_id, error)
+        return error
+
+    def _never_published(self, job_id: str, error: BaseException) -> None:
+        """Fail a recorded job that was not published, so the reconciler never runs it."""
+        code = getattr(error, "code", None) or "input_unstored"
         try:
-            self.jobs.fail(job_id, error.code, str(error))
+            self.jobs.fail(job_id, str(code), str(error))
         except SQLAlchemyError as store_error:
             log.warning("job %s was not published and could not be failed: %s", job_id, store_error)
-        return error
+
+    def _background(self) -> ThreadPoolExecutor:
+        """A few threads for the client's side-by-side writes (built on first use)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="farm-client")
+        return self._pool
 
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         return self.jobs.get(job_id, with_attempts)
@@ -288,6 +310,8 @@ class FarmClient:
         """Release broker, backend and database connections."""
         if self._ai is not None:
             self._ai.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._res.close()
         self.app.close()
 

@@ -109,8 +109,6 @@ class JobOps(Protocol):
 
     def last_error(self, job_id: str) -> str | None: ...
 
-    def unfinished(self, job_id: str) -> bool: ...
-
 
 class BlobOps(Protocol):
     """Reading a job's input and writing its renditions (a blob store, or signed URLs)."""
@@ -146,8 +144,11 @@ def _worker_name(task: Task) -> str:
     return task.request.hostname or socket.gethostname()
 
 
-def output_key(job_id: str, name: str, fmt: str) -> str:
-    return f"jobs/{job_id}/out/{name}.{EXTENSIONS[fmt]}"
+def output_key(job_id: str, name: str, fmt: str, attempt: int) -> str:
+    """Where an attempt stores a rendition. Each attempt has keys of its own, so one that
+    finishes late never rewrites what the attempt that won the job recorded, and needs no
+    look at the job before it stores."""
+    return f"jobs/{job_id}/out/{attempt}/{name}.{EXTENSIONS[fmt]}"
 
 
 def register_tasks(app: Celery) -> None:
@@ -261,6 +262,9 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         )
         result = (_engine or transcode)(data, profiles, opts)
         timings["engine"] = result.timings["total"]
+        # Celery drops the request after it has stored the answer: the engine's decoder and
+        # encoders are freed then, not on the way to the caller.
+        task.request.farm_spent = result.spent
         result = _chaos(result, res.settings.chaos, claim.attempts)
         if result.verification:
             for failure in result.verification:
@@ -281,11 +285,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     try:
         t = time.perf_counter()
         renditions = []
-        # One look at the job for the whole ladder: a round trip per rendition would cost
-        # every segment as much as recording its result.
-        _until_reachable(partial(_unfinished, jobs, job_id), job_id, record_by, "checking")
         for r in result.renditions:
-            key = output_key(job_id, r.profile.name, r.fmt)
+            key = output_key(job_id, r.profile.name, r.fmt, claim.attempts)
             put = partial(blobs.put, key, r.data)
             _until_reachable(put, job_id, record_by, "storing a rendition of")
             renditions.append({**r.summary(), "key": key})
@@ -312,7 +313,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             "recording",
         )
     except AccessDenied as e:
-        # The job finished meanwhile (another attempt won): its renditions are not rewritten.
+        # The job finished meanwhile (a remote transcoder's node refuses to sign uploads for
+        # a final job).
         log.warning("job %s moved on from %s: %s", job_id, worker, e)
         return {"job_id": job_id, "skipped": True, "state": "superseded"}
     except (DBAPIError, redis.RedisError) as e:
@@ -321,18 +323,16 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         return fail(_classify(e, task))
     except Exception as e:
         return fail(_classify(e, task))
-    if won:
-        metrics.segment_transcoded(
-            [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
-        )
+    if not won:
+        # Another attempt finished the job first (or this one did, and the answer to its
+        # first write was lost): the job row holds the result that counts, and waiters read
+        # it from there. This attempt's renditions are under its own keys.
+        log.info("job %s was finished by another attempt than %s", job_id, task_id)
+        return {"job_id": job_id, "skipped": True, "state": "superseded"}
+    metrics.segment_transcoded(
+        [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
+    )
     return payload
-
-
-def _unfinished(jobs: JobOps, job_id: str) -> None:
-    """AccessDenied when the job is final: a done job's renditions are never rewritten by a
-    late attempt. (A remote transcoder's node refuses to sign a final job's URLs.)"""
-    if not jobs.unfinished(job_id):
-        raise AccessDenied(f"job {job_id} is final; not rewriting its renditions")
 
 
 def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm import metrics
@@ -113,9 +114,45 @@ def make_engine(url: str) -> Engine:
     # bound, every caller (a submit, a claim, the reconciler) would wait on the kernel's TCP
     # retries for minutes instead of hearing that the store is unreachable.
     connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 5}
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args
-    )
+    engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=connect_args)
+    _ping_when_idle(engine, IDLE_PING_S)
+    return engine
+
+
+#: A pooled connection unused for this long is pinged before it is handed out again.
+IDLE_PING_S = 1.0
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for a connection that sat idle in the pool.
+
+    A ping is a round trip, and a busy worker checks a connection out three times per
+    segment; one it used a moment ago is as good as the ping would say. A connection that
+    waited (a quiet process, or a database that restarted meanwhile) is pinged, and a dead
+    one is replaced before anyone uses it. A database that drops while connections are busy
+    fails the statements in flight, as it would with a ping, and SQLAlchemy then discards
+    the whole pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi: Any, record: Any) -> None:
+        record.info["farm_used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi: Any, record: Any) -> None:
+        if record is not None:
+            record.info["farm_used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _handed_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        used_at = record.info.get("farm_used_at")
+        if used_at is not None and time.monotonic() - used_at < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except engine.dialect.loaded_dbapi.Error as e:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError(f"idle connection is dead: {e}") from e
 
 
 def _view(job: Job, with_attempts: bool = False) -> JobView:
@@ -211,7 +248,7 @@ class JobStore:
             "deadline_at": now + timedelta(seconds=queued_timeout_s),
         }
         with self._autocommit.connect() as conn:
-            conn.execute(insert(Job).values(**values))
+            conn.execute(_INSERT_JOB, values)
         return JobView(
             id=job_id,
             kind=kind,
@@ -239,14 +276,6 @@ class JobStore:
     def last_error(self, job_id: str) -> str | None:
         """The error its last failed attempt recorded."""
         return self.get(job_id).error
-
-    def unfinished(self, job_id: str) -> bool:
-        """Whether the job is not final (an attempt may still store its renditions)."""
-        with self._autocommit.connect() as conn:
-            state = conn.execute(select(Job.state).where(Job.id == job_id)).scalar()
-        if state is None:
-            raise JobNotFound(f"no job {job_id!r}")
-        return state not in JobState.FINAL
 
     def start_attempt(
         self,
@@ -570,6 +599,10 @@ class JobStore:
             return True
         except OperationalError:
             return False
+
+
+#: Built once: a statement made per call costs a segment more than the round trip does.
+_INSERT_JOB = insert(Job)
 
 
 def _exec(s: Session, statement: Any) -> CursorResult[Any]:

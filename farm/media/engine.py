@@ -131,6 +131,10 @@ class TranscodeResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: With EngineOptions.verify: what each rendition's checks found (empty when all passed).
     verification: list[Failure] | None = None
+    #: The decoder and encoders this transcode used, closed but not yet freed. Freeing them
+    #: (codec contexts, the encoders' threads) takes about a millisecond that a worker can
+    #: spend after it has answered rather than before: it drops this with the result.
+    spent: list[object] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def encoded_pixels(self) -> int:
@@ -425,6 +429,7 @@ def transcode(
             **({"verify": max(w.verify_seconds for w in workers)} if opts.verify else {}),
         },
         verification=[f for w in workers for f in w.failures] if opts.verify else None,
+        spent=[source, *workers],
     )
 
 

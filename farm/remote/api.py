@@ -309,14 +309,17 @@ class TranscoderApi:
     def _check_result(self, job: JobView, result: TranscodeResult) -> None:
         """RequestInvalid unless ``result`` is the whole of what ``job`` asked for: one stored
         rendition per profile, in order, under its key, with pixels that add up."""
-        keys = _output_keys(job)
+        names = _rendition_names(job)
         got = [r.name for r in result.renditions]
-        if result.job_id != job.id or got != list(keys):
-            raise RequestInvalid(f"a result of {result.job_id} {got}, not {job.id} {list(keys)}")
+        if result.job_id != job.id or got != names:
+            raise RequestInvalid(f"a result of {result.job_id} {got}, not {job.id} {names}")
         fmt = job.spec.get("format", "mpegts")
+        # One attempt's renditions: the keys of the attempt the first rendition names.
+        first = _attempt_of(job, result.renditions[0].key) if result.renditions else None
         for r in result.renditions:
-            if r.format != fmt or r.key != keys[r.name]:
-                raise RequestInvalid(f"rendition {r.name} is not the {fmt} at {keys[r.name]}")
+            want = output_key(job.id, r.name, fmt, first) if first is not None else None
+            if r.format != fmt or r.key != want:
+                raise RequestInvalid(f"rendition {r.name} is not the {fmt} an attempt stored")
             if not self.res.blobs.exists(r.key):
                 raise RequestInvalid(f"rendition {r.name} was never uploaded ({r.key})")
         if result.encoded_pixels != sum(r.pixels for r in result.renditions):
@@ -363,7 +366,7 @@ class TranscoderApi:
             raise AccessDenied(f"job {body.job_id} is not running on {record.name}")
         method = body.method.upper()
         allowed = (method == "GET" and body.key == job.spec.get("input_key")) or (
-            method == "PUT" and body.key in _output_keys(job).values()
+            method == "PUT" and _attempt_of(job, body.key) is not None
         )
         if not allowed:
             raise AccessDenied(f"{method} {body.key} is not part of job {body.job_id}")
@@ -441,13 +444,28 @@ class TranscoderApi:
         api.include_router(self.router())
 
 
-def _output_keys(job: JobView) -> dict[str, str]:
-    """The blob key of each rendition a transcode job asks for, by name, in ladder order."""
+def _rendition_names(job: JobView) -> list[str]:
+    """The renditions a transcode job asks for, in ladder order."""
     profiles = job.spec.get("profiles")
     if job.kind != "transcode" or not profiles:
-        return {}
+        return []
+    return [p.name for p in profiles_from_json(profiles)]
+
+
+def _attempt_of(job: JobView, key: str) -> int | None:
+    """The attempt whose rendition ``key`` is (one of the job's attempts so far), or None
+    when it is no rendition key of this job."""
     fmt = str(job.spec.get("format", "mpegts"))
-    return {p.name: output_key(job.id, p.name, fmt) for p in profiles_from_json(profiles)}
+    names = _rendition_names(job)
+    prefix = f"jobs/{job.id}/out/"
+    attempt, _, _ = key.removeprefix(prefix).partition("/")
+    digits = attempt.isascii() and attempt.isdigit()
+    if not key.startswith(prefix) or not digits or attempt != str(int(attempt)):
+        return None
+    n = int(attempt)
+    if not 1 <= n <= job.attempts:
+        return None
+    return n if any(key == output_key(job.id, name, fmt, n) for name in names) else None
 
 
 def _peer(request: Request) -> str:

@@ -170,10 +170,6 @@ class NodeJobs:
         error = got.json().get("error")
         return str(error) if error is not None else None
 
-    def unfinished(self, job_id: str) -> bool:
-        # The node checks it when it signs each rendition's upload URL (AccessDenied).
-        return True
-
 
 class NodeBlobs:
     """A job's input and renditions, through short-lived signed URLs from the node."""

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from farm.client import FarmClient
 from farm.dispatch import job_timeout_s, time_limits
-from farm.errors import ServiceUnavailable
+from farm.errors import FarmError, ServiceUnavailable
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.registry import Capabilities
@@ -181,6 +182,32 @@ def test_a_job_the_broker_refused_is_a_retryable_error_and_never_runs(
     redis_proxy.restore()
     assert client.submit(segment, LADDER, duration=1.0).state == "queued"
     cluster.stop()
+
+
+def test_an_input_the_blob_store_refused_is_its_error_and_the_job_never_runs(
+    tmp_path: Path, redis_url: str, postgres_url: str, redis_proxy: TcpProxy, segment: bytes
+) -> None:
+    # The input and the job row are written side by side: the row exists, the input not.
+    env = cluster_env(tmp_path, redis_url, postgres_url, blob=redis_proxy.url(redis_url))
+    cluster = Cluster(tmp_path, env)
+    registry = cluster.registry()
+    registry.beat(Capabilities(worker="w@test:1", queues=["transcode.cpu.h264"], capacity=1))
+    registry.close()
+    client = cluster.client()
+    redis_proxy.cut()
+    try:
+        with pytest.raises(FarmError) as refused:
+            client.submit(segment, LADDER, duration=1.0, job_id="no-input")
+        job = client.get("no-input")
+        assert (job.state, job.error_code) == ("failed", refused.value.code)
+        assert job.error == str(refused.value)
+        # Nothing was published: the broker holds no message for it.
+        broker = redis.Redis.from_url(redis_url)
+        assert not broker.llen("transcode.cpu.h264")
+        broker.close()
+    finally:
+        redis_proxy.restore()
+        cluster.stop()
 
 
 @pytest.fixture

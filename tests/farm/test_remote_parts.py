@@ -243,7 +243,7 @@ def test_a_job_ends_only_by_the_attempt_that_claimed_it(small_node: Orchestrator
         a, auth_a = _attach(https)
         b, auth_b = _attach(https)
         job = client.submit(make_segment(160, 96, 30, 0.5), LADDER, duration=0.5)
-        key = output_key(job.id, "P144p30fps16x9", "mpegts")
+        key = output_key(job.id, "P144p30fps16x9", "mpegts", 1)
         calls = f"/transcoders/jobs/{job.id}"
         mine = {"task_id": job.task_id, "worker": f"{a['name']}@host/1"}
         done = {**mine, "result": _result(job, key)}
@@ -329,7 +329,7 @@ def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None
         assert post(f"/transcoders/jobs/{job.id}/complete", raw, auth).status_code == 422
         assert client.get(job.id).state == "running"
         # Uploads past FARM_MAX_BLOB_BYTES: 413, whether declared or streamed without a length.
-        key = output_key(job.id, "P144p30fps16x9", "mpegts")
+        key = output_key(job.id, "P144p30fps16x9", "mpegts", 1)
         sign = {"job_id": job.id, "method": "PUT", "key": key}
         url = https.post("/transcoders/sign", json=sign, headers=auth).json()["url"]
         declared = https.put(url, content=b"x" * 1001)
@@ -340,6 +340,11 @@ def test_malformed_node_requests_are_clear_4xx(small_node: Orchestrator) -> None
         # A key that is not one of the job's renditions is never signed.
         odd = {"job_id": job.id, "method": "PUT", "key": f"jobs/{job.id}/out/../../x"}
         assert https.post("/transcoders/sign", json=odd, headers=auth).status_code == 403
+        # Nor an attempt's keys before that attempt exists.
+        for attempt in ("2", "01", "0"):
+            ahead = key.replace("/out/1/", f"/out/{attempt}/")
+            ahead_sign = {"job_id": job.id, "method": "PUT", "key": ahead}
+            assert https.post("/transcoders/sign", json=ahead_sign, headers=auth).status_code == 403
         # The staking routes keep their own error body for a malformed one.
         admin = {"Authorization": "Bearer farm-dev-secret"}
         terms = post("/chain/config", b'{"reward_cut": NaN, "fee_share": 1}', admin)

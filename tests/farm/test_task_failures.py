@@ -72,7 +72,7 @@ def test_a_blob_store_that_refuses_a_rendition_fails_the_attempt_with_its_cause(
     _run(app, "refused", spec)
     job = tasks.resources(app).jobs.get("refused", with_attempts=True)
     assert (job.state, job.error_code) == ("failed", "blob_store_failed"), job
-    assert "File exists (FileExistsError)" in (job.error or "") and "refused/out" in (
+    assert "Not a directory (NotADirectoryError)" in (job.error or "") and "refused/out" in (
         job.error or ""
     )
     assert [a.outcome for a in job.attempt_log] == ["failed"] * 3
@@ -99,7 +99,8 @@ def test_an_unexpected_error_fails_the_attempt_with_its_class_and_message(app: C
 
 def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> None:
     res = tasks.resources(app)
-    key = tasks.output_key("late", LADDER[0].name, "mpegts")
+    # The winner is the second attempt, claimed while the first transcodes.
+    key = tasks.output_key("late", LADDER[0].name, "mpegts", 2)
 
     def finished_elsewhere_meanwhile(
         data: bytes, profiles: list[VideoProfile], opts: EngineOptions
@@ -115,5 +116,7 @@ def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> 
     outcome = app.tasks["farm.transcode"].apply(args=["late", spec], task_id="late.1")
     assert outcome.result == {"job_id": "late", "skipped": True, "state": "superseded"}
     assert res.blobs.get(key) == b"the winner's rendition"
+    # The late attempt stored its own rendition apart, under its own attempt's key.
+    assert res.blobs.get(tasks.output_key("late", LADDER[0].name, "mpegts", 1))[:1] == b"\x47"
     job = res.jobs.get("late")
     assert (job.state, job.completed_by) == ("done", "elsewhere/1:late.1")
