@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,7 +139,6 @@ class FarmClient:
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
         self._ai: AIClient | None = None
-        self._pool: ThreadPoolExecutor | None = None
 
     def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
         # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
@@ -195,7 +193,7 @@ class FarmClient:
         task_id = f"{job_id}.1"
         # The input and the job row are both written before the publish, side by side: they
         # are independent round trips to two stores.
-        stored = self._background().submit(self._res.blobs.put, input_key, data)
+        stored = self._res.writers.submit(self._res.blobs.put, input_key, data)
         try:
             job = self.jobs.create(
                 job_id,
@@ -242,12 +240,6 @@ class FarmClient:
             self.jobs.fail(job_id, str(code), str(error))
         except SQLAlchemyError as store_error:
             log.warning("job %s was not published and could not be failed: %s", job_id, store_error)
-
-    def _background(self) -> ThreadPoolExecutor:
-        """A few threads for the client's side-by-side writes (built on first use)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="farm-client")
-        return self._pool
 
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         return self.jobs.get(job_id, with_attempts)
@@ -310,8 +302,6 @@ class FarmClient:
         """Release broker, backend and database connections."""
         if self._ai is not None:
             self._ai.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
         self._res.close()
         self.app.close()
 

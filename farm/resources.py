@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
@@ -25,10 +26,14 @@ class Resources:
     _jobs: JobStore | None = None
     _blobs: BlobStore | None = None
     _registry: Registry | None = None
+    _writers: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
         """Release connections (the clients are rebuilt on next use)."""
         with self._lock:
+            if self._writers is not None:
+                self._writers.shutdown(wait=True)
+                self._writers = None
             if self._registry is not None:
                 self._registry.close()
                 self._registry = None
@@ -59,6 +64,16 @@ class Resources:
             if self._blobs is None:
                 self._blobs = blob_store_from_url(self.settings.blob_url)
             return self._blobs
+
+    @property
+    def writers(self) -> ThreadPoolExecutor:
+        """Threads for independent writes made side by side: a job's input beside its row,
+        a segment's renditions beside each other. Built on first use, so a forked worker
+        child builds its own."""
+        with self._lock:
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="farm-write")
+            return self._writers
 
     @property
     def registry(self) -> Registry:

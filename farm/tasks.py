@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -130,6 +131,9 @@ class TaskStores(Protocol):
 
     @property
     def blobs(self) -> BlobOps: ...
+
+    @property
+    def writers(self) -> ThreadPoolExecutor: ...
 
 
 def stores(app: Celery) -> TaskStores:
@@ -284,12 +288,12 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     # The result exists: from here it is kept until it is recorded (or the job's deadline).
     try:
         t = time.perf_counter()
-        renditions = []
-        for r in result.renditions:
-            key = output_key(job_id, r.profile.name, r.fmt, claim.attempts)
-            put = partial(blobs.put, key, r.data)
-            _until_reachable(put, job_id, record_by, "storing a rendition of")
-            renditions.append({**r.summary(), "key": key})
+        outputs = [
+            (output_key(job_id, r.profile.name, r.fmt, claim.attempts), r)
+            for r in result.renditions
+        ]
+        _store_all(res, job_id, [(key, r.data) for key, r in outputs], record_by)
+        renditions = [{**r.summary(), "key": key} for key, r in outputs]
         timings["store"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         payload = {
@@ -333,6 +337,34 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
     )
     return payload
+
+
+def _store_all(res: TaskStores, job_id: str, blobs: list[tuple[str, bytes]], until: float) -> None:
+    """Write each (key, data), side by side (each kept while the store is unreachable, as
+    ``_until_reachable`` does); the first error is raised once every write has ended, so no
+    write is still running when the attempt's outcome is recorded."""
+    store = res.blobs
+
+    def put(key: str, data: bytes) -> None:
+        _until_reachable(partial(store.put, key, data), job_id, until, "storing a rendition of")
+
+    if len(blobs) == 1:
+        put(*blobs[0])
+        return
+    pending = [res.writers.submit(put, key, data) for key, data in blobs]
+    errors = [e for e in map(_outcome, pending) if e is not None]
+    if errors:
+        raise errors[0]
+
+
+def _outcome(future: Future[None]) -> BaseException | None:
+    """The error ``future`` ended with, waiting for it through the task's soft time limit
+    (which bounds the transcode, not the recording of its result)."""
+    while True:
+        try:
+            return future.exception()
+        except SoftTimeLimitExceeded:
+            log.warning("soft time limit passed while storing renditions; carrying on")
 
 
 def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:

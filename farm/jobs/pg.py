@@ -16,12 +16,18 @@ from sqlalchemy import Connection, text
 
 __all__ = ["claim", "complete"]
 
+# A claim commits without waiting for its WAL flush (synchronous_commit off for this one
+# transaction): only a crash of the database server itself can lose it, within
+# wal_writer_delay, and then the job is as it was before the claim, which the reconciler and
+# the attempt's own completion (a durable commit, which flushes every earlier one) both
+# handle. The job row before publish and the completion stay durable.
 _CLAIM = text("""
 WITH claimed AS (
     UPDATE farm_jobs
        SET state = 'running', attempts = attempts + 1, updated_at = :now,
            deadline_at = :deadline, worker = :instance
      WHERE id = :job_id AND task_id = :task_id AND state NOT IN ('done', 'failed')
+       AND set_config('synchronous_commit', 'off', true) IS NOT NULL
     RETURNING attempts
 ), lost AS (
     UPDATE farm_attempts

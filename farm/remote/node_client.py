@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -197,3 +198,6 @@ class RemoteStores:
     settings: TranscoderSettings
     jobs: NodeJobs
     blobs: NodeBlobs
+    writers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="farm-write")
+    )
