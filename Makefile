@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test proto bench bench-media bench-farm bench-orchestrator bench-gateway bench-tickets bench-chain contracts contracts-check devchain run clean
+.PHONY: install lint test proto bench bench-media bench-farm bench-orchestrator bench-gateway bench-tickets bench-chain bench-costs contracts contracts-check devchain run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media bench-farm bench-orchestrator bench-gateway bench-tickets bench-chain
+bench: bench-media bench-farm bench-costs bench-orchestrator bench-gateway bench-tickets bench-chain
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -44,6 +44,11 @@ clean:
 # Needs Redis and PostgreSQL running (as .ci/run starts them).
 bench-farm: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_farm
+
+# Needs Redis and PostgreSQL running, on a quiet machine: control-plane CPU per segment by
+# component, and cores per 1,000 concurrent 2 s streams (docs/scaling.md).
+bench-costs: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_costs
 
 # Needs Redis and PostgreSQL running, and anvil (chain/contracts' npm packages): /segment with
 # tickets beside a direct submit.
