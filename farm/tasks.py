@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -19,14 +18,12 @@ from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
-from farm.brokerwatch import lost_messages
-from farm.dispatch import job_timeout_s, publish
+from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
     FarmError,
     InputMissing,
-    NoCapacity,
     RetryableError,
     TranscodeTimeout,
     VerificationFailed,
@@ -36,8 +33,8 @@ from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
+from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
-from farm.router import Need, route_transcode
 from farm.settings import ClusterSettings
 
 __all__ = [
@@ -178,7 +175,7 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name="farm.reconcile", ignore_result=True, shared=False)
     def reconcile_task() -> dict[str, int]:
-        return reconcile(app)
+        return reconcile(app, resources(app))
 
     @app.task(name="farm.ping", shared=False)
     def ping_task() -> str:
@@ -485,62 +482,3 @@ def _failed(
 def _gpu_index() -> int | None:
     value = os.environ.get("FARM_WORKER_GPU")
     return int(value) if value not in (None, "") else None
-
-
-def reconcile(app: Celery) -> dict[str, int]:
-    """Republish jobs queued or running past their deadline, running on a worker that is
-    gone, or queued in a broker that lost them; fail those out of attempts."""
-
-    res = resources(app)
-    counts = {"republished": 0, "failed": 0, "unroutable": 0}
-    live = res.registry.live()
-    names = {w.worker for w in live}
-    stuck = {j.id: j for j in res.jobs.overdue()}
-    stuck.update({j.id: j for j in res.jobs.orphaned(names)})
-    # A flushed or restarted broker lost every queued message: those jobs need not wait out
-    # their queued timeout.
-    lost = lost_messages(res.jobs, res.settings.broker_url)
-    if lost:
-        log.warning("republishing %d queued job(s) the broker lost", len(lost))
-    stuck.update({j.id: j for j in lost})
-    for job in stuck.values():
-        if job.kind == "ai":
-            from farm.ai.tasks import republish_ai
-
-            outcome = republish_ai(app, res, job, live)
-            counts[outcome] = counts.get(outcome, 0) + 1
-            continue
-        if job.publishes > res.settings.max_attempts:
-            if res.jobs.fail(
-                job.id,
-                "max_attempts",
-                f"not completed after {job.publishes} publishes; "
-                f"last error: {job.error or 'worker lost or broker lost the task'}",
-            ):
-                counts["failed"] += 1
-                metrics.job_failed("max_attempts")
-            continue
-        need = Need(**job.spec["need"])
-        try:
-            route = route_transcode(need, live)
-        except NoCapacity as e:
-            counts["unroutable"] += 1
-            since = job.updated_at or job.created_at
-            waited = (datetime.now(UTC) - since).total_seconds()
-            if waited <= res.settings.capacity_wait_s:
-                # Not an attempt: the job waits, queued, for a worker that can take it.
-                log.warning("job %s overdue, waiting %.0f s for capacity: %s", job.id, waited, e)
-                res.jobs.await_capacity(job.id)
-            elif res.jobs.fail(
-                job.id, NoCapacity.code, f"no live worker could take it for {waited:.0f} s: {e}"
-            ):
-                counts["failed"] += 1
-                metrics.job_failed(NoCapacity.code)
-            continue
-        task_id = f"{job.id}.{job.publishes + 1}"
-        if res.jobs.republished(job, task_id, route.queue):
-            publish(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=job.spec)
-            counts["republished"] += 1
-            metrics.job_republished()
-            log.info("republished overdue job %s to %s as %s", job.id, route.queue, task_id)
-    return counts

@@ -221,9 +221,9 @@ class TranscoderApi:
         )
         if not attached:
             return
-        from farm.tasks import reconcile
+        from farm.reconcile import reconcile
 
-        counts = reconcile(self.celery_app)
+        counts = reconcile(self.celery_app, self.res)
         if any(counts.values()):
             log.warning("reconciled without local workers: %s", counts)
 

@@ -22,6 +22,7 @@ from farm.embedded import EmbeddedRedis
 from farm.jobs import JobStore
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from farm.reconcile import reconcile
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import ClusterSettings
 from tests.farm.harness import Cluster, cluster_env, wait_for
@@ -85,11 +86,11 @@ def test_two_racing_reconcile_passes_republish_each_job_once(app: Celery, redis_
     barrier = threading.Barrier(2)
     counts: list[dict[str, int]] = []
 
-    def reconcile() -> None:
+    def one_pass() -> None:
         barrier.wait()
-        counts.append(tasks.reconcile(app))
+        counts.append(reconcile(app, tasks.resources(app)))
 
-    threads = [threading.Thread(target=reconcile) for _ in range(2)]
+    threads = [threading.Thread(target=one_pass) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
