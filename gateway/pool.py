@@ -24,6 +24,8 @@ import httpx
 from chain.payment import price_from_net
 from farm.client import FarmClient
 from farm.errors import FarmError
+from farm.golivepeer import net_pb2
+from farm.orchestrator.aireq import AI_PIPELINES
 from farm.remote.tls import NodeHttp
 from farm.settings import ClusterSettings
 from gateway.livepeer import Broadcaster, LivepeerOrchestrator
@@ -251,6 +253,7 @@ class Pool:
                 elapsed if not o.probed_at else ((1 - _ALPHA) * o.rpc_latency + _ALPHA * elapsed)
             )
             o.quoted_price = price_from_net(info.price_info)
+            o.ai_models, o.ai_prices = _network_ai_models(info)
             o.healthy, o.capacity, o.load, o.probe_error = True, 1, 0, None
         o.probed_at = time.monotonic()
         client.end_idle(self.session_idle_s)
@@ -371,6 +374,26 @@ def _ai_models(
                 continue  # a price in a currency ("0.5USD"): not comparable here
             if price > prices.get(key, 0):
                 prices[key] = price
+    return models, prices
+
+
+def _network_ai_models(
+    info: net_pb2.OrchestratorInfo,
+) -> tuple[dict[tuple[str, str], bool], dict[tuple[str, str], Fraction]]:
+    """What a network orchestrator's OrchestratorInfo says of AI: (pipeline, model id) ->
+    warm, from its capabilities' model constraints, and -> its price (wei per unit), from
+    ``capabilities_prices``."""
+    models: dict[tuple[str, str], bool] = {}
+    prices: dict[tuple[str, str], Fraction] = {}
+    pipelines = {p.capability: p.name for p in AI_PIPELINES.values()}
+    for cap, constraints in info.capabilities.constraints.PerCapability.items():
+        if cap in pipelines:
+            for model, constraint in constraints.models.items():
+                models[(pipelines[cap], model)] = constraint.warm
+    for price in info.capabilities_prices:
+        if price.capability in pipelines and price.pixelsPerUnit > 0:
+            key = (pipelines[price.capability], price.constraint)
+            prices[key] = Fraction(price.pricePerUnit, price.pixelsPerUnit)
     return models, prices
 
 

@@ -206,6 +206,11 @@ class GatewaySettings(FarmBaseSettings):
     #: The price of AI work no entry of ai_prices covers (go-livepeer's -maxPricePerUnit).
     ai_price_per_unit: int = Field(0, ge=0)
     ai_pixels_per_unit: int = Field(1, ge=1)
+    #: go-livepeer's -maxPricePerCapability for livepeer-kind orchestrators: wei per
+    #: pixels_per_unit units they may quote per (pipeline, model), in ai_prices' shape
+    #: ("default" for a pipeline's other models); those quoting more are left out (none
+    #: listed: no cap).
+    ai_max_prices: CapabilityPrices = Field(default_factory=CapabilityPrices)
     #: No new try of an AI request starts after this (go-livepeer's -aiProcessingRetryTimeout).
     ai_retry_timeout_s: float = Field(10.0, gt=0)
     #: Tries of one AI request, each on another orchestrator (go-livepeer: 20).
@@ -215,7 +220,7 @@ class GatewaySettings(FarmBaseSettings):
     #: Threads running Prefer: respond-async image-to-video requests.
     ai_async_workers: int = Field(4, ge=1)
 
-    @field_validator("ai_prices", mode="before")
+    @field_validator("ai_prices", "ai_max_prices", mode="before")
     @classmethod
     def _parse_prices(cls, v: Any) -> Any:
         v = json.loads(v) if isinstance(v, str) else v

@@ -2,7 +2,11 @@
 
 Orchestrators whose workers serve the model warm are tried first, then those serving it cold
 (go-livepeer's warm and cold pools), best score first within each; those advertising a higher
-price for the model than the gateway's are left out (go-livepeer's max price). Each is tried
+price for the model than the gateway's are left out (go-livepeer's max price): a cluster's
+price against the gateway's own, a network orchestrator's quote (wei per unit) against
+FARM_AI_MAX_PRICES. A cluster runs the request as a job on its queues; a network orchestrator
+(``livepeer`` kind) gets go-livepeer's AI request, paid with tickets
+(gateway.livepeer.ai). Each is tried
 at most once per request, within a time budget (go-livepeer's
 ``-aiProcessingRetryTimeout``) and a count (20 tries):
 
@@ -32,15 +36,15 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from farm.ai.client import AIClient
 from farm.blobstore import BlobStore
 from farm.errors import FarmError
 from gateway import metrics
-from gateway.ai.pricing import Bill
+from gateway.ai.pricing import Bill, PriceTable
 from gateway.ai.requests import AIRequest
 from gateway.ai.results import rehost
 from gateway.dispatch import PERMANENT_CODES, is_permanent, public_message
 from gateway.errors import BadRequest, NoOrchestrators
+from gateway.livepeer.ai import NetworkAI
 from gateway.pool import Orchestrator, Pool
 from gateway.sessions import SessionLog
 
@@ -92,7 +96,11 @@ class AIDispatcher:
         retry_timeout_s: float = 10.0,
         max_tries: int = 20,
         job_timeout_s: float = 300.0,
+        max_prices: PriceTable | None = None,
     ) -> None:
+        #: Wei per unit that network orchestrators may ask per (pipeline, model); 0 or
+        #: None: no cap.
+        self.max_prices = max_prices
         self.pool = pool
         self.log = log_
         self.blobs = blobs
@@ -103,7 +111,21 @@ class AIDispatcher:
     def run(self, session_id: str, request_id: str, req: AIRequest, bill: Bill) -> AIOutcome:
         """The request's response, its media re-hosted under ``request_id``."""
 
-        def finish(jobs: AIClient, job_id: str) -> dict[str, Any]:
+        def finish(o: Orchestrator) -> dict[str, Any]:
+            if o.livepeer is not None:
+                answer = NetworkAI(o.livepeer).run(
+                    req.pipeline.name,
+                    req.model_id,
+                    req.params,
+                    req.files,
+                    bill.units,
+                    self.job_timeout_s,
+                )
+                return rehost(
+                    answer.response, answer.content_types, answer.fetch, self.blobs, request_id
+                )
+            jobs = o.client.ai
+            job_id = jobs.submit(req.pipeline.name, req.model_id, req.params, req.files)
             result = jobs.wait(job_id, timeout=self.job_timeout_s)
             types = {m.key: m.content_type for m in result.media}
             return rehost(result.response, types, jobs.media, self.blobs, request_id)
@@ -114,8 +136,17 @@ class AIDispatcher:
     def stream(self, session_id: str, req: AIRequest, bill: Bill) -> AIStream:
         """Start a streaming LLM request; retries end once its first event has arrived."""
 
-        def first(jobs: AIClient, job_id: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-            events = iter(jobs.stream(job_id, timeout=self.job_timeout_s))
+        def first(o: Orchestrator) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+            if o.livepeer is not None:
+                events = NetworkAI(o.livepeer).stream(
+                    req.model_id, req.params, bill.units, self.job_timeout_s
+                )
+            else:
+                jobs = o.client.ai
+                job_id = jobs.submit(
+                    pipeline=req.pipeline.name, model_id=req.model_id, params=req.params
+                )
+                events = iter(jobs.stream(job_id, timeout=self.job_timeout_s))
             for event in events:
                 return event, events
             raise _EmptyStream("the job streamed nothing")
@@ -128,7 +159,7 @@ class AIDispatcher:
         session_id: str,
         req: AIRequest,
         bill: Bill,
-        finish: Callable[[AIClient, str], T],
+        finish: Callable[[Orchestrator], T],
     ) -> tuple[str, int, T]:
         deadline = time.monotonic() + self.retry_timeout_s
         last_error = "no healthy orchestrator"
@@ -136,10 +167,16 @@ class AIDispatcher:
         key = (req.pipeline.name, req.model_id)
         most = Fraction(*bill.price)
 
+        limit = Fraction(*self.max_prices.price(*key)) if self.max_prices else Fraction(0)
+        cap = limit if limit > 0 else None
+
         def tier(o: Orchestrator) -> int | None:
             if o.livepeer is not None:
-                return None  # AI jobs go to the farm clusters of the pool only
-            if most and o.ai_prices.get(key, 0) > most:
+                # A network orchestrator quotes wei per unit: go-livepeer's
+                # -maxPricePerCapability applies (FARM_AI_MAX_PRICES).
+                if cap is not None and o.ai_prices.get(key, 0) > cap:
+                    return None
+            elif most and o.ai_prices.get(key, 0) > most:
                 return None  # above the gateway's price: go-livepeer's max price filter
             # go-livepeer's warm pool first, then the cold one; orchestrators whose workers
             # did not advertise the model at the last probe last (they may have it by now).
@@ -152,14 +189,7 @@ class AIDispatcher:
                 metrics.orchestrator_swap(last_error)
             started = time.monotonic()
             try:
-                jobs = o.client.ai
-                job_id = jobs.submit(
-                    pipeline=req.pipeline.name,
-                    model_id=req.model_id,
-                    params=req.params,
-                    files=req.files,
-                )
-                value = finish(jobs, job_id)
+                value = finish(o)
             except (FarmError, *_INFRA_ERRORS) as e:
                 code = str(getattr(e, "code", None) or e.__class__.__name__)
                 last_error = self._record(session_id, tries, o, started, bill, code, e)

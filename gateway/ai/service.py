@@ -47,6 +47,7 @@ class AIService:
             retry_timeout_s=settings.ai_retry_timeout_s,
             max_tries=settings.ai_max_tries,
             job_timeout_s=settings.ai_job_timeout_s,
+            max_prices=PriceTable(settings.ai_max_prices),
         )
         self._async = ThreadPoolExecutor(settings.ai_async_workers, "gateway-ai")
 

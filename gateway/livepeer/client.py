@@ -255,11 +255,17 @@ class LivepeerOrchestrator:
             raise OrchestratorRefused(f"{method}: no reply{f' ({message})' if message else ''}")
         return replies[0]
 
-    def get_orchestrator(self, base: str | None = None) -> net_pb2.OrchestratorInfo:
-        """GetOrchestrator with the gateway's signed address; the info, checked as
-        go-livepeer's discovery checks it."""
+    def get_orchestrator(
+        self, base: str | None = None, request: bytes | None = None
+    ) -> net_pb2.OrchestratorInfo:
+        """GetOrchestrator with the gateway's signed address (``request``: another
+        OrchestratorRequest, one asking for AI models); the info, checked as go-livepeer's
+        discovery checks it."""
         raw = self._unary(
-            base or self.address, "GetOrchestrator", self.broadcaster.request, self.timeout_s
+            base or self.address,
+            "GetOrchestrator",
+            request or self.broadcaster.request,
+            self.timeout_s,
         )
         try:
             info = net_pb2.OrchestratorInfo.FromString(raw)
@@ -333,6 +339,25 @@ class LivepeerOrchestrator:
             self._sessions[stream] = fresh
         return fresh
 
+    def ai_session(self, capability: int, model: str) -> Session:
+        """The session for AI work on (capability, model): asked for with the model as a
+        constraint, so the price and ticket params are the model's (go-livepeer's AI
+        gateway); renewed as a stream's session is. Its balance is the orchestrator's for
+        the manifest ``<capability>_<model>``."""
+        key = f"ai:{capability}_{model}"
+        with self._lock:
+            s = self._sessions.get(key)
+        if s is not None and not self._expired(s):
+            return s
+        request = net_pb2.OrchestratorRequest.FromString(self.broadcaster.request)
+        request.capabilities.bitstring.extend(_bits(capability))
+        request.capabilities.constraints.PerCapability[capability].models[model].SetInParent()
+        base = s.info.transcoder if s is not None else None
+        fresh = Session(self.get_orchestrator(base, request.SerializeToString()))
+        with self._lock:
+            self._sessions[key] = fresh
+        return fresh
+
     def has_session(self, stream: str) -> bool:
         with self._lock:
             return stream in self._sessions
@@ -361,7 +386,7 @@ class LivepeerOrchestrator:
         return len(idle)
 
     # -- payments -----------------------------------------------------------------------------
-    def _payment(self, s: Session, fee: Fraction) -> tuple[str, int, Fraction, Fraction]:
+    def payment(self, s: Session, fee: Fraction) -> tuple[str, int, Fraction, Fraction]:
         """Reserve the session's balance and pay up to max(fee, EV): (the Livepeer-Payment
         header, the tickets in it, the reserve, the tickets' value). Called under the
         session's lock."""
@@ -427,7 +452,7 @@ class LivepeerOrchestrator:
         )
         with s.lock:
             price = price_from_net(s.info.price_info)
-            header, tickets, reserved, credit = self._payment(s, pixels * FEE_MARGIN * price)
+            header, tickets, reserved, credit = self.payment(s, pixels * FEE_MARGIN * price)
         headers = {
             "Livepeer-Segment": base64.b64encode(seg.SerializeToString()).decode(),
             "Livepeer-Payment": header,
@@ -575,6 +600,13 @@ def decoded_pixels(blob: bytes, fmt: str) -> tuple[int, int, int, int]:
     except (av.FFmpegError, ValueError, IndexError) as e:
         raise ResultInvalid(f"a rendition does not decode: {e}") from e
     return width, height, frames, pixels
+
+
+def _bits(capability: int) -> list[int]:
+    """go-livepeer's capability bitstring with one capability set: 64 per word."""
+    words = [0] * (capability // 64 + 1)
+    words[capability // 64] |= 1 << (capability % 64)
+    return words
 
 
 def _any_certificate() -> ssl.SSLContext:

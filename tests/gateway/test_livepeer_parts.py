@@ -118,19 +118,19 @@ def test_payments_follow_the_broadcasters_balance_rules() -> None:
     s = Session(_info(3600))
     ev = Fraction(10**12 * (2**256 // 1000), 2**256 - 1)
     # An empty balance and a fee of 2.5 EV: three tickets, nonces from 1.
-    header, count, reserved, credit = client._payment(s, ev * Fraction(5, 2))
+    header, count, reserved, credit = client.payment(s, ev * Fraction(5, 2))
     assert (count, reserved, credit) == (3, 0, 3 * ev) and s.balance == 0
     payment = decode_payment(header)
     assert [t.sender_nonce for t, _ in payment.tickets] == [1, 2, 3]
     assert payment.sender == broadcaster.address and payment.price == 100
     # A balance that covers the fee: no tickets, and the price still stated.
     s.balance = ev * 4
-    header, count, reserved, credit = client._payment(s, ev * 2)
+    header, count, reserved, credit = client.payment(s, ev * 2)
     assert (count, reserved, credit) == (0, ev * 4, 0) and s.balance == 0
     assert decode_payment(header).tickets == ()
     # Off chain: an empty payment and nothing signed.
     off = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster())
-    assert off._payment(Session(_info(3600, params=False)), ev) == ("", 0, 0, 0)
+    assert off.payment(Session(_info(3600, params=False)), ev) == ("", 0, 0, 0)
     assert Broadcaster().sign(b"\x00" * 32) == b""
 
 
@@ -175,11 +175,11 @@ def test_a_price_more_than_doubled_since_the_session_began_is_not_paid() -> None
     s = Session(_info(3600))
     assert s.initial_price == 100
     s.info.price_info.CopyFrom(price_to_net(Fraction(200)))  # a refreshed info: doubled is paid
-    assert client._payment(s, Fraction(1))[1] == 1
+    assert client.payment(s, Fraction(1))[1] == 1
     s.info.price_info.CopyFrom(price_to_net(Fraction(201)))
     s.balance = Fraction(5)
     with pytest.raises(OrchestratorRefused, match="more than double"):
-        client._payment(s, Fraction(1))
+        client.payment(s, Fraction(1))
     assert s.balance == 5  # nothing reserved or sent
 
 
