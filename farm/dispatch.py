@@ -11,12 +11,11 @@ from celery import Celery
 from farm.media.profiles import VideoProfile
 from farm.queues import codec_of
 from farm.router import Need
+from farm.timeouts import segment_timeout
 
 __all__ = ["TRANSCODE_TASK", "job_timeout_s", "need_of", "publish", "time_limits"]
 
 TRANSCODE_TASK = "farm.transcode"
-#: go-livepeer's floor for a segment's transcode timeout (common.HTTPTimeout).
-MIN_TIMEOUT_S = 8.0
 
 
 def time_limits(duration_s: float | None) -> tuple[float, float]:
@@ -24,14 +23,13 @@ def time_limits(duration_s: float | None) -> tuple[float, float]:
     4 x duration). The hard limit comes after the job's deadline (job_timeout_s): a worker
     keeps a finished result until the job store records it, up to that deadline, and is not
     killed while it waits; only a transcode that ignores its soft limit is."""
-    soft = max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0))
-    return soft, job_timeout_s(duration_s) + 2.0
+    return segment_timeout(duration_s), job_timeout_s(duration_s) + 2.0
 
 
 def job_timeout_s(duration_s: float | None) -> float:
     """How long one run of a job may take before the reconciler republishes it: the soft
     limit and 10 s to store and record its result."""
-    return max(MIN_TIMEOUT_S, 4.0 * (duration_s or 2.0)) + 10.0
+    return segment_timeout(duration_s) + 10.0
 
 
 def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:

@@ -1,13 +1,18 @@
 """The farm's error hierarchy.
 
 Every error the farm raises on purpose derives from :class:`FarmError`. Whether a failure
-is worth retrying is a type, not a flag: :class:`PermanentError` and :class:`RetryableError`
-are mapped onto Celery retries in one place and onto HTTP status codes in one handler.
+is worth retrying is a type, not a flag: :class:`PermanentError` (the caller's input is at
+fault; it fails again anywhere) and :class:`RetryableError` (another attempt or worker may
+succeed) are mapped onto Celery retries in one place and onto HTTP status codes in one
+handler. A failure crosses the broker, the job table and the node API as its ``code``;
+:func:`error_class` and :func:`rebuild` give it its type back, from the classes themselves,
+so no list of codes is kept by hand.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CAPACITY_ERRORS",
     "AIRequestInvalid",
     "AccessDenied",
     "ConfigError",
@@ -31,6 +36,7 @@ __all__ = [
     "RegistrationInvalid",
     "RemoteUnsupported",
     "RequestInvalid",
+    "ResultTooLarge",
     "RetryableError",
     "RunnerFailed",
     "ServiceUnavailable",
@@ -38,7 +44,12 @@ __all__ = [
     "UnsupportedCodec",
     "VerificationFailed",
     "WorkerFailed",
+    "error_class",
+    "rebuild",
 ]
+
+#: code -> the class that declared it first (see FarmError.__init_subclass__).
+_BY_CODE: dict[str, type[FarmError]] = {}
 
 
 class FarmError(Exception):
@@ -46,6 +57,17 @@ class FarmError(Exception):
 
     #: Short machine-readable code, stable across versions, used in metrics and API bodies.
     code: str = "farm_error"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class is rebuilt from its code when it is the farm's (its failures are what cross
+        # the broker, the job table and the node API; the gateway's errors are answers at its
+        # own edge, never read back), declares a code and is made from a message alone. The
+        # first class to declare a code owns it: this module is loaded before any other that
+        # subclasses FarmError, and a later class reusing a code means the same failure.
+        farms = cls.__module__.partition(".")[0] == "farm"
+        if farms and "code" in vars(cls) and cls.__init__ is FarmError.__init__:
+            _BY_CODE.setdefault(cls.code, cls)
 
 
 class ConfigError(FarmError):
@@ -231,3 +253,24 @@ class FetchFailed(PermanentError):
     farm.fetch), cannot be reached, or does not answer with what was asked for."""
 
     code = "fetch_failed"
+
+
+_BY_CODE[FarmError.code] = FarmError
+
+#: Failures that mean the model or the cluster is full or down now, not broken: the work goes
+#: elsewhere, and whoever answered is not suspended for it.
+CAPACITY_ERRORS: tuple[type[FarmError], ...] = (NoCapacity, InsufficientCapacity)
+
+
+def error_class(code: str) -> type[FarmError]:
+    """The class a failure's ``code`` names; :class:`JobError` for a code no class declares
+    (a failure of a job, neither permanent nor retryable as far as this process knows)."""
+    return _BY_CODE.get(code, JobError)
+
+
+def rebuild(code: str, message: str) -> FarmError:
+    """The failure a code and a message stand for, as an error of the class the code names
+    (:func:`error_class`); it keeps ``code`` even where the code is unknown."""
+    error = error_class(code)(message)
+    error.code = code
+    return error

@@ -23,8 +23,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.client import JobFailedError, JobResult, JobTimeout, RenditionRef
-from farm.errors import FarmError, PermanentError
+from farm.errors import FarmError, PermanentError, error_class
 from farm.media.profiles import VideoProfile
+from farm.timeouts import MIN_TIMEOUT_S, segment_timeout
 from gateway import metrics
 from gateway.errors import NoOrchestrators, TranscodeFailed
 from gateway.livepeer import LivepeerOrchestrator
@@ -32,25 +33,10 @@ from gateway.pool import Orchestrator, Pool
 from gateway.pricing import charge
 from gateway.sessions import SessionLog
 
-__all__ = ["PERMANENT_CODES", "Dispatcher", "SegmentOutcome", "is_permanent", "public_message"]
+__all__ = ["Dispatcher", "SegmentOutcome", "is_permanent", "public_message"]
 
 log = logging.getLogger(__name__)
 
-#: Job error codes that no other orchestrator can fix, because the caller's input is at fault
-#: (go-livepeer's non-retryable list): never retried elsewhere, never a reason to suspend.
-PERMANENT_CODES = frozenset(
-    {
-        "profile_invalid",
-        "input_invalid",
-        "input_corrupt",
-        "input_too_long",
-        "unsupported_codec",
-        "payload_too_large",
-        "invalid_request",
-        "fetch_failed",
-        "permanent",
-    }
-)
 _INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 #: Streams whose orchestrator is remembered (the oldest are forgotten first).
@@ -58,11 +44,13 @@ _STICKY_STREAMS = 10_000
 
 
 def is_permanent(e: BaseException) -> bool:
-    """Whether an attempt failed on the caller's input (a failed job's code says so, or the
-    farm refused the input before a job ran)."""
-    if isinstance(e, JobFailedError):
-        return e.code in PERMANENT_CODES
-    return isinstance(e, PermanentError)
+    """Whether an attempt failed on the caller's input, so that no other orchestrator can fix
+    it (go-livepeer's non-retryable errors): never retried elsewhere, never a reason to
+    suspend. The farm refused the input before a job ran, or a failed job's code names a
+    :class:`~farm.errors.PermanentError`."""
+    return isinstance(e, PermanentError) or (
+        isinstance(e, FarmError) and issubclass(error_class(e.code), PermanentError)
+    )
 
 
 def public_message(e: BaseException) -> str:
@@ -97,7 +85,11 @@ class Dispatcher:
     """Tries a segment on the best orchestrators in turn, within a count and a deadline."""
 
     def __init__(
-        self, pool: Pool, log_: SessionLog, max_attempts: int = 3, attempt_floor_s: float = 8.0
+        self,
+        pool: Pool,
+        log_: SessionLog,
+        max_attempts: int = 3,
+        attempt_floor_s: float = MIN_TIMEOUT_S,
     ) -> None:
         self.pool = pool
         self.log = log_
@@ -128,9 +120,9 @@ class Dispatcher:
             o.livepeer.end(session_id)
 
     def attempt_timeout(self, duration_s: float, multiplier: float = 1.0) -> float:
-        """One attempt's budget: go-livepeer's max(8 s, 4 x duration), floor configurable,
-        times the stream's ``timeoutMultiplier`` when that is over 1."""
-        return max(self.attempt_floor_s, 4.0 * duration_s) * max(1.0, multiplier)
+        """One attempt's budget: go-livepeer's segment timeout (farm.timeouts) with the
+        configured floor, times the stream's ``timeoutMultiplier`` when that is over 1."""
+        return segment_timeout(duration_s, multiplier, self.attempt_floor_s)
 
     def max_price(self) -> tuple[int, int]:
         """The highest price among usable orchestrators (what a reservation must cover)."""

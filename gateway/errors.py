@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from farm.errors import FarmError, NoCapacity, PermanentError, ProfileInvalid, RetryableError
+from farm.errors import (
+    FarmError,
+    NoCapacity,
+    PermanentError,
+    ProfileInvalid,
+    RetryableError,
+    rebuild,
+)
 from farm.jobs import JobNotFound
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "TranscodeFailed",
     "Unavailable",
     "http_status",
+    "status_of",
 ]
 
 
@@ -139,3 +147,15 @@ def http_status(error: FarmError) -> int:
     if isinstance(error, (NoCapacity, RetryableError)):
         return 503
     return 500
+
+
+def status_of(code: str) -> int:
+    """The HTTP status a failure known only by its code is answered with: the gateway
+    error's that declares the code, else that of the farm error the code names."""
+    classes: list[type[GatewayError]] = [GatewayError]
+    while classes:
+        cls = classes.pop(0)
+        if cls.code == code:
+            return cls.status
+        classes.extend(cls.__subclasses__())
+    return http_status(rebuild(code, code))

@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 
 from farm.metrics import ReceivedPayments
+from gateway.errors import status_of
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -85,24 +86,7 @@ SESSIONS = Gauge(
     registry=REGISTRY,
 )
 
-#: Codes of failures that are the client's, not a transcode's: bad input (the gateway's 422
-#: ``transcode_failed`` and the farm's permanent input codes), and refusals before any work.
-CLIENT_ERROR_CODES = frozenset(
-    {
-        "transcode_failed",
-        "input_invalid",
-        "input_corrupt",
-        "input_too_long",
-        "unsupported_codec",
-        "profile_invalid",
-        "bad_request",
-        "unauthorized",
-        "insufficient_credit",
-        "forbidden",
-        "payload_too_large",
-        "rate_limited",
-    }
-)
+#: Codes of bad media, counted as go-livepeer's ``input_invalid``.
 _INPUT_CODES = frozenset(
     {"transcode_failed", "input_invalid", "input_corrupt", "unsupported_codec"}
 )
@@ -117,15 +101,16 @@ def segment_emerged(seg_type: str) -> None:
 
 
 def segment_done(ok: bool, seconds: float, orchestrator: str = "", error_code: str = "") -> None:
-    """A segment finished. A failure that is the client's (:data:`CLIENT_ERROR_CODES`; bad
-    media counts as ``input_invalid``) is counted but leaves the success rate alone."""
+    """A segment finished. A failure that is the client's (answered with a 4xx status: bad
+    input, a refusal before any work; bad media counts as ``input_invalid``) is counted but
+    leaves the success rate alone."""
     if ok:
         TRANSCODED.labels(orchestrator_uri=orchestrator).inc()
         LATENCY.observe(seconds)
     else:
         code = "input_invalid" if error_code in _INPUT_CODES else error_code
         FAILED.labels(error_code=code).inc()
-        if error_code in CLIENT_ERROR_CODES:
+        if status_of(error_code) < 500:
             return
     with _lock:
         _window.append(ok)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
+from farm.timeouts import MIN_TIMEOUT_S
 from gateway.ai.pricing import CapabilityPrices
 
 __all__ = ["GatewaySettings", "OrchestratorConfig"]
@@ -125,7 +126,7 @@ class GatewaySettings(FarmBaseSettings):
     #: Attempts per segment, each on a different orchestrator, within the segment's deadline.
     max_attempts: int = Field(3, ge=1)
     #: Floor of one attempt's timeout, max(floor, 4 x duration) (go-livepeer: 8 s).
-    attempt_timeout_floor_s: float = Field(8.0, gt=0)
+    attempt_timeout_floor_s: float = Field(MIN_TIMEOUT_S, gt=0)
     #: How long a failing orchestrator is left out (by time, not by refresh count).
     suspend_s: float = Field(30.0, ge=0)
     #: Added to the pixel estimate when reserving credit (go-livepeer uses 2 %).

@@ -23,11 +23,9 @@ from farm.media.engine import EngineOptions, Rendition, TranscodeResult
 from farm.media.output import MIME_TYPES, check_format
 from farm.media.profiles import VideoProfile
 from farm.media.source import open_source
+from farm.timeouts import segment_timeout
 
 __all__ = ["RemoteEngine", "probe_rendition"]
-
-#: go-livepeer's floor for a task's timeout (common.HTTPTimeout).
-MIN_TIMEOUT_S = 8.0
 
 
 def _video_timing(data: bytes, rate: Fraction | None) -> tuple[int, int, int, float, float, str]:
@@ -108,7 +106,7 @@ class RemoteEngine:
             # Another worker may take it: the job is fine, go-livepeer cannot express it.
             raise NoTranscoder(f"no go-livepeer transcoder can take this job: {e}") from e
         duration = end - start
-        timeout = opts.deadline_s or max(MIN_TIMEOUT_S, 4 * duration)
+        timeout = opts.deadline_s or segment_timeout(duration)
         transcoder, outcome = self.hub.run(
             data, profiles, opts.fmt, duration, timeout, uuid.uuid4().hex, codec
         )

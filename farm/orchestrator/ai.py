@@ -42,7 +42,7 @@ from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed
 from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES, AIResult, blob_key
 from farm.bodies import read_capped
 from farm.client import JobFailedError, JobTimeout
-from farm.errors import FarmError, NoCapacity
+from farm.errors import CAPACITY_ERRORS, AIRequestInvalid, FarmError, NoCapacity, error_class
 from farm.golivepeer import net_pb2
 from farm.orchestrator.aiprices import model_prices
 from farm.orchestrator.aireq import AI_PIPELINES, AIPipeline, AIRequest, parse_form, parse_json
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 AI_WORKER_PROTOCOL: Final = "Livepeer-AI-Worker-1.0"
 #: Pipelines whose pictures older gateways take inline.
 _INLINE: Final = frozenset({"text-to-image", "image-to-image", "upscale"})
-#: Job error codes that mean the model is full or down everywhere now.
-_CAPACITY_CODES: Final = frozenset({"insufficient_capacity", "no_capacity"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,11 +255,12 @@ def _failed(e: Exception) -> SegmentRefused:
     """A job that failed, as go-livepeer's orchestrator answers it."""
     if isinstance(e, SegmentRefused):
         return e
-    code = getattr(e, "code", "")
-    if code == "invalid_request":
+    # A failed job carries its failure's code; its class says what go-livepeer answers.
+    failure = error_class(e.code) if isinstance(e, FarmError) else FarmError
+    if issubclass(failure, AIRequestInvalid):
         message = e.job.error if isinstance(e, JobFailedError) else str(e)
         return SegmentRefused(400, message or "invalid request")
-    if code in _CAPACITY_CODES:
+    if issubclass(failure, CAPACITY_ERRORS):
         return SegmentRefused(503, "insufficient capacity")
     log.warning("AI job failed: %s", e)
     return SegmentRefused(500, str(e))

@@ -16,34 +16,14 @@ from typing import Any
 
 import httpx
 
-from farm.blobstore import BlobMissing
-from farm.errors import (
-    AccessDenied,
-    CredentialRevoked,
-    FarmError,
-    InvalidSecret,
-    NodeUnreachable,
-    PayloadTooLarge,
-    RegistrationInvalid,
-    RemoteUnsupported,
-    RequestInvalid,
-)
-from farm.jobs import JobNotFound, StartOutcome
+# The node answers a missing blob or job with BlobMissing's and JobNotFound's codes: their
+# modules are loaded here so that error_class knows them.
+import farm.blobstore  # noqa: F401
+from farm.errors import CredentialRevoked, NodeUnreachable, RetryableError, rebuild
+from farm.jobs import StartOutcome
 from farm.settings import TranscoderSettings
 
 __all__ = ["NodeBlobs", "NodeClient", "NodeJobs", "RemoteStores"]
-
-_ERRORS: dict[str, type[FarmError]] = {
-    "invalid_secret": InvalidSecret,
-    "credential_revoked": CredentialRevoked,
-    "access_denied": AccessDenied,
-    "registration_invalid": RegistrationInvalid,
-    "remote_unsupported": RemoteUnsupported,
-    "request_invalid": RequestInvalid,
-    "payload_too_large": PayloadTooLarge,
-    "job_not_found": JobNotFound,
-    "blob_missing": BlobMissing,
-}
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -54,9 +34,11 @@ def _raise_for(response: httpx.Response) -> None:
         code, message = str(body.get("error")), str(body.get("message"))
     except (ValueError, AttributeError):
         code, message = "", response.text[:200]
-    error = _ERRORS.get(code)
-    if error is not None:
-        raise error(message)
+    # The node's refusals come back as their own errors; a retryable or unknown failure is
+    # the node being unusable for now (the transcoder reconnects with backoff).
+    error = rebuild(code, message)
+    if type(error).code == code and not isinstance(error, RetryableError):
+        raise error
     if response.status_code == 401:
         raise CredentialRevoked(message or "unauthorized")
     raise NodeUnreachable(f"node API answered {response.status_code}: {message}")

@@ -12,9 +12,9 @@ at most once per request, within a time budget (go-livepeer's
 
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
-- ``invalid_request`` or another permanent input error (gateway.dispatch.PERMANENT_CODES:
-  the runner, or the farm, refused the input): the caller's error, 400, no retry, and the
-  orchestrator is not suspended;
+- ``invalid_request`` or another permanent input error (a ``PermanentError`` by its code,
+  gateway.dispatch.is_permanent: the runner, or the farm, refused the input): the caller's
+  error, 400, no retry, and the orchestrator is not suspended;
 - anything else (a failed job, a timeout, an unreachable broker): suspend the orchestrator
   and try another;
 - out of orchestrators, time or tries: 503.
@@ -37,12 +37,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.blobstore import BlobStore
-from farm.errors import FarmError
+from farm.errors import CAPACITY_ERRORS, FarmError, error_class
 from gateway import metrics
 from gateway.ai.pricing import Bill, PriceTable
 from gateway.ai.requests import AIRequest
 from gateway.ai.results import rehost
-from gateway.dispatch import PERMANENT_CODES, is_permanent, public_message
+from gateway.dispatch import is_permanent, public_message
 from gateway.errors import BadRequest, NoOrchestrators
 from gateway.livepeer.ai import NetworkAI
 from gateway.pool import Orchestrator, Pool
@@ -53,8 +53,6 @@ __all__ = ["AIDispatcher", "AIInvalidRequest", "AIOutcome", "AIStream"]
 log = logging.getLogger(__name__)
 
 _INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
-#: Job error codes meaning "full or down here, maybe not elsewhere" (no suspension).
-CAPACITY_CODES = frozenset({"insufficient_capacity", "no_capacity"})
 
 T = TypeVar("T")
 
@@ -193,11 +191,11 @@ class AIDispatcher:
             except (FarmError, *_INFRA_ERRORS) as e:
                 code = str(getattr(e, "code", None) or e.__class__.__name__)
                 last_error = self._record(session_id, tries, o, started, bill, code, e)
-                if is_permanent(e) or code in PERMANENT_CODES:
+                if is_permanent(e):
                     # The caller's input (the runner's own message, without the job wrapper):
                     # no other orchestrator would answer otherwise, and this one is not at fault.
                     raise AIInvalidRequest(public_message(e)) from e
-                if code not in CAPACITY_CODES:
+                if not _at_capacity(code):
                     self.pool.suspend(o, f"{last_error}: {e}")
                 continue
             self._record(session_id, tries, o, started, bill)
@@ -218,7 +216,7 @@ class AIDispatcher:
     ) -> str:
         """Log one try; for a failure, the description the next swap is counted under."""
         latency = time.monotonic() - started
-        if code not in CAPACITY_CODES:  # being full is not failing
+        if code is None or not _at_capacity(code):  # being full is not failing
             self.pool.record(o, code is None, latency, 0.0)
         self.log.attempt(
             session_id,
@@ -240,6 +238,12 @@ class AIDispatcher:
             "AI request %s try %s on %s failed: %s: %s", session_id, attempt, o.name, code, error
         )
         return f"{o.name}: {code}"
+
+
+def _at_capacity(code: str) -> bool:
+    """Whether a try failed because the orchestrator is full or its runner down there, which
+    may not be so elsewhere (no suspension)."""
+    return issubclass(error_class(code), CAPACITY_ERRORS)
 
 
 class _EmptyStream(FarmError):

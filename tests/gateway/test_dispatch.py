@@ -98,7 +98,8 @@ PROFILE = [VideoProfile("low", 256, 144, 300_000)]
 
 
 @pytest.mark.parametrize(
-    "code", ["input_invalid", "profile_invalid", "input_corrupt", "unsupported_codec"]
+    "code",
+    ["input_invalid", "profile_invalid", "input_corrupt", "unsupported_codec", "input_missing"],
 )
 def test_the_callers_input_suspends_no_orchestrator(
     world: tuple[Pool, SessionLog], code: str

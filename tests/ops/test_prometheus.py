@@ -195,3 +195,10 @@ def test_client_garbage_stays_outside_the_success_rate() -> None:
     assert after == (before or 0) + 10
     gateway.metrics.segment_done(False, 0.1, error_code="no_orchestrators")
     assert gateway.metrics.REGISTRY.get_sample_value("livepeer_success_rate") == 29 / 30
+
+
+def test_a_job_whose_input_is_gone_stays_outside_the_success_rate() -> None:
+    for _ in range(30):
+        gateway.metrics.segment_done(True, 0.1, "orch-a")
+    gateway.metrics.segment_done(False, 0.1, error_code="input_missing")
+    assert gateway.metrics.REGISTRY.get_sample_value("livepeer_success_rate") == 1.0
