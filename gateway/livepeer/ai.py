@@ -36,7 +36,7 @@ import httpx
 from chain.payment import price_from_net
 from chain.signing import keccak256
 from farm.ai.results import BLOB_SCHEME
-from farm.errors import FarmError, RetryableError
+from farm.errors import AIRequestInvalid, FarmError, InsufficientCapacity
 from farm.golivepeer import net_pb2
 from farm.orchestrator.aireq import AI_PIPELINES
 from farm.orchestrator.segdata import flatten
@@ -53,9 +53,7 @@ __all__ = [
     "AI_WORKER_PROTOCOL",
     "MAX_MEDIA_BYTES",
     "AIAnswer",
-    "InputRefused",
     "NetworkAI",
-    "NoCapacityThere",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,18 +65,6 @@ MAX_MEDIA_BYTES: Final = 300_000_000
 _ZERO_HASH: Final = b"\x00" * 32
 #: Words in a 400 that say the payment was refused, not the input.
 _PAYMENT_WORDS: Final = ("balance", "price", "ticket", "payment", "sender")
-
-
-class InputRefused(FarmError):
-    """The orchestrator refused the request's input (400): the caller's error."""
-
-    code = "invalid_request"
-
-
-class NoCapacityThere(RetryableError):
-    """The orchestrator has no capacity for the model now (503)."""
-
-    code = "insufficient_capacity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +159,7 @@ class NetworkAI:
     ) -> tuple[Session, Fraction, Fraction, Fraction, httpx.Request]:
         spec = AI_PIPELINES.get(pipeline)
         if spec is None:
-            raise InputRefused(f"no such pipeline {pipeline!r} on the network")
+            raise AIRequestInvalid(f"no such pipeline {pipeline!r} on the network")
         s = self.orch.ai_session(spec.capability, model_id)
         s.used_at = time.monotonic()
         manifest = f"{spec.capability}_{model_id}".encode()
@@ -272,9 +258,9 @@ def _field(value: Any) -> str:
 def _refused(pipeline: str, status: int, text: str) -> FarmError:
     message = text.strip()[:500] or f"HTTP {status}"
     if status == 503:
-        return NoCapacityThere(f"{pipeline}: {message}")
+        return InsufficientCapacity(f"{pipeline}: {message}")
     if status == 400 and not any(w in message.lower() for w in _PAYMENT_WORDS):
-        return InputRefused(message)
+        return AIRequestInvalid(message)
     return OrchestratorRefused(f"{pipeline}: {status} {message}")
 
 
