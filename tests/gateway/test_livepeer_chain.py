@@ -63,13 +63,19 @@ def gateway_env(tmp_path: Path, redis_url: str) -> Iterator[Env]:
 
 
 def _paying_gateway(
-    cluster: Cluster, devchain: DevChain, gateway_env: Env, lie: str | None = None
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+    lie: str | None = None,
+    worker: tuple[str, ...] = (),
+    **env: str,
 ) -> tuple[OrchestratorNode, Gateway, LyingFront | None]:
-    """A paid node on the chain, and a gateway paying it from the broadcaster's deposit
-    (through a lying front, with ``lie``)."""
+    """A paid node on the chain (its worker started with ``worker``), and a gateway paying it
+    from the broadcaster's deposit (through a lying front, with ``lie``)."""
     cluster.env.update(chain_env(devchain))
     cluster.env["FARM_CHAIN_CACHE_S"] = "0"
-    cluster.start_worker()
+    cluster.env["FARM_AI_PROBE_S"] = "0.3"
+    cluster.start_worker(*worker)
     node = OrchestratorNode(cluster)
     front = LyingFront(node, cluster.home, lie) if lie else None
     entry = {
@@ -87,6 +93,7 @@ def _paying_gateway(
         # The node's tickets always win (face value = EV): worth more than go-livepeer's cap.
         FARM_MAX_TICKET_EV_WEI=str(10**16),
         expect_unhealthy=True,
+        **env,
     )
     wait_for(
         lambda: gw.admin("GET", "/admin/orchestrators").json()[0]["healthy"],
@@ -139,6 +146,72 @@ def test_the_gateways_deposit_pays_what_the_node_redeems(
     redeemed = sum(q.ticket.face_value for q in waiting)
     assert before - _deposit(devchain, devchain.broadcaster.address) == redeemed
     node.close()
+
+
+def _redeemed_all(cluster: Cluster, devchain: DevChain) -> int:
+    """Mine past the tickets' expiration blocks, run the chain worker and beat until every
+    ticket waiting is redeemed; their face value."""
+    engine = create_engine(cluster.env["FARM_DATABASE_URL"])
+    queue = TicketQueue(engine)
+    waiting = queue.pending()
+    assert waiting, "the gateway sent no tickets"
+    assert {q.ticket.sender for q in waiting} == {
+        bytes.fromhex(devchain.broadcaster.address.removeprefix("0x"))
+    }
+    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+    mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
+    cluster.spawn("worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log")
+    cluster.start_beat()
+    wait_for(lambda: not queue.pending(), timeout=120, what="the winners to be redeemed")
+    assert queue.counts() == {"redeemed": len(waiting)}
+    engine.dispose()
+    return sum(q.ticket.face_value for q in waiting)
+
+
+def test_the_gateways_deposit_pays_for_ai_what_the_node_redeems(
+    cluster: Cluster,
+    devchain: DevChain,
+    gateway_env: Env,
+) -> None:
+    model = {
+        "pipeline": "llm",
+        "model_id": "farm/echo",
+        "warm": True,
+        "price_per_unit": 3,
+        "pixels_per_unit": 1,
+    }
+    node, gw, _ = _paying_gateway(
+        cluster,
+        devchain,
+        gateway_env,
+        worker=("--ai-models", json.dumps([model])),
+        FARM_AI_PRICE_PER_UNIT="1",
+        FARM_RATE_BURST="1000",
+        FARM_RATE_LIMIT_PER_MINUTE="60000",
+    )
+    try:
+        key_id, key = gw.key(credits=10**6)
+        before = _deposit(devchain, devchain.broadcaster.address)
+        for words in ("paid in tickets", "on the network"):
+            r = httpx.post(
+                f"{gw.url}/llm",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": "farm/echo",
+                    "messages": [{"role": "user", "content": words}],
+                    "stream": False,
+                    "max_tokens": 8,
+                },
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == words
+        # The caller pays the gateway's price; the orchestrator was paid in tickets.
+        assert gw.balance(key_id) == 10**6 - 2 * 8
+        redeemed = _redeemed_all(cluster, devchain)
+        assert before - _deposit(devchain, devchain.broadcaster.address) == redeemed
+    finally:
+        node.close()
 
 
 def test_a_result_signed_by_another_key_is_caught_and_suspends(
