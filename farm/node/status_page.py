@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
@@ -207,13 +207,25 @@ def install(api: FastAPI, status: StatusFn, jobs: Callable[[], JobStore]) -> Non
             recent, failures = [], []
         return HTMLResponse(render_status_html(data, recent, failures, max(0, refresh)))
 
-    @api.middleware("http")
-    async def refresh_on_scrape(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path == "/metrics":
+    api.add_middleware(_RefreshOnScrape, status=status)
+
+
+class _RefreshOnScrape:
+    """Refresh the cluster gauges before ``/metrics`` answers.
+
+    A plain ASGI wrapper, not ``@app.middleware("http")``: Starlette's HTTP middleware moves
+    every request and response body of the node (segments, renditions) through extra tasks
+    and memory streams, a cost on the hot path for the sake of one scrape route.
+    """
+
+    def __init__(self, app: Any, status: StatusFn) -> None:
+        self.app = app
+        self.status = status
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/metrics":
             try:
-                refresh_metrics(await run_in_threadpool(status))
+                refresh_metrics(await run_in_threadpool(self.status))
             except Exception as e:  # a scrape still answers with what it has
                 log.warning("cluster gauges not refreshed: %s", e)
-        return await call_next(request)
+        await self.app(scope, receive, send)
