@@ -29,13 +29,27 @@ from farm.errors import FarmError
 from farm.jobs import pg
 from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
-__all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
+__all__ = [
+    "AttemptView",
+    "JobExists",
+    "JobNotFound",
+    "JobStore",
+    "JobView",
+    "StartOutcome",
+    "make_engine",
+]
 
 
 class JobNotFound(FarmError):
     """Raised when a job id is not in the job table."""
 
     code = "job_not_found"
+
+
+class JobExists(FarmError):
+    """Raised by :meth:`JobStore.create` when the job id is taken (nothing is changed)."""
+
+    code = "job_exists"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +261,11 @@ class JobStore:
             "updated_at": now,
             "deadline_at": now + timedelta(seconds=queued_timeout_s),
         }
-        with self._autocommit.connect() as conn:
-            conn.execute(_INSERT_JOB, values)
+        try:
+            with self._autocommit.connect() as conn:
+                conn.execute(_INSERT_JOB, values)
+        except IntegrityError as e:
+            raise JobExists(f"job {job_id!r} exists") from e
         return JobView(
             id=job_id,
             kind=kind,

@@ -56,7 +56,7 @@ from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_words
-from farm.jobs import JobNotFound, JobView
+from farm.jobs import JobExists, JobView
 from farm.orchestrator.aiprices import ai_price_infos, quoted_price
 from farm.orchestrator.balances import Balances
 from farm.orchestrator.chainview import CachedChain
@@ -488,18 +488,21 @@ class Orchestrator:
         return result
 
     def _job(self, job_id: str, seg: Segment, data: bytes) -> JobView:
-        """The job for a segment: the one already made for it unless that one failed."""
-        try:
-            job = self.client.get(job_id)
-        except JobNotFound:
-            pass
-        else:
-            if not job.final or job.state == "done":
-                return job
-            job_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
-        return self.client.submit(
-            data, seg.profiles, fmt=seg.format, duration=seg.duration_s, job_id=job_id
+        """The job for a segment: the one already made for it unless that one failed.
+
+        A segment sent again (the gateway retried) finds its job by id: the insert is tried
+        first, since most segments are new, and a taken id is read back. Its input is
+        written again meanwhile, the same bytes (the id hashes them)."""
+        submit = partial(
+            self.client.submit, data, seg.profiles, fmt=seg.format, duration=seg.duration_s
         )
+        try:
+            return submit(job_id=job_id)
+        except JobExists:
+            job = self.client.get(job_id)
+        if not job.final or job.state == "done":
+            return job
+        return submit(job_id=f"{job_id}-{uuid.uuid4().hex[:8]}")
 
     def _transcode_data(self, seg: Segment, session: str, done: JobResult) -> net_pb2.TranscodeData:
         by_name = {r.name: r for r in done.renditions}
