@@ -7,6 +7,7 @@ The artifacts are committed, so loading them needs neither Node.js nor solc
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
@@ -15,7 +16,7 @@ from eth_utils.address import to_checksum_address
 
 from chain.compile import ARTIFACTS_DIR, CONTRACTS
 from chain.signing import keccak256
-from chain.tickets import Ticket
+from chain.tickets import Ticket, parse_aux_data, recipient_rand_hash
 
 __all__ = [
     "CONTRACTS",
@@ -24,6 +25,7 @@ __all__ = [
     "abi",
     "contract_id",
     "load_artifact",
+    "redeemed_ticket",
     "ticket_tuple",
 ]
 
@@ -85,3 +87,22 @@ def ticket_tuple(ticket: Ticket) -> TicketTuple:
         rand_hash,
         aux_data,
     )
+
+
+def redeemed_ticket(args: Mapping[str, Any]) -> Ticket | None:
+    """The ticket a ``WinningTicketRedeemed`` event's arguments name; None for one the farm
+    cannot have made (a nonce past uint32, odd auxData)."""
+    try:
+        creation_round, block_hash = parse_aux_data(bytes(args["auxData"]))
+        return Ticket(
+            recipient=bytes.fromhex(str(args["recipient"])[2:]),
+            sender=bytes.fromhex(str(args["sender"])[2:]),
+            face_value=int(args["faceValue"]),
+            win_prob=int(args["winProb"]),
+            sender_nonce=int(args["senderNonce"]),
+            recipient_rand_hash=recipient_rand_hash(int(args["recipientRand"])),
+            creation_round=creation_round,
+            creation_round_block_hash=block_hash,
+        )
+    except ValueError:
+        return None

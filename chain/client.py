@@ -1,9 +1,9 @@
 """The one web3 client the rest of the code uses: contract reads and signed transactions.
 
 ``ChainClient`` resolves TicketBroker, BondingManager and RoundsManager through the
-Controller (``getContract(keccak256(name))``), implements :class:`chain.validation.ChainView`
-and the reads the recipient, the redeemer and the reward service need, and sends transactions
-signed locally with its key:
+Controller (``getContract(keccak256(name))``), implements :class:`chain.broker.Broker` (what
+the ticket validator and the redeemer need) and the reads the recipient and the reward service
+need, and sends transactions signed locally with its key:
 
 - nonces under a lock, the higher of the node's pending count and the last nonce used here;
 - EIP-1559 fees: ``maxFeePerGas = min(max_gas_price, 2 x baseFee + priority)`` (go-livepeer
@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -52,12 +52,20 @@ from web3.exceptions import (
     Web3Exception,
     Web3RPCError,
 )
+from web3.logs import DISCARD
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
-from chain.abi import abi, contract_id
-from chain.errors import ChainError
+from chain.abi import abi, contract_id, redeemed_ticket, ticket_tuple
+from chain.broker import RedeemTx, SenderInfo
+from chain.errors import (
+    ChainError,
+    ChainUnavailable,
+    ContractReverted,
+    GasPriceTooHigh,
+    TransactionRejected,
+)
 from chain.service_uri import parse as parse_service_uri
-from chain.tickets import ZERO_ADDRESS, Ticket, recipient_rand_hash
+from chain.tickets import ZERO_ADDRESS, SignedTicket, Ticket
 
 if TYPE_CHECKING:
     from chain.devchain import DevChain
@@ -97,37 +105,16 @@ log = logging.getLogger(__name__)
 # ---- errors ---------------------------------------------------------------------------
 
 
-class ChainUnavailable(ChainError):
-    """Raised when the node cannot be reached or does not answer in time; safe to retry."""
-
-
 class ContractNotRegistered(ChainError):
     """Raised when the Controller has no address for a contract name."""
-
-
-class ContractReverted(ChainError):
-    """Raised when a call or gas estimate reverts; ``reason`` holds the revert string."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        #: The revert reason as the node reports it ("" when it gave none).
-        self.reason = reason
 
 
 class InvalidDevChain(ChainError):
     """Raised when a devchain file is unreadable or lacks what ``farm chain dev`` writes."""
 
 
-class GasPriceTooHigh(ChainError):
-    """Raised when the gas price exceeds the configured maximum; nothing is sent."""
-
-
 class NoSigningKey(ChainError):
     """Raised when a read-only client (no private key) is asked to send a transaction."""
-
-
-class TransactionRejected(ChainError):
-    """Raised when the node refuses a transaction (nonce, funds, fee) before mining it."""
 
 
 class TransactionFailed(ChainError):
@@ -185,19 +172,6 @@ def _wrapped(what: str) -> Iterator[None]:
 
 
 # ---- views ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SenderInfo:
-    """A sender's funds in TicketBroker (``getSenderInfo``)."""
-
-    deposit: int
-    #: The round its unlock completes; 0 when no unlock is in progress.
-    withdraw_round: int
-    #: Reserve funds not yet claimed.
-    reserve: int
-    #: Reserve claimed in the current round, by all recipients together.
-    reserve_claimed_in_current_round: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +347,7 @@ class ChainClient:
             tx["from"] = _hex(origin)
         return self._call(fn.fn_name, lambda: fn.call(tx))
 
-    # ---- ChainView and reads ---------------------------------------------------------
+    # ---- Broker and reads --------------------------------------------------------------
 
     def withdraw_round(self, sender: bytes) -> int:
         """The round the sender's unlock completes, 0 when it is not unlocking."""
@@ -491,14 +465,7 @@ class ChainClient:
         except ChainError:
             return None
         for log in logs:
-            args = log["args"]
-            if (
-                int(args["senderNonce"]) == ticket.sender_nonce
-                and recipient_rand_hash(int(args["recipientRand"])) == ticket.recipient_rand_hash
-                and int(args["faceValue"]) == ticket.face_value
-                and int(args["winProb"]) == ticket.win_prob
-                and bytes(args["auxData"]) == ticket.aux_data
-            ):
+            if redeemed_ticket(log["args"]) == ticket:
                 tx_hash = log["transactionHash"]
                 tx = self._call(
                     "eth_getTransactionByHash", partial(self.w3.eth.get_transaction, tx_hash)
@@ -523,6 +490,59 @@ class ChainClient:
         except ContractReverted as e:
             return e.reason or "reverted without a reason"
         return None
+
+    # ---- redemption --------------------------------------------------------------------
+
+    def _redeem_fn(self, ticket: SignedTicket) -> ContractFunction:
+        return self.broker.functions.redeemWinningTicket(
+            ticket_tuple(ticket.ticket), ticket.sig, ticket.recipient_rand
+        )
+
+    def _batch_redeem_fn(self, tickets: Sequence[SignedTicket]) -> ContractFunction:
+        return self.broker.functions.batchRedeemWinningTickets(
+            [ticket_tuple(t.ticket) for t in tickets],
+            [t.sig for t in tickets],
+            [t.recipient_rand for t in tickets],
+        )
+
+    def estimate_redeem(self, ticket: SignedTicket) -> int:
+        """The gas ``redeemWinningTicket`` of this ticket alone takes if sent now; raises
+        ContractReverted with the contract's reason when it would revert."""
+        return self.estimate_gas(self._redeem_fn(ticket))
+
+    def estimate_batch_redeem(self, tickets: Sequence[SignedTicket]) -> int:
+        """The node's estimate for ``batchRedeemWinningTickets`` of these tickets."""
+        return self.estimate_gas(self._batch_redeem_fn(tickets))
+
+    def redeem_winning_ticket(self, ticket: SignedTicket, *, gas: int) -> RedeemTx:
+        """Send ``redeemWinningTicket`` with this gas limit; see :class:`chain.broker.Broker`."""
+        return self._redeem(self._redeem_fn(ticket), gas)
+
+    def batch_redeem_winning_tickets(
+        self, tickets: Sequence[SignedTicket], *, gas: int
+    ) -> RedeemTx:
+        """Send ``batchRedeemWinningTickets`` with this gas limit."""
+        return self._redeem(self._batch_redeem_fn(tickets), gas)
+
+    def _redeem(self, fn: ContractFunction, gas: int) -> RedeemTx:
+        try:
+            receipt = self.transact(fn, gas=gas)
+        except TransactionFailed as e:
+            receipt = e.receipt
+        succeeded = receipt["status"] == 1
+        return RedeemTx(
+            tx_hash=bytes(receipt["transactionHash"]),
+            gas_used=int(receipt["gasUsed"]),
+            succeeded=succeeded,
+            redeemed=self._redeemed_in(receipt) if succeeded else frozenset(),
+        )
+
+    def _redeemed_in(self, receipt: TxReceipt) -> frozenset[bytes]:
+        """The hashes of the tickets a receipt's WinningTicketRedeemed logs name."""
+        events = self.broker.events.WinningTicketRedeemed().process_receipt(receipt, errors=DISCARD)
+        tickets = (redeemed_ticket(event["args"]) for event in events)
+        hashes = {t.hash() for t in tickets if t is not None}
+        return frozenset(hashes)
 
     # ---- ServiceRegistry ---------------------------------------------------------------
 

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChainError",
+    "ChainUnavailable",
+    "ContractReverted",
+    "GasPriceTooHigh",
     "InsufficientSenderReserve",
     "InvalidAuxData",
     "InvalidRecipient",
@@ -25,11 +28,33 @@ __all__ = [
     "TicketError",
     "TicketParamsExpired",
     "TooManyNonces",
+    "TransactionRejected",
 ]
 
 
 class ChainError(Exception):
     """Raised when anything in the chain package fails; the root of its hierarchy."""
+
+
+class ChainUnavailable(ChainError):
+    """Raised when the node cannot be reached or does not answer in time; safe to retry."""
+
+
+class ContractReverted(ChainError):
+    """Raised when a call or gas estimate reverts; ``reason`` holds the revert string."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        #: The revert reason as the node reports it ("" when it gave none).
+        self.reason = reason
+
+
+class GasPriceTooHigh(ChainError):
+    """Raised when the gas price exceeds the configured maximum; nothing is sent."""
+
+
+class TransactionRejected(ChainError):
+    """Raised when the node refuses a transaction (nonce, funds, fee) before mining it."""
 
 
 class InsufficientSenderReserve(ChainError):

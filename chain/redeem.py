@@ -29,7 +29,8 @@ still use the params) and
    one another transaction used first is given up.
 
 A node that cannot be reached raises ChainUnavailable from ``run_once``; tickets not yet
-recorded stay pending, so nothing is lost.
+recorded stay pending, so nothing is lost. The chain is a :class:`chain.broker.Broker`: the
+web3 client in production, ``chain.memory_broker.MemoryBroker`` in tests of this logic.
 """
 
 from __future__ import annotations
@@ -40,19 +41,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Final
 
-from web3.logs import DISCARD
-from web3.types import TxReceipt
-
-from chain.abi import ticket_tuple
-from chain.client import (
-    ChainClient,
-    ContractReverted,
-    GasPriceTooHigh,
-    TransactionFailed,
-    TransactionRejected,
-)
+from chain.broker import Broker, RedeemTx
+from chain.errors import ContractReverted, GasPriceTooHigh, TransactionRejected
 from chain.queue import QueuedTicket, TicketQueue
-from chain.tickets import Ticket, parse_aux_data, recipient_rand_hash
+from chain.tickets import SignedTicket, Ticket
 
 __all__ = [
     "BATCH_BASE_GAS",
@@ -114,12 +106,16 @@ def _ticket_hash(item: QueuedTicket) -> bytes:
     return item.ticket.hash()
 
 
+def _signed(item: QueuedTicket) -> SignedTicket:
+    return SignedTicket(item.ticket, item.sig, item.recipient_rand)
+
+
 class Redeemer:
-    """Redeems due tickets from a :class:`TicketQueue` through a :class:`ChainClient`."""
+    """Redeems due tickets from a :class:`TicketQueue` through a :class:`Broker`."""
 
     def __init__(
         self,
-        client: ChainClient,
+        broker: Broker,
         queue: TicketQueue,
         *,
         batch_size: int = 20,
@@ -131,7 +127,7 @@ class Redeemer:
         scan_limit: int | None = None,
         log_lookback_blocks: int | None = None,
     ) -> None:
-        """``max_gas_price_wei`` defaults to the client's; a ticket is dropped when its face
+        """``max_gas_price_wei`` defaults to the broker's; a ticket is dropped when its face
         value is below ``tx_cost_guard`` x its share of the batch's cost (estimated gas x gas
         price / tickets). Each ticket is allowed its estimate x ``gas_headroom``, and at
         least ``gas_per_ticket``. Up to ``scan_limit`` due tickets (10 batches) are examined
@@ -142,11 +138,11 @@ class Redeemer:
             raise ValueError("tx_cost_guard cannot be negative")
         if gas_headroom < 1:
             raise ValueError("gas_headroom must be at least 1")
-        self.client = client
+        self.broker = broker
         self.queue = queue
         self.batch_size = batch_size
         self.max_gas_price_wei = (
-            max_gas_price_wei if max_gas_price_wei is not None else client.max_gas_price_wei
+            max_gas_price_wei if max_gas_price_wei is not None else broker.max_gas_price_wei
         )
         self.tx_cost_guard = Fraction(tx_cost_guard)
         self.gas_per_ticket = gas_per_ticket
@@ -176,15 +172,15 @@ class Redeemer:
 
     def run_once(self) -> RedeemReport:
         """Redeem what is due now in one transaction; see the module docstring."""
-        block = self.client.last_seen_l1_block()
+        block = self.broker.last_seen_l1_block()
         report = RedeemReport(block=block)
         due = self.queue.due(block, limit=self.scan_limit)
         if not due:
             return report
-        if not self.client.current_round_initialized():
-            report.skipped = f"round {self.client.current_round()} is not initialized"
+        if not self.broker.current_round_initialized():
+            report.skipped = f"round {self.broker.current_round()} is not initialized"
             return report
-        report.gas_price = self.client.gas_price()
+        report.gas_price = self.broker.gas_price()
         if self.max_gas_price_wei is not None and report.gas_price > self.max_gas_price_wei:
             report.skipped = (
                 f"gas price {report.gas_price} wei is above the maximum {self.max_gas_price_wei}"
@@ -227,7 +223,7 @@ class Redeemer:
                 continue
             sender, face_value = item.ticket.sender, item.ticket.face_value
             if sender not in funds:
-                info = self.client.sender_info(sender)
+                info = self.broker.sender_info(sender)
                 funds[sender] = (info.deposit, info.reserve)
                 deposits[sender] = info.deposit
             deposit, reserve = funds[sender]
@@ -271,55 +267,40 @@ class Redeemer:
     def _send(self, selected: list[tuple[QueuedTicket, int]], report: RedeemReport) -> None:
         batch = [item for item, _ in selected]
         gas = self.gas_limit([e for _, e in selected])
-        if len(batch) == 1:
-            (item,) = batch
-            fn = self.client.broker.functions.redeemWinningTicket(
-                ticket_tuple(item.ticket), item.sig, item.recipient_rand
-            )
-        else:
-            fn = self.client.broker.functions.batchRedeemWinningTickets(
-                [ticket_tuple(item.ticket) for item in batch],
-                [item.sig for item in batch],
-                [item.recipient_rand for item in batch],
-            )
-            try:
-                whole = self.client.estimate_gas(fn)
-            except ContractReverted as e:
-                for item in batch:
-                    self._retry(report, _ticket_hash(item), f"batch not sent: {e}")
-                return
-            gas = max(gas, self.ticket_gas(whole))
-        report.gas_limit = gas
-        receipt: TxReceipt | None
+        tx: RedeemTx
         try:
-            receipt = self.client.transact(fn, gas=gas)
+            if len(batch) == 1:
+                report.gas_limit = gas
+                tx = self.broker.redeem_winning_ticket(_signed(batch[0]), gas=gas)
+            else:
+                signed = [_signed(item) for item in batch]
+                gas = max(gas, self.ticket_gas(self.broker.estimate_batch_redeem(signed)))
+                report.gas_limit = gas
+                tx = self.broker.batch_redeem_winning_tickets(signed, gas=gas)
         except GasPriceTooHigh as e:
             report.skipped = str(e)
             return
-        except TransactionFailed as e:
-            receipt = e.receipt
-            report.tx_hash = e.tx_hash
         except (ContractReverted, TransactionRejected) as e:
             for item in batch:
                 self._retry(report, _ticket_hash(item), f"batch not sent: {e}")
             return
-        report.tx_hash = bytes(receipt["transactionHash"])
-        report.gas_used = int(receipt["gasUsed"])
-        redeemed = self._redeemed_in(receipt) if receipt["status"] == 1 else {}
+        report.tx_hash = tx.tx_hash
+        report.gas_used = tx.gas_used
         for item in batch:
             ticket_hash = _ticket_hash(item)
-            if ticket_hash in redeemed:
-                self.queue.redeemed(ticket_hash, report.tx_hash)
+            if ticket_hash in tx.redeemed:
+                self.queue.redeemed(ticket_hash, tx.tx_hash)
                 report.redeemed.append(ticket_hash)
                 report.face_value_redeemed += item.ticket.face_value
         for item in batch:
             ticket_hash = _ticket_hash(item)
-            if ticket_hash in redeemed:
+            if ticket_hash in tx.redeemed:
                 continue
-            if self.client.used(ticket_hash):
+            if self.broker.used(ticket_hash):
                 self._already_used(item, report)
                 continue
-            reason = self._simulate(item)
+            estimate = self._estimate(item)
+            reason = estimate if isinstance(estimate, str) else None
             if len(batch) > 1:
                 why = f"{_IN_BATCH} (gas used {report.gas_used} of {gas})"
                 reason = f"{why}: {reason}" if reason else why
@@ -329,50 +310,16 @@ class Redeemer:
 
     def _estimate(self, item: QueuedTicket) -> int | str:
         """The gas the ticket alone needs, or the revert reason when it would fail."""
-        fn = self.client.broker.functions.redeemWinningTicket(
-            ticket_tuple(item.ticket), item.sig, item.recipient_rand
-        )
         try:
-            return self.client.estimate_gas(fn)
+            return self.broker.estimate_redeem(_signed(item))
         except ContractReverted as e:
             return e.reason or "reverted without a reason"
-
-    def _simulate(self, item: QueuedTicket) -> str | None:
-        fn = self.client.broker.functions.redeemWinningTicket(
-            ticket_tuple(item.ticket), item.sig, item.recipient_rand
-        )
-        return self.client.revert_reason(fn)
-
-    def _redeemed_in(self, receipt: TxReceipt) -> set[bytes]:
-        """The hashes of the tickets a receipt's WinningTicketRedeemed logs name."""
-        events = self.client.broker.events.WinningTicketRedeemed().process_receipt(
-            receipt, errors=DISCARD
-        )
-        hashes = set()
-        for event in events:
-            args = event["args"]
-            try:
-                creation_round, block_hash = parse_aux_data(bytes(args["auxData"]))
-                ticket = Ticket(
-                    recipient=bytes.fromhex(str(args["recipient"])[2:]),
-                    sender=bytes.fromhex(str(args["sender"])[2:]),
-                    face_value=int(args["faceValue"]),
-                    win_prob=int(args["winProb"]),
-                    sender_nonce=int(args["senderNonce"]),
-                    recipient_rand_hash=recipient_rand_hash(int(args["recipientRand"])),
-                    creation_round=creation_round,
-                    creation_round_block_hash=block_hash,
-                )
-            except ValueError:
-                continue  # not one of ours (a nonce past uint32, odd auxData)
-            hashes.add(ticket.hash())
-        return hashes
 
     def _already_used(self, item: QueuedTicket, report: RedeemReport) -> None:
         """A ticket used on chain: ours if one of our transactions redeemed it."""
         ticket_hash = _ticket_hash(item)
         found = self._find_redemption(item.ticket)
-        if found is not None and found[1] == self.client.address:
+        if found is not None and found[1] == self.broker.address:
             self.queue.redeemed(ticket_hash, found[0])
             report.redeemed.append(ticket_hash)
             return
@@ -384,9 +331,9 @@ class Redeemer:
         lookback = self.log_lookback_blocks
         if lookback is None:
             # A used ticket that is not expired was redeemed within its validity period.
-            validity = self.client.ticket_validity_period()
-            lookback = (validity + 1) * self.client.round_length()
-        return self.client.find_redemption(ticket, lookback_blocks=lookback)
+            validity = self.broker.ticket_validity_period()
+            lookback = (validity + 1) * self.broker.round_length()
+        return self.broker.find_redemption(ticket, lookback_blocks=lookback)
 
     def _retry(self, report: RedeemReport, ticket_hash: bytes, reason: str) -> None:
         self.queue.retry_later(ticket_hash, reason)

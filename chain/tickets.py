@@ -18,6 +18,7 @@ __all__ = [
     "MAX_WIN_PROB",
     "ZERO_ADDRESS",
     "ZERO_HASH",
+    "SignedTicket",
     "Ticket",
     "address",
     "expected_value",
@@ -122,6 +123,20 @@ class Ticket:
             self.recipient_rand_hash,
             self.aux_data,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTicket:
+    """A winning ticket as redemption sends it: the ticket, its signature and the recipient's
+    rand (go-livepeer's ``SignedTicket``)."""
+
+    ticket: Ticket
+    sig: bytes
+    recipient_rand: int
+
+    def hash(self) -> bytes:
+        """The ticket's hash."""
+        return self.ticket.hash()
 
 
 def parse_aux_data(aux_data: bytes) -> tuple[int, bytes]:

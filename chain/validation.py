@@ -7,7 +7,9 @@
 5. refuse a replayed sender nonce, or too many under one recipientRandHash;
 6. report expired params as non-fatal: the receipt still counts and a winner is still queued.
 
-Like go-livepeer it does not check creationRound when a ticket arrives; redemption does.
+Like go-livepeer it does not check creationRound when a ticket arrives; redemption does. The
+chain is read through :class:`chain.broker.ChainView`, the part of the Broker validation
+needs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Final, Protocol
 
 import redis
 
+from chain.broker import ChainView
 from chain.errors import (
     InvalidRecipient,
     InvalidRecipientRand,
@@ -51,22 +54,6 @@ MAX_SENDER_NONCES: Final = 600
 #: params expire (40 blocks); remembering them for two days, past a ticket's two-round
 #: validity, means an expired-params ticket (accepted, non-fatal) cannot be replayed later.
 NONCE_TTL_S: Final = 2 * 24 * 3600
-
-
-class ChainView(Protocol):
-    """What validation needs to know about the chain; the chain client implements it."""
-
-    def withdraw_round(self, sender: bytes) -> int:
-        """The round the sender's unlock completes, 0 when it is not unlocking."""
-        ...
-
-    def last_initialized_round(self) -> int:
-        """The last round RoundsManager initialized."""
-        ...
-
-    def last_seen_l1_block(self) -> int:
-        """The latest L1 block number the node has seen."""
-        ...
 
 
 @dataclass

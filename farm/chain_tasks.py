@@ -76,7 +76,7 @@ def _service(settings: ClusterSettings, name: str) -> Any:
     from chain.reward import RewardService
     from farm.chainconf import chain_client
 
-    client = chain_client(settings)
+    client = chain_client(settings.chain())
     if client is None:
         raise ConfigError("chain tasks need FARM_ETH_RPC_URL")
     queue = TicketQueue(create_engine(settings.ticket_queue_database()))

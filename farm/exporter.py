@@ -21,6 +21,7 @@ import httpx
 from fastapi import FastAPI, Response
 
 from farm import __version__, metrics
+from farm.chainconf import ChainSettings, chain_client
 from farm.errors import ConfigError
 from farm.node.status_page import refresh_metrics
 from farm.remote.tls import NodeHttp
@@ -46,6 +47,12 @@ class ExporterConfig:
     node_cert_fingerprint: str | None = None
     node_ca: str | None = None
 
+    def chain(self) -> ChainSettings:
+        """The chain read for the chain gauges (read only)."""
+        return ChainSettings(
+            rpc_url=self.chain_url, controller=self.controller, rpc_timeout_s=self.timeout_s
+        )
+
     def __post_init__(self) -> None:
         if self.chain_url and not (self.controller and self.orchestrator):
             raise ConfigError(
@@ -56,12 +63,12 @@ class ExporterConfig:
 
 def collect_chain(config: ExporterConfig) -> bool:
     """Read chain state once and set the chain gauges; False when the node is unreachable."""
-    from chain.client import ChainClient
     from chain.errors import ChainError
 
     assert config.chain_url and config.controller and config.orchestrator
+    client = chain_client(config.chain(), signing=False)
+    assert client is not None  # chain_url is set
     try:
-        client = ChainClient(config.chain_url, config.controller, rpc_timeout_s=config.timeout_s)
         orch = bytes.fromhex(config.orchestrator.removeprefix("0x"))
         bonding = client.bonding
         info = client.transcoder_info(orch)

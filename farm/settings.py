@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from farm.chainconf import ChainSettings
 from farm.queues import golivepeer_queue_error
 
 if TYPE_CHECKING:
@@ -242,6 +243,16 @@ class ClusterSettings(FarmBaseSettings):
                 "broker or result backend"
             )
         return self.registry_url
+
+    def chain(self) -> ChainSettings:
+        """The chain this cluster's processes talk to (farm.chainconf.chain_client builds
+        the client), signing with the orchestrator's key."""
+        return ChainSettings(
+            rpc_url=self.eth_rpc_url,
+            controller=self.eth_controller,
+            private_key=self.eth_private_key,
+            max_gas_price_wei=self.max_gas_price_wei,
+        )
 
     def ticket_queue_database(self) -> str:
         """Where the cluster's winning tickets wait for ``chain.redeem``: every door that

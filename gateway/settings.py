@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from farm.chainconf import ChainSettings
 from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
 from farm.timeouts import MIN_TIMEOUT_S
 from gateway.ai.pricing import CapabilityPrices
@@ -232,6 +233,11 @@ class GatewaySettings(FarmBaseSettings):
     @classmethod
     def _parse_json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
+
+    def chain(self) -> ChainSettings:
+        """The chain the gateway reads (farm.chainconf.chain_client builds the client). It
+        sends no transactions: its sender key signs tickets, never on-chain calls."""
+        return ChainSettings(rpc_url=self.eth_rpc_url, controller=self.eth_controller)
 
     def secrets_in_use(self) -> dict[str, SecretStr]:
         used = super().secrets_in_use()

@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 
 import redis
 from sqlalchemy import create_engine
 
 from farm.blobstore import BlobStore, blob_store_from_url
+from farm.chainconf import chain_client
 from farm.errors import ConfigError
 from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
@@ -180,11 +182,9 @@ def _chain_reads(
 ) -> tuple[Callable[[], int] | None, Callable[[], tuple[int, int, bool]] | None]:
     """What paying network orchestrators reads from the chain, each at most every 2 s: the
     latest block (expired ticket params), and the sender's (deposit, reserve, unlocking)."""
-    if not (sender.on_chain and settings.eth_rpc_url and settings.eth_controller):
+    client = chain_client(settings.chain(), signing=False) if sender.on_chain else None
+    if client is None:
         return None, None
-    from chain.client import ChainClient
-
-    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
     lock = threading.Lock()
     block: list[tuple[float, int]] = []
     funds: list[tuple[float, tuple[int, int, bool]]] = []
@@ -212,11 +212,9 @@ def _discovery(settings: GatewaySettings) -> Callable[[], dict[str, str]] | None
     from gateway.livepeer.discovery import Discovery, WebhookDiscovery, discover
 
     chain: Callable[[], dict[str, str]] | None = None
-    if settings.livepeer_discovery and settings.eth_rpc_url and settings.eth_controller:
-        from chain.client import ChainClient
-
-        client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
-        chain = lambda: discover(client)  # noqa: E731
+    client = chain_client(settings.chain(), signing=False) if settings.livepeer_discovery else None
+    if client is not None:
+        chain = partial(discover, client)
     webhook = WebhookDiscovery(settings.orch_webhook_url) if settings.orch_webhook_url else None
     if chain is None and webhook is None:
         return None
@@ -241,12 +239,12 @@ def _eth_payments(settings: GatewaySettings, ledger: Ledger) -> EthPayments | No
         return None
     if settings.eth_sender_key is not None and not settings.eth_recipient:
         return None  # a gateway that only pays network orchestrators, and takes no tickets
-    from chain.client import ChainClient
     from chain.params import RecipientConfig
 
-    if not settings.eth_controller or not settings.eth_recipient:
-        raise ValueError("FARM_ETH_RPC_URL needs FARM_ETH_CONTROLLER and FARM_ETH_RECIPIENT")
-    client = ChainClient(settings.eth_rpc_url, settings.eth_controller)
+    if not settings.eth_recipient:
+        raise ConfigError("FARM_ETH_RPC_URL needs FARM_ETH_RECIPIENT (the ticket recipient)")
+    client = chain_client(settings.chain(), signing=False)
+    assert client is not None  # eth_rpc_url is set
     return EthPayments(
         client,
         ledger,

@@ -88,7 +88,7 @@ def _client(ctx: click.Context) -> Any:
 
     settings: ClusterSettings = _load(ClusterSettings)
     try:
-        client = chain_client(settings, signing=False)
+        client = chain_client(settings.chain(), signing=False)
     except ConfigError as e:
         raise click.ClickException(str(e)) from e
     if client is None:

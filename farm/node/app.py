@@ -109,7 +109,7 @@ def _orchestrator(settings: NodeSettings, res: Resources) -> Orchestrator | None
         return None
     from farm.chainconf import chain_client
 
-    chain = chain_client(settings, signing=False)
+    chain = chain_client(settings.chain(), signing=False)
     if chain is not None and settings.eth_private_key is None:
         # On chain, work is paid with tickets to this node's address; without its key it can
         # neither issue params nor sign results, and must not transcode for free.

@@ -96,7 +96,7 @@ def chain_router(settings: NodeSettings) -> APIRouter:
             from farm.chainconf import chain_client
 
             try:
-                client = chain_client(settings)
+                client = chain_client(settings.chain())
             except ConfigError as e:
                 raise _Refused(503, str(e)) from e
             if client is None:
