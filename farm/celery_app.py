@@ -64,6 +64,9 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
 
     app.conf.beat_schedule.update(chain_schedule(settings))
     app.farm_settings = settings
+    from farm.context import WorkerContext, install
+
+    install(app, WorkerContext.local(settings))
     from farm.tasks import register_tasks
 
     register_tasks(app)

@@ -43,7 +43,6 @@ def announce_ticket_queue(settings: ClusterSettings) -> None:
 
 
 log = logging.getLogger(__name__)
-_services: dict[str, Any] = {}
 
 
 def chain_schedule(settings: ClusterSettings) -> dict[str, dict[str, Any]]:
@@ -65,8 +64,12 @@ def chain_schedule(settings: ClusterSettings) -> dict[str, dict[str, Any]]:
     }
 
 
-def _service(settings: ClusterSettings, name: str) -> Any:
-    """The process's redeemer or reward service, built once from settings."""
+def _service(app: Celery, settings: ClusterSettings, name: str) -> Any:
+    """The worker's redeemer or reward service, built once from settings (kept in its
+    context)."""
+    from farm.context import worker_context
+
+    _services = worker_context(app).chain
     if name in _services:
         return _services[name]
     from sqlalchemy import create_engine
@@ -100,7 +103,7 @@ def register_chain_tasks(app: Celery, settings: ClusterSettings) -> None:
         shared=False,
     )
     def redeem() -> dict[str, Any]:
-        report = _service(settings, "redeem").run_once()
+        report = _service(app, settings, "redeem").run_once()
         if report.redeemed:
             metrics.value_redeemed(report.face_value_redeemed / 1e9)
         for _ in report.retried:
@@ -128,7 +131,7 @@ def register_chain_tasks(app: Celery, settings: ClusterSettings) -> None:
         shared=False,
     )
     def reward() -> str:
-        service = _service(settings, "reward")
+        service = _service(app, settings, "reward")
         outcome: str = service.run_once()
         if outcome.startswith("failed"):
             metrics.reward_call_failed()

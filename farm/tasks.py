@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
 from celery import Celery, Task
@@ -18,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
+from farm.context import BlobOps, JobOps, TaskStores, worker_context
 from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
@@ -29,13 +29,11 @@ from farm.errors import (
     VerificationFailed,
     WorkerFailed,
 )
-from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, TranscodeResult, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
-from farm.settings import ClusterSettings
 
 __all__ = [
     "BlobOps",
@@ -50,9 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-_resources: Resources | None = None
-#: This process's transcode step when not the local engine (see use_engine).
-_engine: Callable[..., TranscodeResult] | None = None
 
 
 class JobFailed(FarmError):
@@ -62,81 +57,21 @@ class JobFailed(FarmError):
 
 
 def resources(app: Celery) -> Resources:
-    """This process's clients (built on first use, after a prefork child starts)."""
-    global _resources
-    from farm.celery_app import settings_of
-
-    if _resources is None:
-        _resources = Resources(settings_of(app))
-    return _resources
+    """This cluster's clients in the process running ``app``'s tasks (farm.context)."""
+    return worker_context(app).resources
 
 
-def use_engine(engine: Callable[..., TranscodeResult] | None) -> None:
-    """Make ``engine`` this process's transcode step, called as the local engine is
+def use_engine(app: Celery, engine: Callable[..., TranscodeResult] | None) -> None:
+    """Make ``engine`` the transcode step of ``app``'s tasks, called as the local engine is
     (``engine(data, profiles, opts) -> TranscodeResult``); None restores the local engine.
     The node's go-livepeer bridge pushes segments to remote transcoders this way."""
-    global _engine
-    _engine = engine
-
-
-class JobOps(Protocol):
-    """The job-table operations a transcode task performs (JobStore, or the node API)."""
-
-    def start_attempt(
-        self,
-        job_id: str,
-        task_id: str,
-        worker: str,
-        instance: str | None = None,
-        max_attempts: int | None = None,
-        run_timeout_s: float = 60.0,
-    ) -> StartOutcome: ...
-
-    def complete(
-        self,
-        job_id: str,
-        task_id: str,
-        worker: str,
-        result: dict[str, Any],
-        timings: dict[str, Any] | None = None,
-    ) -> bool: ...
-
-    def attempt_failed(
-        self, job_id: str, task_id: str, worker: str, code: str, error: str, *, final: bool
-    ) -> bool: ...
-
-    def last_error(self, job_id: str) -> str | None: ...
-
-
-class BlobOps(Protocol):
-    """Reading a job's input and writing its renditions (a blob store, or signed URLs)."""
-
-    def get(self, key: str) -> bytes: ...
-
-    def put(self, key: str, data: bytes) -> None: ...
-
-
-class TaskStores(Protocol):
-    """Where a task's job and blob operations go: this cluster's stores, or, on a remote
-    transcoder, the orchestrator's node API (farm.remote.node_client.RemoteStores)."""
-
-    @property
-    def settings(self) -> ClusterSettings: ...
-
-    @property
-    def jobs(self) -> JobOps: ...
-
-    @property
-    def blobs(self) -> BlobOps: ...
-
-    @property
-    def writers(self) -> ThreadPoolExecutor: ...
+    worker_context(app).engine = engine
 
 
 def stores(app: Celery) -> TaskStores:
-    """The stores this process's tasks use: a remote transcoder's when it set them."""
-    remote: TaskStores | None = getattr(app, "farm_stores", None)
-    return remote if remote is not None else resources(app)
+    """Where ``app``'s tasks read and write: a remote transcoder's node API, or this
+    cluster's stores."""
+    return worker_context(app).stores
 
 
 def _worker_name(task: Task) -> str:
@@ -183,11 +118,12 @@ def register_tasks(app: Celery) -> None:
 
 
 def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    res = stores(app)
+    context = worker_context(app)
+    res = context.stores
     worker = _worker_name(task)
     task_id = task.request.id
     started = time.perf_counter()
-    instance = os.environ.get("FARM_WORKER_INSTANCE")
+    instance = context.instance
     try:
         jobs, blobs = res.jobs, res.blobs
         claim = jobs.start_attempt(
@@ -257,12 +193,12 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
-            gpu=_gpu_index(),
+            gpu=context.gpu,
             deadline_s=float(soft) if soft else None,
             verify=res.settings.verify_renditions,
         )
         cpu = time.process_time()
-        result = (_engine or transcode)(data, profiles, opts)
+        result = (context.engine or transcode)(data, profiles, opts)
         timings["engine"] = result.timings["total"]
         # CPU seconds of the whole process (the engine's threads too) while it ran: what the
         # data plane cost, as against the control plane around it (make bench-costs).
@@ -416,7 +352,7 @@ def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> Transcode
 def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
     """True when this worker failed the job's last attempt and another live worker could
     take it (at most twice, so a job never circles when this is the only good worker)."""
-    if handbacks >= 2 or os.environ.get("FARM_WORKER_INSTANCE") != avoid:
+    if handbacks >= 2 or worker_context(app).instance != avoid:
         return False
     if getattr(app, "farm_stores", None) is not None:
         return False  # a remote transcoder cannot read the registry
@@ -475,10 +411,5 @@ def _failed(
         exc=error,
         countdown=0.5,
         max_retries=None,
-        kwargs={"avoid": os.environ.get("FARM_WORKER_INSTANCE")},
+        kwargs={"avoid": worker_context(task.app).instance},
     )
-
-
-def _gpu_index() -> int | None:
-    value = os.environ.get("FARM_WORKER_GPU")
-    return int(value) if value not in (None, "") else None

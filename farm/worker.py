@@ -157,18 +157,20 @@ def run_worker(
     from celery.signals import worker_ready, worker_shutdown
 
     from farm.celery_app import create_app
+    from farm.context import worker_context
 
     gpu = None
     if gpu_index is not None:
         found = [g for g in detect_gpus(source).gpus if g.index == gpu_index]
         gpu = found[0] if found else None
-        os.environ["FARM_WORKER_GPU"] = str(gpu_index)
     models = load_ai_models(settings.ai_models)
     plan = plan_ai_worker(settings, gpu, models) if models else plan_worker(settings, gpu)
     instance = f"{plan.name}:{os.getpid()}"
-    # Pool processes inherit it and record it on the jobs they run (see farm.tasks).
-    os.environ["FARM_WORKER_INSTANCE"] = instance
     app = create_app(settings)
+    # The local worker's context: its registry name (recorded on the jobs it runs) and GPU;
+    # pool processes inherit it.
+    context = worker_context(app)
+    context.instance, context.gpu = instance, gpu_index
     pool_kind: str = settings.pool
     ai_pool: RunnerPool | None = None
     own: tuple[str, ...] = ()
@@ -176,7 +178,7 @@ def run_worker(
         from farm.ai.pool import RunnerPool
 
         ai_pool = RunnerPool(models, settings)
-        app.farm_ai_pool = ai_pool  # the AI task finds its runners here (farm.ai.tasks)
+        context.ai_pool = ai_pool  # the AI task finds its runners here (farm.ai.tasks)
         own = tuple(ai_worker_queue(p, instance) for p in ai_pool.pipelines)
         plan = replace(plan, queues=(*plan.queues, *own))
         # Runners, their probes and slots live in this process, so jobs run in threads here.
@@ -261,7 +263,7 @@ def run_worker_group(
         return 0
     children = []
     for i in indices:
-        env = {**os.environ, "FARM_WORKER_GPU": str(i)}
+        env = dict(os.environ)
         if settings.ai_models:
             env["FARM_AI_MODELS"] = settings.ai_models
         cmd = [sys.executable, "-m", "farm.cli", "worker", "--gpus", str(i), "--loglevel", loglevel]

@@ -11,7 +11,6 @@ LLM chunks of a streamed request go to the job's chunk stream (farm.ai.stream).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, NoReturn
 
@@ -23,6 +22,7 @@ from farm.ai.results import rehost
 from farm.ai.routing import route_ai
 from farm.ai.stream import ChunkStream
 from farm.blobstore import BlobMissing
+from farm.context import worker_context
 from farm.errors import (
     FarmError,
     InputMissing,
@@ -48,12 +48,11 @@ def publish_ai(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict
 
 
 def streams_of(app: Celery, res: Resources) -> ChunkStream:
-    """This process's chunk stream client."""
-    streams: ChunkStream | None = getattr(app, "farm_ai_streams", None)
-    if streams is None:
-        streams = ChunkStream(res.settings.redis_registry_url())
-        app.farm_ai_streams = streams
-    return streams
+    """This process's chunk stream client (built on first use, kept in the context)."""
+    context = worker_context(app)
+    if context.ai_streams is None:
+        context.ai_streams = ChunkStream(res.settings.redis_registry_url())
+    return context.ai_streams
 
 
 def register_ai_tasks(app: Celery) -> None:
@@ -78,7 +77,7 @@ class _AIAttempt:
         self.app, self.job_id, self.spec = app, job_id, spec
         self.res = resources(app)
         self.task_id: str = task.request.id
-        self.worker = os.environ.get("FARM_WORKER_INSTANCE") or f"{task.request.hostname}"
+        self.worker = worker_context(app).instance or f"{task.request.hostname}"
         self.pipeline, self.model_id = spec["pipeline"], spec["model_id"]
         self.params: dict[str, Any] = spec.get("params", {})
         self.stream = self.pipeline == "llm" and bool(self.params.get("stream"))
@@ -140,7 +139,7 @@ class _AIAttempt:
         return payload
 
     def _call(self) -> dict[str, Any]:
-        pool = getattr(self.app, "farm_ai_pool", None)
+        pool = worker_context(self.app).ai_pool
         if pool is None:
             raise InsufficientCapacity(f"{self.worker} runs no AI models")
         runner = pool.acquire(self.pipeline, self.model_id)

@@ -23,13 +23,13 @@ import redis
 from celery import Celery
 
 from farm.celery_app import create_app
+from farm.context import worker_context
 from farm.errors import ConfigError
 from farm.golivepeer.engine import RemoteEngine
 from farm.golivepeer.hub import Hub
 from farm.queues import golivepeer_queue_error
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import NodeSettings
-from farm.tasks import use_engine
 
 __all__ = ["Bridge"]
 
@@ -62,11 +62,12 @@ class Bridge:
         hub.on_change = self._changes.put
 
     def start(self) -> None:
-        # Attempts on the bridge are recorded under its registry name (see farm.tasks), so the
-        # reconciler sees them as live while it beats.
-        os.environ["FARM_WORKER_INSTANCE"] = self.name
-        # The node process runs no other transcode task: its transcode step is the hub.
-        use_engine(RemoteEngine(self.hub))
+        # The bridge's context: attempts are recorded under its registry name (see
+        # farm.tasks), so the reconciler sees them as live while it beats, and its transcode
+        # step is the hub.
+        context = worker_context(self.app)
+        context.instance = self.name
+        context.engine = RemoteEngine(self.hub)
         self._control.start()
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from farm.context import worker_context
 from farm.errors import ConfigError, CredentialRevoked, NodeUnreachable
 from farm.gpu import detect_gpus, parse_gpu_selection
 from farm.remote.node_client import NodeBlobs, NodeClient, NodeJobs, RemoteStores
@@ -193,8 +194,11 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     app = create_app(worker_settings)
     app.conf.broker_connection_max_retries = None  # reconnect to the broker forever
     app.conf.worker_redirect_stdouts = False  # the exit message goes to stderr as it is
-    app.farm_stores = RemoteStores(worker_settings, NodeJobs(node), NodeBlobs(node))
-    os.environ["FARM_WORKER_INSTANCE"] = name
+    # The remote transcoder's context: its jobs and blobs through the node API, its name as
+    # the node granted it, its GPU.
+    context = worker_context(app)
+    context.stores = RemoteStores(worker_settings, NodeJobs(node), NodeBlobs(node))
+    context.instance = name
     beat = NodeHeartbeat(
         node,
         float(grant["heartbeat_s"]),
@@ -213,9 +217,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
         beat.stop()
 
     beat.start()
-    gpu = plan.gpu.index if plan.gpu is not None else None
-    if gpu is not None:
-        os.environ["FARM_WORKER_GPU"] = str(gpu)
+    context.gpu = plan.gpu.index if plan.gpu is not None else None
     host = settings.hostname or socket.gethostname()
     argv = worker_argv(f"{name}@{host}", queues, settings.capacity, settings.pool, loglevel)
     code: object = 0

@@ -31,9 +31,8 @@ def app(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Celery]:
     )
     app = create_app(settings)
     yield app
-    tasks.use_engine(None)
+    tasks.use_engine(app, None)
     tasks.resources(app).close()
-    tasks._resources = None
 
 
 def _submit(app: Celery, job_id: str) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def test_an_unexpected_error_fails_the_attempt_with_its_class_and_message(app: C
     ) -> TranscodeResult:
         raise RuntimeError("the engine fell over")
 
-    tasks.use_engine(exploding)
+    tasks.use_engine(app, exploding)
     spec = _submit(app, "boom")
     _run(app, "boom", spec)
     job = tasks.resources(app).jobs.get("boom", with_attempts=True)
@@ -111,7 +110,7 @@ def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> 
         assert res.jobs.complete("late", "late.1", "elsewhere/1", {"renditions": [key]})
         return transcode(data, profiles, opts)
 
-    tasks.use_engine(finished_elsewhere_meanwhile)
+    tasks.use_engine(app, finished_elsewhere_meanwhile)
     spec = _submit(app, "late")
     outcome = app.tasks["farm.transcode"].apply(args=["late", spec], task_id="late.1")
     assert outcome.result == {"job_id": "late", "skipped": True, "state": "superseded"}
