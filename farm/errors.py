@@ -28,6 +28,7 @@ __all__ = [
     "InsufficientCapacity",
     "InvalidSecret",
     "JobError",
+    "JobNotFound",
     "NoCapacity",
     "NodeUnreachable",
     "PayloadTooLarge",
@@ -68,6 +69,12 @@ class FarmError(Exception):
         farms = cls.__module__.partition(".")[0] == "farm"
         if farms and "code" in vars(cls) and cls.__init__ is FarmError.__init__:
             _BY_CODE.setdefault(cls.code, cls)
+
+
+class JobNotFound(FarmError):
+    """Raised when a job id is not in the job table."""
+
+    code = "job_not_found"
 
 
 class ConfigError(FarmError):

@@ -25,17 +25,11 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm import metrics
-from farm.errors import FarmError
+from farm.errors import JobNotFound
 from farm.jobs import pg
 from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
 __all__ = ["AttemptView", "JobNotFound", "JobStore", "JobView", "StartOutcome", "make_engine"]
-
-
-class JobNotFound(FarmError):
-    """Raised when a job id is not in the job table."""
-
-    code = "job_not_found"
 
 
 @dataclass(frozen=True, slots=True)
