@@ -18,7 +18,13 @@ from farm.errors import ConfigError
 from farm.queues import CHAIN_QUEUE
 from farm.settings import ClusterSettings
 
-__all__ = ["TICKET_QUEUE_KEY", "announce_ticket_queue", "chain_schedule", "register_chain_tasks"]
+__all__ = [
+    "TICKET_QUEUE_KEY",
+    "announce_ticket_queue",
+    "announced_ticket_queue",
+    "chain_schedule",
+    "register_chain_tasks",
+]
 
 #: The ticket queue this cluster redeems from (its URL, credentials redacted), in the cluster's
 #: registry, where a gateway in front of the cluster checks that it writes winners there too.
@@ -40,6 +46,23 @@ def announce_ticket_queue(settings: ClusterSettings) -> None:
             client.close()
     except (ConfigError, redis.RedisError) as e:
         log.warning("could not announce the ticket queue: %s", e)
+
+
+def announced_ticket_queue(settings: ClusterSettings) -> str | None:
+    """The ticket queue the cluster says its redeemer reads (redacted), None when it says
+    nothing; raises ConfigError or redis.RedisError when its registry cannot be read."""
+    import redis
+
+    from farm.registry import redis_py_url
+
+    client = redis.Redis.from_url(redis_py_url(settings.redis_registry_url()), socket_timeout=3)
+    try:
+        announced = client.get(TICKET_QUEUE_KEY)
+    finally:
+        client.close()
+    if isinstance(announced, bytes):
+        return announced.decode()
+    return None if announced is None else str(announced)
 
 
 log = logging.getLogger(__name__)

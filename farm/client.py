@@ -5,6 +5,11 @@ job = client.submit(segment_bytes, parse_profiles("P360p30fps16x9,P240p30fps16x9
 result = client.wait(job.id, timeout=30)
 for r in result.renditions:
     data = client.rendition_bytes(r)
+
+Part of the farm's public face (see :mod:`farm`): besides the client and its results, it
+exports what a caller of a cluster needs to reach and time it: the cluster's connection
+settings, the error for an unknown job, segment timeouts and the ticket queue the cluster
+announces.
 """
 
 from __future__ import annotations
@@ -24,8 +29,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.celery_app import create_app
+from farm.chain_tasks import announced_ticket_queue
 from farm.dispatch import job_timeout_s, need_of, publish
-from farm.errors import FarmError, InputInvalid, JobError, NoCapacity, ServiceUnavailable
+from farm.errors import (
+    FarmError,
+    InputInvalid,
+    JobError,
+    JobNotFound,
+    NoCapacity,
+    ServiceUnavailable,
+)
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
@@ -33,11 +46,23 @@ from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, Route, route_transcode
 from farm.settings import ClusterSettings
+from farm.timeouts import MIN_TIMEOUT_S, segment_timeout
 
 if TYPE_CHECKING:
     from farm.ai.client import AIClient
 
-__all__ = ["FarmClient", "JobFailedError", "JobResult", "JobTimeout", "RenditionRef"]
+__all__ = [
+    "MIN_TIMEOUT_S",
+    "ClusterSettings",
+    "FarmClient",
+    "JobFailedError",
+    "JobNotFound",
+    "JobResult",
+    "JobTimeout",
+    "RenditionRef",
+    "announced_ticket_queue",
+    "segment_timeout",
+]
 
 log = logging.getLogger(__name__)
 

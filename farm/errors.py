@@ -28,6 +28,8 @@ __all__ = [
     "InsufficientCapacity",
     "InvalidSecret",
     "JobError",
+    "JobExists",
+    "JobNotFound",
     "NoCapacity",
     "NodeUnreachable",
     "PayloadTooLarge",
@@ -68,6 +70,18 @@ class FarmError(Exception):
         farms = cls.__module__.partition(".")[0] == "farm"
         if farms and "code" in vars(cls) and cls.__init__ is FarmError.__init__:
             _BY_CODE.setdefault(cls.code, cls)
+
+
+class JobNotFound(FarmError):
+    """Raised when a job id is not in the job table."""
+
+    code = "job_not_found"
+
+
+class JobExists(FarmError):
+    """Raised by ``JobStore.create`` when the job id is taken (nothing is changed)."""
+
+    code = "job_exists"
 
 
 class ConfigError(FarmError):

@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from farm import __version__
 from farm.errors import FarmError
-from farm.resources import is_unreachable
+from farm.runtime import is_unreachable
 from gateway import metrics as gateway_metrics
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.service import AIService

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from farm.errors import (
     FarmError,
+    JobNotFound,
     NoCapacity,
     PermanentError,
     ProfileInvalid,
     RetryableError,
     rebuild,
 )
-from farm.jobs import JobNotFound
 
 __all__ = [
     "AuthFailed",

@@ -31,8 +31,7 @@ from chain.params import ParamsChain, RecipientConfig, TicketParamsIssuer, issue
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
 from chain.queue import TicketQueue
 from chain.validation import Receipt, RedisNonceStore, TicketReceiver
-from farm.jobs.models import utcnow
-from farm.registry import redis_py_url
+from farm.runtime import redis_py_url, utcnow
 from gateway import metrics as gateway_metrics
 from gateway.errors import BadRequest, InsufficientCredit, Unavailable
 from gateway.ledger import Ledger

@@ -25,8 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from farm.jobs import make_engine
-from farm.jobs.models import utcnow
+from farm.runtime import make_engine, utcnow
 from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound, Unavailable
 from gateway.models import ApiKey, Base, LedgerEntry
 

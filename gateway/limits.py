@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import redis
 
-from farm.registry import redis_py_url
+from farm.runtime import redis_py_url
 from gateway.errors import RateLimited, Unavailable
 
 __all__ = ["Limiter"]

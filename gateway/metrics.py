@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from farm.metrics import ReceivedPayments
+from farm.runtime import ReceivedPayments
 from gateway.errors import status_of
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from farm.jobs.models import utcnow
+from farm.runtime import utcnow
 
 __all__ = ["ApiKey", "Base", "LedgerEntry", "SegmentAttempt", "Session", "Task"]
 

@@ -22,12 +22,9 @@ from typing import Any
 import httpx
 
 from chain.payment import price_from_net
-from farm.client import FarmClient
+from farm.client import ClusterSettings, FarmClient
 from farm.errors import FarmError
-from farm.golivepeer import net_pb2
-from farm.orchestrator.aireq import AI_PIPELINES
-from farm.remote.tls import NodeHttp
-from farm.settings import ClusterSettings
+from farm.protocol import AI_PIPELINES, NodeHttp, net_pb2
 from gateway.livepeer import Broadcaster, LivepeerOrchestrator
 from gateway.settings import OrchestratorConfig
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, distinct, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from farm.jobs.models import utcnow
+from farm.runtime import utcnow
 from gateway.errors import NotFound
 from gateway.models import SegmentAttempt, Session
 

@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from farm.chainconf import ChainSettings
-from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
-from farm.timeouts import MIN_TIMEOUT_S
+from farm.client import MIN_TIMEOUT_S
+from farm.runtime import DEV_SECRET, ChainSettings, FarmBaseSettings, redact_url
 from gateway.ai.pricing import CapabilityPrices
 
 __all__ = ["GatewaySettings", "OrchestratorConfig"]
@@ -44,7 +43,7 @@ class OrchestratorConfig(BaseModel):
     #: Livepeer's price: pricePerUnit credits per pixelsPerUnit encoded pixels.
     price_per_unit: int = Field(0, ge=0)
     pixels_per_unit: int = Field(1, ge=1)
-    #: How the gateway reaches the cluster (farm.settings.ClusterSettings fields).
+    #: How the gateway reaches the cluster (farm.client.ClusterSettings fields).
     broker_url: str = ""
     result_backend: str | None = None
     registry_url: str | None = None

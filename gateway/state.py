@@ -14,12 +14,10 @@ import redis
 from sqlalchemy import create_engine
 
 from farm.blobstore import BlobStore, blob_store_from_url
-from farm.chainconf import chain_client
+from farm.client import ClusterSettings, announced_ticket_queue
 from farm.errors import ConfigError
-from farm.jobs import make_engine
 from farm.media.profiles import VideoProfile, parse_profiles
-from farm.registry import redis_py_url
-from farm.settings import ClusterSettings, redact_url
+from farm.runtime import chain_client, make_engine, redact_url
 from gateway.crosscheck import CrossChecker
 from gateway.dispatch import Dispatcher
 from gateway.ethpay import EthPayments, parse_price
@@ -135,8 +133,6 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
     chain worker redeems from. Refuses (ValueError) a configuration that would strand them: no
     queue named and no single cluster to default to, or a cluster that says it redeems from
     another queue."""
-    from farm.chain_tasks import TICKET_QUEUE_KEY
-
     url = settings.ticket_queue_url
     clusters = [o for o in settings.orchestrators if o.kind == "cluster"]
     if url is None:
@@ -148,17 +144,10 @@ def ticket_queue_url(settings: GatewaySettings) -> str:
         url = clusters[0].database_url
     for entry in clusters:
         try:
-            registry = ClusterSettings(**entry.cluster_fields()).redis_registry_url()
-            client = redis.Redis.from_url(redis_py_url(registry), socket_timeout=3)
-            try:
-                announced = client.get(TICKET_QUEUE_KEY)
-            finally:
-                client.close()
+            announced = announced_ticket_queue(ClusterSettings(**entry.cluster_fields()))
         except (ConfigError, redis.RedisError) as e:
             log.warning("orchestrator %s: ticket queue unknown (%s)", entry.name, e)
             continue
-        if isinstance(announced, bytes):
-            announced = announced.decode()
         if announced is not None and announced != redact_url(url):
             raise ValueError(
                 f"winning tickets would be stranded: this gateway keeps them in "

@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from farm.errors import FarmError
-from farm.fetch import SafeFetcher
-from farm.jobs.models import utcnow
 from farm.media.assemble import concat_mp4, hls
 from farm.media.profiles import VideoProfile, profiles_from_json
 from farm.media.segmenter import SourceSegment, split
+from farm.protocol import SafeFetcher
+from farm.runtime import utcnow
 from gateway.dispatch import SegmentOutcome
 from gateway.errors import (
     AuthFailed,

@@ -36,7 +36,7 @@ class AuthWebhook:
         self.url = url
         self.cache_s = cache_s
         # The webhook's URL is the operator's setting, never a caller's, and is often on the
-        # operator's own network: it is called directly, not under farm.fetch's guard (which
+        # operator's own network: it is called directly, not under SafeFetcher's guard (which
         # any URL a caller supplies goes through).
         self._client = httpx.Client(timeout=timeout_s)
         self._cache: dict[str, tuple[float, WebhookDecision | Forbidden]] = {}

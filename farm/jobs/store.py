@@ -25,7 +25,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm import metrics
-from farm.errors import FarmError
+from farm.errors import JobExists, JobNotFound
 from farm.jobs import pg
 from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
@@ -38,18 +38,6 @@ __all__ = [
     "StartOutcome",
     "make_engine",
 ]
-
-
-class JobNotFound(FarmError):
-    """Raised when a job id is not in the job table."""
-
-    code = "job_not_found"
-
-
-class JobExists(FarmError):
-    """Raised by :meth:`JobStore.create` when the job id is taken (nothing is changed)."""
-
-    code = "job_exists"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Field names, types and defaults follow ai-runner's gateway OpenAPI file. ``model_id``
 (``model`` for llm) may be left empty: the gateway then uses the pipeline's default model,
-go-livepeer's (``farm.ai.config.DEFAULT_MODELS``), as go-livepeer does.
+go-livepeer's (``farm.protocol.DEFAULT_MODELS``), as go-livepeer does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from farm.ai.config import DEFAULT_MODELS
+from farm.protocol import DEFAULT_MODELS
 
 __all__ = [
     "AUDIO_LIMIT",

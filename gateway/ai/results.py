@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES
 from farm.blobstore import BlobStore
+from farm.protocol import MEDIA_EXTENSIONS, MEDIA_TYPES
 
 __all__ = ["FARM_BLOB", "MEDIA_NAME", "MEDIA_ROUTE", "media_type", "rehost"]
 

@@ -35,11 +35,8 @@ import httpx
 
 from chain.payment import price_from_net
 from chain.signing import keccak256
-from farm.ai.results import BLOB_SCHEME
 from farm.errors import AIRequestInvalid, FarmError, InsufficientCapacity
-from farm.golivepeer import net_pb2
-from farm.orchestrator.aireq import AI_PIPELINES
-from farm.orchestrator.segdata import flatten
+from farm.protocol import AI_PIPELINES, BLOB_SCHEME, flatten, net_pb2
 from gateway.livepeer.client import (
     LivepeerOrchestrator,
     OrchestratorRefused,

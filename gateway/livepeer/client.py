@@ -48,11 +48,16 @@ from chain.payment import params_from_net, price_from_net
 from chain.sender import FEE_MARGIN, TicketSender, fee_pixels, tickets_needed
 from chain.signing import keccak256, recover
 from farm.errors import FarmError, RetryableError
-from farm.golivepeer import net_pb2
-from farm.golivepeer.wire import FrameError, MessageReader, frame, seg_data_profiles
 from farm.media.profiles import VideoProfile
-from farm.orchestrator.segdata import flatten
-from farm.remote.tls import pinned_context
+from farm.protocol import (
+    FrameError,
+    MessageReader,
+    flatten,
+    frame,
+    net_pb2,
+    pinned_context,
+    seg_data_profiles,
+)
 
 __all__ = [
     "MAX_TICKET_EV",

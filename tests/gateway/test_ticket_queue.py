@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from farm.chain_tasks import TICKET_QUEUE_KEY, announce_ticket_queue
+from farm.client import announced_ticket_queue
 from farm.registry import redis_py_url
 from farm.settings import ClusterSettings
 from gateway.settings import GatewaySettings
@@ -53,6 +54,7 @@ def test_a_cluster_redeeming_elsewhere_is_refused_at_start(redis_url: str) -> No
     client = redis.Redis.from_url(redis_py_url(redis_url))
     assert client.get(TICKET_QUEUE_KEY) == b"sqlite:///q.db"
     client.close()
+    assert announced_ticket_queue(cluster) == "sqlite:///q.db"
     with pytest.raises(ValueError, match="stranded"):
         ticket_queue_url(_settings([_entry("a", redis_url, "sqlite:///a.db")]))
     same = _settings([_entry("a", redis_url, "sqlite:///a.db")], ticket_queue_url="sqlite:///q.db")
