@@ -5,6 +5,8 @@ orchestrators. Their renditions are compared with the first one's: size, frame c
 duration, and the picture itself (PSNR of the luma on sampled frames). An orchestrator that
 disagrees with the majority is suspended and the disagreement is logged on the session; if
 it was the one that served the segment, the majority's renditions are returned instead.
+Each extra transcode is one try of the gateway's retry loop (gateway.attempts), so one that
+fails is judged, and suspended, as on the segment's own path.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import av
 import numpy as np
 
 from farm.client import RenditionRef
-from farm.errors import FarmError
-from farm.media.profiles import VideoProfile
 from gateway import metrics
-from gateway.dispatch import Dispatcher, SegmentOutcome
-from gateway.pool import Pool
+from gateway.attempts import Work, attempt
+from gateway.dispatch import Dispatcher, Segment, SegmentOutcome
+from gateway.errors import NoOrchestrators, TranscodeFailed
+from gateway.pool import Orchestrator, Pool
+from gateway.pricing import attempt_price
 from gateway.sessions import SessionLog
 
 __all__ = ["CrossChecker", "compare_renditions"]
@@ -101,37 +104,36 @@ class CrossChecker:
         self._random = random.Random(seed)
         self._threads = ThreadPoolExecutor(4, "gateway-crosscheck")
 
-    def check(
-        self,
-        session_id: str,
-        seq: int,
-        data: bytes,
-        profiles: Sequence[VideoProfile],
-        duration_s: float,
-        fmt: str,
-        primary: SegmentOutcome,
-        timeout_multiplier: float = 1.0,
-    ) -> SegmentOutcome:
+    def check(self, segment: Segment, primary: SegmentOutcome) -> SegmentOutcome:
         """The outcome to return for a segment (the primary's unless the majority differs)."""
         if self.freq <= 0 or self._random.random() >= self.freq:
             return primary
         others = self.pool.candidates(exclude={primary.orchestrator})[:2]
         if not others:
             return primary
-        timeout = self.dispatcher.attempt_timeout(duration_s, timeout_multiplier)
+        timeout = self.dispatcher.attempt_timeout(segment.duration_s, segment.timeout_multiplier)
 
-        def run(o: Any) -> SegmentOutcome | None:
-            started = time.monotonic()
+        def run(other: Orchestrator) -> SegmentOutcome | None:
+            deadline = time.monotonic() + timeout
+            # The retry loop with this one orchestrator and one try: a failure is judged and
+            # suspends as on the segment's own path; the verdict is logged by _judge.
+            work = Work(
+                run=lambda o, _: self.dispatcher.try_on(
+                    o, segment, deadline, 0, keep_session=False
+                ),
+                refused=TranscodeFailed,
+                label=f"cross-check of segment {segment.session_id}/{segment.seq}",
+                duration_s=segment.duration_s,
+                tier=lambda o: 0 if o.name == other.name else None,
+            )
             try:
-                return self.dispatcher.try_on(
-                    o, data, profiles, duration_s, fmt, started + timeout, 0
-                )
-            except (FarmError, OSError) as e:
-                log.info("cross-check on %s failed: %s", o.name, e)
+                return attempt(self.pool, None, work, max_tries=1, deadline=deadline).value
+            except (TranscodeFailed, NoOrchestrators) as e:
+                log.info("cross-check on %s failed: %s", other.name, e)
                 return None
 
         outcomes = [primary] + [o for o in self._threads.map(run, others) if o is not None]
-        return self._judge(session_id, seq, outcomes)
+        return self._judge(segment.session_id, segment.seq, outcomes)
 
     def _judge(self, session_id: str, seq: int, outcomes: list[SegmentOutcome]) -> SegmentOutcome:
         n = len(outcomes)
@@ -151,7 +153,7 @@ class CrossChecker:
         winners = [i for i in range(n) if votes[i] == majority]
         for i, o in enumerate(outcomes):
             orch = self.pool.by_name(o.orchestrator)
-            price = (orch.config.price_per_unit, orch.config.pixels_per_unit) if orch else (0, 1)
+            price = attempt_price(orch)
             if votes[i] < majority and majority * 2 > n:
                 reason = (
                     compare_renditions(outcomes[winners[0]].renditions, o.renditions, self.min_psnr)

@@ -21,7 +21,7 @@ from farm.media.profiles import VideoProfile, profiles_from_json
 from farm.media.segmenter import SourceSegment, split
 from farm.protocol import SafeFetcher
 from farm.runtime import utcnow
-from gateway.dispatch import SegmentOutcome
+from gateway.dispatch import Segment, SegmentOutcome
 from gateway.errors import (
     AuthFailed,
     BadRequest,
@@ -227,7 +227,8 @@ class TaskRunner:
                 self._set(task_id, phase="running", progress=0.0)
                 futures += [
                     self._segments.submit(
-                        self.state.dispatcher.run, session_id, s.index, s.data, profiles, s.duration
+                        self.state.dispatcher.run,
+                        Segment(session_id, s.index, s.data, profiles, s.duration),
                     )
                     for s in segments
                 ]

@@ -13,46 +13,39 @@ at most once per request, within a time budget (go-livepeer's
 - no capacity (``NoCapacity`` on submit, ``insufficient_capacity`` from the job): try
   another orchestrator, leaving this one in the pool;
 - ``invalid_request`` or another permanent input error (a ``PermanentError`` by its code,
-  gateway.dispatch.is_permanent: the runner, or the farm, refused the input): the caller's
+  gateway.attempts.is_permanent: the runner, or the farm, refused the input): the caller's
   error, 400, no retry, and the orchestrator is not suspended;
 - anything else (a failed job, a timeout, an unreachable broker): suspend the orchestrator
   and try another;
 - out of orchestrators, time or tries: 503.
 
 Every try is written to the session log with its orchestrator, latency, error and price.
+The loop, and the judging of failures above, are the gateway's one retry loop
+(gateway.attempts); this module says which orchestrators are eligible, in what order, and how
+one try runs.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from celery.exceptions import CeleryError
-from kombu.exceptions import KombuError
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
-
 from farm.blobstore import BlobStore
-from farm.errors import CAPACITY_ERRORS, FarmError, error_class
-from gateway import metrics
+from farm.errors import FarmError
 from gateway.ai.pricing import Bill, PriceTable
 from gateway.ai.requests import AIRequest
 from gateway.ai.results import rehost
-from gateway.dispatch import is_permanent, public_message
-from gateway.errors import BadRequest, NoOrchestrators
+from gateway.attempts import Tried, Work, attempt
+from gateway.errors import BadRequest
 from gateway.livepeer.ai import NetworkAI
 from gateway.pool import Orchestrator, Pool
+from gateway.pricing import attempt_price
 from gateway.sessions import SessionLog
 
 __all__ = ["AIDispatcher", "AIInvalidRequest", "AIOutcome", "AIStream"]
-
-log = logging.getLogger(__name__)
-
-_INFRA_ERRORS = (OSError, RedisError, KombuError, CeleryError, SQLAlchemyError)
 
 T = TypeVar("T")
 
@@ -128,8 +121,8 @@ class AIDispatcher:
             types = {m.key: m.content_type for m in result.media}
             return rehost(result.response, types, jobs.media, self.blobs, request_id)
 
-        name, attempts, response = self._loop(session_id, req, bill, finish)
-        return AIOutcome(name, attempts, response)
+        done = self._loop(session_id, req, bill, finish)
+        return AIOutcome(done.orchestrator.name, done.attempts, done.value)
 
     def stream(self, session_id: str, req: AIRequest, bill: Bill) -> AIStream:
         """Start a streaming LLM request; retries end once its first event has arrived."""
@@ -149,8 +142,9 @@ class AIDispatcher:
                 return event, events
             raise _EmptyStream("the job streamed nothing")
 
-        name, attempts, (head, rest) = self._loop(session_id, req, bill, first)
-        return AIStream(name, attempts, head, rest)
+        done = self._loop(session_id, req, bill, first)
+        head, rest = done.value
+        return AIStream(done.orchestrator.name, done.attempts, head, rest)
 
     def _loop(
         self,
@@ -158,10 +152,7 @@ class AIDispatcher:
         req: AIRequest,
         bill: Bill,
         finish: Callable[[Orchestrator], T],
-    ) -> tuple[str, int, T]:
-        deadline = time.monotonic() + self.retry_timeout_s
-        last_error = "no healthy orchestrator"
-        tries = 0
+    ) -> Tried[T]:
         key = (req.pipeline.name, req.model_id)
         most = Fraction(*bill.price)
 
@@ -181,69 +172,20 @@ class AIDispatcher:
             warm = o.ai_models.get(key)
             return 0 if warm else 1 if warm is not None else 2
 
-        for o in self.pool.walk(self.max_tries, deadline, tier):
-            tries += 1
-            if tries > 1:
-                metrics.orchestrator_swap(last_error)
-            started = time.monotonic()
-            try:
-                value = finish(o)
-            except (FarmError, *_INFRA_ERRORS) as e:
-                code = str(getattr(e, "code", None) or e.__class__.__name__)
-                last_error = self._record(session_id, tries, o, started, bill, code, e)
-                if is_permanent(e):
-                    # The caller's input (the runner's own message, without the job wrapper):
-                    # no other orchestrator would answer otherwise, and this one is not at fault.
-                    raise AIInvalidRequest(public_message(e)) from e
-                if not _at_capacity(code):
-                    self.pool.suspend(o, f"{last_error}: {e}")
-                continue
-            self._record(session_id, tries, o, started, bill)
-            return o.name, tries, value
-        raise NoOrchestrators(
-            f"no orchestrators available after {tries} tries; last: {last_error}"
-        ).with_retry_after(self.pool.retry_after())
-
-    def _record(
-        self,
-        session_id: str,
-        attempt: int,
-        o: Orchestrator,
-        started: float,
-        bill: Bill,
-        code: str | None = None,
-        error: Exception | None = None,
-    ) -> str:
-        """Log one try; for a failure, the description the next swap is counted under."""
-        latency = time.monotonic() - started
-        if code is None or not _at_capacity(code):  # being full is not failing
-            self.pool.record(o, code is None, latency, 0.0)
-        self.log.attempt(
-            session_id,
-            0,
-            attempt,
-            o.name,
-            latency,
-            "done" if code is None else "failed",
-            price=bill.price,
+        work = Work(
+            run=lambda o, _: finish(o),
+            # The runner's own message, without the job wrapper.
+            refused=AIInvalidRequest,
+            label=f"AI request {session_id}",
+            session_id=session_id,
+            # The caller pays the gateway's price for the model wherever it runs.
+            price=lambda o: attempt_price(o, bill.price),
             # The session log's pixels column holds the request's billing units.
-            pixels=bill.units if code is None else 0,
-            cost=bill.cost if code is None else 0,
-            error_code=None if code is None else code[:64],
-            error=None if error is None else public_message(error)[:2000],
+            billed=lambda _: (bill.units, bill.cost),
+            tier=tier,
         )
-        if code is None:
-            return ""
-        log.info(
-            "AI request %s try %s on %s failed: %s: %s", session_id, attempt, o.name, code, error
-        )
-        return f"{o.name}: {code}"
-
-
-def _at_capacity(code: str) -> bool:
-    """Whether a try failed because the orchestrator is full or its runner down there, which
-    may not be so elsewhere (no suspension)."""
-    return issubclass(error_class(code), CAPACITY_ERRORS)
+        deadline = time.monotonic() + self.retry_timeout_s
+        return attempt(self.pool, self.log, work, max_tries=self.max_tries, deadline=deadline)
 
 
 class _EmptyStream(FarmError):

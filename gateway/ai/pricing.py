@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.ai.media import MediaInfo
-from gateway.pricing import charge
+from gateway.pricing import Price, charge
 
 __all__ = ["Bill", "CapabilityPrice", "CapabilityPrices", "Price", "PriceTable", "ai_units"]
 
@@ -44,8 +44,6 @@ __all__ = ["Bill", "CapabilityPrice", "CapabilityPrices", "Price", "PriceTable",
 VIDEO_FRAMES = 25
 #: The pipeline's own entry in a price list, for models not listed by name.
 DEFAULT_MODEL = "default"
-
-Price = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -21,7 +22,7 @@ from gateway import metrics
 from gateway.api.body import read_body
 from gateway.api.responses import errors
 from gateway.auth import Caller, authorise, payment_for, state_of
-from gateway.dispatch import SegmentOutcome
+from gateway.dispatch import Segment, SegmentOutcome
 from gateway.errors import BadRequest, Forbidden, TranscodeFailed
 from gateway.ethpay import EthPayments
 from gateway.pricing import charge, estimate_pixels
@@ -131,24 +132,15 @@ def _probe(data: bytes, max_seconds: float) -> Length:
         raise TranscodeFailed(str(e)) from e
 
 
-def _transcode(
-    state: GatewayState,
-    caller: Caller,
-    session_id: str,
-    seq: int,
-    data: bytes,
-    profiles: list[VideoProfile],
-    duration: float,
-    fmt: str,
-    timeout_multiplier: float,
-) -> tuple[SegmentOutcome, int]:
-    length = _probe(data, state.settings.max_segment_seconds)
+def _transcode(state: GatewayState, caller: Caller, segment: Segment) -> tuple[SegmentOutcome, int]:
+    length = _probe(segment.data, state.settings.max_segment_seconds)
     pixels = estimate_pixels(
-        profiles, length.duration, state.settings.estimate_margin, length.frames
+        segment.profiles, length.duration, state.settings.estimate_margin, length.frames
     )
     # A caller that declares less than the segment holds gets the timeouts of what it holds.
-    duration = max(duration, length.duration)
-    ref = f"seg:{session_id}:{seq}:{uuid.uuid4().hex[:12]}"
+    segment = replace(segment, duration_s=max(segment.duration_s, length.duration))
+    session_id = segment.session_id
+    ref = f"seg:{session_id}:{segment.seq}:{uuid.uuid4().hex[:12]}"
     payment = payment_for(state, caller)
     # Ticket payers pay the price advertised in their ticket params, per encoded pixel; the
     # others pay the price of the orchestrator that serves the segment.
@@ -160,13 +152,9 @@ def _transcode(
         reserve = charge(pixels, price, per)
     slot = state.limiter.job(caller.key_id or f"stream:{session_id}")
     with slot, payment.hold(ref, reserve) as hold:
-        outcome = state.dispatcher.run(
-            session_id, seq, data, profiles, duration, fmt, timeout_multiplier
-        )
+        outcome = state.dispatcher.run(segment)
         if state.crosscheck is not None:
-            outcome = state.crosscheck.check(
-                session_id, seq, data, profiles, duration, fmt, outcome, timeout_multiplier
-            )
+            outcome = state.crosscheck.check(segment, outcome)
         hold.actual = (
             EthPayments.cost(outcome.pixels, ticket_price)
             if ticket_price is not None
@@ -220,13 +208,15 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
             _transcode,
             state,
             caller,
-            session_id,
-            seq,
-            data,
-            profiles or state.default_profiles,
-            duration,
-            fmt,
-            multiplier or 1.0,
+            Segment(
+                session_id,
+                seq,
+                data,
+                profiles or state.default_profiles,
+                duration,
+                fmt,
+                multiplier or 1.0,
+            ),
         )
     except Exception as e:
         metrics.segment_done(

@@ -4,7 +4,7 @@ caller is told never holds the farm's job ids or the gateway's addresses."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from farm.jobs import make_engine
 from farm.jobs.models import utcnow
 from farm.jobs.store import JobView
 from farm.media.profiles import VideoProfile
-from gateway.dispatch import Dispatcher, SegmentOutcome
+from gateway.dispatch import Dispatcher, Segment, SegmentOutcome
 from gateway.errors import NoOrchestrators, TranscodeFailed
 from gateway.models import Base
 from gateway.pool import Orchestrator, Pool
@@ -57,15 +57,11 @@ class _Scripted(Dispatcher):
     def try_on(
         self,
         o: Orchestrator,
-        data: bytes,
-        profiles: Sequence[VideoProfile],
-        duration_s: float,
-        fmt: str,
+        segment: Segment,
         deadline: float,
         attempt: int,
         *,
-        stream: str | None = None,
-        seq: int = 0,
+        keep_session: bool = True,
     ) -> SegmentOutcome:
         self.tried.append(o.name)
         raise self.answers[o.name]
@@ -108,7 +104,7 @@ def test_the_callers_input_suspends_no_orchestrator(
     failure = _failed_job(code, "job {job} failed on input: not a media container")
     d = _Scripted(pool, log, {"a": failure, "b": failure})
     with pytest.raises(TranscodeFailed) as e:
-        d.run("s", 0, b"x", PROFILE, 2.0)
+        d.run(Segment("s", 0, b"x", PROFILE, 2.0))
     assert failure.job.id not in str(e.value)
     assert "not a media container" in str(e.value)
     assert len(d.tried) == 1  # not retried elsewhere
@@ -125,7 +121,7 @@ def test_an_orchestrators_failure_suspends_it_and_tells_no_ids_or_addresses(
     unreachable = RedisConnectionError("Error 111 connecting to 10.1.2.3:6379. Refused.")
     d = _Scripted(pool, log, {"a": crashed, "b": unreachable})
     with pytest.raises(NoOrchestrators) as e:
-        d.run("s", 0, b"x", PROFILE, 2.0)
+        d.run(Segment("s", 0, b"x", PROFILE, 2.0))
     message = str(e.value)
     assert crashed.job.id not in message and "10.1.2.3" not in message
     assert message.endswith("last: b: ConnectionError") or message.endswith("last: a: job_failed")

@@ -32,13 +32,6 @@ PUBLIC = frozenset(
 #: What ``from farm import ...`` may name.
 ROOT_NAMES = frozenset({"__version__"})
 
-#: TODO: imports outside the public face left in modules being rewritten elsewhere; each goes
-#: when its module moves to the public face (``farm.timeouts`` -> ``farm.client``, which
-#: exports ``MIN_TIMEOUT_S`` and ``segment_timeout``).
-PENDING = {
-    "gateway/dispatch.py": frozenset({"farm.timeouts"}),
-}
-
 
 def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
@@ -71,7 +64,7 @@ def test_gateway_uses_only_farms_public_face() -> None:
     offending = []
     for path in _modules("gateway"):
         rel = path.relative_to(ROOT).as_posix()
-        allowed = PUBLIC | PENDING.get(rel, frozenset())
+        allowed = PUBLIC
         for line, module in _imports(ast.parse(path.read_text(), rel)):
             if _package(module) == "farm" and module not in allowed:
                 offending.append(f"{rel}:{line} imports {module}")
