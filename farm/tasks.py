@@ -32,9 +32,10 @@ from farm.errors import (
     WorkerFailed,
 )
 from farm.jobs import StartOutcome
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
+from farm.media.result import TranscodeResult
 from farm.resources import Resources, is_unreachable
 from farm.router import Need, route_transcode
 from farm.settings import ClusterSettings

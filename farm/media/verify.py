@@ -25,24 +25,12 @@ from typing import Any
 import av
 from av.codec.hwaccel import HWAccel
 
-from farm.media.engine import Rendition, TranscodeResult
 from farm.media.output import FORMATS, BufferReader, GrowingBuffer
+from farm.media.result import Failure, Rendition, TranscodeResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Failure", "FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why a rendition was refused: a short reason code and a message."""
-
-    rendition: str
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.rendition}: {self.reason}: {self.message}"
+__all__ = ["FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
 
 
 @dataclass(frozen=True, slots=True)
