@@ -246,3 +246,17 @@ def test_threaded_decode_gives_the_same_verdict(good: TranscodeResult, kind: str
     buffer.close()
     assert {f.reason for f in verifier.verdict(r, result.input_duration, 10)} == one
     assert bool(one) == bool(kind)
+
+
+@pytest.mark.parametrize("kind", [None, "truncate", "keyframe", "corrupt"])
+def test_threaded_decode_of_first_and_last_gops(kind: str | None) -> None:
+    # Several GOPs: the first is decoded as it comes and the last at the end, each drained
+    # from the frame threads before the next starts.
+    ladder = [VideoProfile("a", 320, 180, 400_000, fps=30, gop="0.5")]
+    result = transcode(make_segment(320, 240, 30, 2.0, audio=False), ladder)
+    if kind:
+        result = damage(result, kind)
+    r = result.renditions[0]
+    one = {f.reason for f in verify_rendition(r, result.input_duration)}
+    assert {f.reason for f in verify_rendition(r, result.input_duration, threads=2)} == one
+    assert bool(one) == bool(kind)
