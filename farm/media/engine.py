@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -52,8 +51,6 @@ __all__ = ["EngineOptions", "adts_to_mp4", "transcode"]
 log = logging.getLogger(__name__)
 
 _QUEUE_DEPTH = 6
-#: Decoder threads for the verifier of the rendition that finishes last (see _finishes_last).
-_TAIL_VERIFY_THREADS = min(2, os.cpu_count() or 1)
 _STOP = object()
 
 
@@ -84,12 +81,7 @@ class _Rendition(threading.Thread):
     """Scales, encodes and muxes one rendition from the shared decoded frames."""
 
     def __init__(
-        self,
-        profile: VideoProfile,
-        source: Source,
-        choice: EncoderChoice,
-        opts: EngineOptions,
-        verify_threads: int = 1,
+        self, profile: VideoProfile, source: Source, choice: EncoderChoice, opts: EngineOptions
     ) -> None:
         super().__init__(name=f"rendition-{profile.name}", daemon=True)
         self.profile = profile
@@ -122,7 +114,6 @@ class _Rendition(threading.Thread):
         self.failures: list[Failure] = []
         self.verify_seconds = 0.0
         self._verifier: FollowingVerifier | None = None
-        self._verify_threads = verify_threads
         # Renditions are decoded with NVDEC where the worker's GPU has it for their codec.
         self._verify_gpu = (
             opts.gpu
@@ -133,7 +124,7 @@ class _Rendition(threading.Thread):
         )
         if follow:
             self._verifier = FollowingVerifier(
-                self._out.followed, opts.fmt, profile.name, self._verify_gpu, verify_threads
+                self._out.followed, opts.fmt, profile.name, self._verify_gpu
             )
             self._verifier.start()
 
@@ -262,9 +253,7 @@ class _Rendition(threading.Thread):
             self.failures = self._verifier.verdict(self.result, self._input_duration)
             self.verify_seconds = self._verifier.busy
             return
-        self.failures = verify_rendition(
-            self.result, self._input_duration, gpu=self._verify_gpu, threads=self._verify_threads
-        )
+        self.failures = verify_rendition(self.result, self._input_duration, gpu=self._verify_gpu)
         self.verify_seconds = time.perf_counter() - started
 
     def abort(self) -> None:
@@ -331,11 +320,9 @@ def transcode(
     choices = _choose(profiles, opts)
     source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu)
     workers: list[_Rendition] = []
-    last = _finishes_last(profiles, source)
     try:
-        for i, (p, choice) in enumerate(zip(profiles, choices, strict=True)):
-            threads = _TAIL_VERIFY_THREADS if i == last and opts.parallel else 1
-            workers.append(_Rendition(p, source, choice, opts, threads))
+        for p, choice in zip(profiles, choices, strict=True):
+            workers.append(_Rendition(p, source, choice, opts))
         opened = time.perf_counter()
         if opts.parallel:
             for w in workers:
@@ -375,20 +362,6 @@ def transcode(
         },
         verification=[f for w in workers for f in w.failures] if opts.verify else None,
         spent=[source, *workers],
-    )
-
-
-def _finishes_last(profiles: Sequence[VideoProfile], source: Source) -> int:
-    """The index of the rendition with the most pixels per second: the one that finishes last.
-
-    Renditions encode side by side, so the verification decode left over when the last one
-    finishes is what verification adds to the transcode's wall time. That rendition's
-    verifier gets _TAIL_VERIFY_THREADS decoder threads; the others get one, which keeps up.
-    """
-    in_rate = source.frame_rate or Fraction(30)
-    return max(
-        range(len(profiles)),
-        key=lambda i: profiles[i].width * profiles[i].height * (profiles[i].frame_rate or in_rate),
     )
 
 

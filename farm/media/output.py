@@ -7,7 +7,6 @@ import io
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import av
@@ -100,15 +99,11 @@ class BufferReader:
         self._offset = 0
         #: Bytes read so far.
         self.position = 0
-        #: Seconds spent in read, nearly all of it waiting for the writer.
-        self.waited = 0.0
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 30
-        started = time.perf_counter()
         piece, self._chunk, self._offset = self._buffer._read(self._chunk, self._offset, n)
-        self.waited += time.perf_counter() - started
         self.position += len(piece)
         return piece
 

@@ -139,8 +139,7 @@ def main() -> int:
     print(
         f"verification (every rendition reopened, first and last GOP decoded, all checks), "
         f"following each rendition while it is written: median "
-        f"{statistics.median(verify_s) * 1000:.0f} ms of reading, decoding and checking (not "
-        f"waiting for the encoder) on the busiest verifier, "
+        f"{statistics.median(verify_s) * 1000:.0f} ms of work on the busiest verifier thread, "
         f"+{(v - e) * 1000:.0f} ms ({(v - e) / e * 100:+.1f} % of the transcode time); "
         f"after each rendition is finished instead: {a:.3f} s, +{(a - e) * 1000:.0f} ms "
         f"({(a - e) / e * 100:+.1f} %)"

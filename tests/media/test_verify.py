@@ -229,34 +229,3 @@ def test_a_gpu_that_cannot_decode_falls_back_to_the_cpu(
         buffer.close()
         assert {f.reason for f in verifier.verdict(r, result.input_duration, 10)} == expected
     assert "verifying on CPU" in caplog.text
-
-
-@pytest.mark.parametrize("kind", [None, "truncate", "keyframe", "corrupt"])
-def test_threaded_decode_gives_the_same_verdict(good: TranscodeResult, kind: str | None) -> None:
-    # The rendition that finishes last is verified on frame threads: the same frames decode,
-    # so the same damage is found.
-    result = damage(good, kind) if kind else good
-    r = result.renditions[0]
-    one = {f.reason for f in verify_rendition(r, result.input_duration)}
-    assert {f.reason for f in verify_rendition(r, result.input_duration, threads=2)} == one
-    buffer = GrowingBuffer()
-    verifier = FollowingVerifier(buffer, r.fmt, r.profile.name, threads=2)
-    verifier.start()
-    buffer.write(r.data)
-    buffer.close()
-    assert {f.reason for f in verifier.verdict(r, result.input_duration, 10)} == one
-    assert bool(one) == bool(kind)
-
-
-@pytest.mark.parametrize("kind", [None, "truncate", "keyframe", "corrupt"])
-def test_threaded_decode_of_first_and_last_gops(kind: str | None) -> None:
-    # Several GOPs: the first is decoded as it comes and the last at the end, each drained
-    # from the frame threads before the next starts.
-    ladder = [VideoProfile("a", 320, 180, 400_000, fps=30, gop="0.5")]
-    result = transcode(make_segment(320, 240, 30, 2.0, audio=False), ladder)
-    if kind:
-        result = damage(result, kind)
-    r = result.renditions[0]
-    one = {f.reason for f in verify_rendition(r, result.input_duration)}
-    assert {f.reason for f in verify_rendition(r, result.input_duration, threads=2)} == one
-    assert bool(one) == bool(kind)
