@@ -35,7 +35,7 @@ from farm.settings import ClusterSettings
 if TYPE_CHECKING:
     from farm.ai.pool import RunnerPool
     from farm.ai.stream import ChunkStream
-    from farm.media.engine import TranscodeResult
+    from farm.media.result import TranscodeResult
 
 __all__ = ["BlobOps", "JobOps", "TaskStores", "WorkerContext", "install", "worker_context"]
 

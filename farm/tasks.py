@@ -29,9 +29,10 @@ from farm.errors import (
     VerificationFailed,
     WorkerFailed,
 )
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
+from farm.media.result import TranscodeResult
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
 

@@ -22,7 +22,6 @@ KNOWN_CIRCLES: set[frozenset[str]] = {
     # FarmClient.ai builds the AI client, which submits through FarmClient.
     frozenset({"farm.ai.client", "farm.client"}),
     frozenset({"farm.cli.cluster", "farm.cli.ops"}),
-    frozenset({"farm.media.engine", "farm.media.verify"}),
     # The go-livepeer gRPC mount serves the orchestrator's service too.
     frozenset(
         {

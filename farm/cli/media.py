@@ -15,10 +15,11 @@ from farm.gpu import detect_gpus, parse_gpu_selection
 from farm.media.assemble import variant
 from farm.media.bench import BenchConfig, run_bench
 from farm.media.codecs import hardware_report
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS, FORMATS
 from farm.media.playlist import Segment, master_playlist, media_playlist, read_playlist
 from farm.media.profiles import DEFAULT_PROFILES, VideoProfile, parse_profiles
+from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
 
 __all__ = ["bench_cmd", "gpus_cmd", "transcode_cmd"]

@@ -19,9 +19,10 @@ import av
 from farm.errors import ProfileInvalid, VerificationFailed
 from farm.golivepeer.hub import Hub, NoTranscoder, Part
 from farm.golivepeer.wire import job_capabilities, to_net_profile
-from farm.media.engine import EngineOptions, Rendition, TranscodeResult
+from farm.media.engine import EngineOptions
 from farm.media.output import MIME_TYPES, check_format
 from farm.media.profiles import VideoProfile
+from farm.media.result import Rendition, TranscodeResult
 from farm.media.source import open_source
 from farm.timeouts import segment_timeout
 

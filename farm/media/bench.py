@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TextIO
 
 from farm.errors import FarmError
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import VideoProfile
+from farm.media.result import TranscodeResult
 
 __all__ = ["BenchConfig", "BenchRow", "BenchSummary", "run_bench"]
 

@@ -17,8 +17,9 @@ from typing import Any
 import av
 
 from farm.errors import ConfigError
-from farm.media.engine import EngineOptions, Rendition, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import OutputFile
+from farm.media.result import Rendition, TranscodeResult
 from farm.media.synth import make_segment
 
 __all__ = ["KINDS", "damage"]

@@ -14,9 +14,9 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import av
 from av.bitstream import BitStreamFilterContext
@@ -40,14 +40,13 @@ from farm.media.codecs import (
     choose_encoder,
     nvdec_opens,
 )
-from farm.media.output import MIME_TYPES, STREAMABLE, OutputFile, check_format
+from farm.media.output import STREAMABLE, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
+from farm.media.result import Failure, Rendition, TranscodeResult
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
+from farm.media.verify import FollowingVerifier, verify_rendition
 
-if TYPE_CHECKING:
-    from farm.media.verify import Failure, FollowingVerifier
-
-__all__ = ["EngineOptions", "Rendition", "TranscodeResult", "adts_to_mp4", "transcode"]
+__all__ = ["EngineOptions", "adts_to_mp4", "transcode"]
 
 log = logging.getLogger(__name__)
 
@@ -76,69 +75,6 @@ class EngineOptions:
     verify: bool = False
     #: Verify MPEG-TS and fMP4 while they are written (off only to measure the difference).
     verify_following: bool = True
-
-
-@dataclass(slots=True)
-class Rendition:
-    """One encoded rendition of a segment."""
-
-    profile: VideoProfile
-    data: bytes
-    fmt: str
-    encoder: str
-    width: int
-    height: int
-    frames: int
-    #: Encoded pixels: frames x width x height, what an orchestrator charges.
-    pixels: int
-    #: First and last-plus-one presentation time of the video, in seconds.
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-    @property
-    def mime_type(self) -> str:
-        return MIME_TYPES[self.fmt]
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "name": self.profile.name,
-            "format": self.fmt,
-            "encoder": self.encoder,
-            "width": self.width,
-            "height": self.height,
-            "frames": self.frames,
-            "pixels": self.pixels,
-            "bytes": len(self.data),
-            "start": round(self.start, 6),
-            "duration": round(self.duration, 6),
-        }
-
-
-@dataclass(slots=True)
-class TranscodeResult:
-    """Everything a segment's transcode produced and measured."""
-
-    renditions: list[Rendition]
-    decoder: str
-    decoded_frames: int
-    decoded_pixels: int
-    input_start: float
-    input_duration: float
-    timings: dict[str, float] = field(default_factory=dict)
-    #: With EngineOptions.verify: what each rendition's checks found (empty when all passed).
-    verification: list[Failure] | None = None
-    #: The decoder and encoders this transcode used, closed but not yet freed. Freeing them
-    #: (codec contexts, the encoders' threads) takes about a millisecond that a worker can
-    #: spend after it has answered rather than before: it drops this with the result.
-    spent: list[object] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def encoded_pixels(self) -> int:
-        return sum(r.pixels for r in self.renditions)
 
 
 class _Rendition(threading.Thread):
@@ -187,8 +123,6 @@ class _Rendition(threading.Thread):
             else None
         )
         if follow:
-            from farm.media.verify import FollowingVerifier
-
             self._verifier = FollowingVerifier(
                 self._out.followed, opts.fmt, profile.name, self._verify_gpu
             )
@@ -319,8 +253,6 @@ class _Rendition(threading.Thread):
             self.failures = self._verifier.verdict(self.result, self._input_duration)
             self.verify_seconds = self._verifier.busy
             return
-        from farm.media.verify import verify_rendition
-
         self.failures = verify_rendition(self.result, self._input_duration, gpu=self._verify_gpu)
         self.verify_seconds = time.perf_counter() - started
 

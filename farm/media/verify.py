@@ -25,24 +25,12 @@ from typing import Any
 import av
 from av.codec.hwaccel import HWAccel
 
-from farm.media.engine import Rendition, TranscodeResult
 from farm.media.output import FORMATS, BufferReader, GrowingBuffer
+from farm.media.result import Failure, Rendition, TranscodeResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Failure", "FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why a rendition was refused: a short reason code and a message."""
-
-    rendition: str
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.rendition}: {self.reason}: {self.message}"
+__all__ = ["FollowingVerifier", "VerifyReport", "verify_rendition", "verify_result"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +68,9 @@ class _EndsDecoder:
     def __init__(self, ctx: av.VideoCodecContext) -> None:
         # Every slice is parsed and reconstructed; only deblocking, which cannot fail, is
         # skipped: a fifth less work for the same verdict. One thread: each rendition has a
-        # verifier of its own already.
+        # verifier of its own already, and on frame threads the error of a truncated
+        # rendition's cut last frame is sometimes lost in the final drain, so the verdict
+        # would depend on timing.
         ctx.options = {"skip_loop_filter": "all", "threads": "1"}
         self._ctx = ctx
         self._count = 0

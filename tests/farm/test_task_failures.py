@@ -12,8 +12,9 @@ from celery import Celery
 
 from farm import tasks
 from farm.celery_app import create_app
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
+from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
 from farm.settings import ClusterSettings
 

@@ -20,8 +20,9 @@ from farm.errors import (
     TranscodeTimeout,
     UnsupportedCodec,
 )
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile
+from farm.media.result import TranscodeResult
 from tests.factories import audio_only_ts, clip, mp4_clip, profile, ts_packets, unsupported_video
 
 PROFILES = [profile("r", 256, 144, 200_000, fps=30)]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from farm.errors import ProfileInvalid
-from farm.media.engine import EngineOptions, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import parse_profiles
+from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
 from tests.factories import clip, mp4_clip, probe, profile, stream
 

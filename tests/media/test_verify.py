@@ -10,9 +10,10 @@ import av
 import pytest
 
 from farm.media.damage import damage
-from farm.media.engine import EngineOptions, Rendition, TranscodeResult, transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.output import GrowingBuffer, OutputFile
 from farm.media.profiles import VideoProfile
+from farm.media.result import Rendition, TranscodeResult
 from farm.media.synth import make_segment
 from farm.media.verify import FollowingVerifier, verify_rendition, verify_result
 
