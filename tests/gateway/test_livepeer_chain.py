@@ -129,21 +129,7 @@ def test_the_gateways_deposit_pays_what_the_node_redeems(
         assert check_renditions(_post(gw, key, "paid", seq)) == PIXELS
     # The caller is charged at the gateway's own price; the orchestrator was paid in tickets.
     assert gw.balance(key_id) == 97 * PIXELS
-    engine = create_engine(cluster.env["FARM_DATABASE_URL"])
-    queue = TicketQueue(engine)
-    waiting = queue.pending()
-    assert waiting, "the gateway sent no tickets"
-    assert {q.ticket.sender for q in waiting} == {
-        bytes.fromhex(devchain.broadcaster.address.removeprefix("0x"))
-    }
-    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
-    mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
-    cluster.spawn("worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log")
-    cluster.start_beat()
-    wait_for(lambda: not queue.pending(), timeout=120, what="the winners to be redeemed")
-    assert queue.counts() == {"redeemed": len(waiting)}
-    engine.dispose()
-    redeemed = sum(q.ticket.face_value for q in waiting)
+    redeemed = _redeemed_all(cluster, devchain)
     assert before - _deposit(devchain, devchain.broadcaster.address) == redeemed
     node.close()
 
@@ -152,19 +138,24 @@ def _redeemed_all(cluster: Cluster, devchain: DevChain) -> int:
     """Mine past the tickets' expiration blocks, run the chain worker and beat until every
     ticket waiting is redeemed; their face value."""
     engine = create_engine(cluster.env["FARM_DATABASE_URL"])
-    queue = TicketQueue(engine)
-    waiting = queue.pending()
-    assert waiting, "the gateway sent no tickets"
-    assert {q.ticket.sender for q in waiting} == {
-        bytes.fromhex(devchain.broadcaster.address.removeprefix("0x"))
-    }
-    w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
-    mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
-    cluster.spawn("worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log")
-    cluster.start_beat()
-    wait_for(lambda: not queue.pending(), timeout=120, what="the winners to be redeemed")
-    assert queue.counts() == {"redeemed": len(waiting)}
-    engine.dispose()
+    try:
+        queue = TicketQueue(engine)
+        waiting = queue.pending()
+        assert waiting, "the gateway sent no tickets"
+        assert {q.ticket.sender for q in waiting} == {
+            bytes.fromhex(devchain.broadcaster.address.removeprefix("0x"))
+        }
+        w3 = Web3(Web3.HTTPProvider(devchain.rpc_url))
+        mine(w3, max(q.expiration_block for q in waiting) + 1 - w3.eth.block_number)
+        # Mining may have entered a round nobody initialized yet (an earlier test mined too):
+        # the reward task initializes it, as an orchestrator's node does with the setting on.
+        cluster.env.update({"FARM_INITIALIZE_ROUNDS": "true", "FARM_REWARD_INTERVAL_S": "1"})
+        cluster.spawn("worker", "--cpu", "--chain", "--concurrency", "1", log="chain-worker.log")
+        cluster.start_beat()
+        wait_for(lambda: not queue.pending(), timeout=120, what="the winners to be redeemed")
+        assert queue.counts() == {"redeemed": len(waiting)}
+    finally:
+        engine.dispose()
     return sum(q.ticket.face_value for q in waiting)
 
 
