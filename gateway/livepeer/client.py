@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Final
@@ -203,6 +204,7 @@ class LivepeerOrchestrator:
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- transport ----------------------------------------------------------------------------
     def http(self) -> httpx.Client:
@@ -519,7 +521,14 @@ class LivepeerOrchestrator:
                 # Renditions are fetched from the orchestrator only: a URL elsewhere (the
                 # gateway's own network, say) is never requested.
                 raise ResultInvalid("a rendition URL is not on the orchestrator's address")
-        blobs = [self._download(t.url, deadline) for t in data.segments]
+        # Each rendition is downloaded and decoded on its own thread (PyAV and the socket
+        # release the GIL): the check takes as long as the largest rendition, not their sum.
+        fetched = list(
+            self._workers().map(
+                lambda t: self._fetch_and_count(t.url, fmt, deadline), data.segments
+            )
+        )
+        blobs = [blob for blob, _ in fetched]
         if self.broadcaster.on_chain:
             signer = bytes(info.address) or bytes(info.ticket_params.recipient)
             digest = keccak256(b"".join(keccak256(b) for b in blobs))
@@ -530,14 +539,27 @@ class LivepeerOrchestrator:
             if not ok:
                 raise ResultInvalid("the result's signature is not the orchestrator's")
         out = []
-        for t, blob, profile in zip(data.segments, blobs, profiles, strict=True):
-            width, height, frames, pixels = decoded_pixels(blob, fmt)
+        for t, (blob, counted), profile in zip(data.segments, fetched, profiles, strict=True):
+            width, height, frames, pixels = counted
             if pixels != t.pixels:
                 raise ResultInvalid(
                     f"{profile.name}: decodes to {pixels} pixels, {t.pixels} claimed"
                 )
             out.append(Rendition(profile.name, t.url, fmt, width, height, frames, pixels, blob))
         return tuple(out)
+
+    def _fetch_and_count(
+        self, url: str, fmt: str, deadline: float
+    ) -> tuple[bytes, tuple[int, int, int, int]]:
+        blob = self._download(url, deadline)
+        return blob, decoded_pixels(blob, fmt)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """Threads for a result's renditions (built on first use)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix=f"lp-{self.name}"[:15])
+            return self._pool
 
     def _download(self, url: str, deadline: float) -> bytes:
         """GET a rendition (at most 4 s, as go-livepeer); a GET that the connection dropped is
@@ -575,6 +597,10 @@ class LivepeerOrchestrator:
         for stream in streams:
             self.end(stream)
         self.reset()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 def same_origin(url: str, base: str) -> bool:
@@ -598,6 +624,14 @@ def decoded_pixels(blob: bytes, fmt: str) -> tuple[int, int, int, int]:
     width = height = frames = pixels = 0
     try:
         with av.open(io.BytesIO(blob), mode="r", format=fmt) as container:
+            if not container.streams.video:
+                raise ResultInvalid("a rendition has no video")
+            # Counting pictures needs them decoded, not deblocked. One thread per rendition,
+            # so a frame cut short is counted the same way every time.
+            container.streams.video[0].codec_context.options = {
+                "skip_loop_filter": "all",
+                "threads": "1",
+            }
             for picture in container.decode(video=0):
                 width, height = picture.width, picture.height
                 frames += 1

@@ -97,6 +97,18 @@ def main() -> int:
                     "FARM_RATE_BURST": "100000",
                     "FARM_MAX_CONCURRENT_TASKS": "1000000",
                     "FARM_ADMIN_TOKEN": "bench",
+                    # One orchestrator, never reached: tasks are priced and accepted, and their
+                    # background work ends at the input's 404 before any dispatch.
+                    "FARM_ORCHESTRATORS": json.dumps(
+                        [
+                            {
+                                "kind": "livepeer",
+                                "name": "unused",
+                                "address": f"https://127.0.0.1:{free_port()}",
+                                "price_per_unit": 0,
+                            }
+                        ]
+                    ),
                 }
             )
             procs.append(
