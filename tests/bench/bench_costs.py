@@ -19,11 +19,13 @@ quiet machine. The segments are small (the data plane is not what is measured he
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -123,6 +125,7 @@ def main() -> int:
                 engine_cpu += result.timings["engine_cpu"]
             wall = time.perf_counter() - t
             end = (own_cpu(), tree_cpu(worker.pid), redis_cpu(r), postgres_cpu())
+            gateway = through_gateway(cluster, worker.pid, r, args.database, args.jobs // 2)
         finally:
             cluster.stop()
             r.flushdb()
@@ -145,7 +148,96 @@ def main() -> int:
         print(f"  {name:26s} {cpu * 1000:6.2f} ms  {cpu * rate:5.2f} cores")
     total = sum(costs.values())
     print(f"  {'total':26s} {total * 1000:6.2f} ms  {total * rate:5.2f} cores")
+    print(
+        f"through the gateway (POST /live, a cluster entry, {args.jobs // 2} segments), "
+        "CPU per segment and cores for the same streams:"
+    )
+    for name, cpu in gateway.items():
+        print(f"  {name:26s} {cpu * 1000:6.2f} ms  {cpu * rate:5.2f} cores")
     return 0
+
+
+def through_gateway(
+    cluster: Cluster, worker: int, r: redis.Redis, database: str, n: int
+) -> dict[str, float]:
+    """The same segments through ``farm gateway`` in front of the cluster (auth, credit
+    hold and settlement, session log, FarmClient, the multipart answer): each component's
+    CPU per segment, the gateway's own process among them."""
+    import httpx
+    import sqlalchemy as sa
+
+    from tests.bench.bench_gateway_paths import _gateway, _key
+    from tests.farm.harness import free_port
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(database)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    gateway_db = 4
+    redis.Redis(db=gateway_db).flushdb()
+    proc = None
+    try:
+        api_port = free_port()
+        cluster.spawn("node", "--port", str(api_port), log="node-api.log")
+        entry = {
+            "kind": "cluster",
+            "name": "own",
+            "node_url": f"http://127.0.0.1:{api_port}",
+            "broker_url": cluster.env["FARM_BROKER_URL"],
+            "database_url": cluster.env["FARM_DATABASE_URL"],
+            "blob_url": cluster.env["FARM_BLOB_URL"],
+        }
+        pg = f"{database}?options=-csearch_path%3D{schema}"
+        proc, url = _gateway(cluster.home, pg, entry, gateway_db)
+        key = _key(url)
+        segment = make_segment(256, 144, 30, 0.5)
+        headers = {
+            "Content-Duration": "500",
+            "Livepeer-Transcode-Configuration": '{"presets": ["P144p30fps16x9"]}',
+            "Authorization": f"Bearer {key}",
+            "Accept": "multipart/mixed",
+        }
+        jobs = sa.create_engine(cluster.env["FARM_DATABASE_URL"])
+        with httpx.Client(timeout=60) as http:
+
+            def post(seq: int) -> None:
+                got = http.post(f"{url}/live/costs/{seq}.ts", content=segment, headers=headers)
+                if got.status_code != 200:
+                    raise RuntimeError(f"gateway: {got.status_code} {got.text}")
+
+            for seq in range(5):  # warm-up
+                post(seq)
+            with jobs.connect() as conn:
+                first = conn.execute(sa.text("SELECT count(*) FROM farm_jobs")).scalar_one()
+            start = (tree_cpu(proc.pid), tree_cpu(worker), redis_cpu(r), postgres_cpu())
+            for seq in range(5, 5 + n):
+                post(seq)
+            end = (tree_cpu(proc.pid), tree_cpu(worker), redis_cpu(r), postgres_cpu())
+            with jobs.connect() as conn:
+                rows = conn.execute(
+                    sa.text("SELECT result FROM farm_jobs ORDER BY created_at OFFSET :n"),
+                    {"n": first},
+                ).scalars()
+                engine = sum(
+                    float((json.loads(x) if isinstance(x, str) else x)["timings"]["engine_cpu"])
+                    for x in rows
+                )
+        jobs.dispose()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=20)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+        redis.Redis(db=gateway_db).flushdb()
+    gw, worker_total, redis_s, pg_s = ((b - a) / n for a, b in zip(start, end, strict=True))
+    return {
+        "gateway (its process)": gw,
+        "worker, less the engine": worker_total - engine / n,
+        "redis": redis_s,
+        "postgresql": pg_s,
+    }
 
 
 if __name__ == "__main__":
