@@ -25,8 +25,8 @@ from chain.payment import params_from_net, price_from_net
 from farm.golivepeer import net_pb2
 from farm.orchestrator.balances import Balances
 from farm.registry import redis_py_url
-from tests.ai.helpers import ScriptedRunner, decode, picture, png
 from tests.factories import wav_audio
+from tests.farm.ai.helpers import ScriptedRunner, decode, picture, png
 from tests.farm.harness import Cluster, cluster_env
 from tests.farm.livepeer_gateway import LivepeerGateway
 from tests.farm.test_orchestrator import OrchestratorNode

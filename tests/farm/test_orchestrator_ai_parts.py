@@ -16,8 +16,8 @@ from farm.orchestrator.aireq import AI_PIPELINES, AIRequest, parse_json, units
 from farm.orchestrator.aivideo import frames_to_mp4
 from farm.orchestrator.service import SegmentRefused
 from farm.registry import Capabilities
-from tests.ai.helpers import picture, png
 from tests.factories import wav_audio
+from tests.farm.ai.helpers import picture, png
 
 
 def _req(pipeline: str, params: dict[str, Any], **files: bytes) -> AIRequest:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from farm.settings import DEV_SECRET
-from tests.ai.helpers import decode, picture, png
+from tests.farm.ai.helpers import decode, picture, png
 from tests.farm.harness import free_port, wait_for
 
 MODELS = [

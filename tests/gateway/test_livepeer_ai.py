@@ -20,8 +20,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.ai.helpers import decode, picture, png, psnr, resize
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
+from tests.farm.ai.helpers import decode, picture, png, psnr, resize
 from tests.farm.harness import Cluster, cluster_env
 from tests.farm.test_orchestrator import OrchestratorNode
 from tests.gateway.conftest import Env, Gateway

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ai.helpers import ai_runner, decode, picture, png
+from tests.farm.ai.helpers import ai_runner, decode, picture, png
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"
 TOKEN = "runner-token"

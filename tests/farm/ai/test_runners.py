@@ -20,7 +20,7 @@ from farm.ai.http_runner import HttpRunner
 from farm.ai.pool import RunnerPool
 from farm.errors import AIRequestInvalid, InsufficientCapacity, RunnerFailed
 from farm.settings import WorkerSettings
-from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png
+from tests.farm.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png
 from tests.farm.harness import wait_for
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"

@@ -9,7 +9,7 @@ import pytest
 
 from farm.ai.builtin import builtin_pipeline, collect_llm, echo_llm, upscale
 from farm.errors import AIRequestInvalid, ConfigError
-from tests.ai.helpers import decode, picture, png, psnr, resize
+from tests.farm.ai.helpers import decode, picture, png, psnr, resize
 
 
 def _upscaled(array: np.ndarray) -> np.ndarray:

@@ -222,7 +222,7 @@ def test_failure_at_open_with_threads_is_clean(ts_with_audio: bytes, verify: boo
 def test_failure_mid_decode_stops_rendition_threads(verify: bool) -> None:
     import time
 
-    from tests.media.conftest import rendition_threads
+    from tests.farm.media.conftest import rendition_threads
 
     data = clip(320, 240, 30, 1.0, audio=False)
     last = [p for p in ts_packets(data) if p.kind == "video"][-1]

@@ -13,7 +13,7 @@ import pytest
 
 from farm.client import JobFailedError
 from farm.errors import AIRequestInvalid, NoCapacity
-from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
+from tests.farm.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
 from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.farm.test_services import start_node
 

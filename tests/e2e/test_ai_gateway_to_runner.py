@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
 from tests.factories import mp4_clip, wav_audio
+from tests.farm.ai.helpers import ScriptedRunner, ai_runner, decode, picture, png, psnr, resize
 from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway, orchestrators
 

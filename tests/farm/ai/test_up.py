@@ -13,7 +13,7 @@ from farm.client import FarmClient
 from farm.embedded import embedded_urls
 from farm.registry import Registry
 from farm.settings import ClusterSettings
-from tests.ai.helpers import decode, picture, png
+from tests.farm.ai.helpers import decode, picture, png
 from tests.farm.harness import free_port, wait_for
 
 MODEL = "stabilityai/stable-diffusion-x4-upscaler"

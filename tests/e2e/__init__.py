@@ -1,0 +1,1 @@
+"""Whole flows through real processes: gateway, orchestrator cluster, workers and runners."""
