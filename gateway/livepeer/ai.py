@@ -92,19 +92,7 @@ class NetworkAI:
     ) -> AIAnswer:
         """The answer to one request, paid for ``units`` at the model's price there."""
         deadline = time.monotonic() + timeout
-        s, reserved, credit, fee, request = self._request(
-            pipeline, model_id, params, files, units, deadline
-        )
-        try:
-            r = self.orch.http().send(request)
-        except (httpx.HTTPError, OSError) as e:
-            self._settle(s, reserved)
-            self.orch.reset()
-            raise OrchestratorUnreachable(f"{pipeline}: {e.__class__.__name__}") from e
-        if r.status_code != 200:
-            self._settle(s, reserved)
-            raise _refused(pipeline, r.status_code, r.text)
-        self._settle(s, reserved + credit - fee)
+        s, r = self._send(pipeline, model_id, params, files, units, deadline)
         try:
             answer = r.json()
         except ValueError as e:
@@ -123,25 +111,47 @@ class NetworkAI:
         """An LLM answer's events as they come (server-sent events), paid as :meth:`run`
         pays; the request is sent on the first ``next``."""
         deadline = time.monotonic() + timeout
-        s, reserved, credit, fee, request = self._request(
-            "llm", model_id, params, {}, units, deadline
-        )
+        _, r = self._send("llm", model_id, params, {}, units, deadline, stream=True)
         try:
-            r = self.orch.http().send(request, stream=True)
-        except (httpx.HTTPError, OSError) as e:
-            self._settle(s, reserved)
-            self.orch.reset()
-            raise OrchestratorUnreachable(f"llm: {e.__class__.__name__}") from e
-        try:
-            if r.status_code != 200:
-                self._settle(s, reserved)
-                raise _refused("llm", r.status_code, r.read().decode(errors="replace"))
-            self._settle(s, reserved + credit - fee)
             yield from _events(r.iter_lines(), deadline)
         except httpx.HTTPError as e:
             raise OrchestratorUnreachable(f"llm stream: {e.__class__.__name__}") from e
         finally:
             r.close()
+
+    def _send(
+        self,
+        pipeline: str,
+        model_id: str,
+        params: Mapping[str, Any],
+        files: Mapping[str, bytes],
+        units: int,
+        deadline: float,
+        *,
+        stream: bool = False,
+    ) -> tuple[Session, httpx.Response]:
+        """Send one paid request: its session and the answer (200), the session's balance
+        settled. No answer, or a refusal, leaves only the reserve and raises."""
+        s, reserved, credit, fee, request = self._request(
+            pipeline, model_id, params, files, units, deadline
+        )
+        try:
+            r = self.orch.http().send(request, stream=stream)
+        except (httpx.HTTPError, OSError) as e:
+            self._settle(s, reserved)
+            self.orch.reset()
+            raise OrchestratorUnreachable(f"{pipeline}: {e.__class__.__name__}") from e
+        if r.status_code != 200:
+            self._settle(s, reserved)
+            try:
+                text = r.read().decode(errors="replace")
+            except httpx.HTTPError:
+                text = ""
+            finally:
+                r.close()
+            raise _refused(pipeline, r.status_code, text)
+        self._settle(s, reserved + credit - fee)
+        return s, r
 
     # -- the request ------------------------------------------------------------------------
 
