@@ -10,13 +10,15 @@ from kombu.entity import Queue
 from farm.queues import CHAIN_QUEUE, CONTROL_QUEUE
 from farm.settings import ClusterSettings
 
-__all__ = ["create_app", "settings_of"]
+__all__ = ["create_app", "create_worker_app", "settings_of"]
 
 _app: Celery | None = None
 
 
 def create_app(settings: ClusterSettings | None = None) -> Celery:
-    """A Celery app for this cluster, with the farm's tasks registered."""
+    """A Celery app for this cluster: its configuration, queues and beat schedule, and no
+    tasks. A submitter, beat and Flower send and show tasks by name, so they load neither
+    the tasks nor the chain libraries; a process that runs tasks uses create_worker_app."""
     settings = settings or ClusterSettings()
     app = Celery("farm", broker=settings.broker_url, backend=settings.result_backend)
     transport: dict[str, Any] = {}
@@ -60,10 +62,18 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
             }
         },
     )
-    from farm.chain_tasks import chain_schedule, register_chain_tasks
+    from farm.chain_tasks import chain_schedule
 
     app.conf.beat_schedule.update(chain_schedule(settings))
     app.farm_settings = settings
+    return app
+
+
+def create_worker_app(settings: ClusterSettings | None = None) -> Celery:
+    """create_app with the farm's tasks registered, run in a local worker's context (farm.context),
+    which each worker kind completes or replaces as it starts."""
+    settings = settings or ClusterSettings()
+    app = create_app(settings)
     from farm.context import WorkerContext, install
 
     install(app, WorkerContext.local(settings))
@@ -73,6 +83,8 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
     from farm.ai.tasks import register_ai_tasks
 
     register_ai_tasks(app)
+    from farm.chain_tasks import register_chain_tasks
+
     register_chain_tasks(app, settings)
     return app
 
@@ -92,5 +104,5 @@ def __getattr__(name: str) -> Celery:
     if name not in ("app", "celery"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _app is None:
-        _app = create_app()
+        _app = create_worker_app()
     return _app

@@ -15,6 +15,7 @@ announces.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ from farm.errors import (
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
+from farm.notices import NoticeBoard
 from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, Route, route_transcode
@@ -163,15 +165,33 @@ class FarmClient:
             }
         self._res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
+        self._reading = threading.Lock()
         self._ai: AIClient | None = None
+        self._notices: NoticeBoard | None = None
 
     def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
-        # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
-        # and keeps a registry scan off every submission of a busy client.
+        # Heartbeats live for three beats. A view up to a quarter beat old is used as it is;
+        # one up to a beat old is used while a fresh one is read beside it, so a busy
+        # client's submissions never wait for a registry scan; an older one is read first.
         now = time.monotonic()
-        if fresh or now - self._live[0] > self.settings.heartbeat_s / 4:
+        read_at, workers = self._live
+        if fresh or now - read_at > self.settings.heartbeat_s:
             self._live = (now, self._res.registry.live())
-        return self._live[1]
+            return self._live[1]
+        if now - read_at > self.settings.heartbeat_s / 4 and self._reading.acquire(blocking=False):
+            try:
+                self._res.writers.submit(self._read_live)
+            except RuntimeError:  # closing
+                self._reading.release()
+        return workers
+
+    def _read_live(self) -> None:
+        try:
+            self._live = (time.monotonic(), self._res.registry.live())
+        except FarmError as e:  # the next submission reads it itself once the view is old
+            log.info("could not refresh the live workers: %s", e)
+        finally:
+            self._reading.release()
 
     def _route(self, need: Need) -> Route:
         try:
@@ -182,6 +202,14 @@ class FarmClient:
     @property
     def jobs(self) -> JobStore:
         return self._res.jobs
+
+    def _notice_channel(self) -> str | None:
+        """This client's notice channel once it listens there (farm.notices); None while
+        Redis cannot be reached, and its jobs then report through Celery's result backend."""
+        board = self._notices
+        if board is None:
+            board = self._notices = NoticeBoard(self.settings.redis_registry_url())
+        return board.channel if board.listening or board.start() else None
 
     def route(self, profiles: Sequence[VideoProfile], device: str = "any") -> Route:
         """The queue a ladder would go to now (raises NoCapacity when none serves it)."""
@@ -215,6 +243,9 @@ class FarmClient:
             "duration": duration,
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
+        notify = self._notice_channel()
+        if notify is not None:
+            spec["notify"] = notify
         task_id = f"{job_id}.1"
         # The input and the job row are both written before the publish, side by side: they
         # are independent round trips to two stores.
@@ -284,8 +315,9 @@ class FarmClient:
         """Block until the job is final: (view, the task's payload when ``finished`` accepts
         it, else None and the final row). Raises JobTimeout.
 
-        Wakes on the result backend's notification rather than polling the job table; the
-        table is read when the backend has no answer (a republished job, a lost backend).
+        Wakes on the job's notice (farm.notices) or, for a job submitted without one, on the
+        result backend's notification, rather than polling the job table; the table is read
+        when neither has an answer within a second (a lost notice, a lost backend).
         """
         deadline = time.monotonic() + timeout
         view = self.jobs.get(job) if isinstance(job, str) else job
@@ -293,6 +325,20 @@ class FarmClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise JobTimeout(f"job {view.id} still {view.state} after {timeout:g} s")
+            notify = view.spec.get("notify")
+            if notify is not None:
+                board = self._notices
+                if board is None or board.channel != notify:
+                    # Another client's job (one before a restart): only its row tells.
+                    time.sleep(min(remaining, 0.1))
+                    view = self.jobs.get(view.id)
+                    continue
+                notice = board.wait(view.id, min(remaining, 1.0))
+                result = notice.get("result") if notice is not None else None
+                if isinstance(result, dict) and finished(result):
+                    return view, result
+                view = self.jobs.get(view.id)
+                continue
             payload: Any = None
             result = self.app.AsyncResult(view.task_id)
             try:
@@ -327,6 +373,9 @@ class FarmClient:
         """Release broker, backend and database connections."""
         if self._ai is not None:
             self._ai.close()
+        if self._notices is not None:
+            self._notices.close()
+            self._notices = None
         self._res.close()
         self.app.close()
 

@@ -93,6 +93,11 @@ class TaskStores(Protocol):
     @property
     def writers(self) -> ThreadPoolExecutor: ...
 
+    def announce(
+        self, channel: Any, job_id: str, state: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """Tell a final job's submitter (farm.notices); the job row already says it."""
+
 
 @dataclass
 class WorkerContext:

@@ -40,13 +40,21 @@ def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:
 
 
 def publish(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
-    """Send the transcode task for a job; the spec is the whole message (no media)."""
+    """Send the transcode task for a job; the spec is the whole message (no media).
+
+    A job whose submitter listens for its notice (farm.notices) has no result in Celery's
+    backend: nothing would read it, and storing it is a write on the segment's path.
+    """
     soft, hard = time_limits(spec.get("duration"))
-    app.send_task(
+    sent = app.send_task(
         TRANSCODE_TASK,
         args=[job_id, spec],
         task_id=task_id,
         queue=queue,
         soft_time_limit=math.ceil(soft),
         time_limit=math.ceil(hard),
+        ignore_result=bool(spec.get("notify")),
     )
+    if sent.ignored:
+        # Dropped unused, a Celery result would still tell the backend to stop listening.
+        sent.backend = None

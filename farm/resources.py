@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from farm.blobstore import BlobStore, blob_store_from_url
 from farm.jobs import JobStore
+from farm.notices import Announcer
 from farm.registry import Registry
 from farm.settings import ClusterSettings
 
@@ -27,6 +29,7 @@ class Resources:
     _blobs: BlobStore | None = None
     _registry: Registry | None = None
     _writers: ThreadPoolExecutor | None = None
+    _announcer: Announcer | None = None
 
     def close(self) -> None:
         """Release connections (the clients are rebuilt on next use)."""
@@ -37,6 +40,9 @@ class Resources:
             if self._registry is not None:
                 self._registry.close()
                 self._registry = None
+            if self._announcer is not None:
+                self._announcer.close()
+                self._announcer = None
             if self._jobs is not None:
                 self._jobs.engine.dispose()
                 self._jobs = None
@@ -83,6 +89,20 @@ class Resources:
                     self.settings.redis_registry_url(), self.settings.heartbeat_s
                 )
             return self._registry
+
+    @property
+    def announcer(self) -> Announcer:
+        """Publishes job notices to their submitters (farm.notices), on the registry's Redis."""
+        with self._lock:
+            if self._announcer is None:
+                self._announcer = Announcer(self.settings.redis_registry_url())
+            return self._announcer
+
+    def announce(
+        self, channel: Any, job_id: str, state: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """Tell a final job's submitter, on the channel its spec names (farm.notices)."""
+        self.announcer.announce(channel, job_id, state, result)
 
 
 def is_unreachable(e: BaseException) -> bool:

@@ -172,6 +172,7 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             record_by,
             "recording",
         )
+        res.announce(spec.get("notify"), job_id, "failed")
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
     timings: dict[str, float] = {}
@@ -185,6 +186,7 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         max_attempts=res.settings.max_attempts,
         attempts=claim.attempts,
         record_by=record_by,
+        announce=partial(res.announce, spec.get("notify"), job_id, "failed"),
     )
     try:
         fetch = partial(blobs.get, spec["input_key"])
@@ -271,6 +273,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         # it from there. This attempt's renditions are under its own keys.
         log.info("job %s was finished by another attempt than %s", job_id, task_id)
         return {"job_id": job_id, "skipped": True, "state": "superseded"}
+    # The submitter hears of it now rather than at its next look at the row.
+    res.announce(spec.get("notify"), job_id, "done", payload)
     metrics.segment_transcoded(
         [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
     )
@@ -390,6 +394,7 @@ def _failed(
     max_attempts: int,
     attempts: int,
     record_by: float,
+    announce: Callable[[], None],
 ) -> NoReturn:
     retryable = isinstance(error, RetryableError)
     final = not retryable or attempts >= max_attempts
@@ -403,6 +408,7 @@ def _failed(
     log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
     if final:
         if recorded:
+            announce()
             metrics.job_failed(error.code)
         raise JobFailed(f"{error.code}: {error}")
     # Retry with the same task id so the job row stays the owner of the message.

@@ -156,7 +156,7 @@ def run_worker(
     """Run one Celery worker in this process until it is stopped."""
     from celery.signals import worker_ready, worker_shutdown
 
-    from farm.celery_app import create_app
+    from farm.celery_app import create_worker_app
     from farm.context import worker_context
 
     gpu = None
@@ -166,7 +166,7 @@ def run_worker(
     models = load_ai_models(settings.ai_models)
     plan = plan_ai_worker(settings, gpu, models) if models else plan_worker(settings, gpu)
     instance = f"{plan.name}:{os.getpid()}"
-    app = create_app(settings)
+    app = create_worker_app(settings)
     # The local worker's context: its registry name (recorded on the jobs it runs) and GPU;
     # pool processes inherit it.
     context = worker_context(app)

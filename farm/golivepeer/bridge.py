@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from farm.celery_app import create_app
+from farm.celery_app import create_worker_app
 from farm.context import worker_context
 from farm.errors import ConfigError
 from farm.golivepeer.engine import RemoteEngine
@@ -50,7 +50,7 @@ class Bridge:
         self.settings = settings
         self.hub = hub
         self.name = f"golivepeer@{socket.gethostname()}:{os.getpid()}"
-        self.app = app or create_app(settings)
+        self.app = app or create_worker_app(settings)
         # The prefetch is the attached capacity; Celery must not reduce or restore it itself.
         self.app.conf.worker_enable_prefetch_count_reduction = False
         self._changes: queue.Queue[int | None] = queue.Queue()

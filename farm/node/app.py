@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
-from farm.celery_app import create_app
+from farm.celery_app import create_worker_app
 from farm.client import FarmClient
 from farm.errors import (
     AccessDenied,
@@ -122,7 +122,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
     """The node API for the cluster ``settings`` describe."""
     settings = settings or NodeSettings()
     res = Resources(settings)
-    celery_app = create_app(settings)
+    celery_app = create_worker_app(settings)
     transcoders = TranscoderApi(settings, res, celery_app)
 
     @asynccontextmanager

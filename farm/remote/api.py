@@ -333,6 +333,7 @@ class TranscoderApi:
         result = body.result.model_dump()
         won = self.res.jobs.complete(job_id, body.task_id, body.worker, result, body.timings)
         if won:
+            self.res.announce(job.spec.get("notify"), job_id, "done", result)
             pixels = body.result.encoded_pixels
             self.roster.add_work(record.id, pixels)
             names = [r.name for r in body.result.renditions]
@@ -341,13 +342,15 @@ class TranscoderApi:
         return {"won": won}
 
     def fail(self, record: TranscoderRecord, job_id: str, body: Failure) -> dict[str, Any]:
-        if self._unfinished(record, job_id, body) is None:
+        job = self._unfinished(record, job_id, body)
+        if job is None:
             return {"recorded": False}
         recorded = self.res.jobs.attempt_failed(
             job_id, body.task_id, body.worker, body.code, body.error, final=body.final
         )
         metrics.segment_transcode_failed(body.code)
         if body.final and recorded:
+            self.res.announce(job.spec.get("notify"), job_id, "failed")
             metrics.job_failed(body.code)
         return {"recorded": recorded}
 

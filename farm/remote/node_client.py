@@ -183,3 +183,8 @@ class RemoteStores:
     writers: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=8, thread_name_prefix="farm-write")
     )
+
+    def announce(
+        self, channel: Any, job_id: str, state: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """Nothing: the node tells the job's submitter when it records the outcome."""

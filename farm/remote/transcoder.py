@@ -164,7 +164,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     from celery.signals import worker_ready, worker_shutdown
     from celery.worker import state
 
-    from farm.celery_app import create_app
+    from farm.celery_app import create_worker_app
 
     if settings.orch_secret is None:
         raise ConfigError("--orch-secret is required")
@@ -191,7 +191,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
             "verify_renditions": bool(grant["verify_renditions"]),
         }
     )
-    app = create_app(worker_settings)
+    app = create_worker_app(worker_settings)
     app.conf.broker_connection_max_retries = None  # reconnect to the broker forever
     app.conf.worker_redirect_stdouts = False  # the exit message goes to stderr as it is
     # The remote transcoder's context: its jobs and blobs through the node API, its name as

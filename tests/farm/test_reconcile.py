@@ -17,7 +17,7 @@ from celery import Celery
 from farm import tasks
 from farm.beatlock import BEAT_LOCK_KEY
 from farm.brokerwatch import META_KEY, broker_changed, lost_messages
-from farm.celery_app import create_app
+from farm.celery_app import create_worker_app
 from farm.embedded import EmbeddedRedis
 from farm.jobs import JobStore
 from farm.media.profiles import parse_profiles
@@ -42,7 +42,7 @@ def app(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Celery]:
         heartbeat_s=30.0,
         task_events=False,
     )
-    app = create_app(settings)
+    app = create_worker_app(settings)
     registry = Registry(redis_url, 30.0)
     registry.beat(Capabilities(worker="paused@test:1", queues=[QUEUE], capacity=1))
     registry.close()

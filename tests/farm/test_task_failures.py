@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 
 from farm import tasks
-from farm.celery_app import create_app
+from farm.celery_app import create_worker_app
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.result import TranscodeResult
@@ -30,7 +30,7 @@ def app(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Celery]:
         task_events=False,
         max_attempts=3,
     )
-    app = create_app(settings)
+    app = create_worker_app(settings)
     yield app
     tasks.use_engine(app, None)
     tasks.resources(app).close()

@@ -1,0 +1,114 @@
+"""Job notices on real Redis: a waiter wakes on its job's notice, a notice that comes first is
+kept for it, and the listener outlives its connection being dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from farm.notices import Announcer, NoticeBoard
+
+
+@pytest.fixture
+def board(redis_url: str) -> Iterator[NoticeBoard]:
+    board = NoticeBoard(redis_url)
+    assert board.start(timeout=5.0)
+    yield board
+    board.close()
+
+
+@pytest.fixture
+def announcer(redis_url: str) -> Iterator[Announcer]:
+    announcer = Announcer(redis_url)
+    yield announcer
+    announcer.close()
+
+
+def test_a_waiter_wakes_on_its_jobs_notice(board: NoticeBoard, announcer: Announcer) -> None:
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(board.wait("job-1", 10.0)))
+    waiter.start()
+    time.sleep(0.2)
+    announcer.announce(board.channel, "job-2", "done", {"n": 2})  # someone else's
+    announcer.announce(board.channel, "job-1", "done", {"n": 1})
+    waiter.join(timeout=5.0)
+    assert got == [{"job_id": "job-1", "state": "done", "result": {"n": 1}}]
+    # The other job's notice waits for its own waiter.
+    assert board.wait("job-2", 0.01) == {"job_id": "job-2", "state": "done", "result": {"n": 2}}
+    # Each notice is handed out once.
+    assert board.wait("job-2", 0.05) is None
+
+
+def test_a_failure_notice_carries_no_result(board: NoticeBoard, announcer: Announcer) -> None:
+    announcer.announce(board.channel, "job-f", "failed")
+    assert _eventually(lambda: board.wait("job-f", 0.5)) == {
+        "job_id": "job-f",
+        "state": "failed",
+        "result": None,
+    }
+
+
+def test_other_channels_and_malformed_notices_are_ignored(
+    board: NoticeBoard, announcer: Announcer, redis_url: str
+) -> None:
+    announcer.announce(None, "job-x", "done", {})  # a job submitted without a channel
+    announcer.announce("celery-task-meta-x", "job-x", "done", {})  # not a notice channel
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        for junk in (b"not json", b"[1, 2]", b'{"state": "done"}', b'{"job_id": 7}'):
+            raw.publish(board.channel, junk)
+    finally:
+        raw.close()
+    announcer.announce(board.channel, "job-ok", "done", {"ok": True})
+    assert _eventually(lambda: board.wait("job-ok", 0.5))["result"] == {"ok": True}
+    assert board.wait("job-x", 0.05) is None
+
+
+def test_the_listener_resubscribes_after_its_connection_is_dropped(
+    board: NoticeBoard, announcer: Announcer, redis_url: str
+) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        mine = [c for c in raw.client_list() if c.get("name") == board.client_name]
+        assert len(mine) == 1
+        raw.client_kill_filter(_id=mine[0]["id"])
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        announcer.announce(board.channel, "job-after", "done", {"back": True})
+        notice = board.wait("job-after", 0.3)
+        if notice is not None:
+            assert notice["result"] == {"back": True}
+            return
+    pytest.fail("the notice listener did not come back after its connection was dropped")
+
+
+def test_an_announcer_without_redis_does_not_raise() -> None:
+    announcer = Announcer("redis://127.0.0.1:1/0")  # nothing listens there
+    try:
+        announcer.announce("farm:done:nobody", "job", "done", {})
+    finally:
+        announcer.close()
+
+
+def test_a_board_that_cannot_subscribe_says_so() -> None:
+    board = NoticeBoard("redis://127.0.0.1:1/0")
+    try:
+        assert board.start(timeout=0.5) is False
+        assert not board.listening
+        assert board.wait("job", 0.05) is None
+    finally:
+        board.close()
+
+
+def _eventually(get: object, tries: int = 10) -> dict[str, object]:
+    for _ in range(tries):
+        got = get()  # type: ignore[operator]
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+    pytest.fail("no notice came")
