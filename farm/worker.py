@@ -26,7 +26,7 @@ from farm.queues import (
     transcode_queue,
 )
 from farm.registry import Capabilities, Heartbeat, Registry
-from farm.settings import WorkerSettings
+from farm.settings import MachineSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from farm.ai.pool import RunnerPool
@@ -72,7 +72,7 @@ def _gpu_codecs(wanted: Sequence[str]) -> tuple[str, ...]:
     )
 
 
-def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
+def plan_worker(settings: MachineSettings, gpu: GpuInfo | None) -> WorkerPlan:
     """Queues for a worker on ``gpu`` (None: CPU worker).
 
     A GPU whose NVENC does not open (H100/H200 have none) still decodes with NVDEC but takes
@@ -86,7 +86,7 @@ def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
     if not nvenc or settings.gpu_takes_cpu_jobs:
         queues += [transcode_queue(c, gpu=False) for c in cpu]
     queues.append(CONTROL_QUEUE)
-    if settings.chain_queue:
+    if isinstance(settings, WorkerSettings) and settings.chain_queue:
         queues.append(CHAIN_QUEUE)
     host = settings.hostname or socket.gethostname()
     name = f"gpu{gpu.index}@{host}" if gpu is not None else f"cpu@{host}"
@@ -234,7 +234,7 @@ def worker_argv(
     ]
 
 
-def gpu_source(settings: WorkerSettings) -> NvmlSource | None:
+def gpu_source(settings: MachineSettings) -> NvmlSource | None:
     """The static inventory the settings declare, or None to ask NVML."""
     if not settings.static_gpus:
         return None

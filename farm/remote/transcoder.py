@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
 from farm.context import worker_context
 from farm.errors import ConfigError, CredentialRevoked, NodeUnreachable
 from farm.gpu import detect_gpus, parse_gpu_selection
 from farm.remote.node_client import NodeBlobs, NodeClient, NodeJobs, RemoteStores
 from farm.remote.secrets import read_secret
 from farm.remote.tls import pinned_context
-from farm.settings import TranscoderSettings
+from farm.settings import ClusterSettings, TranscoderSettings
 from farm.worker import WorkerPlan, gpu_source, plan_worker, worker_argv
 
 __all__ = ["Backoff", "parse_addr", "run_transcoder"]
@@ -49,6 +52,30 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.initial_s
+
+
+class GrantedSettings(ClusterSettings):
+    """The cluster settings a remote transcoder's Celery worker runs with: what the node
+    granted and what the transcoder's own settings say, nothing read from this machine's
+    environment or config.json (the cluster's URLs and secret are not the transcoder's)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    def secrets_in_use(self) -> dict[str, SecretStr]:
+        return {}  # none of them is configured here; the node signs the blob URLs
+
+    @model_validator(mode="after")
+    def _derive(self) -> GrantedSettings:
+        return self  # the grant names the result backend, or none: nothing is derived
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -183,13 +210,15 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     node, grant = _register(settings, secret, report)
     name, queues = str(grant["name"]), list(grant["queues"])
     log.warning("attached to %s as %s, consuming %s", settings.orch_addr, name, ",".join(queues))
-    worker_settings = settings.model_copy(
-        update={
-            "broker_url": grant["broker_url"],
-            "result_backend": grant["result_backend"],
-            "max_attempts": int(grant["max_attempts"]),
-            "verify_renditions": bool(grant["verify_renditions"]),
-        }
+    worker_settings = GrantedSettings(
+        broker_url=grant["broker_url"],
+        result_backend=grant["result_backend"],
+        max_attempts=int(grant["max_attempts"]),
+        verify_renditions=bool(grant["verify_renditions"]),
+        heartbeat_s=float(grant["heartbeat_s"]),
+        region=settings.region,
+        chaos=settings.chaos,
+        task_events=settings.task_events,
     )
     app = create_app(worker_settings)
     app.conf.broker_connection_max_retries = None  # reconnect to the broker forever
