@@ -32,6 +32,7 @@ __all__ = [
     "AIRunnerSettings",
     "ClusterSettings",
     "EnvironmentSettings",
+    "ExporterSettings",
     "FarmBaseSettings",
     "FetchSettings",
     "FlowerSettings",
@@ -472,6 +473,47 @@ class StatusSettings(EnvironmentSettings):
         if self.admin_token is not None:
             return self.admin_token.get_secret_value()
         return DEV_SECRET if self.environment == "development" else None
+
+
+class ExporterSettings(StatusSettings):
+    """``farm exporter``: the node API and gateway it reads on every scrape, and the chain
+    state it watches when a chain is configured."""
+
+    #: The orchestrator's node API ("": none); for an https one, its certificate's SHA-256
+    #: fingerprint or a CA file to verify it by.
+    node_url: str = "http://127.0.0.1:8935"
+    node_cert_fingerprint: str | None = None
+    node_ca: str | None = None
+    #: A gateway, for its orchestrator pool and sessions.
+    gateway_url: str | None = None
+    #: The chain (none: no chain gauges), the orchestrator and senders to watch there, and the
+    #: winning-ticket queue's database.
+    eth_rpc_url: str | None = None
+    eth_controller: str | None = None
+    exporter_orchestrator: str | None = None
+    exporter_senders: tuple[str, ...] = ()
+    ticket_queue_url: str | None = None
+    #: Each read's timeout (node, gateway, chain).
+    exporter_timeout_s: float = Field(5.0, gt=0)
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = Field(9153, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _chain_watch(self) -> ExporterSettings:
+        if self.eth_rpc_url and not (self.eth_controller and self.exporter_orchestrator):
+            raise ValueError(
+                "chain state needs the Controller address (FARM_ETH_CONTROLLER) and the "
+                "orchestrator's address (--orchestrator, FARM_EXPORTER_ORCHESTRATOR)"
+            )
+        return self
+
+    def chain(self) -> ChainSettings:
+        """The chain read for the chain gauges (read only)."""
+        return ChainSettings(
+            rpc_url=self.eth_rpc_url,
+            controller=self.eth_controller,
+            rpc_timeout_s=self.exporter_timeout_s,
+        )
 
 
 class UpSettings(NodeSettings):

@@ -164,3 +164,19 @@ def test_a_default_secret_is_refused_even_when_it_looks_strong(
         GatewaySettings()
     monkeypatch.setenv("FARM_TICKET_SECRET", "5e" * 32)
     assert GatewaySettings().ticket_secret.get_secret_value() == "5e" * 32
+
+
+def test_exporter_settings_keep_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from farm.settings import ExporterSettings
+
+    assert ExporterSettings().node_url == "http://127.0.0.1:8935"
+    monkeypatch.setenv("FARM_NODE_URL", "https://node:8935")
+    monkeypatch.setenv("FARM_ETH_RPC_URL", "http://127.0.0.1:8545")
+    with pytest.raises(ValidationError, match="Controller address"):
+        ExporterSettings()
+    monkeypatch.setenv("FARM_ETH_CONTROLLER", "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+    monkeypatch.setenv("FARM_EXPORTER_ORCHESTRATOR", "0x" + "ab" * 20)
+    monkeypatch.setenv("FARM_EXPORTER_SENDERS", '["0x' + "cd" * 20 + '"]')
+    s = ExporterSettings()
+    assert s.node_url == "https://node:8935" and s.exporter_senders == ("0x" + "cd" * 20,)
+    assert s.chain().rpc_timeout_s == 5.0 and s.exporter_port == 9153
