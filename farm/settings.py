@@ -72,6 +72,8 @@ def weak_secret(value: str) -> str | None:
 
 
 def _config_file() -> Path | None:
+    # The file the settings are read from is named before any of them exists: the one
+    # variable read here directly.
     named = os.environ.get("FARM_CONFIG")
     if named:
         return Path(named)
@@ -527,3 +529,8 @@ class UpSettings(NodeSettings):
     home: Path = Path(".farm")
     workers: int = Field(1, ge=1)
     gateway_port: int = Field(9935, ge=1, le=65535)
+    #: AI models (WorkerSettings.ai_models): served by one AI worker of their own.
+    ai_models: str | None = None
+    #: prometheus_client's multiprocess directory for the children (default HOME/metrics,
+    #: cleared at each start); its own variable name, which the children's library reads.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")

@@ -263,6 +263,8 @@ def run_worker_group(
         return 0
     children = []
     for i in indices:
+        # Each child is `farm worker` reading the same variables and config.json; what the
+        # settings hold beyond them (the command line's) goes by argument or variable.
         env = dict(os.environ)
         if settings.ai_models:
             env["FARM_AI_MODELS"] = settings.ai_models

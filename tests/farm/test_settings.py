@@ -180,3 +180,13 @@ def test_exporter_settings_keep_their_variables(monkeypatch: pytest.MonkeyPatch)
     s = ExporterSettings()
     assert s.node_url == "https://node:8935" and s.exporter_senders == ("0x" + "cd" * 20,)
     assert s.chain().rpc_timeout_s == 5.0 and s.exporter_port == 9153
+
+
+def test_farm_up_reads_what_it_hands_its_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    from farm.settings import UpSettings
+
+    assert UpSettings().prometheus_multiproc_dir is None and UpSettings().ai_models is None
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/run/farm-metrics")
+    monkeypatch.setenv("FARM_AI_MODELS", "[]")
+    up = UpSettings()
+    assert up.prometheus_multiproc_dir == Path("/run/farm-metrics") and up.ai_models == "[]"
