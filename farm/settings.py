@@ -185,15 +185,12 @@ class MachineSettings(FarmBaseSettings):
     name (a cluster worker and a remote transcoder alike)."""
 
     gpus: str = "all"
-    concurrency: int | None = Field(None, ge=1)
     #: Renditions in flight per NVENC session limit, see farm.gpu.
     codecs: tuple[str, ...] = ("h264", "hevc", "av1")
     #: Celery pool: prefork isolates each transcode in a child process and enforces hard time
     #: limits; threads and solo run transcodes in the worker process (lower latency, no
     #: hard limit: the engine's own deadline still applies).
     pool: Literal["prefork", "threads", "solo"] = "prefork"
-    #: Also consume CPU queues on a GPU worker.
-    gpu_takes_cpu_jobs: bool = False
     hostname: str | None = None
     #: GPUs declared by hand as a JSON list of farm.gpu.GpuInfo fields, used instead of NVML
     #: (machines whose driver NVML cannot read, and tests of multi-GPU workers).
@@ -316,6 +313,9 @@ class ClusterSettings(EnvironmentSettings, FetchSettings):
 class WorkerSettings(MachineSettings, ClusterSettings):
     """``farm worker``: one Celery worker process."""
 
+    concurrency: int | None = Field(None, ge=1)
+    #: Also consume CPU queues on a GPU worker.
+    gpu_takes_cpu_jobs: bool = False
     #: Also consume the chain queue (redemption and reward run on exactly one worker).
     chain_queue: bool = False
     #: AI models in go-livepeer's ``-aiModels`` shape, a JSON list or the path of a file

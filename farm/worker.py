@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WorkerPlan",
+    "machine_codecs",
     "plan_ai_worker",
     "plan_worker",
     "run_worker",
@@ -72,21 +73,28 @@ def _gpu_codecs(wanted: Sequence[str]) -> tuple[str, ...]:
     )
 
 
-def plan_worker(settings: MachineSettings, gpu: GpuInfo | None) -> WorkerPlan:
+def machine_codecs(
+    codecs: Sequence[str], gpu: GpuInfo | None
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Of ``codecs``, those this machine encodes with NVENC on ``gpu`` (None: no GPU), those
+    it decodes with NVDEC there, and those it encodes on the CPU."""
+    nvenc = _gpu_codecs(codecs) if gpu is not None else ()
+    nvdec = tuple(c for c, d in GPU_DECODERS.items() if gpu is not None and decoder_opens(d))
+    return nvenc, nvdec, _cpu_codecs(codecs)
+
+
+def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
     """Queues for a worker on ``gpu`` (None: CPU worker).
 
     A GPU whose NVENC does not open (H100/H200 have none) still decodes with NVDEC but takes
     CPU-encode queues, since the queue names what the job needs: an NVENC encode or not.
     """
-    codecs = tuple(settings.codecs)
-    cpu = _cpu_codecs(codecs)
-    nvenc = _gpu_codecs(codecs) if gpu is not None else ()
-    nvdec = tuple(c for c, d in GPU_DECODERS.items() if gpu is not None and decoder_opens(d))
+    nvenc, nvdec, cpu = machine_codecs(tuple(settings.codecs), gpu)
     queues: list[str] = [transcode_queue(c, gpu=True) for c in nvenc]
     if not nvenc or settings.gpu_takes_cpu_jobs:
         queues += [transcode_queue(c, gpu=False) for c in cpu]
     queues.append(CONTROL_QUEUE)
-    if isinstance(settings, WorkerSettings) and settings.chain_queue:
+    if settings.chain_queue:
         queues.append(CHAIN_QUEUE)
     host = settings.hostname or socket.gethostname()
     name = f"gpu{gpu.index}@{host}" if gpu is not None else f"cpu@{host}"

@@ -109,10 +109,8 @@ def test_each_process_has_only_the_fields_it_reads() -> None:
         "chaos",
         "task_events",
         "gpus",
-        "concurrency",
         "codecs",
         "pool",
-        "gpu_takes_cpu_jobs",
         "hostname",
         "static_gpus",
     }
