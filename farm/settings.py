@@ -303,7 +303,7 @@ class ClusterSettings(EnvironmentSettings, FetchSettings):
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
-        data = self.model_dump(exclude={"secret", "orch_secret"})
+        data = self.model_dump(exclude={"secret"})
         for key, value in data.items():
             if isinstance(value, str) and "://" in value:
                 data[key] = redact_url(value)
