@@ -4,7 +4,7 @@ On every scrape it reads a node API's ``/status`` (workers, capacity, load, queu
 states, GPUs) and, when given, a gateway's ``/admin/orchestrators``, sets the farm's gauges
 from them and answers with the exposition text. With ``PROMETHEUS_MULTIPROC_DIR`` set it also
 serves every metric the processes sharing that directory recorded, so it doubles as the
-metrics sidecar of a worker pod (ops/k8s). With a chain configured (``chain_url`` and the
+metrics sidecar of a worker pod (ops/k8s). With a chain configured (``eth_rpc_url`` and the
 Controller's address) it also reads chain state: the round, the orchestrator's stake, last
 reward round, pending fees and activity, senders' deposits and reserves, and the winning
 tickets waiting in the redemption queue.
@@ -15,73 +15,40 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Response
 
 from farm import __version__, metrics
-from farm.chainconf import ChainSettings, chain_client
-from farm.errors import ConfigError
+from farm.chainconf import chain_client
 from farm.node.status_page import refresh_metrics
 from farm.remote.tls import NodeHttp
+from farm.settings import ExporterSettings
 from farm.status import Snapshot, fetch
 
-__all__ = ["ExporterConfig", "collect", "collect_chain", "create_exporter_app"]
+__all__ = ["collect", "collect_chain", "create_exporter_app"]
 
 
-@dataclass(frozen=True)
-class ExporterConfig:
-    """What the exporter reads."""
-
-    node_url: str | None = None
-    gateway_url: str | None = None
-    admin_token: str | None = None
-    chain_url: str | None = None
-    timeout_s: float = 5.0
-    controller: str | None = None
-    orchestrator: str | None = None
-    senders: tuple[str, ...] = ()
-    ticket_queue_url: str | None = None
-    #: An https node API's certificate: its SHA-256 fingerprint, or a CA file.
-    node_cert_fingerprint: str | None = None
-    node_ca: str | None = None
-
-    def chain(self) -> ChainSettings:
-        """The chain read for the chain gauges (read only)."""
-        return ChainSettings(
-            rpc_url=self.chain_url, controller=self.controller, rpc_timeout_s=self.timeout_s
-        )
-
-    def __post_init__(self) -> None:
-        if self.chain_url and not (self.controller and self.orchestrator):
-            raise ConfigError(
-                "chain state needs the Controller address (FARM_ETH_CONTROLLER) and the "
-                "orchestrator's address (--orchestrator)"
-            )
-
-
-def collect_chain(config: ExporterConfig) -> bool:
+def collect_chain(settings: ExporterSettings) -> bool:
     """Read chain state once and set the chain gauges; False when the node is unreachable."""
     from chain.errors import ChainError
 
-    assert config.chain_url and config.controller and config.orchestrator
-    client = chain_client(config.chain(), signing=False)
-    assert client is not None  # chain_url is set
+    orchestrator = settings.exporter_orchestrator
+    assert settings.eth_rpc_url and settings.eth_controller and orchestrator
+    client = chain_client(settings.chain(), signing=False)
+    assert client is not None  # eth_rpc_url is set
     try:
-        orch = bytes.fromhex(config.orchestrator.removeprefix("0x"))
+        orch = bytes.fromhex(orchestrator.removeprefix("0x"))
         bonding = client.bonding
         info = client.transcoder_info(orch)
         delegator = client.call(
-            bonding.functions.getDelegator(client.w3.to_checksum_address(config.orchestrator))
+            bonding.functions.getDelegator(client.w3.to_checksum_address(orchestrator))
         )
         total = client.call(
-            bonding.functions.transcoderTotalStake(
-                client.w3.to_checksum_address(config.orchestrator)
-            )
+            bonding.functions.transcoderTotalStake(client.w3.to_checksum_address(orchestrator))
         )
         metrics.set_chain_state(
-            config.orchestrator.lower(),
+            orchestrator.lower(),
             round_number=client.current_round(),
             last_reward_round=info.last_reward_round,
             stake=int(delegator[0]),
@@ -89,18 +56,18 @@ def collect_chain(config: ExporterConfig) -> bool:
             fees=client.fees(orch),
             active=client.is_active_transcoder(orch),
         )
-        for sender in config.senders:
+        for sender in settings.exporter_senders:
             s = client.sender_info(bytes.fromhex(sender.removeprefix("0x")))
             metrics.set_sender_state(sender.lower(), s.deposit, s.reserve)
     except ChainError:
         metrics.exporter_target("chain", False)
         return False
-    if config.ticket_queue_url:
+    if settings.ticket_queue_url:
         from sqlalchemy import create_engine
 
         from chain.queue import TicketQueue
 
-        engine = create_engine(config.ticket_queue_url)
+        engine = create_engine(settings.ticket_queue_url)
         try:
             queue = TicketQueue(engine)
             queue.create_schema()
@@ -112,20 +79,19 @@ def collect_chain(config: ExporterConfig) -> bool:
 
 
 def collect(
-    config: ExporterConfig, client: httpx.Client, node_http: NodeHttp | None = None
+    settings: ExporterSettings, client: httpx.Client, node_http: NodeHttp | None = None
 ) -> Snapshot | None:
     """Read the targets once and set the gauges; the snapshot, or None without a node URL."""
     snap: Snapshot | None = None
-    if config.node_url:
-        snap = fetch(
-            config.node_url, config.gateway_url, config.admin_token, client=client, node=node_http
-        )
-    elif config.gateway_url:
-        snap = fetch("", config.gateway_url, config.admin_token, client=client)
+    token = settings.gateway_token()
+    if settings.node_url:
+        snap = fetch(settings.node_url, settings.gateway_url, token, client=client, node=node_http)
+    elif settings.gateway_url:
+        snap = fetch("", settings.gateway_url, token, client=client)
         snap.node_error = "no node URL"
     if snap is None:
         return None
-    if config.node_url:
+    if settings.node_url:
         metrics.exporter_target("node", snap.node is not None)
     if snap.node is not None:
         node = snap.node
@@ -141,19 +107,20 @@ def collect(
             dict(node.get("jobs", {})),
         )
         refresh_metrics(node)
-    if config.gateway_url:
+    if settings.gateway_url:
         metrics.exporter_target("gateway", snap.orchestrators is not None)
         if snap.orchestrators is not None:
             metrics.set_orchestrators(snap.orchestrators)
     return snap
 
 
-def create_exporter_app(config: ExporterConfig) -> FastAPI:
+def create_exporter_app(settings: ExporterSettings) -> FastAPI:
     """The exporter's HTTP app: ``/metrics`` (reads the targets first) and ``/healthz``."""
-    client = httpx.Client(timeout=config.timeout_s)
+    timeout_s = settings.exporter_timeout_s
+    client = httpx.Client(timeout=timeout_s)
     node = (
-        NodeHttp(config.node_url, config.node_ca, config.node_cert_fingerprint, config.timeout_s)
-        if config.node_url
+        NodeHttp(settings.node_url, settings.node_ca, settings.node_cert_fingerprint, timeout_s)
+        if settings.node_url
         else None
     )
 
@@ -172,14 +139,14 @@ def create_exporter_app(config: ExporterConfig) -> FastAPI:
     def scrape() -> Response:
         """Cluster state in Prometheus's text format."""
         with lock:
-            collect(config, client, node)
-            if config.chain_url:
-                collect_chain(config)
+            collect(settings, client, node)
+            if settings.eth_rpc_url:
+                collect_chain(settings)
             return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @api.get("/healthz")
     def healthz() -> dict[str, object]:
         """The exporter answers; what it reads is in farm_exporter_target_up."""
-        return {"ok": True, "node_url": config.node_url, "gateway_url": config.gateway_url}
+        return {"ok": True, "node_url": settings.node_url, "gateway_url": settings.gateway_url}
 
     return api

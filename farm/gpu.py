@@ -161,6 +161,9 @@ def _text(value: bytes | str) -> str:
 def detect_gpus(source: NvmlSource | None = None) -> GpuInventory:
     """This machine's GPUs; an empty inventory with a reason when there are none."""
     inventory = (source or PynvmlSource()).inventory()
+    # NVML lists every GPU of the machine; CUDA in this process sees only those the container
+    # runtime (or the operator) left in CUDA_VISIBLE_DEVICES. The list must be the one CUDA
+    # reads, from this process's environment, so it is no setting.
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and inventory.gpus:
         keep = {v.strip() for v in visible.split(",") if v.strip()}

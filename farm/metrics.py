@@ -208,6 +208,8 @@ def set_cluster_state(
 def render() -> bytes:
     """The exposition text of the farm's metrics, merged across processes in multiprocess
     mode (with this process's scrape-time state)."""
+    # prometheus_client chose its value store from this variable when it was imported; the
+    # exposition must follow the same choice, so it reads the same variable, not a setting.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

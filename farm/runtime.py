@@ -5,7 +5,8 @@ names the ones another service may rely on, so that it builds on the same conven
 without reaching into the farm's internals:
 
 - settings: :class:`FarmBaseSettings` (``FARM_*`` variables, config.json, refusal of weak
-  secrets outside development), :data:`DEV_SECRET` and :func:`redact_url`;
+  secrets outside development), the :class:`EnvironmentSettings` and :class:`FetchSettings`
+  fields, :data:`DEV_SECRET` and :func:`redact_url`;
 - SQL: :func:`make_engine` (SQLite with WAL, bounded connects, idle pings) and :func:`utcnow`
   for timestamp columns; each service declares its own tables on its own ``Base``;
 - Redis: :func:`redis_py_url` (a Celery/kombu Redis URL as redis-py takes it), and
@@ -22,12 +23,20 @@ from farm.jobs.store import make_engine
 from farm.metrics import ReceivedPayments
 from farm.registry import redis_py_url
 from farm.resources import is_unreachable
-from farm.settings import DEV_SECRET, FarmBaseSettings, redact_url
+from farm.settings import (
+    DEV_SECRET,
+    EnvironmentSettings,
+    FarmBaseSettings,
+    FetchSettings,
+    redact_url,
+)
 
 __all__ = [
     "DEV_SECRET",
     "ChainSettings",
+    "EnvironmentSettings",
     "FarmBaseSettings",
+    "FetchSettings",
     "ReceivedPayments",
     "chain_client",
     "is_unreachable",

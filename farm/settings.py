@@ -31,8 +31,12 @@ __all__ = [
     "MIN_SECRET_LENGTH",
     "AIRunnerSettings",
     "ClusterSettings",
+    "EnvironmentSettings",
+    "ExporterSettings",
     "FarmBaseSettings",
+    "FetchSettings",
     "FlowerSettings",
+    "MachineSettings",
     "NodeSettings",
     "StatusSettings",
     "TranscoderSettings",
@@ -68,6 +72,8 @@ def weak_secret(value: str) -> str | None:
 
 
 def _config_file() -> Path | None:
+    # The file the settings are read from is named before any of them exists: the one
+    # variable read here directly.
     named = os.environ.get("FARM_CONFIG")
     if named:
         return Path(named)
@@ -107,32 +113,22 @@ class FarmBaseSettings(BaseSettings):
         # placeholder (the example files' change-me) or short secret starts a service.
         if getattr(self, "environment", "development") == "development":
             return self
+        fields = type(self).model_fields
         for name, secret in self.secrets_in_use().items():
-            why = weak_secret(secret.get_secret_value())
+            value = secret.get_secret_value()
+            default = fields[name].default
+            why = weak_secret(value)
+            if (
+                why is None
+                and isinstance(default, SecretStr)
+                and default.get_secret_value() == value
+            ):
+                why = "it is the default"  # a default that passes for strong (FARM_TICKET_SECRET)
             if why is not None:
                 raise ValueError(
                     f"FARM_{name.upper()} must be set to a real secret outside development: {why}"
                 )
         return self
-
-    #: Networks (CIDR) and host names that URLs fetched for callers (task inputs, AI result
-    #: media) may reach although they are not public: the operator's own storage.
-    #: Comma-separated; see farm.fetch.
-    fetch_allow: str = ""
-
-    @field_validator("fetch_allow")
-    @classmethod
-    def _fetch_allow_parses(cls, v: str) -> str:
-        from farm.fetch import FetchPolicy
-
-        FetchPolicy.parse(v.split(","))
-        return v
-
-    def fetch_policy(self) -> FetchPolicy:
-        """The policy for URLs fetched on a caller's behalf (``fetch_allow``)."""
-        from farm.fetch import FetchPolicy
-
-        return FetchPolicy.parse(self.fetch_allow.split(","))
 
     def __repr_args__(self) -> Any:
         # URLs carry passwords; a repr ends up in logs and tracebacks.
@@ -155,10 +151,55 @@ class FarmBaseSettings(BaseSettings):
         return tuple(sources)
 
 
-class ClusterSettings(FarmBaseSettings):
-    """What every process of one orchestrator cluster shares."""
+class EnvironmentSettings(FarmBaseSettings):
+    """The deployment's kind: outside development, weak secrets are refused."""
 
     environment: Literal["development", "production"] = "development"
+
+
+class FetchSettings(FarmBaseSettings):
+    """For processes that fetch URLs on a caller's behalf (task inputs, AI result media)."""
+
+    #: Networks (CIDR) and host names that URLs fetched for callers (task inputs, AI result
+    #: media) may reach although they are not public: the operator's own storage.
+    #: Comma-separated; see farm.fetch.
+    fetch_allow: str = ""
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _fetch_allow_parses(cls, v: str) -> str:
+        from farm.fetch import FetchPolicy
+
+        FetchPolicy.parse(v.split(","))
+        return v
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The policy for URLs fetched on a caller's behalf (``fetch_allow``)."""
+        from farm.fetch import FetchPolicy
+
+        return FetchPolicy.parse(self.fetch_allow.split(","))
+
+
+class MachineSettings(FarmBaseSettings):
+    """What a worker process runs with on its own machine: its GPUs, codecs, Celery pool and
+    name (a cluster worker and a remote transcoder alike)."""
+
+    gpus: str = "all"
+    #: Renditions in flight per NVENC session limit, see farm.gpu.
+    codecs: tuple[str, ...] = ("h264", "hevc", "av1")
+    #: Celery pool: prefork isolates each transcode in a child process and enforces hard time
+    #: limits; threads and solo run transcodes in the worker process (lower latency, no
+    #: hard limit: the engine's own deadline still applies).
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
+    hostname: str | None = None
+    #: GPUs declared by hand as a JSON list of farm.gpu.GpuInfo fields, used instead of NVML
+    #: (machines whose driver NVML cannot read, and tests of multi-GPU workers).
+    static_gpus: str | None = None
+
+
+class ClusterSettings(EnvironmentSettings, FetchSettings):
+    """What every process of one orchestrator cluster shares."""
+
     #: Celery broker: redis://, rediss://, redis+socket:// or amqp://.
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: Celery result backend; defaults to the broker when that is Redis.
@@ -262,33 +303,21 @@ class ClusterSettings(FarmBaseSettings):
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show: URLs redacted, secrets hidden."""
-        data = self.model_dump(exclude={"secret", "orch_secret"})
+        data = self.model_dump(exclude={"secret"})
         for key, value in data.items():
             if isinstance(value, str) and "://" in value:
                 data[key] = redact_url(value)
         return data
 
 
-class WorkerSettings(ClusterSettings):
+class WorkerSettings(MachineSettings, ClusterSettings):
     """``farm worker``: one Celery worker process."""
 
-    gpus: str = "all"
     concurrency: int | None = Field(None, ge=1)
-    #: Renditions in flight per NVENC session limit, see farm.gpu.
-    codecs: tuple[str, ...] = ("h264", "hevc", "av1")
-    preset: str = "veryfast"
-    #: Celery pool: prefork isolates each transcode in a child process and enforces hard time
-    #: limits; threads and solo run transcodes in the worker process (lower latency, no
-    #: hard limit: the engine's own deadline still applies).
-    pool: Literal["prefork", "threads", "solo"] = "prefork"
-    #: Also consume the chain queue (redemption and reward run on exactly one worker).
-    chain_queue: bool = False
     #: Also consume CPU queues on a GPU worker.
     gpu_takes_cpu_jobs: bool = False
-    hostname: str | None = None
-    #: GPUs declared by hand as a JSON list of farm.gpu.GpuInfo fields, used instead of NVML
-    #: (machines whose driver NVML cannot read, and tests of multi-GPU workers).
-    static_gpus: str | None = None
+    #: Also consume the chain queue (redemption and reward run on exactly one worker).
+    chain_queue: bool = False
     #: AI models in go-livepeer's ``-aiModels`` shape, a JSON list or the path of a file
     #: holding one (farm.ai.config). A worker with AI models is an AI worker: it consumes the
     #: ``ai.<pipeline>`` queues of its models instead of transcode queues.
@@ -396,8 +425,12 @@ class NodeSettings(ClusterSettings):
         return self
 
 
-class TranscoderSettings(WorkerSettings):
-    """``farm transcoder``: a remote transcoder attaching to an orchestrator's node API."""
+class TranscoderSettings(MachineSettings, EnvironmentSettings):
+    """``farm transcoder``: a remote transcoder attaching to an orchestrator's node API.
+
+    It holds no URL or secret of the cluster's: the node grants the broker credential, and
+    its jobs and blobs go through the node API (farm.remote.transcoder).
+    """
 
     #: HOST:PORT of the orchestrator's node API (HTTPS).
     orch_addr: str = "127.0.0.1:8935"
@@ -410,10 +443,20 @@ class TranscoderSettings(WorkerSettings):
     capacity: int = Field(1)
     #: Most seconds between reconnect attempts (go-livepeer: one minute).
     max_backoff_s: float = Field(60.0, gt=0)
+    #: The region reported to the node.
+    region: str = "local"
+    #: Chaos testing only (ClusterSettings.chaos), on this transcoder's renditions.
+    chaos: str | None = None
+    #: Its Celery worker sends task events (ClusterSettings.task_events).
+    task_events: bool = True
 
 
 class FlowerSettings(ClusterSettings):
-    """``farm flower``: Flower with the app's configuration."""
+    """``farm flower``: Flower with the app's configuration.
+
+    Flower loads the cluster's Celery app (farm.celery_app.create_app), tasks and beat
+    schedule included, so it takes the cluster's settings whole.
+    """
 
     flower_host: str = "127.0.0.1"
     flower_port: int = Field(5555, ge=1, le=65535)
@@ -421,10 +464,9 @@ class FlowerSettings(ClusterSettings):
     flower_basic_auth: SecretStr = SecretStr("admin:" + DEV_SECRET)
 
 
-class StatusSettings(FarmBaseSettings):
-    """``farm status`` and ``farm exporter``: how they read a gateway's admin routes."""
+class StatusSettings(EnvironmentSettings):
+    """``farm status``: how it reads a gateway's admin routes."""
 
-    environment: Literal["development", "production"] = "development"
     #: The gateway's admin token; in development its default is the development token that
     #: ``farm up``'s gateway takes.
     admin_token: SecretStr | None = None
@@ -435,9 +477,60 @@ class StatusSettings(FarmBaseSettings):
         return DEV_SECRET if self.environment == "development" else None
 
 
+class ExporterSettings(StatusSettings):
+    """``farm exporter``: the node API and gateway it reads on every scrape, and the chain
+    state it watches when a chain is configured."""
+
+    #: The orchestrator's node API ("": none); for an https one, its certificate's SHA-256
+    #: fingerprint or a CA file to verify it by.
+    node_url: str = "http://127.0.0.1:8935"
+    node_cert_fingerprint: str | None = None
+    node_ca: str | None = None
+    #: A gateway, for its orchestrator pool and sessions.
+    gateway_url: str | None = None
+    #: The chain (none: no chain gauges), the orchestrator and senders to watch there, and the
+    #: winning-ticket queue's database.
+    eth_rpc_url: str | None = None
+    eth_controller: str | None = None
+    exporter_orchestrator: str | None = None
+    exporter_senders: tuple[str, ...] = ()
+    ticket_queue_url: str | None = None
+    #: Each read's timeout (node, gateway, chain).
+    exporter_timeout_s: float = Field(5.0, gt=0)
+    exporter_host: str = "127.0.0.1"
+    exporter_port: int = Field(9153, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _chain_watch(self) -> ExporterSettings:
+        if self.eth_rpc_url and not (self.eth_controller and self.exporter_orchestrator):
+            raise ValueError(
+                "chain state needs the Controller address (FARM_ETH_CONTROLLER) and the "
+                "orchestrator's address (--orchestrator, FARM_EXPORTER_ORCHESTRATOR)"
+            )
+        return self
+
+    def chain(self) -> ChainSettings:
+        """The chain read for the chain gauges (read only)."""
+        return ChainSettings(
+            rpc_url=self.eth_rpc_url,
+            controller=self.eth_controller,
+            rpc_timeout_s=self.exporter_timeout_s,
+        )
+
+
 class UpSettings(NodeSettings):
-    """``farm up``: the whole cluster in one supervised process group."""
+    """``farm up``: the whole cluster in one supervised process group.
+
+    Its children (node, workers, beat) read their own settings from the same environment;
+    ``farm up`` loads the node's, the widest of them, so a configuration they would refuse
+    stops it before any child starts.
+    """
 
     home: Path = Path(".farm")
     workers: int = Field(1, ge=1)
     gateway_port: int = Field(9935, ge=1, le=65535)
+    #: AI models (WorkerSettings.ai_models): served by one AI worker of their own.
+    ai_models: str | None = None
+    #: prometheus_client's multiprocess directory for the children (default HOME/metrics,
+    #: cleared at each start); its own variable name, which the children's library reads.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")

@@ -82,20 +82,29 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
     """Start the cluster and supervise it until Ctrl-C; returns the exit status."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
+    # The children are farm commands reading the same FARM_* variables and config.json: they
+    # get this environment as it is, with what farm up decides for them set from its settings.
     env = dict(os.environ)
     # AI models go to one AI worker of their own; the others keep the transcode queues.
-    ai_models = env.pop("FARM_AI_MODELS", None)
+    env.pop("FARM_AI_MODELS", None)
+    ai_models = settings.ai_models
     redis_server: EmbeddedRedis | None = None
     if embedded:
         redis_server = EmbeddedRedis(home)
         redis_server.start()
-        env.update(embedded_urls(home, redis_server.url))
-    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        urls = embedded_urls(home, redis_server.url)
+        env.update(urls)
+        settings = settings.model_copy(
+            update={name.removeprefix("FARM_").lower(): url for name, url in urls.items()}
+        )
+    metrics_dir = settings.prometheus_multiproc_dir
+    if metrics_dir is None:
         # Ours: cleared at each start, so no process of an earlier run is counted again.
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(home / "metrics")
-        for stale in (home / "metrics").glob("*.db"):
+        metrics_dir = home / "metrics"
+        for stale in metrics_dir.glob("*.db"):
             stale.unlink()
-    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     sup = Supervisor(env)
     try:
         sup.start("node", ["node", "--host", settings.host, "--port", str(settings.port)])
@@ -109,7 +118,7 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
             "beat", ["beat", "--schedule", str(home / "beat-schedule"), "--loglevel", "WARNING"]
         )
         if with_gateway:
-            env.update(_gateway_env(settings, env, home))
+            env.update(_gateway_env(settings, home))
             # The gateway is one process with metrics of its own: it stays out of the
             # directory the node merges, so the node's /metrics never repeats them.
             sup.start(
@@ -130,19 +139,18 @@ def run_up(settings: UpSettings, *, embedded: bool, with_gateway: bool = True) -
             redis_server.stop()
 
 
-def _gateway_env(settings: UpSettings, env: dict[str, str], home: Path) -> dict[str, str]:
+def _gateway_env(settings: UpSettings, home: Path) -> dict[str, str]:
     """A gateway in front of this one cluster, unless the operator configured its own."""
-    broker = env.get("FARM_BROKER_URL", settings.broker_url)
-    redis_url = env.get("FARM_REGISTRY_URL") or settings.registry_url or broker
+    redis_url = settings.registry_url or settings.broker_url
     local = {
         "name": "local",
         "region": settings.region,
         "node_url": f"http://{settings.host}:{settings.port}",
-        "broker_url": broker,
-        "result_backend": env.get("FARM_RESULT_BACKEND", settings.result_backend),
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
         "registry_url": redis_url,
-        "database_url": env.get("FARM_DATABASE_URL", settings.database_url),
-        "blob_url": env.get("FARM_BLOB_URL", settings.blob_url),
+        "database_url": settings.database_url,
+        "blob_url": settings.blob_url,
     }
     out = {
         "FARM_GATEWAY_DATABASE_URL": f"sqlite:///{home / 'gateway.db'}",
@@ -150,6 +158,8 @@ def _gateway_env(settings: UpSettings, env: dict[str, str], home: Path) -> dict[
         "FARM_GATEWAY_BLOB_URL": f"file://{home / 'gateway-blobs'}",
         "FARM_ORCHESTRATORS": json.dumps([local]),
     }
+    # The gateway's settings are the gateway's (imports flow gateway -> farm, not back): its
+    # variables the operator set are looked up by name.
     return {k: v for k, v in out.items() if k not in os.environ}
 
 

@@ -26,13 +26,14 @@ from farm.queues import (
     transcode_queue,
 )
 from farm.registry import Capabilities, Heartbeat, Registry
-from farm.settings import WorkerSettings
+from farm.settings import MachineSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from farm.ai.pool import RunnerPool
 
 __all__ = [
     "WorkerPlan",
+    "machine_codecs",
     "plan_ai_worker",
     "plan_worker",
     "run_worker",
@@ -72,16 +73,23 @@ def _gpu_codecs(wanted: Sequence[str]) -> tuple[str, ...]:
     )
 
 
+def machine_codecs(
+    codecs: Sequence[str], gpu: GpuInfo | None
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Of ``codecs``, those this machine encodes with NVENC on ``gpu`` (None: no GPU), those
+    it decodes with NVDEC there, and those it encodes on the CPU."""
+    nvenc = _gpu_codecs(codecs) if gpu is not None else ()
+    nvdec = tuple(c for c, d in GPU_DECODERS.items() if gpu is not None and decoder_opens(d))
+    return nvenc, nvdec, _cpu_codecs(codecs)
+
+
 def plan_worker(settings: WorkerSettings, gpu: GpuInfo | None) -> WorkerPlan:
     """Queues for a worker on ``gpu`` (None: CPU worker).
 
     A GPU whose NVENC does not open (H100/H200 have none) still decodes with NVDEC but takes
     CPU-encode queues, since the queue names what the job needs: an NVENC encode or not.
     """
-    codecs = tuple(settings.codecs)
-    cpu = _cpu_codecs(codecs)
-    nvenc = _gpu_codecs(codecs) if gpu is not None else ()
-    nvdec = tuple(c for c, d in GPU_DECODERS.items() if gpu is not None and decoder_opens(d))
+    nvenc, nvdec, cpu = machine_codecs(tuple(settings.codecs), gpu)
     queues: list[str] = [transcode_queue(c, gpu=True) for c in nvenc]
     if not nvenc or settings.gpu_takes_cpu_jobs:
         queues += [transcode_queue(c, gpu=False) for c in cpu]
@@ -234,7 +242,7 @@ def worker_argv(
     ]
 
 
-def gpu_source(settings: WorkerSettings) -> NvmlSource | None:
+def gpu_source(settings: MachineSettings) -> NvmlSource | None:
     """The static inventory the settings declare, or None to ask NVML."""
     if not settings.static_gpus:
         return None
@@ -263,6 +271,8 @@ def run_worker_group(
         return 0
     children = []
     for i in indices:
+        # Each child is `farm worker` reading the same variables and config.json; what the
+        # settings hold beyond them (the command line's) goes by argument or variable.
         env = dict(os.environ)
         if settings.ai_models:
             env["FARM_AI_MODELS"] = settings.ai_models

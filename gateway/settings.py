@@ -8,7 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from farm.client import MIN_TIMEOUT_S
-from farm.runtime import DEV_SECRET, ChainSettings, FarmBaseSettings, redact_url
+from farm.runtime import (
+    DEV_SECRET,
+    ChainSettings,
+    EnvironmentSettings,
+    FetchSettings,
+    redact_url,
+)
 from gateway.ai.pricing import CapabilityPrices
 
 __all__ = ["GatewaySettings", "OrchestratorConfig"]
@@ -99,10 +105,9 @@ class OrchestratorConfig(BaseModel):
         }
 
 
-class GatewaySettings(FarmBaseSettings):
+class GatewaySettings(EnvironmentSettings, FetchSettings):
     """The gateway process."""
 
-    environment: Literal["development", "production"] = "development"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(9935, ge=1, le=65535)
     #: Ledger, keys, sessions and tasks: postgresql+psycopg://… or sqlite:///…
@@ -158,7 +163,8 @@ class GatewaySettings(FarmBaseSettings):
     #: chain worker redeems from (default: the one cluster orchestrator's database).
     ticket_queue_url: str | None = None
     #: 32 bytes hex: the recipient's secret for recipientRand (keep it across restarts to
-    #: honour outstanding params).
+    #: honour outstanding params); its default is refused outside development when ticket
+    #: payments are on.
     ticket_secret: SecretStr = SecretStr("00" * 32)
     #: Price charged to ticket payers per encoded pixel, "numerator/denominator" wei.
     eth_price_per_pixel: str = "1200/1"
@@ -245,13 +251,7 @@ class GatewaySettings(FarmBaseSettings):
         return used
 
     @model_validator(mode="after")
-    def _no_default_secrets(self) -> GatewaySettings:
-        if (
-            self.eth_rpc_url
-            and self.environment != "development"
-            and (self.ticket_secret.get_secret_value() == "00" * 32)
-        ):
-            raise ValueError("FARM_TICKET_SECRET must be set when ticket payments are on")
+    def _consistent(self) -> GatewaySettings:
         if self.eth_sender_key is not None:
             key = self.eth_sender_key.get_secret_value().removeprefix("0x")
             if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):

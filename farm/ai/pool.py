@@ -57,7 +57,8 @@ class RunnerProcess:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "farm.cli", "ai-runner", "--pipeline", self.config.pipeline]
         cmd += ["--model-id", self.config.model_id, "--port", str(self.port)]
-        # The token goes by environment, not argv, so it never shows in a process list.
+        # The token goes by environment, not argv, so it never shows in a process list; the
+        # rest of the environment is passed on for the runner's libraries (CUDA, Torch).
         env = {**os.environ, "FARM_AI_RUNNER_TOKEN": self.token}
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         log.info("started ai-runner %s %s pid %d", *self.config.key, self.proc.pid)

@@ -58,35 +58,40 @@ def _gateway_token(given: str | None) -> str | None:
 
 
 @click.command("exporter")
-@_NODE_URL
-@_NODE_FINGERPRINT
-@_NODE_CA
-@_GATEWAY_URL
-@_ADMIN_TOKEN
+@click.option("--node-url", help="The orchestrator's node API (env FARM_NODE_URL).")
 @click.option(
-    "--chain-url",
-    envvar="FARM_ETH_RPC_URL",
-    default=None,
-    help="Ethereum JSON-RPC for chain state (env FARM_ETH_RPC_URL).",
+    "--node-cert-fingerprint",
+    help="For an https node API: SHA-256 fingerprint of its certificate (farm transcoders "
+    "fingerprint; env FARM_NODE_CERT_FINGERPRINT).",
 )
 @click.option(
-    "--controller",
-    envvar="FARM_ETH_CONTROLLER",
-    default=None,
-    help="Livepeer Controller address (env FARM_ETH_CONTROLLER).",
+    "--node-ca",
+    type=click.Path(dir_okay=False),
+    help="For an https node API: a CA file to verify it by; its own certificate will do "
+    "(env FARM_NODE_CA).",
 )
-@click.option("--orchestrator", default=None, help="Orchestrator address to watch.")
+@click.option(
+    "--gateway-url",
+    help="A gateway, for its orchestrator pool and sessions (env FARM_GATEWAY_URL).",
+)
+@click.option(
+    "--admin-token",
+    help="The gateway's admin token (env FARM_ADMIN_TOKEN; in development, farm up's).",
+)
+@click.option("--chain-url", help="Ethereum JSON-RPC for chain state (env FARM_ETH_RPC_URL).")
+@click.option("--controller", help="Livepeer Controller address (env FARM_ETH_CONTROLLER).")
+@click.option(
+    "--orchestrator", help="Orchestrator address to watch (env FARM_EXPORTER_ORCHESTRATOR)."
+)
 @click.option("--sender", "senders", multiple=True, help="Sender address to watch (repeat).")
 @click.option(
     "--ticket-queue-url",
-    envvar="FARM_TICKET_QUEUE_URL",
-    default=None,
     help="Database of the winning-ticket queue (env FARM_TICKET_QUEUE_URL).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option("--port", type=int, default=9153, show_default=True, help="Listen port.")
+@click.option("--host", help="Listen address (default 127.0.0.1; env FARM_EXPORTER_HOST).")
+@click.option("--port", type=int, help="Listen port (default 9153; env FARM_EXPORTER_PORT).")
 def exporter_cmd(
-    node_url: str,
+    node_url: str | None,
     node_cert_fingerprint: str | None,
     node_ca: str | None,
     gateway_url: str | None,
@@ -96,28 +101,34 @@ def exporter_cmd(
     orchestrator: str | None,
     senders: tuple[str, ...],
     ticket_queue_url: str | None,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
 ) -> None:
     """Serve cluster state for Prometheus at /metrics (the livepeer_exporter role)."""
     import uvicorn
 
-    from farm.exporter import ExporterConfig, create_exporter_app
+    from farm.cli.cluster import _load
+    from farm.exporter import create_exporter_app
+    from farm.settings import ExporterSettings
 
-    config = ExporterConfig(
-        node_url or None,
-        gateway_url,
-        _gateway_token(admin_token),
-        chain_url,
-        controller=controller,
-        orchestrator=orchestrator,
-        senders=senders,
-        ticket_queue_url=ticket_queue_url,
+    settings: ExporterSettings = _load(
+        ExporterSettings,
+        node_url=node_url,
         node_cert_fingerprint=node_cert_fingerprint,
         node_ca=node_ca,
+        gateway_url=gateway_url,
+        admin_token=admin_token,
+        eth_rpc_url=chain_url,
+        eth_controller=controller,
+        exporter_orchestrator=orchestrator,
+        exporter_senders=senders or None,
+        ticket_queue_url=ticket_queue_url,
+        exporter_host=host,
+        exporter_port=port,
     )
-    ensure_free(host, port, "farm exporter")
-    uvicorn.run(create_exporter_app(config), host=host, port=port, log_level="warning")
+    ensure_free(settings.exporter_host, settings.exporter_port, "farm exporter")
+    app = create_exporter_app(settings)
+    uvicorn.run(app, host=settings.exporter_host, port=settings.exporter_port, log_level="warning")
 
 
 @click.command("status")

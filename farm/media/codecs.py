@@ -26,7 +26,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# SVT-AV1 prints its banner straight to stderr unless told otherwise.
+# SVT-AV1 prints its banner straight to stderr unless told otherwise, and the library takes
+# its log level from the environment only; setdefault leaves an operator's own level alone.
 os.environ.setdefault("SVT_LOG", "1")
 
 #: Livepeer codec family -> software encoder.

@@ -21,7 +21,7 @@ import httpx
 import farm.blobstore  # noqa: F401
 from farm.errors import CredentialRevoked, NodeUnreachable, RetryableError, rebuild
 from farm.jobs import StartOutcome
-from farm.settings import TranscoderSettings
+from farm.settings import ClusterSettings
 
 __all__ = ["NodeBlobs", "NodeClient", "NodeJobs", "RemoteStores"]
 
@@ -177,7 +177,7 @@ class NodeBlobs:
 class RemoteStores:
     """What a remote transcoder's tasks use in place of :class:`~farm.resources.Resources`."""
 
-    settings: TranscoderSettings
+    settings: ClusterSettings
     jobs: NodeJobs
     blobs: NodeBlobs
     writers: ThreadPoolExecutor = field(

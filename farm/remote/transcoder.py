@@ -21,14 +21,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
 from farm.context import worker_context
 from farm.errors import ConfigError, CredentialRevoked, NodeUnreachable
-from farm.gpu import detect_gpus, parse_gpu_selection
+from farm.gpu import GpuInfo, detect_gpus, parse_gpu_selection
 from farm.remote.node_client import NodeBlobs, NodeClient, NodeJobs, RemoteStores
 from farm.remote.secrets import read_secret
 from farm.remote.tls import pinned_context
-from farm.settings import TranscoderSettings
-from farm.worker import WorkerPlan, gpu_source, plan_worker, worker_argv
+from farm.settings import ClusterSettings, TranscoderSettings
+from farm.worker import gpu_source, machine_codecs, worker_argv
 
 __all__ = ["Backoff", "parse_addr", "run_transcoder"]
 
@@ -51,6 +54,30 @@ class Backoff:
         self._next = self.initial_s
 
 
+class GrantedSettings(ClusterSettings):
+    """The cluster settings a remote transcoder's Celery worker runs with: what the node
+    granted and what the transcoder's own settings say, nothing read from this machine's
+    environment or config.json (the cluster's URLs and secret are not the transcoder's)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    def secrets_in_use(self) -> dict[str, SecretStr]:
+        return {}  # none of them is configured here; the node signs the blob URLs
+
+    @model_validator(mode="after")
+    def _derive(self) -> GrantedSettings:
+        return self  # the grant names the result backend, or none: nothing is derived
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 in brackets) as a pair; ConfigError otherwise."""
     host, sep, port = addr.strip().rpartition(":")
@@ -70,7 +97,8 @@ def _context(settings: TranscoderSettings, host: str, port: int) -> ssl.SSLConte
     return ssl.create_default_context()  # a node with a publicly trusted certificate
 
 
-def _plan(settings: TranscoderSettings) -> tuple[WorkerPlan, list[dict[str, Any]]]:
+def _machine(settings: TranscoderSettings) -> tuple[GpuInfo | None, dict[str, Any]]:
+    """The GPU this transcoder works on, and what it reports of its machine to the node."""
     source = gpu_source(settings)
     inventory = detect_gpus(source)
     spec = settings.gpus
@@ -78,7 +106,14 @@ def _plan(settings: TranscoderSettings) -> tuple[WorkerPlan, list[dict[str, Any]
     if spec not in ("all", "none", "") and not inventory.gpus:
         raise ConfigError(f"--gpus {spec}: no GPU found ({inventory.error or 'none listed'})")
     gpus = [g for g in inventory.gpus if g.index in indices]
-    return plan_worker(settings, gpus[0] if gpus else None), [g.to_dict() for g in gpus]
+    gpu = gpus[0] if gpus else None
+    nvenc, nvdec, cpu = machine_codecs(tuple(settings.codecs), gpu)
+    return gpu, {
+        "gpus": [g.to_dict() for g in gpus],
+        "gpu_codecs": list(nvenc),
+        "gpu_decoders": list(nvdec),
+        "cpu_codecs": list(cpu),
+    }
 
 
 def _register(
@@ -170,26 +205,25 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
         raise ConfigError("--orch-secret is required")
     secret = read_secret(settings.orch_secret.get_secret_value())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat otherwise
-    plan, gpus = _plan(settings)
+    gpu, machine = _machine(settings)
     report = {
         "capacity": settings.capacity,
         "region": settings.region,
         "hostname": settings.hostname or socket.gethostname(),
-        "gpus": gpus,
-        "gpu_codecs": list(plan.gpu_codecs),
-        "gpu_decoders": list(plan.gpu_decoders),
-        "cpu_codecs": list(plan.cpu_codecs),
+        **machine,
     }
     node, grant = _register(settings, secret, report)
     name, queues = str(grant["name"]), list(grant["queues"])
     log.warning("attached to %s as %s, consuming %s", settings.orch_addr, name, ",".join(queues))
-    worker_settings = settings.model_copy(
-        update={
-            "broker_url": grant["broker_url"],
-            "result_backend": grant["result_backend"],
-            "max_attempts": int(grant["max_attempts"]),
-            "verify_renditions": bool(grant["verify_renditions"]),
-        }
+    worker_settings = GrantedSettings(
+        broker_url=grant["broker_url"],
+        result_backend=grant["result_backend"],
+        max_attempts=int(grant["max_attempts"]),
+        verify_renditions=bool(grant["verify_renditions"]),
+        heartbeat_s=float(grant["heartbeat_s"]),
+        region=settings.region,
+        chaos=settings.chaos,
+        task_events=settings.task_events,
     )
     app = create_worker_app(worker_settings)
     app.conf.broker_connection_max_retries = None  # reconnect to the broker forever
@@ -217,7 +251,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
         beat.stop()
 
     beat.start()
-    context.gpu = plan.gpu.index if plan.gpu is not None else None
+    context.gpu = gpu.index if gpu is not None else None
     host = settings.hostname or socket.gethostname()
     argv = worker_argv(f"{name}@{host}", queues, settings.capacity, settings.pool, loglevel)
     code: object = 0

@@ -9,8 +9,7 @@ from pydantic import SecretStr
 from chain.client import ChainClient
 from farm.chainconf import ChainSettings, chain_client
 from farm.errors import ConfigError
-from farm.exporter import ExporterConfig
-from farm.settings import ClusterSettings, NodeSettings
+from farm.settings import ClusterSettings, ExporterSettings, NodeSettings
 from gateway.settings import GatewaySettings
 
 RPC = "http://127.0.0.1:8545"
@@ -72,7 +71,10 @@ def test_every_process_type_gives_its_chain_settings() -> None:
     assert gateway.chain() == ChainSettings(RPC, "0x1234")
     with pytest.raises(ConfigError, match="is not an address"):
         chain_client(gateway.chain(), signing=False)
-    exporter = ExporterConfig(
-        chain_url=RPC, controller=CONTROLLER, orchestrator=CONTROLLER, timeout_s=2
+    exporter = ExporterSettings(
+        eth_rpc_url=RPC,
+        eth_controller=CONTROLLER,
+        exporter_orchestrator=CONTROLLER,
+        exporter_timeout_s=2,
     )
     assert exporter.chain() == ChainSettings(RPC, CONTROLLER, rpc_timeout_s=2)
