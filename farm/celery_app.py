@@ -10,7 +10,7 @@ from kombu.entity import Queue
 from farm.queues import CHAIN_QUEUE, CONTROL_QUEUE
 from farm.settings import ClusterSettings
 
-__all__ = ["create_app", "create_worker_app", "settings_of"]
+__all__ = ["create_app", "create_worker_app"]
 
 _app: Celery | None = None
 
@@ -65,7 +65,6 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
     from farm.chain_tasks import chain_schedule
 
     app.conf.beat_schedule.update(chain_schedule(settings))
-    app.farm_settings = settings
     return app
 
 
@@ -87,14 +86,6 @@ def create_worker_app(settings: ClusterSettings | None = None) -> Celery:
 
     register_chain_tasks(app, settings)
     return app
-
-
-def settings_of(app: Celery) -> ClusterSettings:
-    """The settings an app was created with."""
-    settings = getattr(app, "farm_settings", None)
-    if not isinstance(settings, ClusterSettings):
-        raise RuntimeError("this Celery app was not created by farm.celery_app.create_app")
-    return settings
 
 
 def __getattr__(name: str) -> Celery:

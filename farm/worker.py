@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -210,6 +211,10 @@ def run_worker(
             ai_pool.close()
             _drop_queues(app, own)
 
+    # What is loaded by now (Celery, the tasks, the engine's libraries) lives as long as the
+    # worker: the collector need not walk it again at every full collection, which would
+    # otherwise land inside segments (and, in pool children, unshare copied pages).
+    gc.freeze()
     # One name everywhere: the registry's, Celery's (Flower's) and the attempt log's.
     app.worker_main(worker_argv(instance, plan.queues, plan.concurrency, pool_kind, loglevel))
 
