@@ -1,16 +1,24 @@
-"""Job notices on real Redis: a waiter wakes on its job's notice, a notice that comes first is
-kept for it, and the listener outlives its connection being dropped."""
+"""Job notices on real Redis (and the job table on PostgreSQL): a waiter wakes on its job's
+notice, a notice that comes first is kept for it, the listener outlives its connection being
+dropped, and a client whose notice is lost still reads the job from its row."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from farm.client import FarmClient, JobFailedError
+from farm.media.profiles import parse_profiles
+from farm.media.synth import make_segment
 from farm.notices import Announcer, NoticeBoard
+from farm.queues import transcode_queue
+from farm.registry import Capabilities, Registry
+from farm.settings import ClusterSettings
 
 
 @pytest.fixture
@@ -112,3 +120,80 @@ def _eventually(get: object, tries: int = 10) -> dict[str, object]:
         if got is not None:
             return got  # type: ignore[no-any-return]
     pytest.fail("no notice came")
+
+
+# -- the client: a notice wakes its waiter, and a lost one costs only the row's next read --
+
+
+@pytest.fixture
+def client(redis_url: str, postgres_url: str, tmp_path: Path) -> Iterator[FarmClient]:
+    settings = ClusterSettings(
+        broker_url=redis_url, database_url=postgres_url, blob_url=f"file://{tmp_path}"
+    )
+    client = FarmClient(settings)
+    client.jobs.create_schema()
+    # A live CPU worker in the registry, so the job is routed and published (none runs it).
+    registry = Registry(redis_url)
+    registry.beat(
+        Capabilities(worker="w1", queues=[transcode_queue("h264", gpu=False)], capacity=1)
+    )
+    registry.close()
+    yield client
+    client.close()
+
+
+def _finish(client: FarmClient, job_id: str) -> dict[str, object]:
+    """What the worker that finishes a job records, as farm.tasks does."""
+    payload = {
+        "job_id": job_id,
+        "renditions": [],
+        "encoded_pixels": 0,
+        "decoded_pixels": 0,
+        "worker": "w1",
+        "timings": {"engine": 0.0},
+    }
+    client.jobs.start_attempt(job_id, f"{job_id}.1", "w1", "w1")
+    assert client.jobs.complete(job_id, f"{job_id}.1", "w1", payload, {})
+    return payload
+
+
+def test_a_submitted_job_names_its_clients_channel_and_wakes_on_its_notice(
+    client: FarmClient, redis_url: str
+) -> None:
+    job = client.submit(make_segment(160, 90, 30, 0.5), parse_profiles("P144p30fps16x9"))
+    assert job.spec["notify"].startswith("farm:done:")
+    payload = _finish(client, job.id)
+    announcer = Announcer(redis_url)
+    try:
+        started = time.monotonic()
+        threading.Timer(
+            0.2, announcer.announce, (job.spec["notify"], job.id, "done", payload)
+        ).start()
+        result = client.wait(job, timeout=10)
+        woke = time.monotonic() - started
+    finally:
+        announcer.close()
+    assert result.job_id == job.id and result.worker == "w1"
+    assert woke < 0.9  # the notice, not the row's once-a-second read
+
+
+def test_a_job_whose_notice_is_lost_is_read_from_its_row(client: FarmClient) -> None:
+    job = client.submit(make_segment(160, 90, 30, 0.5), parse_profiles("P144p30fps16x9"))
+    threading.Timer(0.2, _finish, (client, job.id)).start()  # recorded, never announced
+    result = client.wait(job, timeout=10)
+    assert result.job_id == job.id and result.worker == "w1"
+
+
+def test_a_failure_notice_ends_the_wait_with_the_rows_error(
+    client: FarmClient, redis_url: str
+) -> None:
+    job = client.submit(make_segment(160, 90, 30, 0.5), parse_profiles("P144p30fps16x9"))
+    client.jobs.fail(job.id, "input_invalid", "not a video")
+    announcer = Announcer(redis_url)
+    try:
+        announcer.announce(job.spec["notify"], job.id, "failed")
+    finally:
+        announcer.close()
+    with pytest.raises(JobFailedError) as raised:
+        client.wait(job, timeout=10)
+    assert raised.value.code == "input_invalid"
