@@ -85,7 +85,8 @@ class NoticeBoard:
 
     @property
     def listening(self) -> bool:
-        return self._subscribed.is_set()
+        thread = self._thread  # none in a process forked from the one that started it
+        return self._subscribed.is_set() and thread is not None and thread.is_alive()
 
     def start(self, timeout: float = 2.0) -> bool:
         """Start listening (once) and wait up to ``timeout`` for the subscription; False
@@ -93,6 +94,7 @@ class NoticeBoard:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping.clear()
+                self._subscribed.clear()
                 self._thread = threading.Thread(
                     target=self._listen, name="farm-notices", daemon=True
                 )
