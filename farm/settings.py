@@ -199,9 +199,6 @@ class ClusterSettings(FarmBaseSettings):
     initialize_rounds: bool = False
     #: Verify every rendition before a job is done (farm.media.verify).
     verify_renditions: bool = True
-    #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS), on a
-    #: job's first attempt, or on every attempt with an "always:" prefix.
-    chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
     #: Seconds an overdue job may wait for a live worker that can take it before it fails

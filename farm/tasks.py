@@ -207,7 +207,8 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
         # Celery drops the request after it has stored the answer: the engine's decoder and
         # encoders are freed then, not on the way to the caller.
         task.request.farm_spent = result.spent
-        result = _chaos(result, res.settings.chaos, claim.attempts)
+        if context.damage is not None:
+            result = context.damage(result, claim.attempts)
         if result.verification:
             for failure in result.verification:
                 metrics.verification_failed(failure.reason)
@@ -333,21 +334,6 @@ def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str
         except SoftTimeLimitExceeded:
             log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
         delay = min(delay * 2, 2.0)
-
-
-def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> TranscodeResult:
-    """Chaos testing: damage the output as configured, then verify what is left."""
-    from farm.media.damage import FIRST_ATTEMPT, damage
-    from farm.media.verify import verify_result
-
-    if not kind:
-        return result
-    always, _, kind = kind.rpartition(":")  # "always:truncate" damages every attempt
-    if kind in FIRST_ATTEMPT and attempt > 1 and not always:
-        return result
-    damaged = damage(result, kind)
-    damaged.verification = list(verify_result(damaged).failures)
-    return damaged
 
 
 def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
