@@ -63,7 +63,6 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
     from farm.chain_tasks import chain_schedule, register_chain_tasks
 
     app.conf.beat_schedule.update(chain_schedule(settings))
-    app.farm_settings = settings
     from farm.context import WorkerContext, install
 
     install(app, WorkerContext.local(settings))
@@ -78,11 +77,10 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
 
 
 def settings_of(app: Celery) -> ClusterSettings:
-    """The settings an app was created with."""
-    settings = getattr(app, "farm_settings", None)
-    if not isinstance(settings, ClusterSettings):
-        raise RuntimeError("this Celery app was not created by farm.celery_app.create_app")
-    return settings
+    """The settings an app was created with (its worker context's)."""
+    from farm.context import worker_context
+
+    return worker_context(app).settings
 
 
 def __getattr__(name: str) -> Celery:

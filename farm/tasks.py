@@ -104,7 +104,7 @@ def register_tasks(app: Celery) -> None:
     def transcode_task(
         self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
     ) -> dict[str, Any]:
-        if avoid is not None and _hand_back(self, app, avoid, handbacks):
+        if avoid is not None and _hand_back(self, worker_context(app), avoid, handbacks):
             raise self.retry(
                 countdown=0.2, max_retries=None, kwargs={"avoid": avoid, "handbacks": handbacks + 1}
             )
@@ -436,16 +436,16 @@ def _outcome(future: Future[None]) -> BaseException | None:
             log.warning("soft time limit passed while storing renditions; carrying on")
 
 
-def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
+def _hand_back(task: Task, context: WorkerContext, avoid: str, handbacks: int) -> bool:
     """True when this worker failed the job's last attempt and another live worker could
     take it (at most twice, so a job never circles when this is the only good worker)."""
-    if handbacks >= 2 or worker_context(app).instance != avoid:
+    if handbacks >= 2 or context.instance != avoid:
         return False
-    if getattr(app, "farm_stores", None) is not None:
-        return False  # a remote transcoder cannot read the registry
+    if context.stores is not context.resources:
+        return False  # a remote transcoder (its stores are the node API) cannot read the registry
     queue = (task.request.delivery_info or {}).get("routing_key")
     try:
-        live = resources(app).registry.live()
+        live = context.resources.registry.live()
     except FarmError:
         return False
     return any(w.worker != avoid and queue in w.queues for w in live)
