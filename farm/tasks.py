@@ -104,11 +104,12 @@ def register_tasks(app: Celery) -> None:
     def transcode_task(
         self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
     ) -> dict[str, Any]:
-        if avoid is not None and _hand_back(self, worker_context(app), avoid, handbacks):
+        context = worker_context(app)
+        if avoid is not None and _hand_back(self, context, avoid, handbacks):
             raise self.retry(
                 countdown=0.2, max_retries=None, kwargs={"avoid": avoid, "handbacks": handbacks + 1}
             )
-        return _run_transcode(self, app, job_id, spec)
+        return _TranscodeAttempt(self, context, job_id, spec).run()
 
     @app.task(name="farm.reconcile", ignore_result=True, shared=False)
     def reconcile_task() -> dict[str, int]:
@@ -117,10 +118,6 @@ def register_tasks(app: Celery) -> None:
     @app.task(name="farm.ping", shared=False)
     def ping_task() -> str:
         return "pong"
-
-
-def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return _TranscodeAttempt(task, worker_context(app), job_id, spec).run()
 
 
 class _TranscodeAttempt:
@@ -360,6 +357,7 @@ class _TranscodeAttempt:
         )
 
     def superseded(self, error: AccessDenied) -> dict[str, Any]:
+        """The task's answer when the job moved on to another attempt meanwhile."""
         log.warning("job %s moved on from %s: %s", self.job_id, self.worker, error)
         return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
 

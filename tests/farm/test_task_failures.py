@@ -14,7 +14,8 @@ from celery import Celery
 
 from farm import tasks
 from farm.celery_app import create_app
-from farm.context import WorkerContext
+from farm.context import WorkerContext, worker_context
+from farm.media.damage import attempt_damage
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.result import TranscodeResult
@@ -137,3 +138,16 @@ def test_only_a_worker_of_this_cluster_hands_a_failed_job_back() -> None:
     assert not tasks._hand_back(task, local, "me:1", 2)  # type: ignore[arg-type]
     remote = replace(local, stores=SimpleNamespace())
     assert not tasks._hand_back(task, remote, "me:1", 0)  # type: ignore[arg-type]
+
+
+def test_a_context_damage_hook_fails_the_first_attempt_and_the_retry_is_clean(app: Celery) -> None:
+    worker_context(app).damage = attempt_damage("truncate")
+    spec = _submit(app, "damaged")
+    outcome = app.tasks["farm.transcode"].apply(args=["damaged", spec], task_id="damaged.1")
+    assert outcome.result["job_id"] == "damaged" and len(outcome.result["renditions"]) == 1
+    job = tasks.resources(app).jobs.get("damaged", with_attempts=True)
+    assert job.state == "done"
+    assert [(a.outcome, a.error_code) for a in job.attempt_log] == [
+        ("failed", "verification_failed"),
+        ("done", None),
+    ]
