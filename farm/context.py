@@ -13,10 +13,14 @@ when it starts and installs on its Celery app:
 - ``instance`` and ``gpu``: the worker's name in the capability registry (recorded on each
   attempt) and its GPU;
 - ``engine``: the transcode step (the local engine; the bridge's attached transcoders);
+- ``damage``: None in production; a chaos test's hook that damages each transcode's result
+  (farm.media.damage.attempt_damage) before the attempt checks its verification;
 - ``ai_pool``, ``ai_streams`` and ``chain``: an AI worker's runners, the LLM chunk stream
   client, the chain services (built on first use).
 
-Tests inject an engine (damage, failures) through the context, never through the task path.
+Tests inject an engine (failures) or damage through the context, never through the task path;
+a worker process of a test gets its hook from the test's entry point
+(tests/farm/damaged_worker.py).
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class WorkerContext:
     gpu: int | None = None
     #: ``engine(data, profiles, opts) -> TranscodeResult``; None: the local engine.
     engine: Callable[..., TranscodeResult] | None = None
+    #: ``damage(result, attempt) -> TranscodeResult``, the result whose verification the
+    #: attempt checks (the job's attempt number, from 1); None: the result as it is.
+    damage: Callable[[TranscodeResult, int], TranscodeResult] | None = None
     ai_pool: RunnerPool | None = None
     ai_streams: ChunkStream | None = None
     chain: dict[str, Any] = field(default_factory=dict)

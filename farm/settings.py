@@ -240,9 +240,6 @@ class ClusterSettings(EnvironmentSettings, FetchSettings):
     initialize_rounds: bool = False
     #: Verify every rendition before a job is done (farm.media.verify).
     verify_renditions: bool = True
-    #: Chaos testing only: damage this worker's renditions (farm.media.damage.KINDS), on a
-    #: job's first attempt, or on every attempt with an "always:" prefix.
-    chaos: str | None = None
     #: Attempts per job before it fails for good (a redelivery after a crash counts).
     max_attempts: int = Field(3, ge=1)
     #: Seconds an overdue job may wait for a live worker that can take it before it fails
@@ -445,8 +442,6 @@ class TranscoderSettings(MachineSettings, EnvironmentSettings):
     max_backoff_s: float = Field(60.0, gt=0)
     #: The region reported to the node.
     region: str = "local"
-    #: Chaos testing only (ClusterSettings.chaos), on this transcoder's renditions.
-    chaos: str | None = None
     #: Its Celery worker sends task events (ClusterSettings.task_events).
     task_events: bool = True
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
-from farm.context import BlobOps, JobOps, TaskStores, worker_context
+from farm.context import BlobOps, JobOps, TaskStores, WorkerContext, worker_context
 from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
@@ -29,6 +29,7 @@ from farm.errors import (
     VerificationFailed,
     WorkerFailed,
 )
+from farm.jobs import StartOutcome
 from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
@@ -103,11 +104,12 @@ def register_tasks(app: Celery) -> None:
     def transcode_task(
         self: Task, job_id: str, spec: dict[str, Any], avoid: str | None = None, handbacks: int = 0
     ) -> dict[str, Any]:
-        if avoid is not None and _hand_back(self, app, avoid, handbacks):
+        context = worker_context(app)
+        if avoid is not None and _hand_back(self, context, avoid, handbacks):
             raise self.retry(
                 countdown=0.2, max_retries=None, kwargs={"avoid": avoid, "handbacks": handbacks + 1}
             )
-        return _run_transcode(self, app, job_id, spec)
+        return _TranscodeAttempt(self, context, job_id, spec).run()
 
     @app.task(name="farm.reconcile", ignore_result=True, shared=False)
     def reconcile_task() -> dict[str, int]:
@@ -118,98 +120,173 @@ def register_tasks(app: Celery) -> None:
         return "pong"
 
 
-def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    context = worker_context(app)
-    res = context.stores
-    worker = _worker_name(task)
-    task_id = task.request.id
-    started = time.perf_counter()
-    instance = context.instance
-    try:
-        jobs, blobs = res.jobs, res.blobs
-        claim = jobs.start_attempt(
-            job_id,
-            task_id,
-            worker,
-            instance,
-            max_attempts=res.settings.max_attempts,
-            run_timeout_s=job_timeout_s(spec.get("duration")),
+class _TranscodeAttempt:
+    """One attempt of one transcode job on this worker: claim, fetch, transcode, verify,
+    store, complete.
+
+    Once claimed, the outcome must reach the job row: a store that is down for a moment is
+    waited for, not left for the reconciler to run the job again. The input is waited for
+    until the soft limit (a transcode must still fit); a finished result, its renditions and
+    a failure are kept until the job's deadline, which the hard limit outlasts
+    (farm.dispatch.time_limits)."""
+
+    __slots__ = (
+        "attempt",
+        "context",
+        "fetch_by",
+        "job_id",
+        "record_by",
+        "soft",
+        "spec",
+        "started",
+        "stores",
+        "task",
+        "task_id",
+        "timeout_s",
+        "timings",
+        "worker",
+    )
+
+    def __init__(
+        self, task: Task, context: WorkerContext, job_id: str, spec: dict[str, Any]
+    ) -> None:
+        self.started = time.perf_counter()
+        begun = time.monotonic()
+        self.task, self.context, self.stores = task, context, context.stores
+        self.job_id, self.spec = job_id, spec
+        self.task_id: str = task.request.id
+        self.worker = _worker_name(task)
+        self.timeout_s = job_timeout_s(spec.get("duration"))
+        limits = task.request.timelimit
+        self.soft: float | None = float(limits[1]) if limits and limits[1] else None
+        deadline = begun + self.timeout_s
+        self.fetch_by = min(deadline, begun + self.soft - 1.0) if self.soft else deadline
+        self.record_by = deadline - 1.0
+        #: The job's attempt number, from the claim (its renditions' keys hold it).
+        self.attempt = 0
+        self.timings: dict[str, float] = {}
+
+    def run(self) -> dict[str, Any]:
+        claim = self.claim()
+        if claim.status in ("final", "stale"):
+            # A redelivered or superseded message: the job finished or was republished.
+            log.info("skipping %s for job %s (%s)", self.task_id, self.job_id, claim.status)
+            return {"job_id": self.job_id, "skipped": True, "state": claim.status}
+        self.attempt = claim.attempts
+        if claim.status == "exhausted":
+            self.give_up()
+        try:
+            result = self.transcode(self.fetch())
+            self.verify(result)
+        except AccessDenied as e:
+            # A remote transcoder whose job another worker holds now: not ours to fail.
+            return self.superseded(e)
+        except Exception as e:
+            self.fail(self.classify(e))
+        # The result exists: from here it is kept until it is recorded (or the job's deadline).
+        try:
+            payload = self.store(result)
+            won = self.complete(payload)
+        except AccessDenied as e:
+            # The job finished meanwhile (a remote transcoder's node refuses to sign uploads
+            # for a final job).
+            return self.superseded(e)
+        except (DBAPIError, redis.RedisError) as e:
+            if is_unreachable(e):
+                raise  # still down at the job's deadline: the reconciler takes it from here
+            self.fail(self.classify(e))
+        except Exception as e:
+            self.fail(self.classify(e))
+        if not won:
+            # Another attempt finished the job first (or this one did, and the answer to its
+            # first write was lost): the job row holds the result that counts, and waiters
+            # read it from there. This attempt's renditions are under its own keys.
+            log.info("job %s was finished by another attempt than %s", self.job_id, self.task_id)
+            return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
+        # The submitter hears of it now rather than at its next look at the row.
+        self.announce("done", payload)
+        metrics.segment_transcoded(
+            [r.profile.name for r in result.renditions],
+            self.timings["engine"],
+            result.encoded_pixels,
         )
-    except CredentialRevoked as e:
-        # A remote transcoder whose credential ended: the job is not ours; give it back.
-        raise Reject(str(e), requeue=True) from e
-    except RetryableError as e:
-        raise task.retry(exc=e, countdown=2.0, max_retries=None) from e
-    except (DBAPIError, redis.RedisError) as e:
-        if not is_unreachable(e):
-            raise
-        # The job store is down: nothing was claimed; try again shortly rather than leave the
-        # job to the reconciler's queued timeout.
-        log.warning("job store unreachable claiming %s, retrying: %s", job_id, e)
-        raise task.retry(exc=e, countdown=2.0, max_retries=None) from e
-    if claim.status in ("final", "stale"):
-        # A redelivered or superseded message: the job finished or was republished.
-        log.info("skipping %s for job %s (%s)", task_id, job_id, claim.status)
-        return {"job_id": job_id, "skipped": True, "state": claim.status}
-    # Once claimed, the outcome must reach the job row: a store that is down for a moment is
-    # waited for, not left for the reconciler to run the job again. The input is waited for
-    # until the soft limit (a transcode must still fit); a finished result, its renditions and
-    # a failure are kept until the job's deadline, which the hard limit outlasts
-    # (farm.dispatch.time_limits).
-    soft = task.request.timelimit[1] if task.request.timelimit else None
-    begun = time.monotonic() - (time.perf_counter() - started)
-    deadline = begun + job_timeout_s(spec.get("duration"))
-    fetch_by = min(deadline, begun + float(soft) - 1.0) if soft else deadline
-    record_by = deadline - 1.0
-    if claim.status == "exhausted":
-        last = jobs.last_error(job_id) or "the worker was lost each time"
-        message = f"gave up after {claim.attempts - 1} attempt(s); last error: {last}"
-        _until_reachable(
+        return payload
+
+    def claim(self) -> StartOutcome:
+        """The job's next attempt for this task, or why there is none; a claim that cannot be
+        made now is retried (or, on a remote transcoder whose credential ended, given back)."""
+        try:
+            return self.stores.jobs.start_attempt(
+                self.job_id,
+                self.task_id,
+                self.worker,
+                self.context.instance,
+                max_attempts=self.stores.settings.max_attempts,
+                run_timeout_s=self.timeout_s,
+            )
+        except CredentialRevoked as e:
+            # A remote transcoder whose credential ended: the job is not ours; give it back.
+            raise Reject(str(e), requeue=True) from e
+        except RetryableError as e:
+            raise self.task.retry(exc=e, countdown=2.0, max_retries=None) from e
+        except (DBAPIError, redis.RedisError) as e:
+            if not is_unreachable(e):
+                raise
+            # The job store is down: nothing was claimed; try again shortly rather than leave
+            # the job to the reconciler's queued timeout.
+            log.warning("job store unreachable claiming %s, retrying: %s", self.job_id, e)
+            raise self.task.retry(exc=e, countdown=2.0, max_retries=None) from e
+
+    def give_up(self) -> NoReturn:
+        """Fail the job for good: its attempts are spent (workers lost on the way count)."""
+        jobs = self.stores.jobs
+        last = jobs.last_error(self.job_id) or "the worker was lost each time"
+        message = f"gave up after {self.attempt - 1} attempt(s); last error: {last}"
+        self._until_reachable(
             lambda: jobs.attempt_failed(
-                job_id, task_id, worker, "max_attempts", message, final=True
+                self.job_id, self.task_id, self.worker, "max_attempts", message, final=True
             ),
-            job_id,
-            record_by,
+            self.record_by,
             "recording",
         )
-        res.announce(spec.get("notify"), job_id, "failed")
+        self.announce("failed")
         metrics.job_failed("max_attempts")
         raise JobFailed(message)
-    timings: dict[str, float] = {}
-    fail = partial(
-        _failed,
-        task,
-        jobs,
-        job_id,
-        task_id,
-        worker,
-        max_attempts=res.settings.max_attempts,
-        attempts=claim.attempts,
-        record_by=record_by,
-        announce=partial(res.announce, spec.get("notify"), job_id, "failed"),
-    )
-    try:
-        fetch = partial(blobs.get, spec["input_key"])
-        data = _until_reachable(fetch, job_id, fetch_by, "fetching the input of")
-        timings["fetch"] = time.perf_counter() - started
+
+    def fetch(self) -> bytes:
+        """The job's input, waited for while the blob store is unreachable."""
+        fetch = partial(self.stores.blobs.get, self.spec["input_key"])
+        data = self._until_reachable(fetch, self.fetch_by, "fetching the input of")
+        self.timings["fetch"] = time.perf_counter() - self.started
+        return data
+
+    def transcode(self, data: bytes) -> TranscodeResult:
+        """The renditions of ``data``, by this worker's engine (verified by it, when the
+        settings ask), and what tests damage them into (farm.context)."""
+        spec, context = self.spec, self.context
         profiles = profiles_from_json(spec["profiles"])
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
             gpu=context.gpu,
-            deadline_s=float(soft) if soft else None,
-            verify=res.settings.verify_renditions,
+            deadline_s=self.soft,
+            verify=self.stores.settings.verify_renditions,
         )
         cpu = time.process_time()
         result = (context.engine or transcode)(data, profiles, opts)
-        timings["engine"] = result.timings["total"]
+        self.timings["engine"] = result.timings["total"]
         # CPU seconds of the whole process (the engine's threads too) while it ran: what the
         # data plane cost, as against the control plane around it (make bench-costs).
-        timings["engine_cpu"] = time.process_time() - cpu
+        self.timings["engine_cpu"] = time.process_time() - cpu
         # Celery drops the request after it has stored the answer: the engine's decoder and
         # encoders are freed then, not on the way to the caller.
-        task.request.farm_spent = result.spent
-        result = _chaos(result, res.settings.chaos, claim.attempts)
+        self.task.request.farm_spent = result.spent
+        if context.damage is not None:
+            result = context.damage(result, self.attempt)
+        return result
+
+    def verify(self, result: TranscodeResult) -> None:
+        """Raise VerificationFailed when a rendition failed its checks; count them."""
         if result.verification:
             for failure in result.verification:
                 metrics.verification_failed(failure.reason)
@@ -217,27 +294,23 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
                 "rendition verification failed: " + "; ".join(map(str, result.verification))
             )
         if result.verification is not None:
-            timings["verify"] = result.timings.get("verify", 0.0)
-            metrics.segment_verified(timings["verify"])
-    except AccessDenied as e:
-        # A remote transcoder whose job another worker holds now: not ours to fail.
-        log.warning("job %s moved on from %s: %s", job_id, worker, e)
-        return {"job_id": job_id, "skipped": True, "state": "superseded"}
-    except Exception as e:
-        return fail(_classify(e, task))
-    # The result exists: from here it is kept until it is recorded (or the job's deadline).
-    try:
+            self.timings["verify"] = result.timings.get("verify", 0.0)
+            metrics.segment_verified(self.timings["verify"])
+
+    def store(self, result: TranscodeResult) -> dict[str, Any]:
+        """Store the renditions under this attempt's keys; the job's result to record."""
         t = time.perf_counter()
         outputs = [
-            (output_key(job_id, r.profile.name, r.fmt, claim.attempts), r)
+            (output_key(self.job_id, r.profile.name, r.fmt, self.attempt), r)
             for r in result.renditions
         ]
-        _store_all(res, job_id, [(key, r.data) for key, r in outputs], record_by)
+        self._store_all([(key, r.data) for key, r in outputs])
         renditions = [{**r.summary(), "key": key} for key, r in outputs]
+        timings = self.timings
         timings["store"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - started
-        payload = {
-            "job_id": job_id,
+        timings["total"] = time.perf_counter() - self.started
+        return {
+            "job_id": self.job_id,
             "renditions": renditions,
             "decoder": result.decoder,
             "decoded_frames": result.decoded_frames,
@@ -245,58 +318,118 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
             "encoded_pixels": result.encoded_pixels,
             "input_start": result.input_start,
             "input_duration": result.input_duration,
-            "worker": worker,
+            "worker": self.worker,
             "timings": timings,
         }
+
+    def complete(self, payload: dict[str, Any]) -> bool:
+        """Record the job done with ``payload``: False when another attempt finished it."""
+        jobs = self.stores.jobs
         # The write is idempotent (a repeat after a lost answer finds the job done), so it is
         # safe to repeat while the store is unreachable.
-        won = _until_reachable(
-            lambda: jobs.complete(job_id, task_id, worker, payload, timings),
-            job_id,
-            record_by,
+        return self._until_reachable(
+            lambda: jobs.complete(self.job_id, self.task_id, self.worker, payload, self.timings),
+            self.record_by,
             "recording",
         )
-    except AccessDenied as e:
-        # The job finished meanwhile (a remote transcoder's node refuses to sign uploads for
-        # a final job).
-        log.warning("job %s moved on from %s: %s", job_id, worker, e)
-        return {"job_id": job_id, "skipped": True, "state": "superseded"}
-    except (DBAPIError, redis.RedisError) as e:
-        if is_unreachable(e):
-            raise  # still down at the job's deadline: the reconciler takes it from here
-        return fail(_classify(e, task))
-    except Exception as e:
-        return fail(_classify(e, task))
-    if not won:
-        # Another attempt finished the job first (or this one did, and the answer to its
-        # first write was lost): the job row holds the result that counts, and waiters read
-        # it from there. This attempt's renditions are under its own keys.
-        log.info("job %s was finished by another attempt than %s", job_id, task_id)
-        return {"job_id": job_id, "skipped": True, "state": "superseded"}
-    # The submitter hears of it now rather than at its next look at the row.
-    res.announce(spec.get("notify"), job_id, "done", payload)
-    metrics.segment_transcoded(
-        [r.profile.name for r in result.renditions], timings["engine"], result.encoded_pixels
-    )
-    return payload
 
+    def fail(self, error: FarmError) -> NoReturn:
+        """Record this attempt's failure; retry the job (with the same task id, asking to
+        run elsewhere) or, when the error is permanent or the attempts are spent, fail it."""
+        retryable = isinstance(error, RetryableError)
+        final = not retryable or self.attempt >= self.stores.settings.max_attempts
+        jobs, job_id, worker = self.stores.jobs, self.job_id, self.worker
+        recorded = self._until_reachable(
+            lambda: jobs.attempt_failed(
+                job_id, self.task_id, worker, error.code, str(error), final=final
+            ),
+            self.record_by,
+            "recording",
+        )
+        metrics.segment_transcode_failed(error.code)
+        log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
+        if final:
+            if recorded:
+                self.announce("failed")
+                metrics.job_failed(error.code)
+            raise JobFailed(f"{error.code}: {error}")
+        # Retry with the same task id so the job row stays the owner of the message.
+        # The job row caps attempts; Celery's own retry count is not the limit. The retry asks
+        # to run elsewhere: a worker that just failed it hands it back while others are alive.
+        raise self.task.retry(
+            exc=error, countdown=0.5, max_retries=None, kwargs={"avoid": self.context.instance}
+        )
 
-def _store_all(res: TaskStores, job_id: str, blobs: list[tuple[str, bytes]], until: float) -> None:
-    """Write each (key, data), side by side (each kept while the store is unreachable, as
-    ``_until_reachable`` does); the first error is raised once every write has ended, so no
-    write is still running when the attempt's outcome is recorded."""
-    store = res.blobs
+    def announce(self, state: str, result: dict[str, Any] | None = None) -> None:
+        """Tell the job's submitter it is final (farm.notices); its row already says so."""
+        self.stores.announce(self.spec.get("notify"), self.job_id, state, result)
 
-    def put(key: str, data: bytes) -> None:
-        _until_reachable(partial(store.put, key, data), job_id, until, "storing a rendition of")
+    def superseded(self, error: AccessDenied) -> dict[str, Any]:
+        """The task's answer when the job moved on to another attempt meanwhile."""
+        log.warning("job %s moved on from %s: %s", self.job_id, self.worker, error)
+        return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
 
-    if len(blobs) == 1:
-        put(*blobs[0])
-        return
-    pending = [res.writers.submit(put, key, data) for key, data in blobs]
-    errors = [e for e in map(_outcome, pending) if e is not None]
-    if errors:
-        raise errors[0]
+    def classify(self, error: BaseException) -> FarmError:
+        """The farm error this attempt failed with (retryable or not is its type). An error
+        the farm does not know (a bug, an OS error nothing mapped) fails the attempt as
+        retryable, with its class and message, so the job never stays running and its cause
+        is kept."""
+        if isinstance(error, SoftTimeLimitExceeded):
+            return TranscodeTimeout(f"transcode exceeded its {self.task.request.timelimit} s limit")
+        if isinstance(error, BlobMissing):
+            return InputMissing(str(error))
+        if isinstance(error, FarmError):
+            return error
+        log.error("unexpected error in job attempt", exc_info=error)
+        return WorkerFailed(f"{type(error).__name__}: {error}")
+
+    def _store_all(self, blobs: list[tuple[str, bytes]]) -> None:
+        """Write each (key, data), side by side (each kept while the store is unreachable);
+        the first error is raised once every write has ended, so no write is still running
+        when the attempt's outcome is recorded."""
+        store, until = self.stores.blobs, self.record_by
+
+        def put(key: str, data: bytes) -> None:
+            self._until_reachable(partial(store.put, key, data), until, "storing a rendition of")
+
+        if len(blobs) == 1:
+            put(*blobs[0])
+            return
+        pending = [self.stores.writers.submit(put, key, data) for key, data in blobs]
+        errors = [e for e in map(_outcome, pending) if e is not None]
+        if errors:
+            raise errors[0]
+
+    def _until_reachable(self, op: Callable[[], _T], until: float, doing: str) -> _T:
+        """``op`` on the job or blob store, again while the store (or, on a remote
+        transcoder, the node API) is unreachable, until ``until`` (time.monotonic()); then
+        the last error is raised. A blink of a store neither spends the job's attempts nor
+        loses its result. The task's soft time limit, should it pass meanwhile, bounds the
+        transcode, not this."""
+        job_id = self.job_id
+        delay = 0.25
+        while True:
+            try:
+                return op()
+            except SoftTimeLimitExceeded:
+                if time.monotonic() >= until:
+                    raise
+                log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
+                continue
+            except (DBAPIError, redis.RedisError, RetryableError) as e:
+                if isinstance(e, BlobStoreFailed):
+                    raise  # the store answered: waiting does not help
+                if not isinstance(e, RetryableError) and not is_unreachable(e):
+                    raise
+                if time.monotonic() + delay > until:
+                    log.error("store unreachable %s job %s, giving up: %s", doing, job_id, e)
+                    raise
+                log.warning("store unreachable %s job %s, retrying: %s", doing, job_id, e)
+            try:
+                time.sleep(delay)
+            except SoftTimeLimitExceeded:
+                log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
+            delay = min(delay * 2, 2.0)
 
 
 def _outcome(future: Future[None]) -> BaseException | None:
@@ -309,114 +442,16 @@ def _outcome(future: Future[None]) -> BaseException | None:
             log.warning("soft time limit passed while storing renditions; carrying on")
 
 
-def _until_reachable(op: Callable[[], _T], job_id: str, until: float, doing: str) -> _T:
-    """``op`` on the job or blob store, again while the store (or, on a remote transcoder,
-    the node API) is unreachable, until ``until`` (time.monotonic()); then the last error
-    is raised. A blink of a store neither spends the job's attempts nor loses its result.
-    The task's soft time limit, should it pass meanwhile, bounds the transcode, not this."""
-    delay = 0.25
-    while True:
-        try:
-            return op()
-        except SoftTimeLimitExceeded:
-            if time.monotonic() >= until:
-                raise
-            log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
-            continue
-        except (DBAPIError, redis.RedisError, RetryableError) as e:
-            if isinstance(e, BlobStoreFailed):
-                raise  # the store answered: waiting does not help
-            if not isinstance(e, RetryableError) and not is_unreachable(e):
-                raise
-            if time.monotonic() + delay > until:
-                log.error("store unreachable %s job %s, giving up: %s", doing, job_id, e)
-                raise
-            log.warning("store unreachable %s job %s, retrying: %s", doing, job_id, e)
-        try:
-            time.sleep(delay)
-        except SoftTimeLimitExceeded:
-            log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
-        delay = min(delay * 2, 2.0)
-
-
-def _chaos(result: TranscodeResult, kind: str | None, attempt: int) -> TranscodeResult:
-    """Chaos testing: damage the output as configured, then verify what is left."""
-    from farm.media.damage import FIRST_ATTEMPT, damage
-    from farm.media.verify import verify_result
-
-    if not kind:
-        return result
-    always, _, kind = kind.rpartition(":")  # "always:truncate" damages every attempt
-    if kind in FIRST_ATTEMPT and attempt > 1 and not always:
-        return result
-    damaged = damage(result, kind)
-    damaged.verification = list(verify_result(damaged).failures)
-    return damaged
-
-
-def _hand_back(task: Task, app: Celery, avoid: str, handbacks: int) -> bool:
+def _hand_back(task: Task, context: WorkerContext, avoid: str, handbacks: int) -> bool:
     """True when this worker failed the job's last attempt and another live worker could
     take it (at most twice, so a job never circles when this is the only good worker)."""
-    if handbacks >= 2 or worker_context(app).instance != avoid:
+    if handbacks >= 2 or context.instance != avoid:
         return False
-    if getattr(app, "farm_stores", None) is not None:
-        return False  # a remote transcoder cannot read the registry
+    if context.stores is not context.resources:
+        return False  # a remote transcoder (its stores are the node API) cannot read the registry
     queue = (task.request.delivery_info or {}).get("routing_key")
     try:
-        live = resources(app).registry.live()
+        live = context.resources.registry.live()
     except FarmError:
         return False
     return any(w.worker != avoid and queue in w.queues for w in live)
-
-
-def _classify(error: BaseException, task: Task) -> FarmError:
-    """The farm error an attempt failed with (retryable or not is its type). An error the
-    farm does not know (a bug, an OS error nothing mapped) fails the attempt as retryable,
-    with its class and message, so the job never stays running and its cause is kept."""
-    if isinstance(error, SoftTimeLimitExceeded):
-        return TranscodeTimeout(f"transcode exceeded its {task.request.timelimit} s limit")
-    if isinstance(error, BlobMissing):
-        return InputMissing(str(error))
-    if isinstance(error, FarmError):
-        return error
-    log.error("unexpected error in job attempt", exc_info=error)
-    return WorkerFailed(f"{type(error).__name__}: {error}")
-
-
-def _failed(
-    task: Task,
-    jobs: JobOps,
-    job_id: str,
-    task_id: str,
-    worker: str,
-    error: FarmError,
-    *,
-    max_attempts: int,
-    attempts: int,
-    record_by: float,
-    announce: Callable[[], None],
-) -> NoReturn:
-    retryable = isinstance(error, RetryableError)
-    final = not retryable or attempts >= max_attempts
-    recorded = _until_reachable(
-        lambda: jobs.attempt_failed(job_id, task_id, worker, error.code, str(error), final=final),
-        job_id,
-        record_by,
-        "recording",
-    )
-    metrics.segment_transcode_failed(error.code)
-    log.warning("job %s attempt on %s failed (%s): %s", job_id, worker, error.code, error)
-    if final:
-        if recorded:
-            announce()
-            metrics.job_failed(error.code)
-        raise JobFailed(f"{error.code}: {error}")
-    # Retry with the same task id so the job row stays the owner of the message.
-    # The job row caps attempts; Celery's own retry count is not the limit. The retry asks to
-    # run elsewhere: a worker that just failed it hands it back while others are alive.
-    raise task.retry(
-        exc=error,
-        countdown=0.5,
-        max_retries=None,
-        kwargs={"avoid": worker_context(task.app).instance},
-    )

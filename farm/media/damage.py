@@ -1,10 +1,10 @@
 """Deliberately damaged renditions, for chaos testing of verification.
 
-A worker configured with ``FARM_CHAOS`` damages its output the way real failures do
-(a truncated upload, a rendition at the wrong size, a pixel count that does not match, a
-stream that starts without its keyframe, a corrupt bitstream, or a different picture
-altogether), so that the checks that must catch each of them can be seen catching them, end
-to end.
+A test's worker whose context holds ``attempt_damage(kind)`` (farm.context) damages its
+output the way real failures do (a truncated upload, a rendition at the wrong size, a pixel
+count that does not match, a stream that starts without its keyframe, a corrupt bitstream, or
+a different picture altogether), so that the checks that must catch each of them can be seen
+catching them, end to end. Nothing in the farm's own task path imports this module.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from farm.media.engine import EngineOptions, transcode
 from farm.media.output import OutputFile
 from farm.media.result import Rendition, TranscodeResult
 from farm.media.synth import make_segment
+from farm.media.verify import verify_result
 
-__all__ = ["KINDS", "damage"]
+__all__ = ["KINDS", "attempt_damage", "damage"]
 
 #: Damage applied to a job's first attempt only (verification catches it, the retry is clean)
 #: and damage applied to every attempt (only a cross-check on another orchestrator sees it).
@@ -119,3 +120,21 @@ def damage(result: TranscodeResult, kind: str) -> TranscodeResult:
         renditions = [_other_picture(result, r) for r in renditions]
     changed = {"renditions": renditions}
     return dataclasses.replace(result, **changed)
+
+
+def attempt_damage(kind: str) -> Callable[[TranscodeResult, int], TranscodeResult]:
+    """A worker context's ``damage`` hook: ``kind`` (one of KINDS) done to a job's first
+    attempt, and to every attempt with an "always:" prefix ("always:truncate"); "picture"
+    damages every attempt. The damaged result is verified again, as the engine would."""
+    always, _, kind = kind.rpartition(":")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown chaos damage {kind!r}; expected one of {', '.join(KINDS)}")
+
+    def hook(result: TranscodeResult, attempt: int) -> TranscodeResult:
+        if kind in FIRST_ATTEMPT and attempt > 1 and not always:
+            return result
+        damaged = damage(result, kind)
+        damaged.verification = list(verify_result(damaged).failures)
+        return damaged
+
+    return hook

@@ -222,7 +222,6 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
         verify_renditions=bool(grant["verify_renditions"]),
         heartbeat_s=float(grant["heartbeat_s"]),
         region=settings.region,
-        chaos=settings.chaos,
         task_events=settings.task_events,
     )
     app = create_worker_app(worker_settings)

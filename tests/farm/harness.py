@@ -88,12 +88,14 @@ class Cluster:
         return Registry(self.settings.redis_registry_url(), self.settings.heartbeat_s)
 
     def spawn(
-        self, *args: str, log: str, env: dict[str, str] | None = None
+        self, *args: str, log: str, env: dict[str, str] | None = None, damage: str | None = None
     ) -> subprocess.Popen[bytes]:
-        """Start ``farm ARGS`` in its own session, logging to ``home/log``."""
+        """Start ``farm ARGS`` in its own session, logging to ``home/log``; with ``damage``
+        its transcodes are damaged so (tests.farm.damaged_worker)."""
+        command = ["tests.farm.damaged_worker", damage] if damage else ["farm.cli"]
         with open(self.home / log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "farm.cli", *args],
+                [sys.executable, "-m", *command, *args],
                 env=env or self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -113,8 +115,10 @@ class Cluster:
         )
 
     def start_worker(
-        self, *extra: str, concurrency: int = 1, wait: bool = True
+        self, *extra: str, concurrency: int = 1, wait: bool = True, damage: str | None = None
     ) -> subprocess.Popen[bytes]:
+        """A CPU worker; with ``damage`` (farm.media.damage.attempt_damage) one that damages
+        its results."""
         before = {w.worker for w in self.live()}
         proc = self.spawn(
             "worker",
@@ -123,6 +127,7 @@ class Cluster:
             str(concurrency),
             *extra,
             log=f"worker-{len(self.processes)}.log",
+            damage=damage,
         )
         if wait:
             wait_for(

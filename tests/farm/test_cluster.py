@@ -256,11 +256,9 @@ def test_gpus_all_runs_one_worker_process_per_gpu(pg_cluster: Cluster, segment: 
 def test_damaged_first_attempt_is_retried_and_succeeds(
     tmp_path: Path, redis_url: str, sqlite_url: str, segment: bytes
 ) -> None:
-    env = cluster_env(tmp_path, redis_url, sqlite_url)
-    env["FARM_CHAOS"] = "truncate"  # this worker truncates every job's first attempt
-    cluster = Cluster(tmp_path, env)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, sqlite_url))
     try:
-        cluster.start_worker()
+        cluster.start_worker(damage="truncate")  # it truncates every job's first attempt
         client = cluster.client()
         job = client.submit(segment, LADDER, duration=1.0)
         _check_result_any_attempts(client, job.id)
@@ -283,13 +281,10 @@ def _check_result_any_attempts(client: FarmClient, job_id: str) -> None:
 def test_a_failed_verification_is_retried_on_another_worker(
     tmp_path: Path, redis_url: str, sqlite_url: str, segment: bytes
 ) -> None:
-    env = cluster_env(tmp_path, redis_url, sqlite_url)
-    env["FARM_CHAOS"] = "always:truncate"  # this worker never produces a good rendition
-    cluster = Cluster(tmp_path, env)
+    cluster = Cluster(tmp_path, cluster_env(tmp_path, redis_url, sqlite_url))
     try:
-        broken = cluster.start_worker()
+        broken = cluster.start_worker(damage="always:truncate")  # never a good rendition
         broken_name = cluster.worker_of(broken).worker  # type: ignore[union-attr]
-        cluster.env["FARM_CHAOS"] = ""
         cluster.start_worker()
         client = cluster.client()
         jobs = [client.submit(segment, LADDER, duration=1.0) for _ in range(4)]

@@ -106,7 +106,6 @@ def test_each_process_has_only_the_fields_it_reads() -> None:
         "capacity",
         "max_backoff_s",
         "region",
-        "chaos",
         "task_events",
         "gpus",
         "codecs",

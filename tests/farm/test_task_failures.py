@@ -4,7 +4,9 @@ failure, with its cause, and the job retries or fails: it never stays running.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ from celery import Celery
 
 from farm import tasks
 from farm.celery_app import create_worker_app
+from farm.context import WorkerContext, worker_context
+from farm.media.damage import attempt_damage
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.result import TranscodeResult
@@ -120,3 +124,30 @@ def test_a_late_attempt_does_not_rewrite_a_done_jobs_renditions(app: Celery) -> 
     assert res.blobs.get(tasks.output_key("late", LADDER[0].name, "mpegts", 1))[:1] == b"\x47"
     job = res.jobs.get("late")
     assert (job.state, job.completed_by) == ("done", "elsewhere/1:late.1")
+
+
+def test_only_a_worker_of_this_cluster_hands_a_failed_job_back() -> None:
+    # Another live worker consumes the job's queue: a local worker that failed the job's last
+    # attempt hands the retry to it; a remote transcoder, whose stores are the node API and
+    # which cannot read the registry, keeps it.
+    other = SimpleNamespace(worker="other:1", queues=["transcode.cpu.h264"])
+    cluster = SimpleNamespace(registry=SimpleNamespace(live=lambda: [other]))
+    task = SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": other.queues[0]}))
+    local = WorkerContext(ClusterSettings(), cluster, cluster, instance="me:1")  # type: ignore[arg-type]
+    assert tasks._hand_back(task, local, "me:1", 0)  # type: ignore[arg-type]
+    assert not tasks._hand_back(task, local, "me:1", 2)  # type: ignore[arg-type]
+    remote = replace(local, stores=SimpleNamespace())
+    assert not tasks._hand_back(task, remote, "me:1", 0)  # type: ignore[arg-type]
+
+
+def test_a_context_damage_hook_fails_the_first_attempt_and_the_retry_is_clean(app: Celery) -> None:
+    worker_context(app).damage = attempt_damage("truncate")
+    spec = _submit(app, "damaged")
+    outcome = app.tasks["farm.transcode"].apply(args=["damaged", spec], task_id="damaged.1")
+    assert outcome.result["job_id"] == "damaged" and len(outcome.result["renditions"]) == 1
+    job = tasks.resources(app).jobs.get("damaged", with_attempts=True)
+    assert job.state == "done"
+    assert [(a.outcome, a.error_code) for a in job.attempt_log] == [
+        ("failed", "verification_failed"),
+        ("done", None),
+    ]

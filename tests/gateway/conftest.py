@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -133,10 +133,15 @@ class Gateway:
 
 @contextmanager
 def orchestrators(
-    home: Path, specs: Sequence[tuple[str, str, dict[str, str]]], private_redis: bool = False
+    home: Path,
+    specs: Sequence[tuple[str, str, dict[str, str]]],
+    private_redis: bool = False,
+    damage: Mapping[str, str] | None = None,
 ) -> Iterator[Env]:
     """Clusters named and placed by ``specs`` (name, region, extra worker env), each on its
     own Redis database and PostgreSQL schema, plus a database and a schema for gateways.
+    ``damage`` names the clusters whose worker damages its results, and how
+    (farm.media.damage.attempt_damage).
 
     With ``private_redis`` each cluster gets a Redis server of its own (farm.embedded), and
     only the gateways' database is taken from the shared server's test databases. A pinned
@@ -171,7 +176,7 @@ def orchestrators(
             variables = cluster_env(cluster_home, broker, e.pg(schemas[i]))
             variables.update(extra)
             cluster = Cluster(cluster_home, variables)
-            worker = cluster.start_worker()
+            worker = cluster.start_worker(damage=(damage or {}).get(name))
             port = free_port()
             cluster.spawn("node", "--port", str(port), log="node.log")
             node_url = f"http://127.0.0.1:{port}"

@@ -21,11 +21,8 @@ def env3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     # orch-c's worker passes its own verification but returns another picture (chaos).
     with orchestrators(
         tmp_path_factory.mktemp("crosscheck"),
-        [
-            ("orch-a", "eu", {}),
-            ("orch-b", "eu", {}),
-            ("orch-c", "eu", {"FARM_CHAOS": "picture"}),
-        ],
+        [("orch-a", "eu", {}), ("orch-b", "eu", {}), ("orch-c", "eu", {})],
+        damage={"orch-c": "picture"},
     ) as e:
         yield e
 
