@@ -215,7 +215,7 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         except Exception as e:
             attached = []
             log.warning("transcoder roster unavailable: %s", e)
-        # go-livepeer transcoders attached to this process (farm.golivepeer.with_golivepeer).
+        # go-livepeer transcoders attached to this process (farm.golivepeer.attach.with_golivepeer).
         hub = getattr(api.state, "golivepeer_hub", None)
         golivepeer = hub.transcoders() if hub is not None else []
         pixels = {t["name"]: t["pixels"] for t in attached}

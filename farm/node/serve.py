@@ -53,7 +53,7 @@ def hypercorn_config(settings: NodeSettings) -> Any:
 def node_asgi_app(settings: NodeSettings) -> Any:
     """The ASGI application the node's listener serves: the place to put anything that must
     share the port with the node API (a gRPC service dispatched on its content type)."""
-    from farm.golivepeer import with_golivepeer
+    from farm.golivepeer.attach import with_golivepeer
     from farm.node import create_node_app
 
     app = create_node_app(settings)
