@@ -21,19 +21,6 @@ KNOWN_CIRCLES: set[frozenset[str]] = {
     frozenset({"farm.ai.tasks", "farm.reconcile", "farm.tasks"}),
     # FarmClient.ai builds the AI client, which submits through FarmClient.
     frozenset({"farm.ai.client", "farm.client"}),
-    frozenset({"farm.cli.cluster", "farm.cli.ops"}),
-    # The go-livepeer gRPC mount serves the orchestrator's service too.
-    frozenset(
-        {
-            "farm.golivepeer",
-            "farm.golivepeer.grpc_asgi",
-            "farm.orchestrator",
-            "farm.orchestrator.aiprices",
-            "farm.orchestrator.segdata",
-            "farm.orchestrator.service",
-            "farm.orchestrator.tokens",
-        }
-    ),
 }
 #: farm modules that load gateway code, inside the farm command that runs it.
 FARM_COMMANDS_OF_THE_GATEWAY = frozenset({"farm.cli.gateway", "farm.cli.chain"})
