@@ -30,7 +30,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from farm.celery_app import create_app
 from farm.chain_tasks import announced_ticket_queue
-from farm.dispatch import job_timeout_s, need_of, publish
 from farm.errors import (
     FarmError,
     InputInvalid,
@@ -42,6 +41,7 @@ from farm.errors import (
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
+from farm.publish import job_timeout_s, need_of, publish
 from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, Route, route_transcode

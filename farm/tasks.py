@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
 from farm.context import BlobOps, JobOps, TaskStores, worker_context
-from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
@@ -33,6 +32,7 @@ from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.media.result import TranscodeResult
+from farm.publish import job_timeout_s
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
 
@@ -155,7 +155,7 @@ def _run_transcode(task: Task, app: Celery, job_id: str, spec: dict[str, Any]) -
     # waited for, not left for the reconciler to run the job again. The input is waited for
     # until the soft limit (a transcode must still fit); a finished result, its renditions and
     # a failure are kept until the job's deadline, which the hard limit outlasts
-    # (farm.dispatch.time_limits).
+    # (farm.publish.time_limits).
     soft = task.request.timelimit[1] if task.request.timelimit else None
     begun = time.monotonic() - (time.perf_counter() - started)
     deadline = begun + job_timeout_s(spec.get("duration"))

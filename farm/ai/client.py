@@ -17,8 +17,8 @@ from farm.ai.config import PIPELINES
 from farm.ai.results import AIResult, blob_key
 from farm.ai.routing import AIRoute, route_ai
 from farm.ai.stream import ChunkStream
-from farm.ai.tasks import publish_ai
 from farm.errors import AIRequestInvalid, NoCapacity
+from farm.publish import publish_ai
 
 if TYPE_CHECKING:
     from farm.client import FarmClient

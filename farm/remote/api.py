@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from farm import metrics
 from farm.bodies import read_capped
-from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
@@ -34,6 +33,7 @@ from farm.errors import (
 )
 from farm.jobs import JobView
 from farm.media.profiles import profiles_from_json
+from farm.publish import job_timeout_s
 from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Registry
 from farm.remote.credentials import BrokerAcl, broker_url_for, require_redis_broker
