@@ -115,7 +115,7 @@ class AIDispatcher:
                 return rehost(
                     answer.response, answer.content_types, answer.fetch, self.blobs, request_id
                 )
-            jobs = o.client.ai
+            jobs = o.ai_client
             job_id = jobs.submit(req.pipeline.name, req.model_id, req.params, req.files)
             result = jobs.wait(job_id, timeout=self.job_timeout_s)
             types = {m.key: m.content_type for m in result.media}
@@ -133,7 +133,7 @@ class AIDispatcher:
                     req.model_id, req.params, bill.units, self.job_timeout_s
                 )
             else:
-                jobs = o.client.ai
+                jobs = o.ai_client
                 job_id = jobs.submit(
                     pipeline=req.pipeline.name, model_id=req.model_id, params=req.params
                 )
