@@ -100,7 +100,7 @@ class RenditionResult(BaseModel):
     duration: float = Field(ge=0)
 
 
-class TranscodeResult(BaseModel):
+class TranscodeResultBody(BaseModel):
     """A transcode task's result, as it is recorded on the job."""
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -120,11 +120,11 @@ class TranscodeResult(BaseModel):
 class Completion(Claim):
     model_config = ConfigDict(allow_inf_nan=False)
 
-    result: TranscodeResult
+    result: TranscodeResultBody
     timings: dict[str, float] | None = None
 
 
-class Failure(Claim):
+class FailureBody(Claim):
     code: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
     error: Annotated[str, StringConstraints(max_length=64 << 10, pattern=_TEXT)]
     final: bool
@@ -306,7 +306,7 @@ class TranscoderApi:
         )
         return {"status": outcome.status, "attempts": outcome.attempts}
 
-    def _check_result(self, job: JobView, result: TranscodeResult) -> None:
+    def _check_result(self, job: JobView, result: TranscodeResultBody) -> None:
         """RequestInvalid unless ``result`` is the whole of what ``job`` asked for: one stored
         rendition per profile, in order, under its key, with pixels that add up."""
         names = _rendition_names(job)
@@ -340,7 +340,7 @@ class TranscoderApi:
             metrics.segment_transcoded(names, engine, pixels)
         return {"won": won}
 
-    def fail(self, record: TranscoderRecord, job_id: str, body: Failure) -> dict[str, Any]:
+    def fail(self, record: TranscoderRecord, job_id: str, body: FailureBody) -> dict[str, Any]:
         if self._unfinished(record, job_id, body) is None:
             return {"recorded": False}
         recorded = self.res.jobs.attempt_failed(
@@ -405,7 +405,7 @@ class TranscoderApi:
             return self.complete(record, job_id, body)
 
         @r.post("/transcoders/jobs/{job_id}/fail")
-        def fail(record: Auth, job_id: JobPath, body: Failure) -> dict[str, Any]:
+        def fail(record: Auth, job_id: JobPath, body: FailureBody) -> dict[str, Any]:
             """Record a failed attempt."""
             return self.fail(record, job_id, body)
 

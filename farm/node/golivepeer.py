@@ -21,16 +21,16 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     answers when it takes no remote transcoders.
     """
     from farm.golivepeer.bridge import Bridge
-    from farm.golivepeer.grpc_asgi import GrpcMount
     from farm.golivepeer.hub import Hub
-    from farm.golivepeer.ledger import Ledger
+    from farm.golivepeer.records import TranscoderRecords
     from farm.golivepeer.results import install
+    from farm.node.grpc_mount import GrpcMount
 
     orchestrator = getattr(app.state, "orchestrator", None)  # a gateway's net.Orchestrator calls
     if not settings.golivepeer:
         return GrpcMount(app, Hub(), None, orchestrator=orchestrator)
-    ledger = Ledger(settings.redis_registry_url())
-    hub = Hub(ledger=ledger)
+    records = TranscoderRecords(settings.redis_registry_url())
+    hub = Hub(records=records)
     app.state.golivepeer_hub = hub  # /status lists them
     secret = settings.secret.get_secret_value()
     install(app, hub, secret, settings.max_blob_bytes)
@@ -43,7 +43,7 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
             "capacity": hub.capacity(),
             "load": hub.load(),
             "transcoders": hub.transcoders(),
-            "totals": ledger.totals(),
+            "totals": records.totals(),
         }
 
     bridge = Bridge(settings, hub, getattr(app.state, "celery_app", None))
@@ -51,7 +51,7 @@ def with_golivepeer(app: FastAPI, settings: NodeSettings) -> Any:
     def shutdown() -> None:
         bridge.stop()
         hub.close()
-        ledger.close()
+        records.close()
 
     return GrpcMount(
         app,
