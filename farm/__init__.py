@@ -7,6 +7,8 @@ change without notice:
 - :mod:`farm` itself (``__version__``);
 - :mod:`farm.client`: submit jobs to a cluster and collect results, the cluster's connection
   settings, segment timeouts, the ticket queue a cluster announces;
+- :mod:`farm.ai.client`: submit AI jobs to a cluster, collect their results and stream LLM
+  chunks;
 - :mod:`farm.errors`: the error hierarchy and its codes;
 - :mod:`farm.blobstore`: the blob stores;
 - the media tools: :mod:`farm.media.profiles`, :mod:`farm.media.source`,

@@ -14,44 +14,23 @@ announces.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeout
-from kombu.exceptions import OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy.exc import SQLAlchemyError
 
-from farm.celery_app import create_app
 from farm.chain_tasks import announced_ticket_queue
-from farm.dispatch import job_timeout_s, need_of, publish
-from farm.errors import (
-    FarmError,
-    InputInvalid,
-    JobError,
-    JobNotFound,
-    NoCapacity,
-    ServiceUnavailable,
-)
+from farm.cluster_link import ClusterLink, JobFailedError, JobTimeout
+from farm.errors import InputInvalid, JobNotFound, NoCapacity
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
-from farm.notices import NoticeBoard
-from farm.registry import Capabilities
-from farm.resources import Resources
+from farm.publish import job_timeout_s, need_of, publish
 from farm.router import Need, Route, route_transcode
 from farm.settings import ClusterSettings
 from farm.timeouts import MIN_TIMEOUT_S, segment_timeout
-
-if TYPE_CHECKING:
-    from farm.ai.client import AIClient
 
 __all__ = [
     "MIN_TIMEOUT_S",
@@ -65,23 +44,6 @@ __all__ = [
     "announced_ticket_queue",
     "segment_timeout",
 ]
-
-log = logging.getLogger(__name__)
-
-
-class JobFailedError(JobError):
-    """Raised by :meth:`FarmClient.wait` when the job failed; ``code`` is the job's error code."""
-
-    def __init__(self, job: JobView) -> None:
-        super().__init__(f"job {job.id} failed: {job.error}")
-        self.code = job.error_code or "job_failed"
-        self.job = job
-
-
-class JobTimeout(JobError):
-    """Raised by :meth:`FarmClient.wait` when the job is not final in time."""
-
-    code = "wait_timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,90 +88,24 @@ class JobResult:
         )
 
 
-def _backend_lost(e: RuntimeError) -> bool:
-    """Whether Celery's result consumer raised ``e`` because it could not reconnect to the
-    result backend (it says the app must be restarted; it recovers on the next call)."""
-    return isinstance(e.__cause__, OSError | RedisConnectionError | OperationalError)
-
-
-def _forget(result: Any) -> None:
-    """Stop listening for ``result`` now. Celery does it when the object is collected, where
-    a result backend that lost its connection (a Redis restart) raises, unseen, from
-    ``__del__`` at whatever moment the collector runs."""
-    backend, result.backend = result.backend, None
-    try:
-        backend.remove_pending_result(result)
-    except Exception as e:  # the backend reconnects on its next use
-        log.debug("result %s: could not stop listening: %s", result.id, e)
-
-
 class FarmClient:
     """Submits transcode jobs to one cluster and collects their results."""
 
     def __init__(self, settings: ClusterSettings | None = None, app: Celery | None = None) -> None:
-        self.settings = settings or ClusterSettings()
-        self.app = app or create_app(self.settings)
-        if app is None and self.settings.broker_url.startswith(("redis", "rediss")):
-            # A broker host that stops answering must not hold a submit for minutes: a
-            # publish is one small write, so a few seconds without a reply mean it is gone.
-            self.app.conf.broker_transport_options = {
-                **self.app.conf.broker_transport_options,
-                "socket_connect_timeout": 3,
-                "socket_timeout": 3,
-            }
-            self.app.conf.task_publish_retry_policy = {
-                "max_retries": 1,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 0.2,
-            }
-        self._res = Resources(self.settings)
-        self._live: tuple[float, list[Capabilities]] = (0.0, [])
-        self._reading = threading.Lock()
-        self._ai: AIClient | None = None
-        self._notices: NoticeBoard | None = None
-
-    def _live_workers(self, fresh: bool = False) -> list[Capabilities]:
-        # Heartbeats live for three beats. A view up to a quarter beat old is used as it is;
-        # one up to a beat old is used while a fresh one is read beside it, so a busy
-        # client's submissions never wait for a registry scan; an older one is read first.
-        now = time.monotonic()
-        read_at, workers = self._live
-        if fresh or now - read_at > self.settings.heartbeat_s:
-            self._live = (now, self._res.registry.live())
-            return self._live[1]
-        if now - read_at > self.settings.heartbeat_s / 4 and self._reading.acquire(blocking=False):
-            try:
-                self._res.writers.submit(self._read_live)
-            except RuntimeError:  # closing
-                self._reading.release()
-        return workers
-
-    def _read_live(self) -> None:
-        try:
-            self._live = (time.monotonic(), self._res.registry.live())
-        except FarmError as e:  # the next submission reads it itself once the view is old
-            log.info("could not refresh the live workers: %s", e)
-        finally:
-            self._reading.release()
+        self._link = ClusterLink(settings or ClusterSettings(), app)
+        self.settings = self._link.settings
+        self.app = self._link.app
+        self._res = self._link.res
 
     def _route(self, need: Need) -> Route:
         try:
-            return route_transcode(need, self._live_workers())
+            return route_transcode(need, self._link.live_workers())
         except NoCapacity:
-            return route_transcode(need, self._live_workers(fresh=True))
+            return route_transcode(need, self._link.live_workers(fresh=True))
 
     @property
     def jobs(self) -> JobStore:
         return self._res.jobs
-
-    def _notice_channel(self) -> str | None:
-        """This client's notice channel once it listens there (farm.notices); None while
-        Redis cannot be reached, and its jobs then report through Celery's result backend."""
-        board = self._notices
-        if board is None:
-            board = self._notices = NoticeBoard(self.settings.redis_registry_url())
-        return board.channel if board.listening or board.start() else None
 
     def route(self, profiles: Sequence[VideoProfile], device: str = "any") -> Route:
         """The queue a ladder would go to now (raises NoCapacity when none serves it)."""
@@ -243,7 +139,7 @@ class FarmClient:
             "duration": duration,
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
-        notify = self._notice_channel()
+        notify = self._link.notice_channel()
         if notify is not None:
             spec["notify"] = notify
         task_id = f"{job_id}.1"
@@ -264,120 +160,27 @@ class FarmClient:
             error = stored.exception()
         if error is not None:
             # The job row exists but can never run: fail it before reporting the store's error.
-            self._never_published(job_id, error)
+            self._link.never_published(job_id, error)
             raise error
-        with self._publishing(job_id):
+        with self._link.publishing(job_id):
             publish(self.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job
-
-    @contextmanager
-    def _publishing(self, job_id: str) -> Iterator[None]:
-        """Around the first publish of a recorded job: a broker or result backend that cannot
-        be reached is ServiceUnavailable, and the job is failed. The caller is told to try
-        again (perhaps on another orchestrator), so the reconciler must not run the job behind
-        its back once the broker is back."""
-        try:
-            yield
-        except (OperationalError, OSError, RuntimeError) as e:
-            # RuntimeError: Celery's result consumer gave up subscribing to the job's result.
-            if isinstance(e, RuntimeError) and not _backend_lost(e):
-                raise
-            raise self._unpublished(job_id, e) from e
-
-    def _unpublished(self, job_id: str, e: Exception) -> ServiceUnavailable:
-        error = ServiceUnavailable(f"broker unreachable: {e.__cause__ or e}")
-        self._never_published(job_id, error)
-        return error
-
-    def _never_published(self, job_id: str, error: BaseException) -> None:
-        """Fail a recorded job that was not published, so the reconciler never runs it."""
-        code = getattr(error, "code", None) or "input_unstored"
-        try:
-            self.jobs.fail(job_id, str(code), str(error))
-        except SQLAlchemyError as store_error:
-            log.warning("job %s was not published and could not be failed: %s", job_id, store_error)
 
     def get(self, job_id: str, with_attempts: bool = False) -> JobView:
         return self.jobs.get(job_id, with_attempts)
 
     def wait(self, job: str | JobView, timeout: float = 60.0) -> JobResult:
         """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
-        view, payload = self.wait_for(job, timeout, lambda p: p.get("renditions") is not None)
+        view, payload = self._link.wait_for(job, timeout, lambda p: p.get("renditions") is not None)
         if payload is not None:
             return JobResult.from_payload(payload)
         if view.state != "done" or view.result is None:
             raise JobFailedError(self.jobs.get(view.id))
         return JobResult.from_payload(view.result)
 
-    def wait_for(
-        self, job: str | JobView, timeout: float, finished: Callable[[dict[str, Any]], bool]
-    ) -> tuple[JobView, dict[str, Any] | None]:
-        """Block until the job is final: (view, the task's payload when ``finished`` accepts
-        it, else None and the final row). Raises JobTimeout.
-
-        Wakes on the job's notice (farm.notices) or, for a job submitted without one, on the
-        result backend's notification, rather than polling the job table; the table is read
-        when neither has an answer within a second (a lost notice, a lost backend).
-        """
-        deadline = time.monotonic() + timeout
-        view = self.jobs.get(job) if isinstance(job, str) else job
-        while not view.final:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise JobTimeout(f"job {view.id} still {view.state} after {timeout:g} s")
-            notify = view.spec.get("notify")
-            if notify is not None:
-                board = self._notices
-                if board is None or board.channel != notify:
-                    # Another client's job (one before a restart): only its row tells.
-                    time.sleep(min(remaining, 0.1))
-                    view = self.jobs.get(view.id)
-                    continue
-                notice = board.wait(view.id, min(remaining, 1.0))
-                result = notice.get("result") if notice is not None else None
-                if isinstance(result, dict) and finished(result):
-                    return view, result
-                view = self.jobs.get(view.id)
-                continue
-            payload: Any = None
-            result = self.app.AsyncResult(view.task_id)
-            try:
-                payload = result.get(
-                    timeout=min(remaining, 1.0), propagate=False, disable_sync_subtasks=False
-                )
-            except CeleryTimeout:
-                pass
-            except (OSError, FarmError, RedisConnectionError, OperationalError):
-                # The backend restarted or blinked; the job table still has the truth.
-                time.sleep(min(0.2, max(remaining, 0)))
-            finally:
-                _forget(result)
-            if isinstance(payload, dict) and finished(payload):
-                # The task returns exactly what it recorded, after recording it.
-                return view, payload
-            view = self.jobs.get(view.id)
-            if payload is not None and not view.final:
-                time.sleep(0.05)  # a result for a superseded message; the row decides
-        return view, None
-
-    @property
-    def ai(self) -> AIClient:
-        """AI jobs on this cluster (farm.ai.client.AIClient)."""
-        if self._ai is None:
-            from farm.ai.client import AIClient
-
-            self._ai = AIClient(self)
-        return self._ai
-
     def close(self) -> None:
         """Release broker, backend and database connections."""
-        if self._ai is not None:
-            self._ai.close()
-        if self._notices is not None:
-            self._notices.close()
-            self._notices = None
-        self._res.close()
-        self.app.close()
+        self._link.close()
 
     def __enter__(self) -> FarmClient:
         return self

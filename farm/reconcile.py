@@ -8,9 +8,13 @@ from datetime import UTC, datetime
 from celery import Celery
 
 from farm import metrics
+from farm.ai.routing import route_ai
+from farm.ai.stream import streams_of
 from farm.brokerwatch import lost_messages
-from farm.dispatch import publish
-from farm.errors import NoCapacity
+from farm.errors import InsufficientCapacity, NoCapacity
+from farm.jobs import JobView
+from farm.publish import publish, publish_ai
+from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, route_transcode
 
@@ -40,9 +44,7 @@ def reconcile(app: Celery, res: Resources) -> dict[str, int]:
     stuck.update({j.id: j for j in lost})
     for job in stuck.values():
         if job.kind == "ai":
-            from farm.ai.tasks import republish_ai
-
-            outcome = republish_ai(app, res, job, live)
+            outcome = _republish_ai(app, res, job, live)
             counts[outcome] = counts.get(outcome, 0) + 1
             continue
         if job.publishes > res.settings.max_attempts:
@@ -79,3 +81,30 @@ def reconcile(app: Celery, res: Resources) -> dict[str, int]:
             metrics.job_republished()
             log.info("republished overdue job %s to %s as %s", job.id, route.queue, task_id)
     return counts
+
+
+def _republish_ai(app: Celery, res: Resources, job: JobView, live: list[Capabilities]) -> str:
+    """The reconciler's step for an overdue AI job: route it afresh, or fail it when nothing
+    can take it. Returns "republished", "failed" or "skipped"."""
+    spec = {**job.spec, "tried": [], "reasons": job.spec.get("reasons", [])}
+    if job.publishes > res.settings.max_attempts + len(spec["reasons"]):
+        message = f"not completed after {job.publishes} publishes; last error: {job.error}"
+        if not res.jobs.fail(job.id, "max_attempts", message):
+            return "skipped"
+        metrics.ai_job_failed(spec["pipeline"], spec["model_id"], "max_attempts")
+        return "failed"
+    try:
+        route = route_ai(spec["pipeline"], spec["model_id"], live)
+    except NoCapacity as e:
+        if res.jobs.fail(job.id, InsufficientCapacity.code, str(e)):
+            metrics.ai_job_failed(spec["pipeline"], spec["model_id"], InsufficientCapacity.code)
+            if spec.get("params", {}).get("stream"):
+                streams_of(app, res).error(job.id, InsufficientCapacity.code, str(e))
+            return "failed"
+        return "skipped"
+    task_id = f"{job.id}.{job.publishes + 1}"
+    if not res.jobs.republished(job, task_id, route.queue, spec=spec):
+        return "skipped"
+    publish_ai(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=spec)
+    metrics.job_republished()
+    return "republished"

@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
 from farm.context import BlobOps, JobOps, TaskStores, WorkerContext, worker_context
-from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
@@ -34,6 +33,7 @@ from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.media.result import TranscodeResult
+from farm.publish import job_timeout_s
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
 

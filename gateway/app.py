@@ -28,7 +28,7 @@ from gateway.api.body import BodyTimeout
 from gateway.errors import GatewayError, Unavailable, http_status
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
-from gateway.tasks import TaskRunner
+from gateway.studio_jobs import StudioJobRunner
 
 __all__ = ["create_app", "error_response"]
 
@@ -98,7 +98,7 @@ def create_app(
         try:
             yield
         finally:
-            app.state.tasks.close()
+            app.state.studio_jobs.close()
             app.state.ai.close()
             state.close()
 
@@ -109,7 +109,7 @@ def create_app(
         description="Livepeer-compatible segment ingest, file transcoding, AI, credit.",
     )
     app.state.gateway = state
-    app.state.tasks = TaskRunner(state)
+    app.state.studio_jobs = StudioJobRunner(state)
     app.state.ai = AIService(state)
 
     @app.exception_handler(FarmError)
@@ -206,7 +206,7 @@ def create_app(
     def metrics() -> Response:
         """Prometheus metrics."""
         try:
-            gateway_metrics.set_current_sessions(state.log.active_streams())
+            gateway_metrics.set_current_sessions(state.sessions.active_streams())
         except DBAPIError as e:
             log.warning("current sessions unavailable: %s", e)
         return Response(gateway_metrics.render(), media_type=gateway_metrics.CONTENT_TYPE_LATEST)
@@ -218,7 +218,7 @@ def create_app(
             408,
             "request_timeout",
             message,
-            livepeer_ai=isinstance(scope.get("route"), ai.AIRoute),
+            livepeer_ai=isinstance(scope.get("route"), ai.LivepeerAIRoute),
         ),
     )
     app.include_router(ingest.router)

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.errors import AuthFailed, BadRequest, Forbidden
 from gateway.ethpay import TicketPayment
-from gateway.payments import CreditPayment, ExternalPayment, Payment
+from gateway.payments import CreditPayment, ExternalPayment, PaymentMethod
 from gateway.state import GatewayState
 from gateway.webhook import WebhookDecision
 
@@ -84,7 +84,7 @@ def authorise(
     return Caller(None, "external"), decision
 
 
-def payment_for(state: GatewayState, caller: Caller) -> Payment:
+def payment_for(state: GatewayState, caller: Caller) -> PaymentMethod:
     """How ``caller``'s jobs are paid: ticket-funded balance, API-key credit, or externally."""
     if caller.key_id is None:
         return ExternalPayment()

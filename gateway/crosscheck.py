@@ -91,14 +91,14 @@ class CrossChecker:
         self,
         dispatcher: Dispatcher,
         pool: Pool,
-        log_: SessionLog,
+        sessions: SessionLog,
         freq: float,
         min_psnr: float,
         seed: int | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.pool = pool
-        self.log = log_
+        self.sessions = sessions
         self.freq = freq
         self.min_psnr = min_psnr
         self._random = random.Random(seed)
@@ -159,7 +159,7 @@ class CrossChecker:
                     compare_renditions(outcomes[winners[0]].renditions, o.renditions, self.min_psnr)
                     or "disagrees with the majority"
                 )
-                self.log.attempt(
+                self.sessions.attempt(
                     session_id,
                     seq,
                     0,
@@ -175,7 +175,7 @@ class CrossChecker:
                 if orch is not None:
                     self.pool.suspend(orch, f"cross-check: {reason}")
             elif i > 0:
-                self.log.attempt(
+                self.sessions.attempt(
                     session_id,
                     seq,
                     0,

@@ -67,12 +67,12 @@ class Dispatcher:
     def __init__(
         self,
         pool: Pool,
-        log_: SessionLog,
+        sessions: SessionLog,
         max_attempts: int = 3,
         attempt_floor_s: float = MIN_TIMEOUT_S,
     ) -> None:
         self.pool = pool
-        self.log = log_
+        self.sessions = sessions
         self.max_attempts = max_attempts
         self.attempt_floor_s = attempt_floor_s
         #: stream (session id) -> the orchestrator that served its last segment.
@@ -136,7 +136,9 @@ class Dispatcher:
             prefer=self.orchestrator_of(stream),
             suspended=lambda o: self._leave(stream, o.name),
         )
-        done = attempt(self.pool, self.log, work, max_tries=self.max_attempts, deadline=deadline)
+        done = attempt(
+            self.pool, self.sessions, work, max_tries=self.max_attempts, deadline=deadline
+        )
         self._leave(stream, self._stick(stream, done.orchestrator.name))
         return done.value
 

@@ -20,11 +20,11 @@ __all__ = [
     "InsufficientCredit",
     "NoOrchestrators",
     "NotFound",
-    "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RateLimited",
     "TranscodeFailed",
     "Unavailable",
+    "UploadTooLarge",
     "http_status",
     "status_of",
 ]
@@ -81,7 +81,7 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
-class PayloadTooLarge(GatewayError):
+class UploadTooLarge(GatewayError):
     """Raised when the body exceeds the upload cap."""
 
     status = 413

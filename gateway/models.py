@@ -1,4 +1,4 @@
-"""Gateway tables: API keys, the credit ledger, sessions with their attempts, and tasks."""
+"""Gateway tables: API keys, the credit ledger, sessions with their attempts, and Studio jobs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from farm.runtime import utcnow
 
-__all__ = ["ApiKey", "Base", "LedgerEntry", "SegmentAttempt", "Session", "Task"]
+__all__ = ["ApiKey", "Base", "LedgerEntry", "SegmentAttempt", "Session", "StudioJob"]
 
 
 class Base(DeclarativeBase):
@@ -46,7 +46,7 @@ class LedgerEntry(Base):
 
 
 class Session(Base):
-    """A stream (live ingest) or a task, with everything it cost."""
+    """A stream (live ingest) or a Studio job, with everything it cost."""
 
     __tablename__ = "gw_sessions"
 
@@ -77,8 +77,8 @@ class SegmentAttempt(Base):
     cost: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class Task(Base):
-    """A Studio-style file transcode."""
+class StudioJob(Base):
+    """A Studio-style file transcode (a Studio "task")."""
 
     __tablename__ = "gw_tasks"
 

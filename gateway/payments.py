@@ -1,8 +1,8 @@
 """How a job is paid for: the seam between the routes and the ways of paying.
 
-A route asks :func:`payment_for` for the caller's :class:`Payment` and runs the job inside
-``payment.hold(ref, estimate)``. API keys pay from their credit balance; streams the auth
-webhook allowed are billed outside the gateway. ETH deposits paid with Livepeer tickets
+A route asks :func:`payment_for` for the caller's :class:`PaymentMethod` and runs the job
+inside ``payment.hold(ref, estimate)``. API keys pay from their credit balance; streams the
+auth webhook allowed are billed outside the gateway. ETH deposits paid with Livepeer tickets
 (a ``Livepeer-Payment`` header, the chain issue) are a third implementation of the same
 protocol: validate the tickets, credit their expected value, then hold and settle the same way.
 """
@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gateway.ledger import Ledger
 
-__all__ = ["CreditPayment", "ExternalPayment", "Hold", "Payment"]
+__all__ = ["CreditPayment", "ExternalPayment", "Hold", "PaymentMethod"]
 
 
 class Hold:
@@ -27,7 +27,7 @@ class Hold:
         self.charged = 0
 
 
-class Payment(Protocol):
+class PaymentMethod(Protocol):
     """One way of paying for jobs."""
 
     def hold(self, ref: str, estimate: int) -> AbstractContextManager[Hold]: ...

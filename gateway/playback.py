@@ -62,7 +62,7 @@ class PlaybackSigner:
 
 
 def with_playback_urls(task: dict[str, Any], signer: PlaybackSigner) -> dict[str, Any]:
-    """``task`` (as ``TaskRunner.get`` gives it) with a ``playbackUrl`` beside each output's
+    """``task`` (as ``StudioJobRunner.get`` gives it) with a ``playbackUrl`` beside each output's
     ``url`` and the URLs' expiry (``output.playbackExpiresAt``, unix milliseconds)."""
     output = task.get("output")
     if not output:

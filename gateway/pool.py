@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from chain.payment import price_from_net
+from farm.ai.client import AIClient
 from farm.client import ClusterSettings, FarmClient
 from farm.errors import FarmError
 from farm.protocol import AI_PIPELINES, NodeHttp, net_pb2
@@ -54,6 +55,7 @@ class Orchestrator:
     #: The highest price per unit its workers advertise per AI model (numeric prices only).
     ai_prices: dict[tuple[str, str], Fraction] = field(default_factory=dict)
     _client: FarmClient | None = field(default=None, repr=False)
+    _ai_client: AIClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: HTTP to its node API, verified as its configuration says (Pool sets it).
     http: NodeHttp | None = field(default=None, repr=False)
@@ -73,6 +75,13 @@ class Orchestrator:
             if self._client is None:
                 self._client = FarmClient(ClusterSettings(**self.config.cluster_fields()))
             return self._client
+
+    @property
+    def ai_client(self) -> AIClient:
+        with self._lock:
+            if self._ai_client is None:
+                self._ai_client = AIClient(ClusterSettings(**self.config.cluster_fields()))
+            return self._ai_client
 
     def suspended(self, now: float | None = None) -> bool:
         return (now or time.monotonic()) < self.suspended_until
@@ -111,6 +120,9 @@ class Orchestrator:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if self._ai_client is not None:
+                self._ai_client.close()
+                self._ai_client = None
         if self.http is not None:
             self.http.close()
         if self.livepeer is not None:

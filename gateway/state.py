@@ -43,7 +43,7 @@ class GatewayState:
     ledger: Ledger
     limiter: Limiter
     pool: Pool
-    log: SessionLog
+    sessions: SessionLog
     dispatcher: Dispatcher
     blobs: BlobStore
     default_profiles: list[VideoProfile]
@@ -84,7 +84,7 @@ class GatewayState:
             ),
             discovered=lambda name, uri: _discovered_entry(settings, name, uri),
         )
-        log = SessionLog(engine)
+        sessions = SessionLog(engine)
         webhook = (
             AuthWebhook(
                 settings.auth_webhook_url,
@@ -94,7 +94,9 @@ class GatewayState:
             if settings.auth_webhook_url
             else None
         )
-        dispatcher = Dispatcher(pool, log, settings.max_attempts, settings.attempt_timeout_floor_s)
+        dispatcher = Dispatcher(
+            pool, sessions, settings.max_attempts, settings.attempt_timeout_floor_s
+        )
         return cls(
             settings=settings,
             ledger=ledger,
@@ -105,10 +107,14 @@ class GatewayState:
                 settings.max_concurrent_jobs,
             ),
             pool=pool,
-            log=log,
+            sessions=sessions,
             dispatcher=dispatcher,
             crosscheck=CrossChecker(
-                dispatcher, pool, log, settings.verification_freq, settings.verification_min_psnr
+                dispatcher,
+                pool,
+                sessions,
+                settings.verification_freq,
+                settings.verification_min_psnr,
             ),
             blobs=blob_store_from_url(settings.gateway_blob_url),
             default_profiles=parse_profiles(settings.default_profiles),

@@ -1,9 +1,13 @@
-"""``FarmClient.ai``: submit AI jobs, wait for their results, stream LLM chunks, read media.
+"""The AI client: submit AI jobs, wait for their results, stream LLM chunks, read media.
 
-job_id = client.ai.submit(pipeline="upscale", model_id=..., params={"prompt": "x"},
-                          files={"image": png_bytes})
-result = client.ai.wait(job_id, timeout=60)          # AIResult, media as farm-blob:<key>
-data = client.ai.media(result.media[0].key)
+ai = AIClient(ClusterSettings())
+job_id = ai.submit(pipeline="upscale", model_id=..., params={"prompt": "x"},
+                   files={"image": png_bytes})
+result = ai.wait(job_id, timeout=60)          # AIResult, media as farm-blob:<key>
+data = ai.media(result.media[0].key)
+
+Part of the farm's public face (see :mod:`farm`), beside the transcode client
+(:mod:`farm.client`); each holds its own link to the cluster (farm.cluster_link).
 """
 
 from __future__ import annotations
@@ -11,34 +15,37 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from celery import Celery
 
 from farm.ai.config import PIPELINES
 from farm.ai.results import AIResult, blob_key
 from farm.ai.routing import AIRoute, route_ai
 from farm.ai.stream import ChunkStream
-from farm.ai.tasks import publish_ai
+from farm.cluster_link import ClusterLink, JobFailedError, JobTimeout
 from farm.errors import AIRequestInvalid, NoCapacity
-
-if TYPE_CHECKING:
-    from farm.client import FarmClient
+from farm.jobs import JobView
+from farm.publish import publish_ai
+from farm.settings import ClusterSettings
 
 __all__ = ["AIClient"]
 
 
 class AIClient:
-    """The AI side of one FarmClient (same broker, job table, blob store and registry)."""
+    """Submits AI jobs to one cluster and collects their results."""
 
-    def __init__(self, farm: FarmClient) -> None:
-        self._farm = farm
+    def __init__(self, settings: ClusterSettings | None = None, app: Celery | None = None) -> None:
+        self._link = ClusterLink(settings or ClusterSettings(), app)
+        self.settings = self._link.settings
         self._streams: ChunkStream | None = None
 
     def route(self, pipeline: str, model_id: str) -> AIRoute:
         """Where a job for (pipeline, model) would go now; NoCapacity when nowhere."""
         try:
-            return route_ai(pipeline, model_id, self._farm._live_workers())
+            return route_ai(pipeline, model_id, self._link.live_workers())
         except NoCapacity:
-            return route_ai(pipeline, model_id, self._farm._live_workers(fresh=True))
+            return route_ai(pipeline, model_id, self._link.live_workers(fresh=True))
 
     def submit(
         self,
@@ -65,7 +72,7 @@ class AIClient:
             if not isinstance(data, bytes | bytearray):
                 raise AIRequestInvalid(f"file {name} must be bytes")
             keys[name] = f"ai/{job_id}/in/{name}"
-            self._farm._res.blobs.put(keys[name], bytes(data))
+            self._link.res.blobs.put(keys[name], bytes(data))
         spec = {
             "pipeline": pipeline,
             "model_id": model_id,
@@ -74,9 +81,12 @@ class AIClient:
             "tried": [],
             "reasons": [],
         }
+        notify = self._link.notice_channel()
+        if notify is not None:
+            spec["notify"] = notify
         task_id = f"{job_id}.1"
-        settings = self._farm.settings
-        self._farm.jobs.create(
+        settings = self.settings
+        self._link.jobs.create(
             job_id,
             kind="ai",
             queue=route.queue,
@@ -85,19 +95,17 @@ class AIClient:
             timeout_s=settings.ai_timeout_s + 10.0,
             queued_timeout_s=settings.queued_timeout_s,
         )
-        with self._farm._publishing(job_id):
-            publish_ai(self._farm.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
+        with self._link.publishing(job_id):
+            publish_ai(self._link.app, queue=route.queue, job_id=job_id, task_id=task_id, spec=spec)
         return job_id
 
     def wait(self, job_id: str, timeout: float = 60.0) -> AIResult:
         """Block until the job is done; JobFailedError (with .code) or JobTimeout otherwise."""
-        from farm.client import JobFailedError
-
-        view, payload = self._farm.wait_for(job_id, timeout, lambda p: "response" in p)
+        view, payload = self._link.wait_for(job_id, timeout, lambda p: "response" in p)
         if payload is None and view.state == "done":
             payload = view.result
         if payload is None:
-            raise JobFailedError(self._farm.jobs.get(job_id))
+            raise JobFailedError(self._link.jobs.get(job_id))
         return AIResult.from_payload(payload)
 
     def stream(self, job_id: str, timeout: float = 60.0) -> Iterator[dict[str, Any]]:
@@ -106,13 +114,11 @@ class AIClient:
         Ends after the chunk with ``finish_reason``; raises JobFailedError when the job fails
         (before or during the stream) and JobTimeout when it does not end in time.
         """
-        from farm.client import JobFailedError, JobTimeout
-
-        job = self._farm.jobs.get(job_id)
+        job = self._link.jobs.get(job_id)
         if not job.spec.get("params", {}).get("stream"):
             raise AIRequestInvalid(f"job {job_id} was not submitted with stream: true")
         if self._streams is None:
-            self._streams = ChunkStream(self._farm.settings.redis_registry_url())
+            self._streams = ChunkStream(self.settings.redis_registry_url())
         deadline = time.monotonic() + timeout
         after = "0"
         while True:
@@ -127,17 +133,28 @@ class AIClient:
                 elif kind == "end":
                     return
                 else:
-                    raise JobFailedError(self._farm.jobs.get(job_id))
+                    raise JobFailedError(self._link.jobs.get(job_id))
             if not got:
-                view = self._farm.jobs.get(job_id)
+                view = self._link.jobs.get(job_id)
                 if view.state == "failed":  # failed where no error entry was written
                     raise JobFailedError(view)
 
+    def get(self, job_id: str, with_attempts: bool = False) -> JobView:
+        return self._link.jobs.get(job_id, with_attempts)
+
     def media(self, key: str) -> bytes:
         """The bytes of one result file, by blob key or ``farm-blob:<key>`` URL."""
-        return self._farm._res.blobs.get(blob_key(key))
+        return self._link.res.blobs.get(blob_key(key))
 
     def close(self) -> None:
+        """Release the chunk stream, broker, backend and database connections."""
         if self._streams is not None:
             self._streams.close()
             self._streams = None
+        self._link.close()
+
+    def __enter__(self) -> AIClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

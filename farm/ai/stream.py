@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import redis
+from celery import Celery
 
+from farm.context import worker_context
 from farm.registry import RegistryUnavailable, redis_py_url
+from farm.resources import Resources
 
-__all__ = ["ChunkStream", "StreamEvent"]
+__all__ = ["ChunkStream", "StreamEvent", "streams_of"]
 
 _PREFIX = "farm:ai:stream:"
 #: (kind, payload): ("chunk", LLM chunk), ("end", {}) or ("error", {"code", "message"}).
@@ -67,3 +70,11 @@ class ChunkStream:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def streams_of(app: Celery, res: Resources) -> ChunkStream:
+    """This process's chunk stream client (built on first use, kept in the worker context)."""
+    context = worker_context(app)
+    if context.ai_streams is None:
+        context.ai_streams = ChunkStream(res.settings.redis_registry_url())
+    return context.ai_streams

@@ -20,7 +20,7 @@ from celery import Celery, Task
 from farm import metrics
 from farm.ai.results import rehost
 from farm.ai.routing import route_ai
-from farm.ai.stream import ChunkStream
+from farm.ai.stream import streams_of
 from farm.blobstore import BlobMissing
 from farm.context import worker_context
 from farm.errors import (
@@ -31,28 +31,12 @@ from farm.errors import (
     RunnerFailed,
 )
 from farm.fetch import FetchPolicy
-from farm.jobs import JobView
-from farm.registry import Capabilities
-from farm.resources import Resources
+from farm.publish import AI_TASK, publish_ai
 from farm.tasks import JobFailed, resources
 
-__all__ = ["AI_TASK", "publish_ai", "register_ai_tasks", "republish_ai", "streams_of"]
+__all__ = ["register_ai_tasks"]
 
 log = logging.getLogger(__name__)
-AI_TASK = "farm.ai"
-
-
-def publish_ai(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
-    """Send the AI task for a job; the spec holds blob keys, never file bytes."""
-    app.send_task(AI_TASK, args=[job_id, spec], task_id=task_id, queue=queue)
-
-
-def streams_of(app: Celery, res: Resources) -> ChunkStream:
-    """This process's chunk stream client (built on first use, kept in the context)."""
-    context = worker_context(app)
-    if context.ai_streams is None:
-        context.ai_streams = ChunkStream(res.settings.redis_registry_url())
-    return context.ai_streams
 
 
 def register_ai_tasks(app: Celery) -> None:
@@ -133,6 +117,7 @@ class _AIAttempt:
         if self.res.jobs.complete(
             self.job_id, self.task_id, self.worker, payload, {"total": seconds}
         ):
+            self.res.announce(self.spec.get("notify"), self.job_id, "done", payload)
             metrics.ai_job_done(self.pipeline, self.model_id, seconds)
         if self.stream:
             streams_of(self.app, self.res).end(self.job_id)
@@ -193,38 +178,12 @@ class _AIAttempt:
         return {"job_id": self.job_id, "moved_to": route.workers[0]}
 
     def _fail(self, code: str, message: str) -> NoReturn:
-        self.res.jobs.attempt_failed(
+        if self.res.jobs.attempt_failed(
             self.job_id, self.task_id, self.worker, code, message, final=True
-        )
+        ):
+            self.res.announce(self.spec.get("notify"), self.job_id, "failed")
         metrics.ai_job_failed(self.pipeline, self.model_id, code)
         if self.stream:
             streams_of(self.app, self.res).error(self.job_id, code, message)
         log.warning("job %s failed on %s (%s): %s", self.job_id, self.worker, code, message)
         raise JobFailed(f"{code}: {message}")
-
-
-def republish_ai(app: Celery, res: Resources, job: JobView, live: list[Capabilities]) -> str:
-    """The reconciler's step for an overdue AI job: route it afresh, or fail it when nothing
-    can take it. Returns "republished", "failed" or "skipped"."""
-    spec = {**job.spec, "tried": [], "reasons": job.spec.get("reasons", [])}
-    if job.publishes > res.settings.max_attempts + len(spec["reasons"]):
-        message = f"not completed after {job.publishes} publishes; last error: {job.error}"
-        if not res.jobs.fail(job.id, "max_attempts", message):
-            return "skipped"
-        metrics.ai_job_failed(spec["pipeline"], spec["model_id"], "max_attempts")
-        return "failed"
-    try:
-        route = route_ai(spec["pipeline"], spec["model_id"], live)
-    except NoCapacity as e:
-        if res.jobs.fail(job.id, InsufficientCapacity.code, str(e)):
-            metrics.ai_job_failed(spec["pipeline"], spec["model_id"], InsufficientCapacity.code)
-            if spec.get("params", {}).get("stream"):
-                streams_of(app, res).error(job.id, InsufficientCapacity.code, str(e))
-            return "failed"
-        return "skipped"
-    task_id = f"{job.id}.{job.publishes + 1}"
-    if not res.jobs.republished(job, task_id, route.queue, spec=spec):
-        return "skipped"
-    publish_ai(app, queue=route.queue, job_id=job.id, task_id=task_id, spec=spec)
-    metrics.job_republished()
-    return "republished"

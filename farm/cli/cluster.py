@@ -12,7 +12,7 @@ import click
 import httpx
 
 from farm.cli.listen import ensure_free
-from farm.cli.ops import _NODE_CA, _NODE_FINGERPRINT
+from farm.cli.options import NODE_CA, NODE_FINGERPRINT
 from farm.errors import ConfigError
 from farm.settings import (
     ClusterSettings,
@@ -315,8 +315,8 @@ def up_cmd(
 @click.command("health")
 @click.argument("role", type=click.Choice(["worker", "node"]))
 @click.option("--url", default=None, help="Node API base URL (default http://127.0.0.1:8935).")
-@_NODE_FINGERPRINT
-@_NODE_CA
+@NODE_FINGERPRINT
+@NODE_CA
 def health_cmd(
     role: str, url: str | None, node_cert_fingerprint: str | None, node_ca: str | None
 ) -> None:

@@ -7,43 +7,9 @@ import time
 import click
 
 from farm.cli.listen import ensure_free
+from farm.cli.options import ADMIN_TOKEN, GATEWAY_URL, NODE_CA, NODE_FINGERPRINT, NODE_URL
 
 __all__ = ["exporter_cmd", "status_cmd"]
-
-_NODE_URL = click.option(
-    "--node-url",
-    envvar="FARM_NODE_URL",
-    default="http://127.0.0.1:8935",
-    show_default=True,
-    help="The orchestrator's node API (env FARM_NODE_URL).",
-)
-_NODE_FINGERPRINT = click.option(
-    "--node-cert-fingerprint",
-    envvar="FARM_NODE_CERT_FINGERPRINT",
-    default=None,
-    help="For an https node API: SHA-256 fingerprint of its certificate (farm transcoders "
-    "fingerprint; env FARM_NODE_CERT_FINGERPRINT).",
-)
-_NODE_CA = click.option(
-    "--node-ca",
-    envvar="FARM_NODE_CA",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="For an https node API: a CA file to verify it by; its own certificate will do "
-    "(env FARM_NODE_CA).",
-)
-_GATEWAY_URL = click.option(
-    "--gateway-url",
-    envvar="FARM_GATEWAY_URL",
-    default=None,
-    help="A gateway, for its orchestrator pool and sessions (env FARM_GATEWAY_URL).",
-)
-_ADMIN_TOKEN = click.option(
-    "--admin-token",
-    envvar="FARM_ADMIN_TOKEN",
-    default=None,
-    help="The gateway's admin token (env FARM_ADMIN_TOKEN; in development, farm up's).",
-)
 
 
 def _gateway_token(given: str | None) -> str | None:
@@ -132,11 +98,11 @@ def exporter_cmd(
 
 
 @click.command("status")
-@_NODE_URL
-@_NODE_FINGERPRINT
-@_NODE_CA
-@_GATEWAY_URL
-@_ADMIN_TOKEN
+@NODE_URL
+@NODE_FINGERPRINT
+@NODE_CA
+@GATEWAY_URL
+@ADMIN_TOKEN
 @click.option("-w", "--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
 @click.option("-n", "--interval", type=click.FloatRange(0.1), default=2.0, show_default=True)
 @click.option(

@@ -81,19 +81,19 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
         return
     settings: NodeSettings = _load(NodeSettings)
     from farm.errors import RemoteUnsupported
-    from farm.golivepeer.ledger import Ledger
+    from farm.golivepeer.records import TranscoderRecords
 
     records: list[dict[str, Any]] = []
     try:
         records = [{**r.public(), "kind": "farm"} for r in _roster(settings).all()]
     except RemoteUnsupported as e:  # go-livepeer transcoders attach with any broker
         click.echo(f"farm transcoder: {e}", err=True)
-    ledger = Ledger(settings.redis_registry_url())
+    golivepeer_records = TranscoderRecords(settings.redis_registry_url())
     try:
-        golivepeer = [{**t, "kind": "golivepeer"} for t in ledger.attached()]
-        banned = ledger.banned()
+        golivepeer = [{**t, "kind": "golivepeer"} for t in golivepeer_records.attached()]
+        banned = golivepeer_records.banned()
     finally:
-        ledger.close()
+        golivepeer_records.close()
     if as_json:
         click.echo(json.dumps(records + golivepeer, indent=2))
         return
@@ -120,7 +120,7 @@ def transcoders_group(ctx: click.Context, as_json: bool) -> None:
         for r in records
     ]
     # go-livepeer transcoders: segments and pixels are their host's totals, which outlive
-    # the node that served them (farm.golivepeer.ledger).
+    # the node that served them (farm.golivepeer.records).
     rows += [
         (
             f"{t['name']}@{t['host']}",
@@ -167,9 +167,9 @@ def evict_cmd(transcoder_id: str, ban_s: float) -> None:
 
 
 def _evict_golivepeer(settings: NodeSettings, transcoder_id: str, ban_s: float) -> None:
-    from farm.golivepeer.ledger import Ledger
+    from farm.golivepeer.records import TranscoderRecords
 
-    ledger = Ledger(settings.redis_registry_url())
+    golivepeer_records = TranscoderRecords(settings.redis_registry_url())
     try:
         if transcoder_id.startswith("golivepeer@"):
             host = transcoder_id.removeprefix("golivepeer@")
@@ -177,16 +177,16 @@ def _evict_golivepeer(settings: NodeSettings, transcoder_id: str, ban_s: float) 
                 raise click.ClickException("golivepeer@HOST needs a host")
         else:
             name = transcoder_id.split("@", 1)[0]
-            found = [t for t in ledger.attached() if t["name"] == name]
+            found = [t for t in golivepeer_records.attached() if t["name"] == name]
             if not found:
                 raise click.ClickException(
                     f"no go-livepeer transcoder {transcoder_id!r} is attached "
                     "(golivepeer@HOST bans a host that is not)"
                 )
             host = str(found[0]["host"])
-        until = ledger.ban(host, ban_s)
+        until = golivepeer_records.ban(host, ban_s)
     finally:
-        ledger.close()
+        golivepeer_records.close()
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
     click.echo(
         f"evicted go-livepeer host {host}: its transcoders are dropped at their node's next "
@@ -198,14 +198,14 @@ def _evict_golivepeer(settings: NodeSettings, transcoder_id: str, ban_s: float) 
 @click.argument("host")
 def unban_cmd(host: str) -> None:
     """Let an evicted go-livepeer host's transcoders attach again."""
-    from farm.golivepeer.ledger import Ledger
+    from farm.golivepeer.records import TranscoderRecords
 
     settings: NodeSettings = _load(NodeSettings)
-    ledger = Ledger(settings.redis_registry_url())
+    golivepeer_records = TranscoderRecords(settings.redis_registry_url())
     try:
-        lifted = ledger.unban(host.removeprefix("golivepeer@"))
+        lifted = golivepeer_records.unban(host.removeprefix("golivepeer@"))
     finally:
-        ledger.close()
+        golivepeer_records.close()
     if not lifted:
         raise click.ClickException(f"go-livepeer host {host!r} is not banned")
     click.echo(f"go-livepeer host {host.removeprefix('golivepeer@')} may attach again")

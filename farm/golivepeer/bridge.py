@@ -140,12 +140,12 @@ class Bridge:
         )
 
     def _publish(self, transcoders: list[dict[str, object]]) -> None:
-        """The attached transcoders in the ledger, for ``farm transcoders`` on any host."""
-        if self.hub.ledger is None:
+        """The attached transcoders in their records, for ``farm transcoders`` on any host."""
+        if self.hub.records is None:
             return
         try:
             ttl = max(3 * self.settings.heartbeat_s, 6.0)
-            self.hub.ledger.publish(self.name, transcoders, ttl)
+            self.hub.records.publish(self.name, transcoders, ttl)
         except redis.RedisError as e:
             log.warning("could not publish the attached transcoders: %s", e)
 
@@ -165,10 +165,10 @@ class Bridge:
 
     def _drop_banned(self) -> None:
         """Detach the transcoders of hosts evicted since they attached (on any host)."""
-        if self.hub.ledger is None:
+        if self.hub.records is None:
             return
         try:
-            banned = self.hub.ledger.banned()
+            banned = self.hub.records.banned()
         except redis.RedisError as e:
             log.warning("could not read the evicted go-livepeer hosts: %s", e)
             return

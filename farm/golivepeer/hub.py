@@ -23,7 +23,7 @@ import redis
 
 from farm.errors import ProfileInvalid, RetryableError, TranscodeTimeout
 from farm.golivepeer import net_pb2
-from farm.golivepeer.ledger import Ledger, host_of
+from farm.golivepeer.records import TranscoderRecords, host_of
 from farm.golivepeer.wire import capability_words, job_capabilities, seg_data_profiles
 from farm.media.profiles import VideoProfile
 
@@ -129,7 +129,9 @@ class Hub:
     """The registry of attached transcoders and their tasks in flight; thread-safe."""
 
     def __init__(
-        self, on_change: Callable[[int], None] | None = None, ledger: Ledger | None = None
+        self,
+        on_change: Callable[[int], None] | None = None,
+        records: TranscoderRecords | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
@@ -140,7 +142,7 @@ class Hub:
         #: Called with the new total capacity after a transcoder attaches or leaves.
         self.on_change = on_change
         #: Where verified pixels are totalled per host, beyond this process.
-        self.ledger = ledger
+        self.records = records
 
     def attach(
         self,
@@ -314,9 +316,9 @@ class Hub:
         """Count the encoded pixels of a task whose renditions passed verification."""
         with self._lock:
             t.pixels += pixels
-        if self.ledger is not None:
+        if self.records is not None:
             try:
-                self.ledger.credit(host_of(t.address), pixels)
+                self.records.credit(host_of(t.address), pixels)
             except redis.RedisError as e:  # the job is done either way; the total is late
                 log.warning("could not total %d pixels for %s: %s", pixels, t.name, e)
 

@@ -20,7 +20,7 @@ from fastapi.responses import PlainTextResponse
 from farm.bodies import read_capped
 from farm.golivepeer.hub import Hub, Outcome, Part
 
-__all__ = ["ERROR_MIME", "MultipartError", "TooLarge", "install", "parse_multipart"]
+__all__ = ["ERROR_MIME", "MultipartError", "ResultsTooLarge", "install", "parse_multipart"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class MultipartError(ValueError):
     """Raised when a multipart body is malformed or a part is too large."""
 
 
-class TooLarge(MultipartError):
+class ResultsTooLarge(MultipartError):
     """Raised when a body or one of its parts is over its cap (413)."""
 
 
@@ -79,7 +79,7 @@ def parse_multipart(body: bytes, boundary: str, max_part: int) -> list[Part]:
             raise MultipartError("a part has no header/body separator")
         headers = _headers(head)
         if len(data) > max_part:
-            raise TooLarge(f"a part of {len(data)} bytes exceeds the {max_part}-byte cap")
+            raise ResultsTooLarge(f"a part of {len(data)} bytes exceeds the {max_part}-byte cap")
         length = headers.get("content-length")
         if length is not None and _number(length) != len(data):
             raise MultipartError(f"a part says Content-Length {length} but holds {len(data)} bytes")
@@ -134,16 +134,16 @@ def install(api: FastAPI, hub: Hub, secret: str, max_part_bytes: int) -> None:
             return _refuse(request, "invalid Pixels", 400)
         try:
             if mime == ERROR_MIME:
-                text = (await read_capped(request, MAX_ERROR_BYTES, TooLarge)).decode(
+                text = (await read_capped(request, MAX_ERROR_BYTES, ResultsTooLarge)).decode(
                     "utf-8", "replace"
                 )
                 outcome = Outcome(error=text.strip() or "transcoding error (no message)")
             else:
-                body = await read_capped(request, max_part_bytes * MAX_PARTS, TooLarge)
+                body = await read_capped(request, max_part_bytes * MAX_PARTS, ResultsTooLarge)
                 parts = parse_multipart(body, params["boundary"], max_part_bytes)
                 outcome = Outcome(parts=tuple(parts), decoded_pixels=decoded)
         except MultipartError as e:
-            return _refuse(request, str(e), 413 if isinstance(e, TooLarge) else 400)
+            return _refuse(request, str(e), 413 if isinstance(e, ResultsTooLarge) else 400)
         if not hub.deliver(task_id, outcome):
             return PlainTextResponse(f"invalid TaskId: no task {task_id} waiting", status_code=400)
         return PlainTextResponse("ok")

@@ -215,13 +215,13 @@ def create_node_app(settings: NodeSettings | None = None) -> FastAPI:
         except Exception as e:
             attached = []
             log.warning("transcoder roster unavailable: %s", e)
-        # go-livepeer transcoders attached to this process (farm.golivepeer.with_golivepeer).
+        # go-livepeer transcoders attached to this process (farm.node.golivepeer.with_golivepeer).
         hub = getattr(api.state, "golivepeer_hub", None)
         golivepeer = hub.transcoders() if hub is not None else []
         pixels = {t["name"]: t["pixels"] for t in attached}
-        if hub is not None and hub.ledger is not None:
+        if hub is not None and hub.records is not None:
             try:  # go-livepeer transcoders by host, totalled beyond this process's life
-                totals = hub.ledger.totals()
+                totals = hub.records.totals()
                 pixels.update({f"golivepeer@{h}": int(t["pixels"]) for h, t in totals.items()})
             except Exception as e:
                 log.warning("go-livepeer totals unavailable: %s", e)

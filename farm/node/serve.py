@@ -53,8 +53,8 @@ def hypercorn_config(settings: NodeSettings) -> Any:
 def node_asgi_app(settings: NodeSettings) -> Any:
     """The ASGI application the node's listener serves: the place to put anything that must
     share the port with the node API (a gRPC service dispatched on its content type)."""
-    from farm.golivepeer import with_golivepeer
     from farm.node import create_node_app
+    from farm.node.golivepeer import with_golivepeer
 
     app = create_node_app(settings)
     if settings.tls:
@@ -62,8 +62,8 @@ def node_asgi_app(settings: NodeSettings) -> Any:
         return with_golivepeer(app, settings)
     if app.state.orchestrator is not None:
         # A gateway's net.Orchestrator calls over cleartext HTTP/2 (an http:// service URI).
-        from farm.golivepeer.grpc_asgi import GrpcMount
         from farm.golivepeer.hub import Hub
+        from farm.node.grpc_mount import GrpcMount
 
         return GrpcMount(app, Hub(), None, orchestrator=app.state.orchestrator)
     return app

@@ -28,6 +28,7 @@ import binascii
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,6 +40,7 @@ from google.protobuf.message import DecodeError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed
+from farm.ai.client import AIClient
 from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES, AIResult, blob_key
 from farm.bodies import read_capped
 from farm.client import JobFailedError, JobTimeout
@@ -83,6 +85,16 @@ class AIJobs:
     def __init__(self, orch: Orchestrator) -> None:
         self.orch = orch
         self.timeout_s = orch.settings.ai_timeout_s + 30.0
+        self._client: AIClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> AIClient:
+        """The cluster's AI client, built on the first AI request."""
+        with self._lock:
+            if self._client is None:
+                self._client = AIClient(self.orch.settings)
+            return self._client
 
     # -- before the work ------------------------------------------------------------------
 
@@ -114,7 +126,7 @@ class AIJobs:
         """Capacity, payment and balance, in go-livepeer's order."""
         pipeline, model = req.pipeline.name, req.model_id
         try:
-            self.orch.client.ai.route(pipeline, model)
+            self.client.route(pipeline, model)
         except NoCapacity:
             raise SegmentRefused(503, "insufficient capacity") from None
         price = self._price(req, payment)
@@ -147,7 +159,7 @@ class AIJobs:
 
     def _submit(self, req: AIRequest, request_id: str) -> str:
         try:
-            return self.orch.client.ai.submit(
+            return self.client.submit(
                 req.pipeline.name,
                 req.model_id,
                 req.params,
@@ -164,7 +176,7 @@ class AIJobs:
         job that succeeded. SegmentRefused (400, 503, 500) when it did not."""
         job_id = self._submit(req, request_id)
         try:
-            result = self.orch.client.ai.wait(job_id, timeout=self.timeout_s)
+            result = self.client.wait(job_id, timeout=self.timeout_s)
             response = self._results(req, result, request_id, inline)
         except (FarmError, JobTimeout) as e:
             raise _failed(e) from e
@@ -177,7 +189,7 @@ class AIJobs:
         """A streamed LLM answer: its first chunk (the sender is debited once it is here) and
         the rest."""
         job_id = self._submit(req, request_id)
-        chunks = iter(self.orch.client.ai.stream(job_id, timeout=self.timeout_s))
+        chunks = iter(self.client.stream(job_id, timeout=self.timeout_s))
         try:
             first = next(chunks)
         except StopIteration:
@@ -201,7 +213,7 @@ class AIJobs:
         if req.pipeline.name == "image-to-video" and "frames" in response:
             response = self._video(req, result, types)
         inline = inline and req.pipeline.name in _INLINE
-        ai = self.orch.client.ai
+        ai = self.client
 
         def walk(value: Any, key: str | None = None) -> Any:
             if isinstance(value, dict):
@@ -231,7 +243,7 @@ class AIJobs:
             fps = int(fps)
         except (TypeError, ValueError):
             fps = DEFAULT_FPS
-        ai = self.orch.client.ai
+        ai = self.client
         images = []
         for i, batch in enumerate(result.response.get("frames") or []):
             frames = [f for f in batch if isinstance(f, dict) and isinstance(f.get("url"), str)]

@@ -52,7 +52,6 @@ from farm import metrics as farm_metrics
 from farm.blobstore import BlobMissing
 from farm.chain_tasks import announce_ticket_queue
 from farm.client import FarmClient, JobFailedError, JobResult, JobTimeout
-from farm.dispatch import job_timeout_s
 from farm.errors import FarmError, NoCapacity
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import capability_words
@@ -62,6 +61,7 @@ from farm.orchestrator.balances import Balances
 from farm.orchestrator.chainview import CachedChain
 from farm.orchestrator.segdata import Segment, signature_valid
 from farm.orchestrator.tokens import AuthTokens, TokenRefused
+from farm.publish import job_timeout_s
 from farm.registry import Capabilities, redis_py_url
 from farm.resources import Resources
 from farm.settings import NodeSettings

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from farm import metrics
 from farm.bodies import read_capped
-from farm.dispatch import job_timeout_s
 from farm.errors import (
     AccessDenied,
     CredentialRevoked,
@@ -34,6 +33,7 @@ from farm.errors import (
 )
 from farm.jobs import JobView
 from farm.media.profiles import profiles_from_json
+from farm.publish import job_timeout_s
 from farm.queues import CODECS, CONTROL_QUEUE, transcode_queue
 from farm.registry import Registry
 from farm.remote.credentials import BrokerAcl, broker_url_for, require_redis_broker
@@ -100,7 +100,7 @@ class RenditionResult(BaseModel):
     duration: float = Field(ge=0)
 
 
-class TranscodeResult(BaseModel):
+class TranscodeResultBody(BaseModel):
     """A transcode task's result, as it is recorded on the job."""
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -120,11 +120,11 @@ class TranscodeResult(BaseModel):
 class Completion(Claim):
     model_config = ConfigDict(allow_inf_nan=False)
 
-    result: TranscodeResult
+    result: TranscodeResultBody
     timings: dict[str, float] | None = None
 
 
-class Failure(Claim):
+class FailureBody(Claim):
     code: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_TEXT)]
     error: Annotated[str, StringConstraints(max_length=64 << 10, pattern=_TEXT)]
     final: bool
@@ -306,7 +306,7 @@ class TranscoderApi:
         )
         return {"status": outcome.status, "attempts": outcome.attempts}
 
-    def _check_result(self, job: JobView, result: TranscodeResult) -> None:
+    def _check_result(self, job: JobView, result: TranscodeResultBody) -> None:
         """RequestInvalid unless ``result`` is the whole of what ``job`` asked for: one stored
         rendition per profile, in order, under its key, with pixels that add up."""
         names = _rendition_names(job)
@@ -341,7 +341,7 @@ class TranscoderApi:
             metrics.segment_transcoded(names, engine, pixels)
         return {"won": won}
 
-    def fail(self, record: TranscoderRecord, job_id: str, body: Failure) -> dict[str, Any]:
+    def fail(self, record: TranscoderRecord, job_id: str, body: FailureBody) -> dict[str, Any]:
         job = self._unfinished(record, job_id, body)
         if job is None:
             return {"recorded": False}
@@ -408,7 +408,7 @@ class TranscoderApi:
             return self.complete(record, job_id, body)
 
         @r.post("/transcoders/jobs/{job_id}/fail")
-        def fail(record: Auth, job_id: JobPath, body: Failure) -> dict[str, Any]:
+        def fail(record: Auth, job_id: JobPath, body: FailureBody) -> dict[str, Any]:
             """Record a failed attempt."""
             return self.fail(record, job_id, body)
 

@@ -1,3 +1,3 @@
-"""Livepeer-compatible AI requests at the gateway: fields, pricing, dispatch, results."""
+"""Livepeer-compatible AI requests at the gateway: fields, pricing, sending, results."""
 
 __all__: list[str] = []

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from gateway.ai.media import MediaInfo, audio_seconds, image_size
 from gateway.ai.pipelines import Pipeline, json_value
 from gateway.api.body import JSON_LIMIT, read_body, stream_body
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, UploadTooLarge
 
 __all__ = [
     "JSON_LIMIT",
@@ -153,5 +153,5 @@ async def _form(
     return fields, files
 
 
-def _too_large(name: str, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"{name} file too large; max file size is {limit // 2**20}MB")
+def _too_large(name: str, limit: int) -> UploadTooLarge:
+    return UploadTooLarge(f"{name} file too large; max file size is {limit // 2**20}MB")

@@ -1,4 +1,4 @@
-"""The gateway's AI service: pricing, holding credit, dispatch, and async image-to-video.
+"""The gateway's AI service: pricing, holding credit, sending, and async image-to-video.
 
 Credit and concurrency use the seams the video routes use (:func:`gateway.auth.payment_for`,
 ``Limiter.job``); attempts go to the same session log. ``Prefer: respond-async`` requests
@@ -17,10 +17,10 @@ from typing import Any
 
 from farm.blobstore import BlobMissing
 from farm.errors import FarmError
-from gateway.ai.dispatch import AIDispatcher
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.pricing import Bill, PriceTable, ai_units
 from gateway.ai.requests import AIRequest
+from gateway.ai.sending import AISender
 from gateway.auth import Caller, payment_for
 from gateway.errors import http_status
 from gateway.payments import Hold
@@ -40,9 +40,9 @@ class AIService:
         self.prices = PriceTable(
             settings.ai_prices, (settings.ai_price_per_unit, settings.ai_pixels_per_unit)
         )
-        self.dispatcher = AIDispatcher(
+        self.sender = AISender(
             state.pool,
-            state.log,
+            state.sessions,
             state.blobs,
             retry_timeout_s=settings.ai_retry_timeout_s,
             max_tries=settings.ai_max_tries,

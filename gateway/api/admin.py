@@ -70,13 +70,13 @@ def revoke(key_id: KeyId, _: AdminCaller, request: Request) -> dict[str, Any]:
 @router.get("/sessions", responses=errors(*_ADMIN))
 def sessions(_: AdminCaller, request: Request) -> list[dict[str, Any]]:
     """The most recent sessions."""
-    return state_of(request).log.recent()
+    return state_of(request).sessions.recent()
 
 
 @router.get("/sessions/{session_id}", responses=errors(400, 404, *_ADMIN))
 def session(session_id: SessionId, _: AdminCaller, request: Request) -> dict[str, Any]:
     """Any session's attempt log."""
-    return state_of(request).log.get(session_id)
+    return state_of(request).sessions.get(session_id)
 
 
 @router.get("/orchestrators", responses=errors(401, 403))

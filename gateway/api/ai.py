@@ -25,26 +25,26 @@ from starlette.concurrency import run_in_threadpool
 from farm.blobstore import BlobMissing
 from farm.errors import FarmError
 from gateway import metrics
-from gateway.ai.dispatch import AIStream
 from gateway.ai.errors import livepeer_error_body
 from gateway.ai.pipelines import PIPELINES, Pipeline
 from gateway.ai.pricing import Bill
 from gateway.ai.requests import AIRequest, read_ai_request, read_json_object
 from gateway.ai.results import MEDIA_NAME, MEDIA_ROUTE, media_type
+from gateway.ai.sending import AIStream
 from gateway.ai.service import AIService
 from gateway.api.responses import errors
 from gateway.auth import Caller, authorise, state_of
 from gateway.errors import BadRequest, NotFound, http_status
 from gateway.payments import Hold
 
-__all__ = ["AIRoute", "is_ai_route", "router"]
+__all__ = ["LivepeerAIRoute", "is_ai_route", "router"]
 
 
-class AIRoute(APIRoute):
+class LivepeerAIRoute(APIRoute):
     """A route whose errors take go-livepeer's AI body (see :func:`is_ai_route`)."""
 
 
-router = APIRouter(route_class=AIRoute, tags=["ai"])
+router = APIRouter(route_class=LivepeerAIRoute, tags=["ai"])
 #: AI jobs may be paid by an API key, by tickets or vouched for by the auth webhook.
 _OPTIONAL_KEY: dict[str, Any] = {"security": [{"apiKey": []}, {}]}
 _JOB_ERRORS = errors(400, 401, 402, 403, 413, 429, 503, ai=True)
@@ -53,7 +53,7 @@ _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 def is_ai_route(request: Request) -> bool:
     """Whether the request was routed to an AI route (its errors use the AI body)."""
-    return isinstance(request.scope.get("route"), AIRoute)
+    return isinstance(request.scope.get("route"), LivepeerAIRoute)
 
 
 def _service(request: Request) -> AIService:
@@ -72,15 +72,13 @@ class _Job:
         self.request_id = uuid.uuid4().hex
         self.session_id = f"ai:{self.request_id}"
         self.started = time.monotonic()
-        self.service.state.log.open(self.session_id, "ai", caller.key_id)
+        self.service.state.sessions.open(self.session_id, "ai", caller.key_id)
         metrics.ai_requested(req.pipeline.name, req.model_id, bill.price[0] / max(1, bill.price[1]))
 
     def run(self, hold: Hold) -> dict[str, Any]:
         """Dispatch, set what the hold settles at, and return the response body."""
         try:
-            outcome = self.service.dispatcher.run(
-                self.session_id, self.request_id, self.req, self.bill
-            )
+            outcome = self.service.sender.run(self.session_id, self.request_id, self.req, self.bill)
         except FarmError as e:
             self.done(e)
             raise
@@ -234,7 +232,7 @@ def _open_stream(job: _Job) -> tuple[Hold, ExitStack, AIStream]:
     hold, stack = job.service.hold_now(job.caller, job.session_id, job.bill.cost)
     with stack:
         try:
-            stream = job.service.dispatcher.stream(job.session_id, job.req, job.bill)
+            stream = job.service.sender.stream(job.session_id, job.req, job.bill)
         except FarmError as e:
             job.done(e)
             raise

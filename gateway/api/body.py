@@ -18,7 +18,7 @@ from fastapi import Path, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, UploadTooLarge
 
 __all__ = ["JSON_LIMIT", "PRINTABLE", "BodyTimeout", "SessionId", "read_body", "stream_body"]
 
@@ -36,21 +36,21 @@ SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:-]{1,128}$")]
 async def stream_body(
     request: Request, limit: int, too_large: str | None = None
 ) -> AsyncGenerator[bytes, None]:
-    """The body's chunks, raising PayloadTooLarge (``too_large`` or a size message) as soon
+    """The body's chunks, raising UploadTooLarge (``too_large`` or a size message) as soon
     as the declared or received size passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not _DIGITS.fullmatch(declared):
             raise BadRequest("Content-Length must be a number")
         if int(declared) > limit:
-            raise PayloadTooLarge(
+            raise UploadTooLarge(
                 too_large or f"body of {declared} bytes exceeds the {limit}-byte limit"
             )
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(too_large or f"body exceeds the {limit}-byte limit")
+            raise UploadTooLarge(too_large or f"body exceeds the {limit}-byte limit")
         yield chunk
 
 

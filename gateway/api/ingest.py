@@ -201,7 +201,7 @@ async def ingest(manifest_id: str, segment: str, request: Request) -> Response:
         raise BadRequest("empty body: the segment is missing")
     metrics.segment_emerged(ext)
     session_id = f"{caller.key_id or 'stream'}:{manifest_id}"
-    state.log.open(session_id, "live", caller.key_id)
+    state.sessions.open(session_id, "live", caller.key_id)
     fmt = _FORMATS[ext]
     try:
         outcome, charged = await run_in_threadpool(

@@ -18,12 +18,12 @@ from gateway.api.responses import errors
 from gateway.auth import KeyCaller, state_of
 from gateway.errors import BadRequest, NotFound, RangeNotSatisfiable
 from gateway.playback import TOKEN_PATTERN, PlaybackSigner, with_playback_urls
-from gateway.tasks import TaskRunner
+from gateway.studio_jobs import StudioJobRunner
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api", max_body_size=JSON_LIMIT)
-#: Task ids are hex (``TaskRunner.create``); anything else is refused before the database.
+#: Task ids are hex (``StudioJobRunner.create``); anything else is refused before the database.
 TaskId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")]
 PlaybackToken = Annotated[str, Path(pattern=TOKEN_PATTERN)]
 _OUTPUT_PATH = re.compile(r"(hls|mp4)/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
@@ -89,8 +89,8 @@ class TranscodeRequest(BaseModel):
         return v
 
 
-def _runner(request: Request) -> TaskRunner:
-    runner: TaskRunner = request.app.state.tasks
+def _runner(request: Request) -> StudioJobRunner:
+    runner: StudioJobRunner = request.app.state.studio_jobs
     return runner
 
 
@@ -193,7 +193,7 @@ def _span(byte_range: str | None, size: int) -> tuple[int, int] | None:
 @router.get("/sessions/{session_id}", responses=errors(400, 404, *_KEY))
 def get_session(session_id: SessionId, caller: KeyCaller, request: Request) -> dict[str, Any]:
     """A session's attempt log: orchestrator, latency, error and price of every attempt."""
-    session = state_of(request).log.get(session_id)
+    session = state_of(request).sessions.get(session_id)
     if session["key_id"] != caller.key_id:
         raise NotFound(f"no session {session_id!r}")
     return session

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm.ai.client import AIClient
 from farm.client import FarmClient, JobResult
 from farm.registry import Capabilities, Registry
 from farm.settings import ClusterSettings
@@ -65,7 +66,7 @@ class Cluster:
     home: Path
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    clients: list[FarmClient] = field(default_factory=list)
+    clients: list[FarmClient | AIClient] = field(default_factory=list)
 
     @property
     def settings(self) -> ClusterSettings:
@@ -81,6 +82,11 @@ class Cluster:
 
     def client(self) -> FarmClient:
         client = FarmClient(self.settings)
+        self.clients.append(client)
+        return client
+
+    def ai_client(self) -> AIClient:
+        client = AIClient(self.settings)
         self.clients.append(client)
         return client
 

@@ -15,10 +15,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from farm.client import FarmClient
-from farm.dispatch import job_timeout_s, time_limits
 from farm.errors import FarmError, ServiceUnavailable
 from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
+from farm.publish import job_timeout_s, time_limits
 from farm.registry import Capabilities
 from farm.resources import is_unreachable
 from tests.farm.harness import Cluster, cluster_env, wait_for

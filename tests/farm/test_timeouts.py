@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from farm.dispatch import job_timeout_s, time_limits
+from farm.publish import job_timeout_s, time_limits
 from farm.timeouts import MIN_TIMEOUT_S, segment_timeout
 
 

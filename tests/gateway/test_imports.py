@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = frozenset(
     {
         "farm",
+        "farm.ai.client",
         "farm.blobstore",
         "farm.client",
         "farm.errors",

@@ -86,7 +86,7 @@ def gateway_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     try:
         yield app, key
     finally:
-        app.state.tasks.close()
+        app.state.studio_jobs.close()
         app.state.ai.close()
         state.close()
         with engine.begin() as conn:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm.client import FarmClient
+from farm.ai.client import AIClient
 from farm.embedded import embedded_urls
 from farm.registry import Registry
 from farm.settings import ClusterSettings
@@ -39,16 +39,16 @@ def test_farm_up_starts_an_ai_worker(tmp_path: Path) -> None:
         )
         wait_for(lambda: (home / "redis.sock").exists(), timeout=60, what="the embedded Redis")
         registry = Registry(settings.redis_registry_url())
-        with FarmClient(settings) as client:
+        with AIClient(settings) as client:
 
             def kinds() -> set[str]:
                 return {w.worker.split("@")[0] for w in registry.live()}
 
             wait_for(lambda: kinds() == {"ai", "cpu"}, timeout=60, what="both workers")
-            job_id = client.ai.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
-            result = client.ai.wait(job_id, timeout=60)
+            job_id = client.submit("upscale", MODEL, {"prompt": "x"}, {"image": png(picture())})
+            result = client.wait(job_id, timeout=60)
             assert result.worker.startswith("ai@")
-            assert decode(client.ai.media(result.media[0].key)).shape == (192, 256, 3)
+            assert decode(client.media(result.media[0].key)).shape == (192, 256, 3)
         registry.close()
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0

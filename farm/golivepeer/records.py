@@ -17,7 +17,7 @@ import redis
 
 from farm.registry import redis_py_url
 
-__all__ = ["Ledger", "host_of"]
+__all__ = ["TranscoderRecords", "host_of"]
 
 _TOTALS = "farm:golivepeer:totals:"
 _ATTACHED = "farm:golivepeer:attached:"
@@ -36,7 +36,7 @@ def host_of(address: str) -> str:
     return host.strip("[]")
 
 
-class Ledger:
+class TranscoderRecords:
     """Per-host totals and per-node attached lists of go-livepeer transcoders."""
 
     def __init__(self, url: str) -> None:

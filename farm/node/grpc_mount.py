@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 
 from farm.golivepeer import net_pb2
 from farm.golivepeer.hub import Attached, Hub
-from farm.golivepeer.ledger import host_of
+from farm.golivepeer.records import host_of
 from farm.golivepeer.wire import (
     DEFAULT_CAPABILITIES,
     FrameError,
@@ -152,10 +152,10 @@ class GrpcMount:
 
     def _banned(self, peer: str) -> str | None:
         """Why the transcoder's host may not attach now (``farm transcoders evict``), or None."""
-        if self.hub.ledger is None:
+        if self.hub.records is None:
             return None
         try:
-            ban = self.hub.ledger.ban_of(host_of(peer))
+            ban = self.hub.records.ban_of(host_of(peer))
         except redis.RedisError as e:  # the ban is kept in Redis; without it, nothing to check
             log.warning("could not check bans for %s: %s", peer, e)
             return None

@@ -1,6 +1,7 @@
-"""Studio-style file transcoding: fetch, split, transcode segments in parallel, assemble.
+"""Studio jobs: file transcoding as Livepeer Studio's ``/api/transcode`` and ``/api/task``
+run it: fetch, split, transcode segments in parallel, assemble.
 
-A task moves pending -> waiting (fetching and splitting the input) -> running (segments out
+A job moves pending -> waiting (fetching and splitting the input) -> running (segments out
 on the pool; progress is the share done) -> completed or failed. Outputs are an HLS ladder
 (master and media playlists) and one MP4 per rendition, kept in the gateway's blob store.
 """
@@ -27,29 +28,29 @@ from gateway.errors import (
     BadRequest,
     InsufficientCredit,
     NotFound,
-    PayloadTooLarge,
     RateLimited,
+    UploadTooLarge,
 )
-from gateway.models import ApiKey, Task
+from gateway.models import ApiKey, StudioJob
 from gateway.payments import CreditPayment
 from gateway.pricing import charge, estimate_pixels
 from gateway.state import GatewayState
 
-__all__ = ["TaskRunner"]
+__all__ = ["StudioJobRunner"]
 
 log = logging.getLogger(__name__)
 
-#: The phases of a task that is not over (counted against a key's cap).
+#: The phases of a job that is not over (counted against a key's cap).
 _ACTIVE = ("pending", "waiting", "running")
 
 
-class TaskRunner:
-    """Runs tasks on a thread pool; their state lives in the gateway's database."""
+class StudioJobRunner:
+    """Runs Studio jobs on a thread pool; their state lives in the gateway's database."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.engine = state.ledger.engine
-        self._tasks = ThreadPoolExecutor(state.settings.task_workers, "gateway-task")
+        self._jobs = ThreadPoolExecutor(state.settings.task_workers, "gateway-studio-job")
         self._segments = ThreadPoolExecutor(
             max(4, state.settings.task_workers * 2), "gateway-segment"
         )
@@ -59,11 +60,11 @@ class TaskRunner:
         self._interrupted()
 
     def _interrupted(self) -> None:
-        # Tasks that were running when the gateway stopped cannot resume: say so.
+        # Jobs that were running when the gateway stopped cannot resume: say so.
         with self.engine.begin() as conn:
             conn.execute(
-                update(Task)
-                .where(Task.phase.in_(_ACTIVE))
+                update(StudioJob)
+                .where(StudioJob.phase.in_(_ACTIVE))
                 .values(
                     phase="failed",
                     error="the gateway restarted during the task",
@@ -73,15 +74,15 @@ class TaskRunner:
 
     # -- API -------------------------------------------------------------------------------
     def create(self, key_id: str, params: dict[str, Any], cap: int) -> dict[str, Any]:
-        """Record and start a task for ``key_id``: 402 when the key has no credit (and work
-        is priced), 429 when it already runs ``cap`` tasks, both decided atomically."""
-        task_id = uuid.uuid4().hex[:16]
+        """Record and start a job for ``key_id``: 402 when the key has no credit (and work
+        is priced), 429 when it already runs ``cap`` jobs, both decided atomically."""
+        job_id = uuid.uuid4().hex[:16]
         now = utcnow()
         price, _ = self.state.dispatcher.max_price()  # 503 now when nothing could run it
         with self.engine.begin() as conn:
             # A no-op write to the key's row first: it locks the row (PostgreSQL) or the
-            # database (SQLite) until the task is inserted, so that concurrent requests of one
-            # key take turns here and none counts the others' tasks too early.
+            # database (SQLite) until the job is inserted, so that concurrent requests of one
+            # key take turns here and none counts the others' jobs too early.
             key = conn.execute(
                 update(ApiKey)
                 .where(ApiKey.id == key_id)
@@ -94,14 +95,14 @@ class TaskRunner:
                 raise InsufficientCredit("insufficient credit: the key's balance is 0")
             active = conn.execute(
                 select(func.count())
-                .select_from(Task)
-                .where(Task.key_id == key_id, Task.phase.in_(_ACTIVE))
+                .select_from(StudioJob)
+                .where(StudioJob.key_id == key_id, StudioJob.phase.in_(_ACTIVE))
             ).scalar_one()
             if active >= cap:
                 raise RateLimited(f"at most {cap} running tasks per key", retry_after=30.0)
             conn.execute(
-                insert(Task).values(
-                    id=task_id,
+                insert(StudioJob).values(
+                    id=job_id,
                     key_id=key_id,
                     phase="pending",
                     progress=0.0,
@@ -110,13 +111,13 @@ class TaskRunner:
                     updated_at=now,
                 )
             )
-        future = self._tasks.submit(self._run, task_id, key_id, params)
+        future = self._jobs.submit(self._run, job_id, key_id, params)
         with self._lock:
-            self._running[task_id] = future
-        future.add_done_callback(lambda _: self._forget(task_id))
+            self._running[job_id] = future
+        future.add_done_callback(lambda _: self._forget(job_id))
         stamp = int(now.timestamp() * 1000)
         return {
-            "id": task_id,
+            "id": job_id,
             "type": "transcode-file",
             "createdAt": stamp,
             "params": params,
@@ -129,15 +130,15 @@ class TaskRunner:
             "output": None,
         }
 
-    def _forget(self, task_id: str) -> None:
+    def _forget(self, job_id: str) -> None:
         with self._lock:
-            self._running.pop(task_id, None)
+            self._running.pop(job_id, None)
 
-    def get(self, task_id: str, key_id: str | None) -> dict[str, Any]:
+    def get(self, job_id: str, key_id: str | None) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(Task).where(Task.id == task_id)).first()
+            row = conn.execute(select(StudioJob).where(StudioJob.id == job_id)).first()
         if row is None or (key_id is not None and row.key_id != key_id):
-            raise NotFound(f"no task {task_id!r}")
+            raise NotFound(f"no task {job_id!r}")
         return {
             "id": row.id,
             "type": "transcode-file",
@@ -152,41 +153,43 @@ class TaskRunner:
             "output": row.output,
         }
 
-    def wait(self, task_id: str, timeout: float | None = None) -> None:
+    def wait(self, job_id: str, timeout: float | None = None) -> None:
         with self._lock:
-            future = self._running.get(task_id)
+            future = self._running.get(job_id)
         if future is not None:
             future.result(timeout)
 
     def close(self) -> None:
-        self._tasks.shutdown(wait=False, cancel_futures=True)
+        self._jobs.shutdown(wait=False, cancel_futures=True)
         self._segments.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
     # -- the work --------------------------------------------------------------------------
-    def _set(self, task_id: str, **values: Any) -> None:
+    def _set(self, job_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(Task).where(Task.id == task_id).values(updated_at=utcnow(), **values)
+                update(StudioJob)
+                .where(StudioJob.id == job_id)
+                .values(updated_at=utcnow(), **values)
             )
 
-    def _run(self, task_id: str, key_id: str, params: dict[str, Any]) -> None:
+    def _run(self, job_id: str, key_id: str, params: dict[str, Any]) -> None:
         try:
-            self._set(task_id, phase="waiting")
+            self._set(job_id, phase="waiting")
             data = self._fetch(params["input"]["url"])
             profiles = (
                 profiles_from_json(params["profiles"])
                 if params.get("profiles")
                 else self.state.default_profiles
             )
-            output = self._transcode(task_id, key_id, data, profiles, params)
-            self._set(task_id, phase="completed", progress=1.0, output=output)
+            output = self._transcode(job_id, key_id, data, profiles, params)
+            self._set(job_id, phase="completed", progress=1.0, output=output)
         except (FarmError, OSError, ValueError) as e:
-            log.info("task %s failed: %s", task_id, e)  # the caller's input: not our fault
-            self._set(task_id, phase="failed", error=str(e)[:2000])
+            log.info("Studio job %s failed: %s", job_id, e)  # the caller's input: not our fault
+            self._set(job_id, phase="failed", error=str(e)[:2000])
         except Exception as e:
-            log.exception("task %s crashed", task_id)
-            self._set(task_id, phase="failed", error=f"internal error: {e.__class__.__name__}")
+            log.exception("Studio job %s crashed", job_id)
+            self._set(job_id, phase="failed", error=f"internal error: {e.__class__.__name__}")
 
     def _fetch(self, url: str) -> bytes:
         limit = self.state.settings.max_task_input_bytes
@@ -197,13 +200,13 @@ class TaskRunner:
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLarge(f"input exceeds the {limit}-byte limit")
+                    raise UploadTooLarge(f"input exceeds the {limit}-byte limit")
                 chunks.append(chunk)
         return b"".join(chunks)
 
     def _transcode(
         self,
-        task_id: str,
+        job_id: str,
         key_id: str,
         data: bytes,
         profiles: list[VideoProfile],
@@ -218,13 +221,13 @@ class TaskRunner:
             price,
             per,
         )
-        ref = f"task:{task_id}"
-        session_id = f"task:{task_id}"
-        self.state.log.open(session_id, "task", key_id)
+        ref = f"task:{job_id}"
+        session_id = f"task:{job_id}"
+        self.state.sessions.open(session_id, "task", key_id)
         futures: list[Future[SegmentOutcome]] = []
         with CreditPayment(self.state.ledger, key_id).hold(ref, reserve) as hold:
             try:
-                self._set(task_id, phase="running", progress=0.0)
+                self._set(job_id, phase="running", progress=0.0)
                 futures += [
                     self._segments.submit(
                         self.state.dispatcher.run,
@@ -235,18 +238,18 @@ class TaskRunner:
                 outcomes: list[SegmentOutcome] = []
                 for done, future in enumerate(futures, start=1):
                     outcomes.append(future.result())
-                    self._set(task_id, progress=0.95 * done / len(segments))
+                    self._set(job_id, progress=0.95 * done / len(segments))
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
             hold.actual = sum(o.cost for o in outcomes)
         charged = hold.charged
-        return self._store(task_id, segments, profiles, outcomes, params, charged)
+        return self._store(job_id, segments, profiles, outcomes, params, charged)
 
     def _store(
         self,
-        task_id: str,
+        job_id: str,
         segments: list[SourceSegment],
         profiles: list[VideoProfile],
         outcomes: list[SegmentOutcome],
@@ -257,18 +260,18 @@ class TaskRunner:
         for seg, outcome in zip(segments, outcomes, strict=True):
             for ref, data in outcome.renditions:
                 per_profile[ref.name].append((f"{seg.index}.ts", data, ref.duration))
-        base = f"/api/task/{task_id}/output"
+        base = f"/api/task/{job_id}/output"
         output: dict[str, Any] = {"charged": charged, "segments": len(segments)}
         outputs = params.get("outputs") or {"hls": {"path": "hls"}, "mp4": {"path": "mp4"}}
         if "hls" in outputs:
             for path, blob in hls(per_profile).items():
-                self.state.blobs.put(f"tasks/{task_id}/hls/{path}", blob)
+                self.state.blobs.put(f"tasks/{job_id}/hls/{path}", blob)
             output["hls"] = {"url": f"{base}/hls/index.m3u8"}
         if "mp4" in outputs:
             output["mp4"] = []
             for p in profiles:
                 blob = concat_mp4([data for _, data, _ in per_profile[p.name]])
-                self.state.blobs.put(f"tasks/{task_id}/mp4/{p.name}.mp4", blob)
+                self.state.blobs.put(f"tasks/{job_id}/mp4/{p.name}.mp4", blob)
                 output["mp4"].append(
                     {"name": p.name, "url": f"{base}/mp4/{p.name}.mp4", "bytes": len(blob)}
                 )

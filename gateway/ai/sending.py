@@ -1,4 +1,5 @@
-"""Running one AI request on the pool: go-livepeer's AI retry loop (``processAIRequest``).
+"""Sending one AI request to the pool's orchestrators: go-livepeer's AI retry loop
+(``processAIRequest``).
 
 Orchestrators whose workers serve the model warm are tried first, then those serving it cold
 (go-livepeer's warm and cold pools), best score first within each; those advertising a higher
@@ -45,7 +46,7 @@ from gateway.pool import Orchestrator, Pool
 from gateway.pricing import attempt_price
 from gateway.sessions import SessionLog
 
-__all__ = ["AIDispatcher", "AIInvalidRequest", "AIOutcome", "AIStream"]
+__all__ = ["AIInvalidRequest", "AIOutcome", "AISender", "AIStream"]
 
 T = TypeVar("T")
 
@@ -75,13 +76,13 @@ class AIStream:
     rest: Iterator[dict[str, Any]]
 
 
-class AIDispatcher:
+class AISender:
     """Tries an AI request on the pool's orchestrators in turn."""
 
     def __init__(
         self,
         pool: Pool,
-        log_: SessionLog,
+        sessions: SessionLog,
         blobs: BlobStore,
         *,
         retry_timeout_s: float = 10.0,
@@ -93,7 +94,7 @@ class AIDispatcher:
         #: None: no cap.
         self.max_prices = max_prices
         self.pool = pool
-        self.log = log_
+        self.sessions = sessions
         self.blobs = blobs
         self.retry_timeout_s = retry_timeout_s
         self.max_tries = max_tries
@@ -115,7 +116,7 @@ class AIDispatcher:
                 return rehost(
                     answer.response, answer.content_types, answer.fetch, self.blobs, request_id
                 )
-            jobs = o.client.ai
+            jobs = o.ai_client
             job_id = jobs.submit(req.pipeline.name, req.model_id, req.params, req.files)
             result = jobs.wait(job_id, timeout=self.job_timeout_s)
             types = {m.key: m.content_type for m in result.media}
@@ -133,7 +134,7 @@ class AIDispatcher:
                     req.model_id, req.params, bill.units, self.job_timeout_s
                 )
             else:
-                jobs = o.client.ai
+                jobs = o.ai_client
                 job_id = jobs.submit(
                     pipeline=req.pipeline.name, model_id=req.model_id, params=req.params
                 )
@@ -185,7 +186,7 @@ class AIDispatcher:
             tier=tier,
         )
         deadline = time.monotonic() + self.retry_timeout_s
-        return attempt(self.pool, self.log, work, max_tries=self.max_tries, deadline=deadline)
+        return attempt(self.pool, self.sessions, work, max_tries=self.max_tries, deadline=deadline)
 
 
 class _EmptyStream(FarmError):

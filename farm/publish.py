@@ -1,4 +1,5 @@
-"""Publishing transcode tasks: time limits from the segment's duration, one message shape."""
+"""Publishing jobs to the Celery queues: the transcode task, with time limits from the
+segment's duration, and the AI task; one message shape each."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from farm.queues import codec_of
 from farm.router import Need
 from farm.timeouts import segment_timeout
 
-__all__ = ["TRANSCODE_TASK", "job_timeout_s", "need_of", "publish", "time_limits"]
+__all__ = [
+    "AI_TASK",
+    "TRANSCODE_TASK",
+    "job_timeout_s",
+    "need_of",
+    "publish",
+    "publish_ai",
+    "time_limits",
+]
 
 TRANSCODE_TASK = "farm.transcode"
+AI_TASK = "farm.ai"
 
 
 def time_limits(duration_s: float | None) -> tuple[float, float]:
@@ -57,4 +67,18 @@ def publish(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[st
     )
     if sent.ignored:
         # Dropped unused, a Celery result would still tell the backend to stop listening.
+        sent.backend = None
+
+
+def publish_ai(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
+    """Send the AI task for a job; the spec holds blob keys, never file bytes. As with
+    publish, a job whose submitter listens for its notice has no result in Celery's backend."""
+    sent = app.send_task(
+        AI_TASK,
+        args=[job_id, spec],
+        task_id=task_id,
+        queue=queue,
+        ignore_result=bool(spec.get("notify")),
+    )
+    if sent.ignored:
         sent.backend = None
