@@ -10,7 +10,7 @@ from kombu.entity import Queue
 from farm.queues import CHAIN_QUEUE, CONTROL_QUEUE
 from farm.settings import ClusterSettings
 
-__all__ = ["create_app", "create_worker_app"]
+__all__ = ["create_app"]
 
 _app: Celery | None = None
 
@@ -68,32 +68,13 @@ def create_app(settings: ClusterSettings | None = None) -> Celery:
     return app
 
 
-def create_worker_app(settings: ClusterSettings | None = None) -> Celery:
-    """create_app with the farm's tasks registered, run in a local worker's context (farm.context),
-    which each worker kind completes or replaces as it starts."""
-    settings = settings or ClusterSettings()
-    app = create_app(settings)
-    from farm.context import WorkerContext, install
-
-    install(app, WorkerContext.local(settings))
-    from farm.tasks import register_tasks
-
-    register_tasks(app)
-    from farm.ai.tasks import register_ai_tasks
-
-    register_ai_tasks(app)
-    from farm.chain_tasks import register_chain_tasks
-
-    register_chain_tasks(app, settings)
-    return app
-
-
 def __getattr__(name: str) -> Celery:
-    """``farm.celery_app.app`` (what ``celery -A farm.celery_app ...`` looks up): the app for
-    the cluster the environment configures, built on first use rather than at import."""
+    """``farm.celery_app.app`` (what ``celery -A farm.celery_app inspect ...`` looks up): the
+    producer app for the cluster the environment configures, built on first use rather than
+    at import."""
     global _app
     if name not in ("app", "celery"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _app is None:
-        _app = create_worker_app()
+        _app = create_app()
     return _app

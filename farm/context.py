@@ -135,9 +135,9 @@ def install(app: Celery, context: WorkerContext) -> WorkerContext:
 
 
 def worker_context(app: Celery) -> WorkerContext:
-    """The context the tasks of ``app`` run in (farm.celery_app.create_app installs a local
+    """The context the tasks of ``app`` run in (farm.worker_app.create_worker_app installs a local
     one; each worker kind replaces or completes it as it starts)."""
     context = getattr(app, "farm_context", None)
     if not isinstance(context, WorkerContext):
-        raise RuntimeError("this Celery app was not created by farm.celery_app.create_app")
+        raise RuntimeError("this Celery app was not created by farm.worker_app.create_worker_app")
     return context

@@ -449,7 +449,7 @@ class TranscoderSettings(MachineSettings, EnvironmentSettings):
 class FlowerSettings(ClusterSettings):
     """``farm flower``: Flower with the app's configuration.
 
-    Flower loads the cluster's Celery app (farm.celery_app.create_app), tasks and beat
+    Flower loads the cluster's Celery app (farm.celery_app.create_app), its queues and beat
     schedule included, so it takes the cluster's settings whole.
     """
 

@@ -165,8 +165,8 @@ def run_worker(
     """Run one Celery worker in this process until it is stopped."""
     from celery.signals import worker_ready, worker_shutdown
 
-    from farm.celery_app import create_worker_app
     from farm.context import worker_context
+    from farm.worker_app import create_worker_app
 
     gpu = None
     if gpu_index is not None:

@@ -7,6 +7,8 @@ or inside a function, except those under ``if TYPE_CHECKING:``, which never run.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +135,25 @@ def test_the_walker_sees_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
         frozenset({"a", "b", "c"})
     ]
+
+
+def test_a_submitter_loads_no_tasks_and_no_chain_libraries() -> None:
+    """Submitting goes through the producer app (farm.celery_app.create_app): a client built
+    and its Celery app configured load neither the tasks nor web3 and eth-account."""
+    script = (
+        "import sys\n"
+        "from farm.client import FarmClient\n"
+        "from farm.ai.client import AIClient\n"
+        "from farm.settings import ClusterSettings\n"
+        "s = ClusterSettings(broker_url='redis://127.0.0.1:1/0', database_url='sqlite://',"
+        " blob_url='file:///nonexistent')\n"
+        "FarmClient(s).app.conf.task_queues\n"
+        "AIClient(s).route\n"
+        "heavy = ('farm.tasks', 'farm.ai.tasks', 'farm.worker_app', 'web3', 'eth_account')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

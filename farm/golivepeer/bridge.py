@@ -22,7 +22,6 @@ from typing import Any
 import redis
 from celery import Celery
 
-from farm.celery_app import create_worker_app
 from farm.context import worker_context
 from farm.errors import ConfigError
 from farm.golivepeer.engine import RemoteEngine
@@ -30,6 +29,7 @@ from farm.golivepeer.hub import Hub
 from farm.queues import golivepeer_queue_error
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import NodeSettings
+from farm.worker_app import create_worker_app
 
 __all__ = ["Bridge"]
 

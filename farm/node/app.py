@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farm import __version__, metrics
 from farm.blobstore import BlobMissing
-from farm.celery_app import create_worker_app
 from farm.client import FarmClient
 from farm.errors import (
     AccessDenied,
@@ -41,6 +40,7 @@ from farm.registry import RegistryUnavailable
 from farm.remote.api import TranscoderApi
 from farm.resources import Resources, is_unreachable
 from farm.settings import NodeSettings
+from farm.worker_app import create_worker_app
 
 __all__ = ["create_node_app", "http_status", "queue_depths", "validation_message"]
 

@@ -199,7 +199,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     from celery.signals import worker_ready, worker_shutdown
     from celery.worker import state
 
-    from farm.celery_app import create_worker_app
+    from farm.worker_app import create_worker_app
 
     if settings.orch_secret is None:
         raise ConfigError("--orch-secret is required")

@@ -17,7 +17,6 @@ from celery import Celery
 from farm import tasks
 from farm.beatlock import BEAT_LOCK_KEY
 from farm.brokerwatch import META_KEY, broker_changed, lost_messages
-from farm.celery_app import create_worker_app
 from farm.embedded import EmbeddedRedis
 from farm.jobs import JobStore
 from farm.media.profiles import parse_profiles
@@ -25,6 +24,7 @@ from farm.media.synth import make_segment
 from farm.reconcile import reconcile
 from farm.registry import Capabilities, Heartbeat, Registry
 from farm.settings import ClusterSettings
+from farm.worker_app import create_worker_app
 from tests.farm.harness import Cluster, cluster_env, wait_for
 
 QUEUE = "transcode.cpu.h264"

@@ -13,7 +13,6 @@ import pytest
 from celery import Celery
 
 from farm import tasks
-from farm.celery_app import create_worker_app
 from farm.context import WorkerContext, worker_context
 from farm.media.damage import attempt_damage
 from farm.media.engine import EngineOptions, transcode
@@ -21,6 +20,7 @@ from farm.media.profiles import VideoProfile, parse_profiles
 from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
 from farm.settings import ClusterSettings
+from farm.worker_app import create_worker_app
 
 LADDER = parse_profiles("P144p30fps16x9")
 
