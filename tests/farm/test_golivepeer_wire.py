@@ -19,7 +19,7 @@ from farm.golivepeer import net_pb2
 from farm.golivepeer.bridge import Bridge
 from farm.golivepeer.engine import RemoteEngine
 from farm.golivepeer.hub import SLOT_WAIT_S, Hub, NoTranscoder
-from farm.golivepeer.results import MultipartError, TooLarge, parse_multipart
+from farm.golivepeer.results import MultipartError, ResultsTooLarge, parse_multipart
 from farm.golivepeer.wire import (
     DEFAULT_CAPABILITIES,
     ENCODER_CAPABILITY,
@@ -124,7 +124,7 @@ def test_multipart_parts_as_go_livepeer_writes_them() -> None:
         ("video/mp2t", b"\r\n--x\r\n\x00", 10),
         ("video/mp2t", b"", 0),
     ]
-    with pytest.raises(TooLarge, match="cap"):
+    with pytest.raises(ResultsTooLarge, match="cap"):
         parse_multipart(body, boundary, max_part=3)
     with pytest.raises(MultipartError, match="closing boundary"):
         parse_multipart(body[:-10], boundary, max_part=100)
@@ -149,14 +149,14 @@ def test_multipart_garbage_numbers_are_malformed_not_a_crash(header: bytes, garb
     body, boundary = multipart([("video/mp2t", b"\r\n--x\r\n\x00", 10)])
     with pytest.raises(MultipartError) as refused:
         parse_multipart(body.replace(header, garbage), boundary, max_part=100)
-    assert not isinstance(refused.value, TooLarge)
+    assert not isinstance(refused.value, ResultsTooLarge)
 
 
 def test_a_malformed_header_mentioning_a_cap_is_not_too_large() -> None:
     body, boundary = multipart([("video/mp2t", b"x", 10)])
     with pytest.raises(MultipartError, match="malformed part header") as refused:
         parse_multipart(body.replace(b"Pixels: 10", b"capped"), boundary, max_part=100)
-    assert not isinstance(refused.value, TooLarge)
+    assert not isinstance(refused.value, ResultsTooLarge)
 
 
 def test_a_job_go_livepeer_cannot_express_goes_back_for_another_worker() -> None:
