@@ -36,7 +36,7 @@ from farm.client import JobFailedError, JobTimeout
 from farm.errors import CAPACITY_ERRORS, FarmError, PermanentError, error_class
 from gateway import metrics
 from gateway.errors import NoOrchestrators
-from gateway.pool import Orchestrator, Pool
+from gateway.pool import Pool, PoolEntry
 from gateway.pricing import Price
 from gateway.sessions import SessionLog
 
@@ -101,7 +101,7 @@ class Work(Generic[T]):
     """What one kind of work tells the loop: how to try it, where, and what to log."""
 
     #: One try on an orchestrator, given the try's number (from 1).
-    run: Callable[[Orchestrator, int], T]
+    run: Callable[[PoolEntry, int], T]
     #: Raised with the public message when the caller's input is refused.
     refused: Callable[[str], Exception]
     #: For the operator's log, e.g. ``"segment s/3"``.
@@ -111,24 +111,24 @@ class Work(Generic[T]):
     session_id: str | None = None
     seq: int = 0
     #: The price a try on an orchestrator is charged and logged at.
-    price: Callable[[Orchestrator], Price] = lambda o: (0, 1)
+    price: Callable[[PoolEntry], Price] = lambda o: (0, 1)
     #: The (pixels or units, credits) a success is logged with.
     billed: Callable[[T], tuple[int, int]] = lambda value: (0, 0)
     #: Seconds of media the work holds (the pool's latency score); 0: none.
     duration_s: float = 0.0
     #: Eligibility and order (see :meth:`Pool.walk`): a tier per orchestrator, lowest first,
     #: None leaving one out; and the orchestrator to try first while it is a candidate.
-    tier: Callable[[Orchestrator], int | None] | None = None
+    tier: Callable[[PoolEntry], int | None] | None = None
     prefer: str | None = None
     #: Called after an orchestrator is suspended (a stream ends its session there).
-    suspended: Callable[[Orchestrator], None] | None = None
+    suspended: Callable[[PoolEntry], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Tried(Generic[T]):
     """Work done: the orchestrator that did it, after how many tries, and its value."""
 
-    orchestrator: Orchestrator
+    orchestrator: PoolEntry
     attempts: int
     value: T
 
@@ -182,7 +182,7 @@ def _log(
     sessions: SessionLog | None,
     work: Work[T],
     number: int,
-    o: Orchestrator,
+    o: PoolEntry,
     latency: float,
     *,
     billed: tuple[int, int] = (0, 0),

@@ -28,7 +28,7 @@ from gateway import metrics
 from gateway.attempts import Work, attempt
 from gateway.dispatch import Dispatcher, Segment, SegmentOutcome
 from gateway.errors import NoOrchestrators, TranscodeFailed
-from gateway.pool import Orchestrator, Pool
+from gateway.pool import Pool, PoolEntry
 from gateway.pricing import attempt_price
 from gateway.sessions import SessionLog
 
@@ -113,7 +113,7 @@ class CrossChecker:
             return primary
         timeout = self.dispatcher.attempt_timeout(segment.duration_s, segment.timeout_multiplier)
 
-        def run(other: Orchestrator) -> SegmentOutcome | None:
+        def run(other: PoolEntry) -> SegmentOutcome | None:
             deadline = time.monotonic() + timeout
             # The retry loop with this one orchestrator and one try: a failure is judged and
             # suspends as on the segment's own path; the verdict is logged by _judge.

@@ -22,7 +22,7 @@ from farm.media.profiles import VideoProfile
 from gateway.attempts import Work, attempt, is_permanent, public_message
 from gateway.errors import NoOrchestrators, TranscodeFailed
 from gateway.livepeer import LivepeerOrchestrator
-from gateway.pool import Orchestrator, Pool
+from gateway.pool import Pool, PoolEntry
 from gateway.pricing import Price, attempt_price, charge, highest_price
 from gateway.sessions import SessionLog
 
@@ -121,7 +121,7 @@ class Dispatcher:
         deadline = time.monotonic() + self.max_attempts * per_attempt
         stream = segment.session_id
 
-        def once(o: Orchestrator, number: int) -> SegmentOutcome:
+        def once(o: PoolEntry, number: int) -> SegmentOutcome:
             return self.try_on(o, segment, min(deadline, time.monotonic() + per_attempt), number)
 
         work = Work(
@@ -144,7 +144,7 @@ class Dispatcher:
 
     def try_on(
         self,
-        o: Orchestrator,
+        o: PoolEntry,
         segment: Segment,
         deadline: float,
         attempt: int,
@@ -173,7 +173,7 @@ class Dispatcher:
 
 
 def _network(
-    o: Orchestrator,
+    o: PoolEntry,
     client: LivepeerOrchestrator,
     stream: str,
     segment: Segment,

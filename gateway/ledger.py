@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from farm.runtime import make_engine, utcnow
 from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound, Unavailable
-from gateway.models import ApiKey, Base, LedgerEntry
+from gateway.models import ApiKey, GatewayBase, LedgerEntry
 
 __all__ = ["MAX_BALANCE", "KeyInfo", "Ledger", "hash_key"]
 
@@ -63,7 +63,7 @@ class Ledger:
         )
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        GatewayBase.metadata.create_all(self.engine)
 
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str, credits: int = 0) -> tuple[str, KeyInfo]:

@@ -10,14 +10,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from farm.runtime import utcnow
 
-__all__ = ["ApiKey", "Base", "LedgerEntry", "SegmentAttempt", "Session", "StudioJob"]
+__all__ = ["ApiKey", "GatewayBase", "LedgerEntry", "SegmentAttempt", "SessionRecord", "StudioJob"]
 
 
-class Base(DeclarativeBase):
+class GatewayBase(DeclarativeBase):
     pass
 
 
-class ApiKey(Base):
+class ApiKey(GatewayBase):
     """An API key: stored as a SHA-256 hash, with its balance kept beside the ledger."""
 
     __tablename__ = "gw_api_keys"
@@ -31,7 +31,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class LedgerEntry(Base):
+class LedgerEntry(GatewayBase):
     """One append-only credit movement; the idempotency key makes each happen once."""
 
     __tablename__ = "gw_ledger"
@@ -45,7 +45,7 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class Session(Base):
+class SessionRecord(GatewayBase):
     """A stream (live ingest) or a Studio job, with everything it cost."""
 
     __tablename__ = "gw_sessions"
@@ -56,7 +56,7 @@ class Session(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class SegmentAttempt(Base):
+class SegmentAttempt(GatewayBase):
     """One try of one segment on one orchestrator."""
 
     __tablename__ = "gw_attempts"
@@ -77,7 +77,7 @@ class SegmentAttempt(Base):
     cost: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class StudioJob(Base):
+class StudioJob(GatewayBase):
     """A Studio-style file transcode (a Studio "task")."""
 
     __tablename__ = "gw_tasks"

@@ -29,14 +29,14 @@ from farm.protocol import AI_PIPELINES, NodeHttp, net_pb2
 from gateway.livepeer import Broadcaster, LivepeerOrchestrator
 from gateway.settings import OrchestratorConfig
 
-__all__ = ["Orchestrator", "Pool"]
+__all__ = ["Pool", "PoolEntry"]
 
 log = logging.getLogger(__name__)
 _ALPHA = 0.3  # EWMA weight of the newest observation
 
 
 @dataclass
-class Orchestrator:
+class PoolEntry:
     """One orchestrator's configuration and what the gateway has learned about it."""
 
     config: OrchestratorConfig
@@ -149,7 +149,7 @@ class Pool:
         discovery_interval_s: float = 1500.0,
         discovered: Callable[[str, str], OrchestratorConfig] | None = None,
     ) -> None:
-        self.orchestrators = [Orchestrator(c) for c in configs]
+        self.orchestrators = [PoolEntry(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
         #: Wei per pixel above which a network orchestrator is left out (None: no cap).
         self.max_price = max_price
@@ -175,7 +175,7 @@ class Pool:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _connect(self, o: Orchestrator) -> None:
+    def _connect(self, o: PoolEntry) -> None:
         if o.config.kind == "livepeer" and o.config.address:
             o.livepeer = LivepeerOrchestrator(
                 o.name,
@@ -202,7 +202,7 @@ class Pool:
         for name, uri in sorted(found.items()):
             if uri in have or uri in listed:
                 continue
-            o = Orchestrator(self.discovered(name, uri))
+            o = PoolEntry(self.discovered(name, uri))
             self._connect(o)
             keep.append(o)
             have.add(uri)
@@ -213,11 +213,11 @@ class Pool:
             o.close()
         self._discovered_at = time.monotonic()
 
-    def by_name(self, name: str) -> Orchestrator | None:
+    def by_name(self, name: str) -> PoolEntry | None:
         return next((o for o in self.orchestrators if o.name == name), None)
 
     # -- probes ----------------------------------------------------------------------------
-    def probe(self, o: Orchestrator) -> None:
+    def probe(self, o: PoolEntry) -> None:
         if o.livepeer is not None:
             self._probe_livepeer(o, o.livepeer)
             return
@@ -248,7 +248,7 @@ class Pool:
             )
         o.probed_at = time.monotonic()
 
-    def _probe_livepeer(self, o: Orchestrator, client: LivepeerOrchestrator) -> None:
+    def _probe_livepeer(self, o: PoolEntry, client: LivepeerOrchestrator) -> None:
         """GetOrchestrator: reachable, taking work, its price and the call's latency; and the
         sessions of streams that sent nothing for a while are ended."""
         started = time.monotonic()
@@ -267,7 +267,7 @@ class Pool:
         o.probed_at = time.monotonic()
         client.end_idle(self.session_idle_s)
 
-    def over_cap(self, o: Orchestrator) -> bool:
+    def over_cap(self, o: PoolEntry) -> bool:
         """Whether a network orchestrator quotes more than the price cap."""
         return (
             o.livepeer is not None
@@ -303,7 +303,7 @@ class Pool:
                 log.exception("probe round failed")
 
     # -- choice ----------------------------------------------------------------------------
-    def candidates(self, exclude: frozenset[str] | set[str] = frozenset()) -> list[Orchestrator]:
+    def candidates(self, exclude: frozenset[str] | set[str] = frozenset()) -> list[PoolEntry]:
         """Healthy, unsuspended orchestrators not yet tried, best score first."""
         now = time.monotonic()
         usable = [
@@ -317,9 +317,9 @@ class Pool:
         self,
         max_tries: int,
         deadline: float,
-        tier: Callable[[Orchestrator], int | None] | None = None,
+        tier: Callable[[PoolEntry], int | None] | None = None,
         prefer: str | None = None,
-    ) -> Iterator[Orchestrator]:
+    ) -> Iterator[PoolEntry]:
         """Orchestrators to try in turn, each once: the best untried healthy one each time
         (the lowest ``tier`` first, then the best score; a tier of None leaves one out), while
         tries and time (``deadline``, monotonic) last. ``prefer`` (a stream's orchestrator)
@@ -338,13 +338,13 @@ class Pool:
             tried.add(best.name)
             yield best
 
-    def record(self, o: Orchestrator, ok: bool, round_trip_s: float, duration_s: float) -> None:
+    def record(self, o: PoolEntry, ok: bool, round_trip_s: float, duration_s: float) -> None:
         """Fold one outcome into the EWMAs; ``duration_s`` 0 (AI jobs) leaves latency alone."""
         o.success = (1 - _ALPHA) * o.success + _ALPHA * (1.0 if ok else 0.0)
         if ok and duration_s > 0:
             o.latency = (1 - _ALPHA) * o.latency + _ALPHA * (round_trip_s / max(duration_s, 0.5))
 
-    def suspend(self, o: Orchestrator, reason: str) -> None:
+    def suspend(self, o: PoolEntry, reason: str) -> None:
         o.suspended_until = time.monotonic() + self.suspend_s
         log.warning("suspending orchestrator %s for %g s: %s", o.name, self.suspend_s, reason)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from farm.media.profiles import VideoProfile
 
 if TYPE_CHECKING:
-    from gateway.pool import Orchestrator
+    from gateway.pool import PoolEntry
 
 __all__ = ["Price", "attempt_price", "charge", "estimate_pixels", "highest_price"]
 
@@ -47,7 +47,7 @@ def charge(pixels: int, price_per_unit: int, pixels_per_unit: int) -> int:
     return -(-pixels * price_per_unit // pixels_per_unit)
 
 
-def attempt_price(o: Orchestrator | None, fixed: Price | None = None) -> Price:
+def attempt_price(o: PoolEntry | None, fixed: Price | None = None) -> Price:
     """The one price an attempt is charged (to an API key) and logged at: the price fixed for
     the whole request where there is one (an AI request's, from the gateway's price table),
     else the orchestrator's configured pricePerUnit/pixelsPerUnit (a network orchestrator's
@@ -59,7 +59,7 @@ def attempt_price(o: Orchestrator | None, fixed: Price | None = None) -> Price:
     return o.config.price_per_unit, o.config.pixels_per_unit
 
 
-def highest_price(orchestrators: Sequence[Orchestrator]) -> Price:
+def highest_price(orchestrators: Sequence[PoolEntry]) -> Price:
     """The highest :func:`attempt_price` among ``orchestrators`` (what a reservation for work
     that may run on any of them must cover)."""
     return max((attempt_price(o) for o in orchestrators), key=lambda p: Fraction(*p))

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from farm.runtime import utcnow
 from gateway.errors import NotFound
-from gateway.models import SegmentAttempt, Session
+from gateway.models import SegmentAttempt, SessionRecord
 
 __all__ = ["SessionLog"]
 
@@ -26,7 +26,7 @@ class SessionLog:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(Session).values(
+                    insert(SessionRecord).values(
                         id=session_id, kind=kind, key_id=key_id, created_at=utcnow()
                     )
                 )
@@ -69,7 +69,9 @@ class SessionLog:
 
     def get(self, session_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            session = conn.execute(select(Session).where(Session.id == session_id)).first()
+            session = conn.execute(
+                select(SessionRecord).where(SessionRecord.id == session_id)
+            ).first()
             if session is None:
                 raise NotFound(f"no session {session_id!r}")
             rows = conn.execute(
@@ -103,7 +105,7 @@ class SessionLog:
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Session).order_by(Session.created_at.desc()).limit(limit)
+                select(SessionRecord).order_by(SessionRecord.created_at.desc()).limit(limit)
             ).all()
         return [
             {"id": r.id, "kind": r.kind, "key_id": r.key_id, "created_at": r.created_at.isoformat()}
@@ -122,8 +124,8 @@ class SessionLog:
         )
         query = (
             select(func.count(distinct(recent.c.session_id)))
-            .join(Session, Session.id == recent.c.session_id)
-            .where(recent.c.started_at >= since, Session.kind == "live")
+            .join(SessionRecord, SessionRecord.id == recent.c.session_id)
+            .where(recent.c.started_at >= since, SessionRecord.kind == "live")
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())

@@ -24,7 +24,7 @@ from gateway.ethpay import EthPayments, parse_price
 from gateway.ledger import Ledger
 from gateway.limits import Limiter
 from gateway.livepeer import Broadcaster
-from gateway.models import Base
+from gateway.models import GatewayBase
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
 from gateway.settings import GatewaySettings, OrchestratorConfig
@@ -55,7 +55,7 @@ class GatewayState:
     @classmethod
     def build(cls, settings: GatewaySettings) -> GatewayState:
         engine = make_engine(settings.gateway_database_url)
-        Base.metadata.create_all(engine)
+        GatewayBase.metadata.create_all(engine)
         ledger = Ledger(engine)
         sender = broadcaster(settings)
         block_number, funds = _chain_reads(settings, sender)

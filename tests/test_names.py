@@ -23,23 +23,10 @@ CELERY_TASK_MODULES = frozenset({"farm/tasks.py", "farm/ai/tasks.py", "farm/chai
 #: and one that is renamed must leave this list.
 KNOWN_TWICE: frozenset[str] = frozenset(
     {
-        # Each package's own SQLAlchemy declarative base (farm.jobs.models, gateway.models).
-        "Base",
-        # ai-runner's API read on both sides: the built-in runner (farm.ai.server) and the
-        # gateway's pipeline table; the node's parsed AI request and the gateway's.
-        "AIRequest",
-        "LLMMessage",
-        "LLMRequest",
-        # The node as an orchestrator (farm.orchestrator) and the gateway's pool entry for one.
-        "Orchestrator",
-        # A price body in the node's and the gateway's admin routes.
-        "Price",
         # A rendition made (farm.media.result) and one a network orchestrator returned.
         "Rendition",
-        # The node's decoded SegData, a playlist entry, and the gateway's segment to send.
+        # The node's decoded SegData and the gateway's segment to send.
         "Segment",
-        # The gateway's session row and its session with a network orchestrator.
-        "Session",
     }
 )
 

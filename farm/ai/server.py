@@ -37,16 +37,16 @@ def runner_error(status: int, msg: str, headers: dict[str, str] | None = None) -
     return JSONResponse(status_code=status, content={"detail": {"msg": msg}}, headers=headers)
 
 
-class LLMMessage(BaseModel):
+class RunnerLLMMessage(BaseModel):
     role: str
     content: str
 
 
-class LLMRequest(BaseModel):
+class RunnerLLMRequest(BaseModel):
     """ai-runner's LLM request with its defaults."""
 
     model_config = ConfigDict(allow_inf_nan=False)
-    messages: list[LLMMessage]
+    messages: list[RunnerLLMMessage]
     model: str = ""
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(256, ge=1)
@@ -136,7 +136,7 @@ def create_runner_app(pipeline: str, model_id: str, token: str | None = None) ->
 
         @app.post("/llm")
         @app.post("/llm/", include_in_schema=False)
-        def llm_route(request: LLMRequest, creds: Credentials) -> Any:
+        def llm_route(request: RunnerLLMRequest, creds: Credentials) -> Any:
             """Generate text using a language model."""
             error = refused(creds) or wrong_model(request.model)
             if error is not None:

@@ -95,11 +95,11 @@ def keys_list() -> None:
 def sessions_cmd(session_id: str | None) -> None:
     """Recent sessions, or one session's attempt log."""
     from farm.jobs import make_engine
-    from gateway.models import Base
+    from gateway.models import GatewayBase
     from gateway.sessions import SessionLog
 
     engine = make_engine(_settings().gateway_database_url)
-    Base.metadata.create_all(engine)
+    GatewayBase.metadata.create_all(engine)
     log = SessionLog(engine)
     if session_id:
         click.echo(json.dumps(log.get(session_id), indent=2))

@@ -17,7 +17,7 @@ from farm.media.bench import BenchConfig, run_bench
 from farm.media.codecs import hardware_report
 from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS, FORMATS
-from farm.media.playlist import Segment, master_playlist, media_playlist, read_playlist
+from farm.media.playlist import PlaylistSegment, master_playlist, media_playlist, read_playlist
 from farm.media.profiles import DEFAULT_PROFILES, VideoProfile, parse_profiles
 from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
@@ -35,16 +35,16 @@ def _profiles(
     return parse_profiles(",".join(default) if names is None else names)
 
 
-def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Segment], bool]:
+def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[PlaylistSegment], bool]:
     """Segments from files and playlists, and whether any playlist was given."""
-    segments: list[Segment] = []
+    segments: list[PlaylistSegment] = []
     from_playlist = False
     for path in inputs:
         if path.suffix.lower() == ".m3u8":
             segments.extend(read_playlist(path))
             from_playlist = True
         else:
-            segments.append(Segment(path, None))
+            segments.append(PlaylistSegment(path, None))
     return segments, from_playlist
 
 
@@ -317,7 +317,11 @@ def _bench_segments(source: Path | None, synthetic: str, segs: int) -> list[tupl
             )
             for k in range(count)
         ]
-    listed = read_playlist(source) if source.suffix.lower() == ".m3u8" else [Segment(source, None)]
+    listed = (
+        read_playlist(source)
+        if source.suffix.lower() == ".m3u8"
+        else [PlaylistSegment(source, None)]
+    )
     if segs:
         listed = listed[:segs]
     out = []

@@ -10,7 +10,7 @@ from pathlib import Path
 from farm.errors import InputInvalid
 
 __all__ = [
-    "Segment",
+    "PlaylistSegment",
     "Variant",
     "master_playlist",
     "media_playlist",
@@ -20,14 +20,14 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
+class PlaylistSegment:
     """One segment listed in a media playlist."""
 
     path: Path
     duration: float | None
 
 
-def read_playlist(path: Path, _depth: int = 0) -> list[Segment]:
+def read_playlist(path: Path, _depth: int = 0) -> list[PlaylistSegment]:
     """The segments of a local HLS media playlist (the first variant of a master playlist)."""
     try:
         text = path.read_text()
@@ -36,7 +36,7 @@ def read_playlist(path: Path, _depth: int = 0) -> list[Segment]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines or lines[0] != "#EXTM3U":
         raise InputInvalid(f"{path} is not an HLS playlist (no #EXTM3U header)")
-    segments: list[Segment] = []
+    segments: list[PlaylistSegment] = []
     duration: float | None = None
     variant_next = False
     for line in lines[1:]:
@@ -55,7 +55,7 @@ def read_playlist(path: Path, _depth: int = 0) -> list[Segment]:
                 if _depth:
                     raise InputInvalid(f"{path}: nested master playlists")
                 return read_playlist(target, _depth + 1)
-            segments.append(Segment(target, duration))
+            segments.append(PlaylistSegment(target, duration))
             duration = None
     if not segments:
         raise InputInvalid(f"playlist {path} lists no segments")

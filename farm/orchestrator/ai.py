@@ -47,7 +47,13 @@ from farm.client import JobFailedError, JobTimeout
 from farm.errors import CAPACITY_ERRORS, AIRequestInvalid, FarmError, NoCapacity, error_class
 from farm.golivepeer import net_pb2
 from farm.orchestrator.aiprices import model_prices
-from farm.orchestrator.aireq import AI_PIPELINES, AIPipeline, AIRequest, parse_form, parse_json
+from farm.orchestrator.aireq import (
+    AI_PIPELINES,
+    AIPipeline,
+    ParsedAIRequest,
+    parse_form,
+    parse_json,
+)
 from farm.orchestrator.aireq import units as request_units
 from farm.orchestrator.aivideo import DEFAULT_FPS, frames_to_mp4
 from farm.orchestrator.routes import TooLarge, payment_of, refused
@@ -122,7 +128,7 @@ class AIJobs:
         except TokenRefused as e:
             raise SegmentRefused(403, str(e)) from None
 
-    def admit(self, req: AIRequest, payment: Payment, units: int) -> Admitted:
+    def admit(self, req: ParsedAIRequest, payment: Payment, units: int) -> Admitted:
         """Capacity, payment and balance, in go-livepeer's order."""
         pipeline, model = req.pipeline.name, req.model_id
         try:
@@ -135,7 +141,7 @@ class AIJobs:
             raise SegmentRefused(400, "Insufficient balance")
         return Admitted(payment.sender, req.manifest, price, units)
 
-    def _price(self, req: AIRequest, payment: Payment) -> Fraction:
+    def _price(self, req: ParsedAIRequest, payment: Payment) -> Fraction:
         """The price the request is charged at: the one its tickets were quoted."""
         if self.orch.chain is None:
             return payment.price or Fraction(0)
@@ -157,7 +163,7 @@ class AIJobs:
 
     # -- the work -------------------------------------------------------------------------
 
-    def _submit(self, req: AIRequest, request_id: str) -> str:
+    def _submit(self, req: ParsedAIRequest, request_id: str) -> str:
         try:
             return self.client.submit(
                 req.pipeline.name,
@@ -171,7 +177,9 @@ class AIJobs:
         except FarmError as e:
             raise _failed(e) from e
 
-    def run(self, req: AIRequest, adm: Admitted, request_id: str, inline: bool) -> dict[str, Any]:
+    def run(
+        self, req: ParsedAIRequest, adm: Admitted, request_id: str, inline: bool
+    ) -> dict[str, Any]:
         """The job's answer with its media served here; the sender is debited only for a
         job that succeeded. SegmentRefused (400, 503, 500) when it did not."""
         job_id = self._submit(req, request_id)
@@ -184,7 +192,7 @@ class AIJobs:
         return response
 
     def stream(
-        self, req: AIRequest, adm: Admitted, request_id: str
+        self, req: ParsedAIRequest, adm: Admitted, request_id: str
     ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
         """A streamed LLM answer: its first chunk (the sender is debited once it is here) and
         the rest."""
@@ -206,7 +214,7 @@ class AIJobs:
     # -- the answer -----------------------------------------------------------------------
 
     def _results(
-        self, req: AIRequest, result: AIResult, request_id: str, inline: bool
+        self, req: ParsedAIRequest, result: AIResult, request_id: str, inline: bool
     ) -> dict[str, Any]:
         types = {m.key: m.content_type for m in result.media}
         response = result.response
@@ -235,7 +243,9 @@ class AIJobs:
         answer: dict[str, Any] = walk(response)
         return answer
 
-    def _video(self, req: AIRequest, result: AIResult, types: dict[str, str]) -> dict[str, Any]:
+    def _video(
+        self, req: ParsedAIRequest, result: AIResult, types: dict[str, str]
+    ) -> dict[str, Any]:
         """The frames of each batch as one MP4, answered as go-livepeer does: an
         ImageResponse whose ``url`` is the video."""
         fps = req.params.get("fps", DEFAULT_FPS)

@@ -34,7 +34,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from farm.orchestrator.service import SegmentRefused
 
-__all__ = ["AI_PIPELINES", "AIPipeline", "AIRequest", "parse_form", "parse_json", "units"]
+__all__ = ["AI_PIPELINES", "AIPipeline", "ParsedAIRequest", "parse_form", "parse_json", "units"]
 
 #: go-livepeer prices image-to-video as the 25 frames of stable-video-diffusion-img2vid-xt.
 VIDEO_FRAMES: Final = 25
@@ -70,7 +70,7 @@ AI_PIPELINES: Final = {
 
 
 @dataclass(frozen=True, slots=True)
-class AIRequest:
+class ParsedAIRequest:
     """A request's pipeline, model, the fields for the runner and the uploaded file."""
 
     pipeline: AIPipeline
@@ -88,7 +88,7 @@ def _bad(message: str) -> SegmentRefused:
     return SegmentRefused(400, message)
 
 
-def parse_json(pipeline: AIPipeline, body: bytes) -> AIRequest:
+def parse_json(pipeline: AIPipeline, body: bytes) -> ParsedAIRequest:
     """A JSON request body; SegmentRefused (400) when it is not a JSON object."""
     try:
         params = json.loads(body)
@@ -96,10 +96,10 @@ def parse_json(pipeline: AIPipeline, body: bytes) -> AIRequest:
         raise _bad(f"invalid JSON body: {e}") from None
     if not isinstance(params, dict):
         raise _bad("the body must be a JSON object")
-    return AIRequest(pipeline, str(params.get(pipeline.model_field) or ""), params)
+    return ParsedAIRequest(pipeline, str(params.get(pipeline.model_field) or ""), params)
 
 
-async def parse_form(pipeline: AIPipeline, headers: Headers, body: bytes) -> AIRequest:
+async def parse_form(pipeline: AIPipeline, headers: Headers, body: bytes) -> ParsedAIRequest:
     """A multipart request body with the pipeline's file; SegmentRefused (400) otherwise."""
     if not headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise _bad("request Content-Type isn't multipart/form-data")
@@ -126,7 +126,7 @@ async def parse_form(pipeline: AIPipeline, headers: Headers, body: bytes) -> AIR
     assert pipeline.file is not None
     if not files.get(pipeline.file):
         raise _bad(f"{pipeline.file}: a non-empty file is required")
-    return AIRequest(pipeline, str(params.get(pipeline.model_field) or ""), params, files)
+    return ParsedAIRequest(pipeline, str(params.get(pipeline.model_field) or ""), params, files)
 
 
 def _int(params: dict[str, Any], name: str, default: int, most: int) -> int:
@@ -177,7 +177,7 @@ def _audio_ms(data: bytes) -> int:
     return math.ceil(seconds * 1000)
 
 
-def units(req: AIRequest) -> int:
+def units(req: ParsedAIRequest) -> int:
     """The request's units (the table in this module's docstring); SegmentRefused (400) when
     they cannot be worked out (an unreadable upload, a missing max_tokens or text)."""
     params = req.params

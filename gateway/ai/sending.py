@@ -42,7 +42,7 @@ from gateway.ai.results import rehost
 from gateway.attempts import Tried, Work, attempt
 from gateway.errors import BadRequest
 from gateway.livepeer.ai import NetworkAI
-from gateway.pool import Orchestrator, Pool
+from gateway.pool import Pool, PoolEntry
 from gateway.pricing import attempt_price
 from gateway.sessions import SessionLog
 
@@ -103,7 +103,7 @@ class AISender:
     def run(self, session_id: str, request_id: str, req: AIRequest, bill: Bill) -> AIOutcome:
         """The request's response, its media re-hosted under ``request_id``."""
 
-        def finish(o: Orchestrator) -> dict[str, Any]:
+        def finish(o: PoolEntry) -> dict[str, Any]:
             if o.livepeer is not None:
                 answer = NetworkAI(o.livepeer).run(
                     req.pipeline.name,
@@ -128,7 +128,7 @@ class AISender:
     def stream(self, session_id: str, req: AIRequest, bill: Bill) -> AIStream:
         """Start a streaming LLM request; retries end once its first event has arrived."""
 
-        def first(o: Orchestrator) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+        def first(o: PoolEntry) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
             if o.livepeer is not None:
                 events = NetworkAI(o.livepeer).stream(
                     req.model_id, req.params, bill.units, self.job_timeout_s
@@ -152,7 +152,7 @@ class AISender:
         session_id: str,
         req: AIRequest,
         bill: Bill,
-        finish: Callable[[Orchestrator], T],
+        finish: Callable[[PoolEntry], T],
     ) -> Tried[T]:
         key = (req.pipeline.name, req.model_id)
         most = Fraction(*bill.price)
@@ -160,7 +160,7 @@ class AISender:
         limit = Fraction(*self.max_prices.price(*key)) if self.max_prices else Fraction(0)
         cap = limit if limit > 0 else None
 
-        def tier(o: Orchestrator) -> int | None:
+        def tier(o: PoolEntry) -> int | None:
             if o.livepeer is not None:
                 # A network orchestrator quotes wei per unit: go-livepeer's
                 # -maxPricePerCapability applies (FARM_AI_MAX_PRICES).

@@ -86,7 +86,7 @@ def orchestrators(_: AdminCaller, request: Request) -> list[dict[str, object]]:
     return [o.state(state.pool.region) for o in state.pool.orchestrators]
 
 
-class Price(BaseModel):
+class PriceBody(BaseModel):
     price_per_unit: int = Field(ge=0)
     pixels_per_unit: int = Field(1, gt=0)
 
@@ -106,7 +106,7 @@ def get_price(_: AdminCaller, request: Request) -> dict[str, Any]:
 
 
 @router.put("/price", responses=errors(400, 401, 403, 413))
-def set_price(body: Price, _: AdminCaller, request: Request) -> dict[str, Any]:
+def set_price(body: PriceBody, _: AdminCaller, request: Request) -> dict[str, Any]:
     """Quote a new ticket price in params issued from now on (livepeer_cli's price setting)."""
     eth = state_of(request).eth
     if eth is None:

@@ -12,7 +12,7 @@ import pytest
 from farm.errors import RunnerFailed
 from farm.golivepeer import net_pb2
 from farm.orchestrator.aiprices import ai_price_infos, model_prices, quoted_price
-from farm.orchestrator.aireq import AI_PIPELINES, AIRequest, parse_json, units
+from farm.orchestrator.aireq import AI_PIPELINES, ParsedAIRequest, parse_json, units
 from farm.orchestrator.aivideo import frames_to_mp4
 from farm.orchestrator.service import SegmentRefused
 from farm.registry import Capabilities
@@ -20,8 +20,8 @@ from tests.factories import wav_audio
 from tests.farm.ai.helpers import picture, png
 
 
-def _req(pipeline: str, params: dict[str, Any], **files: bytes) -> AIRequest:
-    return AIRequest(AI_PIPELINES[pipeline], "m", params, files)
+def _req(pipeline: str, params: dict[str, Any], **files: bytes) -> ParsedAIRequest:
+    return ParsedAIRequest(AI_PIPELINES[pipeline], "m", params, files)
 
 
 def test_units_are_golivepeers() -> None:

@@ -14,8 +14,8 @@ from farm.errors import InputInvalid, InsufficientCapacity, NoCapacity
 from farm.jobs import make_engine
 from gateway.attempts import Work, attempt, classify
 from gateway.errors import NoOrchestrators, TranscodeFailed
-from gateway.models import Base
-from gateway.pool import Orchestrator, Pool
+from gateway.models import GatewayBase
+from gateway.pool import Pool, PoolEntry
 from gateway.pricing import attempt_price, highest_price
 from gateway.sessions import SessionLog
 from gateway.settings import OrchestratorConfig
@@ -24,7 +24,7 @@ from gateway.settings import OrchestratorConfig
 @pytest.fixture
 def world(postgres_url: str) -> Iterator[tuple[Pool, SessionLog]]:
     engine = make_engine(postgres_url)
-    Base.metadata.create_all(engine)
+    GatewayBase.metadata.create_all(engine)
     configs = [
         OrchestratorConfig(
             name=name,
@@ -69,14 +69,14 @@ class Answers:
             **kw,  # type: ignore[arg-type]
         )
 
-    def run(self, o: Orchestrator, number: int) -> str:
+    def run(self, o: PoolEntry, number: int) -> str:
         self.tried.append(o.name)
         if o.name in self.errors:
             raise self.errors[o.name]
         return f"done on {o.name} at try {number}"
 
 
-def _by_name(pool: Pool, name: str) -> Orchestrator:
+def _by_name(pool: Pool, name: str) -> PoolEntry:
     o = pool.by_name(name)
     assert o is not None
     return o

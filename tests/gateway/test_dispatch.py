@@ -17,8 +17,8 @@ from farm.jobs.store import JobView
 from farm.media.profiles import VideoProfile
 from gateway.dispatch import Dispatcher, Segment, SegmentOutcome
 from gateway.errors import NoOrchestrators, TranscodeFailed
-from gateway.models import Base
-from gateway.pool import Orchestrator, Pool
+from gateway.models import GatewayBase
+from gateway.pool import Pool, PoolEntry
 from gateway.sessions import SessionLog
 from gateway.settings import OrchestratorConfig
 
@@ -56,7 +56,7 @@ class _Scripted(Dispatcher):
 
     def try_on(
         self,
-        o: Orchestrator,
+        o: PoolEntry,
         segment: Segment,
         deadline: float,
         attempt: int,
@@ -70,7 +70,7 @@ class _Scripted(Dispatcher):
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Pool, SessionLog]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'gw.db'}")
-    Base.metadata.create_all(engine)
+    GatewayBase.metadata.create_all(engine)
     configs = [
         OrchestratorConfig(
             name=name,
