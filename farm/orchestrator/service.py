@@ -441,11 +441,17 @@ class Orchestrator:
                 credit += receipt.expected_value
                 if error is not None:
                     break
+        except BaseException:
+            self.queue.add_all(winners)  # the winners before a refused ticket count
+            raise
+        # Durable before the work starts (or the refusal goes out), so no winner is lost with
+        # the request: the payment's winners in one transaction, written while the balance is.
+        queued = self._side.submit(self.queue.add_all, winners) if winners else None
+        try:
+            balance = self.balances.add(payment.sender, session, credit)
         finally:
-            # Durable before the work starts (or the refusal goes out), so no winner is lost
-            # with the request: the payment's winners in one transaction.
-            self.queue.add_all(winners)
-        balance = self.balances.add(payment.sender, session, credit)
+            if queued is not None:
+                queued.result()
         if error is not None:
             raise SegmentRefused(400, golivepeer_text(error, ticket))
         return balance
