@@ -395,6 +395,8 @@ class Orchestrator:
     def process_payment(self, payment: Payment, session: str) -> Fraction:
         """Validate the tickets in go-livepeer's order and credit their expected value to
         (sender, session); the balance. SegmentRefused (400) with go-livepeer's text."""
+        if self.chain is None:
+            return Fraction(0)  # off chain nothing is paid, and no balance is checked
         if self.receiver is None or self.queue is None or payment.params is None:
             return self.balances.get(payment.sender, session)
         params = payment.params
@@ -501,7 +503,8 @@ class Orchestrator:
             result.error = str(e)
             return result
         fee = price * done.encoded_pixels
-        self.balances.add(payment.sender, session, -fee)
+        if fee:
+            self.balances.add(payment.sender, session, -fee)
         result.data.CopyFrom(self._transcode_data(seg, session, done))
         result.info.CopyFrom(info.result())
         return result
