@@ -9,8 +9,10 @@ chain, in which case it stays queued for another try (go-livepeer drops it, issu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,12 +26,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from chain.tickets import Ticket
 
-__all__ = ["QueuedTicket", "TicketQueue"]
+__all__ = ["QueuedTicket", "TicketQueue", "Winner"]
 
 
 def _now() -> datetime:
@@ -76,6 +80,33 @@ class QueuedTicket:
     last_error: str | None
 
 
+#: A winning ticket as it is queued: the ticket, its signature, the recipient rand and the
+#: params' expiration block.
+Winner = tuple[Ticket, bytes, int, int]
+
+
+def _row(ticket: Ticket, sig: bytes, recipient_rand: int, expiration_block: int) -> dict[str, Any]:
+    now = _now()
+    return {
+        "ticket_hash": ticket.hash(),
+        "sender": ticket.sender,
+        "recipient": ticket.recipient,
+        "face_value": str(ticket.face_value),
+        "win_prob": str(ticket.win_prob),
+        "sender_nonce": ticket.sender_nonce,
+        "recipient_rand_hash": ticket.recipient_rand_hash,
+        "creation_round": ticket.creation_round,
+        "creation_round_block_hash": ticket.creation_round_block_hash,
+        "sig": sig,
+        "recipient_rand": str(recipient_rand),
+        "expiration_block": expiration_block,
+        "state": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class TicketQueue:
     """Winning tickets in SQL (PostgreSQL, or SQLite embedded)."""
 
@@ -89,29 +120,27 @@ class TicketQueue:
         """Store a winning ticket; False when it was already stored (same hash)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    insert(_Row).values(
-                        ticket_hash=ticket.hash(),
-                        sender=ticket.sender,
-                        recipient=ticket.recipient,
-                        face_value=str(ticket.face_value),
-                        win_prob=str(ticket.win_prob),
-                        sender_nonce=ticket.sender_nonce,
-                        recipient_rand_hash=ticket.recipient_rand_hash,
-                        creation_round=ticket.creation_round,
-                        creation_round_block_hash=ticket.creation_round_block_hash,
-                        sig=sig,
-                        recipient_rand=str(recipient_rand),
-                        expiration_block=expiration_block,
-                        state="pending",
-                        attempts=0,
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
-                )
+                row = _row(ticket, sig, recipient_rand, expiration_block)
+                conn.execute(insert(_Row).values(row))
         except IntegrityError:
             return False
         return True
+
+    def add_all(self, winners: Sequence[Winner]) -> int:
+        """Store the winning tickets of one payment in one transaction, skipping any already
+        stored (same hash); how many were new."""
+        if not winners:
+            return 0
+        rows = [_row(*w) for w in winners]
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = pg_insert(_Row).values(rows).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite_insert(_Row).values(rows).on_conflict_do_nothing()
+        else:  # pragma: no cover - the farm runs on PostgreSQL or SQLite
+            return sum(self.add(*w) for w in winners)
+        with self.engine.begin() as conn:
+            return len(conn.execute(stmt.returning(_Row.ticket_hash)).all())
 
     def due(self, current_block: int, limit: int = 20) -> list[QueuedTicket]:
         """Pending tickets whose params expired by ``current_block``, oldest first."""

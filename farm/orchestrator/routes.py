@@ -8,6 +8,8 @@ segment) for headers); the ``TranscodeResult`` follows when the cluster is done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -103,11 +105,21 @@ def install(
             seg = decode_segment(request.headers.get("livepeer-segment", ""))
         except SegmentInvalid as e:
             return refused(403, str(e))
+        # The body is read while the credentials and payment are checked; a refusal of those
+        # still comes first, as go-livepeer reads the body only after them.
+        admission = asyncio.ensure_future(run_in_threadpool(orch.admit, seg, payment))
+        data: bytes | None = None
         try:
-            session, price = await run_in_threadpool(orch.admit, seg, payment)
-            try:
-                data = await read_capped(request, max_bytes, TooLarge)
-            except TooLarge:
+            data = await read_capped(request, max_bytes, TooLarge)
+        except TooLarge:
+            pass
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await admission
+            raise
+        try:
+            session, price = await admission
+            if data is None:
                 return refused(413, "segment over the size limit")
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type == URI_CONTENT_TYPE:

@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -43,7 +44,7 @@ from chain.errors import (
 )
 from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer, issue_params
 from chain.payment import Payment, params_to_net, price_to_net
-from chain.queue import TicketQueue
+from chain.queue import TicketQueue, Winner
 from chain.signing import Signer, keccak256, recover
 from chain.tickets import ZERO_ADDRESS, Ticket
 from chain.validation import RedisNonceStore, TicketReceiver
@@ -165,6 +166,7 @@ class Orchestrator:
         self._url_key = hmac.digest(secret, b"farm orchestrator rendition urls", hashlib.sha256)
         self._price = _Cache(1.0, self._read_price)
         self._live: tuple[float, list[Capabilities]] = (float("-inf"), [])
+        self._side = ThreadPoolExecutor(max_workers=8, thread_name_prefix="orch-side")
         self.issuer: TicketParamsIssuer | None = None
         self.receiver: TicketReceiver | None = None
         self.queue: TicketQueue | None = None
@@ -361,8 +363,13 @@ class Orchestrator:
         return int(pipe.execute()[1])
 
     def _touch(self, session: str) -> None:
-        known = self._redis.zscore(SESSIONS_KEY, session) is not None
-        if not known and self.sessions() >= self.settings.max_sessions:
+        # A known session (the usual case) is refreshed in the same round trip that finds it.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zscore(SESSIONS_KEY, session)
+        pipe.zadd(SESSIONS_KEY, {session: time.time()}, xx=True)
+        if pipe.execute()[0] is not None:
+            return
+        if self.sessions() >= self.settings.max_sessions:
             raise SegmentRefused(403, "OrchestratorCapped")
         self._redis.zadd(SESSIONS_KEY, {session: time.time()})
 
@@ -388,6 +395,8 @@ class Orchestrator:
     def process_payment(self, payment: Payment, session: str) -> Fraction:
         """Validate the tickets in go-livepeer's order and credit their expected value to
         (sender, session); the balance. SegmentRefused (400) with go-livepeer's text."""
+        if self.chain is None:
+            return Fraction(0)  # off chain nothing is paid, and no balance is checked
         if self.receiver is None or self.queue is None or payment.params is None:
             return self.balances.get(payment.sender, session)
         params = payment.params
@@ -403,38 +412,48 @@ class Orchestrator:
         receiver = self.receiver
         credit = Fraction(0)
         error: TicketError | None = None
-        for ticket, sig in payment.tickets:
-            try:
-                receipt = _chain_call(
-                    partial(
-                        receiver.receive_ticket,
-                        ticket,
-                        sig,
-                        seed=params.seed,
-                        expiration_block=params.expiration_block,
-                        price_per_pixel=params.price_per_pixel,
+        winners: list[Winner] = []
+        try:
+            for ticket, sig in payment.tickets:
+                try:
+                    receipt = _chain_call(
+                        partial(
+                            receiver.receive_ticket,
+                            ticket,
+                            sig,
+                            seed=params.seed,
+                            expiration_block=params.expiration_block,
+                            price_per_pixel=params.price_per_pixel,
+                        )
                     )
-                )
-            except TicketParamsExpired as e:
-                # Not fatal: the ticket counts, and a winner is still redeemed.
-                receipt, error = e.receipt, e
-            except TicketError as e:
-                farm_metrics.payment_refused(type(e).__name__)
-                if _fatal(e):
-                    raise SegmentRefused(400, golivepeer_text(e, ticket)) from e
-                error = e
-                break
-            farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
-            if receipt.won:
-                farm_metrics.winning_ticket_received()
-                # Durable before the work starts, so no winner is lost with the request.
-                self.queue.add(
-                    receipt.ticket, receipt.sig, receipt.recipient_rand, params.expiration_block
-                )
-            credit += receipt.expected_value
-            if error is not None:
-                break
-        balance = self.balances.add(payment.sender, session, credit)
+                except TicketParamsExpired as e:
+                    # Not fatal: the ticket counts, and a winner is still redeemed.
+                    receipt, error = e.receipt, e
+                except TicketError as e:
+                    farm_metrics.payment_refused(type(e).__name__)
+                    if _fatal(e):
+                        raise SegmentRefused(400, golivepeer_text(e, ticket)) from e
+                    error = e
+                    break
+                farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
+                if receipt.won:
+                    farm_metrics.winning_ticket_received()
+                    rand, expiration = receipt.recipient_rand, params.expiration_block
+                    winners.append((receipt.ticket, receipt.sig, rand, expiration))
+                credit += receipt.expected_value
+                if error is not None:
+                    break
+        except BaseException:
+            self.queue.add_all(winners)  # the winners before a refused ticket count
+            raise
+        # Durable before the work starts (or the refusal goes out), so no winner is lost with
+        # the request: the payment's winners in one transaction, written while the balance is.
+        queued = self._side.submit(self.queue.add_all, winners) if winners else None
+        try:
+            balance = self.balances.add(payment.sender, session, credit)
+        finally:
+            if queued is not None:
+                queued.result()
         if error is not None:
             raise SegmentRefused(400, golivepeer_text(error, ticket))
         return balance
@@ -465,8 +484,14 @@ class Orchestrator:
         """Run the segment on the cluster; the TranscodeResult for the gateway (an ``error``
         result when the work failed: the sender is not charged)."""
         result = net_pb2.TranscodeResult(seq=seg.seq)
+        # The reply's fresh OrchestratorInfo (ticket params: chain reads and the sender's
+        # pending winners) is built while the cluster works, not after it.
+        info = self._side.submit(
+            _chain_call,
+            lambda: self.info(payment.sender, seg.data.auth_token, price=price, hardware=False),
+        )
         try:
-            job = self._job(segment_job_id(session, seg, data), seg, data)
+            job = self._job(segment_job_id(session, seg), seg, data)
             done = self.client.wait(job, timeout=job_timeout_s(seg.duration_s))
         except NoCapacity:
             result.error = "OrchestratorCapped"
@@ -478,13 +503,10 @@ class Orchestrator:
             result.error = str(e)
             return result
         fee = price * done.encoded_pixels
-        self.balances.add(payment.sender, session, -fee)
+        if fee:
+            self.balances.add(payment.sender, session, -fee)
         result.data.CopyFrom(self._transcode_data(seg, session, done))
-        result.info.CopyFrom(
-            _chain_call(
-                lambda: self.info(payment.sender, seg.data.auth_token, price=price, hardware=False)
-            )
-        )
+        result.info.CopyFrom(info.result())
         return result
 
     def _job(self, job_id: str, seg: Segment, data: bytes) -> JobView:
@@ -506,20 +528,28 @@ class Orchestrator:
 
     def _transcode_data(self, seg: Segment, session: str, done: JobResult) -> net_pb2.TranscodeData:
         by_name = {r.name: r for r in done.renditions}
-        hashes = []
+        renditions = [by_name[p.name] for p in seg.profiles]
+        # The renditions are read and hashed side by side (only to be signed: an off-chain node
+        # without a key signs nothing), and their paths published in one round trip.
+        hashes = (
+            self._side.map(lambda r: keccak256(self.client.rendition_bytes(r)), renditions)
+            if self.signer is not None
+            else None
+        )
         data = net_pb2.TranscodeData()
         ext = "mp4" if seg.format == "mp4" else "ts"
-        for p in seg.profiles:
-            r = by_name[p.name]
-            hashes.append(keccak256(self.client.rendition_bytes(r)))
+        pipe = self._redis.pipeline(transaction=False)
+        ttl = int(self.settings.rendition_ttl_s) + 60
+        for p, r in zip(seg.profiles, renditions, strict=True):
             path = f"/stream/{session}/{quote(p.name)}/{seg.seq}.{ext}"
-            self._redis.set(_stream_key(path), r.key, ex=int(self.settings.rendition_ttl_s) + 60)
+            pipe.set(_stream_key(path), r.key, ex=ttl)
             data.segments.append(
                 net_pb2.TranscodedSegmentData(
                     url=self.service_uri + self.sign_path(path), pixels=r.pixels
                 )
             )
-        if self.signer is not None:
+        pipe.execute()
+        if self.signer is not None and hashes is not None:
             data.sig = self.signer.sign_hash(keccak256(b"".join(hashes)))
         return data
 
@@ -554,16 +584,19 @@ class Orchestrator:
             raise SegmentRefused(404, "ErrNotFound") from None
 
     def close(self) -> None:
+        self._side.shutdown(wait=False, cancel_futures=True)
         if self.chain is not None:
             self.chain.close()
         self._redis.close()
 
 
-def segment_job_id(session: str, seg: Segment, data: bytes) -> str:
+def segment_job_id(session: str, seg: Segment) -> str:
     """The job of a segment in a session. The same segment and ladder sent again (a gateway
-    retrying after a lost answer) is the same job: it is waited for, not transcoded twice."""
+    retrying after a lost answer) is the same job: it is waited for, not transcoded twice.
+    The segment is known by its signed hash, which ``/segment`` checks against its bytes
+    before any job is made."""
     ladder = json.dumps([p.to_json() for p in seg.profiles], sort_keys=True)
-    digest = keccak256(data + ladder.encode() + seg.format.encode())[:6].hex()
+    digest = keccak256(seg.data.hash + ladder.encode() + seg.format.encode())[:6].hex()
     return f"orch-{session}-{seg.manifest_id}-{seg.seq}-{digest}"
 
 

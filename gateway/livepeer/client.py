@@ -4,9 +4,10 @@
 ``POST <transcoder>/segment`` with a signed ``SegData`` in ``Livepeer-Segment`` and a
 ``net.Payment`` from the gateway's deposit in ``Livepeer-Payment``, then a GET of every
 rendition URL. gRPC is spoken over httpx's HTTP/2 (a unary call is one POST of a framed
-message), so the gRPC calls, the segments and the downloads share one connection per
-orchestrator and one certificate rule: any certificate, as go-livepeer's gateway accepts
-(orchestrators make a self-signed one at each start), or the pinned one.
+message), so the gRPC calls and the downloads share one connection per orchestrator; segments
+are posted on a second, HTTP/1.1 one (:meth:`LivepeerOrchestrator.uploads`). Both follow one
+certificate rule: any certificate, as go-livepeer's gateway accepts (orchestrators make a
+self-signed one at each start), or the pinned one.
 
 Payments follow go-livepeer's broadcaster: per (orchestrator, session) a balance; before a
 segment the balance is reserved and enough tickets are sent to bring it to
@@ -202,6 +203,7 @@ class LivepeerOrchestrator:
         #: The chain's current (L1) block, to tell expired ticket params (None: not checked).
         self.block_number = block_number
         self._http: httpx.Client | None = None
+        self._uploads: httpx.Client | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -211,26 +213,47 @@ class LivepeerOrchestrator:
         """An HTTP/2 client that accepts the orchestrator's certificate as go-livepeer does, or
         only the pinned one; made again after :meth:`reset`, so a pin is checked afresh."""
         with self._lock:
-            if self._http is None:
-                parsed = urllib.parse.urlsplit(self.address)
-                if parsed.scheme == "http":
-                    # go-livepeer serves cleartext gRPC as h2c: HTTP/2 by prior knowledge.
-                    self._http = httpx.Client(http1=False, http2=True, timeout=self.timeout_s)
-                else:
-                    host, port = parsed.hostname or "", parsed.port or 443
-                    context = (
-                        pinned_context(host, port, self.cert_fingerprint, self.timeout_s)
-                        if self.cert_fingerprint
-                        else _any_certificate()
-                    )
-                    self._http = httpx.Client(http2=True, verify=context, timeout=self.timeout_s)
+            self._connect()
+            assert self._http is not None
             return self._http
+
+    def uploads(self) -> httpx.Client:
+        """The HTTP/1.1 client segments are posted with, under the same certificate rule.
+
+        An orchestrator speaks both on its one port. Over HTTP/2 a segment upload waits for
+        the orchestrator's flow-control window (64 KiB per stream unless it advertises more,
+        as Python HTTP/2 servers do not) to be opened again every few frames: a 500 KB
+        segment took about 15 round trips, 2 to 4 times as long as over HTTP/1.1."""
+        with self._lock:
+            self._connect()
+            assert self._uploads is not None
+            return self._uploads
+
+    def _connect(self) -> None:
+        """Make the clients (under ``_lock``)."""
+        if self._http is not None and self._uploads is not None:
+            return
+        parsed = urllib.parse.urlsplit(self.address)
+        if parsed.scheme == "http":
+            # go-livepeer serves cleartext gRPC as h2c: HTTP/2 by prior knowledge.
+            self._http = httpx.Client(http1=False, http2=True, timeout=self.timeout_s)
+            self._uploads = httpx.Client(timeout=self.timeout_s)
+            return
+        host, port = parsed.hostname or "", parsed.port or 443
+        context = (
+            pinned_context(host, port, self.cert_fingerprint, self.timeout_s)
+            if self.cert_fingerprint
+            else _any_certificate()
+        )
+        self._http = httpx.Client(http2=True, verify=context, timeout=self.timeout_s)
+        self._uploads = httpx.Client(verify=context, timeout=self.timeout_s)
 
     def reset(self) -> None:
         with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
+            for client in (self._http, self._uploads):
+                if client is not None:
+                    client.close()
+            self._http = self._uploads = None
 
     def _unary(self, base: str, method: str, request: bytes, timeout: float) -> bytes:
         url = f"{base.rstrip('/')}/net.Orchestrator/{method}"
@@ -466,7 +489,7 @@ class LivepeerOrchestrator:
             "Content-Type": "video/MP2T",
         }
         try:
-            r = self.http().post(
+            r = self.uploads().post(
                 f"{s.info.transcoder}/segment",
                 content=data,
                 headers=headers,

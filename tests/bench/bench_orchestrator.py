@@ -61,7 +61,7 @@ def segment_overhead(
             session.info = result.info
             session.nonce = 0
             sid = seg.auth_token.session_id
-            job = client.get(segment_job_id(sid, decode_segment(_b64(seg)), data))
+            job = client.get(segment_job_id(sid, decode_segment(_b64(seg))))
             assert job.result is not None
             engine = job.result["timings"]["engine"]
             if seq >= 3:  # warm-up: worker imports, first connections
