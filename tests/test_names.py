@@ -19,17 +19,6 @@ DISPATCH_MODULE = "gateway/dispatch.py"
 #: The modules that define Celery tasks, the only ones whose name says "tasks".
 CELERY_TASK_MODULES = frozenset({"farm/tasks.py", "farm/ai/tasks.py", "farm/chain_tasks.py"})
 
-#: Class names defined twice today, each to be given one meaning; a new one fails the test,
-#: and one that is renamed must leave this list.
-KNOWN_TWICE: frozenset[str] = frozenset(
-    {
-        # A rendition made (farm.media.result) and one a network orchestrator returned.
-        "Rendition",
-        # The node's decoded SegData and the gateway's segment to send.
-        "Segment",
-    }
-)
-
 
 def _sources() -> list[Path]:
     return sorted(
@@ -65,11 +54,7 @@ def _classes_twice(paths: list[Path], root: Path = ROOT) -> dict[str, list[str]]
 
 
 def test_a_class_name_is_defined_once() -> None:
-    found = _classes_twice(_sources())
-    assert not KNOWN_TWICE - set(found), "no longer defined twice: " + ", ".join(
-        sorted(KNOWN_TWICE - set(found))
-    )
-    twice = {n: p for n, p in found.items() if n not in KNOWN_TWICE}
+    twice = _classes_twice(_sources())
     assert not twice, "class names defined in more than one module: " + "; ".join(
         f"{name} in {', '.join(paths)}" for name, paths in sorted(twice.items())
     )

@@ -23,8 +23,8 @@ from farm.media.profiles import VideoProfile
 
 __all__ = [
     "MAX_DURATION_MS",
-    "Segment",
     "SegmentInvalid",
+    "SignedSegment",
     "decode_segment",
     "flatten",
     "signature_valid",
@@ -45,7 +45,7 @@ class SegmentInvalid(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
+class SignedSegment:
     """A decoded ``SegData``."""
 
     data: net_pb2.SegData
@@ -72,7 +72,7 @@ def signature_valid(seg: net_pb2.SegData, names: list[str], sender: bytes) -> bo
         return False
 
 
-def decode_segment(header: str) -> Segment:
+def decode_segment(header: str) -> SignedSegment:
     """The segment a ``Livepeer-Segment`` header describes; SegmentInvalid otherwise."""
     if len(header) > MAX_HEADER_BYTES:
         raise SegmentInvalid("ErrorSegEncoding")
@@ -108,7 +108,7 @@ def decode_segment(header: str) -> Segment:
             raise SegmentInvalid("invalid profile name")
     if len({p.name for p in profiles}) != len(profiles):
         raise SegmentInvalid("duplicate profile names")
-    return Segment(
+    return SignedSegment(
         data=seg,
         manifest_id=manifest_id,
         seq=seg.seq,

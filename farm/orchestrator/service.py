@@ -60,7 +60,7 @@ from farm.jobs import JobExists, JobView
 from farm.orchestrator.aiprices import ai_price_infos, quoted_price
 from farm.orchestrator.balances import Balances
 from farm.orchestrator.chainview import CachedChain
-from farm.orchestrator.segdata import Segment, signature_valid
+from farm.orchestrator.segdata import SignedSegment, signature_valid
 from farm.orchestrator.tokens import AuthTokens, TokenRefused
 from farm.publish import job_timeout_s
 from farm.registry import Capabilities, redis_py_url
@@ -375,7 +375,7 @@ class Orchestrator:
 
     # -- /segment -------------------------------------------------------------------------
 
-    def check_segment(self, seg: Segment, payment: Payment) -> str:
+    def check_segment(self, seg: SignedSegment, payment: Payment) -> str:
         """The credential checks of ``/segment`` in go-livepeer's order: signature, capabilities,
         token, capacity. The session id; SegmentRefused (403) otherwise."""
         names = [p.name for p in seg.profiles]
@@ -465,7 +465,7 @@ class Orchestrator:
             return payment.params.price_per_pixel
         return self.price if self.chain is not None else Fraction(0)
 
-    def admit(self, seg: Segment, payment: Payment) -> tuple[str, Fraction]:
+    def admit(self, seg: SignedSegment, payment: Payment) -> tuple[str, Fraction]:
         """Everything before the ``200``: credentials, payment, balance. (session, price)."""
         session = self.check_segment(seg, payment)
         price = self.segment_price(payment)
@@ -479,7 +479,7 @@ class Orchestrator:
         return session, price
 
     def transcode(
-        self, seg: Segment, data: bytes, payment: Payment, session: str, price: Fraction
+        self, seg: SignedSegment, data: bytes, payment: Payment, session: str, price: Fraction
     ) -> net_pb2.TranscodeResult:
         """Run the segment on the cluster; the TranscodeResult for the gateway (an ``error``
         result when the work failed: the sender is not charged)."""
@@ -509,7 +509,7 @@ class Orchestrator:
         result.info.CopyFrom(info.result())
         return result
 
-    def _job(self, job_id: str, seg: Segment, data: bytes) -> JobView:
+    def _job(self, job_id: str, seg: SignedSegment, data: bytes) -> JobView:
         """The job for a segment: the one already made for it unless that one failed.
 
         A segment sent again (the gateway retried) finds its job by id: the insert is tried
@@ -526,7 +526,9 @@ class Orchestrator:
             return job
         return submit(job_id=f"{job_id}-{uuid.uuid4().hex[:8]}")
 
-    def _transcode_data(self, seg: Segment, session: str, done: JobResult) -> net_pb2.TranscodeData:
+    def _transcode_data(
+        self, seg: SignedSegment, session: str, done: JobResult
+    ) -> net_pb2.TranscodeData:
         by_name = {r.name: r for r in done.renditions}
         renditions = [by_name[p.name] for p in seg.profiles]
         # The renditions are read and hashed side by side (only to be signed: an off-chain node
@@ -590,7 +592,7 @@ class Orchestrator:
         self._redis.close()
 
 
-def segment_job_id(session: str, seg: Segment) -> str:
+def segment_job_id(session: str, seg: SignedSegment) -> str:
     """The job of a segment in a session. The same segment and ladder sent again (a gateway
     retrying after a lost answer) is the same job: it is waited for, not transcoded twice.
     The segment is known by its signed hash, which ``/segment`` checks against its bytes

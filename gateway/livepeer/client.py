@@ -67,9 +67,9 @@ __all__ = [
     "Broadcaster",
     "LivepeerOrchestrator",
     "LivepeerResult",
+    "NetworkRendition",
     "OrchestratorRefused",
     "OrchestratorUnreachable",
-    "Rendition",
     "ResultInvalid",
     "decoded_pixels",
     "manifest_id",
@@ -153,7 +153,7 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class Rendition:
+class NetworkRendition:
     """One downloaded and verified rendition."""
 
     name: str
@@ -171,7 +171,7 @@ class LivepeerResult:
     """A verified segment result: its renditions (in profile order) and the tickets sent."""
 
     session_id: str
-    renditions: tuple[Rendition, ...]
+    renditions: tuple[NetworkRendition, ...]
     pixels: int
     price: Fraction
     tickets: int
@@ -534,7 +534,7 @@ class LivepeerOrchestrator:
         profiles: Sequence[VideoProfile],
         fmt: str,
         deadline: float,
-    ) -> tuple[Rendition, ...]:
+    ) -> tuple[NetworkRendition, ...]:
         if len(data.segments) != len(profiles):
             raise ResultInvalid(
                 f"{len(data.segments)} renditions for a ladder of {len(profiles)} profiles"
@@ -568,7 +568,9 @@ class LivepeerOrchestrator:
                 raise ResultInvalid(
                     f"{profile.name}: decodes to {pixels} pixels, {t.pixels} claimed"
                 )
-            out.append(Rendition(profile.name, t.url, fmt, width, height, frames, pixels, blob))
+            out.append(
+                NetworkRendition(profile.name, t.url, fmt, width, height, frames, pixels, blob)
+            )
         return tuple(out)
 
     def _fetch_and_count(
