@@ -89,17 +89,19 @@ class NoticeBoard:
         return self._subscribed.is_set() and thread is not None and thread.is_alive()
 
     def start(self, timeout: float = 2.0) -> bool:
-        """Start listening (once) and wait up to ``timeout`` for the subscription; False
-        when Redis could not be reached (waiters then read the job row)."""
+        """Start listening and wait up to ``timeout`` for the subscription; False when Redis
+        could not be reached. Only the call that starts the listener waits: while it is
+        reconnecting, later calls answer at once, so submissions are not held up by it."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            started = self._thread is None or not self._thread.is_alive()
+            if started:
                 self._stopping.clear()
                 self._subscribed.clear()
                 self._thread = threading.Thread(
                     target=self._listen, name="farm-notices", daemon=True
                 )
                 self._thread.start()
-        return self._subscribed.wait(timeout)
+        return self._subscribed.wait(timeout if started else 0)
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
         """The job's notice, or None when none came within ``timeout`` seconds."""
@@ -177,8 +179,10 @@ class NoticeBoard:
                         delay = 0.1
                     elif message["type"] == "message":
                         self._received(message["data"])
-            except (redis.RedisError, OSError, ValueError, AttributeError) as e:
-                # AttributeError/ValueError: the connection was closed under the reader.
+            except Exception as e:
+                # A Redis or socket error, or (closed under the reader by close()) whatever
+                # redis-py raises from a connection it no longer has: the listener must
+                # outlive it, since waiters fall back to the row only while it is away.
                 if self._stopping.is_set():
                     break
                 log.warning("job notices on %s interrupted, reconnecting: %s", self.channel, e)

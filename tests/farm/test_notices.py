@@ -164,14 +164,14 @@ def test_a_submitted_job_names_its_clients_channel_and_wakes_on_its_notice(
     assert job.spec["notify"].startswith("farm:done:")
     payload = _finish(client, job.id)
     announcer = Announcer(redis_url)
+    later = threading.Timer(0.2, announcer.announce, (job.spec["notify"], job.id, "done", payload))
     try:
         started = time.monotonic()
-        threading.Timer(
-            0.2, announcer.announce, (job.spec["notify"], job.id, "done", payload)
-        ).start()
+        later.start()
         result = client.wait(job, timeout=10)
         woke = time.monotonic() - started
     finally:
+        later.join()  # the waiter may wake before the publish's own reply is read
         announcer.close()
     assert result.job_id == job.id and result.worker == "w1"
     assert woke < 0.9  # the notice, not the row's once-a-second read
@@ -179,8 +179,10 @@ def test_a_submitted_job_names_its_clients_channel_and_wakes_on_its_notice(
 
 def test_a_job_whose_notice_is_lost_is_read_from_its_row(client: FarmClient) -> None:
     job = client.submit(make_segment(160, 90, 30, 0.5), parse_profiles("P144p30fps16x9"))
-    threading.Timer(0.2, _finish, (client, job.id)).start()  # recorded, never announced
+    later = threading.Timer(0.2, _finish, (client, job.id))  # recorded, never announced
+    later.start()
     result = client.wait(job, timeout=10)
+    later.join()
     assert result.job_id == job.id and result.worker == "w1"
 
 
@@ -197,3 +199,14 @@ def test_a_failure_notice_ends_the_wait_with_the_rows_error(
     with pytest.raises(JobFailedError) as raised:
         client.wait(job, timeout=10)
     assert raised.value.code == "input_invalid"
+
+
+def test_only_the_first_start_waits_while_redis_cannot_be_reached() -> None:
+    board = NoticeBoard("redis://127.0.0.1:1/0")
+    try:
+        assert board.start(timeout=0.3) is False
+        started = time.monotonic()
+        assert board.start(timeout=5.0) is False  # the listener is retrying: no wait
+        assert time.monotonic() - started < 1.0
+    finally:
+        board.close()
