@@ -8,7 +8,6 @@ share is here, so neither goes through the other.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,7 +86,6 @@ class ClusterLink:
             }
         self.res = Resources(self.settings)
         self._live: tuple[float, list[Capabilities]] = (0.0, [])
-        self._reading = threading.Lock()
         self._notices: NoticeBoard | None = None
 
     @property
@@ -95,28 +93,12 @@ class ClusterLink:
         return self.res.jobs
 
     def live_workers(self, fresh: bool = False) -> list[Capabilities]:
-        # Heartbeats live for three beats. A view up to a quarter beat old is used as it is;
-        # one up to a beat old is used while a fresh one is read beside it, so a busy
-        # client's submissions never wait for a registry scan; an older one is read first.
+        # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
+        # and keeps a registry scan off every submission of a busy client.
         now = time.monotonic()
-        read_at, workers = self._live
-        if fresh or now - read_at > self.settings.heartbeat_s:
+        if fresh or now - self._live[0] > self.settings.heartbeat_s / 4:
             self._live = (now, self.res.registry.live())
-            return self._live[1]
-        if now - read_at > self.settings.heartbeat_s / 4 and self._reading.acquire(blocking=False):
-            try:
-                self.res.writers.submit(self._read_live)
-            except RuntimeError:  # closing
-                self._reading.release()
-        return workers
-
-    def _read_live(self) -> None:
-        try:
-            self._live = (time.monotonic(), self.res.registry.live())
-        except FarmError as e:  # the next submission reads it itself once the view is old
-            log.info("could not refresh the live workers: %s", e)
-        finally:
-            self._reading.release()
+        return self._live[1]
 
     def notice_channel(self) -> str | None:
         """This client's notice channel once it listens there (farm.notices), for the spec of

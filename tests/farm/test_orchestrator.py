@@ -393,8 +393,9 @@ def test_renditions_survive_a_worker_killed_mid_segment(cluster: Cluster) -> Non
     gw = node.gateway()
     try:
         session = gw.session()
-        data = make_segment(1280, 720, 30, 4.0)
-        seg = gw.seg_data(session, "killed", 0, data, LADDER, 4000)
+        # Long enough to transcode (over a second here) that the kill lands mid-segment.
+        data = make_segment(1920, 1080, 30, 8.0)
+        seg = gw.seg_data(session, "killed", 0, data, LADDER, 8000)
         done: dict[str, httpx.Response] = {}
         thread = threading.Thread(
             target=lambda: done.setdefault("r", gw.post_segment(session, seg, data))
@@ -402,10 +403,11 @@ def test_renditions_survive_a_worker_killed_mid_segment(cluster: Cluster) -> Non
         thread.start()
         jobs = cluster.client().jobs
         wait_for(
-            lambda: jobs.counts().get("running", 0) > 0,
+            lambda: jobs.counts().get("running", 0) > 0 or done,
             timeout=30,
             what="the segment to start on the worker",
         )
+        assert not done, "the segment was transcoded before the worker could be killed"
         cluster.kill9(worker)
         cluster.start_worker()
         thread.join(timeout=90)
