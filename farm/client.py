@@ -139,9 +139,7 @@ class FarmClient:
             "duration": duration,
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
-        notify = self._link.notice_channel()
-        if notify is not None:
-            spec["notify"] = notify
+        self._link.ask_for_notice(spec)
         task_id = f"{job_id}.1"
         # The input and the job row are both written before the publish, side by side: they
         # are independent round trips to two stores.

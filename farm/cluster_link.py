@@ -100,6 +100,12 @@ class ClusterLink:
             self._live = (now, self.res.registry.live())
         return self._live[1]
 
+    def ask_for_notice(self, spec: dict[str, Any]) -> None:
+        """Name this client's notice channel in a job's spec, when it listens there."""
+        notify = self.notice_channel()
+        if notify is not None:
+            spec["notify"] = notify
+
     def notice_channel(self) -> str | None:
         """This client's notice channel once it listens there (farm.notices), for the spec of
         each job it submits; None while Redis cannot be reached, and its jobs then report

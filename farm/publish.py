@@ -50,35 +50,45 @@ def need_of(profiles: Sequence[VideoProfile], device: str = "any") -> Need:
 
 
 def publish(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
-    """Send the transcode task for a job; the spec is the whole message (no media).
-
-    A job whose submitter listens for its notice (farm.notices) has no result in Celery's
-    backend: nothing would read it, and storing it is a write on the segment's path.
-    """
+    """Send the transcode task for a job; the spec is the whole message (no media)."""
     soft, hard = time_limits(spec.get("duration"))
-    sent = app.send_task(
+    _send(
+        app,
         TRANSCODE_TASK,
-        args=[job_id, spec],
-        task_id=task_id,
         queue=queue,
+        job_id=job_id,
+        task_id=task_id,
+        spec=spec,
         soft_time_limit=math.ceil(soft),
         time_limit=math.ceil(hard),
-        ignore_result=bool(spec.get("notify")),
     )
-    if sent.ignored:
-        # Dropped unused, a Celery result would still tell the backend to stop listening.
-        sent.backend = None
 
 
 def publish_ai(app: Celery, *, queue: str, job_id: str, task_id: str, spec: dict[str, Any]) -> None:
-    """Send the AI task for a job; the spec holds blob keys, never file bytes. As with
-    publish, a job whose submitter listens for its notice has no result in Celery's backend."""
+    """Send the AI task for a job; the spec holds blob keys, never file bytes."""
+    _send(app, AI_TASK, queue=queue, job_id=job_id, task_id=task_id, spec=spec)
+
+
+def _send(
+    app: Celery,
+    name: str,
+    *,
+    queue: str,
+    job_id: str,
+    task_id: str,
+    spec: dict[str, Any],
+    **limits: int,
+) -> None:
+    """A job whose submitter listens for its notice (farm.notices) has no result in Celery's
+    backend: nothing would read it, and storing it is a write on the job's path."""
     sent = app.send_task(
-        AI_TASK,
+        name,
         args=[job_id, spec],
         task_id=task_id,
         queue=queue,
         ignore_result=bool(spec.get("notify")),
+        **limits,
     )
     if sent.ignored:
+        # Dropped unused, a Celery result would still tell the backend to stop listening.
         sent.backend = None

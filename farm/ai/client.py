@@ -81,9 +81,7 @@ class AIClient:
             "tried": [],
             "reasons": [],
         }
-        notify = self._link.notice_channel()
-        if notify is not None:
-            spec["notify"] = notify
+        self._link.ask_for_notice(spec)
         task_id = f"{job_id}.1"
         settings = self.settings
         self._link.jobs.create(
