@@ -20,8 +20,11 @@ from sqlalchemy import (
     Engine,
     Integer,
     LargeBinary,
+    Numeric,
     String,
     Text,
+    cast,
+    func,
     insert,
     select,
     update,
@@ -162,16 +165,21 @@ class TicketQueue:
 
     def pending_face_value(self, sender: bytes) -> int:
         """The face values of ``sender``'s winners not yet redeemed: money its deposit and
-        reserve still owe this recipient, so not float it can spend on new tickets."""
-        with Session(self.engine) as session:
-            values = session.scalars(
-                select(_Row.face_value).where(_Row.state == "pending", _Row.sender == sender)
-            ).all()
+        reserve still owe this recipient, so not float it can spend on new tickets.
+
+        Read for every OrchestratorInfo a node sends (each segment's reply carries one), so
+        PostgreSQL sums the (decimal text) face values itself, exactly, in one row; SQLite
+        (the embedded node) sends them to be summed here."""
+        pending = (_Row.state == "pending") & (_Row.sender == sender)
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                exact = func.sum(cast(_Row.face_value, Numeric(80, 0)))
+                return int(conn.execute(select(exact).where(pending)).scalar() or 0)
+            values = conn.execute(select(_Row.face_value).where(pending)).scalars().all()
         return sum(int(v) for v in values)
 
     def counts(self) -> dict[str, int]:
         """Tickets by state: pending, redeemed, failed."""
-        from sqlalchemy import func
 
         with Session(self.engine) as session:
             rows = session.execute(select(_Row.state, func.count()).group_by(_Row.state)).all()

@@ -61,6 +61,8 @@ class RenditionRef:
     duration: float
     start: float
     encoder: str
+    #: keccak256 of the rendition's bytes, hex, when the job asked for it (``keccak=True``).
+    keccak: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,12 @@ class FarmClient:
         duration: float | None = None,
         device: str = "any",
         job_id: str | None = None,
+        keccak: bool = False,
     ) -> JobView:
         """Store the input, record the job, then publish it; returns the queued job.
+
+        ``keccak``: the worker also hashes each rendition (``RenditionRef.keccak``), for a
+        caller that signs them.
 
         Raises NoCapacity when no live worker can serve the ladder, before anything is stored.
         """
@@ -139,6 +145,8 @@ class FarmClient:
             "duration": duration,
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
+        if keccak:
+            spec["keccak"] = True
         self._link.ask_for_notice(spec)
         task_id = f"{job_id}.1"
         # The input and the job row are both written before the publish, side by side: they

@@ -15,6 +15,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
 
+from chain.signing import keccak256
 from farm import metrics
 from farm.blobstore import BlobMissing, BlobStoreFailed
 from farm.context import BlobOps, JobOps, TaskStores, WorkerContext, worker_context
@@ -306,6 +307,11 @@ class _TranscodeAttempt:
         ]
         self._store_all([(key, r.data) for key, r in outputs])
         renditions = [{**r.summary(), "key": key} for key, r in outputs]
+        if self.spec.get("keccak"):
+            # Asked for by a node that signs the renditions' hashes (go-livepeer's
+            # TranscodeData.sig): hashed here, where the bytes are, not read back there.
+            for entry, (_, r) in zip(renditions, outputs, strict=True):
+                entry["keccak"] = keccak256(r.data).hex()
         timings = self.timings
         timings["store"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - self.started

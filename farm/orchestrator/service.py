@@ -516,7 +516,12 @@ class Orchestrator:
         first, since most segments are new, and a taken id is read back. Its input is
         written again meanwhile, the same bytes (the id hashes them)."""
         submit = partial(
-            self.client.submit, data, seg.profiles, fmt=seg.format, duration=seg.duration_s
+            self.client.submit,
+            data,
+            seg.profiles,
+            fmt=seg.format,
+            duration=seg.duration_s,
+            keccak=self.signer is not None,
         )
         try:
             return submit(job_id=job_id)
@@ -531,13 +536,18 @@ class Orchestrator:
     ) -> net_pb2.TranscodeData:
         by_name = {r.name: r for r in done.renditions}
         renditions = [by_name[p.name] for p in seg.profiles]
-        # The renditions are read and hashed side by side (only to be signed: an off-chain node
-        # without a key signs nothing), and their paths published in one round trip.
-        hashes = (
-            self._side.map(lambda r: keccak256(self.client.rendition_bytes(r)), renditions)
-            if self.signer is not None
-            else None
-        )
+        # The renditions' hashes are signed (an off-chain node without a key signs nothing).
+        # The cluster's own workers hash them as they store them; a result recorded through
+        # the remote transcoders' API carries no hash (the API keeps only the fields it
+        # checks), so those renditions are read and hashed here, side by side.
+        hashes: list[bytes] | None = None
+        if self.signer is not None:
+            known = [r.keccak for r in renditions if r.keccak is not None]
+            if len(known) == len(renditions):
+                hashes = [bytes.fromhex(h) for h in known]
+            else:
+                read = self.client.rendition_bytes
+                hashes = list(self._side.map(lambda r: keccak256(read(r)), renditions))
         data = net_pb2.TranscodeData()
         ext = "mp4" if seg.format == "mp4" else "ts"
         pipe = self._redis.pipeline(transaction=False)

@@ -4,6 +4,7 @@ PostgreSQL, a ticket stored twice kept once."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -47,3 +48,21 @@ def test_a_winner_stored_again_is_kept_once(queue: TicketQueue) -> None:
     assert queue.add_all([_winner(1), _winner(2)]) == 1
     assert not queue.add(*_winner(2))
     assert queue.pending_face_value(b"\x02" * 20) == 2 * 10**15
+
+
+def test_pending_face_value_is_exact_past_64_bits(queue: TicketQueue) -> None:
+    """The sum is taken in the database on PostgreSQL: exact for face values no float or
+    64-bit integer holds, and only of this sender's pending winners."""
+    big = 2**200 + 12345
+    winners = []
+    for nonce in range(3):
+        ticket, sig, rand, expiration = _winner(nonce)
+        winners.append((replace(ticket, face_value=big + nonce), sig, rand, expiration))
+    other, sig, rand, expiration = _winner(9)
+    winners.append((replace(other, sender=b"\x06" * 20), sig, rand, expiration))
+    assert queue.add_all(winners) == 4
+    assert queue.pending_face_value(b"\x02" * 20) == 3 * big + 3
+    assert queue.pending_face_value(b"\x06" * 20) == 10**15
+    assert queue.pending_face_value(b"\x07" * 20) == 0
+    queue.redeemed(winners[0][0].hash(), b"\x08" * 32)
+    assert queue.pending_face_value(b"\x02" * 20) == 2 * big + 3

@@ -13,6 +13,7 @@ import av
 import pytest
 import redis
 
+from chain.signing import keccak256
 from farm.client import FarmClient, JobFailedError
 from farm.embedded import EmbeddedRedis
 from farm.errors import NoCapacity
@@ -51,6 +52,11 @@ def test_job_full_path_redis_postgres(pg_cluster: Cluster, segment: bytes) -> No
     assert job.queue == "transcode.cpu.h264"
     assert job.state == "queued"
     _check_result(client, job.id)
+    assert all(r.keccak is None for r in client.wait(job.id).renditions)
+    # Asked for, the worker hashes each rendition as it stores it (a node signs the hashes).
+    hashed = client.wait(client.submit(segment, LADDER, duration=1.0, keccak=True))
+    for r in hashed.renditions:
+        assert r.keccak == keccak256(client.rendition_bytes(r)).hex()
 
 
 def test_corrupt_input_fails_once_with_engine_message(pg_cluster: Cluster) -> None:
