@@ -218,12 +218,15 @@ class LivepeerOrchestrator:
             return self._http
 
     def uploads(self) -> httpx.Client:
-        """The HTTP/1.1 client segments are posted with, under the same certificate rule.
+        """The HTTP/1.1 client segments are posted and renditions downloaded with, under the
+        same certificate rule (gRPC stays on HTTP/2).
 
         An orchestrator speaks both on its one port. Over HTTP/2 a segment upload waits for
         the orchestrator's flow-control window (64 KiB per stream unless it advertises more,
         as Python HTTP/2 servers do not) to be opened again every few frames: a 500 KB
-        segment took about 15 round trips, 2 to 4 times as long as over HTTP/1.1."""
+        segment took about 15 round trips, 2 to 4 times as long as over HTTP/1.1. A download
+        waits the same way for the window this side gives; a result's renditions come down
+        side by side, one connection each from the pool."""
         with self._lock:
             self._connect()
             assert self._uploads is not None
@@ -604,7 +607,7 @@ class LivepeerOrchestrator:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _get(self, url: str, deadline: float) -> bytes:
-        with self.http().stream(
+        with self.uploads().stream(
             "GET", url, timeout=max(0.1, min(4.0, deadline - time.monotonic()))
         ) as r:
             if r.status_code != 200:
