@@ -484,14 +484,15 @@ class Orchestrator:
         """Run the segment on the cluster; the TranscodeResult for the gateway (an ``error``
         result when the work failed: the sender is not charged)."""
         result = net_pb2.TranscodeResult(seq=seg.seq)
-        # The reply's fresh OrchestratorInfo (ticket params: chain reads and the sender's
-        # pending winners) is built while the cluster works, not after it.
-        info = self._side.submit(
-            _chain_call,
-            lambda: self.info(payment.sender, seg.data.auth_token, price=price, hardware=False),
-        )
         try:
             job = self._job(segment_job_id(session, seg), seg, data)
+            # The reply's fresh OrchestratorInfo (ticket params: chain reads and the sender's
+            # pending winners) is built while the cluster works: after the submit, whose
+            # round trips it would slow (one interpreter lock), before the result.
+            info = self._side.submit(
+                _chain_call,
+                lambda: self.info(payment.sender, seg.data.auth_token, price=price, hardware=False),
+            )
             done = self.client.wait(job, timeout=job_timeout_s(seg.duration_s))
         except NoCapacity:
             result.error = "OrchestratorCapped"
