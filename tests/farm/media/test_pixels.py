@@ -3,7 +3,8 @@
 Renditions are the engine's own (farm.media.engine) over a range of sizes, frame rates,
 containers and B-frame settings, plus streams made to break the packet count's assumptions:
 a size change midway, a stream cut short, garbage, one that starts without its keyframe, one
-with damaged slices, several slices a picture, and codecs it does not read.
+with damaged slices, encoder settings that change the headers (several slices a picture,
+weighted prediction, interlacing, keyframes that are not IDRs), and codecs it does not read.
 """
 
 from __future__ import annotations
@@ -101,11 +102,30 @@ def test_a_size_change_midway_is_decoded() -> None:
     assert (counted.width, counted.height) == (256, 144)
 
 
-def test_several_slices_a_picture() -> None:
-    data = _encode(426, 240, {"slices": "4", "bf": "2"})
+@pytest.mark.parametrize(
+    ("options", "from_packets"),
+    [
+        # Several slices a picture, as hardware encoders write them.
+        ({"slices": "4", "bf": "2"}, True),
+        # An IDR every 5 pictures with B-frames between: the order restarts at each.
+        ({"x264-params": "keyint=5:min-keyint=5:scenecut=0", "bf": "2"}, True),
+        ({"x264-params": "b-pyramid=normal:keyint=7", "bf": "3"}, True),
+        # Weighted prediction tables in the slice headers, before the reference marking.
+        ({"x264-params": "weightp=2:weightb=1:ref=4", "bf": "2"}, True),
+        # Interlaced (MBAFF, or flagged so): frame_mbs_only_flag 0.
+        ({"x264-params": "interlaced=1"}, False),
+        ({"x264-params": "fake-interlaced=1"}, False),
+        # Keyframes that are not IDRs: recovery point SEIs.
+        ({"x264-params": "open-gop=1:keyint=10", "bf": "3"}, False),
+        ({"x264-params": "intra-refresh=1:keyint=10", "bf": "0"}, False),
+    ],
+)
+def test_encoder_settings(options: dict[str, str], from_packets: bool) -> None:
+    data = _encode(426, 240, options)
     counted = demuxed_pixels(data, "mpegts")
-    assert counted is not None
-    assert counted == decoded_pixels(data, "mpegts")
+    assert (counted is not None) == from_packets
+    assert rendition_pixels(data, "mpegts") == decoded_pixels(data, "mpegts")
+    assert rendition_pixels(data, "mpegts") == (426, 240, 30, 30 * 426 * 240)
 
 
 def test_a_rendition_cut_short_counts_as_it_decodes(ladder: TranscodeResult) -> None:
