@@ -1,14 +1,16 @@
 """Just enough of H.264's headers to know a picture's size and order without decoding it.
 
 The sequence parameter set gives the coded size, its cropping and the reorder depth the
-stream promises; the picture parameter set and the start of each slice header give what
-ordering the pictures needs: which picture a slice starts, its frame_num and picture order
-count, and whether it resets the order (an IDR or memory_management_control_operation 5).
-Syntax and semantics follow ITU-T H.264 (7.3.2.1.1, 7.3.2.2, 7.3.3, 8.2.1, E.1.1).
+stream promises; the picture parameter set and each slice header give what ordering the
+pictures needs: which picture a slice starts, its frame_num and picture order count, and
+whether it resets the order (an IDR or memory_management_control_operation 5). Slice headers
+are read to their end and their values checked against the ranges H.264 gives them, since a
+decoder drops a slice whose header is out of range. Syntax and semantics follow ITU-T H.264
+(7.3.2.1.1, 7.3.2.2, 7.3.3, 7.4.3, 8.2.1, E.1.1).
 
 Every parser raises ValueError for what it cannot read or does not handle (interlaced
-streams, slice groups, redundant pictures, POC type 1), so that a caller that needs to be
-sure can fall back to decoding.
+streams, slice groups, redundant pictures, SP/SI slices, long-term references, POC type 1),
+so that a caller that needs to be sure can fall back to decoding.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "NAL_SEI",
     "NAL_SLICE",
     "NAL_SPS",
+    "BitReader",
     "Pps",
     "SliceHeader",
     "Sps",
@@ -30,6 +33,7 @@ __all__ = [
     "parse_pps",
     "parse_slice_header",
     "parse_sps",
+    "rbsp",
     "sei_payload_types",
 ]
 
@@ -129,6 +133,8 @@ class Sps:
     sps_id: int
     width: int
     height: int
+    macroblocks: int
+    bit_depth_luma: int
     chroma_array_type: int
     log2_max_frame_num: int
     poc_type: int
@@ -147,16 +153,20 @@ class Pps:
 
     pps_id: int
     sps_id: int
+    cabac: bool
     bottom_field_pic_order: bool
     num_ref_idx_l0: int
     num_ref_idx_l1: int
     weighted_pred: bool
     weighted_bipred_idc: int
+    #: pic_init_qp_minus26 + 26.
+    pic_init_qp: int
+    deblocking_control: bool
 
 
 @dataclass(frozen=True, slots=True)
 class SliceHeader:
-    """The start of a slice header, through dec_ref_pic_marking."""
+    """What a slice header says about the picture it belongs to."""
 
     first_mb: int
     slice_type: int
@@ -176,6 +186,7 @@ def parse_sps(nal: bytes) -> Sps:
     r.u(16)  # constraint flags, level_idc
     sps_id = r.ue()
     chroma_format_idc = 1
+    bit_depth_luma = 8
     separate_planes = False
     if profile_idc in _HIGH_PROFILES:
         chroma_format_idc = r.ue()
@@ -183,7 +194,9 @@ def parse_sps(nal: bytes) -> Sps:
             raise ValueError(f"chroma_format_idc {chroma_format_idc}")
         if chroma_format_idc == 3:
             separate_planes = r.flag()
-        r.ue()  # bit_depth_luma_minus8
+        bit_depth_luma = r.ue() + 8
+        if bit_depth_luma > 14:
+            raise ValueError(f"bit_depth_luma {bit_depth_luma}")
         r.ue()  # bit_depth_chroma_minus8
         r.u(1)  # qpprime_y_zero_transform_bypass_flag
         if r.flag():  # seq_scaling_matrix_present_flag
@@ -201,8 +214,8 @@ def parse_sps(nal: bytes) -> Sps:
         raise ValueError(f"pic_order_cnt_type {poc_type}")
     r.ue()  # max_num_ref_frames
     gaps_allowed = r.flag()
-    width = (r.ue() + 1) * 16
-    height = (r.ue() + 1) * 16
+    width_mbs, height_mbs = r.ue() + 1, r.ue() + 1
+    width, height = width_mbs * 16, height_mbs * 16
     if not r.flag():  # frame_mbs_only_flag
         raise ValueError("an interlaced or field-coded stream")
     r.u(1)  # direct_8x8_inference_flag
@@ -222,6 +235,8 @@ def parse_sps(nal: bytes) -> Sps:
         sps_id,
         width,
         height,
+        width_mbs * height_mbs,
+        bit_depth_luma,
         chroma_format_idc,
         log2_max_frame_num,
         poc_type,
@@ -290,27 +305,45 @@ def parse_pps(nal: bytes) -> Pps:
     """The fields of a PPS NAL unit that slice headers need."""
     r = BitReader(rbsp(nal))
     pps_id, sps_id = r.ue(), r.ue()
-    r.u(1)  # entropy_coding_mode_flag
+    if pps_id > 255 or sps_id > 31:
+        raise ValueError(f"PPS {pps_id} of SPS {sps_id}")
+    cabac = r.flag()
     bottom_field_pic_order = r.flag()
     if r.ue() != 0:
         raise ValueError("slice groups (flexible macroblock ordering)")
     l0, l1 = r.ue() + 1, r.ue() + 1
     weighted_pred = r.flag()
     weighted_bipred_idc = r.u(2)
-    r.se()  # pic_init_qp_minus26
+    pic_init_qp = r.se() + 26
     r.se()  # pic_init_qs_minus26
-    r.se()  # chroma_qp_index_offset
-    r.u(2)  # deblocking_filter_control_present_flag, constrained_intra_pred_flag
+    chroma_qp_index_offset = r.se()
+    if max(l0, l1) > 32 or weighted_bipred_idc == 3 or not -12 <= chroma_qp_index_offset <= 12:
+        raise ValueError("a PPS field out of its range")
+    deblocking_control = r.flag()
+    r.u(1)  # constrained_intra_pred_flag
     if r.flag():
         # Redundant pictures are dropped by a decoder that has the primary one: packets
         # and pictures would no longer be one to one.
         raise ValueError("redundant pictures")
-    return Pps(pps_id, sps_id, bottom_field_pic_order, l0, l1, weighted_pred, weighted_bipred_idc)
+    return Pps(
+        pps_id,
+        sps_id,
+        cabac,
+        bottom_field_pic_order,
+        l0,
+        l1,
+        weighted_pred,
+        weighted_bipred_idc,
+        pic_init_qp,
+        deblocking_control,
+    )
 
 
 def parse_slice_header(nal: bytes, sps: Sps, pps_by_id: Mapping[int, Pps]) -> SliceHeader:
-    """A slice NAL unit's header (7.3.3) through dec_ref_pic_marking, for a frame-only SPS
-    and the PPS it names (of those seen so far)."""
+    """A slice NAL unit's header (7.3.3), for a frame-only SPS and the PPS it names (of those
+    seen so far). A value outside the range H.264 gives it raises ValueError: a decoder drops
+    the slice, so the picture may never be output. SP and SI slices and long-term references
+    are not followed."""
     try:
         return _slice_header(nal[:_SHORT_HEADER_BYTES], sps, pps_by_id)
     except _PastEnd:
@@ -324,8 +357,10 @@ def _slice_header(nal: bytes, sps: Sps, pps_by_id: Mapping[int, Pps]) -> SliceHe
     idr = nal[0] & 0x1F == NAL_IDR
     r = BitReader(rbsp(nal))
     first_mb = r.ue()
+    if first_mb >= sps.macroblocks:
+        raise ValueError(f"first_mb_in_slice {first_mb} past the picture")
     slice_type = r.ue()
-    if slice_type > 9:
+    if slice_type > 9 or slice_type % 5 in (_SP, _SI):
         raise ValueError(f"slice_type {slice_type}")
     slice_type %= 5
     pps_id = r.ue()
@@ -333,8 +368,8 @@ def _slice_header(nal: bytes, sps: Sps, pps_by_id: Mapping[int, Pps]) -> SliceHe
     if pps is None or pps.sps_id != sps.sps_id:
         raise ValueError(f"a slice names PPS {pps_id}, not one of its SPS's")
     frame_num = r.u(sps.log2_max_frame_num)
-    if idr:
-        r.ue()  # idr_pic_id
+    if idr and r.ue() > 65535:  # idr_pic_id
+        raise ValueError("idr_pic_id above 65535")
     poc_lsb = delta_poc_bottom = 0
     if sps.poc_type == 0:
         poc_lsb = r.u(sps.log2_max_poc_lsb)
@@ -343,58 +378,88 @@ def _slice_header(nal: bytes, sps: Sps, pps_by_id: Mapping[int, Pps]) -> SliceHe
     if slice_type == _B:
         r.u(1)  # direct_spatial_mv_pred_flag
     l0, l1 = pps.num_ref_idx_l0, pps.num_ref_idx_l1
-    if slice_type in (_P, _SP, _B) and r.flag():  # num_ref_idx_active_override_flag
+    if slice_type in (_P, _B) and r.flag():  # num_ref_idx_active_override_flag
         l0 = r.ue() + 1
         if slice_type == _B:
             l1 = r.ue() + 1
-    if slice_type not in (_I, _SI):
-        _skip_list_modification(r)
-        if slice_type == _B:
-            _skip_list_modification(r)
-    if (pps.weighted_pred and slice_type in (_P, _SP)) or (
+    if slice_type != _B:
+        l1 = 0
+    if slice_type == _I:
+        l0 = 0
+    if max(l0, l1) > 16:  # for frames (7.4.3)
+        raise ValueError("num_ref_idx_active above 16")
+    max_pic_num = 1 << sps.log2_max_frame_num
+    _skip_list_modification(r, l0, max_pic_num)
+    _skip_list_modification(r, l1, max_pic_num)
+    if (pps.weighted_pred and slice_type == _P) or (
         pps.weighted_bipred_idc == 1 and slice_type == _B
     ):
-        _skip_weight_table(r, sps.chroma_array_type, l0, l1 if slice_type == _B else 0)
+        _skip_weight_table(r, sps.chroma_array_type, l0, l1)
     mmco5 = no_output = False
     if nal_ref_idc:
         if idr:
             no_output = r.flag()
             r.u(1)  # long_term_reference_flag
         elif r.flag():  # adaptive_ref_pic_marking_mode_flag
-            while (op := r.ue()) != 0:
-                if op > 6:
+            for _ in range(66):
+                op = r.ue()
+                if op == 0:
+                    break
+                if op not in (1, 5):
                     raise ValueError(f"memory_management_control_operation {op}")
                 mmco5 |= op == 5
-                if op in (1, 3):
-                    r.ue()
-                if op in (2, 3, 6):
-                    r.ue()
-                if op == 4:
-                    r.ue()
+                if op == 1:
+                    r.ue()  # difference_of_pic_nums_minus1
+            else:
+                raise ValueError("more than 66 memory management operations")
+    if pps.cabac and slice_type != _I and r.ue() > 2:
+        raise ValueError("cabac_init_idc above 2")
+    qp = pps.pic_init_qp + r.se()
+    if not 0 <= qp <= 51 + 6 * (sps.bit_depth_luma - 8):
+        raise ValueError(f"slice QP {qp}")
+    if pps.deblocking_control:
+        idc = r.ue()
+        if idc > 2:
+            raise ValueError(f"disable_deblocking_filter_idc {idc}")
+        if idc != 1 and not (-6 <= r.se() <= 6 and -6 <= r.se() <= 6):
+            raise ValueError("deblocking filter offsets out of range")
     return SliceHeader(
         first_mb, slice_type, pps_id, frame_num, poc_lsb, delta_poc_bottom, mmco5, no_output
     )
 
 
-def _skip_list_modification(r: BitReader) -> None:
-    if r.flag():  # ref_pic_list_modification_flag_lX
-        while (idc := r.ue()) != 3:
-            if idc > 5:
-                raise ValueError(f"modification_of_pic_nums_idc {idc}")
-            r.ue()
+def _skip_list_modification(r: BitReader, count: int, max_pic_num: int) -> None:
+    """ref_pic_list_modification for one list of ``count`` references (none: not present)."""
+    if not count or not r.flag():  # ref_pic_list_modification_flag_lX
+        return
+    for _ in range(count + 1):
+        idc = r.ue()
+        if idc == 3:
+            return
+        if idc > 1:
+            raise ValueError(f"modification_of_pic_nums_idc {idc}")
+        if r.ue() >= max_pic_num:  # abs_diff_pic_num_minus1
+            raise ValueError("abs_diff_pic_num above MaxPicNum")
+    raise ValueError("more reference list changes than references")
 
 
 def _skip_weight_table(r: BitReader, chroma_array_type: int, l0: int, l1: int) -> None:
-    r.ue()  # luma_log2_weight_denom
-    if chroma_array_type:
-        r.ue()  # chroma_log2_weight_denom
+    if r.ue() > 7:  # luma_log2_weight_denom
+        raise ValueError("luma_log2_weight_denom above 7")
+    if chroma_array_type and r.ue() > 7:  # chroma_log2_weight_denom
+        raise ValueError("chroma_log2_weight_denom above 7")
     for _ in range(l0 + l1):
-        if r.flag():  # luma_weight_flag
-            r.se()
-            r.se()
-        if chroma_array_type and r.flag():  # chroma_weight_flag
+        if r.flag():  # luma_weight_flag: a weight and an offset
+            _weight(r)
+            _weight(r)
+        if chroma_array_type and r.flag():  # chroma_weight_flag: two of each
             for _ in range(4):
-                r.se()
+                _weight(r)
+
+
+def _weight(r: BitReader) -> None:
+    if not -128 <= r.se() <= 127:
+        raise ValueError("a prediction weight or offset out of range")
 
 
 def sei_payload_types(nal: bytes) -> Iterator[int]:

@@ -7,11 +7,13 @@ the one SPS gives. That is only true of well-formed streams, so the demuxed coun
 None wherever the decoder could output a different number of frames, or frames of another
 size, and :func:`rendition_pixels` then decodes. The count falls back when:
 
-- the video is not H.264, or the stream has more than one distinct SPS (a size change);
+- the video is not H.264, or the stream has more than one distinct SPS (a size change), or
+  more than one PPS of an id;
 - the SPS is interlaced, crops the left or top edge (FFmpeg realigns those), or its
-  cropped size is not the size the demuxer reports;
+  cropped size is not the size the demuxer reports, or the demuxer's probe decoded no picture;
 - a packet is flagged corrupt or discardable, holds other than exactly one picture, or any
-  header in it does not parse;
+  header in it does not parse or holds a value out of its range (a decoder drops such a
+  slice);
 - the first picture is not an IDR (a decoder drops what comes before a keyframe), a later
   one breaks frame_num's sequence, resets with MMCO 5 or an IDR that drops prior pictures,
   or a recovery point SEI makes a non-IDR picture a keyframe;
@@ -64,6 +66,8 @@ def decoded_pixels(data: bytes, fmt: str) -> PixelCount:
         with av.open(io.BytesIO(data), mode="r", format=fmt) as container:
             if not container.streams.video:
                 raise InputInvalid("a rendition has no video")
+            if container.streams.video[0].codec_context is None:
+                raise InputCorrupt("a rendition's video is in no codec this build knows")
             # Counting pictures needs them decoded, not deblocked. One thread per rendition,
             # so a frame cut short is counted the same way every time.
             container.streams.video[0].codec_context.options = {
@@ -88,7 +92,7 @@ def demuxed_pixels(data: bytes, fmt: str) -> PixelCount | None:
                 return None
             stream = container.streams.video[0]
             ctx = stream.codec_context
-            if ctx.name != "h264":
+            if ctx is None or ctx.name != "h264":
                 return None
             order = _PictureOrder()
             length_size = order.extradata(bytes(ctx.extradata or b""))
@@ -106,6 +110,10 @@ def demuxed_pixels(data: bytes, fmt: str) -> PixelCount | None:
                     if length_size
                     else h264.annexb_units(blob)
                 )
+            if ctx.pix_fmt is None:
+                # The demuxer's probe decoded no picture: the decoder refuses the stream's
+                # parameters, whatever they say.
+                return None
             return order.count(ctx.width, ctx.height)
     except (av.FFmpegError, ValueError, IndexError):
         return None
@@ -119,6 +127,7 @@ class _PictureOrder:
         self.sps_nal: bytes | None = None
         self.sps: h264.Sps | None = None
         self.pps: dict[int, h264.Pps] = {}
+        self._pps_nals: dict[int, bytes] = {}
         self.frames = 0
         self.depth = 0
         # Picture order counts so far in the current IDR period, sorted.
@@ -132,16 +141,21 @@ class _PictureOrder:
         """Take in the parameter sets of the stream's extradata; the NAL length size of MP4
         samples (0 for an Annex B stream)."""
         if extradata[:1] == b"\x01":
-            # An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1).
+            # An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1): a decoder refuses
+            # one whose lengths overrun it, so the count does too.
+            if len(extradata) < 7:
+                raise ValueError("an avcC record cut short")
             length_size = (extradata[4] & 3) + 1
-            pos = 6
-            for count_bits in (0x1F, 0xFF):
-                count = extradata[pos - 1] & count_bits
+            pos = 5
+            for count_bits in (0x1F, 0xFF):  # the SPS count, then the PPS count
+                count = extradata[pos] & count_bits
+                pos += 1
                 for _ in range(count):
                     n = int.from_bytes(extradata[pos : pos + 2], "big")
+                    if n == 0 or pos + 2 + n > len(extradata):
+                        raise ValueError("an avcC parameter set past the end of its record")
                     self._parameter_set(extradata[pos + 2 : pos + 2 + n])
                     pos += 2 + n
-                pos += 1
             return length_size
         for nal in h264.annexb_units(extradata):
             self._parameter_set(nal)
@@ -156,7 +170,12 @@ class _PictureOrder:
             elif nal != self.sps_nal:
                 raise ValueError("more than one SPS")
         elif kind == h264.NAL_PPS:
+            # One PPS per id as well: a decoder that refuses a changed one keeps the old one,
+            # and the slice headers would then be read with the other's fields.
+            nal = nal.rstrip(b"\x00")
             pps = h264.parse_pps(nal)
+            if self._pps_nals.setdefault(pps.pps_id, nal) != nal:
+                raise ValueError(f"more than one PPS {pps.pps_id}")
             self.pps[pps.pps_id] = pps
         else:
             raise ValueError(f"NAL unit type {kind} among the parameter sets")

@@ -10,6 +10,7 @@ weighted prediction, interlacing, keyframes that are not IDRs), and codecs it do
 from __future__ import annotations
 
 import io
+import random
 from fractions import Fraction
 from typing import cast
 
@@ -132,6 +133,22 @@ def test_a_rendition_cut_short_counts_as_it_decodes(ladder: TranscodeResult) -> 
     r = ladder.renditions[0]
     for cut in (len(r.data) // 2, len(r.data) * 3 // 4 + 101, len(r.data) - 7):
         _counts_as_decoding(r.data[:cut], r.fmt)
+
+
+def test_flipped_bits_count_as_they_decode(ladder: TranscodeResult) -> None:
+    # Bits flipped in headers (just past start codes in MPEG-TS, in the moov box at the front
+    # of MP4) and anywhere: the count from packets is the decoder's, or it decodes.
+    rng = random.Random(7)
+    for r in ladder.renditions[:2]:
+        if r.fmt == "mpegts":
+            starts = [i + 3 for i in range(len(r.data) - 3) if r.data[i : i + 3] == b"\0\0\1"]
+        else:
+            starts = list(range(2000))
+        for trial in range(40):
+            data = bytearray(r.data)
+            at = rng.choice(starts) + rng.randrange(10) if trial % 2 else rng.randrange(len(data))
+            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
+            _counts_as_decoding(bytes(data), r.fmt)
 
 
 @pytest.mark.parametrize("fmt", ["mpegts", "mp4"])
