@@ -64,6 +64,11 @@ class BitReader:
         self._size = len(rbsp) * 8
         self._pos = 0
 
+    @property
+    def position(self) -> int:
+        """How many bits have been read."""
+        return self._pos
+
     def u(self, n: int) -> int:
         """n bits as an unsigned integer."""
         if n == 0:

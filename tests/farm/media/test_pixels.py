@@ -9,6 +9,7 @@ weighted prediction, interlacing, keyframes that are not IDRs), and codecs it do
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from fractions import Fraction
@@ -129,6 +130,30 @@ def test_encoder_settings(options: dict[str, str], from_packets: bool) -> None:
     assert rendition_pixels(data, "mpegts") == (426, 240, 30, 30 * 426 * 240)
 
 
+def test_reordering_deeper_than_the_sps_promises_is_decoded() -> None:
+    # B-frames under an SPS rewritten to promise no reordering (max_num_reorder_frames 0).
+    data = _encode(426, 240, {"bf": "3", "x264-params": "b-pyramid=none"})
+    assert demuxed_pixels(data, "mpegts") is not None
+    out = OutputFile("mpegts")
+    with av.open(io.BytesIO(data), "r", format="mpegts") as c:
+        stream = out.container.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(video=0):
+            if not packet.size:
+                continue
+            units = [
+                _no_reorder(u) if u[0] & 0x1F == h264.NAL_SPS else u
+                for u in h264.annexb_units(bytes(packet))
+            ]
+            rewritten = av.Packet(b"".join(b"\0\0\0\1" + u for u in units))
+            rewritten.pts, rewritten.dts = packet.pts, packet.dts
+            rewritten.time_base, rewritten.is_keyframe = packet.time_base, packet.is_keyframe
+            rewritten.stream = stream
+            out.container.mux(rewritten)
+    lying = out.finish()
+    assert demuxed_pixels(lying, "mpegts") is None
+    _counts_as_decoding(lying, "mpegts")
+
+
 def test_a_rendition_cut_short_counts_as_it_decodes(ladder: TranscodeResult) -> None:
     r = ladder.renditions[0]
     for cut in (len(r.data) // 2, len(r.data) * 3 // 4 + 101, len(r.data) - 7):
@@ -215,6 +240,47 @@ def _sps(data: bytes, fmt: str) -> h264.Sps:
         return h264.parse_sps(extradata[8 : 8 + n])
     (sps,) = [u for u in h264.annexb_units(extradata) if u[0] & 0x1F == h264.NAL_SPS]
     return h264.parse_sps(sps)
+
+
+def _no_reorder(sps: bytes) -> bytes:
+    """An x264 SPS with max_num_reorder_frames set to 0. Its last two codes before the stop
+    bit are max_num_reorder_frames and max_dec_frame_buffering (E.1.1)."""
+    payload = h264.rbsp(sps)
+    bits = "".join(f"{b:08b}" for b in payload)
+    stop = bits.rindex("1")
+    for start in range(stop - 2, 0, -1):
+        r = h264.BitReader(payload)
+        r.u(start)
+        try:
+            r.ue()
+            after_reorder = r.position
+            r.ue()
+        except ValueError:
+            continue
+        if r.position != stop:
+            continue
+        rewritten = bits[:start] + "1" + bits[after_reorder : stop + 1]
+        rewritten += "0" * (-len(rewritten) % 8)
+        raw = int(rewritten, 2).to_bytes(len(rewritten) // 8, "big")
+        lying = sps[:1] + _escape(raw)
+        # Codes read from the wrong bit can line up too: the right split changes nothing else.
+        before, after = h264.parse_sps(sps), h264.parse_sps(lying)
+        if after == dataclasses.replace(before, max_reorder=0):
+            return lying
+    raise AssertionError("no bitstream_restriction at the end of the SPS")
+
+
+def _escape(payload: bytes) -> bytes:
+    """An RBSP with emulation prevention bytes put in (7.4.1)."""
+    out = bytearray()
+    zeros = 0
+    for byte in payload:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
 
 
 def _encode(width: int, height: int, options: dict[str, str]) -> bytes:
