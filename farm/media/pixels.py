@@ -55,7 +55,8 @@ class PixelCount(NamedTuple):
 def rendition_pixels(data: bytes, fmt: str) -> PixelCount:
     """The pixels a decoder outputs for a rendition: from its packets where that is sure,
     else by decoding; InputInvalid or InputCorrupt when it does not decode."""
-    return demuxed_pixels(data, fmt) or decoded_pixels(data, fmt)
+    counted = demuxed_pixels(data, fmt)
+    return counted if counted is not None else decoded_pixels(data, fmt)
 
 
 def decoded_pixels(data: bytes, fmt: str) -> PixelCount:
