@@ -544,8 +544,9 @@ class LivepeerOrchestrator:
                 # Renditions are fetched from the orchestrator only: a URL elsewhere (the
                 # gateway's own network, say) is never requested.
                 raise ResultInvalid("a rendition URL is not on the orchestrator's address")
-        # Each rendition is downloaded and counted on its own thread (PyAV and the socket
-        # release the GIL): the check takes as long as the largest rendition, not their sum.
+        # Each rendition is downloaded and counted on its own thread (the socket and PyAV
+        # release the GIL; only the header parsing of a count from packets holds it): the
+        # check takes about as long as the largest rendition, not their sum.
         fetched = list(
             self._workers().map(
                 lambda t: self._fetch_and_count(t.url, fmt, deadline), data.segments
