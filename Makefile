@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test proto bench bench-media bench-farm bench-orchestrator bench-gateway bench-tickets bench-chain bench-costs contracts contracts-check devchain run clean
+.PHONY: install lint test proto bench bench-media bench-farm bench-orchestrator bench-gateway bench-pixels bench-tickets bench-chain bench-costs contracts contracts-check devchain run clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-media bench-farm bench-costs bench-orchestrator bench-gateway bench-tickets bench-chain
+bench: bench-media bench-farm bench-costs bench-orchestrator bench-gateway bench-pixels bench-tickets bench-chain
 
 # Needs Debian's ffmpeg for the side-by-side run (apt-get install ffmpeg).
 bench-media: $(STAMP)
@@ -58,6 +58,10 @@ bench-orchestrator: $(STAMP)
 # Needs Redis and PostgreSQL running.
 bench-gateway: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_gateway
+
+# CPU per segment of the gateway's pixel check: counted from packets against decoded.
+bench-pixels: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_pixels --runs $${RUNS:-50}
 
 # Ticket validations per second per core, coincurve against pure Python.
 bench-tickets: $(STAMP)

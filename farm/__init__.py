@@ -12,7 +12,8 @@ change without notice:
 - :mod:`farm.errors`: the error hierarchy and its codes;
 - :mod:`farm.blobstore`: the blob stores;
 - the media tools: :mod:`farm.media.profiles`, :mod:`farm.media.source`,
-  :mod:`farm.media.segmenter`, :mod:`farm.media.assemble`, :mod:`farm.media.output`;
+  :mod:`farm.media.segmenter`, :mod:`farm.media.assemble`, :mod:`farm.media.output`,
+  :mod:`farm.media.pixels`;
 - :mod:`farm.protocol`: Livepeer's wire protocol pieces (``net`` protobufs, gRPC framing,
   SegData signing bytes, the AI pipeline table and result format, TLS pinning, safe fetching);
 - :mod:`farm.runtime`: what a service shares with the farm's processes (settings base, SQL

@@ -19,14 +19,14 @@ have expired, with a new balance (the orchestrator keys balances by session).
 
 Results are checked as go-livepeer's gateway checks them when it verifies: the signature over
 the renditions must recover to the orchestrator's address (when the gateway is on chain), and
-decoding each rendition must give exactly the pixels it claims.
+each rendition must hold exactly the pixels it claims, as decoding it would count them (read
+from its packets where that count is sure to be the decoder's, farm.media.pixels).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import logging
 import ssl
 import threading
@@ -39,7 +39,6 @@ from fractions import Fraction
 from typing import Final
 from urllib.parse import unquote
 
-import av
 import httpx
 from eth_utils.address import to_checksum_address
 from google.protobuf.message import DecodeError
@@ -49,7 +48,8 @@ from chain.errors import ChainError
 from chain.payment import params_from_net, price_from_net
 from chain.sender import FEE_MARGIN, TicketSender, fee_pixels, tickets_needed
 from chain.signing import keccak256, recover
-from farm.errors import FarmError, RetryableError
+from farm.errors import FarmError, InputCorrupt, InputInvalid, RetryableError
+from farm.media.pixels import PixelCount, rendition_pixels
 from farm.media.profiles import VideoProfile
 from farm.protocol import (
     FrameError,
@@ -71,7 +71,7 @@ __all__ = [
     "OrchestratorRefused",
     "OrchestratorUnreachable",
     "ResultInvalid",
-    "decoded_pixels",
+    "counted_pixels",
     "manifest_id",
     "same_origin",
 ]
@@ -547,8 +547,9 @@ class LivepeerOrchestrator:
                 # Renditions are fetched from the orchestrator only: a URL elsewhere (the
                 # gateway's own network, say) is never requested.
                 raise ResultInvalid("a rendition URL is not on the orchestrator's address")
-        # Each rendition is downloaded and decoded on its own thread (PyAV and the socket
-        # release the GIL): the check takes as long as the largest rendition, not their sum.
+        # Each rendition is downloaded and counted on its own thread (the socket and PyAV
+        # release the GIL; only the header parsing of a count from packets holds it): the
+        # check takes about as long as the largest rendition, not their sum.
         fetched = list(
             self._workers().map(
                 lambda t: self._fetch_and_count(t.url, fmt, deadline), data.segments
@@ -568,19 +569,15 @@ class LivepeerOrchestrator:
         for t, (blob, counted), profile in zip(data.segments, fetched, profiles, strict=True):
             width, height, frames, pixels = counted
             if pixels != t.pixels:
-                raise ResultInvalid(
-                    f"{profile.name}: decodes to {pixels} pixels, {t.pixels} claimed"
-                )
+                raise ResultInvalid(f"{profile.name}: holds {pixels} pixels, {t.pixels} claimed")
             out.append(
                 NetworkRendition(profile.name, t.url, fmt, width, height, frames, pixels, blob)
             )
         return tuple(out)
 
-    def _fetch_and_count(
-        self, url: str, fmt: str, deadline: float
-    ) -> tuple[bytes, tuple[int, int, int, int]]:
+    def _fetch_and_count(self, url: str, fmt: str, deadline: float) -> tuple[bytes, PixelCount]:
         blob = self._download(url, deadline)
-        return blob, decoded_pixels(blob, fmt)
+        return blob, counted_pixels(blob, fmt)
 
     def _workers(self) -> ThreadPoolExecutor:
         """Threads for a result's renditions (built on first use)."""
@@ -646,27 +643,14 @@ def manifest_id(stream: str) -> str:
     return hashlib.sha256(stream.encode()).hexdigest()[:32]
 
 
-def decoded_pixels(blob: bytes, fmt: str) -> tuple[int, int, int, int]:
-    """(width, height, frames, Σ width x height) of a rendition's decoded video frames;
-    ResultInvalid when it does not decode."""
-    width = height = frames = pixels = 0
+def counted_pixels(blob: bytes, fmt: str) -> PixelCount:
+    """(width, height, frames, Σ width x height) of a rendition's video frames as a decoder
+    outputs them (from its packets where that is sure, farm.media.pixels); ResultInvalid
+    when it does not decode."""
     try:
-        with av.open(io.BytesIO(blob), mode="r", format=fmt) as container:
-            if not container.streams.video:
-                raise ResultInvalid("a rendition has no video")
-            # Counting pictures needs them decoded, not deblocked. One thread per rendition,
-            # so a frame cut short is counted the same way every time.
-            container.streams.video[0].codec_context.options = {
-                "skip_loop_filter": "all",
-                "threads": "1",
-            }
-            for picture in container.decode(video=0):
-                width, height = picture.width, picture.height
-                frames += 1
-                pixels += picture.width * picture.height
-    except (av.FFmpegError, ValueError, IndexError) as e:
-        raise ResultInvalid(f"a rendition does not decode: {e}") from e
-    return width, height, frames, pixels
+        return rendition_pixels(blob, fmt)
+    except (InputInvalid, InputCorrupt) as e:
+        raise ResultInvalid(str(e)) from e
 
 
 def _bits(capability: int) -> list[int]:

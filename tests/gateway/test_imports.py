@@ -22,6 +22,7 @@ PUBLIC = frozenset(
         "farm.errors",
         "farm.media.assemble",
         "farm.media.output",
+        "farm.media.pixels",
         "farm.media.profiles",
         "farm.media.segmenter",
         "farm.media.source",

@@ -1,4 +1,5 @@
-"""The livepeer kind's parts that need no orchestrator: entries, sessions, payments."""
+"""The livepeer kind's parts that need no orchestrator: entries, sessions, payments, the
+pixel count of a rendition."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pydantic import ValidationError
 from chain.params import TicketParams
 from chain.payment import decode_payment, params_to_net, price_to_net
 from farm.golivepeer import net_pb2
+from farm.media.synth import make_segment
 from gateway.livepeer.client import (
     REFRESH_MARGIN_S,
     Broadcaster,
     LivepeerOrchestrator,
     OrchestratorRefused,
+    ResultInvalid,
     Session,
+    counted_pixels,
     manifest_id,
     same_origin,
 )
@@ -231,3 +235,12 @@ def test_the_webhooks_trusted_orchestrators_are_taken() -> None:
         WebhookDiscovery.parse({"address": "https://a.example:8935"})
     with pytest.raises(ValueError, match="no address"):
         WebhookDiscovery.parse([{"score": 1}])
+
+
+def test_a_renditions_pixels_are_counted_or_the_result_is_invalid() -> None:
+    rendition = make_segment(426, 240, 30, 0.5, audio=False)
+    assert counted_pixels(rendition, "mpegts") == (426, 240, 15, 15 * 426 * 240)
+    with pytest.raises(ResultInvalid, match="does not decode"):
+        counted_pixels(b"\x47" * 1000, "mpegts")
+    with pytest.raises(ResultInvalid):
+        counted_pixels(rendition[: len(rendition) // 2], "mp4")
