@@ -46,6 +46,7 @@ __all__ = [
     "segment_transcoded",
     "segment_verified",
     "set_cluster_state",
+    "stream_encoders",
     "verification_failed",
 ]
 
@@ -164,6 +165,22 @@ def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> 
     SEGMENT_TRANSCODED.labels(profiles=",".join(profiles)).inc()
     TRANSCODE_TIME.observe(seconds)
     PIXELS.inc(pixels / 1e6)
+
+
+STREAM_ENCODERS = Counter(
+    "farm_stream_encoders_total",
+    "Renditions of stream segments by how they got their encoder: reused (kept open from the "
+    "stream's previous segment), opened (to be kept), fresh (one that cannot keep state)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+def stream_encoders(counts: dict[str, int]) -> None:
+    """A stream segment's renditions, by how each got its encoder (farm.media.encoders)."""
+    for outcome, n in counts.items():
+        if n:
+            STREAM_ENCODERS.labels(outcome=outcome).inc(n)
 
 
 def segment_transcode_failed(code: str) -> None:

@@ -29,6 +29,7 @@ from farm.errors import (
     WorkerFailed,
 )
 from farm.jobs import StartOutcome
+from farm.media.encoders import StreamSession
 from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
@@ -203,6 +204,7 @@ class _TranscodeAttempt:
             # read it from there. This attempt's renditions are under its own keys.
             log.info("job %s was finished by another attempt than %s", self.job_id, self.task_id)
             return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
+        self.pin_stream()
         # The submitter hears of it now rather than at its next look at the row.
         self.announce("done", payload)
         metrics.segment_transcoded(
@@ -210,6 +212,8 @@ class _TranscodeAttempt:
             self.timings["engine"],
             result.encoded_pixels,
         )
+        if result.encoders is not None:
+            metrics.stream_encoders(result.encoders)
         return payload
 
     def claim(self) -> StartOutcome:
@@ -265,12 +269,18 @@ class _TranscodeAttempt:
         settings ask), and what tests damage them into (farm.context)."""
         spec, context = self.spec, self.context
         profiles = profiles_from_json(spec["profiles"])
+        stream = spec.get("stream")
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
             gpu=context.gpu,
             deadline_s=self.soft,
             verify=self.stores.settings.verify_renditions,
+            session=(
+                StreamSession(stream, context.encoders)
+                if stream and context.encoders is not None
+                else None
+            ),
         )
         cpu = time.process_time()
         result = (context.engine or transcode)(data, profiles, opts)
@@ -320,7 +330,26 @@ class _TranscodeAttempt:
             "input_duration": result.input_duration,
             "worker": self.worker,
             "timings": timings,
+            # A segment of a stream: whether every rendition went on with the encoder its
+            # stream's previous segment left open here, and how each got its encoder.
+            **(
+                {"reused": _all_reused(result.encoders), "encoders": result.encoders}
+                if result.encoders is not None
+                else {}
+            ),
         }
+
+    def pin_stream(self) -> None:
+        """Send the stream's next segment to this worker, which keeps its encoders now."""
+        stream, cache = self.spec.get("stream"), self.context.encoders
+        instance = self.context.instance
+        if not stream or cache is None or instance is None or cache.kept(stream) == 0:
+            return
+        try:
+            self.context.resources.registry.pin_stream(stream, instance, cache.idle_s)
+        except FarmError as e:
+            # Only the stream's next segment is affected: it goes to the capability queue.
+            log.warning("could not pin stream %s to %s: %s", stream, instance, e)
 
     def complete(self, payload: dict[str, Any]) -> bool:
         """Record the job done with ``payload``: False when another attempt finished it."""
@@ -430,6 +459,11 @@ class _TranscodeAttempt:
             except SoftTimeLimitExceeded:
                 log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
             delay = min(delay * 2, 2.0)
+
+
+def _all_reused(encoders: dict[str, int]) -> bool:
+    """Whether every rendition of a segment encoded with its stream's kept encoder."""
+    return encoders["reused"] > 0 and encoders["opened"] == encoders["fresh"] == 0
 
 
 def _outcome(future: Future[None]) -> BaseException | None:
