@@ -159,14 +159,6 @@ VERIFY_TIME = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
     registry=REGISTRY,
 )
-
-
-def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> None:
-    SEGMENT_TRANSCODED.labels(profiles=",".join(profiles)).inc()
-    TRANSCODE_TIME.observe(seconds)
-    PIXELS.inc(pixels / 1e6)
-
-
 STREAM_ENCODERS = Counter(
     "farm_stream_encoders_total",
     "Renditions of stream segments by how they got their encoder: reused (kept open from the "
@@ -174,6 +166,12 @@ STREAM_ENCODERS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> None:
+    SEGMENT_TRANSCODED.labels(profiles=",".join(profiles)).inc()
+    TRANSCODE_TIME.observe(seconds)
+    PIXELS.inc(pixels / 1e6)
 
 
 def stream_encoders(counts: dict[str, int]) -> None:

@@ -210,6 +210,8 @@ class EncoderCache:
             if self._closed.is_set():
                 return
             entry = self._kept.pop(key.stream, None) or _Stream()
+            if entry.encoders.get(key, encoder) is not encoder:
+                self.dropped += 1  # two segments of the stream ran at once: one set stays
             entry.encoders[key] = encoder
             entry.used_at = time.monotonic()
             self._kept[key.stream] = entry
