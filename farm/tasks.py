@@ -35,8 +35,10 @@ from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.media.result import TranscodeResult
 from farm.publish import job_timeout_s
+from farm.queues import stream_queue_owner
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
+from farm.router import Need, route_transcode
 
 __all__ = [
     "BlobOps",
@@ -385,8 +387,13 @@ class _TranscodeAttempt:
         # Retry with the same task id so the job row stays the owner of the message.
         # The job row caps attempts; Celery's own retry count is not the limit. The retry asks
         # to run elsewhere: a worker that just failed it hands it back while others are alive.
+        queue = _retry_queue(self.task, self.context, self.spec)
         raise self.task.retry(
-            exc=error, countdown=0.5, max_retries=None, kwargs={"avoid": self.context.instance}
+            exc=error,
+            countdown=0.5,
+            max_retries=None,
+            kwargs={"avoid": self.context.instance},
+            **({"queue": queue} if queue is not None else {}),
         )
 
     def announce(self, state: str, result: dict[str, Any] | None = None) -> None:
@@ -474,6 +481,19 @@ def _outcome(future: Future[None]) -> BaseException | None:
             return future.exception()
         except SoftTimeLimitExceeded:
             log.warning("soft time limit passed while storing renditions; carrying on")
+
+
+def _retry_queue(task: Task, context: WorkerContext, spec: dict[str, Any]) -> str | None:
+    """Where a failed attempt's retry goes when not back to the queue it came from: a stream
+    segment taken from this worker's own queue (farm.router.route_stream) retries on its
+    capability queue, where another worker may take it (_hand_back). None: the same queue."""
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    if not queue or stream_queue_owner(queue) is None or context.stores is not context.resources:
+        return None
+    try:
+        return route_transcode(Need(**spec["need"]), context.resources.registry.live()).queue
+    except (FarmError, KeyError, TypeError):
+        return None  # no other route now: this worker's own queue still serves it
 
 
 def _hand_back(task: Task, context: WorkerContext, avoid: str, handbacks: int) -> bool:
