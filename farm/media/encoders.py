@@ -71,6 +71,10 @@ _HEVC_STARTS = frozenset({32, 35})
 class StaleEncoder(Exception):
     """Raised when a kept encoder's output failed a check; the segment is redone fresh."""
 
+    def __init__(self, codec: str, message: str) -> None:
+        super().__init__(f"{codec}: {message}")
+        self.codec = codec
+
 
 def zero_delay_options(codec: str, profile: VideoProfile, fmt: str) -> dict[str, str] | None:
     """The options that let ``codec`` keep its state between segments of ``profile`` in
@@ -139,9 +143,9 @@ class StreamEncoder:
         self._sent = self._received = 0
         self._first = None
         if sent and not first:
-            raise StaleEncoder(f"{self.key.codec}: a segment did not start with an IDR frame")
+            raise StaleEncoder(self.key.codec, "a segment did not start with an IDR frame")
         if received != sent:
-            raise StaleEncoder(f"{self.key.codec}: {sent - received} frame(s) held back")
+            raise StaleEncoder(self.key.codec, f"{sent - received} frame(s) held back")
         self.segments += 1
 
 
@@ -179,7 +183,21 @@ class EncoderCache:
         self._kept: OrderedDict[str, _Stream] = OrderedDict()
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
+        self._refused: set[str] = set()
         self.opened = self.dropped = 0
+
+    def refuse(self, codec: str) -> None:
+        """Keep no more encoders of ``codec`` in this process: one failed the checks, which
+        test the encoder's own behaviour (an IDR start, no frame held back), not its input;
+        every segment would otherwise be encoded twice."""
+        with self._lock:
+            if codec not in self._refused:
+                log.warning("%s cannot keep state between segments here; not kept any more", codec)
+            self._refused.add(codec)
+
+    def refuses(self, codec: str) -> bool:
+        """Whether :meth:`refuse` ruled ``codec`` out."""
+        return codec in self._refused
 
     def take(self, key: EncoderKey) -> StreamEncoder | None:
         """The kept encoder for ``key``, lent out (no other segment gets it meanwhile);

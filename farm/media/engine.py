@@ -116,7 +116,11 @@ class _Rendition(threading.Thread):
         #: and whether it came from the stream's previous segment.
         self.kept: StreamEncoder | None = None
         self.reused = False
-        zero_delay = zero_delay_options(choice.codec, profile, opts.fmt) if opts.session else None
+        zero_delay = (
+            zero_delay_options(choice.codec, profile, opts.fmt)
+            if opts.session is not None and not opts.session.cache.refuses(choice.codec)
+            else None
+        )
         self.keeps = zero_delay is not None
         if zero_delay is None:
             self._video = self._add_video(source, opts)
@@ -452,6 +456,7 @@ def transcode(
         return _transcode(data, profiles, opts)
     except StaleEncoder as e:
         log.warning("stream %s: %s; transcoding the segment afresh", opts.session.stream, e)
+        opts.session.cache.refuse(e.codec)
         result = _transcode(data, profiles, replace(opts, session=None))
         result.encoders = {"reused": 0, "opened": 0, "fresh": len(profiles)}
         return result

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from farm.errors import InputCorrupt
+from farm.media import encoders
 from farm.media.encoders import EncoderCache, StreamSession, zero_delay_options
 from farm.media.engine import EngineOptions, transcode
 from farm.media.result import TranscodeResult
@@ -127,3 +128,21 @@ def test_a_failed_segment_drops_the_streams_encoders() -> None:
         _run(data[:cut], session)
     assert cache.kept("s") == 0
     assert _run(_segment(2), session).encoders == {"reused": 0, "opened": 2, "fresh": 0}
+
+
+def test_an_encoder_that_holds_frames_back_is_never_kept_and_the_segment_is_redone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libx264 without zerolatency keeps frames for its lookahead and B-frames: the check at
+    # the end of the segment sees it, the segment is encoded afresh, and libx264 is kept no
+    # more in this process.
+    monkeypatch.setitem(encoders._ZERO_DELAY, "libx264", {"forced-idr": "1"})
+    cache = EncoderCache()
+    session = StreamSession("s", cache)
+    for n in range(2):
+        result = _run(_segment(n), session)
+        assert result.encoders == {"reused": 0, "opened": 0, "fresh": 2}
+        for r in result.renditions:
+            seen = probe(r.data)
+            assert seen.frames == 30 and seen.key_frames[:1] == [0]
+    assert cache.refuses("libx264") and cache.opened == 2 and cache.kept("s") == 0
