@@ -112,8 +112,8 @@ class _Rendition(threading.Thread):
         follow = opts.verify and opts.verify_following and opts.fmt in STREAMABLE
         self._out = OutputFile(opts.fmt, follow=follow)
         self._session = opts.session
-        #: The kept encoder this rendition encodes with (None: its stream's own encoder),
-        #: and whether it came from the stream's previous segment.
+        #: The kept encoder this rendition encodes with (None: the output stream's own, for
+        #: this segment alone), and whether it came from the stream's previous segment.
         self.kept: StreamEncoder | None = None
         self.reused = False
         zero_delay = (
