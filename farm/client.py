@@ -23,12 +23,12 @@ from celery import Celery
 
 from farm.chain_tasks import announced_ticket_queue
 from farm.cluster_link import ClusterLink, JobFailedError, JobTimeout
-from farm.errors import InputInvalid, JobNotFound, NoCapacity
+from farm.errors import FarmError, InputInvalid, JobNotFound, NoCapacity
 from farm.jobs import JobStore, JobView
 from farm.media.output import check_format
 from farm.media.profiles import VideoProfile
 from farm.publish import job_timeout_s, need_of, publish
-from farm.router import Need, Route, route_transcode
+from farm.router import Need, Route, route_stream
 from farm.settings import ClusterSettings
 from farm.timeouts import MIN_TIMEOUT_S, segment_timeout
 
@@ -76,6 +76,9 @@ class JobResult:
     worker: str
     timings: dict[str, float]
     raw: dict[str, Any]
+    #: A segment of a stream: every rendition went on with the encoder the stream's previous
+    #: segment left open on the same worker (farm.media.encoders).
+    reused: bool = False
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> JobResult:
@@ -87,6 +90,7 @@ class JobResult:
             worker=payload["worker"],
             timings=payload["timings"],
             raw=payload,
+            reused=bool(payload.get("reused", False)),
         )
 
 
@@ -99,11 +103,20 @@ class FarmClient:
         self.app = self._link.app
         self._res = self._link.res
 
-    def _route(self, need: Need) -> Route:
+    def _route(self, need: Need, stream: str | None = None) -> Route:
+        pinned = self._pinned(stream) if stream else None
         try:
-            return route_transcode(need, self._link.live_workers())
+            return route_stream(need, self._link.live_workers(), pinned)
         except NoCapacity:
-            return route_transcode(need, self._link.live_workers(fresh=True))
+            return route_stream(need, self._link.live_workers(fresh=True), pinned)
+
+    def _pinned(self, stream: str) -> str | None:
+        """The worker that keeps ``stream``'s encoders; None when none does or the registry
+        cannot say (the segment then takes the capability queue)."""
+        try:
+            return self._res.registry.pinned(stream)
+        except FarmError:
+            return None
 
     @property
     def jobs(self) -> JobStore:
@@ -122,9 +135,15 @@ class FarmClient:
         duration: float | None = None,
         device: str = "any",
         job_id: str | None = None,
+        stream: str | None = None,
         keccak: bool = False,
     ) -> JobView:
         """Store the input, record the job, then publish it; returns the queued job.
+
+        ``stream`` names the stream the segment belongs to (the node passes its session):
+        segments of one stream go to the worker that keeps its encoders open, while it is
+        live, and reuse them where they can (farm.media.encoders). Without it, or once that
+        worker is gone, a segment goes to its capability queue like any job.
 
         ``keccak``: the worker also hashes each rendition (``RenditionRef.keccak``), for a
         caller that signs them.
@@ -135,7 +154,7 @@ class FarmClient:
         if not data:
             raise InputInvalid("input is empty (0 bytes)")
         need = need_of(profiles, device)
-        route = self._route(need)
+        route = self._route(need, stream)
         job_id = job_id or uuid.uuid4().hex
         input_key = f"jobs/{job_id}/in"
         spec = {
@@ -145,6 +164,8 @@ class FarmClient:
             "duration": duration,
             "need": {"codec": need.codec, "renditions": need.renditions, "device": need.device},
         }
+        if stream:
+            spec["stream"] = stream
         if keccak:
             spec["keccak"] = True
         self._link.ask_for_notice(spec)

@@ -15,6 +15,9 @@ when it starts and installs on its Celery app:
 - ``engine``: the transcode step (the local engine; the bridge's attached transcoders);
 - ``damage``: None in production; a chaos test's hook that damages each transcode's result
   (farm.media.damage.attempt_damage) before the attempt checks its verification;
+- ``encoders``: the encoders this process keeps between the segments of a stream
+  (farm.media.encoders); None where streams keep no state (remote transcoders, the bridge,
+  ``FARM_STREAM_ENCODERS=false``);
 - ``ai_pool``, ``ai_streams`` and ``chain``: an AI worker's runners, the LLM chunk stream
   client, the chain services (built on first use).
 
@@ -39,6 +42,7 @@ from farm.settings import ClusterSettings
 if TYPE_CHECKING:
     from farm.ai.pool import RunnerPool
     from farm.ai.stream import ChunkStream
+    from farm.media.encoders import EncoderCache
     from farm.media.result import TranscodeResult
 
 __all__ = ["BlobOps", "JobOps", "TaskStores", "WorkerContext", "install", "worker_context"]
@@ -117,6 +121,7 @@ class WorkerContext:
     #: ``damage(result, attempt) -> TranscodeResult``, the result whose verification the
     #: attempt checks (the job's attempt number, from 1); None: the result as it is.
     damage: Callable[[TranscodeResult, int], TranscodeResult] | None = None
+    encoders: EncoderCache | None = None
     ai_pool: RunnerPool | None = None
     ai_streams: ChunkStream | None = None
     chain: dict[str, Any] = field(default_factory=dict)

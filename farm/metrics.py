@@ -46,6 +46,7 @@ __all__ = [
     "segment_transcoded",
     "segment_verified",
     "set_cluster_state",
+    "stream_encoders",
     "verification_failed",
 ]
 
@@ -158,12 +159,26 @@ VERIFY_TIME = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
     registry=REGISTRY,
 )
+STREAM_ENCODERS = Counter(
+    "farm_stream_encoders_total",
+    "Renditions of stream segments by how they got their encoder: reused (kept open from the "
+    "stream's previous segment), opened (to be kept), fresh (one that cannot keep state)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def segment_transcoded(profiles: Sequence[str], seconds: float, pixels: int) -> None:
     SEGMENT_TRANSCODED.labels(profiles=",".join(profiles)).inc()
     TRANSCODE_TIME.observe(seconds)
     PIXELS.inc(pixels / 1e6)
+
+
+def stream_encoders(counts: dict[str, int]) -> None:
+    """A stream segment's renditions, by how each got its encoder (farm.media.encoders)."""
+    for outcome, n in counts.items():
+        if n:
+            STREAM_ENCODERS.labels(outcome=outcome).inc(n)
 
 
 def segment_transcode_failed(code: str) -> None:

@@ -1,7 +1,9 @@
 """Queue names: each states what a job needs.
 
 ``transcode.gpu.<codec>`` (NVENC), ``transcode.cpu.<codec>`` (software encoders),
-``ai.<pipeline>`` and ``chain`` (beat tasks, one consumer).
+``ai.<pipeline>`` and ``chain`` (beat tasks, one consumer). A worker's own queues carry its
+name: ``transcode@<worker>`` (the next segments of the streams whose encoders it keeps) and
+``ai.<pipeline>@<worker>``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ __all__ = [
     "CODECS",
     "CONTROL_QUEUE",
     "GOLIVEPEER_CODECS",
+    "STREAM_QUEUE_PREFIX",
     "ai_queue",
     "ai_worker_queue",
     "codec_of",
     "golivepeer_queue_error",
+    "stream_queue",
+    "stream_queue_owner",
     "transcode_queue",
 ]
 
@@ -39,6 +44,21 @@ def codec_of(encoder: str) -> str:
 
 def transcode_queue(codec: str, gpu: bool) -> str:
     return f"transcode.{'gpu' if gpu else 'cpu'}.{codec}"
+
+
+#: The prefix of every worker's own transcode queue (stream_queue).
+STREAM_QUEUE_PREFIX = "transcode@"
+
+
+def stream_queue(worker: str) -> str:
+    """One transcode worker's own queue: a stream's next segment goes there, to the worker
+    that keeps the stream's encoders (farm.router.route_stream)."""
+    return f"{STREAM_QUEUE_PREFIX}{worker}"
+
+
+def stream_queue_owner(queue: str) -> str | None:
+    """The worker whose own queue ``queue`` is; None for a queue of no one worker."""
+    return queue[len(STREAM_QUEUE_PREFIX) :] if queue.startswith(STREAM_QUEUE_PREFIX) else None
 
 
 def golivepeer_queue_error(queue: str) -> str | None:

@@ -14,6 +14,7 @@ from farm.brokerwatch import lost_messages
 from farm.errors import InsufficientCapacity, NoCapacity
 from farm.jobs import JobView
 from farm.publish import publish, publish_ai
+from farm.queues import STREAM_QUEUE_PREFIX, stream_queue_owner
 from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.router import Need, route_transcode
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def reconcile(app: Celery, res: Resources) -> dict[str, int]:
     """Republish jobs queued or running past their deadline, running on a worker that is
-    gone, or queued in a broker that lost them; fail those out of attempts.
+    gone, queued in the own queue of a worker that is gone (a stream's segment sent to the
+    worker that kept its encoders, farm.router.route_stream), or queued in a broker that
+    lost them; fail those out of attempts. A republished job goes to its capability queue.
 
     Beat runs it on the control queue (farm.tasks); a node with no local worker runs it
     itself (farm.remote.api). Two passes at once republish each job once: the job row's
@@ -36,6 +39,14 @@ def reconcile(app: Celery, res: Resources) -> dict[str, int]:
     names = {w.worker for w in live}
     stuck = {j.id: j for j in res.jobs.overdue()}
     stuck.update({j.id: j for j in res.jobs.orphaned(names)})
+    # Nobody else consumes a worker's own queue: its jobs need not wait out their timeout.
+    stuck.update(
+        {
+            j.id: j
+            for j in res.jobs.queued_in(STREAM_QUEUE_PREFIX)
+            if stream_queue_owner(j.queue) not in names
+        }
+    )
     # A flushed or restarted broker lost every queued message: those jobs need not wait out
     # their queued timeout.
     lost = lost_messages(res.jobs, res.settings.broker_url)

@@ -23,6 +23,8 @@ __all__ = ["Capabilities", "Heartbeat", "Registry", "RegistryUnavailable", "redi
 
 log = logging.getLogger(__name__)
 _PREFIX = "farm:worker:"
+#: stream -> the worker that keeps its encoders (farm.media.encoders).
+_STREAM_PREFIX = "farm:stream:"
 
 
 def redis_py_url(url: str) -> str:
@@ -112,6 +114,24 @@ class Registry:
             except (ValueError, TypeError) as e:
                 log.warning("ignoring a malformed heartbeat: %s", e)
         return sorted(workers, key=lambda c: c.worker)
+
+    def pin_stream(self, stream: str, worker: str, ttl_s: float) -> None:
+        """Say that ``worker`` keeps ``stream``'s encoders, for ``ttl_s`` (its encoders'
+        idle expiry): the stream's next segment is sent there (farm.router.route_stream)."""
+        try:
+            self._redis.set(_STREAM_PREFIX + stream, worker, px=max(1, int(ttl_s * 1000)))
+        except redis.RedisError as e:
+            raise RegistryUnavailable(f"registry unreachable: {e}") from e
+
+    def pinned(self, stream: str) -> str | None:
+        """The worker that kept ``stream``'s encoders after its last segment, if any."""
+        try:
+            raw = self._redis.get(_STREAM_PREFIX + stream)
+        except redis.RedisError as e:
+            raise RegistryUnavailable(f"registry unreachable: {e}") from e
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def ping(self) -> bool:
         try:

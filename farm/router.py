@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from farm.errors import NoCapacity
-from farm.queues import transcode_queue
+from farm.queues import stream_queue, transcode_queue
 from farm.registry import Capabilities
 
-__all__ = ["Need", "Route", "route_transcode"]
+__all__ = ["Need", "Route", "route_stream", "route_transcode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +57,22 @@ def route_transcode(need: Need, live: Sequence[Capabilities]) -> Route:
         return Route(queue, False, cpu_workers)
     alive = f"{len(live)} live worker(s)" if live else "no live workers"
     raise NoCapacity(f"no capacity for {need}: {alive} serve it")
+
+
+def route_stream(need: Need, live: Sequence[Capabilities], pinned: str | None) -> Route:
+    """A stream's next segment: the own queue of ``pinned``, the worker that keeps the
+    stream's encoders, while it is live, consumes its own queue and serves the queue the
+    segment would be routed to; else the capability queue, as any job. Its load is not
+    weighed: the heartbeat that says it is busy is often the one from the stream's previous
+    segment, and a live stream sends its segments one after another.
+
+    A segment whose message waits in the own queue of a worker that died is republished to
+    the capability queue by the reconciler (farm.reconcile)."""
+    route = route_transcode(need, live)
+    if pinned is None or pinned not in route.workers:
+        return route
+    worker = next(w for w in live if w.worker == pinned)
+    own = stream_queue(pinned)
+    if own not in worker.queues:
+        return route
+    return Route(own, route.gpu, (pinned,))

@@ -324,6 +324,15 @@ class WorkerSettings(MachineSettings, ClusterSettings):
     ai_probe_timeout_s: float = Field(5.0, gt=0)
     #: Seconds a runner may answer LOADING before that counts as a failed probe.
     ai_loading_timeout_s: float = Field(180.0, gt=0)
+    #: Keep a stream's encoders open between its segments where they can (zero-delay
+    #: libx264/libx265/NVENC into MPEG-TS, farm.media.encoders), and take the stream's next
+    #: segments on this worker's own queue. Off: every segment opens its encoders.
+    stream_encoders: bool = True
+    #: Streams whose encoders each worker process keeps, least recently used out first.
+    stream_encoder_streams: int = Field(4, ge=1)
+    #: Seconds a stream's kept encoders outlive its last segment (an idle NVENC session
+    #: still counts against the GPU's limit).
+    stream_encoder_idle_s: float = Field(30.0, gt=0)
 
 
 class AIRunnerSettings(FarmBaseSettings):

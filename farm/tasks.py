@@ -30,13 +30,16 @@ from farm.errors import (
     WorkerFailed,
 )
 from farm.jobs import StartOutcome
+from farm.media.encoders import StreamSession
 from farm.media.engine import EngineOptions, transcode
 from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.media.result import TranscodeResult
 from farm.publish import job_timeout_s
+from farm.queues import stream_queue_owner
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
+from farm.router import Need, route_transcode
 
 __all__ = [
     "BlobOps",
@@ -204,6 +207,7 @@ class _TranscodeAttempt:
             # read it from there. This attempt's renditions are under its own keys.
             log.info("job %s was finished by another attempt than %s", self.job_id, self.task_id)
             return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
+        self.pin_stream()
         # The submitter hears of it now rather than at its next look at the row.
         self.announce("done", payload)
         metrics.segment_transcoded(
@@ -211,6 +215,8 @@ class _TranscodeAttempt:
             self.timings["engine"],
             result.encoded_pixels,
         )
+        if result.encoders is not None:
+            metrics.stream_encoders(result.encoders)
         return payload
 
     def claim(self) -> StartOutcome:
@@ -266,12 +272,18 @@ class _TranscodeAttempt:
         settings ask), and what tests damage them into (farm.context)."""
         spec, context = self.spec, self.context
         profiles = profiles_from_json(spec["profiles"])
+        stream = spec.get("stream")
         opts = EngineOptions(
             fmt=spec.get("format", "mpegts"),
             preset=spec.get("preset", "veryfast"),
             gpu=context.gpu,
             deadline_s=self.soft,
             verify=self.stores.settings.verify_renditions,
+            session=(
+                StreamSession(stream, context.encoders)
+                if stream and context.encoders is not None
+                else None
+            ),
         )
         cpu = time.process_time()
         result = (context.engine or transcode)(data, profiles, opts)
@@ -326,7 +338,26 @@ class _TranscodeAttempt:
             "input_duration": result.input_duration,
             "worker": self.worker,
             "timings": timings,
+            # A segment of a stream: whether every rendition went on with the encoder its
+            # stream's previous segment left open here, and how each got its encoder.
+            **(
+                {"reused": _all_reused(result.encoders), "encoders": result.encoders}
+                if result.encoders is not None
+                else {}
+            ),
         }
+
+    def pin_stream(self) -> None:
+        """Send the stream's next segment to this worker, which keeps its encoders now."""
+        stream, cache = self.spec.get("stream"), self.context.encoders
+        instance = self.context.instance
+        if not stream or cache is None or instance is None or cache.kept(stream) == 0:
+            return
+        try:
+            self.context.resources.registry.pin_stream(stream, instance, cache.idle_s)
+        except FarmError as e:
+            # Only the stream's next segment is affected: it goes to the capability queue.
+            log.warning("could not pin stream %s to %s: %s", stream, instance, e)
 
     def complete(self, payload: dict[str, Any]) -> bool:
         """Record the job done with ``payload``: False when another attempt finished it."""
@@ -362,8 +393,13 @@ class _TranscodeAttempt:
         # Retry with the same task id so the job row stays the owner of the message.
         # The job row caps attempts; Celery's own retry count is not the limit. The retry asks
         # to run elsewhere: a worker that just failed it hands it back while others are alive.
+        queue = _retry_queue(self.task, self.context, self.spec)
         raise self.task.retry(
-            exc=error, countdown=0.5, max_retries=None, kwargs={"avoid": self.context.instance}
+            exc=error,
+            countdown=0.5,
+            max_retries=None,
+            kwargs={"avoid": self.context.instance},
+            **({"queue": queue} if queue is not None else {}),
         )
 
     def announce(self, state: str, result: dict[str, Any] | None = None) -> None:
@@ -438,6 +474,11 @@ class _TranscodeAttempt:
             delay = min(delay * 2, 2.0)
 
 
+def _all_reused(encoders: dict[str, int]) -> bool:
+    """Whether every rendition of a segment encoded with its stream's kept encoder."""
+    return encoders["reused"] > 0 and encoders["opened"] == encoders["fresh"] == 0
+
+
 def _outcome(future: Future[None]) -> BaseException | None:
     """The error ``future`` ended with, waiting for it through the task's soft time limit
     (which bounds the transcode, not the recording of its result)."""
@@ -446,6 +487,19 @@ def _outcome(future: Future[None]) -> BaseException | None:
             return future.exception()
         except SoftTimeLimitExceeded:
             log.warning("soft time limit passed while storing renditions; carrying on")
+
+
+def _retry_queue(task: Task, context: WorkerContext, spec: dict[str, Any]) -> str | None:
+    """Where a failed attempt's retry goes when not back to the queue it came from: a stream
+    segment taken from this worker's own queue (farm.router.route_stream) retries on its
+    capability queue, where another worker may take it (_hand_back). None: the same queue."""
+    queue = (task.request.delivery_info or {}).get("routing_key")
+    if not queue or stream_queue_owner(queue) is None or context.stores is not context.resources:
+        return None
+    try:
+        return route_transcode(Need(**spec["need"]), context.resources.registry.live()).queue
+    except (FarmError, KeyError, TypeError):
+        return None  # no other route now: this worker's own queue still serves it
 
 
 def _hand_back(task: Task, context: WorkerContext, avoid: str, handbacks: int) -> bool:

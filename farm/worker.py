@@ -24,6 +24,7 @@ from farm.queues import (
     CONTROL_QUEUE,
     ai_queue,
     ai_worker_queue,
+    stream_queue,
     transcode_queue,
 )
 from farm.registry import Capabilities, Heartbeat, Registry
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: The longest queue name the job table records (farm.jobs.models.Job.queue).
+_MAX_QUEUE_NAME = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ def run_worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run one Celery worker in this process until it is stopped."""
-    from celery.signals import worker_ready, worker_shutdown
+    from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
     from farm.context import worker_context
     from farm.worker_app import create_worker_app
@@ -192,6 +195,16 @@ def run_worker(
         plan = replace(plan, queues=(*plan.queues, *own))
         # Runners, their probes and slots live in this process, so jobs run in threads here.
         pool_kind = "threads" if pool_kind == "prefork" else pool_kind
+    elif settings.stream_encoders and len(stream_queue(instance)) <= _MAX_QUEUE_NAME:
+        from farm.media.encoders import EncoderCache
+
+        # Each pool process keeps its own encoders (a prefork child fills its copy); the
+        # worker's own queue brings a stream's next segment back here (farm.router).
+        context.encoders = EncoderCache(
+            settings.stream_encoder_streams, settings.stream_encoder_idle_s
+        )
+        own = (stream_queue(instance),)
+        plan = replace(plan, queues=(*plan.queues, *own))
     registry = Registry(settings.redis_registry_url(), settings.heartbeat_s)
     heartbeat = Heartbeat(registry, lambda: _snapshot(plan, settings, source, instance, ai_pool))
     if ai_pool is not None:
@@ -204,12 +217,19 @@ def run_worker(
         heartbeat.start()
         log.info("worker %s consuming %s", instance, ", ".join(plan.queues))
 
+    @worker_process_shutdown.connect(weak=False)
+    def _child_shutdown(**_: Any) -> None:
+        if context.encoders is not None:
+            context.encoders.close()
+
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         heartbeat.stop()
+        if context.encoders is not None:
+            context.encoders.close()
         if ai_pool is not None:
             ai_pool.close()
-            _drop_queues(app, own)
+        _drop_queues(app, own)
 
     # What is loaded by now (Celery, the tasks, the engine's libraries) lives as long as the
     # worker: the collector need not walk it again at every full collection, which would
@@ -222,6 +242,8 @@ def run_worker(
 def _drop_queues(app: Any, names: Sequence[str]) -> None:
     """Delete this worker's own queues when they are empty: its name dies with it, and on
     RabbitMQ they would otherwise stay forever. A job still in one is left for the reconciler."""
+    if not names:
+        return
     try:
         with app.connection_for_write() as conn:
             channel = conn.default_channel

@@ -162,8 +162,13 @@ class Dispatcher:
             finally:
                 o.livepeer.end(once)
         client = o.client
+        # A cluster keeps a stream's encoders open between its segments where it can.
         job = client.submit(
-            segment.data, segment.profiles, fmt=segment.fmt, duration=segment.duration_s
+            segment.data,
+            segment.profiles,
+            fmt=segment.fmt,
+            duration=segment.duration_s,
+            stream=segment.session_id if keep_session else None,
         )
         result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
         renditions = [(r, client.rendition_bytes(r)) for r in result.renditions]

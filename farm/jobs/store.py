@@ -568,6 +568,18 @@ class JobStore:
             ).all()
             return [_view(j) for j in jobs]
 
+    def queued_in(self, prefix: str, limit: int = 100) -> list[JobView]:
+        """Jobs waiting in a queue whose name starts with ``prefix`` (workers' own queues),
+        oldest first."""
+        with self._session() as s:
+            jobs = s.scalars(
+                select(Job)
+                .where(Job.state == JobState.QUEUED, Job.queue.startswith(prefix, autoescape=True))
+                .order_by(Job.updated_at)
+                .limit(limit)
+            ).all()
+            return [_view(j) for j in jobs]
+
     def meta(self, key: str) -> str | None:
         """A shared fact (see :class:`~farm.jobs.models.Meta`), or None."""
         with self._session() as s:

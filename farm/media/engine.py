@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import partial
 from typing import Any, cast
 
 import av
@@ -39,6 +40,13 @@ from farm.media.codecs import (
     EncoderChoice,
     choose_encoder,
     nvdec_opens,
+)
+from farm.media.encoders import (
+    EncoderKey,
+    StaleEncoder,
+    StreamEncoder,
+    StreamSession,
+    zero_delay_options,
 )
 from farm.media.output import STREAMABLE, OutputFile, check_format
 from farm.media.profiles import H264_PROFILES, VideoProfile
@@ -75,6 +83,9 @@ class EngineOptions:
     verify: bool = False
     #: Verify MPEG-TS and fMP4 while they are written (off only to measure the difference).
     verify_following: bool = True
+    #: The stream this segment belongs to and the worker's kept encoders
+    #: (farm.media.encoders); None: every encoder is opened for this segment alone.
+    session: StreamSession | None = None
 
 
 class _Rendition(threading.Thread):
@@ -100,7 +111,21 @@ class _Rendition(threading.Thread):
         # Verified while written where the format allows, so checking overlaps encoding.
         follow = opts.verify and opts.verify_following and opts.fmt in STREAMABLE
         self._out = OutputFile(opts.fmt, follow=follow)
-        self._video = self._add_video(source, opts)
+        self._session = opts.session
+        #: The kept encoder this rendition encodes with (None: the output stream's own, for
+        #: this segment alone), and whether it came from the stream's previous segment.
+        self.kept: StreamEncoder | None = None
+        self.reused = False
+        zero_delay = (
+            zero_delay_options(choice.codec, profile, opts.fmt)
+            if opts.session is not None and not opts.session.cache.refuses(choice.codec)
+            else None
+        )
+        self.keeps = zero_delay is not None
+        if zero_delay is None:
+            self._video = self._add_video(source, opts)
+        else:
+            self._video = self._add_kept_video(source, opts, zero_delay)
         self._audio = (
             self._out.container.add_stream_from_template(source.audio) if source.audio else None
         )
@@ -129,50 +154,130 @@ class _Rendition(threading.Thread):
             self._verifier.start()
 
     def _add_video(self, source: Source, opts: EngineOptions) -> av.VideoStream:
-        p = self.profile
         in_rate = source.frame_rate or Fraction(30)
         rate = self._rate or in_rate
         stream = cast(av.VideoStream, self._out.container.add_stream(self.choice.codec, rate=rate))
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = "yuv420p"
-        tb = Fraction(1) / rate if self._rate else source.video.time_base
-        assert tb is not None
-        self._time_base: Fraction = tb
+        self._time_base = self._encoder_time_base(source)
         stream.codec_context.time_base = self._time_base
-        stream.bit_rate = p.bitrate
+        stream.bit_rate = self.profile.bitrate
         stream.codec_context.thread_type = "AUTO"
-        options: dict[str, object] = dict(QUIET_OPTIONS.get(self.choice.codec, {}))
+        gop = self._gop_size(rate)
+        if gop is not None:
+            stream.gop_size = gop
+        stream.options = {**self._encoder_options(opts)}
+        try:
+            stream.codec_context.open()
+        except (av.FFmpegError, OSError) as e:
+            self._out.abort()
+            raise self._open_failed(e) from e
+        return stream
+
+    def _add_kept_video(
+        self, source: Source, opts: EngineOptions, zero_delay: dict[str, str]
+    ) -> av.VideoStream:
+        """The output stream of a rendition whose encoder outlives the segment: the stream
+        only carries packets, and the encoder is the stream's kept one (or a new one)."""
+        assert opts.session is not None
+        rate = self._rate or source.frame_rate or Fraction(30)
+        self._time_base = self._encoder_time_base(source)
+        ctx = source.video.codec_context
+        key = EncoderKey(
+            stream=opts.session.stream,
+            profile=self.profile,
+            codec=self.choice.codec,
+            width=self.width,
+            height=self.height,
+            in_width=ctx.width,
+            in_height=ctx.height,
+            in_pix_fmt=str(ctx.pix_fmt),
+            in_rate=source.frame_rate,
+            time_base=self._time_base,
+            preset=opts.preset,
+            gpu=opts.gpu,
+        )
+        stream = cast(
+            av.VideoStream,
+            self._out.container.add_mux_stream(
+                self.choice.codec, rate=rate, width=self.width, height=self.height
+            ),
+        )
+        self._key = key
+        self._reopen = partial(self._open_kept, opts, rate, zero_delay)
+        self.kept = opts.session.cache.take(key)
+        self.reused = self.kept is not None
+        if self.kept is None:
+            try:
+                self.kept = opts.session.cache.open(key, self._reopen)
+            except BaseException:
+                self._out.abort()
+                raise
+        return stream
+
+    def _open_kept(
+        self, opts: EngineOptions, rate: Fraction, zero_delay: dict[str, str]
+    ) -> av.VideoCodecContext:
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(self.choice.codec, "w"))
+        ctx.width, ctx.height = self.width, self.height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = self._time_base
+        ctx.framerate = rate
+        ctx.bit_rate = self.profile.bitrate
+        # Slice threads only: frame threads hold frames back, which a kept encoder may not.
+        ctx.thread_type = "SLICE"
+        gop = self._gop_size(rate)
+        if gop is not None:
+            ctx.gop_size = gop
+        ctx.options = {**self._encoder_options(opts), **zero_delay}
+        try:
+            ctx.open()
+        except (av.FFmpegError, OSError) as e:
+            raise self._open_failed(e) from e
+        return ctx
+
+    def _encoder_time_base(self, source: Source) -> Fraction:
+        tb = Fraction(1) / self._rate if self._rate else source.video.time_base
+        assert tb is not None
+        return tb
+
+    def _gop_size(self, rate: Fraction) -> int | None:
+        p = self.profile
+        if p.intra_only:
+            return 1
+        if p.gop_seconds is not None:
+            return max(1, round(p.gop_seconds * float(rate)))
+        return None
+
+    def _encoder_options(self, opts: EngineOptions) -> dict[str, str]:
+        p = self.profile
+        options: dict[str, str] = dict(QUIET_OPTIONS.get(self.choice.codec, {}))
         if not self.choice.hardware and self.choice.codec in ("libx264", "libx265"):
             options["preset"] = opts.preset
         if self.choice.hardware and opts.gpu is not None:
             options["gpu"] = str(opts.gpu)
-        if p.intra_only:
-            stream.gop_size = 1
-        elif p.gop_seconds is not None:
-            stream.gop_size = max(1, round(p.gop_seconds * float(rate)))
         h264_profile = H264_PROFILES[p.profile]
         if h264_profile:
             options["profile"] = h264_profile
         if p.b_frames is not None:
             options["bf"] = str(p.b_frames)
-        stream.options = options
-        try:
-            stream.codec_context.open()
-        except (av.FFmpegError, OSError) as e:
-            self._out.abort()
-            if self.choice.hardware:
-                raise EncoderUnavailable(f"{self.choice.codec} failed to open: {e}") from e
-            raise UnsupportedCodec(f"{self.choice.codec} rejected profile {p.name!r}: {e}") from e
-        return stream
+        return options
+
+    def _open_failed(self, e: BaseException) -> FarmError:
+        if self.choice.hardware:
+            return EncoderUnavailable(f"{self.choice.codec} failed to open: {e}")
+        return UnsupportedCodec(f"{self.choice.codec} rejected profile {self.profile.name!r}: {e}")
 
     # -- thread body -------------------------------------------------------------------
     def run(self) -> None:
+        stopped = False
         try:
             while (item := self.queue.get()) is not _STOP:
                 if self.cancelled.is_set():
                     self._out.abort()
                     return
                 self.handle(item)
+            stopped = True
             if self.cancelled.is_set():
                 self._out.abort()
                 return
@@ -181,7 +286,9 @@ class _Rendition(threading.Thread):
         except BaseException as e:  # reported to the decoding thread, which re-raises
             self.error = e
             self._out.abort()
-            while not self.cancelled.is_set() and self.queue.get() is not _STOP:
+            # Keep taking input until the decoding thread's stop, unless it came already
+            # (finishing failed): nothing more will be put then.
+            while not stopped and not self.cancelled.is_set() and self.queue.get() is not _STOP:
                 pass
 
     def handle(self, item: Any) -> None:
@@ -231,8 +338,26 @@ class _Rendition(threading.Thread):
             self._first_pts = pts
         self._last_pts = pts
         self._frames += 1
-        for packet in self._video.encode(scaled):
+        if self.kept is None:
+            packets = self._video.encode(scaled)
+        else:
+            packets = self._encode_kept(scaled, self.kept)
+        for packet in packets:
             self._out.container.mux(packet)
+
+    def _encode_kept(self, frame: av.VideoFrame, kept: StreamEncoder) -> list[av.Packet[Any]]:
+        assert self._session is not None and frame.pts is not None
+        if self._frames == 1 and not kept.takes(frame.pts):
+            # The stream's timestamps went back (a restart, a wrap): a kept encoder would
+            # see them out of order, so this segment starts a new one.
+            cache = self._session.cache
+            cache.drop(kept, "timestamps went back")
+            self.kept = kept = cache.open(self._key, self._reopen)
+            self.reused = False
+        packets = kept.encode(frame)
+        for packet in packets:
+            packet.stream = self._video
+        return packets
 
     def _mux_audio(self, packet: av.Packet[Any]) -> None:
         assert self._audio is not None
@@ -268,8 +393,12 @@ class _Rendition(threading.Thread):
             self._pending = None
 
     def finish(self) -> None:
-        for packet in self._video.encode(None):
-            self._out.container.mux(packet)
+        if self.kept is None:
+            for packet in self._video.encode(None):
+                self._out.container.mux(packet)
+        else:
+            # Never flushed: the encoder goes on with the stream's next segment.
+            self.kept.end_segment()
         data = self._out.finish()
         tb = self._time_base
         first = self._first_pts or 0
@@ -309,6 +438,11 @@ def transcode(
 ) -> TranscodeResult:
     """Transcode one segment into every profile in one pass.
 
+    With ``options.session``, renditions whose encoder can keep its state between segments
+    (farm.media.encoders) encode with the stream's kept encoders, which are kept again for
+    the next segment when this one succeeds. A kept encoder whose output fails its checks is
+    dropped and the segment done again with fresh encoders: never a wrong output.
+
     Raises a :class:`~farm.errors.PermanentError` for input or profiles that cannot work and
     a :class:`~farm.errors.RetryableError` for failures another attempt may not hit.
     """
@@ -316,6 +450,21 @@ def transcode(
     check_format(opts.fmt)
     if not profiles:
         raise ProfileInvalid("at least one profile is required")
+    if opts.session is None:
+        return _transcode(data, profiles, opts)
+    try:
+        return _transcode(data, profiles, opts)
+    except StaleEncoder as e:
+        log.warning("stream %s: %s; transcoding the segment afresh", opts.session.stream, e)
+        opts.session.cache.refuse(e.codec)
+        result = _transcode(data, profiles, replace(opts, session=None))
+        result.encoders = {"reused": 0, "opened": 0, "fresh": len(profiles)}
+        return result
+
+
+def _transcode(
+    data: SourceInput, profiles: Sequence[VideoProfile], opts: EngineOptions
+) -> TranscodeResult:
     started = time.perf_counter()
     choices = _choose(profiles, opts)
     source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu)
@@ -337,16 +486,18 @@ def transcode(
                 w.finish()
                 w.check()
         _raise_first(workers)
-    except BaseException:
+    except BaseException as e:
         for w in workers:
             if w.is_alive():
                 _drain_and_stop(w)
             else:
                 w.abort()
+        _keep(workers, opts.session, failed=e)
         raise
     finally:
         source.close()
     done = time.perf_counter()
+    _keep(workers, opts.session)
     return TranscodeResult(
         renditions=[w.result for w in workers if w.result is not None],
         decoder=source.decoder,
@@ -361,8 +512,37 @@ def transcode(
             **({"verify": max(w.verify_seconds for w in workers)} if opts.verify else {}),
         },
         verification=[f for w in workers for f in w.failures] if opts.verify else None,
+        encoders=_encoder_counts(workers) if opts.session is not None else None,
         spent=[source, *workers],
     )
+
+
+def _keep(
+    workers: Sequence[_Rendition],
+    session: StreamSession | None,
+    failed: BaseException | None = None,
+) -> None:
+    """Hand the kept encoders of a finished segment back to the stream, or drop them when
+    the segment (or that rendition's checks) failed."""
+    if session is None:
+        return
+    for w in workers:
+        if w.kept is None:
+            continue
+        if failed is None and not w.failures:
+            session.cache.give_back(w.kept)
+        else:
+            why = f"{type(failed).__name__}: {failed}" if failed else "verification failed"
+            session.cache.drop(w.kept, why)
+        w.kept = None
+
+
+def _encoder_counts(workers: Sequence[_Rendition]) -> dict[str, int]:
+    """How this segment's renditions got their encoders: kept from the stream's previous
+    segment, newly opened to be kept, or opened for this segment alone."""
+    reused = sum(1 for w in workers if w.reused)
+    kept = sum(1 for w in workers if w.keeps)
+    return {"reused": reused, "opened": kept - reused, "fresh": len(workers) - kept}
 
 
 def _hand(worker: _Rendition, item: Any, parallel: bool) -> None:
@@ -398,7 +578,7 @@ def _drain_and_stop(worker: _Rendition) -> None:
 def _raise_first(workers: Sequence[_Rendition]) -> None:
     for w in workers:
         if w.error is not None:
-            if isinstance(w.error, FarmError):
+            if isinstance(w.error, FarmError | StaleEncoder):
                 raise w.error
             raise EngineFailure(f"rendition {w.profile.name!r} failed: {w.error}") from w.error
 

@@ -80,6 +80,10 @@ class TranscodeResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: With EngineOptions.verify: what each rendition's checks found (empty when all passed).
     verification: list[Failure] | None = None
+    #: With EngineOptions.session: how many renditions encoded with their stream's kept
+    #: encoder (``reused``), opened one to keep (``opened``), or one for this segment alone
+    #: (``fresh``: their encoder cannot keep state, farm.media.encoders).
+    encoders: dict[str, int] | None = None
     #: The decoder and encoders this transcode used, closed but not yet freed. Freeing them
     #: (codec contexts, the encoders' threads) takes about a millisecond that a worker can
     #: spend after it has answered rather than before: it drops this with the result.

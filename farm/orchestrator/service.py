@@ -485,7 +485,7 @@ class Orchestrator:
         result when the work failed: the sender is not charged)."""
         result = net_pb2.TranscodeResult(seq=seg.seq)
         try:
-            job = self._job(segment_job_id(session, seg), seg, data)
+            job = self._job(segment_job_id(session, seg), seg, data, session)
             # The reply's fresh OrchestratorInfo (ticket params: chain reads and the sender's
             # pending winners) is built while the cluster works: after the submit, whose
             # round trips it would slow (one interpreter lock), before the result.
@@ -510,18 +510,21 @@ class Orchestrator:
         result.info.CopyFrom(info.result())
         return result
 
-    def _job(self, job_id: str, seg: SignedSegment, data: bytes) -> JobView:
+    def _job(self, job_id: str, seg: SignedSegment, data: bytes, session: str) -> JobView:
         """The job for a segment: the one already made for it unless that one failed.
 
         A segment sent again (the gateway retried) finds its job by id: the insert is tried
         first, since most segments are new, and a taken id is read back. Its input is
-        written again meanwhile, the same bytes (the id hashes them)."""
+        written again meanwhile, the same bytes (the id hashes them). The segments of one
+        stream (the gateway's session and manifest) share a stream key, so they go to the
+        worker that keeps the stream's encoders open (farm.media.encoders)."""
         submit = partial(
             self.client.submit,
             data,
             seg.profiles,
             fmt=seg.format,
             duration=seg.duration_s,
+            stream=f"{session}/{seg.manifest_id}",
             keccak=self.signer is not None,
         )
         try:

@@ -223,3 +223,28 @@ def test_a_broker_flush_is_noticed_once_and_names_the_jobs_it_lost(
         assert [j.id for j in lost_messages(store, redis_url)] == ["race01"]
     finally:
         store.engine.dispose()
+
+
+def test_a_job_in_the_own_queue_of_a_gone_worker_goes_to_its_capability_queue_at_once(
+    app: Celery, redis_url: str
+) -> None:
+    # A stream's segment sent to the worker that kept its encoders (farm.router.route_stream),
+    # which died before taking it: nobody else reads that queue, so the job is not left to
+    # wait out its queued timeout. One in a live worker's own queue stays where it is.
+    store = tasks.resources(app).jobs
+    for job_id, queue in (("gone", "transcode@cpu@gone:9"), ("live", "transcode@paused@test:1")):
+        store.create(
+            job_id,
+            kind="transcode",
+            queue=queue,
+            spec={**SPEC, "stream": "session/manifest"},
+            task_id=f"{job_id}.1",
+            timeout_s=18.0,
+            queued_timeout_s=300.0,
+        )
+    counts = reconcile(app, tasks.resources(app))
+    assert counts["republished"] == 1, counts
+    assert _messages(redis_url, QUEUE) == [("gone", "gone.2")]
+    gone, live = store.get("gone"), store.get("live")
+    assert (gone.queue, gone.task_id, gone.state) == (QUEUE, "gone.2", "queued")
+    assert (live.queue, live.publishes) == ("transcode@paused@test:1", 1)

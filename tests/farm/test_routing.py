@@ -8,8 +8,9 @@ import pytest
 
 from farm.errors import NoCapacity
 from farm.gpu import GpuInfo, StaticGpuSource, detect_gpus
+from farm.queues import stream_queue
 from farm.registry import Capabilities, Registry
-from farm.router import Need, route_transcode
+from farm.router import Need, route_stream, route_transcode
 from farm.settings import WorkerSettings
 from farm.worker import plan_worker
 
@@ -55,6 +56,38 @@ def test_unservable_need_is_a_clear_error() -> None:
         route_transcode(Need("hevc", 1), [cpu_worker(), gpu_worker()])
     with pytest.raises(NoCapacity, match="no live workers"):
         route_transcode(Need("h264", 1), [])
+
+
+def _streaming(w: Capabilities) -> Capabilities:
+    w.queues.append(stream_queue(w.worker))
+    return w
+
+
+def test_a_streams_next_segment_goes_to_the_worker_that_keeps_its_encoders() -> None:
+    live = [_streaming(cpu_worker("cpu@a:1")), _streaming(cpu_worker("cpu@b:1"))]
+    need = Need("h264", 2)
+    route = route_stream(need, live, "cpu@b:1")
+    assert (route.queue, route.workers, route.gpu) == ("transcode@cpu@b:1", ("cpu@b:1",), False)
+    # No pin, a pinned worker that is gone, or one without its own queue: the capability queue.
+    assert route_stream(need, live, None).queue == "transcode.cpu.h264"
+    assert route_stream(need, live, "cpu@gone:1").queue == "transcode.cpu.h264"
+    assert route_stream(need, [cpu_worker("cpu@b:1")], "cpu@b:1").queue == "transcode.cpu.h264"
+    # A pinned worker that no longer serves what the segment would be routed to (a GPU came).
+    with_gpu = [*live, _streaming(gpu_worker())]
+    assert route_stream(need, with_gpu, "cpu@b:1").queue == "transcode.gpu.h264"
+    assert route_stream(need, with_gpu, "gpu0@b:1").queue == "transcode@gpu0@b:1"
+
+
+def test_registry_pins_a_stream_to_a_worker_for_a_while(redis_url: str) -> None:
+    registry = Registry(redis_url, 0.5)
+    try:
+        assert registry.pinned("s/m") is None
+        registry.pin_stream("s/m", "cpu@a:1", 0.3)
+        assert registry.pinned("s/m") == "cpu@a:1"
+        time.sleep(0.4)
+        assert registry.pinned("s/m") is None
+    finally:
+        registry.close()
 
 
 def test_worker_plan_without_nvenc_takes_cpu_queues() -> None:

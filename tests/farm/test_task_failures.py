@@ -140,6 +140,23 @@ def test_only_a_worker_of_this_cluster_hands_a_failed_job_back() -> None:
     assert not tasks._hand_back(task, remote, "me:1", 0)  # type: ignore[arg-type]
 
 
+def test_a_failed_stream_segment_retries_on_its_capability_queue() -> None:
+    # Taken from this worker's own queue (the stream's encoders were here), the retry goes
+    # where other workers read, so it can be handed back; other retries keep their queue.
+    other = SimpleNamespace(worker="other:1", queues=["transcode.cpu.h264"])
+    cluster = SimpleNamespace(registry=SimpleNamespace(live=lambda: [other]))
+    local = WorkerContext(ClusterSettings(), cluster, cluster, instance="me:1")  # type: ignore[arg-type]
+    spec = {"need": {"codec": "h264", "renditions": 1, "device": "any"}}
+
+    def task(queue: str) -> Any:
+        return SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": queue}))
+
+    assert tasks._retry_queue(task("transcode@me:1"), local, spec) == "transcode.cpu.h264"
+    assert tasks._retry_queue(task("transcode.cpu.h264"), local, spec) is None
+    remote = replace(local, stores=SimpleNamespace())
+    assert tasks._retry_queue(task("transcode@me:1"), remote, spec) is None
+
+
 def test_a_context_damage_hook_fails_the_first_attempt_and_the_retry_is_clean(app: Celery) -> None:
     worker_context(app).damage = attempt_damage("truncate")
     spec = _submit(app, "damaged")
