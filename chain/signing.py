@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Final
+from typing import Final, Protocol
 
 from eth_hash.auto import keccak as _eth_hash_keccak
 from eth_keys.backends.native.main import NativeECCBackend
@@ -39,6 +39,23 @@ def _load_keccak() -> Callable[[bytes], bytes]:
 _keccak = _load_keccak()
 
 
+class KeccakHasher(Protocol):
+    def update(self, data: bytes, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+def keccak_hasher() -> KeccakHasher:
+    """An incremental keccak256 (``update`` chunk by chunk, then ``digest``): a body can be
+    hashed while it arrives rather than after."""
+    try:
+        from sha3 import keccak_256
+    except ImportError:  # pragma: no cover - where safe-pysha3 is not installed
+        from Crypto.Hash import keccak
+
+        return keccak.new(digest_bits=256)
+    return keccak_256()  # type: ignore[no-any-return]
+
+
 def _load_coincurve() -> ModuleType | None:
     try:
         import coincurve
@@ -56,6 +73,7 @@ __all__ = [
     "check_signature",
     "eth_signed_hash",
     "keccak256",
+    "keccak_hasher",
     "recover",
     "recover_coincurve",
     "recover_eth_keys",

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decode_payment
-from chain.signing import keccak256
+from chain.signing import keccak256, keccak_hasher
 from chain.tickets import ZERO_ADDRESS
 from farm.bodies import read_capped
 from farm.errors import FetchFailed
@@ -109,8 +109,10 @@ def install(
         # still comes first, as go-livepeer reads the body only after them.
         admission = asyncio.ensure_future(run_in_threadpool(orch.admit, seg, payment))
         data: bytes | None = None
+        # The segment is hashed as it streams in, not after (its SegData signs the hash).
+        hasher = keccak_hasher()
         try:
-            data = await read_capped(request, max_bytes, TooLarge)
+            data = await read_capped(request, max_bytes, TooLarge, hasher.update)
         except TooLarge:
             pass
         except BaseException:
@@ -122,12 +124,14 @@ def install(
             if data is None:
                 return refused(413, "segment over the size limit")
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            digest = None
             if content_type == URI_CONTENT_TYPE:
                 url = data.decode(errors="replace").strip()
                 data = await run_in_threadpool(_fetch, url, max_bytes, policy or FetchPolicy())
+                digest = keccak256(data)
         except SegmentRefused as e:
             return refused(e.status, str(e))
-        if keccak256(data) != seg.data.hash:
+        if (digest or hasher.digest()) != seg.data.hash:
             return refused(403, "Forbidden")
         if not data:
             return refused(400, "BadRequest")
