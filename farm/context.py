@@ -122,6 +122,8 @@ class WorkerContext:
     #: attempt checks (the job's attempt number, from 1); None: the result as it is.
     damage: Callable[[TranscodeResult, int], TranscodeResult] | None = None
     encoders: EncoderCache | None = None
+    #: stream -> when this process last pinned it to itself (time.monotonic()).
+    pinned: dict[str, float] = field(default_factory=dict)
     ai_pool: RunnerPool | None = None
     ai_streams: ChunkStream | None = None
     chain: dict[str, Any] = field(default_factory=dict)

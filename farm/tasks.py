@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -207,9 +208,9 @@ class _TranscodeAttempt:
             # read it from there. This attempt's renditions are under its own keys.
             log.info("job %s was finished by another attempt than %s", self.job_id, self.task_id)
             return {"job_id": self.job_id, "skipped": True, "state": "superseded"}
-        self.pin_stream()
         # The submitter hears of it now rather than at its next look at the row.
         self.announce("done", payload)
+        self.pin_stream()
         metrics.segment_transcoded(
             [r.profile.name for r in result.renditions],
             self.timings["engine"],
@@ -348,16 +349,26 @@ class _TranscodeAttempt:
         }
 
     def pin_stream(self) -> None:
-        """Send the stream's next segment to this worker, which keeps its encoders now."""
+        """Send the stream's next segment to this worker, which keeps its encoders now.
+
+        The pin lasts the encoders' idle expiry; it is written again once a third of that
+        has passed, not after every segment (a round trip each)."""
         stream, cache = self.spec.get("stream"), self.context.encoders
         instance = self.context.instance
         if not stream or cache is None or instance is None or cache.kept(stream) == 0:
+            return
+        pinned, now = self.context.pinned, time.monotonic()
+        if now - pinned.get(stream, -math.inf) < cache.idle_s / 3:
             return
         try:
             self.context.resources.registry.pin_stream(stream, instance, cache.idle_s)
         except FarmError as e:
             # Only the stream's next segment is affected: it goes to the capability queue.
             log.warning("could not pin stream %s to %s: %s", stream, instance, e)
+            return
+        if len(pinned) > 1_000:  # streams come and go
+            pinned.clear()
+        pinned[stream] = now
 
     def complete(self, payload: dict[str, Any]) -> bool:
         """Record the job done with ``payload``: False when another attempt finished it."""
