@@ -37,6 +37,7 @@ from chain.devchain import (
     revert,
     snapshot,
 )
+from chain.errors import ChainError
 from chain.params import RecipientConfig, TicketParamsIssuer, creation_round
 from chain.signing import Signer
 from chain.staking import Staking
@@ -403,3 +404,16 @@ def test_initialize_round_on_the_last_block_of_a_round(env: Env) -> None:
     with pytest.raises(ContractReverted, match="round already initialized"):
         Staking(deployer).initialize_round()
     assert env.tx_count("deployer") == nonce
+
+
+def test_a_read_of_an_address_without_code_is_a_chain_error(env: Env) -> None:
+    """Reads skip web3's machinery (ChainClient.call): an answer that is not the function's
+    return data is still a ChainError, never a wrong value."""
+    client = ChainClient.from_devchain(env.json_path)
+    nowhere = client.w3.eth.contract(
+        address=Web3.to_checksum_address(b"\x07" * 20), abi=client.rounds.abi
+    )
+    with pytest.raises(ChainError, match="currentRound: undecodable answer"):
+        client.call(nowhere.functions.currentRound())
+    # The same function on the real contract, through the same path.
+    assert client.call(client.rounds.functions.currentRound()) == env.chain.round
