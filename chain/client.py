@@ -151,7 +151,11 @@ _RETRYABLE_HTTP: Final = frozenset({429, 500, 502, 503, 504})
 
 
 def _reason(error: ContractLogicError) -> str:
-    message = str(error.message if error.message else error)
+    return _revert_text(str(error.message if error.message else error))
+
+
+def _revert_text(message: str) -> str:
+    """The revert reason in a node's error message."""
     return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
 
 
@@ -385,7 +389,7 @@ class ChainClient:
             return response["result"]
         message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
         if "revert" in message:
-            reason = message.removeprefix("execution reverted: ").removeprefix("execution reverted")
+            reason = _revert_text(message)
             raise ContractReverted(f"{what} reverted: {reason}", reason)
         raise ChainError(f"{what}: {message}")
 

@@ -21,39 +21,36 @@ from eth_keys.datatypes import PrivateKey, Signature
 from chain.errors import InvalidSignature
 
 
-def _load_keccak() -> Callable[[bytes], bytes]:
-    """keccak256 from pysha3's C extension when it is importable: a call costs about a third
-    of eth_hash's pycryptodome backend, whose Python wrapper and cffi buffers are most of a
-    hash of a few hundred bytes; a received ticket takes five."""
-    try:
-        from sha3 import keccak_256
-    except ImportError:  # pragma: no cover - where safe-pysha3 is not installed
-        return _eth_hash_keccak
-
-    def keccak(data: bytes) -> bytes:
-        return bytes(keccak_256(data).digest())
-
-    return keccak
-
-
-_keccak = _load_keccak()
-
-
 class KeccakHasher(Protocol):
     def update(self, data: bytes, /) -> object: ...
     def digest(self) -> bytes: ...
 
 
-def keccak_hasher() -> KeccakHasher:
-    """An incremental keccak256 (``update`` chunk by chunk, then ``digest``): a body can be
-    hashed while it arrives rather than after."""
+def _load_keccak() -> tuple[Callable[[bytes], bytes], Callable[[], KeccakHasher]]:
+    """keccak256 and an incremental keccak256, from pysha3's C extension when it is
+    importable: a call costs about a third of eth_hash's pycryptodome backend, whose Python
+    wrapper and cffi buffers are most of a hash of a few hundred bytes; a received ticket
+    takes five."""
     try:
         from sha3 import keccak_256
     except ImportError:  # pragma: no cover - where safe-pysha3 is not installed
-        from Crypto.Hash import keccak
+        from Crypto.Hash import keccak as crypto_keccak
 
-        return keccak.new(digest_bits=256)
-    return keccak_256()  # type: ignore[no-any-return]
+        return _eth_hash_keccak, lambda: crypto_keccak.new(digest_bits=256)
+
+    def keccak(data: bytes) -> bytes:
+        return bytes(keccak_256(data).digest())
+
+    return keccak, keccak_256
+
+
+_keccak, _keccak_hasher = _load_keccak()
+
+
+def keccak_hasher() -> KeccakHasher:
+    """An incremental keccak256 (``update`` chunk by chunk, then ``digest``): a body can be
+    hashed while it arrives rather than after."""
+    return _keccak_hasher()
 
 
 def _load_coincurve() -> ModuleType | None:
