@@ -276,6 +276,7 @@ class ChainClient:
         self._lock = threading.Lock()
         self._chain_id: int | None = None
         self._lean: dict[tuple[str, str, str, str], tuple[str, str, list[str]] | None] = {}
+        self._views: dict[tuple[str, str, tuple[Any, ...]], tuple[str, str, list[str]]] = {}
 
     def __repr__(self) -> str:  # never show the key
         return f"ChainClient({self.rpc_url}, controller={self.controller_address})"
@@ -367,16 +368,34 @@ class ChainClient:
             if origin is not None:
                 tx["from"] = _hex(origin)
             return self._call(fn.fn_name, lambda: fn.call(tx))
+        return self._eth_call(lean, fn.fn_name, origin)
+
+    def _eth_call(self, lean: tuple[str, str, list[str]], name: str, origin: bytes | None) -> Any:
         to, data, outputs = lean
         params: dict[str, str] = {"to": to, "data": data}
         if origin is not None:
             params["from"] = _hex(origin)
-        result = self._rpc("eth_call", [params, "latest"], fn.fn_name)
+        result = self._rpc("eth_call", [params, "latest"], name)
         try:
             values = abi_decode(outputs, HexBytes(result))
         except Exception as e:  # an answer that is not the function's return data
-            raise ChainError(f"{fn.fn_name}: undecodable answer: {e}") from e
+            raise ChainError(f"{name}: undecodable answer: {e}") from e
         return values[0] if len(values) == 1 else tuple(values)
+
+    def _view(self, contract: str, name: str, *args: Any) -> Any:
+        """``call`` of the protocol contract ``contract`` (rounds, broker, bonding) function
+        ``name``. The same read again builds no web3 function: its call data is kept."""
+        key = (contract, name, args)
+        lean = self._views.get(key)
+        if lean is None:
+            fn = getattr(self, contract).functions[name](*args)
+            lean = self._lean_call(fn)
+            if lean is None:
+                return self.call(fn)
+            if len(self._views) > 1_000:  # arguments (senders) come and go
+                self._views.clear()
+            self._views[key] = lean
+        return self._eth_call(lean, name, self.address)
 
     def _rpc(self, method: str, params: list[Any], what: str | None = None) -> Any:
         """One JSON-RPC request straight to the provider; its ``result``. Errors name
@@ -429,7 +448,7 @@ class ChainClient:
 
     def last_initialized_round(self) -> int:
         """The last round RoundsManager initialized."""
-        return int(self.call(self.rounds.functions.lastInitializedRound()))
+        return int(self._view("rounds", "lastInitializedRound"))
 
     def last_seen_l1_block(self) -> int:
         """The latest block number."""
@@ -437,7 +456,7 @@ class ChainClient:
 
     def current_round(self) -> int:
         """The round of the latest block."""
-        return int(self.call(self.rounds.functions.currentRound()))
+        return int(self._view("rounds", "currentRound"))
 
     def current_round_initialized(self) -> bool:
         """Whether initializeRound ran for the current round."""
@@ -449,7 +468,7 @@ class ChainClient:
 
     def block_hash_for_round(self, round: int) -> bytes:
         """The block hash RoundsManager stored for ``round`` (zero when not initialized)."""
-        return bytes(self.call(self.rounds.functions.blockHashForRound(round)))
+        return bytes(self._view("rounds", "blockHashForRound", round))
 
     def ticket_validity_period(self) -> int:
         """Rounds a ticket stays redeemable after its creation round."""
@@ -457,7 +476,7 @@ class ChainClient:
 
     def sender_info(self, sender: bytes) -> SenderInfo:
         """The sender's deposit, withdraw round and reserve."""
-        info, reserve = self.call(self.broker.functions.getSenderInfo(_hex(sender)))
+        info, reserve = self._view("broker", "getSenderInfo", _hex(sender))
         return SenderInfo(
             deposit=int(info[0]),
             withdraw_round=int(info[1]),
@@ -468,8 +487,7 @@ class ChainClient:
     def claimable_reserve(self, sender: bytes, recipient: bytes) -> int:
         """What ``recipient`` may still draw from the sender's reserve this round: an equal
         share per transcoder in the pool, less what it drew, 0 when it is not active."""
-        fn = self.broker.functions.claimableReserve(_hex(sender), _hex(recipient))
-        return int(self.call(fn))
+        return int(self._view("broker", "claimableReserve", _hex(sender), _hex(recipient)))
 
     def max_float(self, sender: bytes, recipient: bytes, *, pending: int = 0) -> int:
         """What ``sender`` can pay ``recipient`` now: its deposit plus the recipient's
@@ -512,7 +530,7 @@ class ChainClient:
 
     def is_active_transcoder(self, transcoder: bytes) -> bool:
         """Whether the transcoder is in the active set this round."""
-        return bool(self.call(self.bonding.functions.isActiveTranscoder(_hex(transcoder))))
+        return bool(self._view("bonding", "isActiveTranscoder", _hex(transcoder)))
 
     def find_redemption(
         self, ticket: Ticket, *, lookback_blocks: int

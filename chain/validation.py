@@ -15,6 +15,7 @@ needs.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final, Protocol
@@ -29,6 +30,7 @@ from chain.errors import (
     InvalidSignature,
     NonceReplayed,
     SenderUnlocking,
+    TicketError,
     TicketParamsExpired,
     TooManyNonces,
 )
@@ -84,6 +86,11 @@ class NonceStore(Protocol):
         """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
         ...
 
+    def add_all(self, nonces: Sequence[tuple[bytes, int]]) -> tuple[int, NonceError | None]:
+        """``add`` each (rand_hash, nonce) in order up to the first refusal; (how many were
+        recorded, that refusal or None)."""
+        ...
+
     def discard(self, rand_hash: bytes, nonce: int) -> None:
         """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
         ...
@@ -95,6 +102,19 @@ if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -2 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+#: _ADD_NONCE for a payment's tickets in order (KEYS[i] and ARGV[2 + i]; ARGV[1] the cap,
+#: ARGV[2] the TTL), stopping at the first refused: {nonces added, 1 or that one's code}.
+_ADD_NONCES: Final = """
+for i = 1, #KEYS do
+  local nonce = ARGV[i + 2]
+  if redis.call('SISMEMBER', KEYS[i], nonce) == 1 then return {i - 1, -1} end
+  if redis.call('SCARD', KEYS[i]) >= tonumber(ARGV[1]) then return {i - 1, -2} end
+  redis.call('SADD', KEYS[i], nonce)
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return {#KEYS, 1}
 """
 
 
@@ -114,12 +134,25 @@ class RedisNonceStore:
         self._max = max_nonces
         self._ttl = ttl_s
         self._script = client.register_script(_ADD_NONCE)
+        self._batch = client.register_script(_ADD_NONCES)
 
     def add(self, rand_hash: bytes, nonce: int) -> None:
         """Record ``nonce``; raise NonceReplayed if it was seen, TooManyNonces if full."""
         key = self._prefix + rand_hash.hex()
         result = self._script(keys=[key], args=[nonce, self._max, self._ttl])
         _raise_for(int(result), rand_hash, nonce)
+
+    def add_all(self, nonces: Sequence[tuple[bytes, int]]) -> tuple[int, NonceError | None]:
+        """Record each (rand_hash, nonce) in order, in one round trip, up to the first one
+        ``add`` would refuse; (how many were recorded, that refusal or None)."""
+        if not nonces:
+            return 0, None
+        keys = [self._prefix + rand_hash.hex() for rand_hash, _ in nonces]
+        args = [self._max, self._ttl, *(nonce for _, nonce in nonces)]
+        added, code = (int(x) for x in self._batch(keys=keys, args=args))
+        if added == len(nonces):
+            return added, None
+        return added, _refusal(int(code), *nonces[added])
 
     def discard(self, rand_hash: bytes, nonce: int) -> None:
         """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
@@ -145,16 +178,42 @@ class MemoryNonceStore:
         seen.add(nonce)
         self._sets[rand_hash] = (now + self._ttl, seen)
 
+    def add_all(self, nonces: Sequence[tuple[bytes, int]]) -> tuple[int, NonceError | None]:
+        """Record each (rand_hash, nonce) in order up to the first one ``add`` refuses;
+        (how many were recorded, that refusal or None)."""
+        return _add_each(self, nonces)
+
     def discard(self, rand_hash: bytes, nonce: int) -> None:
         """Forget ``nonce`` again: its ticket was part of a payment refused as a whole."""
         self._sets.get(rand_hash, (0.0, set()))[1].discard(nonce)
 
 
-def _raise_for(result: int, rand_hash: bytes, nonce: int) -> None:
+NonceError = NonceReplayed | TooManyNonces
+
+
+def _add_each(
+    store: NonceStore, nonces: Sequence[tuple[bytes, int]]
+) -> tuple[int, NonceError | None]:
+    for i, (rand_hash, nonce) in enumerate(nonces):
+        try:
+            store.add(rand_hash, nonce)
+        except (NonceReplayed, TooManyNonces) as e:
+            return i, e
+    return len(nonces), None
+
+
+def _refusal(result: int, rand_hash: bytes, nonce: int) -> NonceError | None:
     if result == -1:
-        raise NonceReplayed(f"sender nonce {nonce} already used for 0x{rand_hash.hex()}")
+        return NonceReplayed(f"sender nonce {nonce} already used for 0x{rand_hash.hex()}")
     if result == -2:
-        raise TooManyNonces(f"too many sender nonces for 0x{rand_hash.hex()} (nonce {nonce})")
+        return TooManyNonces(f"too many sender nonces for 0x{rand_hash.hex()} (nonce {nonce})")
+    return None
+
+
+def _raise_for(result: int, rand_hash: bytes, nonce: int) -> None:
+    error = _refusal(result, rand_hash, nonce)
+    if error is not None:
+        raise error
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +251,58 @@ class TicketReceiver:
         Raises a TicketError; for TicketParamsExpired (not fatal) ``error.receipt`` still
         holds the credit and, when it won, the ticket to queue for redemption.
         """
+        receipt = self._check(ticket, sig, seed, expiration_block, price_per_pixel)
+        self.nonces.add(ticket.recipient_rand_hash, ticket.sender_nonce)
+        if expiration_block <= self.chain.last_seen_l1_block():
+            raise TicketParamsExpired(f"ticket params expired at block {expiration_block}", receipt)
+        return receipt
+
+    def receive_tickets(
+        self,
+        tickets: Sequence[tuple[Ticket, bytes]],
+        *,
+        seed: int,
+        expiration_block: int,
+        price_per_pixel: Fraction,
+    ) -> tuple[list[Receipt], TicketError | None]:
+        """A payment's tickets, as ``receive_ticket`` one after the other until the first
+        error, with their nonces recorded in one round trip: (the receipts of the tickets
+        before the first error, that error or None).
+
+        Every ticket that ``receive_ticket`` would have accepted before the error has its
+        receipt, and only those have their nonces recorded. TicketParamsExpired comes with
+        the first ticket's receipt (its ``receipt``), as ``receive_ticket`` would answer it.
+        """
+        expired = expiration_block <= self.chain.last_seen_l1_block()
+        if expired:
+            tickets = tickets[:1]  # receive_ticket stops after the first one's answer
+        receipts: list[Receipt] = []
+        error: TicketError | None = None
+        for ticket, sig in tickets:
+            try:
+                receipts.append(self._check(ticket, sig, seed, expiration_block, price_per_pixel))
+            except TicketError as e:
+                error = e
+                break
+        added, refused = self.nonces.add_all(
+            [(r.ticket.recipient_rand_hash, r.ticket.sender_nonce) for r in receipts]
+        )
+        if refused is not None:
+            return receipts[:added], refused
+        if expired and receipts:
+            message = f"ticket params expired at block {expiration_block}"
+            return receipts, TicketParamsExpired(message, receipts[0])
+        return receipts, error
+
+    def _check(
+        self,
+        ticket: Ticket,
+        sig: bytes,
+        seed: int,
+        expiration_block: int,
+        price_per_pixel: Fraction,
+    ) -> Receipt:
+        """Steps 1-4: the ticket's receipt, or the TicketError refusing it."""
         rand = self.issuer.recipient_rand(
             seed,
             ticket.sender,
@@ -215,7 +326,7 @@ class TicketReceiver:
         ticket_hash = ticket.hash()
         if recover(ticket_hash, sig) != ticket.sender:
             raise InvalidSignature("invalid signature over ticket hash")
-        receipt = Receipt(
+        return Receipt(
             ticket=ticket,
             sig=sig,
             ticket_hash=ticket_hash,
@@ -223,7 +334,3 @@ class TicketReceiver:
             won=is_winning(sig, rand, ticket.win_prob),
             expected_value=ticket.expected_value(),
         )
-        self.nonces.add(ticket.recipient_rand_hash, ticket.sender_nonce)
-        if expiration_block <= self.chain.last_seen_l1_block():
-            raise TicketParamsExpired(f"ticket params expired at block {expiration_block}", receipt)
-        return receipt

@@ -198,6 +198,7 @@ class FarmClient:
 
     def wait(self, job: str | JobView, timeout: float = 60.0) -> JobResult:
         """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
+        self._link.refresh_live()  # a transcode takes longer than a registry read
         view, payload = self._link.wait_for(job, timeout, lambda p: p.get("renditions") is not None)
         if payload is not None:
             return JobResult.from_payload(payload)

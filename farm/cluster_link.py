@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from celery import Celery
@@ -92,13 +92,20 @@ class ClusterLink:
     def jobs(self) -> JobStore:
         return self.res.jobs
 
-    def live_workers(self, fresh: bool = False) -> list[Capabilities]:
+    def live_workers(self, fresh: bool = False, within: float = 0.25) -> list[Capabilities]:
         # Heartbeats live for three beats; reading them once per quarter beat is fresh enough
         # and keeps a registry scan off every submission of a busy client.
         now = time.monotonic()
-        if fresh or now - self._live[0] > self.settings.heartbeat_s / 4:
+        if fresh or now - self._live[0] > self.settings.heartbeat_s * within:
             self._live = (now, self.res.registry.live())
         return self._live[1]
+
+    def refresh_live(self) -> None:
+        """Read the live workers again if they are half as old as a submission allows: a
+        waiter calls this while its job runs, so that its next submission does not scan the
+        registry first. A registry that cannot be read now is left to that submission."""
+        with suppress(FarmError):
+            self.live_workers(within=0.125)
 
     def ask_for_notice(self, spec: dict[str, Any]) -> None:
         """Name this client's notice channel in a job's spec, when it listens there."""

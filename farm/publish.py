@@ -80,15 +80,27 @@ def _send(
     **limits: int,
 ) -> None:
     """A job whose submitter listens for its notice (farm.notices) has no result in Celery's
-    backend: nothing would read it, and storing it is a write on the job's path."""
-    sent = app.send_task(
+    backend: nothing would read it, and storing it is a write on the job's path. Nothing
+    reads the handle Celery returns either, so it is a bare one: Celery's own would fetch
+    the calling thread's result backend, which it builds anew in every thread."""
+    notified = bool(spec.get("notify"))
+    app.send_task(
         name,
         args=[job_id, spec],
         task_id=task_id,
         queue=queue,
-        ignore_result=bool(spec.get("notify")),
+        ignore_result=notified,
+        result_cls=_Sent if notified else None,
+        add_to_parent=not notified,  # a task that publishes another keeps no trail of it
         **limits,
     )
-    if sent.ignored:
-        # Dropped unused, a Celery result would still tell the backend to stop listening.
-        sent.backend = None
+
+
+class _Sent:
+    """What ``send_task`` answers for a task nobody will ask about: its id and nothing else."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -172,7 +173,19 @@ class _TranscodeAttempt:
         self.timings: dict[str, float] = {}
 
     def run(self) -> dict[str, Any]:
-        claim = self.claim()
+        # The claim's round trip runs beside the input's read and the engine, which need
+        # nothing from it: nothing is stored or recorded before it answers, and an attempt
+        # it does not start is stopped and its work dropped (a redelivered message, most
+        # often, which the claim finds final or stale).
+        cancel = threading.Event()
+        claiming = self.stores.writers.submit(self._start_attempt)
+        claiming.add_done_callback(lambda f: None if _started(f) else cancel.set())
+        outcome: TranscodeResult | Exception
+        try:
+            outcome = self.transcode(self.fetch(), cancel)
+        except Exception as e:
+            outcome = e
+        claim = self.claim(claiming)
         if claim.status in ("final", "stale"):
             # A redelivered or superseded message: the job finished or was republished.
             log.info("skipping %s for job %s (%s)", self.task_id, self.job_id, claim.status)
@@ -181,7 +194,11 @@ class _TranscodeAttempt:
         if claim.status == "exhausted":
             self.give_up()
         try:
-            result = self.transcode(self.fetch())
+            if isinstance(outcome, Exception):
+                raise outcome
+            result = outcome
+            if self.context.damage is not None:
+                result = self.context.damage(result, self.attempt)
             self.verify(result)
         except AccessDenied as e:
             # A remote transcoder whose job another worker holds now: not ours to fail.
@@ -220,18 +237,22 @@ class _TranscodeAttempt:
             metrics.stream_encoders(result.encoders)
         return payload
 
-    def claim(self) -> StartOutcome:
+    def _start_attempt(self) -> StartOutcome:
+        return self.stores.jobs.start_attempt(
+            self.job_id,
+            self.task_id,
+            self.worker,
+            self.context.instance,
+            max_attempts=self.stores.settings.max_attempts,
+            run_timeout_s=self.timeout_s,
+        )
+
+    def claim(self, claiming: Future[StartOutcome]) -> StartOutcome:
         """The job's next attempt for this task, or why there is none; a claim that cannot be
-        made now is retried (or, on a remote transcoder whose credential ended, given back)."""
+        made now is retried (or, on a remote transcoder whose credential ended, given back).
+        Answered in the task's own thread (Celery's retry reads its request there)."""
         try:
-            return self.stores.jobs.start_attempt(
-                self.job_id,
-                self.task_id,
-                self.worker,
-                self.context.instance,
-                max_attempts=self.stores.settings.max_attempts,
-                run_timeout_s=self.timeout_s,
-            )
+            return claiming.result()
         except CredentialRevoked as e:
             # A remote transcoder whose credential ended: the job is not ours; give it back.
             raise Reject(str(e), requeue=True) from e
@@ -268,9 +289,9 @@ class _TranscodeAttempt:
         self.timings["fetch"] = time.perf_counter() - self.started
         return data
 
-    def transcode(self, data: bytes) -> TranscodeResult:
+    def transcode(self, data: bytes, cancel: threading.Event | None = None) -> TranscodeResult:
         """The renditions of ``data``, by this worker's engine (verified by it, when the
-        settings ask), and what tests damage them into (farm.context)."""
+        settings ask); ``cancel`` stops it."""
         spec, context = self.spec, self.context
         profiles = profiles_from_json(spec["profiles"])
         stream = spec.get("stream")
@@ -279,6 +300,7 @@ class _TranscodeAttempt:
             preset=spec.get("preset", "veryfast"),
             gpu=context.gpu,
             deadline_s=self.soft,
+            cancel=cancel,
             verify=self.stores.settings.verify_renditions,
             session=(
                 StreamSession(stream, context.encoders)
@@ -295,8 +317,6 @@ class _TranscodeAttempt:
         # Celery drops the request after it has stored the answer: the engine's decoder and
         # encoders are freed then, not on the way to the caller.
         self.task.request.farm_spent = result.spent
-        if context.damage is not None:
-            result = context.damage(result, self.attempt)
         return result
 
     def verify(self, result: TranscodeResult) -> None:
@@ -318,13 +338,15 @@ class _TranscodeAttempt:
             (output_key(self.job_id, r.profile.name, r.fmt, self.attempt), r)
             for r in result.renditions
         ]
-        self._store_all([(key, r.data) for key, r in outputs])
+        # A node that signs the renditions' hashes (go-livepeer's TranscodeData.sig) asks for
+        # them: each is hashed here, where the bytes are, beside its own write.
+        hashes = self._store_all(
+            [(key, r.data) for key, r in outputs], hashed=bool(self.spec.get("keccak"))
+        )
         renditions = [{**r.summary(), "key": key} for key, r in outputs]
-        if self.spec.get("keccak"):
-            # Asked for by a node that signs the renditions' hashes (go-livepeer's
-            # TranscodeData.sig): hashed here, where the bytes are, not read back there.
-            for entry, (_, r) in zip(renditions, outputs, strict=True):
-                entry["keccak"] = keccak256(r.data).hex()
+        for entry, digest in zip(renditions, hashes, strict=True):
+            if digest is not None:
+                entry["keccak"] = digest.hex()
         timings = self.timings
         timings["store"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - self.started
@@ -436,22 +458,28 @@ class _TranscodeAttempt:
         log.error("unexpected error in job attempt", exc_info=error)
         return WorkerFailed(f"{type(error).__name__}: {error}")
 
-    def _store_all(self, blobs: list[tuple[str, bytes]]) -> None:
-        """Write each (key, data), side by side (each kept while the store is unreachable);
-        the first error is raised once every write has ended, so no write is still running
+    def _store_all(
+        self, blobs: list[tuple[str, bytes]], *, hashed: bool = False
+    ) -> list[bytes | None]:
+        """Write each (key, data), side by side (each kept while the store is unreachable),
+        and with ``hashed`` take each one's keccak256 in the same thread (the hashes of two
+        renditions overlap each other and the writes). The hashes, in order (None unhashed).
+        The first error is raised once every write has ended, so no write is still running
         when the attempt's outcome is recorded."""
         store, until = self.stores.blobs, self.record_by
 
-        def put(key: str, data: bytes) -> None:
+        def put(key: str, data: bytes) -> bytes | None:
+            digest = keccak256(data) if hashed else None
             self._until_reachable(partial(store.put, key, data), until, "storing a rendition of")
+            return digest
 
         if len(blobs) == 1:
-            put(*blobs[0])
-            return
+            return [put(*blobs[0])]
         pending = [self.stores.writers.submit(put, key, data) for key, data in blobs]
         errors = [e for e in map(_outcome, pending) if e is not None]
         if errors:
             raise errors[0]
+        return [f.result() for f in pending]
 
     def _until_reachable(self, op: Callable[[], _T], until: float, doing: str) -> _T:
         """``op`` on the job or blob store, again while the store (or, on a remote
@@ -485,12 +513,16 @@ class _TranscodeAttempt:
             delay = min(delay * 2, 2.0)
 
 
+def _started(claiming: Future[StartOutcome]) -> bool:
+    return claiming.exception() is None and claiming.result().started
+
+
 def _all_reused(encoders: dict[str, int]) -> bool:
     """Whether every rendition of a segment encoded with its stream's kept encoder."""
     return encoders["reused"] > 0 and encoders["opened"] == encoders["fresh"] == 0
 
 
-def _outcome(future: Future[None]) -> BaseException | None:
+def _outcome(future: Future[Any]) -> BaseException | None:
     """The error ``future`` ended with, waiting for it through the task's soft time limit
     (which bounds the transcode, not the recording of its result)."""
     while True:

@@ -344,6 +344,7 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
                 orch.rendition,
                 request.url.path,
                 request.query_params.get("expires"),
+                request.query_params.get("key"),
                 request.query_params.get("sig"),
             )
         except SegmentRefused as e:

@@ -14,6 +14,10 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import NamedTuple
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -26,7 +30,8 @@ from chain.tickets import ZERO_ADDRESS
 from farm.bodies import read_capped
 from farm.errors import FetchFailed
 from farm.fetch import FetchPolicy, SafeFetcher
-from farm.orchestrator.segdata import SegmentInvalid, decode_segment
+from farm.golivepeer import net_pb2
+from farm.orchestrator.segdata import SegmentInvalid, SignedSegment, decode_segment
 from farm.orchestrator.service import Orchestrator, SegmentRefused
 
 __all__ = ["URI_CONTENT_TYPE", "TooLarge", "install", "payment_of", "refused"]
@@ -88,6 +93,37 @@ def _fetch(url: str, cap: int, policy: FetchPolicy) -> bytes:
     return bytes(body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The body of an admitted segment: its bytes, or go-livepeer's refusal of it."""
+
+    data: bytes
+    refusal: tuple[int, str] | None = None
+
+
+class _Admitted(NamedTuple):
+    session: str
+    price: Fraction
+    #: The body's verdict, when the body was in at admission (None: the loop judges it).
+    verdict: _Verdict | None
+
+
+def _verdict(seg: SignedSegment, data: bytes | None, digest: bytes | None) -> _Verdict:
+    """go-livepeer's checks of a segment's body, in its order: size, signed hash, empty."""
+    if data is None:
+        return _Verdict(b"", (413, "segment over the size limit"))
+    if digest != seg.data.hash:
+        return _Verdict(b"", (403, "Forbidden"))
+    if not data:
+        return _Verdict(b"", (400, "BadRequest"))
+    return _Verdict(data)
+
+
+def _settle(future: asyncio.Future[_Admitted], value: _Admitted) -> None:
+    if not future.done():  # the request may be gone
+        future.set_result(value)
+
+
 def install(
     api: FastAPI, orch: Orchestrator, max_bytes: int, policy: FetchPolicy | None = None
 ) -> None:
@@ -106,39 +142,66 @@ def install(
         except SegmentInvalid as e:
             return refused(403, str(e))
         # The body is read while the credentials and payment are checked; a refusal of those
-        # still comes first, as go-livepeer reads the body only after them.
-        admission = asyncio.ensure_future(run_in_threadpool(orch.admit, seg, payment))
-        data: bytes | None = None
+        # still comes first, as go-livepeer reads the body only after them. One worker thread
+        # admits the segment and, when the body is in by then (the usual case), checks it and
+        # transcodes straight on: the loop sends the 200 meanwhile, without a thread hop
+        # between the two steps.
+        uri = request.headers.get("content-type", "").split(";")[0].strip() == URI_CONTENT_TYPE
+        loop = asyncio.get_running_loop()
+        body: Future[tuple[bytes | None, bytes | None]] = Future()
+        admitted: asyncio.Future[_Admitted] = loop.create_future()
+
+        def admit_and_transcode() -> net_pb2.TranscodeResult | None:
+            session, price = orch.admit(seg, payment)
+            verdict = None
+            if not uri and body.done():
+                data, digest = body.result()
+                verdict = _verdict(seg, data, digest)
+            loop.call_soon_threadsafe(_settle, admitted, _Admitted(session, price, verdict))
+            if verdict is not None and verdict.refusal is None:
+                return orch.transcode(seg, verdict.data, payment, session, price)
+            return None
+
+        work = asyncio.ensure_future(run_in_threadpool(admit_and_transcode))
         # The segment is hashed as it streams in, not after (its SegData signs the hash).
         hasher = keccak_hasher()
         try:
             data = await read_capped(request, max_bytes, TooLarge, hasher.update)
+            body.set_result((data, hasher.digest()))
         except TooLarge:
-            pass
+            body.set_result((None, None))
         except BaseException:
             with contextlib.suppress(BaseException):
-                await admission
+                await work
             raise
-        try:
-            session, price = await admission
-            if data is None:
-                return refused(413, "segment over the size limit")
-            content_type = request.headers.get("content-type", "").split(";")[0].strip()
-            digest = None
-            if content_type == URI_CONTENT_TYPE:
-                url = data.decode(errors="replace").strip()
-                data = await run_in_threadpool(_fetch, url, max_bytes, policy or FetchPolicy())
-                digest = keccak256(data)
-        except SegmentRefused as e:
-            return refused(e.status, str(e))
-        if (digest or hasher.digest()) != seg.data.hash:
-            return refused(403, "Forbidden")
-        if not data:
-            return refused(400, "BadRequest")
+        await asyncio.wait((admitted, work), return_when=asyncio.FIRST_COMPLETED)
+        if not admitted.done():  # refused (or failed) before the body was looked at
+            try:
+                work.result()
+            except SegmentRefused as e:
+                return refused(e.status, str(e))
+        session, price, verdict = admitted.result()
+        if verdict is None:  # admitted before the body was in, or a URL to fetch first
+            got, digest = body.result()
+            if got is not None and uri:
+                url = got.decode(errors="replace").strip()
+                try:
+                    got = await run_in_threadpool(_fetch, url, max_bytes, policy or FetchPolicy())
+                except SegmentRefused as e:
+                    return refused(e.status, str(e))
+                digest = keccak256(got)
+            verdict = _verdict(seg, got, digest)
+            if verdict.refusal is None:
+                work = asyncio.ensure_future(
+                    run_in_threadpool(orch.transcode, seg, verdict.data, payment, session, price)
+                )
+        if verdict.refusal is not None:
+            return refused(*verdict.refusal)
 
         async def result() -> AsyncIterator[bytes]:
             yield b""  # the headers go out now
-            out = await run_in_threadpool(orch.transcode, seg, data, payment, session, price)
+            out = await work
+            assert out is not None
             yield out.SerializeToString()
 
         return StreamingResponse(result(), status_code=200)
@@ -171,6 +234,7 @@ def install(
                 orch.rendition,
                 path,
                 request.query_params.get("expires"),
+                request.query_params.get("key"),
                 request.query_params.get("sig"),
             )
         except SegmentRefused as e:

@@ -75,6 +75,7 @@ __all__ = ["PRICE_KEY", "Orchestrator", "SegmentRefused", "segment_job_id"]
 log = logging.getLogger(__name__)
 _EXPIRES = re.compile(r"[0-9]{1,18}")
 _SIG = re.compile(r"[0-9a-f]{32}")
+_BLOB_KEY = re.compile(r"[\x21-\x7e]{1,512}")
 _T = TypeVar("_T")
 
 #: Where the operator's transcoding price lives (``price_per_unit/pixels_per_unit``), shared by
@@ -216,11 +217,13 @@ class Orchestrator:
         self._price = _Cache(1.0, self._read_price)
         return price
 
-    def live(self) -> list[Capabilities]:
-        """The live workers, read at most every quarter heartbeat (they beat every
-        ``heartbeat_s`` and live for three beats)."""
+    def live(self, within: float = 0.25) -> list[Capabilities]:
+        """The live workers, read again when older than ``within`` heartbeats (they beat
+        every ``heartbeat_s`` and live for three beats). The reply to a segment reads them
+        at half that age while the cluster works on it, so the next segment's checks seldom
+        wait for the registry."""
         now = time.monotonic()
-        if now - self._live[0] > self.settings.heartbeat_s / 4:
+        if now - self._live[0] > self.settings.heartbeat_s * within:
             try:
                 self._live = (now, self.res.registry.live())
             except Exception as e:
@@ -410,42 +413,35 @@ class Orchestrator:
                 "cannot process payments",
             )
         receiver = self.receiver
+        # go-livepeer's ticket-by-ticket order, with the nonces recorded in one round trip.
+        receipts, error = _chain_call(
+            partial(
+                receiver.receive_tickets,
+                payment.tickets,
+                seed=params.seed,
+                expiration_block=params.expiration_block,
+                price_per_pixel=params.price_per_pixel,
+            )
+        )
         credit = Fraction(0)
-        error: TicketError | None = None
         winners: list[Winner] = []
-        try:
-            for ticket, sig in payment.tickets:
-                try:
-                    receipt = _chain_call(
-                        partial(
-                            receiver.receive_ticket,
-                            ticket,
-                            sig,
-                            seed=params.seed,
-                            expiration_block=params.expiration_block,
-                            price_per_pixel=params.price_per_pixel,
-                        )
-                    )
-                except TicketParamsExpired as e:
-                    # Not fatal: the ticket counts, and a winner is still redeemed.
-                    receipt, error = e.receipt, e
-                except TicketError as e:
-                    farm_metrics.payment_refused(type(e).__name__)
-                    if _fatal(e):
-                        raise SegmentRefused(400, golivepeer_text(e, ticket)) from e
-                    error = e
-                    break
-                farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
-                if receipt.won:
-                    farm_metrics.winning_ticket_received()
-                    rand, expiration = receipt.recipient_rand, params.expiration_block
-                    winners.append((receipt.ticket, receipt.sig, rand, expiration))
-                credit += receipt.expected_value
-                if error is not None:
-                    break
-        except BaseException:
-            self.queue.add_all(winners)  # the winners before a refused ticket count
-            raise
+        for receipt in receipts:
+            farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
+            if receipt.won:
+                farm_metrics.winning_ticket_received()
+                rand, expiration = receipt.recipient_rand, params.expiration_block
+                winners.append((receipt.ticket, receipt.sig, rand, expiration))
+            credit += receipt.expected_value
+        refusal = None
+        if error is not None:
+            # About the first ticket without a receipt (the only one, for expired params).
+            ticket = payment.tickets[min(len(receipts), len(payment.tickets) - 1)][0]
+            refusal = SegmentRefused(400, golivepeer_text(error, ticket))
+            if not isinstance(error, TicketParamsExpired):  # that one is not fatal
+                farm_metrics.payment_refused(type(error).__name__)
+                if _fatal(error):
+                    self.queue.add_all(winners)  # the winners before a refused ticket count
+                    raise refusal from error
         # Durable before the work starts (or the refusal goes out), so no winner is lost with
         # the request: the payment's winners in one transaction, written while the balance is.
         queued = self._side.submit(self.queue.add_all, winners) if winners else None
@@ -454,8 +450,8 @@ class Orchestrator:
         finally:
             if queued is not None:
                 queued.result()
-        if error is not None:
-            raise SegmentRefused(400, golivepeer_text(error, ticket))
+        if refusal is not None:
+            raise refusal from error
         return balance
 
     def segment_price(self, payment: Payment) -> Fraction:
@@ -489,10 +485,7 @@ class Orchestrator:
             # The reply's fresh OrchestratorInfo (ticket params: chain reads and the sender's
             # pending winners) is built while the cluster works: after the submit, whose
             # round trips it would slow (one interpreter lock), before the result.
-            info = self._side.submit(
-                _chain_call,
-                lambda: self.info(payment.sender, seg.data.auth_token, price=price, hardware=False),
-            )
+            info = self._side.submit(_chain_call, partial(self._reply_info, payment, seg, price))
             done = self.client.wait(job, timeout=job_timeout_s(seg.duration_s))
         except NoCapacity:
             result.error = "OrchestratorCapped"
@@ -509,6 +502,12 @@ class Orchestrator:
         result.data.CopyFrom(self._transcode_data(seg, session, done))
         result.info.CopyFrom(info.result())
         return result
+
+    def _reply_info(
+        self, payment: Payment, seg: SignedSegment, price: Fraction
+    ) -> net_pb2.OrchestratorInfo:
+        self.live(within=0.125)  # fresh for the stream's next segment, read while we wait
+        return self.info(payment.sender, seg.data.auth_token, price=price, hardware=False)
 
     def _job(self, job_id: str, seg: SignedSegment, data: bytes, session: str) -> JobView:
         """The job for a segment: the one already made for it unless that one failed.
@@ -554,49 +553,53 @@ class Orchestrator:
                 hashes = list(self._side.map(lambda r: keccak256(read(r)), renditions))
         data = net_pb2.TranscodeData()
         ext = "mp4" if seg.format == "mp4" else "ts"
-        pipe = self._redis.pipeline(transaction=False)
-        ttl = int(self.settings.rendition_ttl_s) + 60
         for p, r in zip(seg.profiles, renditions, strict=True):
             path = f"/stream/{session}/{quote(p.name)}/{seg.seq}.{ext}"
-            pipe.set(_stream_key(path), r.key, ex=ttl)
             data.segments.append(
-                net_pb2.TranscodedSegmentData(
-                    url=self.service_uri + self.sign_path(path), pixels=r.pixels
-                )
+                net_pb2.TranscodedSegmentData(url=self.publish(path, r.key), pixels=r.pixels)
             )
-        pipe.execute()
         if self.signer is not None and hashes is not None:
             data.sig = self.signer.sign_hash(keccak256(b"".join(hashes)))
         return data
 
     # -- rendition URLs -------------------------------------------------------------------
 
-    def sign_path(self, path: str, now: float | None = None) -> str:
-        """``path`` with an expiry and a signature go-livepeer gateways carry along unread."""
+    def sign_path(self, path: str, key: str, now: float | None = None) -> str:
+        """``path`` serving the blob ``key``, with an expiry and a signature over the three
+        (go-livepeer gateways carry the query along unread). The URL names its blob, so
+        handing one out writes nothing anywhere."""
         expires = int((now if now is not None else time.time()) + self.settings.rendition_ttl_s)
-        mac = hmac.digest(self._url_key, f"{path}\n{expires}".encode(), hashlib.sha256)
-        return f"{path}?expires={expires}&sig={mac[:16].hex()}"
+        mac = self._url_mac(path, expires, key)
+        return f"{path}?expires={expires}&key={quote(key, safe='')}&sig={mac}"
+
+    def _url_mac(self, path: str, expires: int | str, key: str) -> str:
+        message = f"{path}\n{expires}\n{key}".encode()
+        return hmac.digest(self._url_key, message, hashlib.sha256)[:16].hex()
 
     def publish(self, path: str, key: str) -> str:
-        """Serve the blob ``key`` at ``path`` for ``rendition_ttl_s``; the signed URL."""
-        self._redis.set(_stream_key(path), key, ex=int(self.settings.rendition_ttl_s) + 60)
-        return self.service_uri + self.sign_path(path)
+        """The signed URL serving the blob ``key`` at ``path`` for ``rendition_ttl_s``."""
+        return self.service_uri + self.sign_path(path, key)
 
-    def rendition(self, path: str, expires: str | None, sig: str | None) -> bytes:
-        """The rendition behind a signed ``/stream/...`` URL; SegmentRefused (404, go-livepeer's
-        ``ErrNotFound``) when the URL is unsigned, forged, expired or its rendition gone."""
+    def rendition(self, path: str, expires: str | None, key: str | None, sig: str | None) -> bytes:
+        """The blob behind a signed ``/stream/...`` URL; SegmentRefused (404, go-livepeer's
+        ``ErrNotFound``) when the URL is unsigned, forged, expired or its blob gone."""
         # ASCII only: int() reads other scripts' digits, and compare_digest refuses non-ASCII.
-        if not (expires and sig and _EXPIRES.fullmatch(expires) and _SIG.fullmatch(sig)):
+        if not (
+            expires
+            and key
+            and sig
+            and _EXPIRES.fullmatch(expires)
+            and _BLOB_KEY.fullmatch(key)
+            and _SIG.fullmatch(sig)
+        ):
             raise SegmentRefused(404, "ErrNotFound")
-        mac = hmac.digest(self._url_key, f"{path}\n{expires}".encode(), hashlib.sha256)
-        if not hmac.compare_digest(mac[:16].hex(), sig) or int(expires) < time.time():
+        if not hmac.compare_digest(self._url_mac(path, expires, key), sig):
             raise SegmentRefused(404, "ErrNotFound")
-        key = self._redis.get(_stream_key(path))
-        if key is None:
+        if int(expires) < time.time():
             raise SegmentRefused(404, "ErrNotFound")
         try:
-            return self.res.blobs.get(key.decode() if isinstance(key, bytes) else key)
-        except BlobMissing:
+            return self.res.blobs.get(key)
+        except (BlobMissing, ValueError):
             raise SegmentRefused(404, "ErrNotFound") from None
 
     def close(self) -> None:
@@ -614,10 +617,6 @@ def segment_job_id(session: str, seg: SignedSegment) -> str:
     ladder = json.dumps([p.to_json() for p in seg.profiles], sort_keys=True)
     digest = keccak256(seg.data.hash + ladder.encode() + seg.format.encode())[:6].hex()
     return f"orch-{session}-{seg.manifest_id}-{seg.seq}-{digest}"
-
-
-def _stream_key(path: str) -> str:
-    return "farm:orch:stream:" + path
 
 
 def _address_signed(address: bytes, sig: bytes) -> bool:

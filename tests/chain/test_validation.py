@@ -27,6 +27,7 @@ from chain.signing import Signer
 from chain.tickets import MAX_WIN_PROB, ZERO_ADDRESS, Ticket, recipient_rand_hash
 from chain.validation import (
     NONCE_TTL_S,
+    MemoryNonceStore,
     NonceStore,
     Receipt,
     RedisNonceStore,
@@ -217,3 +218,75 @@ def test_error_hierarchy() -> None:
     fatal = {c.__name__ for c in classes if issubclass(c, TicketError) and c.fatal}
     assert "TicketParamsExpired" not in fatal
     assert {"InvalidSignature", "NonceReplayed", "SenderUnlocking"} <= fatal
+
+
+def _two_stores(kind: str, request: pytest.FixtureRequest) -> tuple[NonceStore, NonceStore]:
+    if kind == "memory":
+        return MemoryNonceStore(max_nonces=3), MemoryNonceStore(max_nonces=3)
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    request.addfinalizer(client.close)
+    return (
+        RedisNonceStore(client, prefix="one:", max_nonces=3),
+        RedisNonceStore(client, prefix="all:", max_nonces=3),
+    )
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+@pytest.mark.parametrize(
+    "case", ["fine", "replayed", "bad signature", "fatal", "too many", "expired", "expired replay"]
+)
+def test_a_payment_at_once_answers_as_ticket_by_ticket(
+    kind: str, case: str, issuer: TicketParamsIssuer, signer: Signer, request: pytest.FixtureRequest
+) -> None:
+    """receive_tickets (the nonces in one round trip) credits the same tickets, refuses with
+    the same error and records the same nonces as receive_ticket in a loop."""
+    one_store, all_store = _two_stores(kind, request)
+    l1_block = 200 if case.startswith("expired") else 100
+    one = TicketReceiver(issuer, StaticChainView(round=7, l1_block=l1_block), one_store)
+    every = TicketReceiver(issuer, StaticChainView(round=7, l1_block=l1_block), all_store)
+    params = make_params(issuer, signer.address)
+    nonces = {"replayed": [1, 2, 2, 3], "too many": [1, 2, 3, 4, 5], "expired replay": [4, 5]}
+    tickets = [params.ticket(signer.address, n) for n in nonces.get(case, [1, 2, 3])]
+    payment = [(t, signer.sign_hash(t.hash())) for t in tickets]
+    if case == "bad signature":
+        payment[1] = (tickets[1], Signer(bytes(31) + b"\x07").sign_hash(tickets[1].hash()))
+    if case == "fatal":
+        payment[2] = (replace(tickets[2], recipient=bytes(20)), payment[2][1])
+    if case == "expired replay":  # the first ticket's nonce was used before
+        for store in (one_store, all_store):
+            store.add(tickets[0].recipient_rand_hash, 4)
+
+    def by_one() -> tuple[list[int], type[TicketError] | None]:
+        credited: list[int] = []
+        for ticket, sig in payment:
+            try:
+                credited.append(receive(one, params, ticket, sig).ticket.sender_nonce)
+            except TicketParamsExpired as e:
+                return [*credited, e.receipt.ticket.sender_nonce], TicketParamsExpired
+            except TicketError as e:
+                return credited, type(e)
+        return credited, None
+
+    receipts, error = every.receive_tickets(
+        payment,
+        seed=params.seed,
+        expiration_block=params.expiration_block,
+        price_per_pixel=params.price_per_pixel,
+    )
+    expected = by_one()
+    assert ([r.ticket.sender_nonce for r in receipts], type(error) if error else None) == expected
+    if isinstance(error, TicketParamsExpired):
+        assert error.receipt == receipts[0]
+    # The same nonces were recorded: each one is refused as a replay by both stores or by
+    # neither.
+    for n in sorted({t.sender_nonce for t in tickets}):
+        seen = []
+        for store in (one_store, all_store):
+            try:
+                store.add(tickets[0].recipient_rand_hash, n)
+                seen.append(False)
+            except NonceReplayed:
+                seen.append(True)
+            except TooManyNonces:
+                seen.append(None)
+        assert seen[0] == seen[1], (case, n)
