@@ -102,6 +102,8 @@ class FarmClient:
         self.settings = self._link.settings
         self.app = self._link.app
         self._res = self._link.res
+        #: stream -> the worker its last segment here said keeps its encoders.
+        self._kept: dict[str, str] = {}
 
     def _route(self, need: Need, stream: str | None = None) -> Route:
         pinned = self._pinned(stream) if stream else None
@@ -112,7 +114,12 @@ class FarmClient:
 
     def _pinned(self, stream: str) -> str | None:
         """The worker that keeps ``stream``'s encoders; None when none does or the registry
-        cannot say (the segment then takes the capability queue)."""
+        cannot say (the segment then takes the capability queue). The answer to the stream's
+        last segment through this client says it without a round trip; the registry's pin
+        (which workers write for every client of the cluster) says it otherwise."""
+        kept = self._kept.get(stream)
+        if kept is not None:
+            return kept
         try:
             return self._res.registry.pinned(stream)
         except FarmError:
@@ -200,11 +207,26 @@ class FarmClient:
         """Block until the job is done; raise JobFailedError or JobTimeout otherwise."""
         self._link.refresh_live()  # a transcode takes longer than a registry read
         view, payload = self._link.wait_for(job, timeout, lambda p: p.get("renditions") is not None)
-        if payload is not None:
-            return JobResult.from_payload(payload)
-        if view.state != "done" or view.result is None:
-            raise JobFailedError(self.jobs.get(view.id))
-        return JobResult.from_payload(view.result)
+        if payload is None:
+            if view.state != "done" or view.result is None:
+                raise JobFailedError(self.jobs.get(view.id))
+            payload = view.result
+        result = JobResult.from_payload(payload)
+        self._remember(view.spec.get("stream"), result)
+        return result
+
+    def _remember(self, stream: str | None, result: JobResult) -> None:
+        """Which worker keeps ``stream``'s encoders after ``result``: its worker, when it
+        kept any of them (a stale answer only costs the next segment fresh encoders)."""
+        if not stream:
+            return
+        encoders = result.raw.get("encoders") or {}
+        if encoders.get("reused", 0) + encoders.get("opened", 0) > 0:
+            if len(self._kept) > 10_000:  # streams come and go
+                self._kept.clear()
+            self._kept[stream] = result.worker
+        else:
+            self._kept.pop(stream, None)
 
     def close(self) -> None:
         """Release broker, backend and database connections."""

@@ -497,9 +497,14 @@ class Orchestrator:
             result.error = str(e)
             return result
         fee = price * done.encoded_pixels
-        if fee:
-            self.balances.add(payment.sender, session, -fee)
-        result.data.CopyFrom(self._transcode_data(seg, session, done))
+        # The debit's round trip runs while the result is signed; both end before the answer
+        # goes out (the sender's next segment is checked against the debited balance).
+        debit = self._side.submit(self.balances.add, payment.sender, session, -fee) if fee else None
+        try:
+            result.data.CopyFrom(self._transcode_data(seg, session, done))
+        finally:
+            if debit is not None:
+                debit.result()
         result.info.CopyFrom(info.result())
         return result
 
