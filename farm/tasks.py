@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -173,19 +172,7 @@ class _TranscodeAttempt:
         self.timings: dict[str, float] = {}
 
     def run(self) -> dict[str, Any]:
-        # The claim's round trip runs beside the input's read and the engine, which need
-        # nothing from it: nothing is stored or recorded before it answers, and an attempt
-        # it does not start is stopped and its work dropped (a redelivered message, most
-        # often, which the claim finds final or stale).
-        cancel = threading.Event()
-        claiming = self.stores.writers.submit(self._start_attempt)
-        claiming.add_done_callback(lambda f: None if _started(f) else cancel.set())
-        outcome: TranscodeResult | Exception
-        try:
-            outcome = self.transcode(self.fetch(), cancel)
-        except Exception as e:
-            outcome = e
-        claim = self.claim(claiming)
+        claim = self.claim()
         if claim.status in ("final", "stale"):
             # A redelivered or superseded message: the job finished or was republished.
             log.info("skipping %s for job %s (%s)", self.task_id, self.job_id, claim.status)
@@ -194,11 +181,7 @@ class _TranscodeAttempt:
         if claim.status == "exhausted":
             self.give_up()
         try:
-            if isinstance(outcome, Exception):
-                raise outcome
-            result = outcome
-            if self.context.damage is not None:
-                result = self.context.damage(result, self.attempt)
+            result = self.transcode(self.fetch())
             self.verify(result)
         except AccessDenied as e:
             # A remote transcoder whose job another worker holds now: not ours to fail.
@@ -237,22 +220,18 @@ class _TranscodeAttempt:
             metrics.stream_encoders(result.encoders)
         return payload
 
-    def _start_attempt(self) -> StartOutcome:
-        return self.stores.jobs.start_attempt(
-            self.job_id,
-            self.task_id,
-            self.worker,
-            self.context.instance,
-            max_attempts=self.stores.settings.max_attempts,
-            run_timeout_s=self.timeout_s,
-        )
-
-    def claim(self, claiming: Future[StartOutcome]) -> StartOutcome:
+    def claim(self) -> StartOutcome:
         """The job's next attempt for this task, or why there is none; a claim that cannot be
-        made now is retried (or, on a remote transcoder whose credential ended, given back).
-        Answered in the task's own thread (Celery's retry reads its request there)."""
+        made now is retried (or, on a remote transcoder whose credential ended, given back)."""
         try:
-            return claiming.result()
+            return self.stores.jobs.start_attempt(
+                self.job_id,
+                self.task_id,
+                self.worker,
+                self.context.instance,
+                max_attempts=self.stores.settings.max_attempts,
+                run_timeout_s=self.timeout_s,
+            )
         except CredentialRevoked as e:
             # A remote transcoder whose credential ended: the job is not ours; give it back.
             raise Reject(str(e), requeue=True) from e
@@ -289,9 +268,9 @@ class _TranscodeAttempt:
         self.timings["fetch"] = time.perf_counter() - self.started
         return data
 
-    def transcode(self, data: bytes, cancel: threading.Event | None = None) -> TranscodeResult:
+    def transcode(self, data: bytes) -> TranscodeResult:
         """The renditions of ``data``, by this worker's engine (verified by it, when the
-        settings ask); ``cancel`` stops it."""
+        settings ask), and what tests damage them into (farm.context)."""
         spec, context = self.spec, self.context
         profiles = profiles_from_json(spec["profiles"])
         stream = spec.get("stream")
@@ -300,7 +279,6 @@ class _TranscodeAttempt:
             preset=spec.get("preset", "veryfast"),
             gpu=context.gpu,
             deadline_s=self.soft,
-            cancel=cancel,
             verify=self.stores.settings.verify_renditions,
             session=(
                 StreamSession(stream, context.encoders)
@@ -317,6 +295,8 @@ class _TranscodeAttempt:
         # Celery drops the request after it has stored the answer: the engine's decoder and
         # encoders are freed then, not on the way to the caller.
         self.task.request.farm_spent = result.spent
+        if context.damage is not None:
+            result = context.damage(result, self.attempt)
         return result
 
     def verify(self, result: TranscodeResult) -> None:
@@ -511,10 +491,6 @@ class _TranscodeAttempt:
             except SoftTimeLimitExceeded:
                 log.warning("soft time limit passed %s job %s; carrying on", doing, job_id)
             delay = min(delay * 2, 2.0)
-
-
-def _started(claiming: Future[StartOutcome]) -> bool:
-    return claiming.exception() is None and claiming.result().started
 
 
 def _all_reused(encoders: dict[str, int]) -> bool:

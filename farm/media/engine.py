@@ -54,16 +54,12 @@ from farm.media.result import Failure, Rendition, TranscodeResult
 from farm.media.source import MAX_INPUT_SECONDS, Source, SourceInput, open_source
 from farm.media.verify import FollowingVerifier, verify_rendition
 
-__all__ = ["EngineCancelled", "EngineOptions", "adts_to_mp4", "transcode"]
+__all__ = ["EngineOptions", "adts_to_mp4", "transcode"]
 
 log = logging.getLogger(__name__)
 
 _QUEUE_DEPTH = 6
 _STOP = object()
-
-
-class EngineCancelled(Exception):
-    """Raised when a segment's ``cancel`` event stops it: nobody wants its renditions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +75,6 @@ class EngineOptions:
     max_seconds: float = MAX_INPUT_SECONDS
     #: Wall-clock budget for the whole segment; None for no limit.
     deadline_s: float | None = None
-    #: Stops the segment (EngineCancelled) once set: its work is not wanted any more.
-    cancel: threading.Event | None = None
     #: Encode renditions on their own threads (off only to measure the difference).
     parallel: bool = True
     interpolation: str = "BICUBIC"
@@ -604,8 +598,6 @@ def _decode(
     try:
         with av.logging.Capture() as logs:
             for packet in source.container.demux(streams):
-                if opts.cancel is not None and opts.cancel.is_set():
-                    raise EngineCancelled(f"cancelled after {frames} frames")
                 if deadline is not None and time.perf_counter() > deadline:
                     raise TranscodeTimeout(
                         f"transcode passed its {opts.deadline_s:g} s deadline after {frames} frames"
