@@ -29,8 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from chain.errors import ChainError, InsufficientSenderReserve, TicketError, TicketParamsExpired
 from chain.params import ParamsChain, RecipientConfig, TicketParamsIssuer, issue_params
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
-from chain.queue import TicketQueue
-from chain.validation import Receipt, RedisNonceStore, TicketReceiver
+from chain.queue import TicketQueue, Winner
+from chain.validation import RedisNonceStore, TicketReceiver
 from farm.runtime import redis_py_url, utcnow
 from gateway import metrics as gateway_metrics
 from gateway.errors import BadRequest, InsufficientCredit, Unavailable
@@ -157,50 +157,46 @@ class EthPayments:
             # without tickets, so it pays the price quoted now.
             return Credited(key_id, 0, 0, self.price_per_pixel)
         params = payment.params
-        credit, receipts = Fraction(0), list[Receipt]()
         # All or nothing: a payment with any bad ticket is refused whole, with no credit and
-        # no winner kept, so a client can never half-pay.
-        for ticket, sig in payment.tickets:
-            try:
-                receipt = self.receiver.receive_ticket(
-                    ticket,
-                    sig,
-                    seed=params.seed,
-                    expiration_block=params.expiration_block,
-                    price_per_pixel=params.price_per_pixel,
-                )
-            except TicketError as e:
-                # The tickets accepted before this one are not spent: their nonces may come
-                # again in a corrected payment.
+        # no winner kept, so a client can never half-pay. The tickets are checked in
+        # ReceiveTicket's order and their nonces recorded in one round trip.
+        receipts, error = self.receiver.receive_tickets(
+            payment.tickets,
+            seed=params.seed,
+            expiration_block=params.expiration_block,
+            price_per_pixel=params.price_per_pixel,
+        )
+        if error is not None:
+            # The tickets accepted before the refused one are not spent: their nonces may
+            # come again in a corrected payment. (Expired params answer with the first
+            # ticket's own receipt; its nonce stays spent, as the params are.)
+            if not isinstance(error, TicketParamsExpired):
                 for accepted in receipts:
                     self.receiver.nonces.discard(
                         accepted.ticket.recipient_rand_hash, accepted.ticket.sender_nonce
                     )
-                gateway_metrics.payment_refused(type(e).__name__)
-                if isinstance(e, TicketParamsExpired):
-                    # go-livepeer accepts these with a warning; this gateway asks for fresh
-                    # params instead, so old params can never be spent again.
-                    raise BadRequest(f"invalid ticket: {e}; fetch new ticket params") from e
-                raise BadRequest(f"invalid ticket: {e}") from e
-            receipts.append(receipt)
-            credit += receipt.expected_value
-        winners = 0
+            gateway_metrics.payment_refused(type(error).__name__)
+            if isinstance(error, TicketParamsExpired):
+                # go-livepeer accepts these with a warning; this gateway asks for fresh
+                # params instead, so old params can never be spent again.
+                raise BadRequest(f"invalid ticket: {error}; fetch new ticket params") from error
+            raise BadRequest(f"invalid ticket: {error}") from error
+        credit = sum((r.expected_value for r in receipts), Fraction(0))
+        winners: list[Winner] = []
         for receipt in receipts:
             gateway_metrics.ticket_received(float(receipt.expected_value) / 1e9)
             if receipt.won:
                 gateway_metrics.winning_ticket_received()
-                # Durable before the job runs, so no winner is lost with the request.
-                self.queue.add(
-                    receipt.ticket,
-                    receipt.sig,
-                    receipt.recipient_rand,
-                    params.expiration_block,
-                )
-                winners += 1
+                rand, expiration = receipt.recipient_rand, params.expiration_block
+                winners.append((receipt.ticket, receipt.sig, rand, expiration))
+        # Durable before the job runs, so no winner is lost with the request: in one
+        # transaction.
+        if winners:
+            self.queue.add_all(winners)
         amount = int(credit)  # whole wei; the fraction of a wei stays with the gateway
         if amount:
             self.ledger.topup(key_id, amount, idempotency_key=f"tickets:{header[-64:]}")
-        return Credited(key_id, amount, winners, params.price_per_pixel)
+        return Credited(key_id, amount, len(winners), params.price_per_pixel)
 
     @staticmethod
     def cost(pixels: int, price_per_pixel: Fraction) -> int:
