@@ -35,6 +35,7 @@ from chain.errors import (
     TooManyNonces,
 )
 from chain.params import TicketParamsIssuer
+from chain.queue import Winner
 from chain.signing import recover
 from chain.tickets import ZERO_ADDRESS, Ticket, is_winning, recipient_rand_hash
 
@@ -48,6 +49,7 @@ __all__ = [
     "RedisNonceStore",
     "StaticChainView",
     "TicketReceiver",
+    "winners_of",
 ]
 
 #: Nonces one sender may use under one recipientRandHash (go-livepeer's maxSenderNonces).
@@ -227,6 +229,12 @@ class Receipt:
     won: bool
     #: faceValue x winProb / (2^256 - 1) wei, exact: what the sender is credited.
     expected_value: Fraction
+
+
+def winners_of(receipts: Sequence[Receipt], expiration_block: int) -> list[Winner]:
+    """The winning tickets among ``receipts`` (of params expiring at ``expiration_block``), as
+    the ticket queue stores them."""
+    return [(r.ticket, r.sig, r.recipient_rand, expiration_block) for r in receipts if r.won]
 
 
 class TicketReceiver:

@@ -29,8 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from chain.errors import ChainError, InsufficientSenderReserve, TicketError, TicketParamsExpired
 from chain.params import ParamsChain, RecipientConfig, TicketParamsIssuer, issue_params
 from chain.payment import Payment, PaymentMalformed, decode_payment, params_to_json
-from chain.queue import TicketQueue, Winner
-from chain.validation import RedisNonceStore, TicketReceiver
+from chain.queue import TicketQueue
+from chain.validation import RedisNonceStore, TicketReceiver, winners_of
 from farm.runtime import redis_py_url, utcnow
 from gateway import metrics as gateway_metrics
 from gateway.errors import BadRequest, InsufficientCredit, Unavailable
@@ -182,13 +182,11 @@ class EthPayments:
                 raise BadRequest(f"invalid ticket: {error}; fetch new ticket params") from error
             raise BadRequest(f"invalid ticket: {error}") from error
         credit = sum((r.expected_value for r in receipts), Fraction(0))
-        winners: list[Winner] = []
         for receipt in receipts:
             gateway_metrics.ticket_received(float(receipt.expected_value) / 1e9)
             if receipt.won:
                 gateway_metrics.winning_ticket_received()
-                rand, expiration = receipt.recipient_rand, params.expiration_block
-                winners.append((receipt.ticket, receipt.sig, rand, expiration))
+        winners = winners_of(receipts, params.expiration_block)
         # Durable before the job runs, so no winner is lost with the request: in one
         # transaction.
         if winners:

@@ -44,10 +44,10 @@ from chain.errors import (
 )
 from chain.params import RecipientConfig, TicketParams, TicketParamsIssuer, issue_params
 from chain.payment import Payment, params_to_net, price_to_net
-from chain.queue import TicketQueue, Winner
+from chain.queue import TicketQueue
 from chain.signing import Signer, keccak256, recover
 from chain.tickets import ZERO_ADDRESS, Ticket
-from chain.validation import RedisNonceStore, TicketReceiver
+from chain.validation import RedisNonceStore, TicketReceiver, winners_of
 from farm import __version__
 from farm import metrics as farm_metrics
 from farm.blobstore import BlobMissing
@@ -424,14 +424,12 @@ class Orchestrator:
             )
         )
         credit = Fraction(0)
-        winners: list[Winner] = []
         for receipt in receipts:
             farm_metrics.ticket_received(float(receipt.expected_value) / 1e9)
             if receipt.won:
                 farm_metrics.winning_ticket_received()
-                rand, expiration = receipt.recipient_rand, params.expiration_block
-                winners.append((receipt.ticket, receipt.sig, rand, expiration))
             credit += receipt.expected_value
+        winners = winners_of(receipts, params.expiration_block)
         refusal = None
         if error is not None:
             # About the first ticket without a receipt (the only one, for expired params).
