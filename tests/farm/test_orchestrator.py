@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -209,6 +210,38 @@ def test_gateway_transcodes_a_stream_in_one_session(
     assert [s.pixels for s in again.data.segments] == [s.pixels for s in result.data.segments]
     assert node_jobs(node).counts()["done"] == done
     gw.end(session)
+
+
+def test_a_body_arriving_after_admission_is_checked_and_transcoded(
+    offchain: tuple[OrchestratorNode, LivepeerGateway],
+) -> None:
+    """The credentials are checked while the body streams in; a body that is still arriving
+    when they pass is checked by the event loop instead, with the same answers."""
+    _, gw = offchain
+    session = gw.session()
+    data = make_segment(320, 240, 30, 1.0)
+
+    def post(seg: net_pb2.SegData, body: bytes) -> httpx.Response:
+        def late() -> Iterator[bytes]:
+            time.sleep(0.5)  # well after the admission
+            yield body[:1000]
+            time.sleep(0.1)
+            yield body[1000:]
+
+        headers = {"Livepeer-Segment": _header(seg), "Content-Type": "video/MP2T"}
+        return gw.http.post(f"{session.info.transcoder}/segment", content=late(), headers=headers)
+
+    seg = gw.seg_data(session, "late", 0, data, LADDER, 1000)
+    r = post(seg, data)
+    assert r.status_code == 200, r.text
+    result = net_pb2.TranscodeResult.FromString(r.content)
+    assert result.WhichOneof("result") == "data", result.error
+    renditions = [gw.http.get(s.url).content for s in result.data.segments]
+    _check(result, renditions, LADDER)
+    # A late body that is not the signed one is refused as a prompt one is.
+    seg = gw.seg_data(session, "late", 1, data, LADDER, 1000)
+    r = post(seg, data[:-188])
+    assert (r.status_code, r.text.strip()) == (403, "Forbidden")
 
 
 def test_input_passed_by_url(offchain: tuple[OrchestratorNode, LivepeerGateway]) -> None:
