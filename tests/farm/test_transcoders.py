@@ -183,7 +183,8 @@ def test_node_restart_transcoders_reconnect(orch: Orchestrator, ns: Netns) -> No
     wait_for(lambda: not orch.remote_workers(), timeout=10, what="the registry entry to lapse")
     orch.start_node()
     wait_for(lambda: name in orch.remote_workers(), timeout=90, what="the transcoder back")
-    assert "heartbeats resumed" in _log(orch)
+    # The transcoder logs it once the heartbeat the registry shows has been answered.
+    wait_for(lambda: "heartbeats resumed" in _log(orch), timeout=10, what="its log line")
     assert proc.poll() is None
     client = orch.cluster.client()
     job = client.submit(make_segment(320, 240, 30, 1.0), LADDER, duration=1.0)
