@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from farm import metrics
 from farm.errors import JobExists, JobNotFound
 from farm.jobs import pg
+from farm.jobs.lane import Lane
 from farm.jobs.models import Attempt, Base, Job, JobState, Meta, utcnow
 
 __all__ = [
@@ -206,8 +207,12 @@ class JobStore:
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._postgres = self.engine.dialect.name == "postgresql"
-        # Single statements need no transaction around them (see farm.jobs.pg).
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: The per-segment statements on PostgreSQL (farm.jobs.pg), on psycopg directly;
+        #: its connections close with the engine's (``engine.dispose()``).
+        self._lane: Lane | None = None
+        if self._postgres:
+            lane = self._lane = Lane(self.engine.url, idle_ping_s=IDLE_PING_S)
+            event.listen(self.engine, "engine_disposed", lambda _engine: lane.close())
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -250,8 +255,11 @@ class JobStore:
             "deadline_at": now + timedelta(seconds=queued_timeout_s),
         }
         try:
-            with self._autocommit.connect() as conn:
-                conn.execute(_INSERT_JOB, values)
+            if self._lane is not None:
+                pg.create(self._lane, values)
+            else:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT_JOB, values)
         except IntegrityError as e:
             raise JobExists(f"job {job_id!r} exists") from e
         return JobView(
@@ -299,17 +307,16 @@ class JobStore:
         republishes the job without waiting for the deadline.
         """
         now = utcnow()
-        if self._postgres:
-            with self._autocommit.connect() as conn:
-                attempts_now, state, lost = pg.claim(
-                    conn,
-                    job_id=job_id,
-                    task_id=task_id,
-                    worker=worker,
-                    instance=instance,
-                    now=now,
-                    deadline=now + timedelta(seconds=run_timeout_s),
-                )
+        if self._lane is not None:
+            attempts_now, state, lost = pg.claim(
+                self._lane,
+                job_id=job_id,
+                task_id=task_id,
+                worker=worker,
+                instance=instance,
+                now=now,
+                deadline=now + timedelta(seconds=run_timeout_s),
+            )
             if attempts_now is None:
                 if state is None:
                     raise JobNotFound(f"no job {job_id!r}")
@@ -394,17 +401,16 @@ class JobStore:
         timings: dict[str, Any] | None = None,
     ) -> bool:
         """Record the result; True only for the first attempt to finish (exactly once)."""
-        if self._postgres:
-            with self._autocommit.connect() as conn:
-                return pg.complete(
-                    conn,
-                    job_id=job_id,
-                    task_id=task_id,
-                    worker=worker,
-                    result=result,
-                    timings=timings,
-                    now=utcnow(),
-                )
+        if self._lane is not None:
+            return pg.complete(
+                self._lane,
+                job_id=job_id,
+                task_id=task_id,
+                worker=worker,
+                result=result,
+                timings=timings,
+                now=utcnow(),
+            )
         with self._session() as s:
             won = _exec(
                 s,
