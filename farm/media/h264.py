@@ -150,6 +150,7 @@ class Sps:
     crop_top: int
     #: max_num_reorder_frames when the VUI gives it (bitstream_restriction_flag), else None.
     max_reorder: int | None
+    bit_depth_chroma: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,7 @@ def parse_sps(nal: bytes) -> Sps:
     chroma_format_idc = 1
     bit_depth_luma = 8
     separate_planes = False
+    bit_depth_chroma = 8
     if profile_idc in _HIGH_PROFILES:
         chroma_format_idc = r.ue()
         if chroma_format_idc > 3:
@@ -202,7 +204,7 @@ def parse_sps(nal: bytes) -> Sps:
         bit_depth_luma = r.ue() + 8
         if bit_depth_luma > 14:
             raise ValueError(f"bit_depth_luma {bit_depth_luma}")
-        r.ue()  # bit_depth_chroma_minus8
+        bit_depth_chroma = r.ue() + 8
         r.u(1)  # qpprime_y_zero_transform_bypass_flag
         if r.flag():  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma_format_idc != 3 else 12):
@@ -250,6 +252,7 @@ def parse_sps(nal: bytes) -> Sps:
         crop_left,
         crop_top,
         max_reorder,
+        bit_depth_chroma,
     )
 
 

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import av
 
 from farm.errors import InputCorrupt, InputInvalid
-from farm.media import h264
+from farm.media import h264, ts
 
 __all__ = ["PixelCount", "decoded_pixels", "demuxed_pixels", "rendition_pixels"]
 
@@ -87,6 +87,10 @@ def decoded_pixels(data: bytes, fmt: str) -> PixelCount:
 def demuxed_pixels(data: bytes, fmt: str) -> PixelCount | None:
     """What :func:`decoded_pixels` gives, read from an H.264 rendition's packets without
     decoding them; None when that count could differ from the decoder's (see the module)."""
+    if fmt == "mpegts":
+        counted = _plain_ts_pixels(data)
+        if counted is not None:
+            return counted
     try:
         with av.open(io.BytesIO(data), mode="r", format=fmt) as container:
             if not container.streams.video:
@@ -117,6 +121,32 @@ def demuxed_pixels(data: bytes, fmt: str) -> PixelCount | None:
                 return None
             return order.count(ctx.width, ctx.height)
     except (av.FFmpegError, ValueError, IndexError):
+        return None
+
+
+def _plain_ts_pixels(data: bytes) -> PixelCount | None:
+    """The count of a plain transport stream (farm.media.ts), read without FFmpeg's demuxer:
+    each PES one packet, and the SPS's size the decoder's. None (FFmpeg's demuxer then
+    reads it) for any other stream, and for an SPS whose pictures a decoder might refuse:
+    only 8-bit 4:2:0 in sizes FFmpeg takes, what every transcoder outputs, is read here."""
+    payloads = ts.h264_pes(data)
+    if payloads is None:
+        return None
+    order = _PictureOrder()
+    try:
+        for payload in payloads:
+            order.packet(h264.annexb_units(payload))
+        sps = order.sps
+        if sps is None or (sps.bit_depth_luma, sps.bit_depth_chroma, sps.chroma_array_type) != (
+            8,
+            8,
+            1,
+        ):
+            return None
+        if not (0 < sps.width <= 16384 and 0 < sps.height <= 16384):
+            return None
+        return order.count(sps.width, sps.height)
+    except (ValueError, IndexError):
         return None
 
 

@@ -20,12 +20,17 @@ import numpy as np
 import pytest
 
 from farm.errors import InputCorrupt, InputInvalid
-from farm.media import h264
+from farm.media import h264, ts
 from farm.media.codecs import encoder_opens
 from farm.media.damage import damage
 from farm.media.engine import EngineOptions, transcode
 from farm.media.output import OutputFile
-from farm.media.pixels import decoded_pixels, demuxed_pixels, rendition_pixels
+from farm.media.pixels import (
+    _plain_ts_pixels,
+    decoded_pixels,
+    demuxed_pixels,
+    rendition_pixels,
+)
 from farm.media.profiles import VideoProfile
 from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
@@ -300,3 +305,109 @@ def _encode(width: int, height: int, options: dict[str, str]) -> bytes:
     for packet in video.encode(None):
         out.container.mux(packet)
     return out.finish()
+
+
+# -- the plain transport stream reader (farm.media.ts) ---------------------------------------
+
+
+def _ts_packets(data: bytes) -> list[bytearray]:
+    return [bytearray(data[i : i + 188]) for i in range(0, len(data), 188)]
+
+
+def _pid(packet: bytearray) -> int:
+    return (packet[1] & 0x1F) << 8 | packet[2]
+
+
+@pytest.fixture(scope="module")
+def ts_ladder() -> TranscodeResult:
+    """The ladder in MPEG-TS, with the source's audio beside the video."""
+    return transcode(make_segment(640, 360, 30, 1.0), LADDER, EngineOptions(fmt="mpegts"))
+
+
+def test_an_engine_rendition_is_read_without_the_demuxer(ts_ladder: TranscodeResult) -> None:
+    for r in ts_ladder.renditions:
+        payloads = ts.h264_pes(r.data)
+        assert payloads is not None and len(payloads) == r.frames
+        assert _plain_ts_pixels(r.data) == decoded_pixels(r.data, r.fmt)
+
+
+def _video_pid(data: bytes) -> int:
+    counts: dict[int, int] = {}
+    for p in _ts_packets(data):
+        counts[_pid(p)] = counts.get(_pid(p), 0) + 1
+    return max(counts, key=lambda pid: counts[pid])
+
+
+def test_what_is_not_the_plain_case_is_left_to_the_demuxer(ts_ladder: TranscodeResult) -> None:
+    data = ts_ladder.renditions[0].data
+    video = _video_pid(data)
+    packets = _ts_packets(data)
+    at = next(i for i, p in enumerate(packets) if _pid(p) == video and i > 20)
+
+    def variant(change: str) -> bytes:
+        ps = [bytearray(p) for p in packets]
+        if change == "unlisted pid":
+            ps[at][1] = (ps[at][1] & 0xE0) | ((video + 0x20) >> 8)
+            ps[at][2] = (video + 0x20) & 0xFF
+        elif change == "continuity skips":
+            ps[at][3] = (ps[at][3] & 0xF0) | ((ps[at][3] + 2) & 0x0F)
+        elif change == "continuity repeats":
+            ps.insert(at, bytearray(ps[at]))
+        elif change == "transport error":
+            ps[at][1] |= 0x80
+        elif change == "scrambled":
+            ps[at][3] |= 0x80
+        elif change == "sync lost":
+            ps[at][0] = 0x48
+        elif change == "not whole packets":
+            return bytes(b"".join(ps)) + b"\x47"
+        elif change == "a different PMT later":
+            pat = bytes(packets[1 if _pid(packets[0]) else 0][4:])
+            section = ts._section(pat)
+            assert section is not None
+            pmt_pid = (section[10] & 0x1F) << 8 | section[11]
+            pmt = next(i for i, p in enumerate(ps) if _pid(p) == pmt_pid and i > at)
+            ps[pmt][20] ^= 0x01  # a stream entry of the repeated table
+        return bytes(b"".join(ps))
+
+    for change in (
+        "unlisted pid",
+        "continuity skips",
+        "continuity repeats",
+        "transport error",
+        "scrambled",
+        "sync lost",
+        "not whole packets",
+        "a different PMT later",
+    ):
+        changed = variant(change)
+        assert ts.h264_pes(changed) is None, change
+        _counts_as_decoding(changed, "mpegts")  # the demuxer's path still agrees with decoding
+    assert ts.h264_pes(b"") is None
+    assert ts.h264_pes(bytes(188 * 4)) is None
+
+
+def test_damaged_streams_read_without_the_demuxer_count_as_they_decode(
+    ts_ladder: TranscodeResult,
+) -> None:
+    """Wherever the plain reader answers for a damaged stream, decoding gives that answer."""
+    rng = random.Random(11)
+    sources = [r.data for r in ts_ladder.renditions]
+    answered = 0
+    for _ in range(300):
+        data = bytearray(rng.choice(sources))
+        if rng.random() < 0.5:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:
+            k = rng.randrange(len(data) // 188)
+            del data[k * 188 : (k + 1) * 188]
+        counted = _plain_ts_pixels(bytes(data))
+        if counted is None:
+            continue
+        answered += 1
+        try:
+            assert counted == decoded_pixels(bytes(data), "mpegts")
+        except InputCorrupt:
+            pytest.fail("counted a stream that does not decode")
+    assert answered > 50  # most damage lands in slice data, which decodes (concealed)
