@@ -77,7 +77,14 @@ class Lane:
             rows = cur.fetchall() if cur.description is not None else []
         except psycopg.Error as e:
             error = _wrapped(sql, params, e, conn)
-            self._give(conn)  # kept unless the error broke it (in autocommit nothing is open)
+            if conn.broken or conn.closed:
+                # The server went away (a restart, say): the kept connections went with it,
+                # so they are dropped now rather than each failing a statement in turn, as
+                # the engine's pool discards itself on a disconnect.
+                self._drop(conn)
+                self.close()
+            else:
+                self._give(conn)  # in autocommit the failed statement left nothing open
             raise error from e
         except BaseException:
             self._drop(conn)  # interrupted mid-statement: the connection's state is unknown

@@ -66,6 +66,25 @@ def test_a_connection_killed_in_use_fails_as_unreachable_then_is_replaced(
     assert again != pid
 
 
+def test_a_lost_server_drops_every_kept_connection_at_once(lane: Lane, postgres_url: str) -> None:
+    """After one statement meets a dead connection, the others kept are not tried in turn."""
+    sleepers = [
+        threading.Thread(target=lane.rows, args=("SELECT pg_sleep(0.3)", {})) for _ in range(3)
+    ]
+    for t in sleepers:
+        t.start()
+    for t in sleepers:
+        t.join()
+    kept = [conn.info.backend_pid for conn, _ in lane._idle]
+    assert len(kept) == 3
+    for pid in kept:
+        _terminate(postgres_url, pid)
+    with pytest.raises(OperationalError):
+        lane.rows(_BACKEND, {})  # no ping (used a moment ago): this one meets the dead socket
+    ((fresh,),) = lane.rows(_BACKEND, {})
+    assert fresh not in kept
+
+
 def test_a_connection_that_died_while_idle_is_pinged_out(postgres_url: str) -> None:
     lane = Lane(make_url(postgres_url), idle_ping_s=0.0)
     try:
