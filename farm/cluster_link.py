@@ -23,6 +23,7 @@ from farm.celery_app import create_app
 from farm.errors import FarmError, JobError, ServiceUnavailable
 from farm.jobs import JobStore, JobView
 from farm.notices import NoticeBoard
+from farm.publish import close_queues
 from farm.registry import Capabilities
 from farm.resources import Resources
 from farm.settings import ClusterSettings
@@ -206,4 +207,5 @@ class ClusterLink:
             self._notices.close()
             self._notices = None
         self.res.close()
+        close_queues(self.app)
         self.app.close()

@@ -35,6 +35,7 @@ from farm.timeouts import segment_timeout
 __all__ = [
     "AI_TASK",
     "TRANSCODE_TASK",
+    "close_queues",
     "job_timeout_s",
     "need_of",
     "publish",
@@ -131,6 +132,15 @@ class _Sent:
 #: Each app's direct writer to its Redis broker's queues (None: its broker is not Redis).
 _QUEUES: weakref.WeakKeyDictionary[Celery, _RedisQueues | None] = weakref.WeakKeyDictionary()
 _QUEUES_LOCK = threading.Lock()
+
+
+def close_queues(app: Celery) -> None:
+    """Close ``app``'s direct connection to its broker's queues, if it made one (a later
+    publish makes it again)."""
+    with _QUEUES_LOCK:
+        queues = _QUEUES.pop(app, None)
+    if queues is not None:
+        queues.client.close()
 
 
 def _redis_queues(app: Celery) -> _RedisQueues | None:

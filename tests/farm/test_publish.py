@@ -12,7 +12,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from farm.celery_app import create_app
-from farm.publish import _RedisQueues, publish
+from farm.publish import _QUEUES, _RedisQueues, close_queues, publish
 from farm.settings import ClusterSettings
 
 QUEUE = "transcode.cpu.h264"
@@ -67,3 +67,19 @@ def test_an_unreachable_broker_is_kombus_operational_error(redis_url: str) -> No
     with pytest.raises(OperationalError):
         publish(app, queue=QUEUE, job_id="j1", task_id="j1.1", spec={"notify": "farm:notice:x"})
     assert _RedisQueues.for_app(create_app(ClusterSettings(broker_url="memory://"))) is None
+
+
+def test_closing_releases_the_connection_and_a_later_publish_reconnects(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    app = create_app(ClusterSettings(broker_url=redis_url))
+    spec = {"notify": "farm:notice:x"}
+    publish(app, queue=QUEUE, job_id="j1", task_id="j1.1", spec=spec)
+    first = _QUEUES[app]
+    assert first is not None
+    close_queues(app)
+    assert app not in _QUEUES
+    publish(app, queue=QUEUE, job_id="j2", task_id="j2.1", spec=spec)
+    assert _QUEUES[app] is not first
+    assert r.llen(QUEUE) == 2
+    close_queues(app)
+    app.close()
