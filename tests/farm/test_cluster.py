@@ -119,7 +119,9 @@ def test_an_unroutable_job_waits_without_spending_attempts(
     tmp_path: Path, redis_url: str, postgres_url: str, segment: bytes
 ) -> None:
     env = cluster_env(tmp_path, redis_url, postgres_url)
-    env.update(FARM_QUEUED_TIMEOUT_S="1", FARM_MAX_ATTEMPTS="2", FARM_CAPACITY_WAIT_S="14")
+    # The gone worker's heartbeat (three heartbeats, 1.5 s) expires well before the job is
+    # overdue (3 s after it was submitted), so no pass can route it to that worker.
+    env.update(FARM_QUEUED_TIMEOUT_S="3", FARM_MAX_ATTEMPTS="2", FARM_CAPACITY_WAIT_S="14")
     cluster = Cluster(tmp_path, env)
     try:
         # The reconciler runs before the job is submitted, so its capacity wait is spent in
