@@ -43,6 +43,8 @@ H264_PROFILES = {
 MAX_WIDTH = 7680
 MAX_HEIGHT = 4320
 MAX_FPS = 240
+#: x265 opens no encoder for a picture under 16 pixels on a side (H.264's and VP9's take 2).
+MIN_HEVC_SIDE = 16
 #: Encoders take whole kbit/s: libx264 refuses less than 1.
 MIN_BITRATE = 1000
 MAX_BITRATE = 200_000_000
@@ -148,6 +150,11 @@ def _validate(p: VideoProfile) -> None:
         _fail(p.name, f"H.264 profile {p.profile!r} given for encoder {p.encoder}")
     if p.encoder not in ENCODERS:
         _fail(p.name, f"unknown encoder {p.encoder!r}; expected one of {', '.join(ENCODERS)}")
+    if p.encoder == "HEVC" and min(p.width, p.height) < MIN_HEVC_SIDE:
+        _fail(
+            p.name,
+            f"HEVC needs at least {MIN_HEVC_SIDE} pixels on each side, got {p.width}x{p.height}",
+        )
     if p.gop not in ("", "intra"):
         try:
             seconds = float(p.gop)

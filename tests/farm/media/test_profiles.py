@@ -144,6 +144,8 @@ def test_profiles_json_file(tmp_path: Path) -> None:
         ({"encoder": "MPEG-2"}, "unknown encoder 'MPEG-2'"),
         ({"profile": "h264ultra"}, "unknown H.264 profile 'h264ultra'"),
         ({"profile": "h264high", "encoder": "HEVC"}, "H.264 profile 'h264high' given for"),
+        ({"encoder": "HEVC", "width": 14}, "HEVC needs at least 16 pixels on each side"),
+        ({"encoder": "hevc", "height": 2}, "HEVC needs at least 16 pixels on each side"),
         ({"gop": "two"}, 'gop must be seconds or "intra"'),
         ({"gop": "0"}, "gop must be in"),
         ({"gop": "-1"}, "gop must be in"),
