@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,42 @@ def node_asgi_app(settings: NodeSettings) -> Any:
     return app
 
 
+class _TransportClosed(Exception):
+    """Raised out of the app when sending on a connection whose TLS has ended."""
+
+
+def quiet_tls_teardown(app: Any) -> Any:
+    """``app``, with a TLS connection that ends under a response taken as the client's doing.
+
+    When the node answers before reading a large body (a refusal mid-upload), it closes the
+    connection while the client is still sending; OpenSSL then reports the client's bytes after
+    its close_notify, from the response's last send and again from the connection's close.
+    hypercorn would log both as unhandled errors: they are logged here at debug instead."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def guarded(message: Any) -> None:
+            try:
+                await send(message)
+            except ssl.SSLError as e:
+                raise _TransportClosed(str(e)) from e
+
+        try:
+            await app(scope, receive, guarded)
+        except _TransportClosed as e:
+            log.debug("%s: connection closed under the response: %s", scope.get("path"), e)
+
+    return wrapped
+
+
+def _loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's handler: a TLS connection's close failing is logged at debug (as above), as
+    asyncio's own transports log the OSErrors of a connection."""
+    if isinstance(context.get("exception"), ssl.SSLError):
+        log.debug("connection closed: %s", context["exception"])
+        return
+    loop.default_exception_handler(context)
+
+
 def serve_node(settings: NodeSettings) -> None:
     """Serve the node API until SIGTERM or SIGINT."""
     from hypercorn.asyncio import serve
@@ -86,6 +123,8 @@ def serve_node(settings: NodeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(node_asgi_app(settings), config, shutdown_trigger=stop.wait)
+        loop.set_exception_handler(_loop_errors)
+        app = quiet_tls_teardown(node_asgi_app(settings))
+        await serve(app, config, shutdown_trigger=stop.wait)
 
     asyncio.run(main())

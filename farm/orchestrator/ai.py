@@ -42,7 +42,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed
 from farm.ai.client import AIClient
 from farm.ai.results import MEDIA_EXTENSIONS, MEDIA_TYPES, AIResult, blob_key
-from farm.bodies import read_capped
+from farm.bodies import drain, read_capped
 from farm.client import JobFailedError, JobTimeout
 from farm.errors import CAPACITY_ERRORS, AIRequestInvalid, FarmError, NoCapacity, error_class
 from farm.golivepeer import net_pb2
@@ -298,10 +298,9 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
     async def handle(pipeline: AIPipeline, request: Request) -> Response:
         try:
             payment = payment_of(request.headers.get("livepeer-payment", ""))
-        except ExpectedPriceInvalid as e:
-            return refused(400, str(e))
         except PaymentMalformed as e:
-            return refused(402, str(e))
+            await drain(request)  # the connection stays open for the next request
+            return refused(400 if isinstance(e, ExpectedPriceInvalid) else 402, str(e))
         try:
             await run_in_threadpool(
                 jobs.credentials, request.headers.get("livepeer-segment", ""), payment
@@ -323,6 +322,7 @@ def install(api: FastAPI, orch: Orchestrator, max_bytes: int) -> AIJobs:
             inline = request.headers.get("authorization") != AI_WORKER_PROTOCOL
             answer = await run_in_threadpool(jobs.run, req, adm, request_id, inline)
         except SegmentRefused as e:
+            await drain(request)  # refused before its body was read: read it first
             return refused(e.status, str(e))
         return JSONResponse(answer)
 

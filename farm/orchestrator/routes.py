@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from chain.payment import ExpectedPriceInvalid, Payment, PaymentMalformed, decode_payment
 from chain.signing import keccak256, keccak_hasher
 from chain.tickets import ZERO_ADDRESS
-from farm.bodies import read_capped
+from farm.bodies import drain, read_capped
 from farm.errors import FetchFailed
 from farm.fetch import FetchPolicy, SafeFetcher
 from farm.golivepeer import net_pb2
@@ -133,14 +133,14 @@ def install(
     async def segment(request: Request) -> Response:
         try:
             payment = payment_of(request.headers.get("livepeer-payment", ""))
-        except ExpectedPriceInvalid as e:
-            return refused(400, str(e))
-        except PaymentMalformed as e:
-            return refused(402, str(e))
-        try:
             seg = decode_segment(request.headers.get("livepeer-segment", ""))
-        except SegmentInvalid as e:
-            return refused(403, str(e))
+        except (PaymentMalformed, SegmentInvalid) as e:
+            # Refused on its headers alone: the body is read (and dropped) first, so that the
+            # connection stays open for the gateway's next segment.
+            await drain(request)
+            if isinstance(e, SegmentInvalid):
+                return refused(403, str(e))
+            return refused(400 if isinstance(e, ExpectedPriceInvalid) else 402, str(e))
         # The body is read while the credentials and payment are checked; a refusal of those
         # still comes first, as go-livepeer reads the body only after them. One worker thread
         # admits the segment and, when the body is in by then (the usual case), checks it and
