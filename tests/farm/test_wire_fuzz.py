@@ -42,6 +42,15 @@ from tests.farm.test_orchestrator_chain import chain_env
 
 #: Generated requests per edge; the whole module takes about a minute at the default.
 EXAMPLES = int(os.environ.get("FARM_WIRE_EXAMPLES", "100"))
+#: Reproducible from run to run, as the gateway's schema fuzz (tests/gateway/test_openapi.py).
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=list(HealthCheck),
+)
 LADDER = parse_profiles("P144p30fps16x9")
 REFUSALS = {400, 402, 403, 413}
 
@@ -270,14 +279,7 @@ def test_segment_requests_from_a_hostile_gateway_get_go_livepeers_answers(
         raw_payment=HEADERS,
         ladder=st.lists(valid_profiles(), min_size=1, max_size=4, unique_by=lambda p: p.name),
     )
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZ
     def answered(
         target: str,
         seg_changes: list[tuple[str, Any]],
@@ -364,14 +366,7 @@ def test_orchestrator_requests_from_a_hostile_gateway_get_info_or_a_refusal(
         bits=st.lists(st.integers(0, 2**64 - 1), max_size=3),
         raw=st.one_of(st.just(None), st.binary(max_size=200)),
     )
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZ
     def answered(
         address: bytes | None, sig: bytes | None, bits: list[int], raw: bytes | None
     ) -> None:
