@@ -45,7 +45,7 @@ from google.protobuf.message import DecodeError
 
 from chain import pm_pb2
 from chain.errors import ChainError
-from chain.payment import params_from_net, price_from_net
+from chain.payment import MAX_TICKETS, params_from_net, price_from_net
 from chain.sender import FEE_MARGIN, TicketSender, fee_pixels, tickets_needed
 from chain.signing import keccak256, recover
 from farm.errors import FarmError, InputCorrupt, InputInvalid, RetryableError
@@ -440,6 +440,14 @@ class LivepeerOrchestrator:
         message = pm_pb2.Payment(sender=address)
         message.expected_price.CopyFrom(info.price_info)
         count = tickets_needed(reserved, max(fee, ev), ev) if ev > 0 else 0
+        if count > MAX_TICKETS:
+            # Params worth next to nothing a ticket would have the gateway sign without end;
+            # an orchestrator refuses a payment of more tickets anyway.
+            s.balance = reserved
+            raise OrchestratorRefused(
+                f"the fee needs {count} tickets of EV {float(ev):.4g} wei; "
+                f"a payment carries at most {MAX_TICKETS}"
+            )
         if count:
             message.ticket_params.CopyFrom(info.ticket_params)
             message.expiration_params.CopyFrom(info.ticket_params.expiration_params)

@@ -7,10 +7,12 @@ import time
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chain.params import TicketParams
-from chain.payment import decode_payment, params_to_net, price_to_net
+from chain.payment import MAX_TICKETS, decode_payment, params_to_net, price_to_net
 from farm.golivepeer import net_pb2
 from farm.media.synth import make_segment
 from gateway.livepeer.client import (
@@ -244,3 +246,82 @@ def test_a_renditions_pixels_are_counted_or_the_result_is_invalid() -> None:
         counted_pixels(b"\x47" * 1000, "mpegts")
     with pytest.raises(ResultInvalid):
         counted_pixels(rendition[: len(rendition) // 2], "mp4")
+
+
+def test_params_worth_next_to_nothing_are_refused_not_signed_without_end() -> None:
+    """An orchestrator's params with a tiny EV a ticket: the fee would need millions of
+    tickets. The payment is refused (an orchestrator takes at most 600), the balance kept."""
+    client = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster(SENDER_KEY))
+    info = _info(3600)
+    info.ticket_params.face_value = (1).to_bytes(1, "big")
+    info.ticket_params.win_prob = (2**256 - 1).to_bytes(32, "big")  # every ticket wins 1 wei
+    s = Session(info)
+    s.balance = Fraction(7)
+    started = time.monotonic()
+    with pytest.raises(OrchestratorRefused, match="needs 1000000 tickets"):
+        client.payment(s, Fraction(10**6 + 7))
+    assert time.monotonic() - started < 1.0 and s.balance == 7 and s.nonce == 0
+    # Up to the bound, the tickets are signed.
+    header, count, reserved, credit = client.payment(s, Fraction(600 + 7))
+    assert (count, reserved, credit) == (600, 7, 600)
+    assert len(decode_payment(header).tickets) == 600
+
+
+_BYTES = st.one_of(st.binary(max_size=40), st.sampled_from((b"", b"\x00" * 20, b"\xff" * 32)))
+
+
+@st.composite
+def hostile_infos(draw: st.DrawFn) -> net_pb2.OrchestratorInfo:
+    """OrchestratorInfo as any orchestrator on the network might send it: each field kept,
+    or (one time in four) replaced by an edge value."""
+
+    def damaged() -> bool:
+        return draw(st.integers(0, 3)) == 0
+
+    info = _info(draw(st.sampled_from((3600, -(10**6), 0, 10**12))))
+    if damaged():
+        info.transcoder = draw(st.sampled_from(("", "ftp://x", "é")))
+    if damaged():
+        info.ClearField("auth_token")
+    numbers = st.sampled_from((-(2**63), -1, 0, 1, 2**63 - 1))
+    if damaged():
+        info.price_info.pricePerUnit = draw(numbers)
+    if damaged():
+        info.price_info.pixelsPerUnit = draw(numbers)
+    if damaged():
+        info.address = draw(_BYTES)
+    params = info.ticket_params
+    for name in ("recipient", "face_value", "win_prob", "recipient_rand_hash", "seed"):
+        if damaged():
+            setattr(params, name, draw(_BYTES))
+    if damaged():
+        params.expiration_block = draw(_BYTES)
+    if damaged():
+        params.expiration_params.creation_round = draw(numbers)
+    if draw(st.integers(0, 9)) == 0:
+        info.ClearField("ticket_params")
+    return info
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    info=hostile_infos(),
+    fee=st.fractions(min_value=0, max_value=10**15),
+    balance=st.integers(-(10**15), 10**15),
+)
+def test_any_orchestrator_info_is_taken_or_refused(
+    info: net_pb2.OrchestratorInfo, fee: Fraction, balance: int
+) -> None:
+    """Whatever an orchestrator sends, the gateway takes its info and pays, or refuses it
+    with OrchestratorRefused: no other exception, and no payment past the ticket bound."""
+    client = LivepeerOrchestrator("o", "https://o.example:8935", Broadcaster(SENDER_KEY))
+    try:
+        client._check_info(info)
+        s = Session(info)
+        s.balance = Fraction(balance)
+        header, count, reserved, _ = client.payment(s, fee)
+    except OrchestratorRefused:
+        return
+    assert 0 <= count <= MAX_TICKETS and reserved == balance
+    if count:
+        assert len(decode_payment(header).tickets) == count
