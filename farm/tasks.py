@@ -25,6 +25,7 @@ from farm.errors import (
     CredentialRevoked,
     FarmError,
     InputMissing,
+    JobNotFound,
     RetryableError,
     TranscodeTimeout,
     VerificationFailed,
@@ -49,11 +50,22 @@ __all__ = [
     "TaskStores",
     "register_tasks",
     "resources",
+    "skip_missing",
     "stores",
     "use_engine",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def skip_missing(task_id: str, job_id: str) -> dict[str, Any]:
+    """A task whose job is not in the table (a message from before the table was restored,
+    or published to this broker by another cluster): nothing to run and nothing to record;
+    the message is acknowledged and dropped."""
+    log.warning("skipping %s: no job %s in the job table", task_id, job_id)
+    return {"job_id": job_id, "skipped": True, "state": "missing"}
+
+
 _T = TypeVar("_T")
 
 
@@ -172,7 +184,10 @@ class _TranscodeAttempt:
         self.timings: dict[str, float] = {}
 
     def run(self) -> dict[str, Any]:
-        claim = self.claim()
+        try:
+            claim = self.claim()
+        except JobNotFound:
+            return skip_missing(self.task_id, self.job_id)
         if claim.status in ("final", "stale"):
             # A redelivered or superseded message: the job finished or was republished.
             log.info("skipping %s for job %s (%s)", self.task_id, self.job_id, claim.status)

@@ -27,12 +27,13 @@ from farm.errors import (
     FarmError,
     InputMissing,
     InsufficientCapacity,
+    JobNotFound,
     NoCapacity,
     RunnerFailed,
 )
 from farm.fetch import FetchPolicy
 from farm.publish import AI_TASK, publish_ai
-from farm.tasks import JobFailed, resources
+from farm.tasks import JobFailed, resources, skip_missing
 
 __all__ = ["register_ai_tasks"]
 
@@ -70,14 +71,17 @@ class _AIAttempt:
 
     def run(self) -> dict[str, Any]:
         settings = self.res.settings
-        claim = self.res.jobs.start_attempt(
-            self.job_id,
-            self.task_id,
-            self.worker,
-            self.worker,
-            max_attempts=settings.max_attempts + len(self.spec.get("tried", [])),
-            run_timeout_s=settings.ai_timeout_s + 10.0,
-        )
+        try:
+            claim = self.res.jobs.start_attempt(
+                self.job_id,
+                self.task_id,
+                self.worker,
+                self.worker,
+                max_attempts=settings.max_attempts + len(self.spec.get("tried", [])),
+                run_timeout_s=settings.ai_timeout_s + 10.0,
+            )
+        except JobNotFound:
+            return skip_missing(self.task_id, self.job_id)
         if claim.status in ("final", "stale"):
             log.info("skipping %s for job %s (%s)", self.task_id, self.job_id, claim.status)
             return {"job_id": self.job_id, "skipped": True, "state": claim.status}

@@ -14,6 +14,7 @@ from celery import Celery
 
 from farm import tasks
 from farm.context import WorkerContext, worker_context
+from farm.errors import JobNotFound
 from farm.media.damage import attempt_damage
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile, parse_profiles
@@ -168,3 +169,21 @@ def test_a_context_damage_hook_fails_the_first_attempt_and_the_retry_is_clean(ap
         ("failed", "verification_failed"),
         ("done", None),
     ]
+
+
+def test_a_task_whose_job_is_not_in_the_table_is_dropped_with_a_warning(
+    app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message from before the job table was restored (or from another cluster on the same
+    broker) has no row to claim: it is skipped, not raised as an unexpected error."""
+    spec = _submit(app, "kept")
+    with caplog.at_level("WARNING", logger="farm.tasks"):
+        outcome = app.tasks["farm.transcode"].apply(args=["gone", spec], task_id="gone.1")
+    assert outcome.successful(), outcome.traceback
+    assert outcome.result == {"job_id": "gone", "skipped": True, "state": "missing"}
+    assert "skipping gone.1: no job gone in the job table" in caplog.text
+    # The job table is as it was: nothing made up for the missing job.
+    jobs = tasks.resources(app).jobs
+    assert jobs.get("kept").state == "queued"
+    with pytest.raises(JobNotFound):
+        jobs.get("gone")
