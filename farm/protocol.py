@@ -15,12 +15,14 @@ serves the same protocol); this module names the ones a caller may rely on:
   types and extensions results carry (:data:`MEDIA_TYPES`, :data:`MEDIA_EXTENSIONS`);
 - TLS to a node whose certificate is pinned (:func:`pinned_context`, :class:`NodeHttp`);
 - fetching a URL on a caller's behalf without reaching the operator's network
-  (:class:`SafeFetcher`).
+  (:class:`SafeFetcher`), and the rule it applies to an address (:class:`FetchPolicy`, whose
+  ``resolve`` raises :class:`AddressRefused`).
 """
 
 from farm.ai.config import DEFAULT_MODELS
 from farm.ai.results import BLOB_SCHEME, MEDIA_EXTENSIONS, MEDIA_TYPES
-from farm.fetch import SafeFetcher
+from farm.fetch import FetchPolicy, SafeFetcher
+from farm.fetch import Refused as AddressRefused
 from farm.golivepeer import net_pb2
 from farm.golivepeer.wire import FrameError, MessageReader, frame, seg_data_profiles
 from farm.orchestrator.aireq import AI_PIPELINES
@@ -33,6 +35,8 @@ __all__ = [
     "DEFAULT_MODELS",
     "MEDIA_EXTENSIONS",
     "MEDIA_TYPES",
+    "AddressRefused",
+    "FetchPolicy",
     "FrameError",
     "MessageReader",
     "NodeHttp",

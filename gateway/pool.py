@@ -25,7 +25,7 @@ from chain.payment import price_from_net
 from farm.ai.client import AIClient
 from farm.client import ClusterSettings, FarmClient
 from farm.errors import FarmError
-from farm.protocol import AI_PIPELINES, NodeHttp, net_pb2
+from farm.protocol import AI_PIPELINES, FetchPolicy, NodeHttp, net_pb2
 from gateway.livepeer import Broadcaster, LivepeerOrchestrator
 from gateway.settings import OrchestratorConfig
 
@@ -148,6 +148,7 @@ class Pool:
         discover: Callable[[], dict[str, str]] | None = None,
         discovery_interval_s: float = 1500.0,
         discovered: Callable[[str, str], OrchestratorConfig] | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         self.orchestrators = [PoolEntry(c) for c in configs]
         self.broadcaster = broadcaster or Broadcaster()
@@ -159,6 +160,7 @@ class Pool:
             "max_ticket_ev": max_ticket_ev,
             "funds": funds,
             "timeout_s": max(probe_timeout_s, 3.0),
+            "policy": fetch_policy,
         }
         for o in self.orchestrators:
             self._connect(o)

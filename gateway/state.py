@@ -83,6 +83,7 @@ class GatewayState:
                 else settings.discovery_interval_s
             ),
             discovered=lambda name, uri: _discovered_entry(settings, name, uri),
+            fetch_policy=settings.fetch_policy(),
         )
         sessions = SessionLog(engine)
         webhook = (

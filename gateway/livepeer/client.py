@@ -52,6 +52,8 @@ from farm.errors import FarmError, InputCorrupt, InputInvalid, RetryableError
 from farm.media.pixels import PixelCount, rendition_pixels
 from farm.media.profiles import VideoProfile
 from farm.protocol import (
+    AddressRefused,
+    FetchPolicy,
     FrameError,
     MessageReader,
     flatten,
@@ -191,8 +193,11 @@ class LivepeerOrchestrator:
         block_number: Callable[[], int] | None = None,
         max_ticket_ev: int = MAX_TICKET_EV,
         funds: Callable[[], tuple[int, int, bool]] | None = None,
+        policy: FetchPolicy | None = None,
     ) -> None:
         self.name = name
+        #: Which non-public addresses a delegated transcoder URI may name (FARM_FETCH_ALLOW).
+        self.policy = policy or FetchPolicy()
         #: The gateway's (deposit, reserve, unlocking) in TicketBroker (None: not checked).
         self.funds = funds
         self.max_ticket_ev = max_ticket_ev
@@ -310,6 +315,7 @@ class LivepeerOrchestrator:
     def _check_info(self, info: net_pb2.OrchestratorInfo) -> None:
         if not info.transcoder:
             raise OrchestratorRefused("the orchestrator takes no work (no transcoder URI)")
+        self._check_transcoder(info.transcoder)
         if not info.HasField("auth_token") or not info.auth_token.session_id:
             raise OrchestratorRefused("the orchestrator sent no auth token")
         try:
@@ -344,6 +350,32 @@ class LivepeerOrchestrator:
                 raise OrchestratorRefused(
                     f"ticket faceValue {params.face_value} exceeds the gateway's deposit {deposit}"
                 )
+
+    def _check_transcoder(self, uri: str) -> None:
+        """Where segments will go: the orchestrator's own address, or another host it hands
+        the work to (go-livepeer allows that), but not from a public orchestrator into the
+        gateway's own network. A URI naming loopback, a private range or the cloud's metadata
+        address is refused unless the orchestrator's address is itself one of those (the
+        operator's own pool) or FARM_FETCH_ALLOW lists it. OrchestratorRefused otherwise."""
+        try:
+            t, own = urllib.parse.urlsplit(uri), urllib.parse.urlsplit(self.address)
+            port, own_port = t.port, own.port
+        except ValueError as e:
+            raise OrchestratorRefused(f"the orchestrator's transcoder URI is invalid: {e}") from e
+        if t.scheme not in ("http", "https") or not t.hostname:
+            raise OrchestratorRefused("the orchestrator's transcoder URI is not an http(s) URL")
+        if same_origin(uri, self.address) or not own.hostname:
+            return
+        try:
+            self.policy.resolve(own.hostname, own_port or 443)
+        except AddressRefused:
+            return  # an orchestrator on the operator's own network: its choice stands
+        try:
+            self.policy.resolve(t.hostname, port or (443 if t.scheme == "https" else 80))
+        except AddressRefused as e:
+            raise OrchestratorRefused(
+                f"the orchestrator's transcoder URI leaves the public network: {e}"
+            ) from e
 
     # -- sessions -----------------------------------------------------------------------------
     def _expired(self, s: Session) -> bool:

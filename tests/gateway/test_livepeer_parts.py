@@ -15,6 +15,7 @@ from chain.params import TicketParams
 from chain.payment import MAX_TICKETS, decode_payment, params_to_net, price_to_net
 from farm.golivepeer import net_pb2
 from farm.media.synth import make_segment
+from farm.protocol import FetchPolicy
 from gateway.livepeer.client import (
     REFRESH_MARGIN_S,
     Broadcaster,
@@ -325,3 +326,47 @@ def test_any_orchestrator_info_is_taken_or_refused(
     assert 0 <= count <= MAX_TICKETS and reserved == balance
     if count:
         assert len(decode_payment(header).tickets) == count
+
+
+@pytest.mark.parametrize(
+    ("address", "transcoder", "allowed"),
+    [
+        # The orchestrator's own address: taken as it is.
+        ("https://8.8.8.8:8935", "https://8.8.8.8:8935", True),
+        # Handed to another public host (go-livepeer allows it).
+        ("https://8.8.8.8:8935", "https://1.1.1.1:9000", True),
+        # From a public orchestrator into the gateway's own network: refused.
+        ("https://8.8.8.8:8935", "https://127.0.0.1:8935", False),
+        ("https://8.8.8.8:8935", "http://localhost:6379", False),
+        ("https://8.8.8.8:8935", "https://10.0.0.5:8935", False),
+        ("https://8.8.8.8:8935", "http://169.254.169.254", False),
+        ("https://8.8.8.8:8935", "https://[::ffff:127.0.0.1]:8935", False),
+        # Not an http(s) URL at all.
+        ("https://8.8.8.8:8935", "ftp://8.8.8.8", False),
+        ("https://8.8.8.8:8935", "https://8.8.8.8:port", False),
+        # An orchestrator on the operator's own network may name another one there.
+        ("https://127.0.0.1:8935", "https://10.0.0.5:8935", True),
+    ],
+)
+def test_a_transcoder_uri_may_not_lead_from_the_network_into_the_gateways_own(
+    address: str, transcoder: str, allowed: bool
+) -> None:
+    client = LivepeerOrchestrator("o", address, Broadcaster())
+    info = _info(3600, params=False)
+    info.transcoder = transcoder
+    if allowed:
+        client._check_info(info)
+    else:
+        with pytest.raises(OrchestratorRefused, match="transcoder URI"):
+            client._check_info(info)
+
+
+def test_the_operators_allow_list_lets_a_transcoder_uri_into_its_network() -> None:
+    info = _info(3600, params=False)
+    info.transcoder = "https://10.0.0.5:8935"
+    allowed = LivepeerOrchestrator(
+        "o", "https://8.8.8.8:8935", Broadcaster(), policy=FetchPolicy.parse(["10.0.0.0/8"])
+    )
+    allowed._check_info(info)
+    with pytest.raises(OrchestratorRefused, match="leaves the public network"):
+        LivepeerOrchestrator("o", "https://8.8.8.8:8935", Broadcaster())._check_info(info)
