@@ -210,6 +210,8 @@ def _int_field(name: str, raw: Mapping[str, Any], key: str, default: int) -> int
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ProfileInvalid(f"profile {name!r}: {key} must be a number, got {value!r}")
+    if isinstance(value, int):
+        return value  # as it is: a float of it may overflow or round (the bounds come later)
     try:
         number = float(value)
     except ValueError:
