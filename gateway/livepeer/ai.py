@@ -38,11 +38,13 @@ from chain.signing import keccak256
 from farm.errors import AIRequestInvalid, FarmError, InsufficientCapacity
 from farm.protocol import AI_PIPELINES, BLOB_SCHEME, flatten, net_pb2
 from gateway.livepeer.client import (
+    MAX_REFUSAL_BYTES,
     LivepeerOrchestrator,
     OrchestratorRefused,
     OrchestratorUnreachable,
     ResultInvalid,
     Session,
+    read_body,
     same_origin,
 )
 
@@ -92,9 +94,16 @@ class NetworkAI:
     ) -> AIAnswer:
         """The answer to one request, paid for ``units`` at the model's price there."""
         deadline = time.monotonic() + timeout
-        s, r = self._send(pipeline, model_id, params, files, units, deadline)
+        s, r = self._send(pipeline, model_id, params, files, units, deadline, stream=True)
         try:
-            answer = r.json()
+            # The answer may carry its media inline (data: URLs): capped as media are.
+            body = read_body(r, self.max_media_bytes, deadline, pipeline)
+        except httpx.HTTPError as e:
+            raise OrchestratorUnreachable(f"{pipeline}: {e.__class__.__name__}") from e
+        finally:
+            r.close()
+        try:
+            answer = json.loads(body)
         except ValueError as e:
             raise OrchestratorRefused(f"{pipeline}: the answer is not JSON") from e
         if not isinstance(answer, dict):
@@ -144,8 +153,10 @@ class NetworkAI:
         if r.status_code != 200:
             self._settle(s, reserved)
             try:
-                text = r.read().decode(errors="replace")
-            except httpx.HTTPError:
+                text = read_body(r, MAX_REFUSAL_BYTES, deadline, pipeline, truncate=True).decode(
+                    errors="replace"
+                )
+            except (httpx.HTTPError, OrchestratorUnreachable):
                 text = ""
             finally:
                 r.close()
@@ -246,13 +257,9 @@ class NetworkAI:
             ) as r:
                 if r.status_code != 200:
                     raise OrchestratorRefused(f"media download: HTTP {r.status_code}")
-                body = bytearray()
-                for chunk in r.iter_bytes():
-                    body += chunk
-                    if len(body) > self.max_media_bytes:
-                        raise ResultInvalid(f"a media file exceeds {self.max_media_bytes} bytes")
+                body = read_body(r, self.max_media_bytes, deadline, "media download")
                 kind = r.headers.get("content-type", "application/octet-stream").split(";")[0]
-                return bytes(body), kind
+                return body, kind
         except httpx.HTTPError as e:
             raise OrchestratorUnreachable(f"media download: {e.__class__.__name__}") from e
 

@@ -75,6 +75,7 @@ __all__ = [
     "ResultInvalid",
     "counted_pixels",
     "manifest_id",
+    "read_body",
     "same_origin",
 ]
 
@@ -86,6 +87,11 @@ REFRESH_MARGIN_S: Final = 180
 MAX_TICKET_EV: Final = 3_000_000_000_000
 #: go-livepeer's limit on a rendition download.
 MAX_RENDITION_BYTES: Final = 300_000_000
+#: The most an orchestrator's reply to a call or a segment may hold (gRPC's default limit on
+#: a received message): a TranscodeResult or an OrchestratorInfo is a few kilobytes.
+MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
+#: What is kept of a refusal's text.
+MAX_REFUSAL_BYTES: Final = 64 * 1024
 _ZERO_ADDRESS: Final = b"\x00" * 20
 _GRPC_HEADERS: Final = {"content-type": "application/grpc", "te": "trailers"}
 
@@ -266,12 +272,14 @@ class LivepeerOrchestrator:
     def _unary(self, base: str, method: str, request: bytes, timeout: float) -> bytes:
         url = f"{base.rstrip('/')}/net.Orchestrator/{method}"
         r: httpx.Response | None = None
+        deadline = time.monotonic() + timeout
         for last in (False, True):
             # Both calls are safe to repeat: one dropped connection is tried once more.
             try:
-                r = self.http().post(
-                    url, content=frame(request), headers=_GRPC_HEADERS, timeout=timeout
-                )
+                with self.http().stream(
+                    "POST", url, content=frame(request), headers=_GRPC_HEADERS, timeout=timeout
+                ) as r:
+                    content = read_body(r, MAX_REPLY_BYTES, deadline, method)
                 break
             except (httpx.HTTPError, OSError) as e:
                 self.reset()
@@ -286,7 +294,7 @@ class LivepeerOrchestrator:
         if r.http_version != "HTTP/2":
             raise OrchestratorRefused(f"{method}: the orchestrator does not speak HTTP/2")
         try:
-            replies = MessageReader().feed(r.content)
+            replies = MessageReader().feed(content)
         except FrameError as e:
             raise OrchestratorRefused(f"{method}: malformed reply ({e})") from e
         if not replies:
@@ -532,23 +540,30 @@ class LivepeerOrchestrator:
             "Content-Type": "video/MP2T",
         }
         try:
-            r = self.uploads().post(
+            with self.uploads().stream(
+                "POST",
                 f"{s.info.transcoder}/segment",
                 content=data,
                 headers=headers,
                 timeout=max(0.1, deadline - time.monotonic()),
-            )
-        except (httpx.HTTPError, OSError) as e:
+            ) as r:
+                ok = r.status_code == 200
+                cap = MAX_REPLY_BYTES if ok else MAX_REFUSAL_BYTES
+                body = read_body(r, cap, deadline, f"segment {seq}", truncate=not ok)
+        except (httpx.HTTPError, OSError, OrchestratorUnreachable, ResultInvalid) as e:
             with s.lock:
-                s.balance += reserved  # no answer: the reserve is restored
+                s.balance += reserved  # no answer (or none taken): the reserve is restored
             self.reset()
+            if isinstance(e, FarmError):
+                raise
             raise OrchestratorUnreachable(f"segment {seq}: {e.__class__.__name__}") from e
-        if r.status_code != 200:
+        if not ok:
             with s.lock:
                 s.balance += reserved
-            raise OrchestratorRefused(f"segment {seq}: {r.status_code} {r.text.strip()[:300]}")
+            text = body.decode(errors="replace").strip()[:300]
+            raise OrchestratorRefused(f"segment {seq}: {r.status_code} {text}")
         try:
-            result = net_pb2.TranscodeResult.FromString(r.content)
+            result = net_pb2.TranscodeResult.FromString(body)
         except DecodeError as e:
             raise OrchestratorRefused(f"segment {seq}: not a TranscodeResult ({e})") from e
         info = s.info
@@ -644,17 +659,12 @@ class LivepeerOrchestrator:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _get(self, url: str, deadline: float) -> bytes:
-        with self.uploads().stream(
-            "GET", url, timeout=max(0.1, min(4.0, deadline - time.monotonic()))
-        ) as r:
+        # go-livepeer gives a download 4 s in all, within the segment's deadline.
+        deadline = min(deadline, time.monotonic() + 4.0)
+        with self.uploads().stream("GET", url, timeout=max(0.1, deadline - time.monotonic())) as r:
             if r.status_code != 200:
                 raise OrchestratorRefused(f"rendition download: HTTP {r.status_code}")
-            body = bytearray()
-            for chunk in r.iter_bytes():
-                body += chunk
-                if len(body) > MAX_RENDITION_BYTES:
-                    raise ResultInvalid("a rendition exceeds 300,000,000 bytes")
-            return bytes(body)
+            return read_body(r, MAX_RENDITION_BYTES, deadline, "rendition download")
 
     def close(self) -> None:
         with self._lock:
@@ -666,6 +676,26 @@ class LivepeerOrchestrator:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+def read_body(
+    r: httpx.Response, cap: int, deadline: float, what: str, *, truncate: bool = False
+) -> bytes:
+    """``r``'s body as it streams in, at most ``cap`` bytes (ResultInvalid past it, or the
+    first ``cap`` with ``truncate``) and done by ``deadline`` (OrchestratorUnreachable past
+    it): an orchestrator that sends without end cannot fill the gateway's memory, nor one
+    that trickles its answer, a byte at a time, hold it past the segment's deadline (the
+    client's timeouts count each read, not the whole)."""
+    body = bytearray()
+    for chunk in r.iter_bytes():
+        body += chunk
+        if len(body) > cap:
+            if truncate:
+                return bytes(body[:cap])
+            raise ResultInvalid(f"{what}: the answer exceeds {cap} bytes")
+        if time.monotonic() > deadline:
+            raise OrchestratorUnreachable(f"{what}: the answer took past the deadline")
+    return bytes(body)
 
 
 def same_origin(url: str, base: str) -> bool:

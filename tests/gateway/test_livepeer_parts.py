@@ -3,8 +3,11 @@ pixel count of a rendition."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from pydantic import ValidationError
 from chain.params import TicketParams
 from chain.payment import MAX_TICKETS, decode_payment, params_to_net, price_to_net
 from farm.golivepeer import net_pb2
+from farm.media.profiles import parse_profiles
 from farm.media.synth import make_segment
 from farm.protocol import FetchPolicy
 from gateway.livepeer.client import (
@@ -21,6 +25,7 @@ from gateway.livepeer.client import (
     Broadcaster,
     LivepeerOrchestrator,
     OrchestratorRefused,
+    OrchestratorUnreachable,
     ResultInvalid,
     Session,
     counted_pixels,
@@ -370,3 +375,96 @@ def test_the_operators_allow_list_lets_a_transcoder_uri_into_its_network() -> No
     allowed._check_info(info)
     with pytest.raises(OrchestratorRefused, match="leaves the public network"):
         LivepeerOrchestrator("o", "https://8.8.8.8:8935", Broadcaster())._check_info(info)
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """An orchestrator's HTTP side that answers as ``server.mode`` says."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, chunks: Iterator[bytes], length: int | None = None) -> None:
+        self.send_response(status)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                if length is None:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                else:
+                    self.wfile.write(chunk)
+                self.wfile.flush()
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the gateway gave up: as it should
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        mode = self.server.mode  # type: ignore[attr-defined]
+        if mode == "trickle":
+            self._send(200, (b"\x00" for _ in range(100) if time.sleep(0.2) is None))
+        elif mode == "flood":
+            self._send(200, (b"\x00" * 65536 for _ in range(100)))
+        elif mode == "refusal":
+            self._send(500, (b"x" * 65536 for _ in range(16)))
+        else:  # a result whose rendition trickles
+            host, port = self.server.server_address[:2]  # type: ignore[index]
+            result = net_pb2.TranscodeResult(seq=0)
+            result.data.segments.add(url=f"http://{host}:{port}/stream/r.ts", pixels=1)
+            body = result.SerializeToString()
+            self._send(200, iter([body]), len(body))
+
+    def do_GET(self) -> None:
+        self._send(200, (b"G" for _ in range(100) if time.sleep(0.2) is None))
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[ThreadingHTTPServer, LivepeerOrchestrator, Session]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    client = LivepeerOrchestrator("o", address, Broadcaster())
+    info = _info(3600, params=False)
+    info.transcoder = address
+    info.price_info.CopyFrom(price_to_net(Fraction(0)))  # off chain
+    session = Session(info)
+    client._sessions["s"] = session  # as GetOrchestrator would have made it
+    yield server, client, session
+    client.close()
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "message"),
+    [
+        ("trickle", OrchestratorUnreachable, "took past the deadline"),
+        ("flood", ResultInvalid, "exceeds 4194304 bytes"),
+        ("refusal", OrchestratorRefused, "segment 0: 500 " + "x" * 296),
+        ("rendition", OrchestratorUnreachable, "rendition download: the answer took past"),
+    ],
+)
+def test_an_orchestrator_that_trickles_or_floods_its_answer_is_cut_off(
+    hostile: tuple[ThreadingHTTPServer, LivepeerOrchestrator, Session],
+    mode: str,
+    error: type[Exception],
+    message: str,
+) -> None:
+    """Whatever an orchestrator sends, the gateway keeps at most the limit of what it reads
+    and stops at the segment's deadline (its HTTP client's timeouts count each read only)."""
+    server, client, session = hostile
+    server.mode = mode  # type: ignore[attr-defined]
+    ladder = parse_profiles("P144p30fps16x9")
+    started = time.monotonic()
+    with pytest.raises(error) as raised:
+        client.transcode(
+            "s", 0, make_segment(160, 96, 30, 0.5), ladder, 0.5, "mpegts", started + 1.5
+        )
+    assert message in str(raised.value)
+    assert time.monotonic() - started < 3.0
+    assert session.balance == 0  # nothing was paid off chain, nothing lost
