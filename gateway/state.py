@@ -210,7 +210,7 @@ def _discovery(settings: GatewaySettings) -> Callable[[], dict[str, str]] | None
     chain: Callable[[], dict[str, str]] | None = None
     client = chain_client(settings.chain(), signing=False) if settings.livepeer_discovery else None
     if client is not None:
-        chain = partial(discover, client)
+        chain = partial(discover, client, policy=settings.fetch_policy())
     webhook = WebhookDiscovery(settings.orch_webhook_url) if settings.orch_webhook_url else None
     if chain is None and webhook is None:
         return None

@@ -6,7 +6,11 @@ each advertises in the ServiceRegistry (an empty or unparsable URI takes no work
 f}]``; for live transcoding only the trusted ones (score >= 1) are taken, and the last good
 answer is kept while the webhook fails.
 
-Each source gives name -> address; the names say where an orchestrator was found.
+Each source gives name -> address; the names say where an orchestrator was found. Anyone can
+advertise a service URI on chain: one that names the gateway's own network (loopback, a
+private range, link-local) is left out unless ``FARM_FETCH_ALLOW`` lists it, so a bonded
+orchestrator cannot turn the gateway's calls on its internal services. The webhook is the
+operator's own, and trusted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from chain.service_uri import parse
+from farm.protocol import AddressRefused, FetchPolicy
 
 __all__ = ["ChainPool", "Discovery", "WebhookDiscovery", "discover"]
 
@@ -38,8 +43,12 @@ class ChainPool(Protocol):
     def service_uri(self, address: bytes | str) -> str: ...
 
 
-def discover(chain: ChainPool, limit: int = 100) -> dict[str, str]:
-    """Active orchestrators and their service URIs (chain-<address> -> https://host:port)."""
+def discover(
+    chain: ChainPool, limit: int = 100, policy: FetchPolicy | None = None
+) -> dict[str, str]:
+    """Active orchestrators and their service URIs (chain-<address> -> https://host:port),
+    those on addresses ``policy`` refuses (by default, any that is not public) left out."""
+    policy = policy or FetchPolicy()
     found: dict[str, str] = {}
     for address in chain.transcoder_pool(limit):
         if not chain.is_active_transcoder(address):
@@ -49,6 +58,19 @@ def discover(chain: ChainPool, limit: int = 100) -> dict[str, str]:
             found[f"chain-{address.hex()[:12]}"] = parse(uri).rstrip("/")
         except ValueError as e:
             log.info("orchestrator 0x%s advertises no usable URI %r: %s", address.hex(), uri, e)
+            continue
+        parts = urllib.parse.urlsplit(uri)
+        try:
+            policy.resolve(parts.hostname or "", parts.port or 443)
+        except AddressRefused as e:
+            del found[f"chain-{address.hex()[:12]}"]
+            log.warning(
+                "orchestrator 0x%s advertises %s, which is not on a public address: left out "
+                "(FARM_FETCH_ALLOW lists the addresses that may be used): %s",
+                address.hex(),
+                uri,
+                e,
+            )
     return found
 
 

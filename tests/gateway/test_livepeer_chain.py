@@ -26,6 +26,8 @@ from chain.devchain import ANVIL_KEYS, DevAccount, DevChain, bootstrap, mine
 from chain.queue import TicketQueue
 from farm.embedded import EmbeddedRedis
 from farm.media.synth import make_segment
+from farm.protocol import FetchPolicy
+from gateway.livepeer.discovery import discover
 from tests.conftest import PG_URL
 from tests.farm.harness import Cluster, cluster_env, wait_for
 from tests.farm.test_orchestrator import OrchestratorNode
@@ -277,6 +279,9 @@ def test_orchestrators_bonded_on_chain_are_found_and_used(
             FARM_ETH_SENDER_KEY=devchain.broadcaster.private_key.removeprefix("0x"),
             FARM_MAX_TICKET_EV_WEI=str(10**16),
             FARM_ESTIMATE_MARGIN="0",
+            # The nodes are on loopback: the operator's own network, allowed here. (Found on
+            # chain, such an address is left out otherwise: test_livepeer_parts.)
+            FARM_FETCH_ALLOW="127.0.0.1/32",
             expect_unhealthy=True,
         )
 
@@ -285,6 +290,10 @@ def test_orchestrators_bonded_on_chain_are_found_and_used(
             return {o["name"] for o in state if o["healthy"]}
 
         wait_for(lambda: found() == set(nodes), timeout=30, what=f"both found: {found()}")
+        # Without the allow list, service URIs on the gateway's own network are left out.
+        reads = ChainClient(devchain.rpc_url, devchain.contracts["Controller"])
+        assert discover(reads, policy=FetchPolicy.parse(["127.0.0.1/32"])).keys() == nodes.keys()
+        assert discover(reads) == {}
         key_id, key = gw.key(credits=100 * PIXELS)
         first = _post(gw, key, "found", 0)
         assert check_renditions(first) == PIXELS
