@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import av
 import pytest
 import redis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from chain.devchain import DevChain
 from chain.payment import params_from_net, price_from_net
@@ -368,3 +371,65 @@ def test_bad_payments_for_ai_are_refused_without_charge(
 
 def _redis(cluster: Cluster) -> redis.Redis:
     return redis.Redis.from_url(redis_py_url(cluster.settings.redis_registry_url()))
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(("NaN", "Infinity", "-1e999", "1" + "0" * 400)),
+    st.text(max_size=12),
+    st.lists(st.integers(-5, 5), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+_FIELDS = st.sampled_from(
+    (
+        "model_id", "prompt", "seed", "height", "width", "fps", "num_images_per_prompt",
+        "num_inference_steps", "max_tokens", "messages", "stream", "temperature", "text",
+        "safety_check", "extra",
+    )
+)  # fmt: skip
+
+
+def test_ai_requests_with_any_fields_get_an_answer_or_a_refusal(
+    offchain: tuple[OrchestratorNode, LivepeerGateway],
+) -> None:
+    """Fields of any JSON type and value, and image bytes that may not be a picture, on the
+    node's JSON and multipart AI routes: an answer, or go-livepeer's refusal (400, 503 for a
+    model it cannot run), never a server error; the node logs no unhandled exception."""
+    node, gw = offchain
+    upscale = gw.ai_session(UPSCALE, UPSCALER)
+    llm = gw.ai_session(LLM, ECHO)
+    seen: dict[int, int] = {}
+
+    @given(
+        route=st.sampled_from(("llm", "upscale")),
+        fields=st.dictionaries(_FIELDS, _VALUES, max_size=3),
+        image=st.one_of(st.just(png(picture(8, 6))), st.just(b""), st.binary(max_size=200)),
+    )
+    @settings(
+        max_examples=int(os.environ.get("FARM_WIRE_EXAMPLES", "100")),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=list(HealthCheck),
+    )
+    def answered(route: str, fields: dict[str, Any], image: bytes) -> None:
+        # A valid request, with up to three of its fields replaced or added.
+        if route == "llm":
+            body = {"model": ECHO, "messages": [{"role": "user", "content": "hi"}], **fields}
+            r = gw.ai(llm, "llm", LLM, ECHO, 1000, body=body)
+        else:
+            form = {"prompt": "a picture", "model_id": UPSCALER, "seed": "9"}
+            form |= {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
+            files = {"image": ("image.png", image, "image/png")}
+            r = gw.ai(upscale, "upscale", UPSCALE, UPSCALER, 48 * 36, files=files, fields=form)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code in (200, 400, 503), (route, fields, r.status_code, r.text[:300])
+
+    answered()
+    assert seen.get(200, 0) >= 1 and seen.get(400, 0) >= 1, seen
+    logs = [p.read_text(errors="replace") for p in node.cluster.home.glob("*.log")]
+    assert not any("Traceback" in text for text in logs)
