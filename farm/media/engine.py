@@ -386,6 +386,12 @@ class _Rendition(threading.Thread):
         if self.result is None:
             self._out.abort()
 
+    def join_verifier(self, timeout: float = 10.0) -> None:
+        """Wait for the verifier following a dropped rendition: its buffer is closed, so it
+        reads to the end at once. No verification outlives a failed transcode."""
+        if self._verifier is not None:
+            self._verifier.join(timeout)
+
     def close_video(self, end: Fraction) -> None:
         """Flush the last pending frame, holding it until ``end`` (seconds)."""
         if self._pending is not None:
@@ -492,6 +498,8 @@ def _transcode(
                 _drain_and_stop(w)
             else:
                 w.abort()
+        for w in workers:
+            w.join_verifier()
         _keep(workers, opts.session, failed=e)
         raise
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import av
 import pytest
 import redis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.devchain import DevChain
@@ -34,6 +33,7 @@ from tests.farm.harness import Cluster, cluster_env
 from tests.farm.livepeer_gateway import LivepeerGateway
 from tests.farm.test_orchestrator import OrchestratorNode
 from tests.farm.test_orchestrator_chain import chain_env, devchain  # noqa: F401
+from tests.fuzz import fuzz_settings
 
 UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
 VIDEO_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
@@ -408,14 +408,7 @@ def test_ai_requests_with_any_fields_get_an_answer_or_a_refusal(
         fields=st.dictionaries(_FIELDS, _VALUES, max_size=3),
         image=st.one_of(st.just(png(picture(8, 6))), st.just(b""), st.binary(max_size=200)),
     )
-    @settings(
-        max_examples=int(os.environ.get("FARM_WIRE_EXAMPLES", "100")),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(100, "FARM_WIRE_EXAMPLES")
     def answered(route: str, fields: dict[str, Any], image: bytes) -> None:
         # A valid request, with up to three of its fields replaced or added.
         if route == "llm":

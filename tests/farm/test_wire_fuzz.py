@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from chain import pm_pb2
@@ -39,18 +39,10 @@ from tests.farm.harness import Cluster, cluster_env
 from tests.farm.livepeer_gateway import LivepeerGateway, Session
 from tests.farm.test_orchestrator import OrchestratorNode, _check
 from tests.farm.test_orchestrator_chain import chain_env
+from tests.fuzz import fuzz_settings
 
-#: Generated requests per edge; the whole module takes about a minute at the default.
-EXAMPLES = int(os.environ.get("FARM_WIRE_EXAMPLES", "100"))
-#: Reproducible from run to run, as the gateway's schema fuzz (tests/gateway/test_openapi.py).
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=(Phase.explicit, Phase.generate),
-    suppress_health_check=list(HealthCheck),
-)
+#: Generated requests per edge (FARM_WIRE_EXAMPLES for a longer run): about half a minute.
+FUZZ = fuzz_settings(100, "FARM_WIRE_EXAMPLES")
 LADDER = parse_profiles("P144p30fps16x9")
 REFUSALS = {400, 402, 403, 413}
 

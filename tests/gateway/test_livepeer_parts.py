@@ -10,7 +10,7 @@ from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -35,6 +35,7 @@ from gateway.livepeer.client import (
 from gateway.livepeer.discovery import WebhookDiscovery
 from gateway.pool import Pool
 from gateway.settings import GatewaySettings, OrchestratorConfig
+from tests.fuzz import fuzz_settings
 
 SENDER_KEY = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 CLUSTER = {
@@ -309,7 +310,7 @@ def hostile_infos(draw: st.DrawFn) -> net_pb2.OrchestratorInfo:
     return info
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@fuzz_settings(300)
 @given(
     info=hostile_infos(),
     fee=st.fractions(min_value=0, max_value=10**15),

@@ -21,7 +21,7 @@ import pytest
 import redis
 import schemathesis
 import sqlalchemy as sa
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckContext
@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
+from tests.fuzz import fuzz_settings
 
 ADMIN = "openapi-admin-token"
 #: Examples per operation: about 30 operations in well under two minutes.
@@ -148,14 +149,7 @@ def exercise(operation: Any, mode: GenerationMode, token: str) -> None:
     checks = [*CHECKS, positive_data_acceptance] if operation.label in _TAKES_ALL else CHECKS
 
     @given(case=operation.as_strategy(mode))
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=(Phase.explicit, Phase.generate),
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(EXAMPLES)
     def answers_as_documented(case: Any) -> None:
         response = case.call(headers={"Authorization": f"Bearer {token}"})
         case.validate_response(response, checks=checks)
