@@ -26,7 +26,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 AI_WORKER_PROTOCOL: Final = "Livepeer-AI-Worker-1.0"
 #: Most bytes taken for one media file of an answer.
 MAX_MEDIA_BYTES: Final = 300_000_000
+#: The longest line of an LLM answer's event stream (one event: a chunk of text and its ids).
+MAX_EVENT_BYTES: Final = 1024 * 1024
 _ZERO_HASH: Final = b"\x00" * 32
 #: Words in a 400 that say the payment was refused, not the input.
 _PAYMENT_WORDS: Final = ("balance", "price", "ticket", "payment", "sender")
@@ -122,7 +124,7 @@ class NetworkAI:
         deadline = time.monotonic() + timeout
         _, r = self._send("llm", model_id, params, {}, units, deadline, stream=True)
         try:
-            yield from _events(r.iter_lines(), deadline)
+            yield from _events(_lines(r.iter_bytes(), MAX_EVENT_BYTES), deadline)
         except httpx.HTTPError as e:
             raise OrchestratorUnreachable(f"llm stream: {e.__class__.__name__}") from e
         finally:
@@ -276,6 +278,22 @@ def _refused(pipeline: str, status: int, text: str) -> FarmError:
     if status == 400 and not any(w in message.lower() for w in _PAYMENT_WORDS):
         return AIRequestInvalid(message)
     return OrchestratorRefused(f"{pipeline}: {status} {message}")
+
+
+def _lines(chunks: Iterable[bytes], cap: int) -> Iterator[str]:
+    """The lines of a byte stream (LF or CRLF), none longer than ``cap`` bytes: an
+    orchestrator that never ends a line is refused (ResultInvalid) instead of being held in
+    memory until the deadline."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > cap or any(len(line) > cap for line in lines):
+            raise ResultInvalid(f"llm stream: a line exceeds {cap} bytes")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode(errors="replace")
+    if pending:
+        yield pending.removesuffix(b"\r").decode(errors="replace")
 
 
 def _events(lines: Iterator[str], deadline: float) -> Iterator[dict[str, Any]]:

@@ -469,3 +469,16 @@ def test_an_orchestrator_that_trickles_or_floods_its_answer_is_cut_off(
     assert message in str(raised.value)
     assert time.monotonic() - started < 3.0
     assert session.balance == 0  # nothing was paid off chain, nothing lost
+
+
+def test_an_llm_event_stream_is_read_in_lines_of_bounded_length() -> None:
+    from gateway.livepeer.ai import _lines
+
+    chunks = [b'data: {"a"', b": 1}\r\n\r\ndata: [DO", b"NE]\n", b"tail"]
+    assert list(_lines(chunks, 64)) == ['data: {"a": 1}', "", "data: [DONE]", "tail"]
+    # A line that never ends is refused as soon as it passes the cap, not held.
+    endless = (b"x" * 1000 for _ in range(10**6))
+    with pytest.raises(ResultInvalid, match="a line exceeds 4096 bytes"):
+        list(_lines(endless, 4096))
+    with pytest.raises(ResultInvalid):
+        list(_lines([b"ok\n" + b"y" * 5000 + b"\nok\n"], 4096))
