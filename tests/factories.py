@@ -17,6 +17,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
+from farm.media.codecs import codec_name
 from farm.media.profiles import VideoProfile
 from farm.media.synth import make_segment, make_stream
 
@@ -196,7 +197,7 @@ def probe(data: bytes) -> Probe:
         video_bytes = sum(p.size for p in packets)
         header = (
             c.format.name,
-            v.codec_context.name,
+            codec_name(v),
             v.codec_context.profile,
             v.codec_context.width,
             v.codec_context.height,

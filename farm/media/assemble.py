@@ -17,6 +17,7 @@ import av
 
 from farm.errors import EngineFailure, FarmError, InputCorrupt, InputInvalid
 from farm.media.codec_strings import codecs_of
+from farm.media.codecs import codec_name
 from farm.media.engine import adts_to_mp4
 from farm.media.output import OutputFile
 from farm.media.playlist import Variant, master_playlist, media_playlist, segment_bandwidth
@@ -175,7 +176,7 @@ def _kinds(
     video: av.VideoStream, audio: av.AudioStream | None
 ) -> tuple[tuple[str, int, int], str | None]:
     ctx = video.codec_context
-    return (ctx.name, ctx.width, ctx.height), audio.codec_context.name if audio else None
+    return (codec_name(video), ctx.width, ctx.height), codec_name(audio) if audio else None
 
 
 def _keep_increasing(packet: av.Packet[Any], last: dict[str, Fraction], kind: str) -> None:

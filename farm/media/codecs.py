@@ -20,6 +20,7 @@ __all__ = [
     "GPU_ENCODERS",
     "EncoderChoice",
     "choose_encoder",
+    "codec_name",
     "decoder_opens",
     "encoder_opens",
     "hardware_report",
@@ -58,6 +59,13 @@ class EncoderChoice:
     family: str
     codec: str
     hardware: bool
+
+
+def codec_name(stream: av.stream.Stream) -> str:
+    """The name of the codec a stream holds ("av1"), not of the decoder FFmpeg picked for it
+    ("libdav1d" decodes AV1, "mp3float" MP3)."""
+    ctx = stream.codec_context
+    return str(ctx.codec.canonical_name if ctx.codec is not None else ctx.name)
 
 
 def _quiet_open(ctx: av.CodecContext) -> None:

@@ -39,6 +39,7 @@ from farm.media.codecs import (
     QUIET_OPTIONS,
     EncoderChoice,
     choose_encoder,
+    codec_name,
     nvdec_opens,
 )
 from farm.media.encoders import (
@@ -684,7 +685,7 @@ def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterC
     """For ADTS AAC (as MPEG-TS carries it) going into MP4: a filter that strips the ADTS
     headers, and the AudioSpecificConfig the MP4 header needs before the first packet."""
     ctx = source.codec_context
-    if ctx.name != "aac" or ctx.extradata or ctx.sample_rate not in _AAC_RATES:
+    if codec_name(source) != "aac" or ctx.extradata or ctx.sample_rate not in _AAC_RATES:
         return None
     obj = _AAC_OBJECTS.get(ctx.profile or "LC", 2)
     channels = ctx.channels if ctx.channels in range(1, 7) else (7 if ctx.channels == 8 else 2)
@@ -705,7 +706,7 @@ class _Close:
 def _check_audio(packet: av.Packet[Any]) -> None:
     # An ADTS frame states its own length: a shorter packet is the cut end of a truncated
     # segment, which the demuxer passes on without complaint.
-    if not packet.size or packet.stream.codec_context.name != "aac":
+    if not packet.size or codec_name(packet.stream) != "aac":
         return
     head = bytes(packet)[:7]
     if len(head) == 7 and head[0] == 0xFF and head[1] & 0xF0 == 0xF0:

@@ -21,6 +21,7 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from farm.errors import InputCorrupt, InputTooLong, UnsupportedCodec
+from farm.media.codecs import codec_name
 from farm.media.source import open_source
 
 __all__ = ["SPLIT_CODECS", "SourceSegment", "split"]
@@ -90,7 +91,7 @@ def split(
     source = open_source(data, max_seconds=max_seconds)
     try:
         video, audio = source.video, source.audio
-        codec = video.codec_context.name
+        codec = codec_name(video)
         if codec not in SPLIT_CODECS:
             raise UnsupportedCodec(
                 f"cannot split {codec!r} video; splitting supports "
@@ -120,7 +121,7 @@ def _plan(
     frame_rate: Fraction | None,
 ) -> list[_Cut]:
     """Demux everything and decide which segment every packet goes to."""
-    codec = video.codec_context.name
+    codec = codec_name(video)
     extradata = video.codec_context.extradata or b""
     # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS; the filter also puts the
     # parameter sets in front of every IDR frame, so each segment decodes on its own.

@@ -12,7 +12,7 @@ import av
 from av.codec.hwaccel import HWAccel
 
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
-from farm.media.codecs import nvdec_opens
+from farm.media.codecs import codec_name, nvdec_opens
 
 __all__ = [
     "MAX_INPUT_SECONDS",
@@ -119,7 +119,7 @@ def _inspect(
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         raise InputInvalid(f"{label} has no video stream (streams: {kinds})")
     video = container.streams.video[0]
-    codec = video.codec_context.name
+    codec = codec_name(video)
     if codec not in SUPPORTED_INPUT_CODECS:
         raise UnsupportedCodec(
             f"input video codec {codec!r} is not supported; "

@@ -297,3 +297,27 @@ def test_stream_factory_lists_segments(tmp_path: Path) -> None:
     text = playlist.read_text()
     assert text.count("#EXTINF:0.500,") == 2
     assert (tmp_path / "s" / "seg1.ts").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "name"),
+    [
+        ("libsvtav1", "mp4", "av1"),
+        ("libvpx-vp9", "webm", "vp9"),
+        ("libvpx", "webm", "vp8"),
+        ("libx265", "mpegts", "hevc"),
+        ("mpeg2video", "mpegts", "mpeg2video"),
+        ("mpeg4", "mp4", "mpeg4"),
+    ],
+)
+def test_every_accepted_input_codec_transcodes(codec: str, fmt: str, name: str) -> None:
+    # The codec is what the stream holds, not the decoder FFmpeg picks for it: AV1 is
+    # decoded by libdav1d and was once refused as an unsupported "libdav1d".
+    data = make_segment(320, 240, 30, 1.0, audio=False, codec=codec, fmt=fmt)
+    assert probe(data).codec == name
+    result = transcode(
+        data, [profile("out", 256, 144, 200_000, fps=30)], EngineOptions(verify=True)
+    )
+    assert result.verification == []
+    assert [r.frames for r in result.renditions] == [30]
+    assert probe(result.renditions[0].data).frames == 30
