@@ -270,7 +270,10 @@ class StudioJobRunner:
         if "mp4" in outputs:
             output["mp4"] = []
             for p in profiles:
-                blob = concat_mp4([data for _, data, _ in per_profile[p.name]])
+                blob = concat_mp4(
+                    [data for _, data, _ in per_profile[p.name]],
+                    rotation=segments[0].rotation if segments else 0,
+                )
                 self.state.blobs.put(f"tasks/{job_id}/mp4/{p.name}.mp4", blob)
                 output["mp4"].append(
                     {"name": p.name, "url": f"{base}/mp4/{p.name}.mp4", "bytes": len(blob)}

@@ -80,6 +80,43 @@ def mp4_clip(**kwargs: Any) -> bytes:
     return _remux(clip(fmt="matroska", **kwargs), "mp4", {"movflags": "faststart"})
 
 
+def turned_clip(degrees: int, width: int = 320, height: int = 180, fmt: str = "mp4") -> bytes:
+    """1 s of black with a white top-left quarter, coded ``width`` x ``height`` in MP4 or
+    Matroska with a display matrix that turns it ``degrees`` counterclockwise to be shown,
+    as a phone records portrait video (PyAV's and FFmpeg's sign)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        video = cast(av.VideoStream, out.add_stream("libx264", rate=30))
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.set_display_rotation(degrees)
+        picture = np.zeros((height, width, 3), np.uint8)
+        picture[: height // 2, : width // 2] = 255
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def bright_quarter(data: bytes) -> tuple[str, int, int]:
+    """Which quarter of a video's first frame is brightest ("top-left" ...), and the frame's
+    size as a player shows it (FFmpeg's decoders do not turn pictures themselves)."""
+    with av.open(io.BytesIO(data)) as c:
+        frame = next(c.decode(video=0))
+        y = frame.to_ndarray(format="gray").astype(float)
+    h, w = y.shape
+    quarters = {
+        "top-left": y[: h // 2, : w // 2].mean(),
+        "top-right": y[: h // 2, w // 2 :].mean(),
+        "bottom-left": y[h // 2 :, : w // 2].mean(),
+        "bottom-right": y[h // 2 :, w // 2 :].mean(),
+    }
+    return max(quarters, key=quarters.__getitem__), w, h
+
+
 def audio_only_ts(seconds: float = 0.5) -> bytes:
     """An MPEG-TS file with one MP2 audio stream and no video."""
     buf = io.BytesIO()

@@ -90,12 +90,14 @@ def _check_name(name: str, what: str) -> None:
         raise ValueError(f"{what} {name!r} is not a plain file name")
 
 
-def concat_mp4(segments: list[bytes]) -> bytes:
+def concat_mp4(segments: list[bytes], rotation: int = 0) -> bytes:
     """Join consecutive MPEG-TS segments of one rendition into one faststart MP4.
 
     Packets are copied, not re-encoded, with the segments' own timestamps (they continue
     from one segment to the next). ADTS AAC audio is converted for MP4. The first segment
-    sets the streams; every later one must carry the same video (and audio) codec.
+    sets the streams; every later one must carry the same video (and audio) codec. With
+    ``rotation`` (degrees clockwise, as :attr:`SourceSegment.rotation`), the MP4 carries the
+    display matrix that shows the pictures turned by it, as the input did.
 
     Raises ValueError for an empty list, :class:`~farm.errors.InputInvalid` or
     :class:`~farm.errors.InputCorrupt` for segments that cannot be read or do not match,
@@ -105,7 +107,7 @@ def concat_mp4(segments: list[bytes]) -> bytes:
         raise ValueError("no segments to concatenate")
     out = OutputFile("mp4")
     try:
-        _concat(segments, out)
+        _concat(segments, out, rotation)
         return out.finish()
     except BaseException as e:
         out.abort()
@@ -114,7 +116,7 @@ def concat_mp4(segments: list[bytes]) -> bytes:
         raise EngineFailure(f"MP4 assembly failed: {e}") from e
 
 
-def _concat(segments: list[bytes], out: OutputFile) -> None:
+def _concat(segments: list[bytes], out: OutputFile, rotation: int) -> None:
     container = out.container
     v_out: av.VideoStream | None = None
     a_out: av.AudioStream | None = None
@@ -130,6 +132,8 @@ def _concat(segments: list[bytes], out: OutputFile) -> None:
             audio = src.streams.audio[0] if src.streams.audio else None
             if v_out is None:
                 v_out = container.add_stream_from_template(video)
+                if rotation % 360:
+                    v_out.set_display_rotation(-rotation % 360)  # counterclockwise
                 if audio is not None:
                     a_out = container.add_stream_from_template(audio)
                     adts = adts_to_mp4(audio, a_out)

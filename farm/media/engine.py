@@ -103,6 +103,11 @@ class _Rendition(threading.Thread):
         self.result: Rendition | None = None
         self.width, self.height = profile.oriented(source.portrait)
         self._scaler = VideoReformatter()
+        # A picture shown turned a quarter is scaled in its coded orientation, then turned.
+        self._turn = _Turn(source.rotation, self.width, self.height) if source.rotation else None
+        self._coded = (
+            (self.height, self.width) if source.rotation in (90, 270) else (self.width, self.height)
+        )
         self._interpolation = Interpolation[opts.interpolation]
         self._rate = profile.frame_rate
         self._pending: tuple[av.VideoFrame, Fraction] | None = None
@@ -323,10 +328,13 @@ class _Rendition(threading.Thread):
             self._encode(frame, k)
 
     def _encode(self, frame: av.VideoFrame, pts: int) -> None:
+        width, height = self._coded
         scaled = self._scaler.reformat(
-            frame, self.width, self.height, "yuv420p", interpolation=self._interpolation
+            frame, width, height, "yuv420p", interpolation=self._interpolation
         )
-        if scaled is frame:
+        if self._turn is not None:
+            scaled = self._turn(scaled)
+        elif scaled is frame:
             # Same size and format as the input: give this rendition its own frame, since
             # pts and picture type are written on it.
             scaled = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
@@ -474,7 +482,7 @@ def _transcode(
 ) -> TranscodeResult:
     started = time.perf_counter()
     choices = _choose(profiles, opts)
-    source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu)
+    source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu, find_rotation=True)
     workers: list[_Rendition] = []
     try:
         for p, choice in zip(profiles, choices, strict=True):
@@ -693,6 +701,37 @@ def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterC
     bsf = BitStreamFilterContext("aac_adtstoasc", source)
     out.codec_context.extradata = config.to_bytes(2, "big")
     return bsf
+
+
+class _Turn:
+    """Turns a rendition's scaled pictures upright: ``degrees`` clockwise (90, 180 or 270),
+    into ``width`` x ``height``, as FFmpeg's own autorotation does with its filters."""
+
+    _FILTERS = {
+        90: [("transpose", "clock")],
+        180: [("hflip", ""), ("vflip", "")],
+        270: [("transpose", "cclock")],
+    }
+
+    def __init__(self, degrees: int, width: int, height: int) -> None:
+        coded = (height, width) if degrees in (90, 270) else (width, height)
+        self._graph = av.filter.Graph()
+        node = self._graph.add_buffer(
+            width=coded[0],
+            height=coded[1],
+            format=av.VideoFormat("yuv420p"),
+            time_base=Fraction(1, 90000),
+        )
+        for name, arg in self._FILTERS[degrees]:
+            step = self._graph.add(name, arg)
+            node.link_to(step)
+            node = step
+        node.link_to(self._graph.add("buffersink"))
+        self._graph.configure()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        self._graph.vpush(frame)
+        return self._graph.vpull()
 
 
 class _Close:

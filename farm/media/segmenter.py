@@ -50,6 +50,9 @@ class SourceSegment:
     start: float
     duration: float
     frames: int
+    #: Degrees clockwise that the input's pictures turn to be shown upright (its display
+    #: matrix, which MPEG-TS cannot carry): the same for every segment of an input.
+    rotation: int = 0
 
 
 @dataclass(slots=True)
@@ -88,7 +91,7 @@ def split(
         raise ValueError(f"target_seconds must be positive, got {target_seconds!r}")
     if max_segments < 1:
         raise ValueError(f"max_segments must be at least 1, got {max_segments!r}")
-    source = open_source(data, max_seconds=max_seconds)
+    source = open_source(data, max_seconds=max_seconds, find_rotation=True)
     try:
         video, audio = source.video, source.audio
         codec = codec_name(video)
@@ -106,6 +109,7 @@ def split(
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
                 frames=cut.frames,
+                rotation=source.rotation,
             )
             for i, cut in enumerate(cuts)
         ]

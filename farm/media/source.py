@@ -46,10 +46,15 @@ class Source:
     duration: float | None
     frame_rate: Fraction | None
     decoder: str
+    #: Degrees clockwise (0, 90, 180 or 270) that the coded pictures turn to be shown upright,
+    #: from the container's display matrix (a phone's portrait video is coded landscape).
+    rotation: int = 0
 
     @property
     def portrait(self) -> bool:
-        return self.video.codec_context.height > self.video.codec_context.width
+        """Whether the picture is taller than wide as it is shown."""
+        ctx = self.video.codec_context
+        return (ctx.height > ctx.width) != (self.rotation in (90, 270))
 
     def close(self) -> None:
         self.container.close()
@@ -92,18 +97,50 @@ def open_source(
     *,
     max_seconds: float = MAX_INPUT_SECONDS,
     gpu: int | None = None,
+    find_rotation: bool = False,
 ) -> Source:
     """Open an input segment (bytes or a path) and check it is video the engine can take.
 
-    With ``gpu`` set and NVDEC available for the codec, frames are decoded on that GPU.
+    With ``gpu`` set and NVDEC available for the codec, frames are decoded on that GPU. With
+    ``find_rotation``, the display matrix of a container that can carry one (MP4, MOV,
+    Matroska; not MPEG-TS) is read from its first frame into ``Source.rotation``.
     """
     file, size, label = _as_file(data)
     container = _open(file, label, None)
     try:
-        return _inspect(container, file, size, label, max_seconds, gpu)
+        rotation = 0
+        if find_rotation and _may_rotate(container):
+            rotation = _rotation(container)
+            container.close()
+            if isinstance(file, io.BytesIO):
+                file.seek(0)
+            container = _open(file, label, None)
+        source = _inspect(container, file, size, label, max_seconds, gpu)
     except BaseException:
         container.close()
         raise
+    source.rotation = rotation
+    return source
+
+
+def _may_rotate(container: av.container.InputContainer) -> bool:
+    names = container.format.name.split(",")
+    return bool(container.streams.video) and ("mov" in names or "matroska" in names)
+
+
+def _rotation(container: av.container.InputContainer) -> int:
+    """Degrees clockwise that the first frame turns to be shown upright (0 when it cannot
+    be decoded: the decode proper reports that)."""
+    video = container.streams.video[0]
+    try:
+        with av.logging.Capture():
+            for frame in container.decode(video):
+                # PyAV gives the display matrix's angle counterclockwise, as FFmpeg does;
+                # FFmpeg's own autorotation turns the picture by its opposite.
+                return round(-frame.rotation / 90) % 4 * 90
+    except (av.FFmpegError, ValueError):
+        pass
+    return 0
 
 
 def _inspect(

@@ -17,7 +17,7 @@ from farm.media.engine import transcode
 from farm.media.playlist import read_playlist
 from farm.media.segmenter import split
 from farm.media.synth import make_segment
-from tests.factories import probe, profile
+from tests.factories import probe, profile, turned_clip
 
 FPS = 30
 HALF = 0.5 / FPS
@@ -120,6 +120,20 @@ def test_concat_video_only() -> None:
     parts = [transcode(s.data, PROFILES[1:]).renditions[0].data for s in split(source, 1.0)]
     seen = probe(concat_mp4(parts))
     assert (seen.frames, seen.has_audio) == (60, False)
+
+
+@pytest.mark.parametrize(("degrees", "turned"), [(90, 270), (-90, 90), (180, 180)])
+def test_a_turned_input_is_shown_turned_in_its_mp4(degrees: int, turned: int) -> None:
+    # MPEG-TS segments cannot carry the input's display matrix: splitting keeps the turn, and
+    # the assembled MP4 carries it again, so players show the pictures as the input's were.
+    segments = split(turned_clip(degrees), 0.5)
+    assert [s.rotation for s in segments] == [turned] * len(segments) and len(segments) >= 1
+    parts = [transcode(s.data, PROFILES[:1]).renditions[0].data for s in segments]
+    with av.open(io.BytesIO(concat_mp4(parts, rotation=segments[0].rotation))) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 30 and {f.rotation % 360 for f in frames} == {degrees % 360}
+    with av.open(io.BytesIO(concat_mp4(parts))) as c:
+        assert next(c.decode(video=0)).rotation == 0
 
 
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:

@@ -14,7 +14,7 @@ from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import parse_profiles
 from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
-from tests.factories import clip, mp4_clip, probe, profile, stream
+from tests.factories import bright_quarter, clip, mp4_clip, probe, profile, stream, turned_clip
 
 
 def _near(a: float, b: float, fps: float) -> bool:
@@ -321,3 +321,30 @@ def test_every_accepted_input_codec_transcodes(codec: str, fmt: str, name: str) 
     assert result.verification == []
     assert [r.frames for r in result.renditions] == [30]
     assert probe(result.renditions[0].data).frames == 30
+
+
+@pytest.mark.parametrize(
+    ("degrees", "fmt", "corner", "size"),
+    [
+        # Where FFmpeg's command line, which turns pictures by their display matrix, puts
+        # the top-left quarter of a picture shown turned by ``degrees`` counterclockwise.
+        (90, "mp4", "bottom-left", (144, 256)),
+        (-90, "mp4", "top-right", (144, 256)),
+        (180, "mp4", "bottom-right", (256, 144)),
+        (90, "matroska", "bottom-left", (144, 256)),
+        (0, "mp4", "top-left", (256, 144)),
+    ],
+)
+def test_a_turned_picture_is_transcoded_upright(
+    degrees: int, fmt: str, corner: str, size: tuple[int, int]
+) -> None:
+    data = turned_clip(degrees, fmt=fmt)
+    assert bright_quarter(data)[0] == "top-left"  # as coded
+    result = transcode(
+        data, [profile("out", 256, 144, 200_000, fps=30)], EngineOptions(verify=True)
+    )
+    assert result.verification == []
+    (r,) = result.renditions
+    assert (r.width, r.height) == size
+    assert bright_quarter(r.data) == (corner, *size)
+    assert probe(r.data).frames == 30
