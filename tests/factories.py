@@ -101,6 +101,47 @@ def turned_clip(degrees: int, width: int = 320, height: int = 180, fmt: str = "m
     return buf.getvalue()
 
 
+def clip_with_audio(codec: str, fmt: str, seconds: float = 1.0, rate: int = 44100) -> bytes:
+    """``seconds`` of 320x240 H.264 at 30 fps with a 440 Hz stereo tone in ``codec``, muxed
+    into ``fmt`` (any format PyAV writes)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        video = cast(av.VideoStream, out.add_stream("libx264", rate=30))
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        sound = cast(av.AudioStream, out.add_stream(codec, rate=rate))
+        sound.layout = "stereo"
+        size = sound.codec_context.frame_size or 1024
+        fmt_name = sound.codec_context.format.name
+        frames = round(seconds * 30)
+        for i in range(frames):
+            picture = np.full((240, 320, 3), (i * 8) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        t = np.arange(round(seconds * rate)) / rate
+        tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
+        for start in range(0, len(tone), size):
+            part = np.tile(tone[start : start + size], (2, 1))
+            planar = fmt_name.endswith("p")
+            data = part if planar else part.T.reshape(1, -1)
+            if fmt_name.startswith("s16"):
+                data = (data * 32767).astype(np.int16)
+            elif fmt_name.startswith("s32"):
+                data = (data * 2**31 - 1).astype(np.int32)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data), format=fmt_name, layout="stereo"
+            )
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for stream in (video, sound):
+            for packet in stream.encode(None):
+                out.mux(packet)
+    return buf.getvalue()
+
+
 def bright_quarter(data: bytes) -> tuple[str, int, int]:
     """Which quarter of a video's first frame is brightest ("top-left" ...), and the frame's
     size as a player shows it (FFmpeg's decoders do not turn pictures themselves)."""

@@ -65,6 +65,8 @@ def codec_name(stream: av.stream.Stream) -> str:
     """The name of the codec a stream holds ("av1"), not of the decoder FFmpeg picked for it
     ("libdav1d" decodes AV1, "mp3float" MP3)."""
     ctx = stream.codec_context
+    if ctx is None:  # a stream of a codec FFmpeg does not know
+        return ""
     return str(ctx.codec.canonical_name if ctx.codec is not None else ctx.name)
 
 

@@ -93,7 +93,12 @@ class _Rendition(threading.Thread):
     """Scales, encodes and muxes one rendition from the shared decoded frames."""
 
     def __init__(
-        self, profile: VideoProfile, source: Source, choice: EncoderChoice, opts: EngineOptions
+        self,
+        profile: VideoProfile,
+        source: Source,
+        choice: EncoderChoice,
+        opts: EngineOptions,
+        aac: _AudioToAac | None = None,
     ) -> None:
         super().__init__(name=f"rendition-{profile.name}", daemon=True)
         self.profile = profile
@@ -132,12 +137,14 @@ class _Rendition(threading.Thread):
             self._video = self._add_video(source, opts)
         else:
             self._video = self._add_kept_video(source, opts, zero_delay)
-        self._audio = (
-            self._out.container.add_stream_from_template(source.audio) if source.audio else None
-        )
+        self._audio: av.AudioStream | None = None
+        if aac is not None:
+            self._audio = aac.add_stream(self._out.container)
+        elif source.audio is not None:
+            self._audio = self._out.container.add_stream_from_template(source.audio)
         self._in_frame = Fraction(1) / source.frame_rate if source.frame_rate else None
         self._adts: BitStreamFilterContext | None = None
-        if self._audio is not None and source.audio is not None and opts.fmt in ("mp4", "fmp4"):
+        if aac is None and self._audio and source.audio and opts.fmt in ("mp4", "fmp4"):
             self._adts = adts_to_mp4(source.audio, self._audio)
         self.cancelled = threading.Event()
         self._verify = opts.verify
@@ -485,13 +492,14 @@ def _transcode(
     source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu, find_rotation=True)
     workers: list[_Rendition] = []
     try:
+        aac = _AudioToAac.needed(source.audio, opts.fmt)
         for p, choice in zip(profiles, choices, strict=True):
-            workers.append(_Rendition(p, source, choice, opts))
+            workers.append(_Rendition(p, source, choice, opts, aac))
         opened = time.perf_counter()
         if opts.parallel:
             for w in workers:
                 w.start()
-        stats = _decode(source, workers, opts, started)
+        stats = _decode(source, workers, opts, started, aac)
         for w in workers:
             _hand(w, _STOP, opts.parallel)
         for w in workers:
@@ -601,7 +609,11 @@ def _raise_first(workers: Sequence[_Rendition]) -> None:
 
 
 def _decode(
-    source: Source, workers: Sequence[_Rendition], opts: EngineOptions, started: float
+    source: Source,
+    workers: Sequence[_Rendition],
+    opts: EngineOptions,
+    started: float,
+    aac: _AudioToAac | None = None,
 ) -> dict[str, Any]:
     video, audio = source.video, source.audio
     tb = video.time_base
@@ -622,8 +634,9 @@ def _decode(
                 if packet.stream is audio:
                     _check_audio(packet)
                     if packet.size:
-                        for w in workers:
-                            _hand(w, packet, opts.parallel)
+                        for out in aac.encode(packet) if aac is not None else (packet,):
+                            for w in workers:
+                                _hand(w, out, opts.parallel)
                     continue
                 if packet.is_corrupt:
                     raise InputCorrupt(f"corrupt video packet at {_when(packet.pts, tb)}")
@@ -647,6 +660,9 @@ def _decode(
                     for w in workers:
                         _hand(w, (frame, t), opts.parallel)
                 _raise_first(workers)
+            for out in aac.encode(None) if aac is not None else ():
+                for w in workers:
+                    _hand(w, out, opts.parallel)
             _check_logs(logs)
     except av.FFmpegError as e:
         raise InputCorrupt(f"video cannot be decoded: {e}") from e
@@ -701,6 +717,74 @@ def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterC
     bsf = BitStreamFilterContext("aac_adtstoasc", source)
     out.codec_context.extradata = config.to_bytes(2, "big")
     return bsf
+
+
+#: The audio codecs each output format carries as they come (copied into every rendition);
+#: any other audio is encoded to AAC once and the same packets muxed into every rendition,
+#: as the ``ffmpeg`` command line picks a codec the container takes. (PCM, FLAC or Vorbis
+#: in MPEG-TS would be muxed as a stream no player decodes; AC-3 in fragmented MP4 does not
+#: mux at all, since its header needs a frame before the first fragment.)
+CARRIED_AUDIO = {
+    "mpegts": frozenset({"aac", "mp2", "mp3", "ac3", "eac3", "opus"}),
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}),
+    "fmp4": frozenset({"aac", "mp3", "opus", "flac", "alac"}),
+}
+
+
+class _AudioToAac:
+    """Encodes an input's audio to AAC-LC once, for every rendition of a segment: mono or
+    stereo (more channels are mixed down), at the input's rate where AAC has it, else 48 kHz."""
+
+    def __init__(self, audio: av.AudioStream) -> None:
+        ctx = audio.codec_context
+        self.rate = ctx.sample_rate if ctx.sample_rate in _AAC_RATES else 48000
+        self.layout = "mono" if ctx.channels == 1 else "stereo"
+        self.bit_rate = 64_000 if self.layout == "mono" else 128_000
+        encoder = av.CodecContext.create("aac", "w")
+        encoder.sample_rate = self.rate
+        encoder.layout = self.layout
+        encoder.format = "fltp"
+        encoder.bit_rate = self.bit_rate
+        encoder.time_base = Fraction(1, self.rate)
+        encoder.open()
+        self._encoder = encoder
+        self._resampler = av.AudioResampler(
+            format="fltp", layout=self.layout, rate=self.rate, frame_size=encoder.frame_size
+        )
+        self._decoder = ctx
+
+    @classmethod
+    def needed(cls, audio: av.AudioStream | None, fmt: str) -> _AudioToAac | None:
+        """An encoder when ``fmt`` cannot carry ``audio`` as it is; None to copy it."""
+        if audio is None or codec_name(audio) in CARRIED_AUDIO[fmt]:
+            return None
+        return cls(audio)
+
+    def add_stream(self, container: av.container.OutputContainer) -> av.AudioStream:
+        """A rendition's audio stream for the packets this encoder makes."""
+        stream = container.add_stream("aac", rate=self.rate)
+        stream.layout = self.layout
+        stream.bit_rate = self.bit_rate
+        return stream
+
+    def encode(self, packet: av.Packet[Any] | None) -> list[av.Packet[Any]]:
+        """The AAC packets for an input audio packet; None flushes what is held."""
+        out: list[av.Packet[Any]] = []
+        try:
+            if packet is None:
+                frames: list[av.AudioFrame | None] = [*self._resampler.resample(None), None]
+            else:
+                frames = []
+                for decoded in self._decoder.decode(packet):
+                    frames += self._resampler.resample(decoded)
+            for frame in frames:
+                for p in self._encoder.encode(frame):
+                    p.time_base = Fraction(1, self.rate)
+                    out.append(p)
+        except av.FFmpegError as e:
+            at = f" at {_when(packet.pts, packet.time_base)}" if packet is not None else ""
+            raise InputCorrupt(f"the audio{at} cannot be decoded: {e}") from e
+        return out
 
 
 class _Turn:

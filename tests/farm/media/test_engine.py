@@ -5,16 +5,28 @@ Durations and times are compared within half a frame of the output's frame rate.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import av
 import pytest
 
 from farm.errors import ProfileInvalid
+from farm.media.codecs import codec_name
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import parse_profiles
 from farm.media.result import TranscodeResult
 from farm.media.synth import make_segment
-from tests.factories import bright_quarter, clip, mp4_clip, probe, profile, stream, turned_clip
+from tests.factories import (
+    bright_quarter,
+    clip,
+    clip_with_audio,
+    mp4_clip,
+    probe,
+    profile,
+    stream,
+    turned_clip,
+)
 
 
 def _near(a: float, b: float, fps: float) -> bool:
@@ -348,3 +360,42 @@ def test_a_turned_picture_is_transcoded_upright(
     assert (r.width, r.height) == size
     assert bright_quarter(r.data) == (corner, *size)
     assert probe(r.data).frames == 30
+
+
+@pytest.mark.parametrize(
+    ("codec", "container", "fmt", "carried"),
+    [
+        # Audio no player decodes in the output container is encoded to AAC, once.
+        ("pcm_s16le", "mov", "mpegts", "aac"),
+        ("flac", "matroska", "mpegts", "aac"),
+        ("alac", "mov", "mpegts", "aac"),
+        ("pcm_s16le", "mov", "mp4", "aac"),
+        ("ac3", "mpegts", "fmp4", "aac"),
+        ("mp2", "mpegts", "mp4", "aac"),
+        # Audio the container carries is copied as it is.
+        ("ac3", "mpegts", "mpegts", "ac3"),
+        ("mp2", "mpegts", "mpegts", "mp2"),
+        ("flac", "matroska", "mp4", "flac"),
+    ],
+)
+def test_audio_the_output_cannot_carry_is_encoded_to_aac(
+    codec: str, container: str, fmt: str, carried: str
+) -> None:
+    data = clip_with_audio(codec, container, seconds=1.0)
+    profiles = [profile("a", 256, 144, 200_000, fps=30), profile("b", 160, 96, 100_000, fps=30)]
+    result = transcode(data, profiles, EngineOptions(fmt=fmt, verify=True))
+    assert result.verification == []
+    for r in result.renditions:
+        with av.open(io.BytesIO(r.data)) as c:
+            (sound,) = c.streams.audio
+            assert codec_name(sound) == carried
+            samples = sum(f.samples for f in c.decode(sound))
+            rate = sound.codec_context.sample_rate
+        # The whole second of sound, give or take the codecs' own frames at the edges.
+        assert abs(samples / rate - 1.0) < 0.06, (samples, rate)
+        assert probe(r.data).frames == 30
+    a, b = (av.open(io.BytesIO(r.data)) for r in result.renditions)
+    with a, b:
+        first = [bytes(p) for p in a.demux(audio=0) if p.size]
+        second = [bytes(p) for p in b.demux(audio=0) if p.size]
+    assert first == second  # encoded once, the same packets in every rendition
