@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from farm.media.output import EXTENSIONS
 from farm.media.profiles import profiles_from_json
 from farm.media.result import TranscodeResult
 from farm.publish import job_timeout_s
-from farm.queues import stream_queue_owner
+from farm.queues import stream_queue, stream_queue_owner
 from farm.reconcile import reconcile
 from farm.resources import Resources, is_unreachable
 from farm.router import Need, route_transcode
@@ -422,6 +423,12 @@ class _TranscodeAttempt:
         # The job row caps attempts; Celery's own retry count is not the limit. The retry asks
         # to run elsewhere: a worker that just failed it hands it back while others are alive.
         queue = _retry_queue(self.task, self.context, self.spec)
+        if queue is not None and stream_queue_owner(queue) is not None:
+            try:  # where the retry waits, for the reconciler should that worker go
+                self.context.resources.jobs.waits_in(job_id, queue)
+            except (DBAPIError, FarmError) as e:
+                # The job's deadline still bounds the wait: the reconciler republishes it then.
+                log.warning("job %s: could not record its retry's queue %s: %s", job_id, queue, e)
         raise self.task.retry(
             exc=error,
             countdown=0.5,
@@ -524,16 +531,33 @@ def _outcome(future: Future[Any]) -> BaseException | None:
 
 
 def _retry_queue(task: Task, context: WorkerContext, spec: dict[str, Any]) -> str | None:
-    """Where a failed attempt's retry goes when not back to the queue it came from: a stream
-    segment taken from this worker's own queue (farm.router.route_stream) retries on its
-    capability queue, where another worker may take it (_hand_back). None: the same queue."""
+    """Where a failed attempt's retry goes when not back to the queue it came from.
+
+    First choice, the own queue of another live worker that serves the job's route (the
+    least loaded): the retry then runs elsewhere even while every other worker is busy, when
+    a hand-back (_hand_back) could find only this worker idle and the job would spend its
+    attempts here. Else a stream segment taken from this worker's own queue
+    (farm.router.route_stream) retries on its capability queue. None: the same queue."""
     queue = (task.request.delivery_info or {}).get("routing_key")
-    if not queue or stream_queue_owner(queue) is None or context.stores is not context.resources:
-        return None
+    if context.stores is not context.resources:
+        return None  # a remote transcoder (its stores are the node API) cannot read the registry
     try:
-        return route_transcode(Need(**spec["need"]), context.resources.registry.live()).queue
+        live = context.resources.registry.live()
+        route = route_transcode(Need(**spec["need"]), live)
     except (FarmError, KeyError, TypeError):
         return None  # no other route now: this worker's own queue still serves it
+    others = [
+        w
+        for w in live
+        if w.worker != context.instance
+        and w.worker in route.workers
+        and stream_queue(w.worker) in w.queues
+    ]
+    if others:
+        return stream_queue(min(others, key=lambda w: (w.load, random.random())).worker)
+    if queue and stream_queue_owner(queue) is not None:
+        return route.queue
+    return None
 
 
 def _hand_back(task: Task, context: WorkerContext, avoid: str, handbacks: int) -> bool:

@@ -574,6 +574,19 @@ class JobStore:
             ).all()
             return [_view(j) for j in jobs]
 
+    def waits_in(self, job_id: str, queue: str) -> bool:
+        """Record that a queued job's message now waits in ``queue`` (a retry sent to another
+        worker's own queue), so the reconciler finds it there if that worker goes."""
+        with self._session() as s:
+            return bool(
+                _exec(
+                    s,
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                    .values(queue=queue, updated_at=utcnow()),
+                ).rowcount
+            )
+
     def queued_in(self, prefix: str, limit: int = 100) -> list[JobView]:
         """Jobs waiting in a queue whose name starts with ``prefix`` (workers' own queues),
         oldest first."""

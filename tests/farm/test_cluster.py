@@ -302,6 +302,8 @@ def test_a_failed_verification_is_retried_on_another_worker(
         for job in jobs:
             log = client.get(job.id, with_attempts=True).attempt_log
             assert log[-1].outcome == "done"
+            # The retry went to the good worker's own queue: never back to the broken one.
+            assert [a.outcome for a in log[:-1]] in ([], ["failed"]), log
             assert not log[-1].worker.startswith(
                 broken_name.split(":")[0] + "." + broken_name.split(":")[1]
             )

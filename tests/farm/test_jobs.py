@@ -131,6 +131,22 @@ def test_waiting_for_capacity_is_not_a_publish(store: JobStore) -> None:
     assert store.get("orphan").state == "failed"
 
 
+def test_a_retry_sent_to_a_workers_own_queue_is_found_there(store: JobStore) -> None:
+    # A failed attempt's retry sent to another worker's own queue: the row says so, so the
+    # reconciler's sweep of gone workers' own queues finds it. A job no longer queued keeps
+    # its row as it is.
+    _job(store)
+    store.start_attempt("j1", "j1.1", "w1")
+    assert store.attempt_failed("j1", "j1.1", "w1", "verification_failed", "cut", final=False)
+    assert store.waits_in("j1", "transcode@cpu@w2:1")
+    assert [j.id for j in store.queued_in("transcode@")] == ["j1"]
+    assert store.get("j1").queue == "transcode@cpu@w2:1"
+    store.start_attempt("j1", "j1.1", "w2")
+    assert not store.waits_in("j1", "transcode@cpu@w3:1")
+    assert store.get("j1").queue == "transcode@cpu@w2:1"
+    assert not store.waits_in("nope", "transcode@cpu@w3:1")
+
+
 def test_unknown_job(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         store.get("nope")

@@ -158,6 +158,33 @@ def test_a_failed_stream_segment_retries_on_its_capability_queue() -> None:
     assert tasks._retry_queue(task("transcode@me:1"), remote, spec) is None
 
 
+def test_a_failed_attempt_retries_in_the_own_queue_of_another_worker() -> None:
+    # Sent to the capability queue, the retry could be taken by this worker again while the
+    # others are busy (a hand-back finds only it idle): sent to another worker's own queue,
+    # it runs there, on the least loaded one that serves the job's route.
+    def worker(name: str, load: int, own: bool = True) -> SimpleNamespace:
+        queues = ["transcode.cpu.h264", *([f"transcode@{name}"] if own else [])]
+        return SimpleNamespace(worker=name, queues=queues, load=load)
+
+    live = [worker("me:1", 0), worker("busy:1", 2), worker("idle:1", 0), worker("old:1", 0, False)]
+    cluster = SimpleNamespace(registry=SimpleNamespace(live=lambda: live))
+    local = WorkerContext(ClusterSettings(), cluster, cluster, instance="me:1")  # type: ignore[arg-type]
+    spec = {"need": {"codec": "h264", "renditions": 1, "device": "any"}}
+
+    def task(queue: str) -> Any:
+        return SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": queue}))
+
+    for queue in ("transcode.cpu.h264", "transcode@me:1"):
+        assert tasks._retry_queue(task(queue), local, spec) == "transcode@idle:1"
+    live[2].load = 5
+    assert tasks._retry_queue(task("transcode.cpu.h264"), local, spec) == "transcode@busy:1"
+    del live[1:3]  # only a worker without an own queue is left beside this one
+    assert tasks._retry_queue(task("transcode.cpu.h264"), local, spec) is None
+    assert tasks._retry_queue(task("transcode@me:1"), local, spec) == "transcode.cpu.h264"
+    remote = replace(local, stores=SimpleNamespace())
+    assert tasks._retry_queue(task("transcode.cpu.h264"), remote, spec) is None
+
+
 def test_a_context_damage_hook_fails_the_first_attempt_and_the_retry_is_clean(app: Celery) -> None:
     worker_context(app).damage = attempt_damage("truncate")
     spec = _submit(app, "damaged")
