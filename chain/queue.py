@@ -34,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from chain.schema import create_tables
 from chain.tickets import Ticket
 
 __all__ = ["QueuedTicket", "TicketQueue", "Winner"]
@@ -117,7 +118,7 @@ class TicketQueue:
         self.engine = engine
 
     def create_schema(self) -> None:
-        _Base.metadata.create_all(self.engine)
+        create_tables(_Base.metadata, self.engine)
 
     def add(self, ticket: Ticket, sig: bytes, recipient_rand: int, expiration_block: int) -> bool:
         """Store a winning ticket; False when it was already stored (same hash)."""

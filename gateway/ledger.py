@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from chain.schema import create_tables
 from farm.runtime import make_engine, utcnow
 from gateway.errors import AuthFailed, BadRequest, InsufficientCredit, NotFound, Unavailable
 from gateway.models import ApiKey, GatewayBase, LedgerEntry
@@ -63,7 +64,7 @@ class Ledger:
         )
 
     def create_schema(self) -> None:
-        GatewayBase.metadata.create_all(self.engine)
+        create_tables(GatewayBase.metadata, self.engine)
 
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str, credits: int = 0) -> tuple[str, KeyInfo]:

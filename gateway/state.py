@@ -13,6 +13,7 @@ from functools import partial
 import redis
 from sqlalchemy import create_engine
 
+from chain.schema import create_tables
 from farm.blobstore import BlobStore, blob_store_from_url
 from farm.client import ClusterSettings, announced_ticket_queue
 from farm.errors import ConfigError
@@ -55,7 +56,7 @@ class GatewayState:
     @classmethod
     def build(cls, settings: GatewaySettings) -> GatewayState:
         engine = make_engine(settings.gateway_database_url)
-        GatewayBase.metadata.create_all(engine)
+        create_tables(GatewayBase.metadata, engine)
         ledger = Ledger(engine)
         sender = broadcaster(settings)
         block_number, funds = _chain_reads(settings, sender)

@@ -94,12 +94,13 @@ def keys_list() -> None:
 @click.argument("session_id", required=False)
 def sessions_cmd(session_id: str | None) -> None:
     """Recent sessions, or one session's attempt log."""
+    from chain.schema import create_tables
     from farm.jobs import make_engine
     from gateway.models import GatewayBase
     from gateway.sessions import SessionLog
 
     engine = make_engine(_settings().gateway_database_url)
-    GatewayBase.metadata.create_all(engine)
+    create_tables(GatewayBase.metadata, engine)
     log = SessionLog(engine)
     if session_id:
         click.echo(json.dumps(log.get(session_id), indent=2))

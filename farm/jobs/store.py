@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from chain.schema import create_tables
 from farm import metrics
 from farm.errors import JobExists, JobNotFound
 from farm.jobs import pg
@@ -215,7 +216,7 @@ class JobStore:
             event.listen(self.engine, "engine_disposed", lambda _engine: lane.close())
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        create_tables(Base.metadata, self.engine)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -150,3 +152,30 @@ def test_a_retry_sent_to_a_workers_own_queue_is_found_there(store: JobStore) -> 
 def test_unknown_job(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         store.get("nope")
+
+
+def test_processes_that_create_the_tables_at_once_all_succeed(postgres_url: str) -> None:
+    # Workers, the node and the gateway each create the tables they use when they start;
+    # started together on a fresh database, two CREATE TABLEs of one table used to race on
+    # PostgreSQL's catalogue and one process failed (pg_type_typname_nsp_index).
+    from chain.queue import TicketQueue
+    from gateway.ledger import Ledger
+
+    stores = [JobStore(postgres_url) for _ in range(4)]
+    ledgers = [Ledger(postgres_url) for _ in range(2)]
+    creators = [s.create_schema for s in stores]
+    creators += [ledger.create_schema for ledger in ledgers]
+    creators += [TicketQueue(stores[0].engine).create_schema for _ in range(2)]
+    start = threading.Barrier(len(creators))
+
+    def create(make: Callable[[], None]) -> None:
+        start.wait()
+        make()
+
+    with ThreadPoolExecutor(len(creators)) as pool:
+        for future in [pool.submit(create, make) for make in creators]:
+            future.result()
+    _job(stores[0])
+    assert stores[1].get("j1").state == "queued"
+    for engine in [s.engine for s in stores] + [ledger.engine for ledger in ledgers]:
+        engine.dispose()
