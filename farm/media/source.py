@@ -124,8 +124,12 @@ def open_source(
 
 
 def _may_rotate(container: av.container.InputContainer) -> bool:
+    """Whether the input may carry a display matrix, in video the engine decodes (no other
+    decoder runs before the input is checked)."""
     names = container.format.name.split(",")
-    return bool(container.streams.video) and ("mov" in names or "matroska" in names)
+    if ("mov" not in names and "matroska" not in names) or not container.streams.video:
+        return False
+    return codec_name(container.streams.video[0]) in SUPPORTED_INPUT_CODECS
 
 
 def _rotation(container: av.container.InputContainer) -> int:
