@@ -109,10 +109,10 @@ class _Rendition(threading.Thread):
         self.width, self.height = profile.oriented(source.portrait)
         self._scaler = VideoReformatter()
         # A picture shown turned a quarter is scaled in its coded orientation, then turned.
-        self._turn = _Turn(source.rotation, self.width, self.height) if source.rotation else None
         self._coded = (
             (self.height, self.width) if source.rotation in (90, 270) else (self.width, self.height)
         )
+        self._turn = _Turn(source.rotation, *self._coded) if source.rotation else None
         self._interpolation = Interpolation[opts.interpolation]
         self._rate = profile.frame_rate
         self._pending: tuple[av.VideoFrame, Fraction] | None = None
@@ -788,8 +788,9 @@ class _AudioToAac:
 
 
 class _Turn:
-    """Turns a rendition's scaled pictures upright: ``degrees`` clockwise (90, 180 or 270),
-    into ``width`` x ``height``, as FFmpeg's own autorotation does with its filters."""
+    """Turns a rendition's scaled pictures, ``width`` x ``height`` as coded, upright:
+    ``degrees`` clockwise (90, 180 or 270), as FFmpeg's own autorotation does with its
+    filters."""
 
     _FILTERS = {
         90: [("transpose", "clock")],
@@ -798,11 +799,10 @@ class _Turn:
     }
 
     def __init__(self, degrees: int, width: int, height: int) -> None:
-        coded = (height, width) if degrees in (90, 270) else (width, height)
         self._graph = av.filter.Graph()
         node = self._graph.add_buffer(
-            width=coded[0],
-            height=coded[1],
+            width=width,
+            height=height,
             format=av.VideoFormat("yuv420p"),
             time_base=Fraction(1, 90000),
         )
