@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from farm.ai.config import AIModelConfig, load_ai_models
 from farm.gpu import GpuInfo, NvmlSource, StaticGpuSource, detect_gpus, parse_gpu_selection
 from farm.media.codecs import CPU_ENCODERS, GPU_DECODERS, GPU_ENCODERS, decoder_opens, encoder_opens
+from farm.media.memory import keep_freed_memory
 from farm.queues import (
     CHAIN_QUEUE,
     CODECS,
@@ -235,6 +236,9 @@ def run_worker(
     # worker: the collector need not walk it again at every full collection, which would
     # otherwise land inside segments (and, in pool children, unshare copied pages).
     gc.freeze()
+    if ai_pool is None:
+        # Each segment's encoders reuse the memory the last one's freed (farm.media.memory).
+        keep_freed_memory()
     # One name everywhere: the registry's, Celery's (Flower's) and the attempt log's.
     app.worker_main(worker_argv(instance, plan.queues, plan.concurrency, pool_kind, loglevel))
 

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from farm.context import worker_context
 from farm.errors import ConfigError, CredentialRevoked, NodeUnreachable
 from farm.gpu import GpuInfo, detect_gpus, parse_gpu_selection
+from farm.media.memory import keep_freed_memory
 from farm.remote.node_client import NodeBlobs, NodeClient, NodeJobs, RemoteStores
 from farm.remote.secrets import read_secret
 from farm.remote.tls import pinned_context
@@ -253,6 +254,7 @@ def run_transcoder(settings: TranscoderSettings, loglevel: str = "INFO") -> int:
     context.gpu = gpu.index if gpu is not None else None
     host = settings.hostname or socket.gethostname()
     argv = worker_argv(f"{name}@{host}", queues, settings.capacity, settings.pool, loglevel)
+    keep_freed_memory()  # each segment reuses the memory the last one freed
     code: object = 0
     try:
         app.worker_main(argv)

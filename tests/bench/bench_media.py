@@ -4,10 +4,14 @@ A 2-second 1080p30 H.264 segment with AAC audio goes to 720p 3 Mbps / 480p 1.6 M
 360p 0.8 Mbps (libx264 veryfast, 2 s GOP, audio copied, bicubic scaling on both sides),
 as one ffmpeg process and as one engine call, alternating, median of N runs each.
 
-The closing table puts three side by side, each with its ratio to the ffmpeg command line:
-the engine alone, the engine verifying every rendition (farm.media.verify, as workers run
-it), and ffmpeg (which verifies nothing). The last line is the ratio engine/ffmpeg. The load
-average is printed with them: on a shared machine, compare ratios from quiet runs.
+The closing table puts three side by side, each with its ratio to the ffmpeg command line, in
+wall time and in CPU time (every thread; ffmpeg's as its child process): the engine alone,
+the engine verifying every rendition (farm.media.verify, as workers run it), and ffmpeg
+(which verifies nothing). The last line is the ratio engine/ffmpeg. The load average is
+printed with them: on a shared machine, compare ratios from quiet runs.
+
+The engine runs as a media worker runs it, with glibc keeping freed memory for the next
+segment (farm.media.memory); ``--fresh-memory`` leaves glibc at its defaults instead.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 from farm.media.engine import EngineOptions, transcode
+from farm.media.memory import keep_freed_memory
 from farm.media.profiles import VideoProfile
 from farm.media.synth import make_segment
 
@@ -75,9 +80,9 @@ def ffmpeg_command(src: Path, out: Path) -> list[str]:
     return cmd
 
 
-def _cpu() -> float:
-    """CPU seconds of this process, every thread included."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds of this process, every thread included (or of its ended children)."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -88,10 +93,17 @@ def main() -> int:
     parser.add_argument(
         "--gpu", type=int, default=None, help="decode (input and verification) with NVDEC here"
     )
+    parser.add_argument(
+        "--fresh-memory",
+        action="store_true",
+        help="leave glibc's allocator at its defaults (farm.media.memory), as workers do not",
+    )
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is not installed (apt-get install ffmpeg)", file=sys.stderr)
         return 2
+    if not args.fresh_memory:
+        keep_freed_memory()  # as every media worker does before its pool starts
     segment = make_segment(1920, 1080, 30, 2.0, bitrate=6_500_000, gop_seconds=2.0)
     opts = EngineOptions(fmt="mpegts", preset="veryfast", parallel=not args.serial, gpu=args.gpu)
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
@@ -101,7 +113,7 @@ def main() -> int:
         transcode(src, LADDER, opts)  # warm up both
         subprocess.run(cmd, check=True)
         engine_s, ffmpeg_s, verified_s, verify_s, after_s = [], [], [], [], []
-        engine_cpu, verified_cpu = [], []
+        engine_cpu, verified_cpu, ffmpeg_cpu = [], [], []
         checked = dataclasses.replace(opts, verify=True)
         checked_after = dataclasses.replace(checked, verify_following=False)
         for run in range(args.runs):
@@ -118,9 +130,10 @@ def main() -> int:
             t = time.perf_counter()
             assert transcode(src, LADDER, checked_after).verification == []
             after_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
             subprocess.run(cmd, check=True)
             ffmpeg_s.append(time.perf_counter() - t)
+            ffmpeg_cpu.append(_cpu(resource.RUSAGE_CHILDREN) - c)
             print(
                 f"run {run + 1}: engine {engine_s[-1]:.3f} s, "
                 f"engine + verification {verified_s[-1]:.3f} s, ffmpeg {ffmpeg_s[-1]:.3f} s",
@@ -154,14 +167,15 @@ def main() -> int:
         f"({os.cpu_count()} cores); {args.runs} runs each"
     )
     rows = [
-        ("engine alone", engine_s),
-        ("engine + verification", verified_s),
-        ("ffmpeg CLI (no verification)", ffmpeg_s),
+        ("engine alone", engine_s, engine_cpu),
+        ("engine + verification", verified_s, verified_cpu),
+        ("ffmpeg CLI (no verification)", ffmpeg_s, ffmpeg_cpu),
     ]
-    print(f"{'':30s} {'median':>9s} {'min':>9s} {'vs ffmpeg':>10s}")
-    for label, times in rows:
-        m = statistics.median(times)
-        print(f"{label:30s} {m:8.3f}s {min(times):8.3f}s {m / f:9.3f}x")
+    fc = statistics.median(ffmpeg_cpu)
+    print(f"{'':30s} {'median':>9s} {'min':>9s} {'vs ffmpeg':>10s} {'CPU':>9s} {'vs ffmpeg':>10s}")
+    for label, times, cpus in rows:
+        m, mc = statistics.median(times), statistics.median(cpus)
+        print(f"{label:30s} {m:8.3f}s {min(times):8.3f}s {m / f:9.3f}x {mc:8.3f}s {mc / fc:9.3f}x")
     print(f"ratio engine+verification/ffmpeg: {v / f:.3f}")
     print(f"ratio engine/ffmpeg: {e / f:.3f}")
     return 0
