@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from av.stream import Disposition
 
 from farm.media.codecs import codec_name
 from farm.media.profiles import VideoProfile
@@ -354,4 +355,45 @@ def mp3_audio(seconds: float, header_frames: int | None = None, rate: int = 4410
     return data
 
 
-__all__ += ["mp3_audio", "still_image", "wav_audio"]
+def _still_packet(stream: av.VideoStream, picture: bytes) -> av.Packet[Any]:
+    packet = av.Packet(picture)
+    packet.stream = stream
+    packet.pts = packet.dts = 0
+    packet.time_base = Fraction(1, 1000)
+    return packet
+
+
+def picture_track_first(data: bytes) -> bytes:
+    """``data``'s streams in Matroska behind a one-picture 64x48 MJPEG video track, which is
+    the file's first stream (a thumbnail track some cameras and tools write)."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(data)) as src, av.open(buf, "w", format="matroska") as out:
+        still = cast(av.VideoStream, out.add_stream("mjpeg", rate=1))
+        still.width, still.height, still.pix_fmt = 64, 48, "yuvj420p"
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        out.mux(_still_packet(still, still_image(64, 48, codec="mjpeg")))
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return buf.getvalue()
+
+
+def mp3_with_cover(seconds: float = 1.0) -> bytes:
+    """An MP3 with cover art: FFmpeg shows the art as a video stream marked as an attached
+    picture, as it does for M4A artwork and Matroska attachments."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(mp3_audio(seconds))) as src, av.open(buf, "w", format="mp3") as out:
+        sound = out.add_stream_from_template(src.streams.audio[0])
+        cover = cast(av.VideoStream, out.add_stream("png", rate=1))
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "rgb24"
+        cover.disposition = Disposition.attached_pic
+        out.mux(_still_packet(cover, still_image(64, 48)))
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = sound
+                out.mux(packet)
+    return buf.getvalue()
+
+
+__all__ += ["mp3_audio", "mp3_with_cover", "picture_track_first", "still_image", "wav_audio"]

@@ -7,9 +7,11 @@ import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 from av.codec.hwaccel import HWAccel
+from av.stream import Disposition
 
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
 from farm.media.codecs import codec_name, nvdec_opens
@@ -19,6 +21,7 @@ __all__ = [
     "SUPPORTED_INPUT_CODECS",
     "Length",
     "Source",
+    "main_video",
     "measure",
     "open_source",
 ]
@@ -123,19 +126,33 @@ def open_source(
     return source
 
 
+def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The input's video stream: not a cover picture (an attached picture: MP3 and M4A
+    artwork, Matroska attachments), one of a codec the engine takes where there is one, and
+    of these the largest picture, as the ``ffmpeg`` command line picks; the first on a tie.
+    None when the input has no video but cover pictures. Nothing is decoded to choose."""
+    moving = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+    taken = [s for s in moving if codec_name(s) in SUPPORTED_INPUT_CODECS] or moving
+    if not taken:
+        return None
+    return max(taken, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0))
+
+
 def _may_rotate(container: av.container.InputContainer) -> bool:
     """Whether the input may carry a display matrix, in video the engine decodes (no other
     decoder runs before the input is checked)."""
     names = container.format.name.split(",")
-    if ("mov" not in names and "matroska" not in names) or not container.streams.video:
+    if "mov" not in names and "matroska" not in names:
         return False
-    return codec_name(container.streams.video[0]) in SUPPORTED_INPUT_CODECS
+    video = main_video(container)
+    return video is not None and codec_name(video) in SUPPORTED_INPUT_CODECS
 
 
 def _rotation(container: av.container.InputContainer) -> int:
     """Degrees clockwise that the first frame turns to be shown upright (0 when it cannot
     be decoded: the decode proper reports that)."""
-    video = container.streams.video[0]
+    video = main_video(container)
+    assert video is not None  # _may_rotate checked
     try:
         with av.logging.Capture():
             for frame in container.decode(video):
@@ -156,10 +173,11 @@ def _inspect(
     gpu: int | None,
 ) -> Source:
     fmt = container.format.name
-    if not container.streams.video:
+    video = main_video(container)
+    if video is None:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-        raise InputInvalid(f"{label} has no video stream (streams: {kinds})")
-    video = container.streams.video[0]
+        only = ", only a cover picture" if container.streams.video else ""
+        raise InputInvalid(f"{label} has no video stream{only} (streams: {kinds})")
     codec = codec_name(video)
     if codec not in SUPPORTED_INPUT_CODECS:
         raise UnsupportedCodec(
@@ -187,7 +205,7 @@ def _inspect(
         else:
             container.close()
             container = hw
-            video = container.streams.video[0]
+            video = cast(av.VideoStream, container.streams[video.index])
             decoder = f"{codec} (nvdec:{gpu})"
     audio = container.streams.audio[0] if container.streams.audio else None
     video.codec_context.thread_type = "AUTO"
