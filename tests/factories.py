@@ -81,14 +81,18 @@ def mp4_clip(**kwargs: Any) -> bytes:
     return _remux(clip(fmt="matroska", **kwargs), "mp4", {"movflags": "faststart"})
 
 
-def turned_clip(degrees: int, width: int = 320, height: int = 180, fmt: str = "mp4") -> bytes:
-    """1 s of black with a white top-left quarter, coded ``width`` x ``height`` in MP4 or
-    Matroska with a display matrix that turns it ``degrees`` counterclockwise to be shown,
-    as a phone records portrait video (PyAV's and FFmpeg's sign)."""
+def turned_clip(
+    degrees: int, width: int = 320, height: int = 180, fmt: str = "mp4", codec: str = "libx264"
+) -> bytes:
+    """1 s of black with a white top-left quarter, coded ``width`` x ``height`` in MP4,
+    Matroska or WebM with a display matrix that turns it ``degrees`` counterclockwise to be
+    shown, as a phone records portrait video (PyAV's and FFmpeg's sign)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
-        video = cast(av.VideoStream, out.add_stream("libx264", rate=30))
+        video = cast(av.VideoStream, out.add_stream(codec, rate=30))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if codec.startswith("libvpx"):
+            video.options = {"deadline": "realtime", "cpu-used": "8"}
         video.set_display_rotation(degrees)
         picture = np.zeros((height, width, 3), np.uint8)
         picture[: height // 2, : width // 2] = 255

@@ -34,6 +34,7 @@ from farm.errors import (
     TranscodeTimeout,
     UnsupportedCodec,
 )
+from farm.media.audio import AAC_RATES, AudioToAac
 from farm.media.codecs import (
     FAMILY_CODECS,
     QUIET_OPTIONS,
@@ -98,7 +99,7 @@ class _Rendition(threading.Thread):
         source: Source,
         choice: EncoderChoice,
         opts: EngineOptions,
-        aac: _AudioToAac | None = None,
+        aac: AudioToAac | None = None,
     ) -> None:
         super().__init__(name=f"rendition-{profile.name}", daemon=True)
         self.profile = profile
@@ -492,7 +493,7 @@ def _transcode(
     source = open_source(data, max_seconds=opts.max_seconds, gpu=opts.gpu, find_rotation=True)
     workers: list[_Rendition] = []
     try:
-        aac = _AudioToAac.needed(source.audio, opts.fmt)
+        aac = AudioToAac.needed(source.audio, opts.fmt)
         for p, choice in zip(profiles, choices, strict=True):
             workers.append(_Rendition(p, source, choice, opts, aac))
         opened = time.perf_counter()
@@ -613,7 +614,7 @@ def _decode(
     workers: Sequence[_Rendition],
     opts: EngineOptions,
     started: float,
-    aac: _AudioToAac | None = None,
+    aac: AudioToAac | None = None,
 ) -> dict[str, Any]:
     video, audio = source.video, source.audio
     tb = video.time_base
@@ -687,21 +688,6 @@ def _decode(
     }
 
 
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
 _AAC_OBJECTS = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4, "HE-AAC": 2, "HE-AACv2": 2}
 
 
@@ -709,82 +695,14 @@ def adts_to_mp4(source: av.AudioStream, out: av.AudioStream) -> BitStreamFilterC
     """For ADTS AAC (as MPEG-TS carries it) going into MP4: a filter that strips the ADTS
     headers, and the AudioSpecificConfig the MP4 header needs before the first packet."""
     ctx = source.codec_context
-    if codec_name(source) != "aac" or ctx.extradata or ctx.sample_rate not in _AAC_RATES:
+    if codec_name(source) != "aac" or ctx.extradata or ctx.sample_rate not in AAC_RATES:
         return None
     obj = _AAC_OBJECTS.get(ctx.profile or "LC", 2)
     channels = ctx.channels if ctx.channels in range(1, 7) else (7 if ctx.channels == 8 else 2)
-    config = (obj << 11) | (_AAC_RATES.index(ctx.sample_rate) << 7) | (channels << 3)
+    config = (obj << 11) | (AAC_RATES.index(ctx.sample_rate) << 7) | (channels << 3)
     bsf = BitStreamFilterContext("aac_adtstoasc", source)
     out.codec_context.extradata = config.to_bytes(2, "big")
     return bsf
-
-
-#: The audio codecs each output format carries as they come (copied into every rendition);
-#: any other audio is encoded to AAC once and the same packets muxed into every rendition,
-#: as the ``ffmpeg`` command line picks a codec the container takes. (PCM, FLAC or Vorbis
-#: in MPEG-TS would be muxed as a stream no player decodes; AC-3 in fragmented MP4 does not
-#: mux at all, since its header needs a frame before the first fragment.)
-CARRIED_AUDIO = {
-    "mpegts": frozenset({"aac", "mp2", "mp3", "ac3", "eac3", "opus"}),
-    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}),
-    "fmp4": frozenset({"aac", "mp3", "opus", "flac", "alac"}),
-}
-
-
-class _AudioToAac:
-    """Encodes an input's audio to AAC-LC once, for every rendition of a segment: mono or
-    stereo (more channels are mixed down), at the input's rate where AAC has it, else 48 kHz."""
-
-    def __init__(self, audio: av.AudioStream) -> None:
-        ctx = audio.codec_context
-        self.rate = ctx.sample_rate if ctx.sample_rate in _AAC_RATES else 48000
-        self.layout = "mono" if ctx.channels == 1 else "stereo"
-        self.bit_rate = 64_000 if self.layout == "mono" else 128_000
-        encoder = av.CodecContext.create("aac", "w")
-        encoder.sample_rate = self.rate
-        encoder.layout = self.layout
-        encoder.format = "fltp"
-        encoder.bit_rate = self.bit_rate
-        encoder.time_base = Fraction(1, self.rate)
-        encoder.open()
-        self._encoder = encoder
-        self._resampler = av.AudioResampler(
-            format="fltp", layout=self.layout, rate=self.rate, frame_size=encoder.frame_size
-        )
-        self._decoder = ctx
-
-    @classmethod
-    def needed(cls, audio: av.AudioStream | None, fmt: str) -> _AudioToAac | None:
-        """An encoder when ``fmt`` cannot carry ``audio`` as it is; None to copy it."""
-        if audio is None or codec_name(audio) in CARRIED_AUDIO[fmt]:
-            return None
-        return cls(audio)
-
-    def add_stream(self, container: av.container.OutputContainer) -> av.AudioStream:
-        """A rendition's audio stream for the packets this encoder makes."""
-        stream = container.add_stream("aac", rate=self.rate)
-        stream.layout = self.layout
-        stream.bit_rate = self.bit_rate
-        return stream
-
-    def encode(self, packet: av.Packet[Any] | None) -> list[av.Packet[Any]]:
-        """The AAC packets for an input audio packet; None flushes what is held."""
-        out: list[av.Packet[Any]] = []
-        try:
-            if packet is None:
-                frames: list[av.AudioFrame | None] = [*self._resampler.resample(None), None]
-            else:
-                frames = []
-                for decoded in self._decoder.decode(packet):
-                    frames += self._resampler.resample(decoded)
-            for frame in frames:
-                for p in self._encoder.encode(frame):
-                    p.time_base = Fraction(1, self.rate)
-                    out.append(p)
-        except av.FFmpegError as e:
-            at = f" at {_when(packet.pts, packet.time_base)}" if packet is not None else ""
-            raise InputCorrupt(f"the audio{at} cannot be decoded: {e}") from e
-        return out
 
 
 class _Turn:

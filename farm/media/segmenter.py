@@ -1,10 +1,22 @@
-"""Cutting a long input into MPEG-TS segments at video keyframes, without re-encoding.
+"""Cutting a long input into segments at video keyframes, without re-encoding.
 
 Studio-style file transcoding splits an upload into segments of a few seconds, transcodes
 them in parallel on the cluster and assembles the renditions (:mod:`farm.media.assemble`).
 Packets are copied as they are: timestamps stay those of the input, so consecutive segments
 join up exactly, and every segment starts with a keyframe (and, for H.264/HEVC in Annex B,
 with the parameter sets a decoder needs), so each one is a valid input to the engine.
+
+H.264 and HEVC segments are MPEG-TS, as a Livepeer gateway sends. VP8, VP9 and AV1 (WebM
+uploads: browsers' MediaRecorder, screen recorders, downloaded video), which MPEG-TS cannot
+carry, go into Matroska segments, which the engine reads as it reads MPEG-TS; a Livepeer
+orchestrator is sent them as go-livepeer sends MP4 segments, under ``video/MP2T``, and
+FFmpeg finds the container from the bytes.
+
+Audio HLS players decode in MPEG-TS (AAC, MP3, AC-3, E-AC-3) is copied. Other audio (the
+Opus of a WebM recording, Vorbis, FLAC, PCM) is encoded to AAC-LC here, once for the whole
+input, and its packets shared out among the segments like copied ones: the renditions copy
+the segments' audio, so the HLS they make plays with sound everywhere, with no encoder
+priming at each segment's start.
 """
 
 from __future__ import annotations
@@ -21,24 +33,37 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from farm.errors import InputCorrupt, InputTooLong, UnsupportedCodec
+from farm.media.audio import CARRIED_AUDIO, AudioToAac
 from farm.media.codecs import codec_name
 from farm.media.source import open_source
 
-__all__ = ["SPLIT_CODECS", "SourceSegment", "split"]
+__all__ = ["SEGMENT_FORMATS", "SPLIT_CODECS", "SourceSegment", "split"]
 
-#: Video codecs that can be cut and carried in MPEG-TS by stream copy.
-SPLIT_CODECS = frozenset({"h264", "hevc"})
+#: The container each video codec that can be cut by stream copy is carried in.
+SEGMENT_FORMATS = {
+    "h264": "mpegts",
+    "hevc": "mpegts",
+    "vp8": "matroska",
+    "vp9": "matroska",
+    "av1": "matroska",
+}
+#: Video codecs that can be cut by stream copy.
+SPLIT_CODECS = frozenset(SEGMENT_FORMATS)
 _TO_ANNEXB = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 #: NAL unit types of the parameter sets a keyframe needs in front of it.
 _PARAMETER_SETS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
-_TS_OPTIONS = {"avoid_negative_ts": "disabled"}
+#: Timestamps are written as they are, so consecutive segments join up.
+_OPTIONS = {
+    "mpegts": {"avoid_negative_ts": "disabled"},
+    "matroska": {"avoid_negative_ts": "disabled"},
+}
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceSegment:
-    """One MPEG-TS segment of a split input.
+    """One segment of a split input: MPEG-TS, or Matroska for VP8, VP9 and AV1.
 
     ``start`` is the presentation time (seconds, input timeline) of its first video frame;
     ``duration`` runs to the next segment's start (for the last one, to the end of its last
@@ -51,8 +76,12 @@ class SourceSegment:
     duration: float
     frames: int
     #: Degrees clockwise that the input's pictures turn to be shown upright (its display
-    #: matrix, which MPEG-TS cannot carry): the same for every segment of an input.
+    #: matrix, which no segment carries): the same for every segment of an input. Every
+    #: orchestrator, whatever it does with a matrix, returns renditions as coded, so they
+    #: join up; the assembled MP4 carries the matrix again.
     rotation: int = 0
+    #: The segment's container: "mpegts" or "matroska" (SEGMENT_FORMATS).
+    fmt: str = "mpegts"
 
 
 @dataclass(slots=True)
@@ -73,8 +102,9 @@ def split(
     max_seconds: float = 4 * 3600,
     max_segments: int = 2000,
 ) -> list[SourceSegment]:
-    """Split an input (MP4, MPEG-TS or Matroska; H.264 or HEVC video, optional audio) into
-    MPEG-TS segments of about ``target_seconds`` each, by stream copy.
+    """Split an input (MP4, MPEG-TS, Matroska or WebM; H.264, HEVC, VP8, VP9 or AV1 video,
+    optional audio) into segments of about ``target_seconds`` each, by stream copy: MPEG-TS
+    for H.264 and HEVC, Matroska for the others (SEGMENT_FORMATS).
 
     A segment starts at the first video keyframe at or after ``start + target_seconds`` of
     the one before, so segments are at least ``target_seconds`` long (the last one aside)
@@ -100,16 +130,20 @@ def split(
                 f"cannot split {codec!r} video; splitting supports "
                 f"{', '.join(sorted(SPLIT_CODECS))}"
             )
-        cuts = _plan(source.container, video, audio, Fraction(target_seconds), source.frame_rate)
+        aac = AudioToAac(audio) if audio and codec_name(audio) not in CARRIED_AUDIO["hls"] else None
+        cuts = _plan(
+            source.container, video, audio, Fraction(target_seconds), source.frame_rate, aac
+        )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         return [
             SourceSegment(
                 index=i,
-                data=_write(cut.packets, video, audio, codec),
+                data=_write(cut.packets, video, audio, codec, aac),
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
                 frames=cut.frames,
                 rotation=source.rotation,
+                fmt=SEGMENT_FORMATS[codec],
             )
             for i, cut in enumerate(cuts)
         ]
@@ -123,13 +157,21 @@ def _plan(
     audio: av.AudioStream | None,
     target: Fraction,
     frame_rate: Fraction | None,
+    aac: AudioToAac | None = None,
 ) -> list[_Cut]:
-    """Demux everything and decide which segment every packet goes to."""
+    """Demux everything and decide which segment every packet goes to (the audio encoded
+    by ``aac`` where it is given)."""
     codec = codec_name(video)
     extradata = video.codec_context.extradata or b""
     # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS; the filter also puts the
-    # parameter sets in front of every IDR frame, so each segment decodes on its own.
-    bsf = BitStreamFilterContext(_TO_ANNEXB[codec], video) if not _is_annexb(extradata) else None
+    # parameter sets in front of every IDR frame, so each segment decodes on its own. VP8,
+    # VP9 and AV1 keyframes stand alone (AV1's sequence header is the stream's extradata,
+    # which every Matroska segment carries).
+    bsf = (
+        BitStreamFilterContext(_TO_ANNEXB[codec], video)
+        if codec in _TO_ANNEXB and not _is_annexb(extradata)
+        else None
+    )
     frame_len = Fraction(1) / frame_rate if frame_rate else Fraction(1, 30)
     video_tb = video.time_base
     assert video_tb is not None
@@ -142,7 +184,9 @@ def _plan(
                 if not packet.size:
                     continue  # the demuxer's end-of-stream packets
                 if packet.stream is audio:
-                    if packet.pts is not None:
+                    if aac is not None:
+                        audio_packets += aac.encode(packet)
+                    elif packet.pts is not None:
                         audio_packets.append(packet)
                     continue
                 if packet.is_corrupt:
@@ -157,6 +201,8 @@ def _plan(
                 for out in bsf.filter(None):
                     out.time_base = video_tb
                     videos.append(out)
+            if aac is not None:
+                audio_packets += aac.encode(None)
     except av.FFmpegError as e:
         raise InputCorrupt(f"input cannot be demuxed: {e}") from e
     _fill_dts(videos, frame_len)
@@ -198,7 +244,11 @@ def _cut(
         if not cuts or (i in clean and t >= cuts[-1].start + target):
             if cuts and t <= cuts[-1].start:
                 raise InputCorrupt(f"video timestamps go backwards at {float(t):.3f} s")
-            if _is_annexb(extradata) and not _has_parameter_sets(bytes(packet), codec):
+            if (
+                codec in _PARAMETER_SETS
+                and _is_annexb(extradata)
+                and not _has_parameter_sets(bytes(packet), codec)
+            ):
                 packet = _prepend(packet, extradata)
             cuts.append(_Cut(start=t, end=t + length, packets=[]))
         cut = cuts[-1]
@@ -286,23 +336,39 @@ def _write(
     video: av.VideoStream,
     audio: av.AudioStream | None,
     codec: str,
+    aac: AudioToAac | None = None,
 ) -> bytes:
-    """One MPEG-TS file of copied packets, with the input's timestamps unchanged."""
+    """One segment file (SEGMENT_FORMATS) of copied packets, with the input's timestamps
+    unchanged."""
+    fmt = SEGMENT_FORMATS[codec]
     buf = io.BytesIO()
     try:
-        with av.open(buf, "w", format="mpegts", options=_TS_OPTIONS) as out:
-            v_out = out.add_stream_from_template(video)
-            if not _is_annexb(video.codec_context.extradata or b""):
+        with av.open(buf, "w", format=fmt, options=_OPTIONS[fmt]) as out:
+            # Opaque: the stream takes the template's codec, not an encoder found by the
+            # decoder's name (AV1 is decoded by "libdav1d", which names no encoder).
+            v_out = out.add_stream_from_template(video, opaque=True)
+            if fmt == "matroska":
+                # Matroska could carry the display matrix, but a go-livepeer orchestrator
+                # scales as coded whatever it says while the engine turns: renditions of
+                # one input from both would not join up. Every segment goes as coded.
+                v_out.set_display_rotation(0)
+            if codec in _TO_ANNEXB and not _is_annexb(video.codec_context.extradata or b""):
                 # Packets are Annex B now; the avcC/hvcC header does not describe them.
                 v_out.codec_context.extradata = None
-            a_out = out.add_stream_from_template(audio) if audio is not None else None
+            a_out = (
+                aac.add_stream(out)
+                if aac is not None
+                else out.add_stream_from_template(audio)
+                if audio is not None
+                else None
+            )
             for is_audio, packet in packets:
                 stream = a_out if is_audio else v_out
                 assert stream is not None
                 packet.stream = stream
                 out.mux(packet)
     except av.FFmpegError as e:
-        raise InputCorrupt(f"{codec} input cannot be cut into MPEG-TS segments: {e}") from e
+        raise InputCorrupt(f"{codec} input cannot be cut into {fmt} segments: {e}") from e
     return buf.getvalue()
 
 

@@ -33,8 +33,10 @@ def make_segment(
     codec: str = "libx264",
     gop_seconds: float | None = None,
     seed: int = 0,
+    audio_codec: str = "aac",
 ) -> bytes:
-    """Encode one segment of synthetic video (and AAC audio) starting at ``start`` seconds."""
+    """Encode one segment of synthetic video (and AAC audio, or ``audio_codec``) starting at
+    ``start`` seconds."""
     rng = np.random.default_rng(seed)
     frames = round(seconds * fps)
     first = round(start * fps)
@@ -50,10 +52,10 @@ def make_segment(
         video.codec_context.time_base = Fraction(1, fps)
         video.bit_rate = bitrate or max(200_000, width * height * fps // 10)
         video.gop_size = round((gop_seconds or seconds) * fps)
-        video.options = {"preset": "ultrafast", "bf": "0"} if codec == "libx264" else {}
+        video.options = dict(_FAST.get(codec, {}))
         sound: av.AudioStream | None = None
         if audio:
-            sound = out.add_stream("aac", rate=48000)
+            sound = cast(av.AudioStream, out.add_stream(audio_codec, rate=48000))
             sound.layout = "stereo"
         yy, xx = np.mgrid[0:height, 0:width]
         for i in range(frames):
@@ -86,13 +88,22 @@ def make_segment(
     return buf.getvalue()
 
 
+#: The quickest settings of the encoders the tests use.
+_FAST = {
+    "libx264": {"preset": "ultrafast", "bf": "0"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "libsvtav1": {"preset": "12", "svtav1-params": "log-level=1"},
+}
+
+
 def _encode_tone(
     out: av.container.OutputContainer, sound: av.AudioStream, start: float, seconds: float
 ) -> None:
     rate = 48000
     first = round(start * rate)
     total = round(seconds * rate)
-    chunk = 1024
+    chunk = sound.codec_context.frame_size or 1024
     for offset in range(0, total, chunk):
         n = min(chunk, total - offset)
         t = (first + offset + np.arange(n)) / rate

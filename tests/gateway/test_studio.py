@@ -29,8 +29,21 @@ PROFILES = [
 
 @pytest.fixture(scope="module")
 def source() -> Iterator[str]:
-    """An HTTP server on loopback serving a 9-second MP4 at /clip.mp4."""
-    clip = make_segment(320, 240, 30, 9.0, gop_seconds=1.0, fmt="mp4")
+    """An HTTP server on loopback serving a 9-second MP4 at /clip.mp4 and a 4-second WebM
+    (VP9 and Opus, as a browser records) at /clip.webm."""
+    clips = {
+        "/clip.mp4": make_segment(320, 240, 30, 9.0, gop_seconds=1.0, fmt="mp4"),
+        "/clip.webm": make_segment(
+            320,
+            240,
+            30,
+            4.0,
+            gop_seconds=1.0,
+            fmt="webm",
+            codec="libvpx-vp9",
+            audio_codec="libopus",
+        ),
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -40,7 +53,8 @@ def source() -> Iterator[str]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if self.path != "/clip.mp4":
+            clip = clips.get(self.path)
+            if clip is None:
                 self.send_error(404)
                 return
             self.send_response(200)
@@ -130,6 +144,43 @@ def test_file_transcode_produces_a_playable_hls_ladder_and_mp4(
     assert total_frames == 540
     # Charged what was encoded: 9 s x 30 fps x (256x144 + 320x180) at 1 credit per pixel.
     assert output["charged"] == 270 * (256 * 144 + 320 * 180)  # type: ignore[index]
+    assert gateway.balance(key_id) == 10**9 - output["charged"]  # type: ignore[index]
+
+
+def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: str) -> None:
+    key_id, key = gateway.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(
+        f"{gateway.url}/api/transcode",
+        timeout=30,
+        headers=auth,
+        json={
+            "input": {"url": f"{source}/clip.webm"},
+            "profiles": PROFILES[:1],
+            "targetSegmentSizeSecs": 2,
+        },
+    )
+    assert r.status_code == 200, r.text
+    done = wait_task(gateway, key, r.json()["id"])
+    assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
+    output = done["output"]
+    assert output["segments"] == 2  # type: ignore[index]
+    media_url = gateway.url + output["hls"]["url"].replace("index.m3u8", "low/index.m3u8")  # type: ignore[index]
+    playlist = httpx.get(media_url, headers=auth, timeout=10).text
+    frames = 0
+    for seg in [line for line in playlist.splitlines() if line.endswith(".ts")]:
+        data = httpx.get(media_url.replace("index.m3u8", seg), headers=auth, timeout=10).content
+        with av.open(io.BytesIO(data)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            # The recording's Opus, which HLS players do not decode in MPEG-TS, is AAC.
+            assert c.streams.audio[0].codec_context.name == "aac"
+            frames += len(list(c.decode(video=0)))
+    assert frames == 120
+    (mp4,) = output["mp4"]  # type: ignore[index]
+    data = httpx.get(gateway.url + mp4["url"], headers=auth, timeout=10).content
+    with av.open(io.BytesIO(data)) as c:
+        assert len(list(c.decode(video=0))) == 120 and c.streams.audio
+    assert output["charged"] == 120 * 256 * 144  # type: ignore[index]
     assert gateway.balance(key_id) == 10**9 - output["charged"]  # type: ignore[index]
 
 

@@ -17,7 +17,7 @@ from farm.media.engine import transcode
 from farm.media.playlist import read_playlist
 from farm.media.segmenter import split
 from farm.media.synth import make_segment
-from tests.factories import probe, profile, turned_clip
+from tests.factories import bright_quarter, probe, profile, turned_clip
 
 FPS = 30
 HALF = 0.5 / FPS
@@ -134,6 +134,22 @@ def test_a_turned_input_is_shown_turned_in_its_mp4(degrees: int, turned: int) ->
     assert len(frames) == 30 and {f.rotation % 360 for f in frames} == {degrees % 360}
     with av.open(io.BytesIO(concat_mp4(parts))) as c:
         assert next(c.decode(video=0)).rotation == 0
+
+
+def test_a_turned_webm_is_split_as_coded_like_mpeg_ts() -> None:
+    # Matroska segments could carry the display matrix, but an orchestrator that ignores it
+    # (go-livepeer's) and the engine, which turns, would return renditions of one input that
+    # do not join up: the segments go as coded, and the MP4 carries the turn, as for H.264.
+    segments = split(turned_clip(90, fmt="webm", codec="libvpx-vp9"), 0.5)
+    assert {(s.fmt, s.rotation) for s in segments} == {("matroska", 270)}
+    for s in segments:
+        with av.open(io.BytesIO(s.data)) as c:
+            assert next(c.decode(video=0)).rotation == 0
+    parts = [transcode(s.data, PROFILES[:1]).renditions[0].data for s in segments]
+    assert bright_quarter(parts[0]) == ("top-left", PROFILES[0].width, PROFILES[0].height)
+    with av.open(io.BytesIO(concat_mp4(parts, rotation=segments[0].rotation))) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 30 and {f.rotation % 360 for f in frames} == {90}
 
 
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:

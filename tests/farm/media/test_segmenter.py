@@ -15,10 +15,11 @@ import av
 import pytest
 
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
+from farm.media.codecs import codec_name
 from farm.media.engine import transcode
 from farm.media.segmenter import SourceSegment, split
 from farm.media.synth import make_segment
-from tests.factories import audio_only_ts, probe, profile, unsupported_video
+from tests.factories import audio_only_ts, clip_with_audio, probe, profile, unsupported_video
 
 FPS = 30
 HALF = 0.5 / FPS
@@ -45,7 +46,9 @@ def split_ts(ts10: bytes) -> list[SourceSegment]:
     return split(ts10, 3.0)
 
 
-def _check_segments(segments: list[SourceSegment], source: bytes, audio: bool = True) -> None:
+def _check_segments(
+    segments: list[SourceSegment], source: bytes, audio: bool = True, fmt: str = "mpegts"
+) -> None:
     whole = probe(source)
     assert [s.index for s in segments] == list(range(len(segments)))
     assert sum(s.frames for s in segments) == whole.frames
@@ -55,7 +58,7 @@ def _check_segments(segments: list[SourceSegment], source: bytes, audio: bool = 
         assert abs(s.start + s.duration - following.start) <= HALF
     for s in segments:
         seen = probe(s.data)
-        assert seen.format_name == "mpegts"
+        assert seen.format_name.split(",")[0] == fmt == s.fmt
         assert seen.key_frames[:1] == [0], f"segment {s.index} does not start on a keyframe"
         assert seen.frames == s.frames
         assert abs(seen.start - s.start) <= HALF, "timestamps are those of the input"
@@ -115,6 +118,56 @@ def test_path_and_matroska_video_only(tmp_path: Path) -> None:
     segments = split(path, 1.0)
     assert [(s.start, s.frames) for s in segments] == [(0.0, 30), (1.0, 30)]
     _check_segments(segments, data, audio=False)
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "audio_codec", "name"),
+    [
+        ("libvpx-vp9", "webm", "libopus", "vp9"),
+        ("libvpx", "webm", "libopus", "vp8"),
+        ("libsvtav1", "mp4", "aac", "av1"),
+    ],
+)
+def test_webm_and_av1_are_cut_into_matroska_segments(
+    codec: str, fmt: str, audio_codec: str, name: str
+) -> None:
+    # A browser's recording (VP8 or VP9 with Opus in WebM) or AV1: MPEG-TS cannot carry
+    # them, so the segments are Matroska, and each one transcodes on its own.
+    data = _clip(fmt, seconds=3.0, codec=codec, audio_codec=audio_codec)
+    segments = split(data, 1.0)
+    assert [(s.start, s.frames, s.fmt) for s in segments] == [
+        (0.0, 30, "matroska"),
+        (1.0, 30, "matroska"),
+        (2.0, 30, "matroska"),
+    ]
+    _check_segments(segments, data, fmt="matroska")
+    for s in segments:
+        assert probe(s.data).codec == name
+        # Opus is no audio HLS players decode in MPEG-TS: it is AAC by the segments.
+        assert _audio_codec(s.data) == "aac"
+        (r,) = transcode(s.data, [profile("small", 160, 96, 100_000, fps=FPS)]).renditions
+        assert r.frames == s.frames and abs(r.start - s.start) <= HALF
+
+
+def _audio_codec(data: bytes) -> str:
+    with av.open(io.BytesIO(data)) as c:
+        return codec_name(c.streams.audio[0])
+
+
+@pytest.mark.parametrize(("audio", "expected"), [("flac", "aac"), ("mp3", "mp3"), ("ac3", "ac3")])
+def test_audio_hls_players_cannot_decode_is_encoded_to_aac_once(audio: str, expected: str) -> None:
+    data = clip_with_audio(audio, "matroska", seconds=2.0, rate=48000)
+    segments = split(data, 0.5)
+    assert len(segments) > 1
+    with av.open(io.BytesIO(data)) as c:
+        seconds = sum(f.samples for f in c.decode(audio=0)) / 48000
+    heard = 0.0
+    for s in segments:
+        assert _audio_codec(s.data) == expected
+        with av.open(io.BytesIO(s.data)) as c:
+            heard += sum(f.samples for f in c.decode(audio=0)) / 48000
+    # The whole input's sound, split once (AAC adds its encoder's priming at the start only).
+    assert seconds <= heard <= seconds + 2048 / 48000
 
 
 def test_hevc_in_matroska() -> None:
