@@ -400,4 +400,30 @@ def mp3_with_cover(seconds: float = 1.0) -> bytes:
     return buf.getvalue()
 
 
-__all__ += ["mp3_audio", "mp3_with_cover", "picture_track_first", "still_image", "wav_audio"]
+def sound_until(data: bytes, seconds: float, fmt: str = "mpegts") -> bytes:
+    """``data`` remuxed with its audio packets after ``seconds`` left out, the audio stream
+    still declared: a recording whose sound ends before its picture (``seconds=0``: an audio
+    track declared and never filled)."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(data)) as src, av.open(buf, "w", format=fmt) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio" and (
+                seconds <= 0 or packet.pts is None or packet.pts * packet.time_base >= seconds
+            ):
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return buf.getvalue()
+
+
+__all__ += [
+    "mp3_audio",
+    "mp3_with_cover",
+    "picture_track_first",
+    "sound_until",
+    "still_image",
+    "wav_audio",
+]

@@ -94,8 +94,9 @@ def concat_mp4(segments: list[bytes], rotation: int = 0) -> bytes:
     """Join consecutive MPEG-TS segments of one rendition into one faststart MP4.
 
     Packets are copied, not re-encoded, with the segments' own timestamps (they continue
-    from one segment to the next). ADTS AAC audio is converted for MP4. The first segment
-    sets the streams; every later one must carry the same video (and audio) codec. With
+    from one segment to the next). ADTS AAC audio is converted for MP4. Every segment must
+    carry the first one's video codec and size, and those with audio the same audio codec;
+    segments without audio (the input's sound ended before its video) leave a gap in it. With
     ``rotation`` (degrees clockwise, as :attr:`SourceSegment.rotation`), the MP4 carries the
     display matrix that shows the pictures turned by it, as the input did.
 
@@ -117,33 +118,34 @@ def concat_mp4(segments: list[bytes], rotation: int = 0) -> bytes:
 
 
 def _concat(segments: list[bytes], out: OutputFile, rotation: int) -> None:
+    kinds = [_segment_kinds(data, i) for i, data in enumerate(segments)]
+    first = kinds[0]
+    sound = next((a for _, a in kinds if a is not None), None)
+    for i, (v, a) in enumerate(kinds):
+        # A segment the input's sound did not reach has no audio; any other must match.
+        if v != first[0] or a not in (None, sound):
+            raise InputInvalid(
+                f"segment {i} has (video, audio) {(v, a)}; the first segment {first}"
+            )
     container = out.container
-    v_out: av.VideoStream | None = None
     a_out: av.AudioStream | None = None
     adts = None
-    first: tuple[tuple[str, int, int], str | None] | None = None
+    heard = next((i for i, (_, a) in enumerate(kinds) if a is not None), None)
+    if heard is not None:
+        with _open(segments[heard], heard) as src:
+            a_out = container.add_stream_from_template(src.streams.audio[0])
+            adts = adts_to_mp4(src.streams.audio[0], a_out)
+    v_out: av.VideoStream | None = None
     last_dts: dict[str, Fraction] = {}
     for i, data in enumerate(segments):
         src = _open(data, i)
         with src:
-            if not src.streams.video:
-                raise InputInvalid(f"segment {i} has no video stream")
             video = src.streams.video[0]
             audio = src.streams.audio[0] if src.streams.audio else None
             if v_out is None:
                 v_out = container.add_stream_from_template(video)
                 if rotation % 360:
                     v_out.set_display_rotation(-rotation % 360)  # counterclockwise
-                if audio is not None:
-                    a_out = container.add_stream_from_template(audio)
-                    adts = adts_to_mp4(audio, a_out)
-            kinds = _kinds(video, audio)
-            if first is None:
-                first = kinds
-            elif kinds != first:
-                raise InputInvalid(
-                    f"segment {i} has (video, audio) {kinds}; the first segment {first}"
-                )
             streams = [video] if audio is None or a_out is None else [video, audio]
             try:
                 for packet in src.demux(streams):
@@ -164,6 +166,14 @@ def _concat(segments: list[bytes], out: OutputFile, rotation: int) -> None:
                         container.mux(packet)
             except av.InvalidDataError as e:
                 raise InputCorrupt(f"segment {i} cannot be demuxed: {e}") from e
+
+
+def _segment_kinds(data: bytes, i: int) -> tuple[tuple[str, int, int], str | None]:
+    with _open(data, i) as src:
+        if not src.streams.video:
+            raise InputInvalid(f"segment {i} has no video stream")
+        audio = src.streams.audio[0] if src.streams.audio else None
+        return _kinds(src.streams.video[0], audio)
 
 
 def _open(data: bytes, i: int) -> av.container.InputContainer:

@@ -355,12 +355,15 @@ def _write(
             if codec in _TO_ANNEXB and not _is_annexb(video.codec_context.extradata or b""):
                 # Packets are Annex B now; the avcC/hvcC header does not describe them.
                 v_out.codec_context.extradata = None
+            # A segment the input's sound does not reach (it ended before the video) gets
+            # no audio stream: one with no packets has no parameters a reader can find.
+            heard = any(is_audio for is_audio, _ in packets)
             a_out = (
-                aac.add_stream(out)
+                None
+                if audio is None or not heard
+                else aac.add_stream(out)
                 if aac is not None
                 else out.add_stream_from_template(audio)
-                if audio is not None
-                else None
             )
             for is_audio, packet in packets:
                 stream = a_out if is_audio else v_out

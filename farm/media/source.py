@@ -135,7 +135,26 @@ def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
     taken = [s for s in moving if codec_name(s) in SUPPORTED_INPUT_CODECS] or moving
     if not taken:
         return None
-    return max(taken, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0))
+    return max(taken, key=_picture_size)
+
+
+def _first_audio(container: av.container.InputContainer) -> av.AudioStream | None:
+    """The first audio stream FFmpeg found the parameters of; None when there is none. A
+    stream declared with no packets to measure (an MPEG-TS audio PID that carries nothing in
+    this segment: the input's sound ended before its video, or an encoder that declares a
+    track it never fills) has no channels or rate: there is no sound to keep, and an output
+    stream made from it cannot be written."""
+    for stream in container.streams.audio:
+        ctx = stream.codec_context
+        if ctx is not None and ctx.sample_rate > 0 and ctx.channels > 0:
+            return stream
+        log.info("audio stream %d has no parameters (no packets?): left out", stream.index)
+    return None
+
+
+def _picture_size(stream: av.VideoStream) -> int:
+    ctx = stream.codec_context  # None for a codec FFmpeg does not know
+    return (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
 
 
 def _may_rotate(container: av.container.InputContainer) -> bool:
@@ -181,7 +200,7 @@ def _inspect(
     codec = codec_name(video)
     if codec not in SUPPORTED_INPUT_CODECS:
         raise UnsupportedCodec(
-            f"input video codec {codec!r} is not supported; "
+            f"input video codec {codec or 'unknown to FFmpeg'!r} is not supported; "
             f"supported: {', '.join(sorted(SUPPORTED_INPUT_CODECS))}"
         )
     if not video.codec_context.width or not video.codec_context.height:
@@ -207,7 +226,7 @@ def _inspect(
             container = hw
             video = cast(av.VideoStream, container.streams[video.index])
             decoder = f"{codec} (nvdec:{gpu})"
-    audio = container.streams.audio[0] if container.streams.audio else None
+    audio = _first_audio(container)
     video.codec_context.thread_type = "AUTO"
     # The measured average first; for a segment too short to measure, the rate the bitstream
     # declares (H.264/HEVC VUI timing), before FFmpeg's guess, which reads field ticks as

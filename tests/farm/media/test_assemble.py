@@ -17,7 +17,7 @@ from farm.media.engine import transcode
 from farm.media.playlist import read_playlist
 from farm.media.segmenter import split
 from farm.media.synth import make_segment
-from tests.factories import bright_quarter, probe, profile, turned_clip
+from tests.factories import bright_quarter, probe, profile, sound_until, turned_clip
 
 FPS = 30
 HALF = 0.5 / FPS
@@ -150,6 +150,16 @@ def test_a_turned_webm_is_split_as_coded_like_mpeg_ts() -> None:
     with av.open(io.BytesIO(concat_mp4(parts, rotation=segments[0].rotation))) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == 30 and {f.rotation % 360 for f in frames} == {90}
+
+
+def test_sound_that_ends_before_the_picture_leaves_later_segments_silent() -> None:
+    data = sound_until(make_segment(160, 96, FPS, 3.0, gop_seconds=1.0), 1.0)
+    segments = split(data, 1.0)
+    assert [probe(s.data).has_audio for s in segments] == [True, False, False]
+    parts = [transcode(s.data, PROFILES[1:]).renditions[0].data for s in segments]
+    assert [probe(p).has_audio for p in parts] == [True, False, False]
+    seen = probe(concat_mp4(parts))
+    assert seen.frames == 90 and seen.has_audio and 40 <= seen.audio_frames <= 50  # ~1 s
 
 
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:

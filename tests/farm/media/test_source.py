@@ -8,12 +8,19 @@ import av
 import pytest
 from av.stream import Disposition
 
-from farm.errors import InputInvalid, InputTooLong
+from farm.errors import InputInvalid, InputTooLong, UnsupportedCodec
 from farm.media.codecs import codec_name
 from farm.media.engine import EngineOptions, transcode
 from farm.media.source import measure
 from farm.media.synth import make_segment
-from tests.factories import clip, mp3_with_cover, picture_track_first, probe, profile
+from tests.factories import (
+    clip,
+    mp3_with_cover,
+    picture_track_first,
+    probe,
+    profile,
+    sound_until,
+)
 
 
 @pytest.mark.parametrize("fmt", ["mpegts", "mp4"])
@@ -47,3 +54,23 @@ def test_audio_with_cover_art_is_refused_as_having_no_video() -> None:
         assert c.streams.video[0].disposition & Disposition.attached_pic
     with pytest.raises(InputInvalid, match="no video stream, only a cover picture"):
         transcode(data, [profile("240p", 320, 240)], EngineOptions(fmt="mpegts"))
+
+
+def test_an_audio_track_with_nothing_in_it_is_left_out() -> None:
+    # An MPEG-TS audio PID with no packets: FFmpeg finds no channels or rate for it, and a
+    # rendition's stream made from it could not be written (a retryable failure, every time).
+    data = sound_until(clip(seconds=1.0), 0.0)
+    with av.open(io.BytesIO(data)) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.channels == 0
+    result = transcode(data, [profile("240p", 320, 240)], EngineOptions(fmt="mpegts"))
+    out = probe(result.renditions[0].data)
+    assert (len(out.times), out.has_audio) == (30, False)
+
+
+def test_a_video_codec_ffmpeg_does_not_know_is_refused_by_name() -> None:
+    data = make_segment(320, 240, 30, 1.0, fmt="matroska")
+    unknown = data.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ")  # a codec id nobody has
+    with av.open(io.BytesIO(unknown)) as c:
+        assert c.streams.video[0].codec_context is None
+    with pytest.raises(UnsupportedCodec, match="'unknown to FFmpeg' is not supported"):
+        transcode(unknown, [profile("240p", 320, 240)], EngineOptions(fmt="mpegts"))
