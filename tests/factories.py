@@ -400,10 +400,12 @@ def mp3_with_cover(seconds: float = 1.0) -> bytes:
     return buf.getvalue()
 
 
-def sound_until(data: bytes, seconds: float, fmt: str = "mpegts") -> bytes:
-    """``data`` remuxed with its audio packets after ``seconds`` left out, the audio stream
-    still declared: a recording whose sound ends before its picture (``seconds=0``: an audio
-    track declared and never filled)."""
+def sound_until(
+    data: bytes, seconds: float, fmt: str = "mpegts", *, since: float | None = None
+) -> bytes:
+    """``data`` remuxed with its audio packets after ``seconds`` (and before ``since``) left
+    out, the audio stream still declared: a recording whose sound ends before its picture
+    (or starts after it; ``seconds=0``: an audio track declared and never filled)."""
     buf = io.BytesIO()
     with av.open(io.BytesIO(data)) as src, av.open(buf, "w", format=fmt) as out:
         streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
@@ -411,7 +413,10 @@ def sound_until(data: bytes, seconds: float, fmt: str = "mpegts") -> bytes:
             if packet.dts is None:
                 continue
             if packet.stream.type == "audio" and (
-                seconds <= 0 or packet.pts is None or packet.pts * packet.time_base >= seconds
+                seconds <= 0
+                or packet.pts is None
+                or packet.pts * packet.time_base >= seconds
+                or (since is not None and packet.pts * packet.time_base < since)
             ):
                 continue
             packet.stream = streams[packet.stream.index]

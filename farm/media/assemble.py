@@ -36,7 +36,7 @@ def hls(renditions: dict[str, list[tuple[str, bytes, float]]]) -> dict[str, byte
     playlist) and ``<profile>/<file name>`` for every segment. Each variant is described as
     it was encoded, not as it was asked for: BANDWIDTH is its peak segment bit rate and
     AVERAGE-BANDWIDTH its average, measured from the segments (RFC 8216), and RESOLUTION
-    and CODECS are read from its first segment's streams.
+    and CODECS are read from the streams of its first segment with sound (else its first).
 
     Raises ValueError when there are no renditions or a name is not a plain file name, and
     InputInvalid when a first segment has no video FFmpeg can read.
@@ -65,7 +65,9 @@ def hls(renditions: dict[str, list[tuple[str, bytes, float]]]) -> dict[str, byte
             entries.append((filename, duration))
         files[f"{name}/{MASTER}"] = media_playlist(entries).encode()
         sizes = [(len(data), d) for _, data, d in segments]
-        variants.append(variant(f"{name}/{MASTER}", segments[0][1], sizes))
+        # The CODECS of a variant lists the audio of any segment: where the input's sound
+        # starts after its picture, the first segments have none.
+        variants.append(variant(f"{name}/{MASTER}", _sounding(segments), sizes))
     files[MASTER] = master_playlist(variants).encode()
     return files
 
@@ -83,6 +85,18 @@ def variant(uri: str, first: bytes, segments: Sequence[tuple[int, float]]) -> Va
         ctx = container.streams.video[0].codec_context
         width, height = ctx.width, ctx.height
     return Variant(uri, peak, average, width, height, codecs_of(first))
+
+
+def _sounding(segments: list[tuple[str, bytes, float]]) -> bytes:
+    """The first segment with an audio stream, else the first."""
+    for _, data, _ in segments:
+        try:
+            with av.open(io.BytesIO(data), "r") as container:
+                if container.streams.audio:
+                    return data
+        except av.FFmpegError:
+            break  # variant() reports it
+    return segments[0][1]
 
 
 def _check_name(name: str, what: str) -> None:

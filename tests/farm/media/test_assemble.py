@@ -162,6 +162,18 @@ def test_sound_that_ends_before_the_picture_leaves_later_segments_silent() -> No
     assert seen.frames == 90 and seen.has_audio and 40 <= seen.audio_frames <= 50  # ~1 s
 
 
+def test_sound_that_starts_after_the_picture_is_announced_in_the_master_playlist() -> None:
+    data = sound_until(make_segment(160, 96, FPS, 3.0, gop_seconds=1.0), 9.0, since=1.0)
+    segments = split(data, 1.0)
+    assert [probe(s.data).has_audio for s in segments] == [False, True, True]
+    parts = [transcode(s.data, PROFILES[1:]).renditions[0].data for s in segments]
+    files = hls({"p96": [(f"{i}.ts", p, 1.0) for i, p in enumerate(parts)]})
+    # The first segment has no sound; the variant's CODECS must still list the audio.
+    assert "mp4a.40.2" in files["index.m3u8"].decode()
+    seen = probe(concat_mp4(parts))
+    assert seen.frames == 90 and seen.has_audio
+
+
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:
     with pytest.raises(ValueError, match="no segments"):
         concat_mp4([])
