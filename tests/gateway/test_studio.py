@@ -73,6 +73,15 @@ def source() -> Iterator[str]:
     server.server_close()
 
 
+def post_task(gw: Gateway, body: dict[str, Any]) -> tuple[str, str, dict[str, str], httpx.Response]:
+    """A new key with credits to spare, and its POST /api/transcode of ``body``: (key id,
+    key, its Authorization header, the answer)."""
+    key_id, key = gw.key(credits=10**9)
+    auth = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(f"{gw.url}/api/transcode", timeout=30, headers=auth, json=body)
+    return key_id, key, auth, r
+
+
 def wait_task(gw: Gateway, key: str, task_id: str, timeout: float = 120) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     seen = []
@@ -91,13 +100,9 @@ def wait_task(gw: Gateway, key: str, task_id: str, timeout: float = 120) -> dict
 def test_file_transcode_produces_a_playable_hls_ladder_and_mp4(
     gateway: Gateway, source: str
 ) -> None:
-    key_id, key = gateway.key(credits=10**9)
-    auth = {"Authorization": f"Bearer {key}"}
-    r = httpx.post(
-        f"{gateway.url}/api/transcode",
-        timeout=30,
-        headers=auth,
-        json={
+    key_id, key, auth, r = post_task(
+        gateway,
+        {
             "input": {"url": f"{source}/clip.mp4"},
             "outputs": {"hls": {"path": "/out"}, "mp4": {"path": "/out"}},
             "profiles": PROFILES,
@@ -148,13 +153,9 @@ def test_file_transcode_produces_a_playable_hls_ladder_and_mp4(
 
 
 def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: str) -> None:
-    key_id, key = gateway.key(credits=10**9)
-    auth = {"Authorization": f"Bearer {key}"}
-    r = httpx.post(
-        f"{gateway.url}/api/transcode",
-        timeout=30,
-        headers=auth,
-        json={
+    key_id, key, auth, r = post_task(
+        gateway,
+        {
             "input": {"url": f"{source}/clip.webm"},
             "profiles": PROFILES[:1],
             "targetSegmentSizeSecs": 2,
@@ -187,14 +188,7 @@ def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: st
 def test_task_with_bad_input_fails_cleanly_and_charges_nothing(
     gateway: Gateway, source: str
 ) -> None:
-    key_id, key = gateway.key(credits=10**9)
-    auth = {"Authorization": f"Bearer {key}"}
-    r = httpx.post(
-        f"{gateway.url}/api/transcode",
-        headers=auth,
-        timeout=30,
-        json={"input": {"url": f"{source}/missing.mp4"}},
-    )
+    key_id, key, auth, r = post_task(gateway, {"input": {"url": f"{source}/missing.mp4"}})
     failed = wait_task(gateway, key, r.json()["id"])
     assert failed["status"]["phase"] == "failed"  # type: ignore[index]
     assert "404" in failed["status"]["errorMessage"]  # type: ignore[index]
