@@ -215,6 +215,16 @@ class Pool:
             o.close()
         self._discovered_at = time.monotonic()
 
+    def engine_only(self) -> bool:
+        """Whether every segment goes to this farm's engine: every orchestrator is a farm
+        cluster, and none can be found on the network later."""
+        entries = self.orchestrators
+        return (
+            self.discover is None
+            and bool(entries)
+            and all(o.config.kind == "cluster" for o in entries)
+        )
+
     def by_name(self, name: str) -> PoolEntry | None:
         return next((o for o in self.orchestrators if o.name == name), None)
 

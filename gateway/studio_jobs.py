@@ -212,7 +212,13 @@ class StudioJobRunner:
         profiles: list[VideoProfile],
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        segments = split(data, float(params.get("targetSegmentSizeSecs") or 6.0))
+        # An input shown turned comes back upright in every output where all its segments
+        # go to this farm's engine, which turns them; elsewhere its HLS stays as coded.
+        segments = split(
+            data,
+            float(params.get("targetSegmentSizeSecs") or 6.0),
+            keep_turn=self.state.dispatcher.pool.engine_only(),
+        )
         # Priced by the segments as split (their timestamps and frames), and charged in full.
         margin = self.state.settings.estimate_margin
         price, per = self.state.dispatcher.max_price()

@@ -101,6 +101,7 @@ def split(
     *,
     max_seconds: float = 4 * 3600,
     max_segments: int = 2000,
+    keep_turn: bool = False,
 ) -> list[SourceSegment]:
     """Split an input (MP4, MPEG-TS, Matroska or WebM; H.264, HEVC, VP8, VP9 or AV1 video,
     optional audio) into segments of about ``target_seconds`` each, by stream copy: MPEG-TS
@@ -111,6 +112,11 @@ def split(
     and longer where keyframes are far apart. Audio packets go to the segment whose video
     time range holds them. Video packets before the first keyframe cannot be decoded and are
     dropped.
+
+    With ``keep_turn``, an input shown turned (its display matrix) is cut into Matroska
+    segments that keep the matrix, so the engine turns their renditions upright (their
+    ``rotation`` is 0): for a caller whose segments all go to this farm's engine. Without
+    it, every segment goes as coded and ``rotation`` says the turn (see SourceSegment).
 
     Raises :class:`~farm.errors.InputInvalid` (empty, not media, no video),
     :class:`~farm.errors.UnsupportedCodec`, :class:`~farm.errors.InputCorrupt` (damaged, no
@@ -131,19 +137,27 @@ def split(
                 f"{', '.join(sorted(SPLIT_CODECS))}"
             )
         aac = AudioToAac(audio) if audio and codec_name(audio) not in CARRIED_AUDIO["hls"] else None
+        turned = keep_turn and source.rotation != 0
+        fmt = "matroska" if turned else SEGMENT_FORMATS[codec]
         cuts = _plan(
-            source.container, video, audio, Fraction(target_seconds), source.frame_rate, aac
+            source.container,
+            video,
+            audio,
+            Fraction(target_seconds),
+            source.frame_rate,
+            aac,
+            annexb=fmt == "mpegts",
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         return [
             SourceSegment(
                 index=i,
-                data=_write(cut.packets, video, audio, codec, aac),
+                data=_write(cut.packets, video, audio, codec, aac, fmt, keep_turn=turned),
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
                 frames=cut.frames,
-                rotation=source.rotation,
-                fmt=SEGMENT_FORMATS[codec],
+                rotation=0 if turned else source.rotation,
+                fmt=fmt,
             )
             for i, cut in enumerate(cuts)
         ]
@@ -158,6 +172,8 @@ def _plan(
     target: Fraction,
     frame_rate: Fraction | None,
     aac: AudioToAac | None = None,
+    *,
+    annexb: bool = True,
 ) -> list[_Cut]:
     """Demux everything and decide which segment every packet goes to (the audio encoded
     by ``aac`` where it is given)."""
@@ -169,7 +185,7 @@ def _plan(
     # which every Matroska segment carries).
     bsf = (
         BitStreamFilterContext(_TO_ANNEXB[codec], video)
-        if codec in _TO_ANNEXB and not _is_annexb(extradata)
+        if annexb and codec in _TO_ANNEXB and not _is_annexb(extradata)
         else None
     )
     frame_len = Fraction(1) / frame_rate if frame_rate else Fraction(1, 30)
@@ -336,23 +352,30 @@ def _write(
     video: av.VideoStream,
     audio: av.AudioStream | None,
     codec: str,
-    aac: AudioToAac | None = None,
+    aac: AudioToAac | None,
+    fmt: str,
+    *,
+    keep_turn: bool = False,
 ) -> bytes:
-    """One segment file (SEGMENT_FORMATS) of copied packets, with the input's timestamps
-    unchanged."""
-    fmt = SEGMENT_FORMATS[codec]
+    """One segment file (MPEG-TS or Matroska) of copied packets, with the input's
+    timestamps unchanged; with ``keep_turn``, Matroska that keeps the display matrix."""
     buf = io.BytesIO()
     try:
         with av.open(buf, "w", format=fmt, options=_OPTIONS[fmt]) as out:
             # Opaque: the stream takes the template's codec, not an encoder found by the
             # decoder's name (AV1 is decoded by "libdav1d", which names no encoder).
             v_out = out.add_stream_from_template(video, opaque=True)
-            if fmt == "matroska":
+            if fmt == "matroska" and not keep_turn:
                 # Matroska could carry the display matrix, but a go-livepeer orchestrator
                 # scales as coded whatever it says while the engine turns: renditions of
-                # one input from both would not join up. Every segment goes as coded.
+                # one input from both would not join up. Unless the caller's segments all
+                # go to the engine, every segment goes as coded.
                 v_out.set_display_rotation(0)
-            if codec in _TO_ANNEXB and not _is_annexb(video.codec_context.extradata or b""):
+            if (
+                fmt == "mpegts"
+                and codec in _TO_ANNEXB
+                and not _is_annexb(video.codec_context.extradata or b"")
+            ):
                 # Packets are Annex B now; the avcC/hvcC header does not describe them.
                 v_out.codec_context.extradata = None
             # A segment the input's sound does not reach (it ended before the video) gets

@@ -128,3 +128,17 @@ def test_an_orchestrators_failure_suspends_it_and_tells_no_ids_or_addresses(
     assert all(o.suspended() for o in pool.orchestrators)
     errors = " ".join(a["error"] for a in log.get("s")["attempts"])
     assert crashed.job.id not in errors and "10.1.2.3" not in errors
+
+
+def test_only_a_pool_of_farm_clusters_sends_everything_to_the_engine(
+    world: tuple[Pool, SessionLog],
+) -> None:
+    # What lets a Studio job keep a turned input's display matrix in its segments: no
+    # segment can reach an orchestrator that ignores it.
+    pool, _ = world
+    assert pool.engine_only()
+    network = OrchestratorConfig(name="net", kind="livepeer", address="https://127.0.0.1:1")
+    assert not Pool([*(o.config for o in pool.orchestrators), network]).engine_only()
+    assert not Pool([]).engine_only()
+    found = Pool([o.config for o in pool.orchestrators], discover=dict)
+    assert not found.engine_only()  # a network orchestrator may be found later

@@ -15,10 +15,13 @@ import av
 import httpx
 import pytest
 
+from farm.media.engine import transcode
+from farm.media.profiles import profiles_from_json
 from farm.media.synth import make_segment
 from gateway.playback import PlaybackSigner
 from gateway.settings import GatewaySettings
 from tests.conftest import need_tool
+from tests.factories import bright_quarter, turned_clip
 from tests.gateway.conftest import ADMIN, Gateway
 
 PROFILES = [
@@ -33,6 +36,7 @@ def source() -> Iterator[str]:
     (VP9 and Opus, as a browser records) at /clip.webm."""
     clips = {
         "/clip.mp4": make_segment(320, 240, 30, 9.0, gop_seconds=1.0, fmt="mp4"),
+        "/turned.mp4": turned_clip(90),  # a phone's portrait video: coded landscape, turned
         "/clip.webm": make_segment(
             320,
             240,
@@ -183,6 +187,31 @@ def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: st
         assert len(list(c.decode(video=0))) == 120 and c.streams.audio
     assert output["charged"] == 120 * 256 * 144  # type: ignore[index]
     assert gateway.balance(key_id) == 10**9 - output["charged"]  # type: ignore[index]
+
+
+def test_a_turned_upload_comes_back_upright_in_hls_and_mp4(gateway: Gateway, source: str) -> None:
+    # Every orchestrator of this gateway is a farm cluster: the segments keep the input's
+    # display matrix, and the engine turns each rendition upright, as ffmpeg would.
+    _, key, auth, r = post_task(
+        gateway, {"input": {"url": f"{source}/turned.mp4"}, "profiles": PROFILES[:1]}
+    )
+    done = wait_task(gateway, key, r.json()["id"])
+    assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
+    output = done["output"]
+    master = httpx.get(gateway.url + output["hls"]["url"], headers=auth, timeout=10).text  # type: ignore[index]
+    assert "RESOLUTION=144x256" in master  # portrait
+    media_url = gateway.url + output["hls"]["url"].replace("index.m3u8", "low/index.m3u8")  # type: ignore[index]
+    playlist = httpx.get(media_url, headers=auth, timeout=10).text
+    first = next(line for line in playlist.splitlines() if line.endswith(".ts"))
+    segment = httpx.get(media_url.replace("index.m3u8", first), headers=auth, timeout=10).content
+    upright = transcode(turned_clip(90), profiles_from_json(PROFILES[:1])).renditions[0].data
+    assert bright_quarter(segment) == bright_quarter(upright) == ("bottom-left", 144, 256)
+    (mp4,) = output["mp4"]  # type: ignore[index]
+    data = httpx.get(gateway.url + mp4["url"], headers=auth, timeout=10).content
+    with av.open(io.BytesIO(data)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 30 and {f.rotation for f in frames} == {0}  # no second turn
+    assert bright_quarter(data) == ("bottom-left", 144, 256)
 
 
 def test_task_with_bad_input_fails_cleanly_and_charges_nothing(

@@ -174,6 +174,22 @@ def test_sound_that_starts_after_the_picture_is_announced_in_the_master_playlist
     assert seen.frames == 90 and seen.has_audio
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "matroska"])
+def test_a_turned_input_split_to_keep_its_turn_comes_back_upright(fmt: str) -> None:
+    # For a caller whose segments all go to the engine: Matroska segments keep the matrix,
+    # the engine turns each rendition as it turns the whole input, and no output needs one.
+    data = turned_clip(90, fmt=fmt)
+    segments = split(data, 0.5, keep_turn=True)
+    assert {(s.fmt, s.rotation) for s in segments} == {("matroska", 0)}
+    parts = [transcode(s.data, PROFILES[:1]).renditions[0].data for s in segments]
+    whole = transcode(data, PROFILES[:1]).renditions[0].data
+    assert bright_quarter(parts[0]) == bright_quarter(whole) == ("bottom-left", 144, 256)
+    with av.open(io.BytesIO(concat_mp4(parts, rotation=segments[0].rotation))) as c:
+        assert {f.rotation for f in c.decode(video=0)} == {0}
+    plain = split(make_segment(160, 96, FPS, 1.0), 0.5, keep_turn=True)
+    assert {s.fmt for s in plain} == {"mpegts"}  # an input that is not turned: as before
+
+
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:
     with pytest.raises(ValueError, match="no segments"):
         concat_mp4([])
