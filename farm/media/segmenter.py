@@ -53,10 +53,7 @@ _TO_ANNEXB = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 #: NAL unit types of the parameter sets a keyframe needs in front of it.
 _PARAMETER_SETS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
 #: Timestamps are written as they are, so consecutive segments join up.
-_OPTIONS = {
-    "mpegts": {"avoid_negative_ts": "disabled"},
-    "matroska": {"avoid_negative_ts": "disabled"},
-}
+_KEEP_TIMESTAMPS = {"avoid_negative_ts": "disabled"}
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +136,12 @@ def split(
         aac = AudioToAac(audio) if audio and codec_name(audio) not in CARRIED_AUDIO["hls"] else None
         turned = keep_turn and source.rotation != 0
         fmt = "matroska" if turned else SEGMENT_FORMATS[codec]
+        # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS.
+        to_annexb = (
+            fmt == "mpegts"
+            and codec in _TO_ANNEXB
+            and not _is_annexb(video.codec_context.extradata or b"")
+        )
         cuts = _plan(
             source.container,
             video,
@@ -146,13 +149,15 @@ def split(
             Fraction(target_seconds),
             source.frame_rate,
             aac,
-            annexb=fmt == "mpegts",
+            to_annexb=to_annexb,
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         return [
             SourceSegment(
                 index=i,
-                data=_write(cut.packets, video, audio, codec, aac, fmt, keep_turn=turned),
+                data=_write(
+                    cut.packets, video, audio, codec, aac, fmt, keep_turn=turned, annexb=to_annexb
+                ),
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
                 frames=cut.frames,
@@ -173,21 +178,16 @@ def _plan(
     frame_rate: Fraction | None,
     aac: AudioToAac | None = None,
     *,
-    annexb: bool = True,
+    to_annexb: bool = False,
 ) -> list[_Cut]:
     """Demux everything and decide which segment every packet goes to (the audio encoded
     by ``aac`` where it is given)."""
     codec = codec_name(video)
     extradata = video.codec_context.extradata or b""
-    # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS; the filter also puts the
-    # parameter sets in front of every IDR frame, so each segment decodes on its own. VP8,
-    # VP9 and AV1 keyframes stand alone (AV1's sequence header is the stream's extradata,
-    # which every Matroska segment carries).
-    bsf = (
-        BitStreamFilterContext(_TO_ANNEXB[codec], video)
-        if annexb and codec in _TO_ANNEXB and not _is_annexb(extradata)
-        else None
-    )
+    # ``to_annexb``: the filter also puts the parameter sets in front of every IDR frame,
+    # so each segment decodes on its own. VP8, VP9 and AV1 keyframes stand alone (AV1's
+    # sequence header is the stream's extradata, which every Matroska segment carries).
+    bsf = BitStreamFilterContext(_TO_ANNEXB[codec], video) if to_annexb else None
     frame_len = Fraction(1) / frame_rate if frame_rate else Fraction(1, 30)
     video_tb = video.time_base
     assert video_tb is not None
@@ -356,12 +356,14 @@ def _write(
     fmt: str,
     *,
     keep_turn: bool = False,
+    annexb: bool = False,
 ) -> bytes:
     """One segment file (MPEG-TS or Matroska) of copied packets, with the input's
-    timestamps unchanged; with ``keep_turn``, Matroska that keeps the display matrix."""
+    timestamps unchanged; with ``keep_turn``, Matroska that keeps the display matrix;
+    ``annexb``: the packets were filtered from avcC/hvcC to Annex B."""
     buf = io.BytesIO()
     try:
-        with av.open(buf, "w", format=fmt, options=_OPTIONS[fmt]) as out:
+        with av.open(buf, "w", format=fmt, options=_KEEP_TIMESTAMPS) as out:
             # Opaque: the stream takes the template's codec, not an encoder found by the
             # decoder's name (AV1 is decoded by "libdav1d", which names no encoder).
             v_out = out.add_stream_from_template(video, opaque=True)
@@ -371,11 +373,7 @@ def _write(
                 # one input from both would not join up. Unless the caller's segments all
                 # go to the engine, every segment goes as coded.
                 v_out.set_display_rotation(0)
-            if (
-                fmt == "mpegts"
-                and codec in _TO_ANNEXB
-                and not _is_annexb(video.codec_context.extradata or b"")
-            ):
+            if annexb:
                 # Packets are Annex B now; the avcC/hvcC header does not describe them.
                 v_out.codec_context.extradata = None
             # A segment the input's sound does not reach (it ended before the video) gets

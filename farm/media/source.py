@@ -112,8 +112,9 @@ def open_source(
     container = _open(file, label, None)
     try:
         rotation = 0
-        if find_rotation and _may_rotate(container):
-            rotation = _rotation(container)
+        video = main_video(container) if find_rotation else None
+        if video is not None and _may_rotate(container, video):
+            rotation = _rotation(container, video)
             container.close()
             if isinstance(file, io.BytesIO):
                 file.seek(0)
@@ -157,21 +158,18 @@ def _picture_size(stream: av.VideoStream) -> int:
     return (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
 
 
-def _may_rotate(container: av.container.InputContainer) -> bool:
+def _may_rotate(container: av.container.InputContainer, video: av.VideoStream) -> bool:
     """Whether the input may carry a display matrix, in video the engine decodes (no other
     decoder runs before the input is checked)."""
     names = container.format.name.split(",")
     if "mov" not in names and "matroska" not in names:
         return False
-    video = main_video(container)
-    return video is not None and codec_name(video) in SUPPORTED_INPUT_CODECS
+    return codec_name(video) in SUPPORTED_INPUT_CODECS
 
 
-def _rotation(container: av.container.InputContainer) -> int:
-    """Degrees clockwise that the first frame turns to be shown upright (0 when it cannot
-    be decoded: the decode proper reports that)."""
-    video = main_video(container)
-    assert video is not None  # _may_rotate checked
+def _rotation(container: av.container.InputContainer, video: av.VideoStream) -> int:
+    """Degrees clockwise that the first frame of ``video`` turns to be shown upright (0 when
+    it cannot be decoded: the decode proper reports that)."""
     try:
         with av.logging.Capture():
             for frame in container.decode(video):
