@@ -14,6 +14,7 @@ announces.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ class FarmClient:
         job_id: str | None = None,
         stream: str | None = None,
         keccak: bool = False,
+        show_from: float | None = None,
     ) -> JobView:
         """Store the input, record the job, then publish it; returns the queued job.
 
@@ -155,11 +157,16 @@ class FarmClient:
         ``keccak``: the worker also hashes each rendition (``RenditionRef.keccak``), for a
         caller that signs them.
 
+        ``show_from``: the input starts with pictures that only prime the decoder; the
+        renditions start at this time (seconds, the input's timeline; farm.media.segmenter).
+
         Raises NoCapacity when no live worker can serve the ladder, before anything is stored.
         """
         check_format(fmt)
         if not data:
             raise InputInvalid("input is empty (0 bytes)")
+        if show_from is not None and not math.isfinite(show_from):
+            raise InputInvalid(f"show_from must be a finite time, got {show_from!r}")
         need = need_of(profiles, device)
         route = self._route(need, stream)
         job_id = job_id or uuid.uuid4().hex
@@ -175,6 +182,8 @@ class FarmClient:
             spec["stream"] = stream
         if keccak:
             spec["keccak"] = True
+        if show_from is not None:
+            spec["show_from"] = float(show_from)
         self._link.ask_for_notice(spec)
         task_id = f"{job_id}.1"
         # The input and the job row are both written before the publish, side by side: they

@@ -296,6 +296,7 @@ class _TranscodeAttempt:
             gpu=context.gpu,
             deadline_s=self.soft,
             verify=self.stores.settings.verify_renditions,
+            show_from=spec.get("show_from"),
             session=(
                 StreamSession(stream, context.encoders)
                 if stream and context.encoders is not None

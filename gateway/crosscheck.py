@@ -108,7 +108,9 @@ class CrossChecker:
         """The outcome to return for a segment (the primary's unless the majority differs)."""
         if self.freq <= 0 or self._random.random() >= self.freq:
             return primary
-        others = self.pool.candidates(exclude={primary.orchestrator})[:2]
+        others = [
+            o for o in self.pool.candidates(exclude={primary.orchestrator}) if segment.takes(o)
+        ][:2]
         if not others:
             return primary
         timeout = self.dispatcher.attempt_timeout(segment.duration_s, segment.timeout_multiplier)

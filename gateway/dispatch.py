@@ -47,6 +47,15 @@ class Segment:
     fmt: str = "mpegts"
     #: The stream's ``timeoutMultiplier`` (stretches each attempt's timeout when over 1).
     timeout_multiplier: float = 1.0
+    #: Only a farm cluster can take it (farm.media.segmenter's ``SourceSegment.engine_only``:
+    #: a codec Livepeer orchestrators do not decode, a display matrix kept, a primer).
+    engine_only: bool = False
+    #: Seconds before which its pictures only prime the decoder (``SourceSegment.show_from``).
+    show_from: float | None = None
+
+    def takes(self, o: PoolEntry) -> bool:
+        """Whether ``o`` can transcode this segment."""
+        return not self.engine_only or o.config.kind == "cluster"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +144,7 @@ class Dispatcher:
             duration_s=segment.duration_s,
             prefer=self.orchestrator_of(stream),
             suspended=lambda o: self._leave(stream, o.name),
+            tier=(lambda o: 0 if segment.takes(o) else None) if segment.engine_only else None,
         )
         done = attempt(
             self.pool, self.sessions, work, max_tries=self.max_attempts, deadline=deadline
@@ -153,6 +163,8 @@ class Dispatcher:
     ) -> SegmentOutcome:
         """One attempt on ``o``; ``keep_session`` keeps a network orchestrator's session
         across the stream's segments (False: a session of its own, ended at once)."""
+        if not segment.takes(o):
+            raise TranscodeFailed(f"segment {segment.seq} can only be transcoded by a farm cluster")
         if o.livepeer is not None:
             if keep_session:
                 return _network(o, o.livepeer, segment.session_id, segment, deadline, attempt)
@@ -169,6 +181,7 @@ class Dispatcher:
             fmt=segment.fmt,
             duration=segment.duration_s,
             stream=segment.session_id if keep_session else None,
+            show_from=segment.show_from,
         )
         result = client.wait(job, timeout=max(0.1, deadline - time.monotonic()))
         renditions = [(r, client.rendition_bytes(r)) for r in result.renditions]

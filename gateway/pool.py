@@ -215,15 +215,10 @@ class Pool:
             o.close()
         self._discovered_at = time.monotonic()
 
-    def engine_only(self) -> bool:
-        """Whether every segment goes to this farm's engine: every orchestrator is a farm
-        cluster, and none can be found on the network later."""
-        entries = self.orchestrators
-        return (
-            self.discover is None
-            and bool(entries)
-            and all(o.config.kind == "cluster" for o in entries)
-        )
+    def has_clusters(self) -> bool:
+        """Whether a farm cluster is among the orchestrators: segments only this farm's
+        engine can take (gateway.dispatch.Segment.engine_only) have somewhere to go."""
+        return any(o.config.kind == "cluster" for o in self.orchestrators)
 
     def by_name(self, name: str) -> PoolEntry | None:
         return next((o for o in self.orchestrators if o.name == name), None)

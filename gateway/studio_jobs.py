@@ -212,12 +212,15 @@ class StudioJobRunner:
         profiles: list[VideoProfile],
         params: dict[str, Any],
     ) -> dict[str, Any]:
-        # An input shown turned comes back upright in every output where all its segments
-        # go to this farm's engine, which turns them; elsewhere its HLS stays as coded.
+        # Where the pool has a farm cluster, its engine takes the segments no Livepeer
+        # orchestrator can: codecs go-livepeer does not decode, an input shown turned (which
+        # the engine turns upright, so every output comes back upright) and segments cut at
+        # open-GOP keyframes (which carry the GOP before them). Elsewhere such codecs are
+        # refused, a turned input's HLS stays as coded, and cuts are at clean keyframes.
         segments = split(
             data,
             float(params.get("targetSegmentSizeSecs") or 6.0),
-            keep_turn=self.state.dispatcher.pool.engine_only(),
+            engine=self.state.dispatcher.pool.has_clusters(),
         )
         # Priced by the segments as split (their timestamps and frames), and charged in full.
         margin = self.state.settings.estimate_margin
@@ -237,7 +240,15 @@ class StudioJobRunner:
                 futures += [
                     self._segments.submit(
                         self.state.dispatcher.run,
-                        Segment(session_id, s.index, s.data, profiles, s.duration),
+                        Segment(
+                            session_id,
+                            s.index,
+                            s.data,
+                            profiles,
+                            s.duration,
+                            engine_only=s.engine_only,
+                            show_from=s.show_from,
+                        ),
                     )
                     for s in segments
                 ]

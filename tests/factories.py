@@ -115,8 +115,6 @@ def clip_with_audio(codec: str, fmt: str, seconds: float = 1.0, rate: int = 4410
         video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
         sound = cast(av.AudioStream, out.add_stream(codec, rate=rate))
         sound.layout = "stereo"
-        size = sound.codec_context.frame_size or 1024
-        fmt_name = sound.codec_context.format.name
         frames = round(seconds * 30)
         for i in range(frames):
             picture = np.full((240, 320, 3), (i * 8) % 256, np.uint8)
@@ -124,26 +122,86 @@ def clip_with_audio(codec: str, fmt: str, seconds: float = 1.0, rate: int = 4410
             frame.pts = i
             for packet in video.encode(frame):
                 out.mux(packet)
-        t = np.arange(round(seconds * rate)) / rate
-        tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
-        for start in range(0, len(tone), size):
-            part = np.tile(tone[start : start + size], (2, 1))
-            planar = fmt_name.endswith("p")
-            data = part if planar else part.T.reshape(1, -1)
-            if fmt_name.startswith("s16"):
-                data = (data * 32767).astype(np.int16)
-            elif fmt_name.startswith("s32"):
-                data = (data * 2**31 - 1).astype(np.int32)
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(data), format=fmt_name, layout="stereo"
+        _tone(out, sound, seconds)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _tone(out: av.container.OutputContainer, sound: av.AudioStream, seconds: float) -> None:
+    """``seconds`` of a 440 Hz stereo tone, encoded by ``sound`` into ``out`` and flushed."""
+    rate = sound.codec_context.sample_rate
+    size = sound.codec_context.frame_size or 1024
+    fmt_name = sound.codec_context.format.name
+    t = np.arange(round(seconds * rate)) / rate
+    tone = (np.sin(2 * np.pi * 440 * t) * 0.3).astype(np.float32)
+    for start in range(0, len(tone), size):
+        part = np.tile(tone[start : start + size], (2, 1))
+        planar = fmt_name.endswith("p")
+        data = part if planar else part.T.reshape(1, -1)
+        if fmt_name.startswith("s16"):
+            data = (data * 32767).astype(np.int16)
+        elif fmt_name.startswith("s32"):
+            data = (data * 2**31 - 1).astype(np.int32)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(data), format=fmt_name, layout="stereo"
+        )
+        frame.sample_rate = rate
+        frame.pts = start
+        for packet in sound.encode(frame):
+            out.mux(packet)
+    for packet in sound.encode(None):
+        out.mux(packet)
+
+
+def coded_clip(
+    codec: str,
+    fmt: str,
+    *,
+    pix_fmt: str = "yuv420p",
+    seconds: float = 2.0,
+    fps: int = 25,
+    gop: int = 12,
+    bframes: int = 0,
+    size: tuple[int, int] = (320, 240),
+    audio: str | None = None,
+    options: dict[str, str] | None = None,
+) -> bytes:
+    """``seconds`` of a moving gradient in a video ``codec`` (any encoder PyAV has, e.g. the
+    camera, editing and legacy codecs uploads carry), a keyframe every ``gop`` frames and up
+    to ``bframes`` B-frames between anchors (FFmpeg's MPEG-1/2/4 encoders then make open
+    GOPs), with a tone in ``audio`` when given, muxed into ``fmt``."""
+    width, height = size
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        video = cast(av.VideoStream, out.add_stream(codec, rate=fps))
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = Fraction(1, fps)
+        video.gop_size = gop
+        video.codec_context.max_b_frames = bframes
+        video.bit_rate = 1_000_000
+        video.options = options or {}
+        sound = None
+        if audio is not None:
+            sound = cast(av.AudioStream, out.add_stream(audio, rate=48000))
+            sound.layout = "stereo"
+        yy, xx = np.mgrid[0:height, 0:width]
+        for n in range(round(seconds * fps)):
+            luma = (((xx + 4 * n) % 256 + yy // 2) % 220 + 16).astype(np.uint8)
+            u = np.full((height // 2, width // 2), 96 + n % 64, np.uint8)
+            planes = np.concatenate([luma.ravel(), u.ravel(), (255 - u).ravel()])
+            frame = av.VideoFrame.from_ndarray(
+                planes.reshape(height * 3 // 2, width), format="yuv420p"
             )
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in sound.encode(frame):
+            if pix_fmt != "yuv420p":
+                frame = frame.reformat(format=pix_fmt)
+            frame.pts, frame.time_base = n, Fraction(1, fps)
+            for packet in video.encode(frame):
                 out.mux(packet)
-        for stream in (video, sound):
-            for packet in stream.encode(None):
-                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if sound is not None:
+            _tone(out, sound, seconds)
     return buf.getvalue()
 
 
@@ -183,9 +241,9 @@ def audio_only_ts(seconds: float = 0.5) -> bytes:
     return buf.getvalue()
 
 
-def unsupported_video(codec: str = "mjpeg", fmt: str = "matroska", frames: int = 10) -> bytes:
-    """A short video in a codec the engine does not take as input (MJPEG by default)."""
-    pix_fmt = {"mjpeg": "yuvj420p", "png": "rgb24"}.get(codec, "yuv420p")
+def unsupported_video(codec: str = "ffv1", fmt: str = "matroska", frames: int = 10) -> bytes:
+    """A short video in a codec the engine does not take as input (FFV1 by default)."""
+    pix_fmt = {"mjpeg": "yuvj420p", "png": "rgb24", "huffyuv": "yuv422p"}.get(codec, "yuv420p")
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         video = cast(av.VideoStream, out.add_stream(codec, rate=30))

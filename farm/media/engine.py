@@ -88,6 +88,10 @@ class EngineOptions:
     #: The stream this segment belongs to and the worker's kept encoders
     #: (farm.media.encoders); None: every encoder is opened for this segment alone.
     session: StreamSession | None = None
+    #: Seconds (the input's timeline) before which pictures are decoded but not output: a
+    #: segment cut at an open-GOP keyframe carries the GOP before it to prime the decoder
+    #: (farm.media.segmenter).
+    show_from: float | None = None
 
 
 class _Rendition(threading.Thread):
@@ -625,6 +629,8 @@ def _decode(
     streams = [s for s in (video, audio) if s is not None]
     deadline = started + opts.deadline_s if opts.deadline_s else None
     frame_len = Fraction(1) / source.frame_rate if source.frame_rate else Fraction(1, 30)
+    # Half a frame early, so the first picture to show is not lost to rounding.
+    hidden = Fraction(opts.show_from) - frame_len / 2 if opts.show_from is not None else None
     try:
         with av.logging.Capture() as logs:
             for packet in source.container.demux(streams):
@@ -649,6 +655,8 @@ def _decode(
                         untimed += 1
                         continue
                     t = frame.pts * tb
+                    if hidden is not None and t < hidden:
+                        continue  # a primer's picture: it only primes the decoder
                     if first_t is None:
                         first_t = t
                     if t - first_t > opts.max_seconds:

@@ -6,11 +6,22 @@ Packets are copied as they are: timestamps stay those of the input, so consecuti
 join up exactly, and every segment starts with a keyframe (and, for H.264/HEVC in Annex B,
 with the parameter sets a decoder needs), so each one is a valid input to the engine.
 
-H.264 and HEVC segments are MPEG-TS, as a Livepeer gateway sends. VP8, VP9 and AV1 (WebM
-uploads: browsers' MediaRecorder, screen recorders, downloaded video), which MPEG-TS cannot
-carry, go into Matroska segments, which the engine reads as it reads MPEG-TS; a Livepeer
-orchestrator is sent them as go-livepeer sends MP4 segments, under ``video/MP2T``, and
-FFmpeg finds the container from the bytes.
+H.264 and HEVC segments are MPEG-TS, as a Livepeer gateway sends, and so are MPEG-1/2
+(broadcast, DVD). VP8, VP9, AV1, MPEG-4 Part 2, ProRes and Motion JPEG, which MPEG-TS cannot
+carry, go into Matroska segments, DNxHD and H.263 into QuickTime, and the codecs neither has
+a tag for (Sorenson Spark, Windows Media 8, MS MPEG-4 v3) into NUT; the engine reads each as
+it reads MPEG-TS. A Livepeer
+orchestrator is sent only H.264, HEVC, VP8 and VP9 (what go-livepeer decodes), Matroska ones
+as go-livepeer sends MP4 segments, under ``video/MP2T``: FFmpeg finds the container from the
+bytes. Segments of the other codecs are marked for this farm's engine
+(``SourceSegment.engine_only``), and cut only for a caller that can send them there.
+
+A keyframe that opens an open GOP (MPEG-2's and MPEG-4's usual I-frames, HEVC CRA, H.264
+recovery points) is followed in decode order by pictures shown before it that need the GOP
+before. Segments for the network start only at clean keyframes. Segments for the engine may
+start at any keyframe: one that starts at an open one carries the GOP before it too, to prime
+the decoder, and ``SourceSegment.show_from`` says where its own pictures start (the engine
+shows nothing before it), so no picture is lost at a cut.
 
 Audio HLS players decode in MPEG-TS (AAC, MP3, AC-3, E-AC-3) is copied. Other audio (the
 Opus of a WebM recording, Vorbis, FLAC, PCM) is encoded to AAC-LC here, once for the whole
@@ -24,7 +35,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,7 +46,7 @@ from av.bitstream import BitStreamFilterContext
 from farm.errors import InputCorrupt, InputTooLong, UnsupportedCodec
 from farm.media.audio import CARRIED_AUDIO, AudioToAac
 from farm.media.codecs import codec_name
-from farm.media.source import open_source
+from farm.media.source import NETWORK_CODECS, open_source
 
 __all__ = ["SEGMENT_FORMATS", "SPLIT_CODECS", "SourceSegment", "split"]
 
@@ -43,12 +54,24 @@ __all__ = ["SEGMENT_FORMATS", "SPLIT_CODECS", "SourceSegment", "split"]
 SEGMENT_FORMATS = {
     "h264": "mpegts",
     "hevc": "mpegts",
+    "mpeg1video": "mpegts",
+    "mpeg2video": "mpegts",
     "vp8": "matroska",
     "vp9": "matroska",
     "av1": "matroska",
+    "mpeg4": "matroska",
+    "prores": "matroska",
+    "mjpeg": "matroska",
+    "dnxhd": "mov",
+    "h263": "mov",
+    "flv1": "nut",
+    "wmv2": "nut",
+    "msmpeg4v3": "nut",
 }
 #: Video codecs that can be cut by stream copy.
 SPLIT_CODECS = frozenset(SEGMENT_FORMATS)
+#: Codecs whose turned segments can keep the display matrix (in Matroska).
+_MATRIX_CODECS = frozenset(c for c, f in SEGMENT_FORMATS.items() if f in ("mpegts", "matroska"))
 _TO_ANNEXB = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 #: NAL unit types of the parameter sets a keyframe needs in front of it.
 _PARAMETER_SETS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
@@ -77,8 +100,14 @@ class SourceSegment:
     #: orchestrator, whatever it does with a matrix, returns renditions as coded, so they
     #: join up; the assembled MP4 carries the matrix again.
     rotation: int = 0
-    #: The segment's container: "mpegts" or "matroska" (SEGMENT_FORMATS).
+    #: The segment's container: "mpegts", "matroska", "mov" or "nut" (SEGMENT_FORMATS).
     fmt: str = "mpegts"
+    #: Only this farm's engine can transcode it: its codec is not one a Livepeer
+    #: orchestrator decodes, it keeps a display matrix, or it holds frames before ``start``.
+    engine_only: bool = False
+    #: Set when ``data`` starts with the GOP before the segment's own (an open-GOP cut): the
+    #: time its own pictures start (``start``); pictures shown before it are not output.
+    show_from: float | None = None
 
 
 @dataclass(slots=True)
@@ -90,6 +119,8 @@ class _Cut:
     #: (is audio, packet), muxed in this order.
     packets: list[tuple[bool, av.Packet[Any]]]
     frames: int = 0
+    #: The GOP before, decoded first and not shown (a cut at an open-GOP keyframe).
+    primer: list[av.Packet[Any]] = field(default_factory=list)
 
 
 def split(
@@ -98,11 +129,11 @@ def split(
     *,
     max_seconds: float = 4 * 3600,
     max_segments: int = 2000,
-    keep_turn: bool = False,
+    engine: bool = False,
 ) -> list[SourceSegment]:
-    """Split an input (MP4, MPEG-TS, Matroska or WebM; H.264, HEVC, VP8, VP9 or AV1 video,
-    optional audio) into segments of about ``target_seconds`` each, by stream copy: MPEG-TS
-    for H.264 and HEVC, Matroska for the others (SEGMENT_FORMATS).
+    """Split an input (MP4, MOV, MPEG-TS, MPEG-PS, Matroska, WebM, AVI, ...; video in a
+    codec of SEGMENT_FORMATS, optional audio) into segments of about ``target_seconds``
+    each, by stream copy, in the container SEGMENT_FORMATS names for the codec.
 
     A segment starts at the first video keyframe at or after ``start + target_seconds`` of
     the one before, so segments are at least ``target_seconds`` long (the last one aside)
@@ -110,10 +141,14 @@ def split(
     time range holds them. Video packets before the first keyframe cannot be decoded and are
     dropped.
 
-    With ``keep_turn``, an input shown turned (its display matrix) is cut into Matroska
+    ``engine``: the caller can send segments to this farm's engine (its pool has a farm
+    cluster). Then an input in a codec Livepeer orchestrators do not decode is cut with every
+    segment ``engine_only``; an input shown turned (its display matrix) is cut into Matroska
     segments that keep the matrix, so the engine turns their renditions upright (their
-    ``rotation`` is 0): for a caller whose segments all go to this farm's engine. Without
-    it, every segment goes as coded and ``rotation`` says the turn (see SourceSegment).
+    ``rotation`` is 0), all ``engine_only``; and a segment that has to start at an open-GOP
+    keyframe carries the GOP before it (``show_from``), ``engine_only`` too. Without it,
+    such a codec is refused, a turned input goes as coded (``rotation`` says the turn, see
+    SourceSegment), and segments start at clean keyframes only.
 
     Raises :class:`~farm.errors.InputInvalid` (empty, not media, no video),
     :class:`~farm.errors.UnsupportedCodec`, :class:`~farm.errors.InputCorrupt` (damaged, no
@@ -133,8 +168,15 @@ def split(
                 f"cannot split {codec!r} video; splitting supports "
                 f"{', '.join(sorted(SPLIT_CODECS))}"
             )
+        if codec not in NETWORK_CODECS and not engine:
+            raise UnsupportedCodec(
+                f"{codec!r} video is transcoded only by this farm's own clusters, and this "
+                "gateway routes to none; Livepeer orchestrators decode "
+                f"{', '.join(sorted(NETWORK_CODECS))}"
+            )
         aac = AudioToAac(audio) if audio and codec_name(audio) not in CARRIED_AUDIO["hls"] else None
-        turned = keep_turn and source.rotation != 0
+        turned = engine and source.rotation != 0 and codec in _MATRIX_CODECS
+        everyone = not turned and codec in NETWORK_CODECS
         fmt = "matroska" if turned else SEGMENT_FORMATS[codec]
         # avcC/hvcC (MP4, Matroska) must become Annex B for MPEG-TS.
         to_annexb = (
@@ -150,19 +192,30 @@ def split(
             source.frame_rate,
             aac,
             to_annexb=to_annexb,
+            primers=engine,
+            anywhere=not everyone,
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         return [
             SourceSegment(
                 index=i,
                 data=_write(
-                    cut.packets, video, audio, codec, aac, fmt, keep_turn=turned, annexb=to_annexb
+                    [(False, p) for p in cut.primer] + cut.packets,
+                    video,
+                    audio,
+                    codec,
+                    aac,
+                    fmt,
+                    keep_turn=turned,
+                    annexb=to_annexb,
                 ),
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
                 frames=cut.frames,
                 rotation=0 if turned else source.rotation,
                 fmt=fmt,
+                engine_only=not everyone or bool(cut.primer),
+                show_from=float(cut.start) if cut.primer else None,
             )
             for i, cut in enumerate(cuts)
         ]
@@ -179,9 +232,11 @@ def _plan(
     aac: AudioToAac | None = None,
     *,
     to_annexb: bool = False,
+    primers: bool = False,
+    anywhere: bool = False,
 ) -> list[_Cut]:
     """Demux everything and decide which segment every packet goes to (the audio encoded
-    by ``aac`` where it is given)."""
+    by ``aac`` where it is given); ``primers`` and ``anywhere`` as :func:`_cut` takes them."""
     codec = codec_name(video)
     extradata = video.codec_context.extradata or b""
     # ``to_annexb``: the filter also puts the parameter sets in front of every IDR frame,
@@ -222,7 +277,7 @@ def _plan(
     except av.FFmpegError as e:
         raise InputCorrupt(f"input cannot be demuxed: {e}") from e
     _fill_dts(videos, frame_len)
-    cuts = _cut(videos, target, frame_len, codec, extradata)
+    cuts = _cut(videos, target, frame_len, codec, extradata, primers=primers, anywhere=anywhere)
     _place_audio(cuts, audio_packets)
     return cuts
 
@@ -239,39 +294,59 @@ def _cut(
     frame_len: Fraction,
     codec: str,
     extradata: bytes,
+    *,
+    primers: bool = False,
+    anywhere: bool = False,
 ) -> list[_Cut]:
-    """Group video packets (decode order) into segments that each start at a keyframe."""
+    """Group video packets (decode order) into segments that each start at a keyframe.
+
+    An open-GOP keyframe (HEVC CRA, H.264 recovery point, MPEG-2/MPEG-4 I-frames without a
+    closed GOP) is followed in decode order by leading pictures that show before it and
+    need the GOP before. Segments start at clean keyframes, unless there are none to cut at,
+    or ``anywhere``. With ``primers``, a segment that starts at an open keyframe gets the GOP
+    before it as its primer, and starts when its first own picture shows; without, its
+    leading pictures cannot be shown."""
     keys = [i for i, p in enumerate(videos) if p.is_keyframe]
     if not keys:
         raise InputCorrupt("the input's video has no keyframe to start a segment at")
-    # An open-GOP keyframe (HEVC CRA, H.264 recovery point) is followed in decode order by
-    # leading pictures that show before it and need the GOP before: a segment starting
-    # there cannot show them. Cut at clean keyframes only, unless there are none to cut at.
     clean = {
         k for k, end in zip(keys, [*keys[1:], len(videos)], strict=True) if _clean(videos, k, end)
     }
-    if not clean - {keys[0]} and len(keys) > 1:
-        log.warning("every keyframe opens an open GOP; cutting there loses the leading pictures")
-        clean = set(keys)
+    cut_at = set(keys) if anywhere else clean
+    if not cut_at - {keys[0]} and len(keys) > 1:
+        if not primers:
+            log.warning(
+                "every keyframe opens an open GOP; cutting there loses the leading pictures"
+            )
+        cut_at = set(keys)
     cuts: list[_Cut] = []
+    starts: list[int] = []
     for i, packet in enumerate(videos[keys[0] :], start=keys[0]):
         t = _time(packet)
         length = packet.duration * packet.time_base if packet.duration else frame_len
-        if not cuts or (i in clean and t >= cuts[-1].start + target):
+        if not cuts or (i in cut_at and t >= cuts[-1].start + target):
             if cuts and t <= cuts[-1].start:
                 raise InputCorrupt(f"video timestamps go backwards at {float(t):.3f} s")
-            if (
-                codec in _PARAMETER_SETS
-                and _is_annexb(extradata)
-                and not _has_parameter_sets(bytes(packet), codec)
-            ):
-                packet = _prepend(packet, extradata)
+            packet = _with_parameter_sets(packet, codec, extradata)
             cuts.append(_Cut(start=t, end=t + length, packets=[]))
+            starts.append(i)
         cut = cuts[-1]
         cut.end = max(cut.end, t + length)
         cut.packets.append((False, packet))
         cut.frames += 1
     cuts[0].start = min(_time(p) for _, p in cuts[0].packets)
+    if primers:
+        for cut, first in zip(cuts[1:], starts[1:], strict=True):
+            if first in clean:
+                continue
+            # The GOP before: from the keyframe before this one. Copies, since each
+            # packet is also muxed into the segment before (which consumes it).
+            before = max(k for k in keys if k < first)
+            cut.primer = [
+                _copy(_with_parameter_sets(p, codec, extradata) if k == before else p)
+                for k, p in enumerate(videos[before:first], start=before)
+            ]
+            cut.start = min(_time(p) for _, p in cut.packets)
     return cuts
 
 
@@ -414,13 +489,26 @@ def _has_parameter_sets(data: bytes, codec: str) -> bool:
     return bool(_nal_types(data, codec) & _PARAMETER_SETS[codec])
 
 
-def _prepend(packet: av.Packet[Any], header: bytes) -> av.Packet[Any]:
-    """A copy of an Annex B keyframe with the stream's parameter sets in front of it."""
+def _with_parameter_sets(packet: av.Packet[Any], codec: str, extradata: bytes) -> av.Packet[Any]:
+    """An H.264/HEVC Annex B keyframe that starts a segment, with the stream's parameter
+    sets in front of it where it lacks them (a copy); any other packet as it is."""
+    if (
+        codec in _PARAMETER_SETS
+        and _is_annexb(extradata)
+        and not _has_parameter_sets(bytes(packet), codec)
+    ):
+        return _copy(packet, extradata)
+    return packet
+
+
+def _copy(packet: av.Packet[Any], header: bytes = b"") -> av.Packet[Any]:
+    """A copy of a packet, with ``header`` in front of its data."""
     out = av.Packet(header + bytes(packet))
     out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
     out.duration = packet.duration
-    out.is_keyframe = True
-    out.stream = packet.stream
+    out.is_keyframe = packet.is_keyframe
+    if packet.stream is not None:  # a filtered packet has none
+        out.stream = packet.stream
     return out
 
 

@@ -18,6 +18,7 @@ from farm.media.codecs import codec_name, nvdec_opens
 
 __all__ = [
     "MAX_INPUT_SECONDS",
+    "NETWORK_CODECS",
     "SUPPORTED_INPUT_CODECS",
     "Length",
     "Source",
@@ -30,8 +31,28 @@ log = logging.getLogger(__name__)
 
 #: go-livepeer rejects inputs longer than this.
 MAX_INPUT_SECONDS = 300.0
-#: Video codecs accepted as input (what a Livepeer orchestrator can be sent).
-SUPPORTED_INPUT_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg2video", "mpeg4"})
+#: Video codecs a Livepeer orchestrator decodes (go-livepeer's decoder capabilities): what a
+#: segment sent over the network may be.
+NETWORK_CODECS = frozenset({"h264", "hevc", "vp8", "vp9"})
+#: Video codecs the engine accepts as input: the network's, and what uploads to Studio carry
+#: besides: broadcast and DVD MPEG-1/2, MPEG-4 Part 2 (DivX, Xvid, old phones), editing
+#: masters (ProRes, DNxHD/DNxHR), cameras' Motion JPEG, and the older web and phone codecs
+#: (H.263, Sorenson Spark, Windows Media 8, MS MPEG-4 v3).
+SUPPORTED_INPUT_CODECS = NETWORK_CODECS | frozenset(
+    {
+        "av1",
+        "mpeg1video",
+        "mpeg2video",
+        "mpeg4",
+        "prores",
+        "dnxhd",
+        "mjpeg",
+        "h263",
+        "flv1",
+        "wmv2",
+        "msmpeg4v3",
+    }
+)
 _TS_PACKET_SIZES = (188, 192, 204)
 
 SourceInput = bytes | bytearray | memoryview | str | Path

@@ -21,6 +21,7 @@ from farm.golivepeer.engine import RemoteEngine
 from farm.golivepeer.hub import SLOT_WAIT_S, Hub, NoTranscoder
 from farm.golivepeer.results import MultipartError, ResultsTooLarge, parse_multipart
 from farm.golivepeer.wire import (
+    DECODER_CAPABILITY,
     DEFAULT_CAPABILITIES,
     ENCODER_CAPABILITY,
     FrameError,
@@ -35,6 +36,7 @@ from farm.golivepeer.wire import (
 )
 from farm.media.engine import EngineOptions
 from farm.media.profiles import VideoProfile, parse_profiles
+from farm.media.source import NETWORK_CODECS
 from farm.media.synth import make_segment
 from farm.queues import CODECS, GOLIVEPEER_CODECS, codec_of
 from farm.settings import NodeSettings
@@ -218,6 +220,8 @@ def test_the_input_codec_needs_its_decoder_capability() -> None:
     for codec in ("av1", "mpeg2video"):
         with pytest.raises(ProfileInvalid, match=f"cannot decode {codec}"):
             job_capabilities(ladder, "mpegts", codec)
+    # What the splitter lets go to the network is what go-livepeer decodes.
+    assert set(DECODER_CAPABILITY) == NETWORK_CODECS
 
 
 @pytest.fixture

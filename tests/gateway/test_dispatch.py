@@ -130,15 +130,36 @@ def test_an_orchestrators_failure_suspends_it_and_tells_no_ids_or_addresses(
     assert crashed.job.id not in errors and "10.1.2.3" not in errors
 
 
-def test_only_a_pool_of_farm_clusters_sends_everything_to_the_engine(
+def test_a_segment_only_the_engine_can_take_goes_only_to_farm_clusters(
     world: tuple[Pool, SessionLog],
 ) -> None:
-    # What lets a Studio job keep a turned input's display matrix in its segments: no
-    # segment can reach an orchestrator that ignores it.
-    pool, _ = world
-    assert pool.engine_only()
+    # A codec go-livepeer does not decode, a kept display matrix or a primer: a network
+    # orchestrator would fail it or return it wrong, so it is never tried there.
+    pool, log = world
     network = OrchestratorConfig(name="net", kind="livepeer", address="https://127.0.0.1:1")
-    assert not Pool([*(o.config for o in pool.orchestrators), network]).engine_only()
-    assert not Pool([]).engine_only()
-    found = Pool([o.config for o in pool.orchestrators], discover=dict)
-    assert not found.engine_only()  # a network orchestrator may be found later
+
+    def up(configs: list[OrchestratorConfig]) -> Pool:
+        made = Pool(configs, suspend_s=60)
+        for o in made.orchestrators:
+            o.healthy, o.capacity = True, 4
+        return made
+
+    mixed = up([network, *(o.config for o in pool.orchestrators)])
+    assert mixed.has_clusters() and pool.has_clusters()
+    assert not Pool([network]).has_clusters() and not Pool([]).has_clusters()
+    segment = Segment("s", 0, b"x", PROFILE, 2.0, engine_only=True)
+    assert not segment.takes(mixed.by_name("net"))  # type: ignore[arg-type]
+    assert all(segment.takes(o) for o in pool.orchestrators)
+    down = {o.name: RedisConnectionError("refused") for o in mixed.orchestrators}
+    anywhere = _Scripted(mixed, log, down)
+    with pytest.raises(NoOrchestrators):
+        anywhere.run(Segment("s", 0, b"x", PROFILE, 2.0))
+    assert "net" in anywhere.tried  # a segment any orchestrator can take is tried there
+    d = _Scripted(up([network, *(o.config for o in pool.orchestrators)]), log, down)
+    with pytest.raises(NoOrchestrators):
+        d.run(segment)
+    assert d.tried and "net" not in d.tried
+    d = _Scripted(up([network]), log, down)
+    with pytest.raises(NoOrchestrators):
+        d.run(segment)
+    assert d.tried == []

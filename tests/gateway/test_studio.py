@@ -21,7 +21,7 @@ from farm.media.synth import make_segment
 from gateway.playback import PlaybackSigner
 from gateway.settings import GatewaySettings
 from tests.conftest import need_tool
-from tests.factories import bright_quarter, turned_clip
+from tests.factories import bright_quarter, coded_clip, turned_clip
 from tests.gateway.conftest import ADMIN, Gateway
 
 PROFILES = [
@@ -32,9 +32,11 @@ PROFILES = [
 
 @pytest.fixture(scope="module")
 def source() -> Iterator[str]:
-    """An HTTP server on loopback serving a 9-second MP4 at /clip.mp4 and a 4-second WebM
-    (VP9 and Opus, as a browser records) at /clip.webm."""
+    """An HTTP server on loopback serving a 9-second MP4 at /clip.mp4, a 4-second WebM (VP9
+    and Opus, as a browser records) at /clip.webm, a turned MP4 at /turned.mp4 and 4 seconds
+    of DVD video (MPEG-2 in open GOPs, AC-3, 25 fps) at /dvd.vob."""
     clips = {
+        "/dvd.vob": coded_clip("mpeg2video", "vob", seconds=4.0, bframes=2, audio="ac3"),
         "/clip.mp4": make_segment(320, 240, 30, 9.0, gop_seconds=1.0, fmt="mp4"),
         "/turned.mp4": turned_clip(90),  # a phone's portrait video: coded landscape, turned
         "/clip.webm": make_segment(
@@ -187,6 +189,38 @@ def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: st
         assert len(list(c.decode(video=0))) == 120 and c.streams.audio
     assert output["charged"] == 120 * 256 * 144  # type: ignore[index]
     assert gateway.balance(key_id) == 10**9 - output["charged"]  # type: ignore[index]
+
+
+def test_dvd_video_goes_to_the_farm_and_loses_no_picture_at_its_open_gops(
+    gateway: Gateway, source: str
+) -> None:
+    # MPEG-2, which no Livepeer orchestrator decodes, cut every second at I-frames that open
+    # open GOPs: each segment cut there carries the GOP before it, so no picture is lost.
+    profiles = [{"name": "low", "width": 256, "height": 144, "bitrate": 300000, "fps": 25}]
+    _, key, auth, r = post_task(
+        gateway,
+        {"input": {"url": f"{source}/dvd.vob"}, "profiles": profiles, "targetSegmentSizeSecs": 1},
+    )
+    assert r.status_code == 200, r.text
+    done = wait_task(gateway, key, r.json()["id"])
+    assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
+    output = done["output"]
+    assert output["segments"] >= 3  # type: ignore[index]
+    media_url = gateway.url + output["hls"]["url"].replace("index.m3u8", "low/index.m3u8")  # type: ignore[index]
+    playlist = httpx.get(media_url, headers=auth, timeout=10).text
+    frames = 0
+    for seg in [line for line in playlist.splitlines() if line.endswith(".ts")]:
+        data = httpx.get(media_url.replace("index.m3u8", seg), headers=auth, timeout=10).content
+        with av.open(io.BytesIO(data)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert c.streams.audio[0].codec_context.name == "ac3"  # HLS carries AC-3 as is
+            frames += len(list(c.decode(video=0)))
+    assert frames == 100
+    (mp4,) = output["mp4"]  # type: ignore[index]
+    data = httpx.get(gateway.url + mp4["url"], headers=auth, timeout=10).content
+    with av.open(io.BytesIO(data)) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) == 100 and len(set(times)) == 100
 
 
 def test_a_turned_upload_comes_back_upright_in_hls_and_mp4(gateway: Gateway, source: str) -> None:

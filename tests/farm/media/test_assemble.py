@@ -176,18 +176,20 @@ def test_sound_that_starts_after_the_picture_is_announced_in_the_master_playlist
 
 @pytest.mark.parametrize("fmt", ["mp4", "matroska"])
 def test_a_turned_input_split_to_keep_its_turn_comes_back_upright(fmt: str) -> None:
-    # For a caller whose segments all go to the engine: Matroska segments keep the matrix,
-    # the engine turns each rendition as it turns the whole input, and no output needs one.
+    # For a caller that can send segments to the engine: Matroska segments keep the matrix,
+    # only the engine takes them, it turns each rendition as it turns the whole input, and no
+    # output needs one.
     data = turned_clip(90, fmt=fmt)
-    segments = split(data, 0.5, keep_turn=True)
-    assert {(s.fmt, s.rotation) for s in segments} == {("matroska", 0)}
+    segments = split(data, 0.5, engine=True)
+    assert {(s.fmt, s.rotation, s.engine_only) for s in segments} == {("matroska", 0, True)}
     parts = [transcode(s.data, PROFILES[:1]).renditions[0].data for s in segments]
     whole = transcode(data, PROFILES[:1]).renditions[0].data
     assert bright_quarter(parts[0]) == bright_quarter(whole) == ("bottom-left", 144, 256)
     with av.open(io.BytesIO(concat_mp4(parts, rotation=segments[0].rotation))) as c:
         assert {f.rotation for f in c.decode(video=0)} == {0}
-    plain = split(make_segment(160, 96, FPS, 1.0), 0.5, keep_turn=True)
-    assert {s.fmt for s in plain} == {"mpegts"}  # an input that is not turned: as before
+    plain = split(make_segment(160, 96, FPS, 1.0), 0.5, engine=True)
+    # An input that is not turned: as before, and any orchestrator can take it.
+    assert {(s.fmt, s.engine_only) for s in plain} == {("mpegts", False)}
 
 
 def test_concat_errors(renditions: dict[str, list[tuple[str, bytes, float]]]) -> None:

@@ -164,7 +164,7 @@ def test_mp4_cut_before_moov_is_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("codec", "fmt"), [("mjpeg", "matroska"), ("mjpeg", "avi"), ("mjpeg", "mp4")]
+    ("codec", "fmt"), [("ffv1", "matroska"), ("ffv1", "avi"), ("huffyuv", "avi")]
 )
 def test_unsupported_input_codec(codec: str, fmt: str) -> None:
     data = unsupported_video(codec, fmt)

@@ -16,10 +16,17 @@ import pytest
 
 from farm.errors import InputCorrupt, InputInvalid, InputTooLong, UnsupportedCodec
 from farm.media.codecs import codec_name
-from farm.media.engine import transcode
+from farm.media.engine import EngineOptions, transcode
 from farm.media.segmenter import SourceSegment, split
 from farm.media.synth import make_segment
-from tests.factories import audio_only_ts, clip_with_audio, probe, profile, unsupported_video
+from tests.factories import (
+    audio_only_ts,
+    clip_with_audio,
+    coded_clip,
+    probe,
+    profile,
+    unsupported_video,
+)
 
 FPS = 30
 HALF = 0.5 / FPS
@@ -134,11 +141,14 @@ def test_webm_and_av1_are_cut_into_matroska_segments(
     # A browser's recording (VP8 or VP9 with Opus in WebM) or AV1: MPEG-TS cannot carry
     # them, so the segments are Matroska, and each one transcodes on its own.
     data = _clip(fmt, seconds=3.0, codec=codec, audio_codec=audio_codec)
-    segments = split(data, 1.0)
-    assert [(s.start, s.frames, s.fmt) for s in segments] == [
-        (0.0, 30, "matroska"),
-        (1.0, 30, "matroska"),
-        (2.0, 30, "matroska"),
+    if name == "av1":  # go-livepeer has no AV1 decoder: only a farm cluster can take it
+        with pytest.raises(UnsupportedCodec, match="only by this farm's own clusters"):
+            split(data, 1.0)
+    segments = split(data, 1.0, engine=True)
+    assert [(s.start, s.frames, s.fmt, s.engine_only) for s in segments] == [
+        (0.0, 30, "matroska", name == "av1"),
+        (1.0, 30, "matroska", name == "av1"),
+        (2.0, 30, "matroska", name == "av1"),
     ]
     _check_segments(segments, data, fmt="matroska")
     for s in segments:
@@ -171,14 +181,92 @@ def test_audio_hls_players_cannot_decode_is_encoded_to_aac_once(audio: str, expe
 
 
 def test_hevc_in_matroska() -> None:
-    # x265 makes open GOPs: the leading pictures of a cut GOP are copied but do not show.
+    # x265 makes open GOPs: for the network, the leading pictures of a cut GOP are copied
+    # but do not show. For the engine, the segment carries the GOP before as its primer, and
+    # every picture shows once.
     data = make_segment(160, 128, FPS, 2.0, gop_seconds=1.0, fmt="matroska", codec="libx265")
     segments = split(data, 1.0)
     assert len(segments) == 2 and sum(s.frames for s in segments) == 60
+    assert not any(s.engine_only or s.show_from is not None for s in segments)
     for s in segments:
         seen = probe(s.data)
         assert (seen.codec, seen.key_frames[:1]) == ("hevc", [0])
     assert abs(segments[0].start + segments[0].duration - segments[1].start) <= HALF
+    lossy = sum(_shown(s) for s in segments)
+    primed = split(data, 1.0, engine=True)
+    assert primed[0].show_from is None and not primed[0].engine_only
+    assert primed[1].engine_only and primed[1].show_from == primed[1].start
+    assert abs(primed[0].start + primed[0].duration - primed[1].start) <= HALF
+    assert lossy < 60 == sum(_shown(s) for s in primed) == sum(s.frames for s in primed)
+
+
+def _shown(segment: SourceSegment, fps: int = FPS) -> int:
+    """Pictures the engine takes from a segment to output, checked against what the segment
+    says (the renditions are on the profile's ``fps`` grid: within a frame of it)."""
+    opts = EngineOptions(show_from=segment.show_from, verify=True)
+    result = transcode(segment.data, [profile("small", 160, 96, 100_000, fps=fps)], opts)
+    assert result.verification == []
+    (r,) = result.renditions
+    assert abs(r.frames - result.decoded_frames) <= 1
+    assert abs(r.start - segment.start) <= 1 / fps + 1e-9
+    return result.decoded_frames
+
+
+_LEGACY = {
+    # What an upload carries besides the web's codecs: (encoder, container, options for
+    # coded_clip), and the codec and segment container expected.
+    "mpeg2-ts": (("mpeg2video", "mpegts"), {"bframes": 2, "audio": "mp2"}, "mpeg2video", "mpegts"),
+    "mpeg2-dvd": (("mpeg2video", "vob"), {"bframes": 2, "audio": "ac3"}, "mpeg2video", "mpegts"),
+    "mpeg1-ps": (("mpeg1video", "mpeg"), {"bframes": 2, "audio": "mp2"}, "mpeg1video", "mpegts"),
+    "divx-avi": (("mpeg4", "avi"), {"bframes": 2, "audio": "mp3"}, "mpeg4", "matroska"),
+    "prores-mov": (
+        ("prores_ks", "mov"),
+        {"pix_fmt": "yuv422p10le", "gop": 1, "audio": "pcm_s16le"},
+        "prores",
+        "matroska",
+    ),
+    "dnxhr-mov": (
+        ("dnxhd", "mov"),
+        {"pix_fmt": "yuv422p", "size": (512, 288), "options": {"profile": "dnxhr_lb"}},
+        "dnxhd",
+        "mov",
+    ),
+    "mjpeg-avi": (
+        ("mjpeg", "avi"),
+        {"pix_fmt": "yuvj420p", "audio": "pcm_s16le"},
+        "mjpeg",
+        "matroska",
+    ),
+    "h263-3gp": (("h263", "3gp"), {"size": (352, 288), "audio": "aac"}, "h263", "mov"),
+    "flv1-flv": (("flv", "flv"), {"audio": "mp3"}, "flv1", "nut"),
+    "wmv2-asf": (("wmv2", "asf"), {}, "wmv2", "nut"),
+    "msmpeg4-avi": (("msmpeg4", "avi"), {"audio": "mp3"}, "msmpeg4v3", "nut"),
+}
+
+
+@pytest.mark.parametrize("case", list(_LEGACY))
+def test_camera_editing_and_legacy_codecs_are_cut_for_the_engine(case: str) -> None:
+    (encoder, container), kwargs, name, fmt = _LEGACY[case]
+    data = coded_clip(encoder, container, seconds=2.0, **kwargs)  # type: ignore[arg-type]
+    whole = probe(data)
+    assert whole.codec == name
+    with pytest.raises(UnsupportedCodec, match="only by this farm's own clusters"):
+        split(data, 0.5)
+    segments = split(data, 0.5, engine=True)
+    assert len(segments) >= 3
+    assert {(s.fmt, s.engine_only) for s in segments} == {(fmt, True)}
+    for s, following in itertools.pairwise(segments):
+        assert abs(s.start + s.duration - following.start) <= HALF
+    # Every picture is some segment's own, and is shown once: MPEG-1/2/4 make open GOPs
+    # here, and the segments cut at them carry their primers.
+    assert sum(s.frames for s in segments) == whole.frames
+    assert sum(_shown(s, fps=25) for s in segments) == whole.frames
+    if kwargs.get("bframes"):
+        assert any(s.show_from is not None for s in segments)
+    for s in segments:
+        assert probe(s.data).codec == name
+        if "audio" in kwargs:
+            assert _audio_codec(s.data) in ("aac", "mp3", "ac3")
 
 
 def _remux(data: bytes, keep: Callable[[int, av.Packet[Any]], bool], fmt: str = "mpegts") -> bytes:
@@ -229,10 +317,10 @@ def test_no_keyframe_at_all() -> None:
             "not a media container",
         ),
         (audio_only_ts(), InputInvalid, "no video"),
-        (unsupported_video("mjpeg"), UnsupportedCodec, "mjpeg"),
-        (unsupported_video("mpeg4"), UnsupportedCodec, "cannot split 'mpeg4'"),
+        (unsupported_video("ffv1"), UnsupportedCodec, "'ffv1'"),
+        (unsupported_video("mpeg4"), UnsupportedCodec, "only by this farm's own clusters"),
     ],
-    ids=["empty", "random", "audio-only", "mjpeg", "mpeg4"],
+    ids=["empty", "random", "audio-only", "ffv1", "mpeg4"],
 )
 def test_bad_input(data: bytes, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
