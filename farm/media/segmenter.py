@@ -44,7 +44,7 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from farm.errors import InputCorrupt, InputTooLong, UnsupportedCodec
-from farm.media.audio import CARRIED_AUDIO, AudioToAac
+from farm.media.audio import CARRIED_AUDIO, AudioToAac, Silence
 from farm.media.codecs import codec_name
 from farm.media.source import NETWORK_CODECS, open_source
 
@@ -121,6 +121,8 @@ class _Cut:
     frames: int = 0
     #: The GOP before, decoded first and not shown (a cut at an open-GOP keyframe).
     primer: list[av.Packet[Any]] = field(default_factory=list)
+    #: Its audio is silence made for it: the input's sound does not reach it.
+    silent: bool = False
 
 
 def split(
@@ -196,6 +198,9 @@ def split(
             anywhere=not everyone,
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
+        silence = Silence.like(audio, aac) if audio is not None else None
+        if silence is not None:
+            _fill_silence(cuts, silence)
         return [
             SourceSegment(
                 index=i,
@@ -208,6 +213,7 @@ def split(
                     fmt,
                     keep_turn=turned,
                     annexb=to_annexb,
+                    silence=silence if cut.silent else None,
                 ),
                 start=float(cut.start),
                 duration=float(cut.end - cut.start),
@@ -402,6 +408,20 @@ def _place_audio(cuts: list[_Cut], packets: list[av.Packet[Any]]) -> None:
         cut.packets.sort(key=_dts_seconds)
 
 
+def _fill_silence(cuts: list[_Cut], silence: Silence) -> None:
+    """Silence for every segment with no sound of its own, once the input has some: its
+    sound starts after the picture or ends before it, and the segments (so the HLS
+    renditions and the MP4) keep an audio track from start to end."""
+    if not any(is_audio for cut in cuts for is_audio, _ in cut.packets):
+        return  # a track declared and never filled: no sound to keep
+    for cut in cuts:
+        if any(is_audio for is_audio, _ in cut.packets):
+            continue
+        quiet = [(True, p) for p in silence.packets(cut.start, cut.end)]
+        cut.packets = sorted(cut.packets + quiet, key=_dts_seconds)
+        cut.silent = bool(quiet)
+
+
 def _dts_seconds(item: tuple[bool, av.Packet[Any]]) -> Fraction:
     packet = item[1]
     ts = packet.dts if packet.dts is not None else packet.pts
@@ -432,10 +452,12 @@ def _write(
     *,
     keep_turn: bool = False,
     annexb: bool = False,
+    silence: Silence | None = None,
 ) -> bytes:
     """One segment file (MPEG-TS or Matroska) of copied packets, with the input's
     timestamps unchanged; with ``keep_turn``, Matroska that keeps the display matrix;
-    ``annexb``: the packets were filtered from avcC/hvcC to Annex B."""
+    ``annexb``: the packets were filtered from avcC/hvcC to Annex B; ``silence``: the audio
+    packets are its."""
     buf = io.BytesIO()
     try:
         with av.open(buf, "w", format=fmt, options=_KEEP_TIMESTAMPS) as out:
@@ -451,12 +473,14 @@ def _write(
             if annexb:
                 # Packets are Annex B now; the avcC/hvcC header does not describe them.
                 v_out.codec_context.extradata = None
-            # A segment the input's sound does not reach (it ended before the video) gets
-            # no audio stream: one with no packets has no parameters a reader can find.
+            # A segment with no audio packets gets no audio stream: one with no packets has
+            # no parameters a reader can find.
             heard = any(is_audio for is_audio, _ in packets)
             a_out = (
                 None
                 if audio is None or not heard
+                else silence.add_stream(out)
+                if silence is not None
                 else aac.add_stream(out)
                 if aac is not None
                 else out.add_stream_from_template(audio)
