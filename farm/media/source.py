@@ -270,6 +270,8 @@ class Length:
 
     duration: float
     frames: int
+    #: The video's codec (FFmpeg's name).
+    codec: str = ""
 
 
 def measure(data: SourceInput, *, max_seconds: float = MAX_INPUT_SECONDS) -> Length:
@@ -304,4 +306,4 @@ def measure(data: SourceInput, *, max_seconds: float = MAX_INPUT_SECONDS) -> Len
     duration = span or source.duration or 0.0
     if duration > max_seconds:
         raise InputTooLong(f"input lasts {duration:.1f} s; the limit is {max_seconds:g} s")
-    return Length(duration, frames)
+    return Length(duration, frames, codec_name(source.video))

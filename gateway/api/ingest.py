@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from farm.errors import PermanentError, ProfileInvalid
 from farm.media.output import EXTENSIONS, MIME_TYPES
 from farm.media.profiles import VideoProfile, profile_by_name, profiles_from_json
-from farm.media.source import Length, measure
+from farm.media.source import NETWORK_CODECS, Length, measure
 from gateway import metrics
 from gateway.api.body import read_body
 from gateway.api.responses import errors
@@ -137,8 +137,18 @@ def _transcode(state: GatewayState, caller: Caller, segment: Segment) -> tuple[S
     pixels = estimate_pixels(
         segment.profiles, length.duration, state.settings.estimate_margin, length.frames
     )
+    # A codec no Livepeer orchestrator decodes (MPEG-2 from a broadcast feed, say) goes only
+    # to this farm's clusters, and is refused before anything is held where there are none.
+    engine_only = length.codec not in NETWORK_CODECS
+    if engine_only and not state.dispatcher.pool.has_clusters():
+        raise TranscodeFailed(
+            f"{length.codec!r} video is transcoded only by a farm cluster, and this gateway "
+            f"routes to none; Livepeer orchestrators decode {', '.join(sorted(NETWORK_CODECS))}"
+        )
     # A caller that declares less than the segment holds gets the timeouts of what it holds.
-    segment = replace(segment, duration_s=max(segment.duration_s, length.duration))
+    segment = replace(
+        segment, duration_s=max(segment.duration_s, length.duration), engine_only=engine_only
+    )
     session_id = segment.session_id
     ref = f"seg:{session_id}:{segment.seq}:{uuid.uuid4().hex[:12]}"
     payment = payment_for(state, caller)

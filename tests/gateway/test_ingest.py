@@ -19,6 +19,7 @@ from farm.media.synth import make_segment
 from gateway.dispatch import Dispatcher
 from gateway.pool import Pool
 from gateway.sessions import SessionLog
+from tests.factories import coded_clip
 from tests.farm.harness import wait_for
 from tests.gateway.conftest import Env, Gateway
 
@@ -223,6 +224,16 @@ def test_a_segment_is_priced_by_what_it_holds_not_by_what_is_declared(gateway: G
         assert r.json()["encoded_pixels"] == 2 * COST
         assert r.json()["charged"] == 2 * COST
     assert gateway.balance(key_id) == 6 * COST
+
+
+def test_a_broadcast_mpeg2_segment_is_transcoded_by_the_farm(gateway: Gateway) -> None:
+    # MPEG-2, which no Livepeer orchestrator decodes: this gateway's clusters take it.
+    key_id, key = gateway.key(credits=10 * COST)
+    mpeg2 = coded_clip("mpeg2video", "mpegts", seconds=1.0, fps=30, audio="mp2")
+    r = post(gateway, "/live/broadcast/0.ts", mpeg2, key)
+    assert r.status_code == 200, r.text
+    assert [x["frames"] for x in r.json()["renditions"]] == [30, 30]
+    assert gateway.balance(key_id) == 9 * COST
 
 
 def test_wrong_method(gateway: Gateway) -> None:

@@ -39,6 +39,7 @@ from farm.media.synth import make_segment
 from farm.orchestrator.service import SESSIONS_KEY
 from farm.remote.tls import ensure_certificate, fingerprint_of_file
 from tests.conftest import PG_URL, REDIS_HOST, REDIS_PORT, need_service
+from tests.factories import coded_clip
 from tests.farm.harness import Cluster, cluster_env, free_port, wait_for
 from tests.farm.test_orchestrator import OrchestratorNode
 from tests.gateway.conftest import Env, Gateway
@@ -390,6 +391,21 @@ def test_a_twenty_segment_stream_plays_through_on_one_session(
     assert gw.balance(key_id) == 80 * PIXELS
     state = orchestrators(gw)
     assert all(o["kind"] == "livepeer" and "broker_url" not in o for o in state.values())
+
+
+def test_a_codec_no_livepeer_orchestrator_decodes_is_refused_before_any_charge(
+    network: Network,
+) -> None:
+    # An MPEG-2 segment (a broadcast feed) on a gateway whose pool is all network
+    # orchestrators: none decodes it, so nothing is held, tried or charged.
+    gw = network.gateway(["cheap-a", "cheap-b"])
+    key_id, key = gw.key(credits=10 * PIXELS)
+    mpeg2 = coded_clip("mpeg2video", "mpegts", seconds=1.0, fps=30)
+    r = post(gw, "broadcast", 0, mpeg2, key)
+    assert r.status_code == 422, r.text
+    assert "transcoded only by a farm cluster" in r.json()["errors"][0]
+    assert gw.balance(key_id) == 10 * PIXELS
+    assert not any(o["suspended"] for o in orchestrators(gw).values())
 
 
 def test_the_price_cap_leaves_out_the_dear_orchestrator(
