@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import av
 from av.bitstream import BitStreamFilterContext
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
 from farm.errors import (
     EncoderUnavailable,
@@ -341,8 +341,19 @@ class _Rendition(threading.Thread):
 
     def _encode(self, frame: av.VideoFrame, pts: int) -> None:
         width, height = self._coded
+        # Renditions are limited range: a full-range picture (a camera's Motion JPEG, a
+        # screen recording) is converted, as swscale does not do by itself once a range is
+        # given, and players show full-range values in an unflagged stream with crushed
+        # blacks and clipped whites.
+        full = frame.color_range == ColorRange.JPEG or frame.format.name.startswith("yuvj")
         scaled = self._scaler.reformat(
-            frame, width, height, "yuv420p", interpolation=self._interpolation
+            frame,
+            width,
+            height,
+            "yuv420p",
+            interpolation=self._interpolation,
+            src_color_range=ColorRange.JPEG if full else ColorRange.MPEG,
+            dst_color_range=ColorRange.MPEG,
         )
         if self._turn is not None:
             scaled = self._turn(scaled)

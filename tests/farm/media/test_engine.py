@@ -6,10 +6,13 @@ Durations and times are compared within half a frame of the output's frame rate.
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
+from av.video.reformatter import ColorRange
 
 from farm.errors import ProfileInvalid
 from farm.media.codecs import codec_name
@@ -399,3 +402,45 @@ def test_audio_the_output_cannot_carry_is_encoded_to_aac(
         first = [bytes(p) for p in a.demux(audio=0) if p.size]
         second = [bytes(p) for p in b.demux(audio=0) if p.size]
     assert first == second  # encoded once, the same packets in every rendition
+
+
+def _black_and_white(codec: str, fmt: str, pix_fmt: str) -> bytes:
+    """Ten full-range pictures, the left half black (0) and the right half white (255)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        video = out.add_stream(codec, rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, pix_fmt
+        video.codec_context.color_range = ColorRange.JPEG
+        luma = np.full((240, 320), 255, np.uint8)
+        luma[:, :160] = 0
+        chroma = np.full((120, 160), 128, np.uint8)
+        planes = np.concatenate([luma.ravel(), chroma.ravel(), chroma.ravel()]).reshape(360, 320)
+        for n in range(10):
+            frame = av.VideoFrame.from_ndarray(planes, format=pix_fmt)
+            frame.color_range = ColorRange.JPEG
+            frame.pts, frame.time_base = n, Fraction(1, 25)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("codec", "fmt", "pix_fmt"),
+    [("mjpeg", "avi", "yuvj420p"), ("libx264", "mp4", "yuv420p")],
+    ids=["camera-mjpeg", "full-range-h264"],
+)
+def test_full_range_input_becomes_limited_range_renditions(
+    codec: str, fmt: str, pix_fmt: str
+) -> None:
+    # A camera's Motion JPEG or a full-range screen recording: black and white land on 16
+    # and 235, where a player of the unflagged rendition expects them.
+    data = _black_and_white(codec, fmt, pix_fmt)
+    with av.open(io.BytesIO(data)) as c:
+        assert next(c.decode(video=0)).color_range == ColorRange.JPEG
+    result = transcode(data, [profile("out", 320, 240, 500_000, fps=25)])
+    with av.open(io.BytesIO(result.renditions[0].data)) as c:
+        picture = next(c.decode(video=0)).to_ndarray()[:240]
+    assert abs(float(picture[:, 8:150].mean()) - 16) < 2
+    assert abs(float(picture[:, 170:312].mean()) - 235) < 2
