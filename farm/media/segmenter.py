@@ -255,9 +255,16 @@ def _plan(
     videos: list[av.Packet[Any]] = []
     audio_packets: list[av.Packet[Any]] = []
     streams = [s for s in (video, audio) if s is not None]
+    counted = 0  # video frames the container holds, dropped ones (empty AVI chunks) too
+    end: Fraction | None = None  # where its last packet, of either stream, ends
     try:
         with av.logging.Capture():
             for packet in container.demux(streams):
+                if packet.stream is video and packet.dts is not None:
+                    counted += 1
+                if packet.pts is not None and packet.time_base is not None:
+                    stop = (packet.pts + (packet.duration or 0)) * packet.time_base
+                    end = stop if end is None else max(end, stop)
                 if not packet.size:
                     continue  # the demuxer's end-of-stream packets
                 if packet.stream is audio:
@@ -282,10 +289,42 @@ def _plan(
                 audio_packets += aac.encode(None)
     except av.FFmpegError as e:
         raise InputCorrupt(f"input cannot be demuxed: {e}") from e
+    _check_whole(container, video, counted, end)
     _fill_dts(videos, frame_len)
     cuts = _cut(videos, target, frame_len, codec, extradata, primers=primers, anywhere=anywhere)
     _place_audio(cuts, audio_packets)
     return cuts
+
+
+#: Containers whose duration is written in their header (not estimated from the packets a
+#: reader finds): an upload that ends early is found by it.
+_DECLARED_DURATION = frozenset({"flv", "avi", "asf", "matroska,webm"})
+
+
+def _check_whole(
+    container: av.container.InputContainer,
+    video: av.VideoStream,
+    counted: int,
+    end: Fraction | None,
+) -> None:
+    """Raise InputCorrupt for an input that ends before its header says: an upload or
+    download cut short (a faststart MP4, an AVI or FLV, ...) demuxes without an error, and
+    would otherwise be transcoded as a shorter video."""
+    declared = video.frames
+    if declared and counted + 1 < declared:
+        raise InputCorrupt(
+            f"input is truncated: it holds {counted} of the {declared} video frames its "
+            "header declares"
+        )
+    if container.format.name in _DECLARED_DURATION and container.duration and end is not None:
+        length = Fraction(container.duration, av.time_base)
+        start = Fraction(container.start_time or 0, av.time_base)
+        held = end - start
+        if length - held > max(Fraction(1), length / 20):
+            raise InputCorrupt(
+                f"input is truncated: it ends at {float(held):.2f} s of the "
+                f"{float(length):.2f} s its header declares"
+            )
 
 
 def _time(packet: av.Packet[Any]) -> Fraction:

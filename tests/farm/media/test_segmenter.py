@@ -332,6 +332,30 @@ def test_truncated_ts(ts10: bytes) -> None:
         split(ts10[: len(ts10) // 2 + 7])
 
 
+@pytest.mark.parametrize("kind", ["faststart-mp4", "avi", "flv", "matroska"], ids=lambda k: str(k))
+def test_an_upload_cut_short_is_refused_not_cut_shorter(kind: str, mp4_10: bytes) -> None:
+    # An interrupted upload or download demuxes without an error up to where it stops; its
+    # header (frame count, duration) says it is not whole.
+    data = {
+        "faststart-mp4": mp4_10,
+        "avi": coded_clip("mpeg4", "avi", seconds=4.0),
+        "flv": coded_clip("flv", "flv", seconds=4.0),
+        "matroska": _clip("matroska", seconds=4.0),
+    }[kind]
+    assert split(data, 1.0, engine=True)  # whole, it splits
+    with pytest.raises(InputCorrupt, match="truncated"):
+        split(_cut_at_a_packet(data, 0.6), 1.0, engine=True)
+
+
+def _cut_at_a_packet(data: bytes, fraction: float) -> bytes:
+    """``data`` cut where a packet starts, at about ``fraction`` of its bytes: what an upload
+    that stopped at a packet boundary looks like (no damaged packet to give it away)."""
+    with av.open(io.BytesIO(data)) as c:
+        positions = [p.pos for p in c.demux() if p.pos is not None and p.pos > 0]
+    cut = min(positions, key=lambda pos: abs(pos - fraction * len(data)))
+    return data[:cut]
+
+
 def test_limits(ts10: bytes) -> None:
     with pytest.raises(InputTooLong, match="limit is 5 s"):
         split(ts10, 3.0, max_seconds=5)
