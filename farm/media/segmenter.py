@@ -147,10 +147,11 @@ def split(
     cluster). Then an input in a codec Livepeer orchestrators do not decode is cut with every
     segment ``engine_only``; an input shown turned (its display matrix) is cut into Matroska
     segments that keep the matrix, so the engine turns their renditions upright (their
-    ``rotation`` is 0), all ``engine_only``; and a segment that has to start at an open-GOP
-    keyframe carries the GOP before it (``show_from``), ``engine_only`` too. Without it,
-    such a codec is refused, a turned input goes as coded (``rotation`` says the turn, see
-    SourceSegment), and segments start at clean keyframes only.
+    ``rotation`` is 0), all ``engine_only``; and segments start at any keyframe, one that
+    starts at an open-GOP keyframe carrying the GOP before it (``show_from``) and
+    ``engine_only`` too. Without it, such a codec is refused, a turned input goes as coded
+    (``rotation`` says the turn, see SourceSegment), and segments start at clean keyframes
+    only (at any, losing their leading pictures, where no later keyframe is clean).
 
     Raises :class:`~farm.errors.InputInvalid` (empty, not media, no video),
     :class:`~farm.errors.UnsupportedCodec`, :class:`~farm.errors.InputCorrupt` (damaged, no
@@ -195,7 +196,7 @@ def split(
             aac,
             to_annexb=to_annexb,
             primers=engine,
-            anywhere=not everyone,
+            anywhere=engine,
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         silence = Silence.like(audio, aac) if audio is not None else None
@@ -290,6 +291,8 @@ def _plan(
     except av.FFmpegError as e:
         raise InputCorrupt(f"input cannot be demuxed: {e}") from e
     _check_whole(container, video, counted, end)
+    if to_annexb:
+        extradata = _annexb_parameter_sets(videos, codec)
     _fill_dts(videos, frame_len)
     cuts = _cut(videos, target, frame_len, codec, extradata, primers=primers, anywhere=anywhere)
     _place_audio(cuts, audio_packets)
@@ -538,14 +541,36 @@ def _is_annexb(data: bytes) -> bool:
     return data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
 
 
-def _nal_types(data: bytes, codec: str) -> set[int]:
-    types = set()
+def _nal_units(data: bytes, codec: str) -> list[tuple[int, bytes]]:
+    """The NAL units of Annex B data: (type, the unit with a 4-byte start code)."""
+    starts = []
     i = data.find(b"\x00\x00\x01")
     while i >= 0 and i + 3 < len(data):
-        head = data[i + 3]
-        types.add(head & 0x1F if codec == "h264" else (head >> 1) & 0x3F)
+        starts.append(i + 3)
         i = data.find(b"\x00\x00\x01", i + 3)
-    return types
+    units = []
+    for start, following in zip(starts, [*starts[1:], len(data) + 3], strict=True):
+        body = data[start : following - 3].rstrip(b"\x00")  # the next start code's zero
+        head = body[0] if body else 0
+        kind = head & 0x1F if codec == "h264" else (head >> 1) & 0x3F
+        units.append((kind, b"\x00\x00\x00\x01" + body))
+    return units
+
+
+def _nal_types(data: bytes, codec: str) -> set[int]:
+    return {kind for kind, _ in _nal_units(data, codec)}
+
+
+def _annexb_parameter_sets(packets: list[av.Packet[Any]], codec: str) -> bytes:
+    """The parameter sets of the first filtered packet that carries them, in Annex B: what
+    a segment starting at a keyframe without its own (an H.264 recovery point, filtered from
+    avcC, which gets them only in front of IDR frames) needs in front of it."""
+    for packet in packets:
+        units = _nal_units(bytes(packet), codec)
+        sets = [unit for kind, unit in units if kind in _PARAMETER_SETS[codec]]
+        if sets:
+            return b"".join(sets)
+    return b""
 
 
 def _has_parameter_sets(data: bytes, codec: str) -> bool:

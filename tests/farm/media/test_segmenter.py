@@ -200,6 +200,24 @@ def test_hevc_in_matroska() -> None:
     assert lossy < 60 == sum(_shown(s) for s in primed) == sum(s.frames for s in primed)
 
 
+def test_h264_open_gops_from_mp4() -> None:
+    # x264's open GOPs: keyframes that are recovery points, not IDR frames. For the network,
+    # segments start at the clean keyframes only. For the engine, at every keyframe, each
+    # with its primer; filtered from avcC, only IDR frames get the parameter sets in front,
+    # so a segment (or primer) that starts at a recovery point gets them from the stream,
+    # or it could not be decoded at all.
+    options = {"preset": "superfast", "x264-params": "open-gop=1:scenecut=0"}
+    data = coded_clip("libx264", "mp4", seconds=2.0, gop=12, bframes=3, options=options)
+    whole = probe(data).frames
+    segments = split(data, 0.4)
+    assert not any(s.engine_only for s in segments)
+    assert sum(_shown(s, fps=25) for s in segments) == whole
+    primed = split(data, 0.4, engine=True)
+    assert len(primed) > len(segments)
+    assert any(s.show_from is not None for s in primed)
+    assert sum(_shown(s, fps=25) for s in primed) == whole
+
+
 def _shown(segment: SourceSegment, fps: int = FPS) -> int:
     """Pictures the engine takes from a segment to output, checked against what the segment
     says (the renditions are on the profile's ``fps`` grid: within a frame of it)."""
