@@ -10,11 +10,11 @@ H.264 and HEVC segments are MPEG-TS, as a Livepeer gateway sends, and so are MPE
 (broadcast, DVD). VP8, VP9, AV1, MPEG-4 Part 2, ProRes and Motion JPEG, which MPEG-TS cannot
 carry, go into Matroska segments, DNxHD and H.263 into QuickTime, and the codecs neither has
 a tag for (Sorenson Spark, Windows Media 8, MS MPEG-4 v3) into NUT; the engine reads each as
-it reads MPEG-TS. A Livepeer
-orchestrator is sent only H.264, HEVC, VP8 and VP9 (what go-livepeer decodes), Matroska ones
-as go-livepeer sends MP4 segments, under ``video/MP2T``: FFmpeg finds the container from the
-bytes. Segments of the other codecs are marked for this farm's engine
-(``SourceSegment.engine_only``), and cut only for a caller that can send them there.
+it reads MPEG-TS. A Livepeer orchestrator is sent only H.264, HEVC, VP8 and VP9 (what
+go-livepeer decodes), Matroska ones as go-livepeer sends MP4 segments, under ``video/MP2T``:
+FFmpeg finds the container from the bytes. Segments of the other codecs are marked for this
+farm's engine (``SourceSegment.engine_only``), and cut only for a caller that can send them
+there.
 
 A keyframe that opens an open GOP (MPEG-2's and MPEG-4's usual I-frames, HEVC CRA, H.264
 recovery points) is followed in decode order by pictures shown before it that need the GOP
