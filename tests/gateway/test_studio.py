@@ -103,6 +103,18 @@ def wait_task(gw: Gateway, key: str, task_id: str, timeout: float = 120) -> dict
     raise AssertionError(f"task still {seen[-1]} after {timeout} s")
 
 
+def variant_segments(gw: Gateway, auth: dict[str, str], output: Any, name: str) -> list[bytes]:
+    """The MPEG-TS segments of a finished task's HLS variant ``name``, as a player fetches
+    them."""
+    media_url = gw.url + output["hls"]["url"].replace("index.m3u8", f"{name}/index.m3u8")
+    playlist = httpx.get(media_url, headers=auth, timeout=10).text
+    return [
+        httpx.get(media_url.replace("index.m3u8", line), headers=auth, timeout=10).content
+        for line in playlist.splitlines()
+        if line.endswith(".ts")
+    ]
+
+
 def test_file_transcode_produces_a_playable_hls_ladder_and_mp4(
     gateway: Gateway, source: str
 ) -> None:
@@ -172,11 +184,8 @@ def test_a_webm_recording_is_transcoded_like_an_mp4(gateway: Gateway, source: st
     assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
     output = done["output"]
     assert output["segments"] == 2  # type: ignore[index]
-    media_url = gateway.url + output["hls"]["url"].replace("index.m3u8", "low/index.m3u8")  # type: ignore[index]
-    playlist = httpx.get(media_url, headers=auth, timeout=10).text
     frames = 0
-    for seg in [line for line in playlist.splitlines() if line.endswith(".ts")]:
-        data = httpx.get(media_url.replace("index.m3u8", seg), headers=auth, timeout=10).content
+    for data in variant_segments(gateway, auth, output, "low"):
         with av.open(io.BytesIO(data)) as c:
             assert c.streams.video[0].codec_context.name == "h264"
             # The recording's Opus, which HLS players do not decode in MPEG-TS, is AAC.
@@ -206,11 +215,8 @@ def test_dvd_video_goes_to_the_farm_and_loses_no_picture_at_its_open_gops(
     assert done["status"]["phase"] == "completed", done["status"]  # type: ignore[index]
     output = done["output"]
     assert output["segments"] >= 3  # type: ignore[index]
-    media_url = gateway.url + output["hls"]["url"].replace("index.m3u8", "low/index.m3u8")  # type: ignore[index]
-    playlist = httpx.get(media_url, headers=auth, timeout=10).text
     frames = 0
-    for seg in [line for line in playlist.splitlines() if line.endswith(".ts")]:
-        data = httpx.get(media_url.replace("index.m3u8", seg), headers=auth, timeout=10).content
+    for data in variant_segments(gateway, auth, output, "low"):
         with av.open(io.BytesIO(data)) as c:
             assert c.streams.video[0].codec_context.name == "h264"
             assert c.streams.audio[0].codec_context.name == "ac3"  # HLS carries AC-3 as is
