@@ -67,6 +67,7 @@ SEGMENT_FORMATS = {
     "flv1": "nut",
     "wmv2": "nut",
     "msmpeg4v3": "nut",
+    "gif": "nut",
 }
 #: Video codecs that can be cut by stream copy.
 SPLIT_CODECS = frozenset(SEGMENT_FORMATS)

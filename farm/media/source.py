@@ -37,7 +37,7 @@ NETWORK_CODECS = frozenset({"h264", "hevc", "vp8", "vp9"})
 #: Video codecs the engine accepts as input: the network's, and what uploads to Studio carry
 #: besides: broadcast and DVD MPEG-1/2, MPEG-4 Part 2 (DivX, Xvid, old phones), editing
 #: masters (ProRes, DNxHD/DNxHR), cameras' Motion JPEG, and the older web and phone codecs
-#: (H.263, Sorenson Spark, Windows Media 8, MS MPEG-4 v3).
+#: (H.263, Sorenson Spark, Windows Media 8, MS MPEG-4 v3), and animated GIF.
 SUPPORTED_INPUT_CODECS = NETWORK_CODECS | frozenset(
     {
         "av1",
@@ -51,6 +51,7 @@ SUPPORTED_INPUT_CODECS = NETWORK_CODECS | frozenset(
         "flv1",
         "wmv2",
         "msmpeg4v3",
+        "gif",
     }
 )
 _TS_PACKET_SIZES = (188, 192, 204)

@@ -200,6 +200,17 @@ def test_hevc_in_matroska() -> None:
     assert lossy < 60 == sum(_shown(s) for s in primed) == sum(s.frames for s in primed)
 
 
+def test_an_animated_gif_is_one_segment_for_the_engine() -> None:
+    # Each GIF picture is drawn over the one before, so its only keyframe is the first: the
+    # whole animation is one segment, which only this farm's engine decodes.
+    data = coded_clip("gif", "gif", pix_fmt="rgb8", seconds=2.0, fps=10)
+    with pytest.raises(UnsupportedCodec, match="only by this farm's own clusters"):
+        split(data, 0.5)
+    (segment,) = split(data, 0.5, engine=True)
+    assert (segment.fmt, segment.engine_only, segment.frames) == ("nut", True, 20)
+    assert _shown(segment, fps=10) == 20
+
+
 def test_h264_open_gops_from_mp4() -> None:
     # x264's open GOPs: keyframes that are recovery points, not IDR frames. For the network,
     # segments start at the clean keyframes only. For the engine, at every keyframe, each
