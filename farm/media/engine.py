@@ -693,10 +693,18 @@ def _decode(
                 "stream?): send them in a container such as MPEG-TS, MP4 or Matroska"
             )
         raise InputCorrupt("no decodable video frames in the input")
-    expected = source.video.frames
-    if source.format_name.startswith("mov") and expected and frames < expected:
-        raise InputCorrupt(f"input is truncated: decoded {frames} of {expected} video frames")
     end = last_t + frame_len
+    # MP4/MOV that stops early (a faststart file cut short) demuxes without an error; its
+    # header says how long its video is (after its edit list: a trimmed phone video holds
+    # samples it does not show, so its sample count says nothing).
+    declared = source.video.duration
+    if source.format_name.startswith("mov") and declared and opts.show_from is None:
+        length = declared * tb
+        if length - (end - first_t) > 2 * frame_len:
+            raise InputCorrupt(
+                f"input is truncated: its video ends {float(end - first_t):.3f} s in, of the "
+                f"{float(length):.3f} s its header declares"
+            )
     for w in workers:
         _hand(w, _Close(end, end - first_t), opts.parallel)
     return {

@@ -302,7 +302,7 @@ def _plan(
 
 #: Containers whose duration is written in their header (not estimated from the packets a
 #: reader finds): an upload that ends early is found by it.
-_DECLARED_DURATION = frozenset({"flv", "avi", "asf", "matroska,webm"})
+_DECLARED_DURATION = frozenset({"flv", "avi", "asf", "matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2"})
 
 
 def _check_whole(
@@ -312,15 +312,17 @@ def _check_whole(
     end: Fraction | None,
 ) -> None:
     """Raise InputCorrupt for an input that ends before its header says: an upload or
-    download cut short (a faststart MP4, an AVI or FLV, ...) demuxes without an error, and
-    would otherwise be transcoded as a shorter video."""
+    download cut short (a faststart MP4, an AVI, an FLV...) demuxes without an error, and
+    would otherwise be transcoded as a shorter video. AVI declares its frames too (MP4's
+    count includes samples an edit list leaves out, which a trimmed phone video has)."""
+    fmt = container.format.name
     declared = video.frames
-    if declared and counted + 1 < declared:
+    if fmt == "avi" and declared and counted + 1 < declared:
         raise InputCorrupt(
             f"input is truncated: it holds {counted} of the {declared} video frames its "
             "header declares"
         )
-    if container.format.name in _DECLARED_DURATION and container.duration and end is not None:
+    if fmt in _DECLARED_DURATION and container.duration and end is not None:
         length = Fraction(container.duration, av.time_base)
         start = Fraction(container.start_time or 0, av.time_base)
         held = end - start
@@ -383,6 +385,8 @@ def _cut(
         cut.end = max(cut.end, t + length)
         cut.packets.append((False, packet))
         cut.frames += 1
+    if primers:
+        _prime_trimmed_start(cuts[0])
     cuts[0].start = min(_time(p) for _, p in cuts[0].packets)
     if primers:
         for cut, first in zip(cuts[1:], starts[1:], strict=True):
@@ -397,6 +401,17 @@ def _cut(
             ]
             cut.start = min(_time(p) for _, p in cut.packets)
     return cuts
+
+
+def _prime_trimmed_start(cut: _Cut) -> None:
+    """An input trimmed by an edit list (a phone's trim without re-encoding) starts with
+    pictures it does not show, which the demuxer marks discarded: in the first segment they
+    become its primer, decoded and not shown, where they would otherwise be shown."""
+    n = next((i for i, (_, p) in enumerate(cut.packets) if not p.is_discard), len(cut.packets))
+    if 0 < n < len(cut.packets):
+        cut.primer = [p for _, p in cut.packets[:n]]
+        cut.packets = cut.packets[n:]
+        cut.frames -= n
 
 
 def _clean(videos: list[av.Packet[Any]], key: int, end: int) -> bool:

@@ -23,7 +23,15 @@ from farm.errors import (
 from farm.media.engine import EngineOptions, transcode
 from farm.media.profiles import VideoProfile
 from farm.media.result import TranscodeResult
-from tests.factories import audio_only_ts, clip, mp4_clip, profile, ts_packets, unsupported_video
+from tests.factories import (
+    audio_only_ts,
+    clip,
+    mp4_clip,
+    profile,
+    trimmed_mp4,
+    ts_packets,
+    unsupported_video,
+)
 
 PROFILES = [profile("r", 256, 144, 200_000, fps=30)]
 #: Damage found mid-decode is checked with renditions encoded inline: with rendition threads
@@ -155,6 +163,15 @@ def test_truncated_mp4(fraction: float) -> None:
     assert data.find(b"moov") < data.find(b"mdat"), "faststart"
     with pytest.raises((InputCorrupt, InputInvalid)):
         _run(data[: int(len(data) * fraction)], SERIAL)
+
+
+def test_a_trimmed_mp4_is_not_taken_for_a_truncated_one() -> None:
+    # Its header counts 120 samples; its edit list shows the 2.5 s from 1.5 s on.
+    data = trimmed_mp4(clip(320, 240, 30, 4.0, gop_seconds=1.0, fmt="mp4", audio=False), 1.5)
+    with av.open(io.BytesIO(data)) as c:
+        assert c.streams.video[0].frames == 120
+    result = _run(data, SERIAL)
+    assert (result.decoded_frames, result.input_start, result.input_duration) == (75, 0.0, 2.5)
 
 
 def test_mp4_cut_before_moov_is_invalid() -> None:

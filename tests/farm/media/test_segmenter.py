@@ -25,6 +25,7 @@ from tests.factories import (
     coded_clip,
     probe,
     profile,
+    trimmed_mp4,
     unsupported_video,
 )
 
@@ -198,6 +199,19 @@ def test_hevc_in_matroska() -> None:
     assert primed[1].engine_only and primed[1].show_from == primed[1].start
     assert abs(primed[0].start + primed[0].duration - primed[1].start) <= HALF
     assert lossy < 60 == sum(_shown(s) for s in primed) == sum(s.frames for s in primed)
+
+
+def test_a_trimmed_mp4_starts_where_its_edit_list_does() -> None:
+    # The pictures a phone's trim left in the file unshown prime the first segment for the
+    # engine; for the network, which cannot be told, they are copied as they are.
+    data = trimmed_mp4(_clip("mp4", seconds=4.0, audio=False), 1.5)
+    network = split(data, 1.0)
+    assert network[0].start < 0 and not any(s.engine_only for s in network)
+    segments = split(data, 1.0, engine=True)
+    first = segments[0]
+    assert (first.start, first.show_from, first.engine_only) == (0.0, 0.0, True)
+    assert sum(s.frames for s in segments) == 75
+    assert sum(_shown(s) for s in segments) == 75
 
 
 def test_an_animated_gif_is_one_segment_for_the_engine() -> None:
