@@ -483,19 +483,19 @@ def sound_until(
 
 
 def trimmed_mp4(data: bytes, seconds: float) -> bytes:
-    """The video of MP4 ``data`` remuxed with its first ``seconds`` before time 0: an edit
+    """MP4 ``data`` remuxed with its first ``seconds`` before time 0: an edit
     list trims them (as a phone trims a video without re-encoding it), so a player shows
     what follows. The demuxer drops the GOPs wholly before the cut and marks the rest of it
     discarded; the header's sample count still counts every sample."""
     buf = io.BytesIO()
     with av.open(io.BytesIO(data)) as src, av.open(buf, "w", format="mp4") as out:
-        video = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(video=0):
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
             if packet.dts is None or packet.pts is None or packet.time_base is None:
                 continue
             shift = round(seconds / packet.time_base)
             packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
-            packet.stream = video
+            packet.stream = streams[packet.stream.index]
             out.mux(packet)
     return buf.getvalue()
 

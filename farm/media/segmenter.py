@@ -257,6 +257,7 @@ def _plan(
     videos: list[av.Packet[Any]] = []
     audio_packets: list[av.Packet[Any]] = []
     streams = [s for s in (video, audio) if s is not None]
+    unheard: av.Packet[Any] | None = None
     counted = 0  # video frames the container holds, dropped ones (empty AVI chunks) too
     end: Fraction | None = None  # where its last packet, of either stream, ends
     try:
@@ -271,8 +272,15 @@ def _plan(
                     continue  # the demuxer's end-of-stream packets
                 if packet.stream is audio:
                     if aac is not None:
-                        audio_packets += aac.encode(packet)
+                        audio_packets += aac.encode(packet)  # the decoder drops discarded
+                    elif packet.is_discard:
+                        # Sound an edit list leaves out (a trimmed phone video): only the
+                        # packet just before what it keeps, which primes the decoder.
+                        unheard = packet
                     elif packet.pts is not None:
+                        if unheard is not None:
+                            audio_packets.append(unheard)
+                            unheard = None
                         audio_packets.append(packet)
                     continue
                 if packet.is_corrupt:

@@ -204,7 +204,9 @@ def test_hevc_in_matroska() -> None:
 def test_a_trimmed_mp4_starts_where_its_edit_list_does() -> None:
     # The pictures a phone's trim left in the file unshown prime the first segment for the
     # engine; for the network, which cannot be told, they are copied as they are.
-    data = trimmed_mp4(_clip("mp4", seconds=4.0, audio=False), 1.5)
+    # Its sound is trimmed alike: what is heard starts where the pictures do, but for the
+    # one packet before, which primes the decoder.
+    data = trimmed_mp4(_clip("mp4", seconds=4.0), 1.5)
     network = split(data, 1.0)
     assert network[0].start < 0 and not any(s.engine_only for s in network)
     segments = split(data, 1.0, engine=True)
@@ -212,6 +214,10 @@ def test_a_trimmed_mp4_starts_where_its_edit_list_does() -> None:
     assert (first.start, first.show_from, first.engine_only) == (0.0, 0.0, True)
     assert sum(s.frames for s in segments) == 75
     assert sum(_shown(s) for s in segments) == 75
+    for s in network[:1] + segments[:1]:
+        with av.open(io.BytesIO(s.data)) as c:
+            heard = next(p for p in c.demux(audio=0) if p.size)
+            assert -0.05 < heard.pts * heard.time_base <= 0  # type: ignore[operator]
 
 
 def test_an_animated_gif_is_one_segment_for_the_engine() -> None:
