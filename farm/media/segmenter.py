@@ -197,7 +197,6 @@ def split(
             aac,
             to_annexb=to_annexb,
             primers=engine,
-            anywhere=engine,
         )
         _check_limits(cuts, max_seconds, max_segments, target_seconds)
         silence = Silence.like(audio, aac) if audio is not None else None
@@ -241,10 +240,9 @@ def _plan(
     *,
     to_annexb: bool = False,
     primers: bool = False,
-    anywhere: bool = False,
 ) -> list[_Cut]:
     """Demux everything and decide which segment every packet goes to (the audio encoded
-    by ``aac`` where it is given); ``primers`` and ``anywhere`` as :func:`_cut` takes them."""
+    by ``aac`` where it is given); ``primers`` as :func:`_cut` takes it."""
     codec = codec_name(video)
     extradata = video.codec_context.extradata or b""
     # ``to_annexb``: the filter also puts the parameter sets in front of every IDR frame,
@@ -303,7 +301,7 @@ def _plan(
     if to_annexb:
         extradata = _annexb_parameter_sets(videos, codec)
     _fill_dts(videos, frame_len)
-    cuts = _cut(videos, target, frame_len, codec, extradata, primers=primers, anywhere=anywhere)
+    cuts = _cut(videos, target, frame_len, codec, extradata, primers=primers)
     _place_audio(cuts, audio_packets)
     return cuts
 
@@ -355,28 +353,24 @@ def _cut(
     extradata: bytes,
     *,
     primers: bool = False,
-    anywhere: bool = False,
 ) -> list[_Cut]:
     """Group video packets (decode order) into segments that each start at a keyframe.
 
     An open-GOP keyframe (HEVC CRA, H.264 recovery point, MPEG-2/MPEG-4 I-frames without a
     closed GOP) is followed in decode order by leading pictures that show before it and
-    need the GOP before. Segments start at clean keyframes, unless there are none to cut at,
-    or ``anywhere``. With ``primers``, a segment that starts at an open keyframe gets the GOP
-    before it as its primer, and starts when its first own picture shows; without, its
-    leading pictures cannot be shown."""
+    need the GOP before. With ``primers``, segments start at any keyframe, and one that
+    starts at an open keyframe gets the GOP before it as its primer, and starts when its
+    first own picture shows. Without, segments start at clean keyframes, unless there are
+    none to cut at, where their leading pictures cannot be shown."""
     keys = [i for i, p in enumerate(videos) if p.is_keyframe]
     if not keys:
         raise InputCorrupt("the input's video has no keyframe to start a segment at")
     clean = {
         k for k, end in zip(keys, [*keys[1:], len(videos)], strict=True) if _clean(videos, k, end)
     }
-    cut_at = set(keys) if anywhere else clean
+    cut_at = set(keys) if primers else clean
     if not cut_at - {keys[0]} and len(keys) > 1:
-        if not primers:
-            log.warning(
-                "every keyframe opens an open GOP; cutting there loses the leading pictures"
-            )
+        log.warning("every keyframe opens an open GOP; cutting there loses the leading pictures")
         cut_at = set(keys)
     cuts: list[_Cut] = []
     starts: list[int] = []
@@ -520,7 +514,7 @@ def _write(
     annexb: bool = False,
     silence: Silence | None = None,
 ) -> bytes:
-    """One segment file (MPEG-TS or Matroska) of copied packets, with the input's
+    """One segment file (SEGMENT_FORMATS' container) of copied packets, with the input's
     timestamps unchanged; with ``keep_turn``, Matroska that keeps the display matrix;
     ``annexb``: the packets were filtered from avcC/hvcC to Annex B; ``silence``: the audio
     packets are its."""
